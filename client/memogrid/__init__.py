@@ -1,0 +1,1 @@
+"""memogrid: the thin client (see issue 4)."""

@@ -1,0 +1,203 @@
+"""The key scheme: Merkle keys built from content, never from identity.
+
+Every task of a search is named by a hash of everything that can change
+its result, chained through its parent:
+
+- ``fold_key``  = H(X id, y id, groups id, train indices, test indices)
+- ``step_key``  = H(step class and canonical params, library versions,
+  parent key, routed fit params)
+- ``score_key`` = H(final estimator class and canonical params, library
+  versions, parent key, scorers, return_train_score, fit and score params)
+- ``refit_key`` = H(final estimator, library versions, parent key, fit params)
+
+where the parent of a pipeline's first step is the fold and the parent of
+every later step (and of the final estimator) is the step before it.
+Changing a parameter, a data byte, a fold row or an upstream step thus
+changes every key downstream of it and none upstream.
+
+Values are encoded canonically (:func:`canonical`) into a tagged, ordered
+byte form: floats by their exact hex form, arrays by dtype, shape and a
+digest of their bytes, estimators by class path and ``get_params(deep=False)``
+recursively, functions by their importable name. Nothing process-specific
+(``id()``, memory addresses, pickle bytes of objects) can enter a key; a
+value that has no content encoding (a lambda, an open file) raises
+:class:`UnkeyableValue`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+#: Bumped whenever the encoding or the task semantics change, so that old
+#: cache entries are never read with new meaning.
+KEY_SCHEMA = "memogrid-keys-v1"
+
+_HEX = 40
+
+
+class UnkeyableValue(TypeError):
+    """A parameter value has no content-based encoding."""
+
+
+def _versions() -> tuple[tuple[str, str], ...]:
+    out = []
+    for dist in ("scikit-learn", "numpy", "scipy", "pandas"):
+        try:
+            out.append((dist, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((dist, ""))
+    return tuple(out)
+
+
+LIBRARY_VERSIONS: tuple[tuple[str, str], ...] = _versions()
+
+
+def qualified_name(obj: Any) -> str:
+    """``module.QualName`` of a class or function; refuses local objects."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if module is None and isinstance(obj, np.ufunc):
+        module = "numpy"
+    if not module or not qualname or "<" in qualname:
+        raise UnkeyableValue(f"{obj!r} has no importable name to key it by")
+    return f"{module}.{qualname}"
+
+
+def _is_estimator(value: Any) -> bool:
+    return hasattr(value, "get_params") and hasattr(value, "set_params") and not isinstance(
+        value, type
+    )
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-serialisable, tagged, order-preserving encoding of ``value``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_,)):
+        return ["np.bool", bool(value)]
+    if isinstance(value, numbers.Integral) and not isinstance(value, np.generic):
+        return ["int", str(int(value))]
+    if isinstance(value, float):
+        return ["float", _float(value)]
+    if isinstance(value, np.generic):
+        if value.dtype.hasobject:
+            raise UnkeyableValue(f"object scalar {value!r}")
+        return ["np", value.dtype.str, value.tobytes().hex()]
+    if isinstance(value, np.ndarray):
+        return ["ndarray", *array_token(value)]
+    if isinstance(value, (list, tuple)):
+        return ["list" if isinstance(value, list) else "tuple", [canonical(v) for v in value]]
+    if isinstance(value, Mapping):
+        items = [[canonical(k), canonical(v)] for k, v in value.items()]
+        items.sort(key=lambda kv: json.dumps(kv[0]))
+        return ["dict", items]
+    if isinstance(value, (set, frozenset)):
+        enc = sorted((canonical(v) for v in value), key=json.dumps)
+        return ["set", enc]
+    if isinstance(value, slice):
+        return ["slice", canonical((value.start, value.stop, value.step))]
+    if isinstance(value, range):
+        return ["range", canonical((value.start, value.stop, value.step))]
+    if isinstance(value, np.dtype):
+        return ["dtype", value.str]
+    if isinstance(value, type):
+        return ["type", qualified_name(value)]
+    if isinstance(value, np.random.RandomState):
+        kind, keys, pos, has_gauss, cached = value.get_state()
+        return ["rng", kind, array_token(keys), pos, has_gauss, _float(cached)]
+    if _is_estimator(value):
+        return estimator_token(value)
+    if isinstance(value, np.ufunc) or (
+        callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "__dict__")
+    ):
+        return ["func", qualified_name(value)]
+    if callable(value) and getattr(value, "__qualname__", None) and hasattr(value, "__code__"):
+        # plain Python functions: keyed by importable name only
+        return ["func", qualified_name(value)]
+    d = getattr(value, "__dict__", None)
+    if d is not None and not callable(getattr(value, "__code__", None)):
+        # A small configuration object (e.g. make_column_selector): its
+        # class and attributes are its content.
+        return ["obj", qualified_name(type(value)), canonical(dict(d))]
+    raise UnkeyableValue(f"cannot build a content key for {type(value).__name__} {value!r}")
+
+
+def _float(x: float) -> str:
+    if math.isnan(x):
+        return "nan"
+    return float(x).hex()
+
+
+def array_token(arr: np.ndarray) -> list[Any]:
+    """[dtype, shape, digest] of an array's content."""
+    if arr.dtype.hasobject:
+        # Object arrays (e.g. lists of categories) are keyed element-wise.
+        return ["O", list(arr.shape), canonical(arr.tolist())]
+    data = np.ascontiguousarray(arr)
+    digest = hashlib.sha256(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
+    return [arr.dtype.str, list(arr.shape), digest.hexdigest()]
+
+
+def estimator_token(est: Any) -> list[Any]:
+    """Class path plus canonical shallow params, nested estimators recursed."""
+    params = est.get_params(deep=False)
+    return ["est", qualified_name(type(est)), [[k, canonical(params[k])] for k in sorted(params)]]
+
+
+def digest(*parts: Any) -> str:
+    """Hash a sequence of canonical parts into a hex key body."""
+    payload = json.dumps([KEY_SCHEMA, *parts], separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:_HEX]
+
+
+def fold_key(
+    x_id: str, y_id: str | None, groups_id: str | None, train: np.ndarray, test: np.ndarray
+) -> str:
+    """Key of one fold: the datasets and the exact rows on each side."""
+    train = np.asarray(train, dtype=np.int64)
+    test = np.asarray(test, dtype=np.int64)
+    return "fold-" + digest("fold", x_id, y_id, groups_id, array_token(train), array_token(test))
+
+
+def step_key(step_token: Any, parent: str, fit_params: Any = None) -> str:
+    """Key of a fitted intermediate step and its transformed fold outputs."""
+    return "step-" + digest("step", step_token, LIBRARY_VERSIONS, parent, fit_params)
+
+
+def score_key(
+    final_token: Any,
+    parent: str,
+    scorers: Any,
+    return_train_score: bool,
+    fit_params: Any = None,
+    score_params: Any = None,
+) -> str:
+    """Key of a fold's scores for a final estimator on its parent's output."""
+    return "score-" + digest(
+        "score",
+        final_token,
+        LIBRARY_VERSIONS,
+        parent,
+        scorers,
+        bool(return_train_score),
+        fit_params,
+        score_params,
+    )
+
+
+def refit_key(final_token: Any, parent: str, fit_params: Any = None) -> str:
+    """Key of the final estimator fitted on its parent's full-data output."""
+    return "refit-" + digest("refit", final_token, LIBRARY_VERSIONS, parent, fit_params)
+
+
+def train_transform_key(step: str) -> str:
+    """Key of ``transform`` (not ``fit_transform``) applied to the train rows."""
+    return "ttrain-" + digest("ttrain", step)

@@ -1,0 +1,426 @@
+"""The memoizing search: scikit-learn's GridSearchCV semantics on a dask graph.
+
+:func:`run_search` validates its arguments with scikit-learn's own search
+class, draws the candidates and folds exactly as scikit-learn does, plans
+one task per distinct Merkle key (:mod:`.plan`), skips every score already
+in the persistent cache, runs the rest on dask.distributed and formats the
+results with scikit-learn's own ``_format_results`` so ``cv_results_`` is
+the same to the last bit. The refit on all rows uses the same keys.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..store.cache import ResultCache
+from ..store.datasets import DataRef, DatasetStore
+from . import keys
+from .plan import Fold, Plan, assemble, build_plan, build_refit_plan, check_fit_param_names
+from .tasks import (
+    DataSpec,
+    ScoreOutput,
+    TaskContext,
+    load_refit,
+    run_refit,
+    run_score,
+    run_step,
+    run_train_transform,
+)
+
+
+class SearchCancelled(Exception):
+    """The search was cancelled before it finished."""
+
+
+@dataclass
+class SearchStats:
+    """What one search computed and what it found in the cache."""
+
+    candidates: int = 0
+    splits: int = 0
+    tasks: int = 0  # distinct step and score tasks the search needs
+    score_hits: int = 0  # (candidate, split) results found in the cache
+    step_hits: int = 0  # intermediate steps loaded from the cache
+    step_fits: int = 0  # intermediate steps fitted
+    final_fits: int = 0  # final-estimator fits (scores computed)
+    refit: str = ""  # "fit", "hit" or "" (no refit)
+
+    @property
+    def hits(self) -> int:
+        return self.score_hits + self.step_hits + (self.refit == "hit")
+
+    @property
+    def fits(self) -> int:
+        return self.step_fits + self.final_fits
+
+    @property
+    def misses(self) -> int:
+        return self.fits
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.update(hits=self.hits, fits=self.fits, misses=self.misses)
+        return d
+
+
+@dataclass
+class SearchResult:
+    """What scikit-learn's fitted ``*SearchCV`` exposes, plus memo stats."""
+
+    cv_results_: dict[str, Any]
+    n_splits_: int
+    multimetric_: bool
+    scorer_: Any
+    best_index_: int | None = None
+    best_params_: dict[str, Any] | None = None
+    best_score_: float | None = None
+    best_estimator_: Any = None
+    refit_time_: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    stats: SearchStats = field(default_factory=SearchStats)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Scorer plus error policy, shipped to score tasks as one object."""
+
+    scorer: Any
+    error_score: Any
+    return_train_score: bool
+
+    def __iter__(self):  # unpacked by run_score
+        return iter((self.scorer, self.error_score, self.return_train_score))
+
+
+ProgressFn = Callable[[int, int, int, ScoreOutput | None], None]
+
+
+def _scorers_token(scoring: Any) -> Any:
+    if scoring is None or isinstance(scoring, str):
+        return ["scoring", scoring]
+    if isinstance(scoring, (list, tuple, set)):
+        return ["scoring-list", sorted(scoring)]
+    if isinstance(scoring, Mapping):
+        return ["scoring-dict", sorted((k, v) for k, v in scoring.items())]
+    raise TypeError(
+        f"scoring must be None, a scorer name, or a list or dict of names, not {scoring!r}"
+    )
+
+
+def _param_token(value: Any) -> Any:
+    if isinstance(value, DataRef):
+        return ["data", value.dataset_id]
+    return keys.canonical(value)
+
+
+class SearchRunner:
+    """Runs searches against one dataset store, one cache and one dask client."""
+
+    def __init__(
+        self,
+        client: Any,
+        store: DatasetStore,
+        cache: ResultCache | None,
+        *,
+        blas_threads: int | None = 1,
+    ):
+        self.client = client
+        self.store = store
+        self.cache = cache
+        self.blas_threads = blas_threads
+
+    # -- data -------------------------------------------------------------
+    def _ref(self, value: Any) -> DataRef | None:
+        if value is None or isinstance(value, DataRef):
+            return value
+        return self.store.put(value)
+
+    # -- the search -----------------------------------------------------
+    def search(
+        self,
+        estimator: Any,
+        X: Any,
+        y: Any = None,
+        *,
+        param_grid: Any = None,
+        param_distributions: Any = None,
+        n_iter: int = 10,
+        random_state: Any = None,
+        groups: Any = None,
+        cv: Any = None,
+        scoring: Any = None,
+        refit: bool | str = True,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        fit_params: Mapping[str, Any] | None = None,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SearchResult:
+        """Run a grid search (``param_grid``) or a randomized search.
+
+        ``X``, ``y``, ``groups`` and fit-param values may be arrays or
+        DataFrames (stored content-addressed first) or :class:`DataRef`.
+        ``on_progress(done, total, hits, output)`` is called as each
+        (candidate, split) result arrives.
+        """
+        from sklearn.base import clone, is_classifier
+        from sklearn.model_selection import (
+            GridSearchCV,
+            ParameterGrid,
+            ParameterSampler,
+            RandomizedSearchCV,
+            check_cv,
+        )
+        from sklearn.utils.validation import indexable
+
+        if (param_grid is None) == (param_distributions is None):
+            raise ValueError("give exactly one of param_grid and param_distributions")
+        if param_grid is not None:
+            sk: Any = GridSearchCV(
+                estimator,
+                param_grid,
+                scoring=scoring,
+                refit=refit,
+                cv=cv,
+                error_score=error_score,
+                return_train_score=return_train_score,
+            )
+        else:
+            sk = RandomizedSearchCV(
+                estimator,
+                param_distributions,
+                n_iter=n_iter,
+                random_state=random_state,
+                scoring=scoring,
+                refit=refit,
+                cv=cv,
+                error_score=error_score,
+                return_train_score=return_train_score,
+            )
+        sk._validate_params()
+        scorers, refit_metric = sk._get_scorers()
+        scorers_token = _scorers_token(scoring)
+
+        x_ref = self._ref(X)
+        y_ref = self._ref(y)
+        g_ref = self._ref(groups)
+        assert x_ref is not None
+        X_local = x_ref.load()
+        y_local = y_ref.load() if y_ref is not None else None
+        g_local = g_ref.load() if g_ref is not None else None
+        X_local, y_local = indexable(X_local, y_local)
+        fit_params = dict(fit_params or {})
+        check_fit_param_names(estimator, list(fit_params))
+        fp_refs = {
+            name: (self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+            for name, v in fit_params.items()
+        }
+        fp_tokens = {name: _param_token(v) for name, v in fp_refs.items()}
+        score_params: dict[str, Any] = {}
+        if fp_refs.get("sample_weight") is not None and sk._check_scorers_accept_sample_weight():
+            score_params["sample_weight"] = fp_refs["sample_weight"]
+        score_tokens = sorted((k, _param_token(v)) for k, v in score_params.items())
+
+        cv_checked = check_cv(cv, y_local, classifier=is_classifier(estimator))
+        split_kw = {"groups": g_local}
+        n_splits = cv_checked.get_n_splits(X_local, y_local, **split_kw)
+        splits = list(cv_checked.split(X_local, y_local, **split_kw))
+        if len(splits) != n_splits:
+            raise ValueError(
+                "cv.split and cv.get_n_splits return inconsistent results. "
+                f"Expected {n_splits} splits, got {len(splits)}"
+            )
+        gid = g_ref.dataset_id if g_ref is not None else None
+        yid = y_ref.dataset_id if y_ref is not None else None
+        folds = [
+            Fold(keys.fold_key(x_ref.dataset_id, yid, gid, tr, te), np.asarray(tr), np.asarray(te))
+            for tr, te in splits
+        ]
+
+        if param_grid is not None:
+            candidates = list(ParameterGrid(param_grid))
+        else:
+            candidates = list(
+                ParameterSampler(param_distributions, n_iter, random_state=random_state)
+            )
+        if not candidates or not folds:
+            raise ValueError(
+                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+            )
+        base = clone(estimator)
+        configured = [clone(base).set_params(**clone(p, safe=False)) for p in candidates]
+        plan = build_plan(
+            configured,
+            folds,
+            scorers_token=scorers_token,
+            return_train_score=return_train_score,
+            fit_param_tokens=fp_tokens,
+            score_param_tokens=score_tokens,
+        )
+        data = DataSpec(
+            X=x_ref,
+            y=y_ref,
+            fit_params=tuple(fp_refs.items()),
+            score_params=tuple(score_params.items()),
+            pairwise_estimator=base,
+        )
+        ctx = TaskContext(self.cache, data, self.blas_threads)
+        scoring_obj = Scoring(scorers, error_score, return_train_score)
+        stats = SearchStats(candidates=len(candidates), splits=n_splits)
+        result_warnings: list[str] = []
+        if plan.unseeded:
+            msg = (
+                "estimators with random_state=None are memoized like any other: a "
+                "cached fit is reused instead of drawing new randomness: "
+                + ", ".join(plan.unseeded)
+            )
+            result_warnings.append(msg)
+
+        outputs = self._run_plan(plan, ctx, scoring_obj, stats, on_progress, cancel)
+        out = []
+        for row in plan.grid:
+            for skey in row:
+                o = outputs[skey]
+                if o.exception is not None and (
+                    error_score == "raise" or "test_scores" not in o.result
+                ):
+                    raise o.exception
+                out.append(dict(o.result))
+
+        from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _warn_or_raise_about_fit_failures(out, error_score)
+            results = sk._format_results(candidates, n_splits, out)
+        for w in caught:
+            result_warnings.append(f"{w.category.__name__}: {w.message}")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+        multimetric = isinstance(out[0]["test_scores"], dict)
+        res = SearchResult(
+            cv_results_=results,
+            n_splits_=n_splits,
+            multimetric_=multimetric,
+            scorer_=scorers._scorers if multimetric else scorers,
+            warnings=result_warnings,
+            stats=stats,
+        )
+        if refit or not multimetric:
+            res.best_index_ = int(sk._select_best_index(refit, refit_metric, results))
+            res.best_score_ = results[f"mean_test_{refit_metric}"][res.best_index_]
+            res.best_params_ = results["params"][res.best_index_]
+        if refit:
+            assert res.best_params_ is not None
+            start = time.perf_counter()
+            best = clone(base).set_params(**clone(res.best_params_, safe=False))
+            all_rows = np.arange(len(X_local))
+            empty = np.arange(0)
+            refit_fold = Fold(keys.fold_key(x_ref.dataset_id, yid, gid, all_rows, empty), all_rows, empty)
+            fitted, how = self._run_refit(best, refit_fold, fp_tokens, ctx, stats)
+            res.best_estimator_ = assemble(best, fitted)
+            res.refit_time_ = time.perf_counter() - start
+            stats.refit = how
+        return res
+
+    # -- execution --------------------------------------------------------
+    def _run_plan(
+        self,
+        plan: Plan,
+        ctx: TaskContext,
+        scoring: Scoring,
+        stats: SearchStats,
+        on_progress: ProgressFn | None,
+        cancel: threading.Event | None,
+    ) -> dict[str, ScoreOutput]:
+        total = len(plan.scores)
+        outputs: dict[str, ScoreOutput] = {}
+        pending = []
+        for skey in plan.scores:
+            hit = self.cache.get(skey) if self.cache is not None else None
+            if hit is not None:
+                outputs[skey] = ScoreOutput(dict(hit), (), "hit")
+            else:
+                pending.append(skey)
+        stats.score_hits = len(outputs)
+        stats.tasks = len(plan.steps) + len(plan.scores) + len(plan.ttrains)
+        done = len(outputs)
+        if on_progress is not None:
+            on_progress(done, total, stats.hits, None)
+        if not pending:
+            return outputs
+
+        dsk: dict[str, Any] = {}
+        for skey in pending:
+            node = plan.scores[skey]
+            self._add_chain(dsk, plan, node.parent, ctx)
+            if node.ttrain is not None:
+                self._add_ttrain(dsk, plan, node.ttrain, ctx)
+            dsk.setdefault(node.fold, plan.folds[node.fold])
+            dsk[skey] = (run_score, ctx, node, scoring, node.fold, node.parent, node.ttrain)
+
+        from distributed import as_completed
+
+        futures = self.client.get(dsk, pending, sync=False)
+        seen_steps: set[str] = set()
+        try:
+            for fut in as_completed(futures):
+                if cancel is not None and cancel.is_set():
+                    raise SearchCancelled()
+                o: ScoreOutput = fut.result()
+                outputs[fut.key] = o
+                for step, how, _ in o.provenance:
+                    if step not in seen_steps:
+                        seen_steps.add(step)
+                        if how == "hit":
+                            stats.step_hits += 1
+                        else:
+                            stats.step_fits += 1
+                if o.final == "hit":
+                    stats.score_hits += 1
+                elif o.final == "fit":
+                    stats.final_fits += 1
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total, stats.hits, o)
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+        return outputs
+
+    def _add_chain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+        while key is not None and key not in dsk:
+            node = plan.steps[key]
+            dsk.setdefault(node.fold, plan.folds[node.fold])
+            dsk[key] = (run_step, ctx, node, node.fold, node.parent)
+            key = node.parent
+
+    def _add_ttrain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+        while key is not None and key not in dsk:
+            node = plan.ttrains[key]
+            self._add_chain(dsk, plan, node.step, ctx)
+            dsk[key] = (run_train_transform, ctx, node, node.fold, node.step, node.parent)
+            key = node.parent
+
+    def _run_refit(
+        self, best: Any, fold: Fold, fp_tokens: dict, ctx: TaskContext, stats: SearchStats
+    ) -> tuple[tuple[Any, ...], str]:
+        rplan = build_refit_plan(best, fold, fp_tokens)
+        if self.cache is not None:
+            loaded = load_refit(self.cache, rplan.chain, rplan.key)
+            if loaded is not None:
+                return loaded[0], "hit"
+        dsk: dict[str, Any] = {fold.key: fold}
+        shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
+        self._add_chain(dsk, shadow, rplan.parent, ctx)
+        dsk[rplan.key] = (run_refit, ctx, rplan, fold.key, rplan.parent)
+        (fut,) = self.client.get(dsk, [rplan.key], sync=False)
+        models, how, _ = fut.result()
+        return models, how

@@ -1,0 +1,385 @@
+"""Fold work: the functions dask runs, each memoized under its Merkle key.
+
+Every task first looks its key up in the persistent cache and returns the
+stored value on a hit; on a miss it computes exactly what scikit-learn's
+``Pipeline`` and ``_fit_and_score`` would (``fit_transform`` on the training
+rows, ``transform`` on the test rows, the final estimator scored by
+scikit-learn's own ``_score``) and stores the result.
+
+A step that fails does not raise: it returns a :class:`StepOutput` carrying
+the traceback, so each candidate depending on it scores ``error_score``
+exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..store.cache import ResultCache
+from ..store.datasets import DataRef
+
+# -- inputs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a search's data lives: refs the workers resolve from disk."""
+
+    X: DataRef
+    y: DataRef | None
+    fit_params: tuple[tuple[str, Any], ...] = ()  # name -> DataRef or literal
+    score_params: tuple[tuple[str, Any], ...] = ()
+    pairwise_estimator: Any = None  # the searched estimator, for _safe_split
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    cache: ResultCache | None
+    data: DataSpec
+    blas_threads: int | None = 1
+
+
+def _resolve(value: Any) -> Any:
+    return value.load() if isinstance(value, DataRef) else value
+
+
+def _as_ndarray(value: Any) -> Any:
+    if isinstance(value, np.memmap):
+        return value.view(np.ndarray)
+    return value
+
+
+def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
+    """X and y rows of ``fold``'s ``which`` side ("train" or "test")."""
+    from sklearn.utils.metaestimators import _safe_split
+
+    X = ctx.data.X.load()
+    y = ctx.data.y.load() if ctx.data.y is not None else None
+    est = ctx.data.pairwise_estimator
+    if which == "train":
+        Xs, ys = _safe_split(est, X, y, fold.train)
+    else:
+        Xs, ys = _safe_split(est, X, y, fold.test, fold.train)
+    return _as_ndarray(Xs), _as_ndarray(ys)
+
+
+def sliced_params(ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any) -> dict:
+    from sklearn.utils.validation import _check_method_params
+
+    if not params:
+        return {}
+    X = ctx.data.X.load()
+    full = {name: _as_ndarray(_resolve(value)) for name, value in params}
+    return _check_method_params(X, params=full, indices=rows)
+
+
+def routed_params(ctx: TaskContext, routing: dict[str, str], rows: Any) -> dict:
+    """A link's own fit params (``own name -> search name``), sliced to ``rows``."""
+    search_params = dict(ctx.data.fit_params)
+    return sliced_params(
+        ctx, tuple((own, search_params[src]) for own, src in routing.items()), rows
+    )
+
+
+def _y_rows(ctx: TaskContext, rows: Any) -> Any:
+    if ctx.data.y is None:
+        return None
+    from sklearn.utils import _safe_indexing
+
+    return _as_ndarray(_safe_indexing(ctx.data.y.load(), rows))
+
+
+class _Blas:
+    """Cap BLAS/OpenMP threads while a task runs (one controller per process)."""
+
+    _controller: Any = None
+
+    @classmethod
+    def limit(cls, n: int | None) -> Any:
+        import contextlib
+
+        if n is None:
+            return contextlib.nullcontext()
+        if cls._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            cls._controller = ThreadpoolController()
+        return cls._controller.limit(limits=n)
+
+
+# -- outputs --------------------------------------------------------------
+
+
+@dataclass
+class StepOutput:
+    """A fitted step and its fold outputs, as held in worker memory."""
+
+    key: str
+    models: tuple[Any, ...] = ()  # fitted links from the first step to this one
+    Xt_train: Any = None  # fit_transform output on the training rows
+    Xt_test: Any = None  # transform output on the test rows
+    #: (key, "fit" | "hit", seconds) of every step up to this one
+    provenance: tuple[tuple[str, str, float], ...] = ()
+    error: str | None = None  # traceback of the failing step
+    exception: BaseException | None = None
+    failed_label: str | None = None
+
+
+@dataclass
+class ScoreOutput:
+    """One (candidate, split) result in ``_fit_and_score``'s shape."""
+
+    result: dict[str, Any]
+    provenance: tuple[tuple[str, str, float], ...] = ()
+    final: str = "fit"  # "fit", "hit", or "skipped" after an upstream failure
+    exception: BaseException | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _model_key(key: str) -> str:
+    return key + "/model"
+
+
+def _data_key(key: str) -> str:
+    return key + "/data"
+
+
+def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> StepOutput:
+    """Fit one intermediate step on a fold (or load it from the cache)."""
+    prior = parent.provenance if parent is not None else ()
+    models = parent.models if parent is not None else ()
+    if parent is not None and parent.error is not None:
+        return parent  # propagate the upstream failure unchanged
+    cache = ctx.cache
+    if cache is not None:
+        stored_model = cache.get(_model_key(node.key))
+        if stored_model is not None:
+            stored_data = cache.get(_data_key(node.key))
+            if stored_data is not None:
+                model, fit_time = stored_model
+                Xt_train, Xt_test = stored_data
+                return StepOutput(
+                    node.key,
+                    (*models, model),
+                    Xt_train,
+                    Xt_test,
+                    (*prior, (node.key, "hit", fit_time)),
+                )
+    from sklearn.base import clone
+
+    if parent is None:
+        X_train, y_train = fold_rows(ctx, fold, "train")
+        X_test = fold_rows(ctx, fold, "test")[0] if len(fold.test) else None
+    else:
+        X_train, X_test = parent.Xt_train, parent.Xt_test
+        y_train = _y_rows(ctx, fold.train)
+    params = routed_params(ctx, node.fit_params, fold.train)
+    transformer = clone(node.estimator)
+    start = time.perf_counter()
+    try:
+        with _Blas.limit(ctx.blas_threads):
+            if hasattr(transformer, "fit_transform"):
+                Xt_train = transformer.fit_transform(X_train, y_train, **params)
+            else:
+                Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
+            fit_time = time.perf_counter() - start
+            Xt_test = transformer.transform(X_test) if X_test is not None else None
+    except Exception as exc:
+        return StepOutput(
+            node.key,
+            provenance=prior,
+            error=traceback.format_exc(),
+            exception=exc,
+            failed_label=node.label,
+        )
+    if cache is not None:
+        cache.set(_model_key(node.key), (transformer, fit_time))
+        cache.set(_data_key(node.key), (Xt_train, Xt_test))
+    return StepOutput(
+        node.key,
+        (*models, transformer),
+        Xt_train,
+        Xt_test,
+        (*prior, (node.key, "fit", fit_time)),
+    )
+
+
+def run_train_transform(
+    ctx: TaskContext, node: Any, fold: Any, step: StepOutput, parent: Any
+) -> Any:
+    """``transform`` of the training rows, as a pipeline's train score sees them."""
+    if step.error is not None:
+        return None
+    cache = ctx.cache
+    if cache is not None:
+        hit = cache.get(node.key)
+        if hit is not None:
+            return hit
+    X_train = fold_rows(ctx, fold, "train")[0] if parent is None else parent
+    if X_train is None:
+        return None
+    try:
+        with _Blas.limit(ctx.blas_threads):
+            out = step.models[-1].transform(X_train)
+    except Exception:
+        return None  # the score task reports it through _score's error path
+    if cache is not None:
+        cache.set(node.key, out)
+    return out
+
+
+def _error_scores(scorer: Any, error_score: Any, return_train_score: bool) -> dict:
+    from sklearn.metrics._scorer import _MultimetricScorer
+
+    if isinstance(scorer, _MultimetricScorer):
+        test: Any = {name: error_score for name in scorer._scorers}
+    else:
+        test = error_score
+    out = {"test_scores": test}
+    if return_train_score:
+        out["train_scores"] = test.copy() if isinstance(test, dict) else test
+    return out
+
+
+def run_score(
+    ctx: TaskContext,
+    node: Any,
+    scoring: Any,
+    fold: Any,
+    parent: StepOutput | None,
+    ttrain: Any,
+) -> ScoreOutput:
+    """Fit the final estimator on a fold and score it (or load the scores)."""
+    from sklearn.base import clone
+    from sklearn.model_selection._validation import _score
+
+    scorer, error_score, return_train_score = scoring
+    prior = parent.provenance if parent is not None else ()
+    cache = ctx.cache
+    if cache is not None:
+        hit = cache.get(node.key)
+        if hit is not None:
+            result = dict(hit)
+            return ScoreOutput(result, prior, "hit")
+    n_test = len(fold.test)
+    if parent is not None and parent.error is not None:
+        result = _error_scores(scorer, error_score, return_train_score)
+        fit_time = sum(t for _, _, t in prior)
+        result.update(
+            n_test_samples=n_test, fit_time=fit_time, score_time=0.0, fit_error=parent.error
+        )
+        return ScoreOutput(result, prior, "skipped", parent.exception)
+    if parent is None:
+        X_train, y_train = fold_rows(ctx, fold, "train")
+        X_test, y_test = fold_rows(ctx, fold, "test")
+        X_train_scored = X_train
+    else:
+        X_train, X_test = parent.Xt_train, parent.Xt_test
+        y_train = _y_rows(ctx, fold.train)
+        y_test = _y_rows(ctx, fold.test)
+        X_train_scored = ttrain
+    params = routed_params(ctx, node.fit_params, fold.train)
+    score_test = sliced_params(ctx, ctx.data.score_params, fold.test)
+    score_train = sliced_params(ctx, ctx.data.score_params, fold.train)
+    estimator = clone(node.estimator)
+    upstream = sum(t for _, _, t in prior)
+    start = time.perf_counter()
+    result: dict[str, Any] = {}
+    exception: BaseException | None = None
+    with _Blas.limit(ctx.blas_threads):
+        try:
+            if y_train is None:
+                estimator.fit(X_train, **params)
+            else:
+                estimator.fit(X_train, y_train, **params)
+        except Exception as exc:
+            fit_time = time.perf_counter() - start
+            result = _error_scores(scorer, error_score, return_train_score)
+            result.update(
+                fit_error=traceback.format_exc(),
+                n_test_samples=n_test,
+                fit_time=upstream + fit_time,
+                score_time=0.0,
+            )
+            return ScoreOutput(result, prior, "fit", exc)
+        fit_time = time.perf_counter() - start
+        result["fit_error"] = None
+        try:
+            result["test_scores"] = _score(
+                estimator, X_test, y_test, scorer, score_test, error_score
+            )
+            score_time = time.perf_counter() - start - fit_time
+            if return_train_score:
+                scored, X_scored = estimator, X_train_scored
+                if parent is not None and X_scored is None:
+                    # the memoized train transform failed: score the whole
+                    # pipeline on raw rows so _score reports it as sklearn does
+                    scored = _as_pipeline(parent.models, estimator)
+                    X_scored = fold_rows(ctx, fold, "train")[0]
+                result["train_scores"] = _score(
+                    scored, X_scored, y_train, scorer, score_train, error_score
+                )
+        except Exception as exc:  # error_score="raise" in _score
+            return ScoreOutput(
+                {"fit_error": traceback.format_exc()}, prior, "fit", exc
+            )
+    result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
+    if cache is not None:
+        cache.set(node.key, result)
+    return ScoreOutput(result, prior, "fit")
+
+
+def _as_pipeline(models: tuple[Any, ...], final: Any) -> Any:
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([(f"step{i}", m) for i, m in enumerate((*models, final))])
+
+
+def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> Any:
+    """Fit the final estimator on all rows; return the fitted chain."""
+    from sklearn.base import clone
+
+    if parent is not None and parent.error is not None:
+        raise parent.exception or RuntimeError(parent.error)
+    models = parent.models if parent is not None else ()
+    cache = ctx.cache
+    if cache is not None:
+        hit = cache.get(node.key)
+        if hit is not None:
+            return (*models, hit[0]), "hit", hit[1]
+    if parent is None:
+        X, y = fold_rows(ctx, fold, "train")
+    else:
+        X = parent.Xt_train
+        y = _y_rows(ctx, fold.train)
+    params = routed_params(ctx, node.fit_params, fold.train)
+    estimator = clone(node.estimator)
+    start = time.perf_counter()
+    with _Blas.limit(ctx.blas_threads):
+        if y is None:
+            estimator.fit(X, **params)
+        else:
+            estimator.fit(X, y, **params)
+    fit_time = time.perf_counter() - start
+    if cache is not None:
+        cache.set(node.key, (estimator, fit_time))
+    return (*models, estimator), "fit", fit_time
+
+
+def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
+    """The fitted chain of a cached refit, without touching any fold data."""
+    models = []
+    for skey in step_keys:
+        stored = cache.get(_model_key(skey))
+        if stored is None:
+            return None
+        models.append(stored[0])
+    final = cache.get(key)
+    if final is None:
+        return None
+    return (*models, final[0]), "hit", final[1]

@@ -1,0 +1,131 @@
+"""The persistent result cache: fitted steps, fold outputs and scores by key.
+
+A thin layer over :mod:`diskcache` (SQLite index plus one file per large
+value, safe across threads and processes) with least-recently-used
+eviction under a size limit. Values are written by the engine only, never
+taken from a request.
+
+Every value is framed as ``MAGIC + blake2b(payload) + payload`` where the
+payload is a pickle (protocol 5). A read that finds a missing, truncated or
+altered entry — anything that does not verify and unpickle — deletes the
+entry and reports a miss: the cache is an optimisation and is never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"MGC1"
+_DIGEST = 16
+DEFAULT_SIZE_LIMIT = 10 * 2**30
+_MISSING = object()
+
+
+class ResultCache:
+    """Persistent key → value cache with LRU eviction and integrity checks."""
+
+    def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
+        self.directory = str(directory)
+        self.size_limit = int(size_limit)
+        Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        self._cache = diskcache.Cache(
+            self.directory,
+            size_limit=self.size_limit,
+            eviction_policy="least-recently-used",
+            # Values arrive as bytes; keep small ones inline in SQLite.
+            disk_min_file_size=1 << 16,
+        )
+
+    # -- raw access -----------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value for ``key``, or ``default`` if absent or broken."""
+        try:
+            raw = self._cache.get(key, default=_MISSING, retry=True)
+        except Exception:  # unreadable file or row: treat as a miss
+            log.warning("cache entry %s unreadable; dropping it", key, exc_info=True)
+            self.discard(key)
+            return default
+        if raw is _MISSING:
+            return default
+        value = self._decode(key, raw)
+        return default if value is _MISSING else value
+
+    def _decode(self, key: str, raw: Any) -> Any:
+        try:
+            if not isinstance(raw, bytes) or raw[:4] != MAGIC:
+                raise ValueError("bad header")
+            digest, payload = raw[4 : 4 + _DIGEST], raw[4 + _DIGEST :]
+            if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != digest:
+                raise ValueError("checksum mismatch")
+            return pickle.loads(payload)
+        except Exception:
+            log.warning("cache entry %s is corrupt; dropping it", key, exc_info=True)
+            self.discard(key)
+            return _MISSING
+
+    def set(self, key: str, value: Any) -> bool:
+        """Store ``value``; return False (and carry on) if the write fails."""
+        payload = pickle.dumps(value, protocol=5)
+        digest = hashlib.blake2b(payload, digest_size=_DIGEST).digest()
+        try:
+            self._cache.set(key, MAGIC + digest + payload, retry=True)
+        except Exception:
+            log.warning("cache write for %s failed; continuing uncached", key, exc_info=True)
+            return False
+        return True
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            return key in self._cache
+        except Exception:
+            return False
+
+    def discard(self, key: str) -> None:
+        try:
+            self._cache.delete(key, retry=True)
+        except Exception:
+            log.warning("could not delete cache entry %s", key, exc_info=True)
+
+    # -- housekeeping -----------------------------------------------------
+    def volume(self) -> int:
+        """Bytes on disk used by the cache."""
+        return int(self._cache.volume())
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def cull(self) -> int:
+        """Evict least-recently-used entries until under the size limit."""
+        return int(self._cache.cull(retry=True))
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __reduce__(self) -> Any:
+        # Shipped to workers by location; each process opens its own handle.
+        return (open_cache, (self.directory, self.size_limit))
+
+
+_caches: dict[tuple[str, int], ResultCache] = {}
+_caches_lock = threading.Lock()
+
+
+def open_cache(directory: str, size_limit: int = DEFAULT_SIZE_LIMIT) -> ResultCache:
+    """The process-wide cache handle for ``directory``."""
+    k = (str(directory), int(size_limit))
+    with _caches_lock:
+        cache = _caches.get(k)
+        if cache is None:
+            cache = _caches[k] = ResultCache(directory, size_limit)
+        return cache

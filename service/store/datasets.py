@@ -1,0 +1,194 @@
+"""Content-addressed dataset store.
+
+A dataset's id is the SHA-256 of a canonical encoding of its content, so
+the same data gets the same id whatever process, format or route wrote it:
+
+- arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
+  the shape, then the C-ordered bytes;
+- DataFrames: ``b"memogrid-frame-v1\\0"``, then for each column its name and
+  Arrow type, then each column's data as the canonical encoding of the
+  column's values (via Arrow IPC of a single-column table with the index
+  dropped).
+
+Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
+``<id>.parquet``. Object dtype is refused: nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARRAY_MAGIC = b"memogrid-array-v1\0"
+FRAME_MAGIC = b"memogrid-frame-v1\0"
+_CHUNK = 1 << 22
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be stored or read (bad dtype, unknown id, ...)."""
+
+
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
+
+
+def _hash_array(arr: np.ndarray) -> str:
+    if arr.dtype.hasobject:
+        raise DatasetError("object dtype arrays are not accepted")
+    h = hashlib.sha256(ARRAY_MAGIC)
+    h.update(json.dumps([arr.dtype.str, list(arr.shape)]).encode())
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    view = flat.view(np.uint8) if flat.size else flat
+    mv = memoryview(view).cast("B") if flat.size else memoryview(b"")
+    for start in range(0, len(mv), _CHUNK):
+        h.update(mv[start : start + _CHUNK])
+    return h.hexdigest()
+
+
+def _frame_table(df: Any) -> Any:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for field in table.schema:
+        t = field.type
+        ok = (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_dictionary(t)
+        )
+        if not ok:
+            raise DatasetError(
+                f"column {field.name!r} has unsupported type {t}; numeric, "
+                "boolean, string and categorical columns are accepted"
+            )
+    return table
+
+
+def _hash_table(table: Any) -> str:
+    import pyarrow as pa
+
+    h = hashlib.sha256(FRAME_MAGIC)
+    h.update(json.dumps([[f.name, str(f.type)] for f in table.schema]).encode())
+    for i in range(table.num_columns):
+        col = table.select([i]).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, col.schema) as writer:
+            writer.write_table(col)
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def dataset_id(obj: Any) -> str:
+    """Return the content id of an array or DataFrame without storing it."""
+    if _is_frame(obj):
+        return _hash_table(_frame_table(obj))
+    return _hash_array(np.asarray(obj))
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A reference to a stored dataset that workers resolve from disk."""
+
+    root: str
+    dataset_id: str
+
+    def load(self) -> Any:
+        return open_store(self.root).load(self.dataset_id)
+
+
+class DatasetStore:
+    """Datasets on disk, addressed by the SHA-256 of their canonical form."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _path(self, dataset_id: str, suffix: str) -> Path:
+        if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
+            raise DatasetError(f"malformed dataset id {dataset_id!r}")
+        return self.root / f"{dataset_id}{suffix}"
+
+    def _write_atomic(self, final: Path, write: Any) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put(self, obj: Any) -> DataRef:
+        """Store an array or DataFrame (no-op when present); return its ref."""
+        if _is_frame(obj):
+            import pyarrow.parquet as pq
+
+            table = _frame_table(obj)
+            did = _hash_table(table)
+            path = self._path(did, ".parquet")
+            if not path.exists():
+                self._write_atomic(path, lambda f: pq.write_table(table, f))
+        else:
+            arr = np.asarray(obj)
+            did = _hash_array(arr)
+            path = self._path(did, ".npy")
+            if not path.exists():
+                contiguous = np.ascontiguousarray(arr)
+                self._write_atomic(
+                    path, lambda f: np.save(f, contiguous, allow_pickle=False)
+                )
+        return DataRef(str(self.root), did)
+
+    def exists(self, dataset_id: str) -> bool:
+        return any(self._path(dataset_id, s).exists() for s in (".npy", ".parquet"))
+
+    def load(self, dataset_id: str) -> Any:
+        """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
+        with self._lock:
+            if dataset_id in self._loaded:
+                self._loaded.move_to_end(dataset_id)
+                return self._loaded[dataset_id]
+        npy = self._path(dataset_id, ".npy")
+        if npy.exists():
+            value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
+        else:
+            parquet = self._path(dataset_id, ".parquet")
+            if not parquet.exists():
+                raise DatasetError(f"unknown dataset id {dataset_id!r}")
+            import pyarrow.parquet as pq
+
+            with open(parquet, "rb") as f:
+                value = pq.read_table(io.BytesIO(f.read())).to_pandas()
+        with self._lock:
+            self._loaded[dataset_id] = value
+            while len(self._loaded) > 16:
+                self._loaded.popitem(last=False)
+        return value
+
+
+_stores: dict[str, DatasetStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(root: str) -> DatasetStore:
+    """The process-wide store for ``root`` (workers keep loaded data here)."""
+    with _stores_lock:
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = DatasetStore(root)
+        return store
