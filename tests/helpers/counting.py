@@ -1,0 +1,68 @@
+"""Estimators that record every real fit in a log file, across processes.
+
+Each fit appends ``<ClassName>\\n`` to the file named by the environment
+variable ``MEMOGRID_TEST_FIT_LOG`` (set before workers start), with
+``O_APPEND`` so concurrent writers from threads and processes never mix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+LOG_ENV = "MEMOGRID_TEST_FIT_LOG"
+
+
+def record_fit(name: str) -> None:
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{name}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def fit_counts(path: str | os.PathLike[str]) -> Counter[str]:
+    p = Path(path)
+    if not p.exists():
+        return Counter()
+    return Counter(line for line in p.read_text().splitlines() if line)
+
+
+class CountingPCA(PCA):
+    # PCA.fit_transform does not call fit, so each entry point counts once.
+    def fit(self, X, y=None):
+        record_fit("CountingPCA")
+        return super().fit(X, y)
+
+    def fit_transform(self, X, y=None):
+        record_fit("CountingPCA")
+        return super().fit_transform(X, y)
+
+
+class SlowCountingPCA(CountingPCA):
+    """A PCA slow enough that two searches submitted together overlap."""
+
+    def fit_transform(self, X, y=None):
+        time.sleep(0.3)
+        return super().fit_transform(X, y)
+
+
+class CountingLogisticRegression(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        record_fit("CountingLogisticRegression")
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+class CountingScaler(StandardScaler):
+    def fit(self, X, y=None, sample_weight=None):
+        record_fit("CountingScaler")
+        return super().fit(X, y, sample_weight=sample_weight)
