@@ -44,3 +44,11 @@ def make_client(
         dashboard_address=None,
     )
     return Client(cluster)
+
+
+def close_client(client: Any) -> None:
+    """Close a client and, if :func:`make_client` started it, its cluster."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()

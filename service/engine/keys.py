@@ -26,8 +26,10 @@ value that has no content encoding (a lambda, an open file) raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import math
 import numbers
@@ -115,6 +117,8 @@ def canonical(value: Any) -> Any:
         return ["rng", kind, array_token(keys), pos, has_gauss, _float(cached)]
     if _is_estimator(value):
         return estimator_token(value)
+    if isinstance(value, functools.partial) or inspect.ismethod(value):
+        raise UnkeyableValue(f"{value!r} binds state that has no content key")
     if isinstance(value, np.ufunc) or (
         callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "__dict__")
     ):

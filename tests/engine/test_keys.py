@@ -1,0 +1,228 @@
+"""Keys are content: stable across processes, sensitive to every input."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+from sklearn.feature_selection import SelectKBest, f_classif, f_regression
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from memogrid_service.engine import keys
+from memogrid_service.engine.plan import Fold, build_plan
+from memogrid_service.store.datasets import dataset_id
+
+KEY_SCRIPT = r"""
+import json, sys
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from memogrid_service.engine.plan import Fold, build_plan
+from memogrid_service.engine import keys
+from memogrid_service.store.datasets import dataset_id
+
+X = np.arange(60, dtype=float).reshape(20, 3)
+y = np.arange(20) % 2
+train, test = np.arange(15), np.arange(15, 20)
+fk = keys.fold_key(dataset_id(X), dataset_id(y), None, train, test)
+pipe = Pipeline([("pca", PCA(n_components=2, whiten=True)),
+                 ("lr", LogisticRegression(C=0.5, random_state=0))])
+plan = build_plan([pipe], [Fold(fk, train, test)], scorers_token=["scoring", None],
+                  return_train_score=False)
+print(json.dumps({"fold": fk, "steps": list(plan.steps), "scores": list(plan.scores)}))
+"""
+
+
+def _keys_here():
+    X = np.arange(60, dtype=float).reshape(20, 3)
+    y = np.arange(20) % 2
+    train, test = np.arange(15), np.arange(15, 20)
+    fk = keys.fold_key(dataset_id(X), dataset_id(y), None, train, test)
+    pipe = Pipeline(
+        [("pca", PCA(n_components=2, whiten=True)), ("lr", LogisticRegression(C=0.5, random_state=0))]
+    )
+    plan = build_plan(
+        [pipe], [Fold(fk, train, test)], scorers_token=["scoring", None], return_train_score=False
+    )
+    return {"fold": fk, "steps": list(plan.steps), "scores": list(plan.scores)}
+
+
+def test_equal_specs_give_equal_keys_in_separate_processes():
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", KEY_SCRIPT],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            ).stdout
+        )
+        for seed in (1, 2)
+    ]
+    assert runs[0] == runs[1] == _keys_here()
+
+
+def _chain(scaler, pca, lr, data=(b"\x00" * 8), train=(0, 1, 2), test=(3, 4)):
+    """Keys (fold, scaler step, pca step, score) of a three-link chain."""
+    fk = keys.fold_key(
+        keys.digest(data.hex()), "y", None, np.array(train), np.array(test)
+    )
+    s1 = keys.step_key(keys.estimator_token(scaler), fk)
+    s2 = keys.step_key(keys.estimator_token(pca), s1)
+    sc = keys.score_key(keys.estimator_token(lr), s2, ["scoring", None], False)
+    return [fk, s1, s2, sc]
+
+
+params = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=params, b=params)
+def test_param_change_changes_downstream_only(a, b):
+    def key_of(v):
+        return json.dumps(keys.canonical(v))
+
+    if key_of(a) == key_of(b):
+        return
+    base = _chain(StandardScaler(), PCA(tol=0.0), LogisticRegression())
+    base2 = _chain(StandardScaler(), PCA(tol=0.0), LogisticRegression())
+    assert base == base2
+    # a different value in the middle step's params changes it and the score
+    one = _chain(StandardScaler(), PCA(tol=a), LogisticRegression())
+    two = _chain(StandardScaler(), PCA(tol=b), LogisticRegression())
+    assert one[:2] == two[:2]
+    assert one[2] != two[2] and one[3] != two[3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(min_size=1, max_size=64), pos=st.integers(0, 63), bit=st.integers(0, 7))
+def test_any_data_byte_changes_every_key(data, pos, bit):
+    pos = pos % len(data)
+    flipped = bytearray(data)
+    flipped[pos] ^= 1 << bit
+    a = _chain(StandardScaler(), PCA(), LogisticRegression(), data=data)
+    b = _chain(StandardScaler(), PCA(), LogisticRegression(), data=bytes(flipped))
+    assert all(x != y for x, y in zip(a, b, strict=True))
+
+
+def test_dataset_id_sees_every_byte_dtype_and_shape():
+    X = np.arange(12, dtype=np.float64).reshape(3, 4)
+    ids = {dataset_id(X)}
+    Y = X.copy()
+    Y.reshape(-1).view(np.uint8)[37] ^= 1
+    ids.add(dataset_id(Y))
+    ids.add(dataset_id(X.reshape(4, 3)))
+    ids.add(dataset_id(X.astype(np.float32)))
+    ids.add(dataset_id(X.T))  # same bytes order differs once made contiguous
+    assert len(ids) == 5
+    assert dataset_id(X) == dataset_id(np.asfortranarray(X))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(4, 30),
+    moved=st.integers(0, 1000),
+)
+def test_any_fold_row_changes_every_key(n, moved):
+    train = list(range(n - 2))
+    test = [n - 2, n - 1]
+    a = _chain(StandardScaler(), PCA(), LogisticRegression(), train=train, test=test)
+    i = moved % len(train)
+    train2 = train.copy()
+    train2[i] = n + 5  # a different row
+    b = _chain(StandardScaler(), PCA(), LogisticRegression(), train=train2, test=test)
+    c = _chain(StandardScaler(), PCA(), LogisticRegression(), train=train, test=[n - 2])
+    assert all(x != y for x, y in zip(a, b, strict=True))
+    assert all(x != y for x, y in zip(a, c, strict=True))
+
+
+def test_upstream_step_change_changes_downstream_not_upstream():
+    a = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression())
+    b = _chain(StandardScaler(with_mean=False), PCA(n_components=2), LogisticRegression())
+    assert a[0] == b[0]
+    assert a[1] != b[1] and a[2] != b[2] and a[3] != b[3]
+    c = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression(C=2.0))
+    assert a[:3] == c[:3] and a[3] != c[3]
+
+
+def test_step_key_sees_library_versions_and_fit_params(monkeypatch):
+    tok = keys.estimator_token(PCA())
+    k = keys.step_key(tok, "fold-x")
+    assert keys.step_key(tok, "fold-x", [["sample_weight", ["data", "abc"]]]) != k
+    monkeypatch.setattr(keys, "LIBRARY_VERSIONS", (("scikit-learn", "0.0"),))
+    assert keys.step_key(tok, "fold-x") != k
+
+
+def test_canonical_values():
+    c = keys.canonical
+    assert c(1) != c(1.0) != c(True)
+    assert c(0.1) != c(0.1 + 1e-17 * 0 + 2**-56)
+    assert c(float("nan")) == c(float("nan"))
+    assert c([1, 2]) != c((1, 2))
+    assert c({"b": 1, "a": 2}) == c({"a": 2, "b": 1})
+    assert c(np.float32(1.5)) != c(np.float64(1.5))
+    assert c(np.array([1, 2])) != c(np.array([1, 2], dtype=np.int32))
+    assert c(f_classif) != c(f_regression)
+    assert c(SelectKBest(f_classif)) != c(SelectKBest(f_regression))
+    assert c(np.log) != c(np.exp)
+    assert c(np.random.RandomState(0)) == c(np.random.RandomState(0))
+    assert c(np.random.RandomState(0)) != c(np.random.RandomState(1))
+    assert c(FunctionTransformer(np.log1p)) != c(FunctionTransformer(np.expm1))
+
+
+def _local_function(x):
+    return x
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda x: x,
+        object(),
+        functools.partial(np.add, 1),
+        StandardScaler().fit,
+    ],
+    ids=["lambda", "object", "partial", "bound-method"],
+)
+def test_values_without_content_key_are_refused(bad):
+    def local_function(x):
+        return x
+
+    with pytest.raises(keys.UnkeyableValue):
+        keys.canonical(bad)
+    with pytest.raises(keys.UnkeyableValue):
+        keys.canonical(local_function)
+
+
+def test_plan_fits_each_prefix_once():
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    grid = {"pca__n_components": [1, 2, 3], "lr__C": [0.1, 1, 10], "lr__l1_ratio": [0, 1]}
+    configured = [clone(pipe).set_params(**p) for p in ParameterGrid(grid)]
+    folds = [
+        Fold(keys.fold_key("x", "y", None, np.arange(i, 10 + i), np.arange(20, 22)), None, None)
+        for i in range(5)
+    ]
+    plan = build_plan(configured, folds, scorers_token=None, return_train_score=False)
+    assert len(plan.steps) == 15
+    assert len(plan.scores) == 90
+    assert len(plan.grid) == 18 and all(len(r) == 5 for r in plan.grid)

@@ -1,0 +1,196 @@
+"""Every unique (prefix, fold) is fit once: within, across and between searches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from memogrid_service.engine.search import SearchRunner
+from tests.helpers.counting import (
+    LOG_ENV,
+    CountingLogisticRegression,
+    CountingPCA,
+    SlowCountingPCA,
+    fit_counts,
+)
+from tests.helpers.parity import assert_cv_results_equal
+from tests.helpers.seed_search import seed_data, seed_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_GRID = {
+    "pca__n_components": [5, 10, 20],
+    "logistic__C": [1e-4, 1.0, 1e4],
+    "logistic__l1_ratio": [0, 1],
+}
+
+
+def test_seed_grid_fits_15_pca_not_90(runner, fit_log):
+    X, y = seed_data()
+    res = runner.search(seed_pipeline(), X, y, param_grid=SEED_GRID, cv=5, refit=False)
+    counts = fit_counts(fit_log)
+    assert counts["CountingPCA"] == 15
+    assert counts["CountingLogisticRegression"] == 90
+    assert res.stats.step_fits == 15 and res.stats.final_fits == 90
+    # the counter is real: scikit-learn itself fits PCA 90 times
+    fit_log.unlink()
+    GridSearchCV(seed_pipeline(), SEED_GRID, cv=5, refit=False).fit(X, y)
+    assert fit_counts(fit_log)["CountingPCA"] == 90
+
+
+def _run_in_process(tmp_path, grid, log):
+    env = dict(os.environ, **{LOG_ENV: str(log)})
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.seed_search",
+         str(tmp_path / "data"), str(tmp_path / "cache"), json.dumps(grid)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_fits_nothing_and_overlap_fits_no_pca(tmp_path):
+    first_log, second_log, third_log = (tmp_path / f"{n}.log" for n in "abc")
+    first = _run_in_process(tmp_path, SEED_GRID, first_log)
+    c1 = fit_counts(first_log)
+    # 15 fold fits + 1 refit on all rows for each step
+    assert c1["CountingPCA"] == 16 and c1["CountingLogisticRegression"] == 91
+    assert first["stats"]["refit"] == "fit"
+
+    second = _run_in_process(tmp_path, SEED_GRID, second_log)
+    assert fit_counts(second_log) == {}
+    assert second["stats"]["fits"] == 0 and second["stats"]["refit"] == "hit"
+    assert second["stats"]["score_hits"] == 90
+    assert second["mean"] == first["mean"] and second["best"] == first["best"]
+
+    overlap = dict(SEED_GRID, logistic__C=[1e-2, 1e2])
+    third = _run_in_process(tmp_path, overlap, third_log)
+    c3 = fit_counts(third_log)
+    assert c3["CountingPCA"] == 0
+    assert c3["CountingLogisticRegression"] == 60 + (third["best"]["logistic__C"] not in (1e-4, 1.0, 1e4))
+    assert third["stats"]["step_fits"] == 0 and third["stats"]["step_hits"] == 15
+
+
+def test_refit_is_cached_like_folds(runner, fit_log):
+    X, y = seed_data()
+    grid = {"pca__n_components": [5, 10], "logistic__C": [1.0]}
+    a = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
+    assert a.stats.refit == "fit"
+    fit_log.unlink()
+    b = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
+    assert b.stats.refit == "hit" and fit_counts(fit_log) == {}
+    assert np.array_equal(a.best_estimator_.predict(X), b.best_estimator_.predict(X))
+    pca_a = a.best_estimator_.named_steps["pca"]
+    pca_b = b.best_estimator_.named_steps["pca"]
+    assert np.array_equal(pca_a.components_, pca_b.components_)
+
+
+def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fit_log):
+    # No persistent cache: only the scheduler's key dedup can share work.
+    X, y = seed_data()
+    pipe = Pipeline(
+        [("pca", SlowCountingPCA()), ("logistic", CountingLogisticRegression(random_state=0))]
+    )
+    grids = [
+        {"pca__n_components": [5, 10, 20], "logistic__C": [0.1, 1.0]},
+        {"pca__n_components": [5, 10, 20], "logistic__C": [10.0, 100.0]},
+    ]
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def go(i):
+        runner = SearchRunner(dask_client, store, None)
+        barrier.wait()
+        results[i] = runner.search(pipe, X, y, param_grid=grids[i], cv=5, refit=False)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    counts = fit_counts(fit_log)
+    assert counts["CountingPCA"] == 15, counts
+    assert counts["CountingLogisticRegression"] == 60
+    reference = Pipeline(  # the same maths without the sleep
+        [("pca", CountingPCA()), ("logistic", CountingLogisticRegression(random_state=0))]
+    )
+    for res, grid in zip(results, grids, strict=True):
+        sk = GridSearchCV(reference, grid, cv=5, refit=False).fit(X, y)
+        assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+def test_corrupt_or_missing_entries_are_recomputed(runner, cache, fit_log):
+    from sklearn.datasets import make_classification
+
+    # big enough that every step output is a file of its own
+    X, y = make_classification(n_samples=1500, n_features=60, random_state=0)
+    grid = {"pca__n_components": [30, 40], "logistic__C": [0.1, 1.0]}
+    first = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
+    files = sorted(Path(cache.directory).rglob("*.val"))
+    assert files, "large step outputs are stored as files"
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
+    files[1].unlink()  # missing
+    with open(files[2], "r+b") as f:  # one flipped byte
+        f.seek(200)
+        b = f.read(1)
+        f.seek(200)
+        f.write(bytes([b[0] ^ 0xFF]))
+    # drop the scores so that the damaged steps must be read again
+    for key in list(cache._cache.iterkeys()):
+        if key.startswith("score-"):
+            cache.discard(key)
+    fit_log.unlink()
+    again = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
+    assert_cv_results_equal(again.cv_results_, first.cv_results_)
+    assert again.stats.step_fits == 3
+    assert fit_counts(fit_log)["CountingPCA"] == 3
+    assert again.stats.step_hits == 3
+
+
+def test_stats_count_hits_misses_and_fits(runner):
+    X, y = seed_data()
+    grid = {"pca__n_components": [5, 10], "logistic__C": [0.1, 1.0]}
+    a = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
+    assert (a.stats.hits, a.stats.misses, a.stats.fits) == (0, 18, 18)
+    b = runner.search(
+        seed_pipeline(), X, y, param_grid=dict(grid, logistic__C=[1.0, 5.0]), cv=3, refit=False
+    )
+    assert b.stats.score_hits == 6 and b.stats.step_hits == 6 and b.stats.final_fits == 6
+    assert b.stats.step_fits == 0
+
+
+def test_runs_without_a_cache(dask_client, store, fit_log):
+    X, y = seed_data()
+    runner = SearchRunner(dask_client, store, None)
+    grid = {"pca__n_components": [5], "logistic__C": [0.1, 1.0]}
+    res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
+    sk = GridSearchCV(seed_pipeline(), grid, cv=3).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+@pytest.mark.slow
+def test_default_local_cluster_with_processes(tmp_path, fit_log):
+    from memogrid_service.engine.cluster import close_client, make_client
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    X, y = seed_data()
+    client = make_client()  # the default shape: worker processes
+    try:
+        assert all(
+            w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values()
+        )
+        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
+        res = runner.search(seed_pipeline(), X, y, param_grid=SEED_GRID, cv=5)
+    finally:
+        close_client(client)
+    sk = GridSearchCV(seed_pipeline(), SEED_GRID, cv=5).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+    assert fit_counts(fit_log)["CountingPCA"] == 15 + 1 + 90 + 1
