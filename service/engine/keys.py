@@ -74,8 +74,10 @@ def qualified_name(obj: Any) -> str:
 
 
 def _is_estimator(value: Any) -> bool:
-    return hasattr(value, "get_params") and hasattr(value, "set_params") and not isinstance(
-        value, type
+    return (
+        hasattr(value, "get_params")
+        and hasattr(value, "set_params")
+        and not isinstance(value, type)
     )
 
 
@@ -96,7 +98,10 @@ def canonical(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return ["ndarray", *array_token(value)]
     if isinstance(value, (list, tuple)):
-        return ["list" if isinstance(value, list) else "tuple", [canonical(v) for v in value]]
+        return [
+            "list" if isinstance(value, list) else "tuple",
+            [canonical(v) for v in value],
+        ]
     if isinstance(value, Mapping):
         items = [[canonical(k), canonical(v)] for k, v in value.items()]
         items.sort(key=lambda kv: json.dumps(kv[0]))
@@ -120,10 +125,16 @@ def canonical(value: Any) -> Any:
     if isinstance(value, functools.partial) or inspect.ismethod(value):
         raise UnkeyableValue(f"{value!r} binds state that has no content key")
     if isinstance(value, np.ufunc) or (
-        callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "__dict__")
+        callable(value)
+        and hasattr(value, "__qualname__")
+        and not hasattr(value, "__dict__")
     ):
         return ["func", qualified_name(value)]
-    if callable(value) and getattr(value, "__qualname__", None) and hasattr(value, "__code__"):
+    if (
+        callable(value)
+        and getattr(value, "__qualname__", None)
+        and hasattr(value, "__code__")
+    ):
         # plain Python functions: keyed by importable name only
         return ["func", qualified_name(value)]
     d = getattr(value, "__dict__", None)
@@ -131,7 +142,9 @@ def canonical(value: Any) -> Any:
         # A small configuration object (e.g. make_column_selector): its
         # class and attributes are its content.
         return ["obj", qualified_name(type(value)), canonical(dict(d))]
-    raise UnkeyableValue(f"cannot build a content key for {type(value).__name__} {value!r}")
+    raise UnkeyableValue(
+        f"cannot build a content key for {type(value).__name__} {value!r}"
+    )
 
 
 def _float(x: float) -> str:
@@ -146,14 +159,20 @@ def array_token(arr: np.ndarray) -> list[Any]:
         # Object arrays (e.g. lists of categories) are keyed element-wise.
         return ["O", list(arr.shape), canonical(arr.tolist())]
     data = np.ascontiguousarray(arr)
-    digest = hashlib.sha256(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
+    digest = hashlib.sha256(
+        memoryview(data.reshape(-1).view(np.uint8)) if data.size else b""
+    )
     return [arr.dtype.str, list(arr.shape), digest.hexdigest()]
 
 
 def estimator_token(est: Any) -> list[Any]:
     """Class path plus canonical shallow params, nested estimators recursed."""
     params = est.get_params(deep=False)
-    return ["est", qualified_name(type(est)), [[k, canonical(params[k])] for k in sorted(params)]]
+    return [
+        "est",
+        qualified_name(type(est)),
+        [[k, canonical(params[k])] for k in sorted(params)],
+    ]
 
 
 def digest(*parts: Any) -> str:
@@ -163,12 +182,18 @@ def digest(*parts: Any) -> str:
 
 
 def fold_key(
-    x_id: str, y_id: str | None, groups_id: str | None, train: np.ndarray, test: np.ndarray
+    x_id: str,
+    y_id: str | None,
+    groups_id: str | None,
+    train: np.ndarray,
+    test: np.ndarray,
 ) -> str:
     """Key of one fold: the datasets and the exact rows on each side."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
-    return "fold-" + digest("fold", x_id, y_id, groups_id, array_token(train), array_token(test))
+    return "fold-" + digest(
+        "fold", x_id, y_id, groups_id, array_token(train), array_token(test)
+    )
 
 
 def step_key(step_token: Any, parent: str, fit_params: Any = None) -> str:

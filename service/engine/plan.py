@@ -180,7 +180,11 @@ def _unseeded(est: Any, label: str, out: set[str]) -> None:
             _unseeded(value, f"{label}__{name}" if label else name, out)
         elif isinstance(value, (list, tuple)):
             for item in value:
-                if isinstance(item, tuple) and len(item) >= 2 and hasattr(item[1], "get_params"):
+                if (
+                    isinstance(item, tuple)
+                    and len(item) >= 2
+                    and hasattr(item[1], "get_params")
+                ):
                     sub = f"{label}__{item[0]}" if label else str(item[0])
                     _unseeded(item[1], sub, out)
 
@@ -203,7 +207,12 @@ def chain_keys(
         step_keys.append(parent)
         routed_all.append(routed)
     final = links[-1]
-    return step_keys, routed_all, link_token(final, memo), route_fit_params(final.path, names)
+    return (
+        step_keys,
+        routed_all,
+        link_token(final, memo),
+        route_fit_params(final.path, names),
+    )
 
 
 def build_plan(
@@ -217,7 +226,9 @@ def build_plan(
 ) -> Plan:
     """Plan the tasks for every configured candidate on every fold."""
     fit_param_tokens = dict(fit_param_tokens or {})
-    plan = Plan(folds={f.key: f for f in folds}, steps={}, scores={}, ttrains={}, grid=[])
+    plan = Plan(
+        folds={f.key: f for f in folds}, steps={}, scores={}, ttrains={}, grid=[]
+    )
     unseeded: set[str] = set()
     for est in configured:
         links = flatten(est)
@@ -249,7 +260,9 @@ def build_plan(
                         )
                     ttrain_parent = tkey
                 parent = skey
-            fp = sorted((own, fit_param_tokens[src]) for own, src in final_routed.items())
+            fp = sorted(
+                (own, fit_param_tokens[src]) for own, src in final_routed.items()
+            )
             skey = keys.score_key(
                 final_tok,
                 parent or fold.key,
@@ -293,12 +306,18 @@ def build_refit_plan(
     """Plan the refit of ``configured`` on ``fold`` (all rows, no test rows)."""
     fit_param_tokens = dict(fit_param_tokens or {})
     links = flatten(configured)
-    step_keys, routed, final_tok, final_routed = chain_keys(links, fold.key, fit_param_tokens)
+    step_keys, routed, final_tok, final_routed = chain_keys(
+        links, fold.key, fit_param_tokens
+    )
     steps: dict[str, StepNode] = {}
     parent: str | None = None
     for link, skey, r in zip(links[:-1], step_keys, routed, strict=True):
-        steps[skey] = StepNode(skey, fold.key, parent, link.estimator, r, "__".join(link.path))
+        steps[skey] = StepNode(
+            skey, fold.key, parent, link.estimator, r, "__".join(link.path)
+        )
         parent = skey
     fp = sorted((own, fit_param_tokens[src]) for own, src in final_routed.items())
     rkey = keys.refit_key(final_tok, parent or fold.key, fp)
-    return RefitPlan(fold, steps, rkey, parent, links[-1].estimator, final_routed, tuple(step_keys))
+    return RefitPlan(
+        fold, steps, rkey, parent, links[-1].estimator, final_routed, tuple(step_keys)
+    )

@@ -1,6 +1,6 @@
 """The memoizing search: scikit-learn's GridSearchCV semantics on a dask graph.
 
-:func:`run_search` validates its arguments with scikit-learn's own search
+:meth:`SearchRunner.search` validates its arguments with scikit-learn's own search
 class, draws the candidates and folds exactly as scikit-learn does, plans
 one task per distinct Merkle key (:mod:`.plan`), skips every score already
 in the persistent cache, runs the rest on dask.distributed and formats the
@@ -22,7 +22,14 @@ import numpy as np
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
 from . import keys
-from .plan import Fold, Plan, assemble, build_plan, build_refit_plan, check_fit_param_names
+from .plan import (
+    Fold,
+    Plan,
+    assemble,
+    build_plan,
+    build_refit_plan,
+    check_fit_param_names,
+)
 from .tasks import (
     DataSpec,
     ScoreOutput,
@@ -110,7 +117,8 @@ def _scorers_token(scoring: Any) -> Any:
     if isinstance(scoring, Mapping):
         return ["scoring-dict", sorted((k, v) for k, v in scoring.items())]
     raise TypeError(
-        f"scoring must be None, a scorer name, or a list or dict of names, not {scoring!r}"
+        "scoring must be None, a scorer name, or a list or dict of names, "
+        f"not {scoring!r}"
     )
 
 
@@ -118,6 +126,28 @@ def _param_token(value: Any) -> Any:
     if isinstance(value, DataRef):
         return ["data", value.dataset_id]
     return keys.canonical(value)
+
+
+@dataclass
+class PreparedSearch:
+    """A validated, planned search: what :meth:`SearchRunner.run` executes."""
+
+    sk: Any  # scikit-learn's search object: validation, scorers, formatting
+    refit_metric: str
+    candidates: list[dict[str, Any]]
+    n_splits: int
+    base: Any
+    plan: Plan
+    ctx: TaskContext
+    scoring: Scoring
+    fit_param_tokens: dict[str, Any]
+    refit_fold: Fold
+    warnings: list[str]
+
+    @property
+    def total(self) -> int:
+        """Number of (candidate, split) results the search produces."""
+        return len(self.candidates) * self.n_splits
 
 
 class SearchRunner:
@@ -143,7 +173,7 @@ class SearchRunner:
         return self.store.put(value)
 
     # -- the search -----------------------------------------------------
-    def search(
+    def prepare(
         self,
         estimator: Any,
         X: Any,
@@ -160,15 +190,13 @@ class SearchRunner:
         error_score: Any = np.nan,
         return_train_score: bool = False,
         fit_params: Mapping[str, Any] | None = None,
-        on_progress: ProgressFn | None = None,
-        cancel: threading.Event | None = None,
-    ) -> SearchResult:
-        """Run a grid search (``param_grid``) or a randomized search.
+    ) -> PreparedSearch:
+        """Validate a search, draw its candidates and folds, and plan its tasks.
 
-        ``X``, ``y``, ``groups`` and fit-param values may be arrays or
-        DataFrames (stored content-addressed first) or :class:`DataRef`.
-        ``on_progress(done, total, hits, output)`` is called as each
-        (candidate, split) result arrives.
+        Arguments are scikit-learn's (a grid search with ``param_grid``, a
+        randomized one with ``param_distributions``). ``X``, ``y``, ``groups``
+        and fit-param values may be arrays or DataFrames (stored
+        content-addressed first) or :class:`DataRef`. Nothing runs yet.
         """
         from sklearn.base import clone, is_classifier
         from sklearn.model_selection import (
@@ -219,12 +247,17 @@ class SearchRunner:
         fit_params = dict(fit_params or {})
         check_fit_param_names(estimator, list(fit_params))
         fp_refs = {
-            name: (self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+            name: (
+                self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v
+            )
             for name, v in fit_params.items()
         }
         fp_tokens = {name: _param_token(v) for name, v in fp_refs.items()}
         score_params: dict[str, Any] = {}
-        if fp_refs.get("sample_weight") is not None and sk._check_scorers_accept_sample_weight():
+        if (
+            fp_refs.get("sample_weight") is not None
+            and sk._check_scorers_accept_sample_weight()
+        ):
             score_params["sample_weight"] = fp_refs["sample_weight"]
         score_tokens = sorted((k, _param_token(v)) for k, v in score_params.items())
 
@@ -240,7 +273,11 @@ class SearchRunner:
         gid = g_ref.dataset_id if g_ref is not None else None
         yid = y_ref.dataset_id if y_ref is not None else None
         folds = [
-            Fold(keys.fold_key(x_ref.dataset_id, yid, gid, tr, te), np.asarray(tr), np.asarray(te))
+            Fold(
+                keys.fold_key(x_ref.dataset_id, yid, gid, tr, te),
+                np.asarray(tr),
+                np.asarray(te),
+            )
             for tr, te in splits
         ]
 
@@ -252,10 +289,13 @@ class SearchRunner:
             )
         if not candidates or not folds:
             raise ValueError(
-                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+                "No fits were performed. "
+                "Was the CV iterator empty? Were there no candidates?"
             )
         base = clone(estimator)
-        configured = [clone(base).set_params(**clone(p, safe=False)) for p in candidates]
+        configured = [
+            clone(base).set_params(**clone(p, safe=False)) for p in candidates
+        ]
         plan = build_plan(
             configured,
             folds,
@@ -272,18 +312,59 @@ class SearchRunner:
             pairwise_estimator=base,
         )
         ctx = TaskContext(self.cache, data, self.blas_threads)
-        scoring_obj = Scoring(scorers, error_score, return_train_score)
-        stats = SearchStats(candidates=len(candidates), splits=n_splits)
-        result_warnings: list[str] = []
+        warn = []
         if plan.unseeded:
-            msg = (
+            warn.append(
                 "estimators with random_state=None are memoized like any other: a "
                 "cached fit is reused instead of drawing new randomness: "
                 + ", ".join(plan.unseeded)
             )
-            result_warnings.append(msg)
+        all_rows = np.arange(len(X_local))
+        no_rows = np.arange(0)
+        refit_fold = Fold(
+            keys.fold_key(x_ref.dataset_id, yid, gid, all_rows, no_rows),
+            all_rows,
+            no_rows,
+        )
+        return PreparedSearch(
+            sk=sk,
+            refit_metric=refit_metric,
+            candidates=candidates,
+            n_splits=n_splits,
+            base=base,
+            plan=plan,
+            ctx=ctx,
+            scoring=Scoring(scorers, error_score, return_train_score),
+            fit_param_tokens=fp_tokens,
+            refit_fold=refit_fold,
+            warnings=warn,
+        )
 
-        outputs = self._run_plan(plan, ctx, scoring_obj, stats, on_progress, cancel)
+    def run(
+        self,
+        prepared: PreparedSearch,
+        *,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SearchResult:
+        """Run a prepared search to its scikit-learn shaped result.
+
+        ``on_progress(done, total, hits, output)`` is called once with the
+        cached results and then as each (candidate, split) result arrives;
+        setting ``cancel`` stops the search and releases its dask tasks.
+        """
+        from sklearn.base import clone
+        from sklearn.model_selection._validation import (
+            _warn_or_raise_about_fit_failures,
+        )
+
+        p = prepared
+        sk, plan = p.sk, p.plan
+        error_score, refit = sk.error_score, sk.refit
+        scorers = p.scoring.scorer
+        stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
+        result_warnings = list(p.warnings)
+        outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel)
         out = []
         for row in plan.grid:
             for skey in row:
@@ -294,12 +375,10 @@ class SearchRunner:
                     raise o.exception
                 out.append(dict(o.result))
 
-        from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
-
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
-            results = sk._format_results(candidates, n_splits, out)
+            results = sk._format_results(p.candidates, p.n_splits, out)
         for w in caught:
             result_warnings.append(f"{w.category.__name__}: {w.message}")
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -307,28 +386,39 @@ class SearchRunner:
         multimetric = isinstance(out[0]["test_scores"], dict)
         res = SearchResult(
             cv_results_=results,
-            n_splits_=n_splits,
+            n_splits_=p.n_splits,
             multimetric_=multimetric,
             scorer_=scorers._scorers if multimetric else scorers,
             warnings=result_warnings,
             stats=stats,
         )
         if refit or not multimetric:
-            res.best_index_ = int(sk._select_best_index(refit, refit_metric, results))
-            res.best_score_ = results[f"mean_test_{refit_metric}"][res.best_index_]
+            res.best_index_ = int(sk._select_best_index(refit, p.refit_metric, results))
+            res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
             res.best_params_ = results["params"][res.best_index_]
         if refit:
             assert res.best_params_ is not None
             start = time.perf_counter()
-            best = clone(base).set_params(**clone(res.best_params_, safe=False))
-            all_rows = np.arange(len(X_local))
-            empty = np.arange(0)
-            refit_fold = Fold(keys.fold_key(x_ref.dataset_id, yid, gid, all_rows, empty), all_rows, empty)
-            fitted, how = self._run_refit(best, refit_fold, fp_tokens, ctx, stats)
+            best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
+            fitted, how = self._run_refit(best, p.refit_fold, p.fit_param_tokens, p.ctx)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
             stats.refit = how
         return res
+
+    def search(
+        self,
+        estimator: Any,
+        X: Any,
+        y: Any = None,
+        *,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> SearchResult:
+        """Prepare and run a search; ``kwargs`` as for :meth:`prepare`."""
+        prepared = self.prepare(estimator, X, y, **kwargs)
+        return self.run(prepared, on_progress=on_progress, cancel=cancel)
 
     # -- execution --------------------------------------------------------
     def _run_plan(
@@ -357,15 +447,7 @@ class SearchRunner:
         if not pending:
             return outputs
 
-        dsk: dict[str, Any] = {}
-        for skey in pending:
-            node = plan.scores[skey]
-            self._add_chain(dsk, plan, node.parent, ctx)
-            if node.ttrain is not None:
-                self._add_ttrain(dsk, plan, node.ttrain, ctx)
-            dsk.setdefault(node.fold, plan.folds[node.fold])
-            dsk[skey] = (run_score, ctx, node, scoring, node.fold, node.parent, node.ttrain)
-
+        dsk = self.graph(plan, pending, ctx, scoring)
         from distributed import as_completed
 
         futures = self.client.get(dsk, pending, sync=False)
@@ -395,22 +477,59 @@ class SearchRunner:
             raise
         return outputs
 
-    def _add_chain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+    def graph(
+        self, plan: Plan, score_keys: list[str], ctx: TaskContext, scoring: Scoring
+    ) -> dict[str, Any]:
+        """The dask graph computing ``score_keys`` and the steps they need.
+
+        Folds enter as literal index arrays; X, y and fit params stay on disk
+        and are referenced by :class:`DataRef` inside ``ctx``.
+        """
+        dsk: dict[str, Any] = {}
+        for skey in score_keys:
+            node = plan.scores[skey]
+            self._add_chain(dsk, plan, node.parent, ctx)
+            if node.ttrain is not None:
+                self._add_ttrain(dsk, plan, node.ttrain, ctx)
+            dsk.setdefault(node.fold, plan.folds[node.fold])
+            dsk[skey] = (
+                run_score,
+                ctx,
+                node,
+                scoring,
+                node.fold,
+                node.parent,
+                node.ttrain,
+            )
+        return dsk
+
+    def _add_chain(
+        self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext
+    ) -> None:
         while key is not None and key not in dsk:
             node = plan.steps[key]
             dsk.setdefault(node.fold, plan.folds[node.fold])
             dsk[key] = (run_step, ctx, node, node.fold, node.parent)
             key = node.parent
 
-    def _add_ttrain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+    def _add_ttrain(
+        self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext
+    ) -> None:
         while key is not None and key not in dsk:
             node = plan.ttrains[key]
             self._add_chain(dsk, plan, node.step, ctx)
-            dsk[key] = (run_train_transform, ctx, node, node.fold, node.step, node.parent)
+            dsk[key] = (
+                run_train_transform,
+                ctx,
+                node,
+                node.fold,
+                node.step,
+                node.parent,
+            )
             key = node.parent
 
     def _run_refit(
-        self, best: Any, fold: Fold, fp_tokens: dict, ctx: TaskContext, stats: SearchStats
+        self, best: Any, fold: Fold, fp_tokens: dict, ctx: TaskContext
     ) -> tuple[tuple[Any, ...], str]:
         rplan = build_refit_plan(best, fold, fp_tokens)
         if self.cache is not None:
@@ -418,7 +537,9 @@ class SearchRunner:
             if loaded is not None:
                 return loaded[0], "hit"
         dsk: dict[str, Any] = {fold.key: fold}
-        shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
+        shadow = Plan(
+            folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[]
+        )
         self._add_chain(dsk, shadow, rplan.parent, ctx)
         dsk[rplan.key] = (run_refit, ctx, rplan, fold.key, rplan.parent)
         (fut,) = self.client.get(dsk, [rplan.key], sync=False)

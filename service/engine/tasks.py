@@ -68,7 +68,9 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
     return _as_ndarray(Xs), _as_ndarray(ys)
 
 
-def sliced_params(ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any) -> dict:
+def sliced_params(
+    ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any
+) -> dict:
     from sklearn.utils.validation import _check_method_params
 
     if not params:
@@ -126,7 +128,6 @@ class StepOutput:
     #: (key, "fit" | "hit", seconds) of every step up to this one
     provenance: tuple[tuple[str, str, float], ...] = ()
     error: str | None = None  # traceback of the failing step
-    exception: BaseException | None = None
     failed_label: str | None = None
 
 
@@ -137,7 +138,6 @@ class ScoreOutput:
     result: dict[str, Any]
     provenance: tuple[tuple[str, str, float], ...] = ()
     final: str = "fit"  # "fit", "hit", or "skipped" after an upstream failure
-    exception: BaseException | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -149,7 +149,9 @@ def _data_key(key: str) -> str:
     return key + "/data"
 
 
-def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> StepOutput:
+def run_step(
+    ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None
+) -> StepOutput:
     """Fit one intermediate step on a fold (or load it from the cache)."""
     prior = parent.provenance if parent is not None else ()
     models = parent.models if parent is not None else ()
@@ -186,7 +188,9 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             if hasattr(transformer, "fit_transform"):
                 Xt_train = transformer.fit_transform(X_train, y_train, **params)
             else:
-                Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
+                Xt_train = transformer.fit(X_train, y_train, **params).transform(
+                    X_train
+                )
             fit_time = time.perf_counter() - start
             Xt_test = transformer.transform(X_test) if X_test is not None else None
     except Exception as exc:
@@ -271,7 +275,10 @@ def run_score(
         result = _error_scores(scorer, error_score, return_train_score)
         fit_time = sum(t for _, _, t in prior)
         result.update(
-            n_test_samples=n_test, fit_time=fit_time, score_time=0.0, fit_error=parent.error
+            n_test_samples=n_test,
+            fit_time=fit_time,
+            score_time=0.0,
+            fit_error=parent.error,
         )
         return ScoreOutput(result, prior, "skipped", parent.exception)
     if parent is None:
@@ -290,7 +297,6 @@ def run_score(
     upstream = sum(t for _, _, t in prior)
     start = time.perf_counter()
     result: dict[str, Any] = {}
-    exception: BaseException | None = None
     with _Blas.limit(ctx.blas_threads):
         try:
             if y_train is None:
@@ -325,10 +331,10 @@ def run_score(
                     scored, X_scored, y_train, scorer, score_train, error_score
                 )
         except Exception as exc:  # error_score="raise" in _score
-            return ScoreOutput(
-                {"fit_error": traceback.format_exc()}, prior, "fit", exc
-            )
-    result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
+            return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
+    result.update(
+        n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time
+    )
     if cache is not None:
         cache.set(node.key, result)
     return ScoreOutput(result, prior, "fit")
@@ -371,7 +377,9 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     return (*models, estimator), "fit", fit_time
 
 
-def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
+def load_refit(
+    cache: ResultCache, step_keys: tuple[str, ...], key: str
+) -> tuple | None:
     """The fitted chain of a cached refit, without touching any fold data."""
     models = []
     for skey in step_keys:

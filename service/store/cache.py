@@ -34,7 +34,9 @@ _MISSING = object()
 class ResultCache:
     """Persistent key → value cache with LRU eviction and integrity checks."""
 
-    def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
+    def __init__(
+        self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT
+    ):
         self.directory = str(directory)
         self.size_limit = int(size_limit)
         Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -45,6 +47,9 @@ class ResultCache:
             eviction_policy="least-recently-used",
             # Values arrive as bytes; keep small ones inline in SQLite.
             disk_min_file_size=1 << 16,
+            # diskcache evicts in batches; evict one entry per write and let
+            # cull() finish the job in exact least-recently-used order.
+            cull_limit=1,
         )
 
     # -- raw access -----------------------------------------------------
@@ -80,8 +85,12 @@ class ResultCache:
         digest = hashlib.blake2b(payload, digest_size=_DIGEST).digest()
         try:
             self._cache.set(key, MAGIC + digest + payload, retry=True)
+            if self._cache.volume() > self.size_limit:
+                self.cull()
         except Exception:
-            log.warning("cache write for %s failed; continuing uncached", key, exc_info=True)
+            log.warning(
+                "cache write for %s failed; continuing uncached", key, exc_info=True
+            )
             return False
         return True
 
@@ -106,8 +115,19 @@ class ResultCache:
         return len(self._cache)
 
     def cull(self) -> int:
-        """Evict least-recently-used entries until under the size limit."""
-        return int(self._cache.cull(retry=True))
+        """Evict least-recently-used entries, one at a time, until under the limit."""
+        evicted = 0
+        while self._cache.volume() > self.size_limit:
+            # diskcache keeps an access time per row under this policy; its
+            # own cull() drops ten rows per round, too coarse for small caches.
+            row = self._cache._sql(
+                "SELECT key FROM Cache ORDER BY access_time LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            self._cache.delete(row[0], retry=True)
+            evicted += 1
+        return evicted
 
     def close(self) -> None:
         self._cache.close()

@@ -119,7 +119,9 @@ class DatasetStore:
         self._lock = threading.Lock()
 
     def _path(self, dataset_id: str, suffix: str) -> Path:
-        if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
+        if len(dataset_id) != 64 or any(
+            c not in "0123456789abcdef" for c in dataset_id
+        ):
             raise DatasetError(f"malformed dataset id {dataset_id!r}")
         return self.root / f"{dataset_id}{suffix}"
 

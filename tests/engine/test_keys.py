@@ -49,10 +49,16 @@ def _keys_here():
     train, test = np.arange(15), np.arange(15, 20)
     fk = keys.fold_key(dataset_id(X), dataset_id(y), None, train, test)
     pipe = Pipeline(
-        [("pca", PCA(n_components=2, whiten=True)), ("lr", LogisticRegression(C=0.5, random_state=0))]
+        [
+            ("pca", PCA(n_components=2, whiten=True)),
+            ("lr", LogisticRegression(C=0.5, random_state=0)),
+        ]
     )
     plan = build_plan(
-        [pipe], [Fold(fk, train, test)], scorers_token=["scoring", None], return_train_score=False
+        [pipe],
+        [Fold(fk, train, test)],
+        scorers_token=["scoring", None],
+        return_train_score=False,
     )
     return {"fold": fk, "steps": list(plan.steps), "scores": list(plan.scores)}
 
@@ -112,7 +118,11 @@ def test_param_change_changes_downstream_only(a, b):
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.binary(min_size=1, max_size=64), pos=st.integers(0, 63), bit=st.integers(0, 7))
+@given(
+    data=st.binary(min_size=1, max_size=64),
+    pos=st.integers(0, 63),
+    bit=st.integers(0, 7),
+)
 def test_any_data_byte_changes_every_key(data, pos, bit):
     pos = pos % len(data)
     flipped = bytearray(data)
@@ -155,7 +165,9 @@ def test_any_fold_row_changes_every_key(n, moved):
 
 def test_upstream_step_change_changes_downstream_not_upstream():
     a = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression())
-    b = _chain(StandardScaler(with_mean=False), PCA(n_components=2), LogisticRegression())
+    b = _chain(
+        StandardScaler(with_mean=False), PCA(n_components=2), LogisticRegression()
+    )
     assert a[0] == b[0]
     assert a[1] != b[1] and a[2] != b[2] and a[3] != b[3]
     c = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression(C=2.0))
@@ -216,10 +228,18 @@ def test_plan_fits_each_prefix_once():
     from sklearn.base import clone
     from sklearn.model_selection import ParameterGrid
 
-    grid = {"pca__n_components": [1, 2, 3], "lr__C": [0.1, 1, 10], "lr__l1_ratio": [0, 1]}
+    grid = {
+        "pca__n_components": [1, 2, 3],
+        "lr__C": [0.1, 1, 10],
+        "lr__l1_ratio": [0, 1],
+    }
     configured = [clone(pipe).set_params(**p) for p in ParameterGrid(grid)]
     folds = [
-        Fold(keys.fold_key("x", "y", None, np.arange(i, 10 + i), np.arange(20, 22)), None, None)
+        Fold(
+            keys.fold_key("x", "y", None, np.arange(i, 10 + i), np.arange(20, 22)),
+            None,
+            None,
+        )
         for i in range(5)
     ]
     plan = build_plan(configured, folds, scorers_token=None, return_train_score=False)

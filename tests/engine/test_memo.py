@@ -49,9 +49,20 @@ def test_seed_grid_fits_15_pca_not_90(runner, fit_log):
 def _run_in_process(tmp_path, grid, log):
     env = dict(os.environ, **{LOG_ENV: str(log)})
     out = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.seed_search",
-         str(tmp_path / "data"), str(tmp_path / "cache"), json.dumps(grid)],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tests.helpers.seed_search",
+            str(tmp_path / "data"),
+            str(tmp_path / "cache"),
+            json.dumps(grid),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -74,7 +85,9 @@ def test_second_process_fits_nothing_and_overlap_fits_no_pca(tmp_path):
     third = _run_in_process(tmp_path, overlap, third_log)
     c3 = fit_counts(third_log)
     assert c3["CountingPCA"] == 0
-    assert c3["CountingLogisticRegression"] == 60 + (third["best"]["logistic__C"] not in (1e-4, 1.0, 1e4))
+    assert c3["CountingLogisticRegression"] == 60 + (
+        third["best"]["logistic__C"] not in (1e-4, 1.0, 1e4)
+    )
     assert third["stats"]["step_fits"] == 0 and third["stats"]["step_hits"] == 15
 
 
@@ -96,7 +109,10 @@ def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fi
     # No persistent cache: only the scheduler's key dedup can share work.
     X, y = seed_data()
     pipe = Pipeline(
-        [("pca", SlowCountingPCA()), ("logistic", CountingLogisticRegression(random_state=0))]
+        [
+            ("pca", SlowCountingPCA()),
+            ("logistic", CountingLogisticRegression(random_state=0)),
+        ]
     )
     grids = [
         {"pca__n_components": [5, 10, 20], "logistic__C": [0.1, 1.0]},
@@ -119,7 +135,10 @@ def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fi
     assert counts["CountingPCA"] == 15, counts
     assert counts["CountingLogisticRegression"] == 60
     reference = Pipeline(  # the same maths without the sleep
-        [("pca", CountingPCA()), ("logistic", CountingLogisticRegression(random_state=0))]
+        [
+            ("pca", CountingPCA()),
+            ("logistic", CountingLogisticRegression(random_state=0)),
+        ]
     )
     for res, grid in zip(results, grids, strict=True):
         sk = GridSearchCV(reference, grid, cv=5, refit=False).fit(X, y)
@@ -160,9 +179,16 @@ def test_stats_count_hits_misses_and_fits(runner):
     a = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
     assert (a.stats.hits, a.stats.misses, a.stats.fits) == (0, 18, 18)
     b = runner.search(
-        seed_pipeline(), X, y, param_grid=dict(grid, logistic__C=[1.0, 5.0]), cv=3, refit=False
+        seed_pipeline(),
+        X,
+        y,
+        param_grid=dict(grid, logistic__C=[1.0, 5.0]),
+        cv=3,
+        refit=False,
     )
-    assert b.stats.score_hits == 6 and b.stats.step_hits == 6 and b.stats.final_fits == 6
+    assert (
+        b.stats.score_hits == 6 and b.stats.step_hits == 6 and b.stats.final_fits == 6
+    )
     assert b.stats.step_fits == 0
 
 
@@ -187,7 +213,9 @@ def test_default_local_cluster_with_processes(tmp_path, fit_log):
         assert all(
             w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values()
         )
-        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
+        runner = SearchRunner(
+            client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c")
+        )
         res = runner.search(seed_pipeline(), X, y, param_grid=SEED_GRID, cv=5)
     finally:
         close_client(client)

@@ -50,15 +50,26 @@ def both(runner, estimator, X, y, *, param_grid=None, param_distributions=None, 
     if param_grid is not None:
         sk = GridSearchCV(estimator, param_grid, **search_kw)
         ours = runner.search(
-            estimator, X, y, param_grid=param_grid, groups=groups,
-            fit_params=fit_params, **search_kw,
+            estimator,
+            X,
+            y,
+            param_grid=param_grid,
+            groups=groups,
+            fit_params=fit_params,
+            **search_kw,
         )
     else:
         extra = {k: kw[k] for k in ("n_iter", "random_state") if k in kw}
         sk = RandomizedSearchCV(estimator, param_distributions, **extra, **search_kw)
         ours = runner.search(
-            estimator, X, y, param_distributions=param_distributions, groups=groups,
-            fit_params=fit_params, **extra, **search_kw,
+            estimator,
+            X,
+            y,
+            param_distributions=param_distributions,
+            groups=groups,
+            fit_params=fit_params,
+            **extra,
+            **search_kw,
         )
     sk.fit(X, y, groups=groups, **fit_params) if groups is not None else sk.fit(
         X, y, **fit_params
@@ -88,15 +99,20 @@ def assert_same_search(ours, sk, X=None):
                     assert np.array_equal(a, b), method
     else:
         assert ours.best_estimator_ is None
-    assert sorted(ours.scorer_) == sorted(sk.scorer_) if isinstance(sk.scorer_, dict) else (
-        type(ours.scorer_) is type(sk.scorer_)
+    assert (
+        sorted(ours.scorer_) == sorted(sk.scorer_)
+        if isinstance(sk.scorer_, dict)
+        else (type(ours.scorer_) is type(sk.scorer_))
     )
 
 
 def test_seed_pipeline(runner, clf_data):
     X, y = clf_data
     pipe = Pipeline(
-        [("pca", PCA()), ("logistic", LogisticRegression(solver="liblinear", random_state=0))]
+        [
+            ("pca", PCA()),
+            ("logistic", LogisticRegression(solver="liblinear", random_state=0)),
+        ]
     )
     grid = {
         "pca__n_components": [3, 10, 20],
@@ -173,7 +189,11 @@ def test_grid_swaps_final_estimator_and_steps(runner, clf_data):
     X, y = clf_data
     pipe = Pipeline([("scale", StandardScaler()), ("reduce", PCA()), ("clf", SVC())])
     grid = [
-        {"clf": [LogisticRegression()], "clf__C": [0.1, 1.0], "reduce": ["passthrough", None]},
+        {
+            "clf": [LogisticRegression()],
+            "clf__C": [0.1, 1.0],
+            "reduce": ["passthrough", None],
+        },
         {
             "clf": [DecisionTreeClassifier(random_state=0)],
             "clf__max_depth": [2, 4],
@@ -206,8 +226,15 @@ def test_multimetric_refit_f1_with_train_scores(runner, clf_data):
     pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
     grid = {"pca__n_components": [2, 8], "lr__C": [0.01, 1.0]}
     ours, sk = both(
-        runner, pipe, X, y, param_grid=grid, cv=4,
-        scoring=["accuracy", "f1", "roc_auc"], refit="f1", return_train_score=True,
+        runner,
+        pipe,
+        X,
+        y,
+        param_grid=grid,
+        cv=4,
+        scoring=["accuracy", "f1", "roc_auc"],
+        refit="f1",
+        return_train_score=True,
     )
     assert_same_search(ours, sk, X)
     assert "split0_train_f1" in ours.cv_results_
@@ -226,8 +253,14 @@ def test_multimetric_refit_f1_with_train_scores(runner, clf_data):
 def test_scoring_and_refit_forms(runner, clf_data, scoring, refit):
     X, y = clf_data
     ours, sk = both(
-        runner, LogisticRegression(), X, y, param_grid={"C": [0.01, 1.0]},
-        scoring=scoring, refit=refit, cv=3,
+        runner,
+        LogisticRegression(),
+        X,
+        y,
+        param_grid={"C": [0.01, 1.0]},
+        scoring=scoring,
+        refit=refit,
+        cv=3,
     )
     assert_same_search(ours, sk, X)
 
@@ -270,7 +303,12 @@ def test_error_score_raise_raises_the_fit_error(runner, clf_data):
     pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
     with pytest.raises(ValueError, match="n_components=50 must be between"):
         runner.search(
-            pipe, X, y, param_grid={"pca__n_components": [3, 50]}, cv=3, error_score="raise"
+            pipe,
+            X,
+            y,
+            param_grid={"pca__n_components": [3, 50]},
+            cv=3,
+            error_score="raise",
         )
 
 
@@ -304,7 +342,12 @@ def test_cv_splitters(runner, clf_data, cv, with_groups):
     X, y = clf_data
     groups = np.arange(len(y)) % 4 if with_groups else None
     ours, sk = both(
-        runner, LogisticRegression(), X, y, param_grid={"C": [0.1, 1.0]}, cv=cv,
+        runner,
+        LogisticRegression(),
+        X,
+        y,
+        param_grid={"C": [0.1, 1.0]},
+        cv=cv,
         groups=groups,
     )
     assert_same_search(ours, sk, X)
@@ -321,13 +364,19 @@ def test_fit_params_routed_and_sliced(runner, clf_data):
     w = np.random.RandomState(0).uniform(0.5, 2.0, size=len(y))
     pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
     ours, sk = both(
-        runner, pipe, X, y, param_grid={"lr__C": [0.1, 1.0]}, cv=3,
+        runner,
+        pipe,
+        X,
+        y,
+        param_grid={"lr__C": [0.1, 1.0]},
+        cv=3,
         fit_params={"lr__sample_weight": w, "scale__sample_weight": w},
     )
     assert_same_search(ours, sk, X)
     unweighted = runner.search(pipe, X, y, param_grid={"lr__C": [0.1, 1.0]}, cv=3)
     assert not np.array_equal(
-        unweighted.cv_results_["split0_test_score"], ours.cv_results_["split0_test_score"]
+        unweighted.cv_results_["split0_test_score"],
+        ours.cv_results_["split0_test_score"],
     ) or not np.array_equal(
         unweighted.best_estimator_.named_steps["lr"].coef_,
         ours.best_estimator_.named_steps["lr"].coef_,
@@ -338,7 +387,12 @@ def test_plain_estimator_sample_weight_reaches_the_scorer(runner, clf_data):
     X, y = clf_data
     w = np.random.RandomState(1).uniform(0.1, 3.0, size=len(y))
     ours, sk = both(
-        runner, LogisticRegression(), X, y, param_grid={"C": [0.1, 1.0]}, cv=3,
+        runner,
+        LogisticRegression(),
+        X,
+        y,
+        param_grid={"C": [0.1, 1.0]},
+        cv=3,
         fit_params={"sample_weight": w},
     )
     assert_same_search(ours, sk, X)
@@ -347,7 +401,9 @@ def test_plain_estimator_sample_weight_reaches_the_scorer(runner, clf_data):
 def test_pipeline_fit_param_without_step_name_is_refused(runner, clf_data):
     X, y = clf_data
     pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
-    with pytest.raises(ValueError, match="Pipeline.fit does not accept the sample_weight"):
+    with pytest.raises(
+        ValueError, match="Pipeline.fit does not accept the sample_weight"
+    ):
         runner.search(
             pipe, X, y, param_grid={"lr__C": [1.0]}, fit_params={"sample_weight": y}
         )
@@ -360,6 +416,10 @@ def test_random_state_none_is_named_in_warnings(runner, clf_data):
     assert any("random_state=None" in w and "tree" in w for w in res.warnings)
     assert not any("pca" in w for w in res.warnings)
     seeded = runner.search(
-        pipe.set_params(tree__random_state=0), X, y, param_grid={"tree__max_depth": [2]}, cv=3
+        pipe.set_params(tree__random_state=0),
+        X,
+        y,
+        param_grid={"tree__max_depth": [2]},
+        cv=3,
     )
     assert not any("random_state=None" in w for w in seeded.warnings)

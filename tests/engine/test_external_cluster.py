@@ -1,0 +1,109 @@
+"""The engine on real `dask scheduler` and `dask worker` processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sklearn.model_selection import GridSearchCV
+
+from memogrid_service.engine.cluster import close_client, make_client
+from memogrid_service.engine.search import SearchRunner
+from memogrid_service.store.cache import ResultCache
+from memogrid_service.store.datasets import DatasetStore
+from tests.helpers.counting import LOG_ENV, fit_counts
+from tests.helpers.parity import assert_cv_results_equal
+from tests.helpers.seed_search import seed_data, seed_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+@pytest.fixture
+def external_scheduler(tmp_path, fit_log):
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **{LOG_ENV: str(fit_log)})
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline, "scheduler did not start"
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--no-nanny",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        import json
+
+        address = json.loads(sched_file.read_text())["address"]
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_search_on_external_scheduler(external_scheduler, tmp_path, fit_log):
+    client = make_client(external_scheduler)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        assert client.cluster is None
+        runner = SearchRunner(
+            client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c")
+        )
+        X, y = seed_data()
+        grid = {"pca__n_components": [5, 10], "logistic__C": [0.1, 1.0, 10.0]}
+        res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=5)
+        # both worker processes are connected; every fit happened in them
+        seen = client.run(lambda: os.getpid())
+        assert len(seen) == 2
+        counts = fit_counts(fit_log)
+        assert counts["CountingPCA"] == 10 + 1
+        assert counts["CountingLogisticRegression"] == 30 + 1
+        again = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=5)
+        assert again.stats.fits == 0
+        assert fit_counts(fit_log) == counts
+    finally:
+        close_client(client)
+    sk = GridSearchCV(seed_pipeline(), grid, cv=5).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
