@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,7 @@ class StepOutput:
     #: (key, "fit" | "hit", seconds) of every step up to this one
     provenance: tuple[tuple[str, str, float], ...] = ()
     error: str | None = None  # traceback of the failing step
+    exception: BaseException | None = None
     failed_label: str | None = None
 
 
@@ -138,7 +139,7 @@ class ScoreOutput:
     result: dict[str, Any]
     provenance: tuple[tuple[str, str, float], ...] = ()
     final: str = "fit"  # "fit", "hit", or "skipped" after an upstream failure
-    warnings: list[str] = field(default_factory=list)
+    exception: BaseException | None = None
 
 
 def _model_key(key: str) -> str:

@@ -73,13 +73,14 @@ def external_scheduler(tmp_path, fit_log):
         address = json.loads(sched_file.read_text())["address"]
         yield address
     finally:
-        for p in reversed(procs):
+        for p in procs:
             p.terminate()
         for p in procs:
             try:
-                p.wait(15)
+                p.wait(3)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
 
 @pytest.mark.slow

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install memogrid with its service and test dependencies into .venv and run
+# the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[service,test,dev]"
+.venv/bin/ruff check service client tests benchmarks
+.venv/bin/python -m pytest "$@"
