@@ -400,7 +400,9 @@ class SearchRunner:
             assert res.best_params_ is not None
             start = time.perf_counter()
             best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
-            fitted, how = self._run_refit(best, p.refit_fold, p.fit_param_tokens, p.ctx)
+            fitted, how = self._run_refit(
+                best, p.refit_fold, p.fit_param_tokens, p.ctx, cancel
+            )
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
             stats.refit = how
@@ -447,35 +449,59 @@ class SearchRunner:
         if not pending:
             return outputs
 
-        dsk = self.graph(plan, pending, ctx, scoring)
         from distributed import as_completed
 
+        dsk = self.graph(plan, pending, ctx, scoring)
         futures = self.client.get(dsk, pending, sync=False)
         seen_steps: set[str] = set()
+        stop = self._watch_cancel(cancel, futures)
         try:
             for fut in as_completed(futures):
                 if cancel is not None and cancel.is_set():
                     raise SearchCancelled()
                 o: ScoreOutput = fut.result()
                 outputs[fut.key] = o
-                for step, how, _ in o.provenance:
-                    if step not in seen_steps:
-                        seen_steps.add(step)
-                        if how == "hit":
-                            stats.step_hits += 1
-                        else:
-                            stats.step_fits += 1
-                if o.final == "hit":
-                    stats.score_hits += 1
-                elif o.final == "fit":
-                    stats.final_fits += 1
+                self._count(o, seen_steps, stats)
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total, stats.hits, o)
         except BaseException:
             self.client.cancel(futures)
             raise
+        finally:
+            stop.set()
         return outputs
+
+    def _watch_cancel(
+        self, cancel: threading.Event | None, futures: list
+    ) -> threading.Event:
+        """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""
+        stop = threading.Event()
+        if cancel is None:
+            return stop
+
+        def watch() -> None:
+            while not stop.is_set():
+                if cancel.wait(0.1):
+                    self.client.cancel(futures)
+                    return
+
+        threading.Thread(target=watch, name="memogrid-cancel", daemon=True).start()
+        return stop
+
+    @staticmethod
+    def _count(o: ScoreOutput, seen_steps: set[str], stats: SearchStats) -> None:
+        for step, how, _ in o.provenance:
+            if step not in seen_steps:
+                seen_steps.add(step)
+                if how == "hit":
+                    stats.step_hits += 1
+                else:
+                    stats.step_fits += 1
+        if o.final == "hit":
+            stats.score_hits += 1
+        elif o.final == "fit":
+            stats.final_fits += 1
 
     def graph(
         self, plan: Plan, score_keys: list[str], ctx: TaskContext, scoring: Scoring
@@ -529,7 +555,12 @@ class SearchRunner:
             key = node.parent
 
     def _run_refit(
-        self, best: Any, fold: Fold, fp_tokens: dict, ctx: TaskContext
+        self,
+        best: Any,
+        fold: Fold,
+        fp_tokens: dict,
+        ctx: TaskContext,
+        cancel: threading.Event | None = None,
     ) -> tuple[tuple[Any, ...], str]:
         rplan = build_refit_plan(best, fold, fp_tokens)
         if self.cache is not None:
@@ -543,5 +574,13 @@ class SearchRunner:
         self._add_chain(dsk, shadow, rplan.parent, ctx)
         dsk[rplan.key] = (run_refit, ctx, rplan, fold.key, rplan.parent)
         (fut,) = self.client.get(dsk, [rplan.key], sync=False)
-        models, how, _ = fut.result()
+        stop = self._watch_cancel(cancel, [fut])
+        try:
+            models, how, _ = fut.result()
+        except BaseException:
+            if cancel is not None and cancel.is_set():
+                raise SearchCancelled() from None
+            raise
+        finally:
+            stop.set()
         return models, how

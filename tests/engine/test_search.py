@@ -1,0 +1,137 @@
+"""The search runner: graph contents, progress, cancellation, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from memogrid_service.engine.search import SearchCancelled
+from tests.helpers.counting import SlowCountingPCA
+
+
+def test_graph_references_data_instead_of_embedding_it(runner):
+    X, y = make_classification(n_samples=5000, n_features=50, random_state=0)
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    prepared = runner.prepare(
+        pipe, X, y, param_grid={"pca__n_components": [2, 4], "lr__C": [1.0, 2.0]}, cv=5
+    )
+    dsk = runner.graph(
+        prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring
+    )
+    assert len(dsk) == 5 + 10 + 20  # folds, PCA steps, scores
+    size = len(pickle.dumps(dsk))
+    # fold index arrays (5 x 5000 int64) dominate; X (2 MB) is not inside
+    assert size < X.nbytes / 4, size
+    assert prepared.ctx.data.X.dataset_id in {
+        p.stem for p in runner.store.root.iterdir()
+    }
+
+
+def test_progress_reports_every_result(runner):
+    X, y = make_classification(n_samples=200, random_state=0)
+    seen = []
+    grid = {"C": [0.1, 1.0, 10.0]}
+    runner.search(
+        LogisticRegression(),
+        X,
+        y,
+        param_grid=grid,
+        cv=3,
+        on_progress=lambda done, total, hits, out: seen.append((done, total, hits)),
+    )
+    assert seen[0] == (0, 9, 0)
+    assert [d for d, _, _ in seen] == list(range(10))
+    seen.clear()
+    runner.search(
+        LogisticRegression(),
+        X,
+        y,
+        param_grid=grid,
+        cv=3,
+        on_progress=lambda done, total, hits, out: seen.append((done, total, hits)),
+    )
+    assert seen == [(9, 9, 9)]
+
+
+def test_cancel_stops_promptly_and_releases_tasks(runner, dask_client, fit_log):
+    X, y = make_classification(n_samples=200, random_state=0)
+    pipe = Pipeline([("pca", SlowCountingPCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": list(range(1, 21))}  # 100 slow fits
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def go():
+        try:
+            runner.search(pipe, X, y, param_grid=grid, cv=5, cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+            outcome["exc"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    time.sleep(1.0)
+    cancel.set()
+    start = time.monotonic()
+    t.join(10)
+    assert not t.is_alive()
+    assert time.monotonic() - start < 3
+    assert isinstance(outcome.get("exc"), SearchCancelled)
+    deadline = time.monotonic() + 5
+    while dask_client.processing() and any(dask_client.processing().values()):
+        assert time.monotonic() < deadline, "tasks still processing after cancel"
+        time.sleep(0.1)
+    time.sleep(0.5)  # a fit already running in a worker thread may finish
+    fits_at_cancel = len(fit_log.read_text().splitlines())
+    time.sleep(1.0)  # but no new one starts
+    assert len(fit_log.read_text().splitlines()) == fits_at_cancel
+    assert fits_at_cancel < 30
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one of param_grid and param_distributions"),
+        (
+            {"param_grid": {"C": [1.0]}, "param_distributions": {"C": [1.0]}},
+            "exactly one of param_grid and param_distributions",
+        ),
+        ({"param_grid": {"C": [1.0]}, "scoring": "no-such-metric"}, "scoring"),
+        ({"param_grid": {"C": [1.0]}, "error_score": "ignore"}, "error_score"),
+        ({"param_grid": {"nope": [1.0]}}, "Invalid parameter 'nope'"),
+        ({"param_grid": {"C": 1.0}}, "Parameter grid for parameter 'C'"),
+        (
+            {"param_grid": {"C": [1.0]}, "scoring": ["accuracy", "f1"]},
+            "For multi-metric scoring, the parameter refit must be set",
+        ),
+    ],
+)
+def test_bad_arguments_fail_with_sklearn_messages(runner, kwargs, message):
+    X, y = make_classification(n_samples=60, random_state=0)
+    with pytest.raises((ValueError, TypeError), match=message):
+        runner.search(LogisticRegression(), X, y, **kwargs)
+
+
+def test_mismatched_lengths_are_refused(runner):
+    X, y = make_classification(n_samples=60, random_state=0)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        runner.search(LogisticRegression(), X, y[:-1], param_grid={"C": [1.0]})
+
+
+def test_duplicate_candidates_share_tasks(runner):
+    X, y = make_classification(n_samples=100, random_state=0)
+    pipe = Pipeline([("pca", "passthrough"), ("lr", LogisticRegression())])
+    res = runner.search(
+        pipe, X, y, param_grid={"pca": ["passthrough", None], "lr__C": [1.0]}, cv=3
+    )
+    # both candidates run the same chain: three final fits, not six
+    assert res.stats.final_fits == 3
+    assert np.array_equal(
+        res.cv_results_["split0_test_score"][0], res.cv_results_["split0_test_score"][1]
+    )
