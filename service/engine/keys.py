@@ -83,7 +83,16 @@ def _is_estimator(value: Any) -> bool:
 
 def canonical(value: Any) -> Any:
     """A JSON-serialisable, tagged, order-preserving encoding of ``value``."""
-    if value is None or isinstance(value, (bool, str)):
+    t = type(value)  # exact-type fast paths for the common parameter values
+    if value is None or t is str or t is bool:
+        return value
+    if t is int:
+        return ["int", str(value)]
+    if t is float:
+        return ["float", _float(value)]
+    if t is list or t is tuple:
+        return ["list" if t is list else "tuple", [canonical(v) for v in value]]
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, (np.bool_,)):
         return ["np.bool", bool(value)]
@@ -125,16 +134,10 @@ def canonical(value: Any) -> Any:
     if isinstance(value, functools.partial) or inspect.ismethod(value):
         raise UnkeyableValue(f"{value!r} binds state that has no content key")
     if isinstance(value, np.ufunc) or (
-        callable(value)
-        and hasattr(value, "__qualname__")
-        and not hasattr(value, "__dict__")
+        callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "__dict__")
     ):
         return ["func", qualified_name(value)]
-    if (
-        callable(value)
-        and getattr(value, "__qualname__", None)
-        and hasattr(value, "__code__")
-    ):
+    if callable(value) and getattr(value, "__qualname__", None) and hasattr(value, "__code__"):
         # plain Python functions: keyed by importable name only
         return ["func", qualified_name(value)]
     d = getattr(value, "__dict__", None)
@@ -142,9 +145,7 @@ def canonical(value: Any) -> Any:
         # A small configuration object (e.g. make_column_selector): its
         # class and attributes are its content.
         return ["obj", qualified_name(type(value)), canonical(dict(d))]
-    raise UnkeyableValue(
-        f"cannot build a content key for {type(value).__name__} {value!r}"
-    )
+    raise UnkeyableValue(f"cannot build a content key for {type(value).__name__} {value!r}")
 
 
 def _float(x: float) -> str:
@@ -159,26 +160,45 @@ def array_token(arr: np.ndarray) -> list[Any]:
         # Object arrays (e.g. lists of categories) are keyed element-wise.
         return ["O", list(arr.shape), canonical(arr.tolist())]
     data = np.ascontiguousarray(arr)
-    digest = hashlib.sha256(
-        memoryview(data.reshape(-1).view(np.uint8)) if data.size else b""
-    )
+    digest = hashlib.sha256(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
     return [arr.dtype.str, list(arr.shape), digest.hexdigest()]
 
 
-def estimator_token(est: Any) -> list[Any]:
-    """Class path plus canonical shallow params, nested estimators recursed."""
-    params = est.get_params(deep=False)
+def params_token(cls: type, params: Mapping[str, Any]) -> list[Any]:
+    """Content token of an estimator of class ``cls`` with shallow ``params``."""
     return [
         "est",
-        qualified_name(type(est)),
+        qualified_name(cls),
         [[k, canonical(params[k])] for k in sorted(params)],
     ]
 
 
+def estimator_token(est: Any) -> list[Any]:
+    """Class path plus canonical shallow params, nested estimators recursed."""
+    return params_token(type(est), est.get_params(deep=False))
+
+
+def token_id(token: Any) -> str:
+    """A short hash standing for an estimator token inside step and score keys."""
+    return digest("token", token)
+
+
 def digest(*parts: Any) -> str:
-    """Hash a sequence of canonical parts into a hex key body."""
-    payload = json.dumps([KEY_SCHEMA, *parts], separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:_HEX]
+    """Hash a sequence of canonical parts into a hex key body.
+
+    Each part is framed by a type letter and its length, strings as they are
+    and anything else as compact JSON, so distinct part lists never collide.
+    """
+    framed = [KEY_SCHEMA]
+    for part in parts:
+        if type(part) is str:
+            framed.append(f"s{len(part)}:{part}")
+        elif part is None or part is True or part is False:
+            framed.append(repr(part))
+        else:
+            enc = json.dumps(part, separators=(",", ":"), ensure_ascii=True)
+            framed.append(f"j{len(enc)}:{enc}")
+    return hashlib.sha256("|".join(framed).encode()).hexdigest()[:_HEX]
 
 
 def fold_key(
@@ -191,14 +211,22 @@ def fold_key(
     """Key of one fold: the datasets and the exact rows on each side."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
-    return "fold-" + digest(
-        "fold", x_id, y_id, groups_id, array_token(train), array_token(test)
-    )
+    return "fold-" + digest("fold", x_id, y_id, groups_id, array_token(train), array_token(test))
+
+
+_versions_ids: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _versions_id() -> str:
+    vid = _versions_ids.get(LIBRARY_VERSIONS)
+    if vid is None:
+        vid = _versions_ids[LIBRARY_VERSIONS] = digest("versions", LIBRARY_VERSIONS)
+    return vid
 
 
 def step_key(step_token: Any, parent: str, fit_params: Any = None) -> str:
     """Key of a fitted intermediate step and its transformed fold outputs."""
-    return "step-" + digest("step", step_token, LIBRARY_VERSIONS, parent, fit_params)
+    return "step-" + digest("step", step_token, _versions_id(), parent, fit_params)
 
 
 def score_key(
@@ -213,7 +241,7 @@ def score_key(
     return "score-" + digest(
         "score",
         final_token,
-        LIBRARY_VERSIONS,
+        _versions_id(),
         parent,
         scorers,
         bool(return_train_score),
@@ -224,7 +252,7 @@ def score_key(
 
 def refit_key(final_token: Any, parent: str, fit_params: Any = None) -> str:
     """Key of the final estimator fitted on its parent's full-data output."""
-    return "refit-" + digest("refit", final_token, LIBRARY_VERSIONS, parent, fit_params)
+    return "refit-" + digest("refit", final_token, _versions_id(), parent, fit_params)
 
 
 def train_transform_key(step: str) -> str:

@@ -1,16 +1,20 @@
 """Pure search planning: candidates × folds → a deduplicated task plan.
 
-Nothing here touches a cluster, a cache or a file. Given the configured
-estimator of every candidate and the folds, :func:`build_plan` decomposes
-each estimator into the chain ``Pipeline`` itself would run (nested
-pipelines flattened, ``None`` / ``"passthrough"`` steps dropped), names every
-(prefix, fold) by its Merkle key (:mod:`.keys`) and keeps one node per key.
-A grid of 3 PCA settings × 6 classifier settings × 5 folds therefore plans
-15 PCA nodes, not 90.
+Nothing here touches a cluster, a cache or a file. For every candidate,
+:func:`resolve_chain` works out the chain ``Pipeline`` itself would fit
+(nested pipelines flattened, ``None`` / ``"passthrough"`` steps dropped,
+steps swapped by the grid replaced first and their nested params applied
+after, as ``Pipeline.set_params`` does) without building the candidate: each
+link is a :class:`LinkSpec`, an unfitted base estimator plus the params to
+set on a clone of it, keyed by content. :func:`build_plan` then names every
+(prefix, fold) by its Merkle key (:mod:`.keys`) and keeps one node per key,
+so a grid of 3 PCA settings × 6 classifier settings × 5 folds plans 15 PCA
+nodes, not 90.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,32 +35,121 @@ def _skipped(step: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class ChainLink:
-    """One fitted-in-sequence element of a flattened pipeline."""
+class LinkSpec:
+    """One link of a candidate's chain: ``clone(base).set_params(**overrides)``.
+
+    Built only where a task runs (:meth:`build`); its ``token`` is the hash
+    (:func:`keys.token_id`) of the content encoding of the estimator it builds.
+    """
 
     path: tuple[str, ...]  # step names from the outermost pipeline down
-    estimator: Any
+    base: Any
+    overrides: tuple[tuple[str, Any], ...]
+    token: Any
+
+    @property
+    def label(self) -> str:
+        return "__".join(self.path) or type(self.base).__name__
+
+    def build(self) -> Any:
+        from sklearn.base import clone
+
+        est = clone(self.base)
+        if self.overrides:
+            est.set_params(**clone(dict(self.overrides), safe=False))
+        return est
 
 
-def flatten(estimator: Any, _prefix: tuple[str, ...] = ()) -> list[ChainLink]:
-    """The sequence of estimators ``estimator.fit`` would fit, in order.
+def _plain_set_params(est: Any) -> bool:
+    """True if ``set_params`` on ``est`` only sets attributes (BaseEstimator's)."""
+    from sklearn.base import BaseEstimator
 
-    The last link is the final estimator; every earlier one is a transformer
-    fitted with ``fit_transform`` on the training rows.
-    """
-    if not _is_pipeline(estimator):
-        return [ChainLink(_prefix, estimator)]
-    links: list[ChainLink] = []
-    for name, step in estimator.steps:
-        if _skipped(step):
-            continue
-        links.extend(flatten(step, (*_prefix, name)))
-    if not links or _skipped(estimator.steps[-1][1]):
-        raise ValueError(
-            "the final step of a searched Pipeline must be an estimator, "
-            f"not {estimator.steps[-1][1]!r}"
+    return type(est).set_params is BaseEstimator.set_params
+
+
+class ChainResolver:
+    """Resolves candidates into link chains, memoizing tokens across candidates."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[Any, ...], LinkSpec] = {}
+        self._params: dict[int, dict[str, Any]] = {}
+        self._keep: list[Any] = []  # objects whose id() is memoized stay alive
+        #: labels of resolved estimators left with ``random_state=None``
+        self.unseeded: set[str] = set()
+
+    def _shallow_params(self, est: Any) -> dict[str, Any]:
+        p = self._params.get(id(est))
+        if p is None:
+            p = self._params[id(est)] = est.get_params(deep=False)
+            self._keep.append(est)
+        return p
+
+    def link(self, path: tuple[str, ...], base: Any, overrides: Mapping[str, Any]) -> LinkSpec:
+        """The spec (and content token) of ``clone(base).set_params(**overrides)``."""
+        enc = json.dumps(keys.canonical(dict(overrides)), separators=(",", ":"))
+        memo_key = (path, id(base), enc)
+        spec = self._links.get(memo_key)
+        if spec is not None:
+            return spec
+        self._keep.append(base)
+        params = self._shallow_params(base)
+        fast = (
+            _plain_set_params(base)
+            and all("__" not in k and k in params for k in overrides)
+            and not any(hasattr(v, "get_params") for v in overrides.values())
         )
-    return links
+        if fast:
+            merged = dict(params)
+            merged.update(overrides)
+            token = keys.token_id(keys.params_token(type(base), merged))
+            spec = LinkSpec(path, base, tuple(overrides.items()), token)
+        else:
+            # meta-estimators and nested params: configure for real
+            built = LinkSpec(path, base, tuple(overrides.items()), None).build()
+            merged = built.get_params(deep=False)
+            spec = LinkSpec(path, built, (), keys.token_id(keys.estimator_token(built)))
+        _unseeded(type(base).__name__, merged, spec.label, self.unseeded)
+        self._links[memo_key] = spec
+        return spec
+
+    def resolve(
+        self, est: Any, params: Mapping[str, Any], path: tuple[str, ...] = ()
+    ) -> list[LinkSpec]:
+        """The chain ``clone(est).set_params(**params).fit`` would run."""
+        if not _is_pipeline(est):
+            return [self.link(path, est, params)]
+        names = [name for name, _ in est.steps]
+        own = {k: v for k, v in params.items() if "__" not in k}
+        if any(k not in names for k in own):
+            # the pipeline's own params (steps, memory, ...): configure it
+            from sklearn.base import clone
+
+            configured = clone(est).set_params(**clone(dict(params), safe=False))
+            return self.resolve(configured, {}, path)
+        links: list[LinkSpec] = []
+        steps = [(name, own.get(name, step)) for name, step in est.steps]
+        for name, step in steps:
+            if _skipped(step):
+                continue
+            prefix = name + "__"
+            sub = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+            links.extend(self.resolve(step, sub, (*path, name)))
+        if not links or _skipped(steps[-1][1]):
+            raise ValueError(
+                f"the final step of a searched Pipeline must be an estimator, not {steps[-1][1]!r}"
+            )
+        return links
+
+
+def flatten(estimator: Any) -> list[Any]:
+    """The estimators a configured ``estimator.fit`` would fit, in order."""
+    if not _is_pipeline(estimator):
+        return [estimator]
+    out: list[Any] = []
+    for _, step in estimator.steps:
+        if not _skipped(step):
+            out.extend(flatten(step))
+    return out
 
 
 def assemble(configured: Any, fitted: Sequence[Any]) -> Any:
@@ -66,9 +159,7 @@ def assemble(configured: Any, fitted: Sequence[Any]) -> Any:
     def fill(est: Any) -> Any:
         if not _is_pipeline(est):
             return next(fitted_iter)
-        est.steps = [
-            (name, step if _skipped(step) else fill(step)) for name, step in est.steps
-        ]
+        est.steps = [(name, step if _skipped(step) else fill(step)) for name, step in est.steps]
         return est
 
     return fill(configured)
@@ -118,9 +209,8 @@ class StepNode:
     key: str
     fold: str
     parent: str | None  # None: the first step, reading the fold's rows
-    estimator: Any
+    link: LinkSpec
     fit_params: dict[str, str]  # own name -> search fit-param name
-    label: str  # e.g. "pca" or "pre__scale", for messages
 
 
 @dataclass
@@ -128,8 +218,7 @@ class ScoreNode:
     key: str
     fold: str
     parent: str | None  # last step key, None for a bare estimator
-    chain: tuple[str, ...]  # every step key from the fold down
-    estimator: Any
+    link: LinkSpec
     fit_params: dict[str, str]
     ttrain: str | None = None  # train-transform key feeding train scores
 
@@ -147,76 +236,44 @@ class Plan:
     """Everything a search must compute, one node per distinct key."""
 
     folds: dict[str, Fold]
-    steps: dict[str, StepNode]
-    scores: dict[str, ScoreNode]
-    ttrains: dict[str, TrainTransformNode]
+    steps: dict[str, StepNode] = field(default_factory=dict)
+    scores: dict[str, ScoreNode] = field(default_factory=dict)
+    ttrains: dict[str, TrainTransformNode] = field(default_factory=dict)
     #: score key for each (candidate, split), candidate-major like sklearn
-    grid: list[list[str]]
+    grid: list[list[str]] = field(default_factory=list)
     #: estimators left with ``random_state=None``, by chain label
     unseeded: list[str] = field(default_factory=list)
 
 
-def _token_cache() -> dict[int, Any]:
-    return {}
-
-
-def link_token(link: ChainLink, memo: dict[int, Any] | None = None) -> Any:
-    if memo is not None:
-        tok = memo.get(id(link.estimator))
-        if tok is not None:
-            return tok
-    tok = keys.estimator_token(link.estimator)
-    if memo is not None:
-        memo[id(link.estimator)] = tok
-    return tok
-
-
-def _unseeded(est: Any, label: str, out: set[str]) -> None:
-    params = est.get_params(deep=False) if hasattr(est, "get_params") else {}
+def _unseeded(cls_name: str, params: Mapping[str, Any], label: str, out: set[str]) -> None:
+    """Add ``label`` (and nested estimators' labels) if ``random_state`` is None."""
     if "random_state" in params and params["random_state"] is None:
-        out.add(f"{label or type(est).__name__} ({type(est).__name__})")
+        out.add(f"{label} ({cls_name})")
     for name, value in params.items():
+        nested: list[tuple[str, Any]] = []
         if hasattr(value, "get_params") and not isinstance(value, type):
-            _unseeded(value, f"{label}__{name}" if label else name, out)
+            nested.append((name, value))
         elif isinstance(value, (list, tuple)):
-            for item in value:
-                if (
-                    isinstance(item, tuple)
-                    and len(item) >= 2
-                    and hasattr(item[1], "get_params")
-                ):
-                    sub = f"{label}__{item[0]}" if label else str(item[0])
-                    _unseeded(item[1], sub, out)
+            nested.extend(
+                (str(item[0]), item[1])
+                for item in value
+                if isinstance(item, tuple) and len(item) >= 2 and hasattr(item[1], "get_params")
+            )
+        for sub, est in nested:
+            sub_params = est.get_params(deep=False)
+            _unseeded(type(est).__name__, sub_params, f"{label}__{sub}", out)
 
 
-def chain_keys(
-    links: Sequence[ChainLink],
-    fold: str,
-    fit_param_tokens: Mapping[str, Any],
-    memo: dict[int, Any] | None = None,
-) -> tuple[list[str], list[dict[str, str]], Any, dict[str, str]]:
-    """Keys of every transformer link on ``fold``; plus the final's token and params."""
-    parent = fold
-    step_keys: list[str] = []
-    routed_all: list[dict[str, str]] = []
-    names = list(fit_param_tokens)
-    for link in links[:-1]:
-        routed = route_fit_params(link.path, names)
-        fp = sorted((own, fit_param_tokens[src]) for own, src in routed.items())
-        parent = keys.step_key(link_token(link, memo), parent, fp)
-        step_keys.append(parent)
-        routed_all.append(routed)
-    final = links[-1]
-    return (
-        step_keys,
-        routed_all,
-        link_token(final, memo),
-        route_fit_params(final.path, names),
-    )
+def _routed_tokens(routed: Mapping[str, str], tokens: Mapping[str, Any]) -> str | None:
+    """One id for the fit params a link receives (None when it gets none)."""
+    if not routed:
+        return None
+    return keys.token_id(sorted([own, tokens[src]] for own, src in routed.items()))
 
 
 def build_plan(
-    configured: Sequence[Any],
+    base: Any,
+    candidates: Sequence[Mapping[str, Any]],
     folds: Sequence[Fold],
     *,
     scorers_token: Any,
@@ -224,66 +281,53 @@ def build_plan(
     fit_param_tokens: Mapping[str, Any] | None = None,
     score_param_tokens: Any = None,
 ) -> Plan:
-    """Plan the tasks for every configured candidate on every fold."""
-    fit_param_tokens = dict(fit_param_tokens or {})
-    plan = Plan(
-        folds={f.key: f for f in folds}, steps={}, scores={}, ttrains={}, grid=[]
-    )
-    unseeded: set[str] = set()
-    for est in configured:
-        links = flatten(est)
-        memo: dict[int, Any] = {}
-        for link in links:
-            _unseeded(link.estimator, "__".join(link.path), unseeded)
+    """Plan the tasks for every candidate of ``base`` on every fold."""
+    tokens = dict(fit_param_tokens or {})
+    names = list(tokens)
+    plan = Plan(folds={f.key: f for f in folds})
+    resolver = ChainResolver()
+    routes: dict[tuple[str, ...], tuple[dict[str, str], str | None]] = {}
+    scorers_id = keys.token_id(scorers_token)
+    score_params_id = keys.token_id(score_param_tokens)
+
+    def route(path: tuple[str, ...]) -> tuple[dict[str, str], str | None]:
+        r = routes.get(path)
+        if r is None:
+            routed = route_fit_params(path, names)
+            r = routes[path] = (routed, _routed_tokens(routed, tokens))
+        return r
+
+    for params in candidates:
+        *transformers, final = resolver.resolve(base, params)
+        final_route, final_fp = route(final.path)
         row: list[str] = []
         for fold in folds:
-            step_keys, routed, final_tok, final_routed = chain_keys(
-                links, fold.key, fit_param_tokens, memo
-            )
             parent: str | None = None
-            ttrain_parent: str | None = None
-            for link, skey, r in zip(links[:-1], step_keys, routed, strict=True):
+            ttrain: str | None = None
+            for link in transformers:
+                routed, fp = route(link.path)
+                skey = keys.step_key(link.token, parent or fold.key, fp)
                 if skey not in plan.steps:
-                    plan.steps[skey] = StepNode(
-                        key=skey,
-                        fold=fold.key,
-                        parent=parent,
-                        estimator=link.estimator,
-                        fit_params=r,
-                        label="__".join(link.path),
-                    )
+                    plan.steps[skey] = StepNode(skey, fold.key, parent, link, routed)
                 if return_train_score:
                     tkey = keys.train_transform_key(skey)
                     if tkey not in plan.ttrains:
-                        plan.ttrains[tkey] = TrainTransformNode(
-                            key=tkey, fold=fold.key, step=skey, parent=ttrain_parent
-                        )
-                    ttrain_parent = tkey
+                        plan.ttrains[tkey] = TrainTransformNode(tkey, fold.key, skey, ttrain)
+                    ttrain = tkey
                 parent = skey
-            fp = sorted(
-                (own, fit_param_tokens[src]) for own, src in final_routed.items()
-            )
-            skey = keys.score_key(
-                final_tok,
+            score = keys.score_key(
+                final.token,
                 parent or fold.key,
-                scorers_token,
+                scorers_id,
                 return_train_score,
-                fp,
-                score_param_tokens,
+                final_fp,
+                score_params_id,
             )
-            if skey not in plan.scores:
-                plan.scores[skey] = ScoreNode(
-                    key=skey,
-                    fold=fold.key,
-                    parent=parent,
-                    chain=tuple(step_keys),
-                    estimator=links[-1].estimator,
-                    fit_params=final_routed,
-                    ttrain=ttrain_parent,
-                )
-            row.append(skey)
+            if score not in plan.scores:
+                plan.scores[score] = ScoreNode(score, fold.key, parent, final, final_route, ttrain)
+            row.append(score)
         plan.grid.append(row)
-    plan.unseeded = sorted(unseeded)
+    plan.unseeded = sorted(resolver.unseeded)
     return plan
 
 
@@ -295,29 +339,27 @@ class RefitPlan:
     steps: dict[str, StepNode]
     key: str  # refit key of the final estimator
     parent: str | None
-    estimator: Any
+    link: LinkSpec
     fit_params: dict[str, str]
     chain: tuple[str, ...]
 
 
 def build_refit_plan(
-    configured: Any, fold: Fold, fit_param_tokens: Mapping[str, Any] | None = None
+    base: Any,
+    params: Mapping[str, Any],
+    fold: Fold,
+    fit_param_tokens: Mapping[str, Any] | None = None,
 ) -> RefitPlan:
-    """Plan the refit of ``configured`` on ``fold`` (all rows, no test rows)."""
-    fit_param_tokens = dict(fit_param_tokens or {})
-    links = flatten(configured)
-    step_keys, routed, final_tok, final_routed = chain_keys(
-        links, fold.key, fit_param_tokens
-    )
+    """Plan the refit of candidate ``params`` on ``fold`` (all rows, no test rows)."""
+    tokens = dict(fit_param_tokens or {})
+    *transformers, final = ChainResolver().resolve(base, params)
     steps: dict[str, StepNode] = {}
     parent: str | None = None
-    for link, skey, r in zip(links[:-1], step_keys, routed, strict=True):
-        steps[skey] = StepNode(
-            skey, fold.key, parent, link.estimator, r, "__".join(link.path)
-        )
+    for link in transformers:
+        r = route_fit_params(link.path, list(tokens))
+        skey = keys.step_key(link.token, parent or fold.key, _routed_tokens(r, tokens))
+        steps[skey] = StepNode(skey, fold.key, parent, link, r)
         parent = skey
-    fp = sorted((own, fit_param_tokens[src]) for own, src in final_routed.items())
-    rkey = keys.refit_key(final_tok, parent or fold.key, fp)
-    return RefitPlan(
-        fold, steps, rkey, parent, links[-1].estimator, final_routed, tuple(step_keys)
-    )
+    r = route_fit_params(final.path, list(tokens))
+    rkey = keys.refit_key(final.token, parent or fold.key, _routed_tokens(r, tokens))
+    return RefitPlan(fold, steps, rkey, parent, final, r, tuple(steps))

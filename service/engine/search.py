@@ -117,8 +117,7 @@ def _scorers_token(scoring: Any) -> Any:
     if isinstance(scoring, Mapping):
         return ["scoring-dict", sorted((k, v) for k, v in scoring.items())]
     raise TypeError(
-        "scoring must be None, a scorer name, or a list or dict of names, "
-        f"not {scoring!r}"
+        f"scoring must be None, a scorer name, or a list or dict of names, not {scoring!r}"
     )
 
 
@@ -247,17 +246,12 @@ class SearchRunner:
         fit_params = dict(fit_params or {})
         check_fit_param_names(estimator, list(fit_params))
         fp_refs = {
-            name: (
-                self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v
-            )
+            name: (self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
             for name, v in fit_params.items()
         }
         fp_tokens = {name: _param_token(v) for name, v in fp_refs.items()}
         score_params: dict[str, Any] = {}
-        if (
-            fp_refs.get("sample_weight") is not None
-            and sk._check_scorers_accept_sample_weight()
-        ):
+        if fp_refs.get("sample_weight") is not None and sk._check_scorers_accept_sample_weight():
             score_params["sample_weight"] = fp_refs["sample_weight"]
         score_tokens = sorted((k, _param_token(v)) for k, v in score_params.items())
 
@@ -289,15 +283,12 @@ class SearchRunner:
             )
         if not candidates or not folds:
             raise ValueError(
-                "No fits were performed. "
-                "Was the CV iterator empty? Were there no candidates?"
+                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
             )
         base = clone(estimator)
-        configured = [
-            clone(base).set_params(**clone(p, safe=False)) for p in candidates
-        ]
         plan = build_plan(
-            configured,
+            base,
+            candidates,
             folds,
             scorers_token=scorers_token,
             return_train_score=return_train_score,
@@ -401,7 +392,12 @@ class SearchRunner:
             start = time.perf_counter()
             best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
             fitted, how = self._run_refit(
-                best, p.refit_fold, p.fit_param_tokens, p.ctx, cancel
+                p.base,
+                res.best_params_,
+                p.refit_fold,
+                p.fit_param_tokens,
+                p.ctx,
+                cancel,
             )
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
@@ -472,9 +468,7 @@ class SearchRunner:
             stop.set()
         return outputs
 
-    def _watch_cancel(
-        self, cancel: threading.Event | None, futures: list
-    ) -> threading.Event:
+    def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""
         stop = threading.Event()
         if cancel is None:
@@ -529,18 +523,14 @@ class SearchRunner:
             )
         return dsk
 
-    def _add_chain(
-        self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext
-    ) -> None:
+    def _add_chain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
         while key is not None and key not in dsk:
             node = plan.steps[key]
             dsk.setdefault(node.fold, plan.folds[node.fold])
             dsk[key] = (run_step, ctx, node, node.fold, node.parent)
             key = node.parent
 
-    def _add_ttrain(
-        self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext
-    ) -> None:
+    def _add_ttrain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
         while key is not None and key not in dsk:
             node = plan.ttrains[key]
             self._add_chain(dsk, plan, node.step, ctx)
@@ -556,21 +546,20 @@ class SearchRunner:
 
     def _run_refit(
         self,
-        best: Any,
+        base: Any,
+        params: dict[str, Any],
         fold: Fold,
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
     ) -> tuple[tuple[Any, ...], str]:
-        rplan = build_refit_plan(best, fold, fp_tokens)
+        rplan = build_refit_plan(base, params, fold, fp_tokens)
         if self.cache is not None:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
                 return loaded[0], "hit"
         dsk: dict[str, Any] = {fold.key: fold}
-        shadow = Plan(
-            folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[]
-        )
+        shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
         self._add_chain(dsk, shadow, rplan.parent, ctx)
         dsk[rplan.key] = (run_refit, ctx, rplan, fold.key, rplan.parent)
         (fut,) = self.client.get(dsk, [rplan.key], sync=False)

@@ -68,9 +68,7 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
     return _as_ndarray(Xs), _as_ndarray(ys)
 
 
-def sliced_params(
-    ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any
-) -> dict:
+def sliced_params(ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any) -> dict:
     from sklearn.utils.validation import _check_method_params
 
     if not params:
@@ -150,9 +148,7 @@ def _data_key(key: str) -> str:
     return key + "/data"
 
 
-def run_step(
-    ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None
-) -> StepOutput:
+def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> StepOutput:
     """Fit one intermediate step on a fold (or load it from the cache)."""
     prior = parent.provenance if parent is not None else ()
     models = parent.models if parent is not None else ()
@@ -173,7 +169,6 @@ def run_step(
                     Xt_test,
                     (*prior, (node.key, "hit", fit_time)),
                 )
-    from sklearn.base import clone
 
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
@@ -182,16 +177,14 @@ def run_step(
         X_train, X_test = parent.Xt_train, parent.Xt_test
         y_train = _y_rows(ctx, fold.train)
     params = routed_params(ctx, node.fit_params, fold.train)
-    transformer = clone(node.estimator)
+    transformer = node.link.build()
     start = time.perf_counter()
     try:
         with _Blas.limit(ctx.blas_threads):
             if hasattr(transformer, "fit_transform"):
                 Xt_train = transformer.fit_transform(X_train, y_train, **params)
             else:
-                Xt_train = transformer.fit(X_train, y_train, **params).transform(
-                    X_train
-                )
+                Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
             fit_time = time.perf_counter() - start
             Xt_test = transformer.transform(X_test) if X_test is not None else None
     except Exception as exc:
@@ -200,7 +193,7 @@ def run_step(
             provenance=prior,
             error=traceback.format_exc(),
             exception=exc,
-            failed_label=node.label,
+            failed_label=node.link.label,
         )
     if cache is not None:
         cache.set(_model_key(node.key), (transformer, fit_time))
@@ -260,7 +253,6 @@ def run_score(
     ttrain: Any,
 ) -> ScoreOutput:
     """Fit the final estimator on a fold and score it (or load the scores)."""
-    from sklearn.base import clone
     from sklearn.model_selection._validation import _score
 
     scorer, error_score, return_train_score = scoring
@@ -294,7 +286,7 @@ def run_score(
     params = routed_params(ctx, node.fit_params, fold.train)
     score_test = sliced_params(ctx, ctx.data.score_params, fold.test)
     score_train = sliced_params(ctx, ctx.data.score_params, fold.train)
-    estimator = clone(node.estimator)
+    estimator = node.link.build()
     upstream = sum(t for _, _, t in prior)
     start = time.perf_counter()
     result: dict[str, Any] = {}
@@ -333,9 +325,7 @@ def run_score(
                 )
         except Exception as exc:  # error_score="raise" in _score
             return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
-    result.update(
-        n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time
-    )
+    result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
     if cache is not None:
         cache.set(node.key, result)
     return ScoreOutput(result, prior, "fit")
@@ -349,7 +339,6 @@ def _as_pipeline(models: tuple[Any, ...], final: Any) -> Any:
 
 def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> Any:
     """Fit the final estimator on all rows; return the fitted chain."""
-    from sklearn.base import clone
 
     if parent is not None and parent.error is not None:
         raise parent.exception or RuntimeError(parent.error)
@@ -365,7 +354,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
         X = parent.Xt_train
         y = _y_rows(ctx, fold.train)
     params = routed_params(ctx, node.fit_params, fold.train)
-    estimator = clone(node.estimator)
+    estimator = node.link.build()
     start = time.perf_counter()
     with _Blas.limit(ctx.blas_threads):
         if y is None:
@@ -378,9 +367,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     return (*models, estimator), "fit", fit_time
 
 
-def load_refit(
-    cache: ResultCache, step_keys: tuple[str, ...], key: str
-) -> tuple | None:
+def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
     """The fitted chain of a cached refit, without touching any fold data."""
     models = []
     for skey in step_keys:

@@ -34,9 +34,7 @@ _MISSING = object()
 class ResultCache:
     """Persistent key → value cache with LRU eviction and integrity checks."""
 
-    def __init__(
-        self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT
-    ):
+    def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
         self.directory = str(directory)
         self.size_limit = int(size_limit)
         Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -88,9 +86,7 @@ class ResultCache:
             if self._cache.volume() > self.size_limit:
                 self.cull()
         except Exception:
-            log.warning(
-                "cache write for %s failed; continuing uncached", key, exc_info=True
-            )
+            log.warning("cache write for %s failed; continuing uncached", key, exc_info=True)
             return False
         return True
 
@@ -120,9 +116,7 @@ class ResultCache:
         while self._cache.volume() > self.size_limit:
             # diskcache keeps an access time per row under this policy; its
             # own cull() drops ten rows per round, too coarse for small caches.
-            row = self._cache._sql(
-                "SELECT key FROM Cache ORDER BY access_time LIMIT 1"
-            ).fetchone()
+            row = self._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchone()
             if row is None:
                 break
             self._cache.delete(row[0], retry=True)

@@ -119,9 +119,7 @@ class DatasetStore:
         self._lock = threading.Lock()
 
     def _path(self, dataset_id: str, suffix: str) -> Path:
-        if len(dataset_id) != 64 or any(
-            c not in "0123456789abcdef" for c in dataset_id
-        ):
+        if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
             raise DatasetError(f"malformed dataset id {dataset_id!r}")
         return self.root / f"{dataset_id}{suffix}"
 
@@ -151,9 +149,7 @@ class DatasetStore:
             path = self._path(did, ".npy")
             if not path.exists():
                 contiguous = np.ascontiguousarray(arr)
-                self._write_atomic(
-                    path, lambda f: np.save(f, contiguous, allow_pickle=False)
-                )
+                self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
         return DataRef(str(self.root), did)
 
     def exists(self, dataset_id: str) -> bool:

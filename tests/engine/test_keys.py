@@ -37,7 +37,7 @@ train, test = np.arange(15), np.arange(15, 20)
 fk = keys.fold_key(dataset_id(X), dataset_id(y), None, train, test)
 pipe = Pipeline([("pca", PCA(n_components=2, whiten=True)),
                  ("lr", LogisticRegression(C=0.5, random_state=0))])
-plan = build_plan([pipe], [Fold(fk, train, test)], scorers_token=["scoring", None],
+plan = build_plan(pipe, [{}], [Fold(fk, train, test)], scorers_token=["scoring", None],
                   return_train_score=False)
 print(json.dumps({"fold": fk, "steps": list(plan.steps), "scores": list(plan.scores)}))
 """
@@ -55,7 +55,8 @@ def _keys_here():
         ]
     )
     plan = build_plan(
-        [pipe],
+        pipe,
+        [{}],
         [Fold(fk, train, test)],
         scorers_token=["scoring", None],
         return_train_score=False,
@@ -81,9 +82,7 @@ def test_equal_specs_give_equal_keys_in_separate_processes():
 
 def _chain(scaler, pca, lr, data=(b"\x00" * 8), train=(0, 1, 2), test=(3, 4)):
     """Keys (fold, scaler step, pca step, score) of a three-link chain."""
-    fk = keys.fold_key(
-        keys.digest(data.hex()), "y", None, np.array(train), np.array(test)
-    )
+    fk = keys.fold_key(keys.digest(data.hex()), "y", None, np.array(train), np.array(test))
     s1 = keys.step_key(keys.estimator_token(scaler), fk)
     s2 = keys.step_key(keys.estimator_token(pca), s1)
     sc = keys.score_key(keys.estimator_token(lr), s2, ["scoring", None], False)
@@ -165,9 +164,7 @@ def test_any_fold_row_changes_every_key(n, moved):
 
 def test_upstream_step_change_changes_downstream_not_upstream():
     a = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression())
-    b = _chain(
-        StandardScaler(with_mean=False), PCA(n_components=2), LogisticRegression()
-    )
+    b = _chain(StandardScaler(with_mean=False), PCA(n_components=2), LogisticRegression())
     assert a[0] == b[0]
     assert a[1] != b[1] and a[2] != b[2] and a[3] != b[3]
     c = _chain(StandardScaler(), PCA(n_components=2), LogisticRegression(C=2.0))
@@ -225,7 +222,6 @@ def test_values_without_content_key_are_refused(bad):
 
 def test_plan_fits_each_prefix_once():
     pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
-    from sklearn.base import clone
     from sklearn.model_selection import ParameterGrid
 
     grid = {
@@ -233,7 +229,7 @@ def test_plan_fits_each_prefix_once():
         "lr__C": [0.1, 1, 10],
         "lr__l1_ratio": [0, 1],
     }
-    configured = [clone(pipe).set_params(**p) for p in ParameterGrid(grid)]
+    candidates = list(ParameterGrid(grid))
     folds = [
         Fold(
             keys.fold_key("x", "y", None, np.arange(i, 10 + i), np.arange(20, 22)),
@@ -242,7 +238,38 @@ def test_plan_fits_each_prefix_once():
         )
         for i in range(5)
     ]
-    plan = build_plan(configured, folds, scorers_token=None, return_train_score=False)
+    plan = build_plan(pipe, candidates, folds, scorers_token=None, return_train_score=False)
     assert len(plan.steps) == 15
     assert len(plan.scores) == 90
     assert len(plan.grid) == 18 and all(len(r) == 5 for r in plan.grid)
+
+
+def test_fast_and_configured_tokens_agree():
+    """A link keyed from base params + overrides equals the configured object's key."""
+    from sklearn.base import clone
+
+    from memogrid_service.engine.plan import ChainResolver
+
+    pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
+    params = {"lr__C": 0.25, "scale__with_mean": False}
+    links = ChainResolver().resolve(pipe, params)
+    configured = clone(pipe).set_params(**params)
+    assert [link.token for link in links] == [
+        keys.token_id(keys.estimator_token(step)) for _, step in configured.steps
+    ]
+    built = [link.build() for link in links]
+    assert [keys.token_id(keys.estimator_token(b)) for b in built] == [link.token for link in links]
+
+
+def test_resolver_follows_set_params_order():
+    """Swapped steps are replaced first, then their nested params applied."""
+    from memogrid_service.engine.plan import ChainResolver
+
+    pipe = Pipeline([("reduce", PCA()), ("clf", LogisticRegression())])
+    links = ChainResolver().resolve(
+        pipe, {"reduce": "passthrough", "clf": SelectKBest(), "clf__k": 3}
+    )
+    assert len(links) == 1
+    assert links[0].build().get_params()["k"] == 3
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        ChainResolver().resolve(pipe, {"clf__nope": 1})

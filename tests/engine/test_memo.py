@@ -186,9 +186,7 @@ def test_stats_count_hits_misses_and_fits(runner):
         cv=3,
         refit=False,
     )
-    assert (
-        b.stats.score_hits == 6 and b.stats.step_hits == 6 and b.stats.final_fits == 6
-    )
+    assert b.stats.score_hits == 6 and b.stats.step_hits == 6 and b.stats.final_fits == 6
     assert b.stats.step_fits == 0
 
 
@@ -210,12 +208,8 @@ def test_default_local_cluster_with_processes(tmp_path, fit_log):
     X, y = seed_data()
     client = make_client()  # the default shape: worker processes
     try:
-        assert all(
-            w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values()
-        )
-        runner = SearchRunner(
-            client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c")
-        )
+        assert all(w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values())
+        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
         res = runner.search(seed_pipeline(), X, y, param_grid=SEED_GRID, cv=5)
     finally:
         close_client(client)

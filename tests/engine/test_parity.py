@@ -33,17 +33,13 @@ from tests.helpers.parity import assert_cv_results_equal
 
 @pytest.fixture(scope="module")
 def clf_data():
-    return make_classification(
-        n_samples=300, n_features=30, n_redundant=10, random_state=42
-    )
+    return make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
 
 
 def both(runner, estimator, X, y, *, param_grid=None, param_distributions=None, **kw):
     """Run the engine and scikit-learn on the same input; return both."""
     search_kw = {
-        k: kw[k]
-        for k in ("cv", "scoring", "refit", "error_score", "return_train_score")
-        if k in kw
+        k: kw[k] for k in ("cv", "scoring", "refit", "error_score", "return_train_score") if k in kw
     }
     fit_params = kw.get("fit_params", {})
     groups = kw.get("groups")
@@ -71,9 +67,7 @@ def both(runner, estimator, X, y, *, param_grid=None, param_distributions=None, 
             **extra,
             **search_kw,
         )
-    sk.fit(X, y, groups=groups, **fit_params) if groups is not None else sk.fit(
-        X, y, **fit_params
-    )
+    sk.fit(X, y, groups=groups, **fit_params) if groups is not None else sk.fit(X, y, **fit_params)
     return ours, sk
 
 
@@ -176,9 +170,7 @@ def test_feature_union(runner, clf_data):
 
 def test_selectkbest_f_classif(runner, clf_data):
     X, y = clf_data
-    pipe = Pipeline(
-        [("kbest", SelectKBest(f_classif)), ("lr", LogisticRegression(max_iter=200))]
-    )
+    pipe = Pipeline([("kbest", SelectKBest(f_classif)), ("lr", LogisticRegression(max_iter=200))])
     grid = {"kbest__k": [2, 5, 10], "lr__C": [0.1, 1.0]}
     ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=5)
     assert_same_search(ours, sk, X)
@@ -320,9 +312,7 @@ def test_randomized_search_same_candidates(runner, clf_data):
         "lr__C": stats.loguniform(1e-3, 1e2),
         "lr__fit_intercept": [True, False],
     }
-    ours, sk = both(
-        runner, pipe, X, y, param_distributions=dists, n_iter=6, random_state=7, cv=3
-    )
+    ours, sk = both(runner, pipe, X, y, param_distributions=dists, n_iter=6, random_state=7, cv=3)
     assert_same_search(ours, sk, X)
 
 
@@ -401,12 +391,8 @@ def test_plain_estimator_sample_weight_reaches_the_scorer(runner, clf_data):
 def test_pipeline_fit_param_without_step_name_is_refused(runner, clf_data):
     X, y = clf_data
     pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
-    with pytest.raises(
-        ValueError, match="Pipeline.fit does not accept the sample_weight"
-    ):
-        runner.search(
-            pipe, X, y, param_grid={"lr__C": [1.0]}, fit_params={"sample_weight": y}
-        )
+    with pytest.raises(ValueError, match="Pipeline.fit does not accept the sample_weight"):
+        runner.search(pipe, X, y, param_grid={"lr__C": [1.0]}, fit_params={"sample_weight": y})
 
 
 def test_random_state_none_is_named_in_warnings(runner, clf_data):

@@ -23,16 +23,12 @@ def test_graph_references_data_instead_of_embedding_it(runner):
     prepared = runner.prepare(
         pipe, X, y, param_grid={"pca__n_components": [2, 4], "lr__C": [1.0, 2.0]}, cv=5
     )
-    dsk = runner.graph(
-        prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring
-    )
+    dsk = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
     assert len(dsk) == 5 + 10 + 20  # folds, PCA steps, scores
     size = len(pickle.dumps(dsk))
     # fold index arrays (5 x 5000 int64) dominate; X (2 MB) is not inside
     assert size < X.nbytes / 4, size
-    assert prepared.ctx.data.X.dataset_id in {
-        p.stem for p in runner.store.root.iterdir()
-    }
+    assert prepared.ctx.data.X.dataset_id in {p.stem for p in runner.store.root.iterdir()}
 
 
 def test_progress_reports_every_result(runner):
@@ -127,9 +123,7 @@ def test_mismatched_lengths_are_refused(runner):
 def test_duplicate_candidates_share_tasks(runner):
     X, y = make_classification(n_samples=100, random_state=0)
     pipe = Pipeline([("pca", "passthrough"), ("lr", LogisticRegression())])
-    res = runner.search(
-        pipe, X, y, param_grid={"pca": ["passthrough", None], "lr__C": [1.0]}, cv=3
-    )
+    res = runner.search(pipe, X, y, param_grid={"pca": ["passthrough", None], "lr__C": [1.0]}, cv=3)
     # both candidates run the same chain: three final fits, not six
     assert res.stats.final_fits == 3
     assert np.array_equal(

@@ -20,9 +20,7 @@ def assert_cv_results_equal(ours: dict, theirs: dict) -> None:
             assert got.dtype == expected.dtype, key
             assert np.array_equal(got.mask, expected.mask), key
             # values under the mask are uninitialised memory: compare the rest
-            for a, b, masked in zip(
-                got.data, expected.data, expected.mask, strict=True
-            ):
+            for a, b, masked in zip(got.data, expected.data, expected.mask, strict=True):
                 if not masked:
                     assert repr(a) == repr(b), (key, a, b)
             continue

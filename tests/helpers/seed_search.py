@@ -19,9 +19,7 @@ from tests.helpers.counting import CountingLogisticRegression, CountingPCA
 
 
 def seed_data():
-    return make_classification(
-        n_samples=400, n_features=40, n_redundant=20, random_state=42
-    )
+    return make_classification(n_samples=400, n_features=40, n_redundant=20, random_state=42)
 
 
 def seed_pipeline():
@@ -42,9 +40,7 @@ def main() -> None:
     client = make_client(processes=False, n_workers=1, threads_per_worker=2)
     try:
         runner = SearchRunner(client, DatasetStore(data_dir), ResultCache(cache_dir))
-        res = runner.search(
-            seed_pipeline(), X, y, param_grid=json.loads(grid_json), cv=5
-        )
+        res = runner.search(seed_pipeline(), X, y, param_grid=json.loads(grid_json), cv=5)
         print(
             json.dumps(
                 {

@@ -20,9 +20,7 @@ def test_same_content_same_id_from_any_process(store, tmp_path):
         "import numpy as np; from memogrid_service.store.datasets import dataset_id;"
         "print(dataset_id(np.random.RandomState(0).normal(size=(50, 4))))"
     )
-    other = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == ref.dataset_id
     # stored once; a second put is a no-op with the same id
     assert store.put(X.copy()) == ref
