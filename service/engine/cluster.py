@@ -9,9 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Default shape, chosen by measurement (see benchmarks/cluster_shape.py):
-#: one worker process per core, one thread each, BLAS capped to one thread
-#: per task.
+#: Default shape, chosen by measurement (``python -m benchmarks.cluster_shape``
+#: on the seed workload, 2 cores, best of 3 cold runs, serial limit 6.05 s):
+#:
+#: ====================================  ========  ===========
+#: shape                                 cold      × limit
+#: ====================================  ========  ===========
+#: in-process, 2 threads, BLAS 1         6.88 s    1.14
+#: 1 process × 2 threads, BLAS 1         8.15 s    1.35
+#: 2 processes × 1 thread, BLAS 1        8.31 s    1.37
+#: 2 processes × 1 thread, BLAS 2        14.68 s   2.43
+#: ====================================  ========  ===========
+#:
+#: Threads are fastest but not correct: scikit-learn's liblinear and libsvm
+#: draw from one process-wide random generator (``sklearn.svm._newrand``),
+#: so two such fits running at once in threads of one process perturb each
+#: other and the seed workload's split scores stopped matching
+#: scikit-learn's. One single-threaded worker process per core keeps every
+#: fit bit-identical to scikit-learn; BLAS is held to one thread per task
+#: (oversubscription costs ~2x).
 DEFAULT_PROCESSES = True
 
 
@@ -23,6 +39,7 @@ def make_client(
     processes: bool | None = None,
 ) -> Any:
     """A dask client: on ``address`` if given, else on a new LocalCluster."""
+    import dask
     from distributed import Client, LocalCluster
 
     if address:
@@ -37,6 +54,12 @@ def make_client(
     else:
         n_workers = n_workers or 1
         threads_per_worker = threads_per_worker or cores
+    if processes:
+        _worker_malloc_settings()
+    # Between processes of one machine fold outputs move at GB/s, not the
+    # 100 MB/s dask assumes: at that estimate it left one of two workers idle
+    # for a quarter of the seed search rather than move a 20 MB fold output.
+    dask.config.set({"distributed.scheduler.bandwidth": 1e9})
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
@@ -44,6 +67,25 @@ def make_client(
         dashboard_address=None,
     )
     return Client(cluster)
+
+
+def _worker_malloc_settings() -> None:
+    """Let worker processes reuse freed memory for fold-sized arrays.
+
+    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, so
+    glibc hands every freed fold array back to the OS and the next fit
+    page-faults it in again. Measured on the seed workload that cost about
+    a fifth of the workers' CPU time (800k page faults, 3 s of system
+    time); with these thresholds at 256 MiB it is gone.
+    """
+    import dask
+
+    dask.config.set(
+        {
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(2**28),
+            "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(2**28),
+        }
+    )
 
 
 def close_client(client: Any) -> None:

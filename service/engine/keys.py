@@ -7,7 +7,8 @@ its result, chained through its parent:
 - ``step_key``  = H(step class and canonical params, library versions,
   parent key, routed fit params)
 - ``score_key`` = H(final estimator class and canonical params, library
-  versions, parent key, scorers, return_train_score, fit and score params)
+  versions, parent key, scorers and the error_score a failing scorer
+  reports, return_train_score, fit and score params)
 - ``refit_key`` = H(final estimator, library versions, parent key, fit params)
 
 where the parent of a pipeline's first step is the fold and the parent of

@@ -58,6 +58,7 @@ class SearchStats:
     step_fits: int = 0  # intermediate steps fitted
     final_fits: int = 0  # final-estimator fits (scores computed)
     refit: str = ""  # "fit", "hit" or "" (no refit)
+    refit_step_fits: int = 0  # intermediate steps fitted on all rows for the refit
 
     @property
     def hits(self) -> int:
@@ -233,7 +234,9 @@ class SearchRunner:
             )
         sk._validate_params()
         scorers, refit_metric = sk._get_scorers()
-        scorers_token = _scorers_token(scoring)
+        # error_score is part of the scorers' identity: a scorer that fails on
+        # a fold reports it, and that result is cached like any other
+        scorers_token = [_scorers_token(scoring), keys.canonical(error_score)]
 
         x_ref = self._ref(X)
         y_ref = self._ref(y)
@@ -391,7 +394,7 @@ class SearchRunner:
             assert res.best_params_ is not None
             start = time.perf_counter()
             best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
-            fitted, how = self._run_refit(
+            fitted, stats.refit, stats.refit_step_fits = self._run_refit(
                 p.base,
                 res.best_params_,
                 p.refit_fold,
@@ -401,7 +404,6 @@ class SearchRunner:
             )
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
-            stats.refit = how
         return res
 
     def search(
@@ -552,12 +554,13 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
-    ) -> tuple[tuple[Any, ...], str]:
+    ) -> tuple[tuple[Any, ...], str, int]:
+        """Fit (or load) the chain of ``params`` on all rows: models, how, step fits."""
         rplan = build_refit_plan(base, params, fold, fp_tokens)
         if self.cache is not None:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
-                return loaded[0], "hit"
+                return loaded[0], "hit", 0
         dsk: dict[str, Any] = {fold.key: fold}
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
         self._add_chain(dsk, shadow, rplan.parent, ctx)
@@ -565,11 +568,11 @@ class SearchRunner:
         (fut,) = self.client.get(dsk, [rplan.key], sync=False)
         stop = self._watch_cancel(cancel, [fut])
         try:
-            models, how, _ = fut.result()
+            models, how, _, step_fits = fut.result()
         except BaseException:
             if cancel is not None and cancel.is_set():
                 raise SearchCancelled() from None
             raise
         finally:
             stop.set()
-        return models, how
+        return models, how, step_fits

@@ -13,6 +13,8 @@ exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -95,21 +97,25 @@ def _y_rows(ctx: TaskContext, rows: Any) -> Any:
 
 
 class _Blas:
-    """Cap BLAS/OpenMP threads while a task runs (one controller per process)."""
+    """Hold BLAS/OpenMP to ``n`` threads in this worker process.
 
-    _controller: Any = None
+    The limit is process-wide (as BLAS's own setting is), applied once and
+    kept: toggling it per task would race between a worker's threads.
+    """
+
+    _applied: int | None = None
+    _lock = threading.Lock()
 
     @classmethod
     def limit(cls, n: int | None) -> Any:
-        import contextlib
+        if n is not None and cls._applied != n:
+            with cls._lock:
+                if cls._applied != n:
+                    from threadpoolctl import threadpool_limits
 
-        if n is None:
-            return contextlib.nullcontext()
-        if cls._controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            cls._controller = ThreadpoolController()
-        return cls._controller.limit(limits=n)
+                    threadpool_limits(limits=n)
+                    cls._applied = n
+        return contextlib.nullcontext()
 
 
 # -- outputs --------------------------------------------------------------
@@ -347,7 +353,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            return (*models, hit[0]), "hit", hit[1]
+            return (*models, hit[0]), "hit", hit[1], _fitted(parent)
     if parent is None:
         X, y = fold_rows(ctx, fold, "train")
     else:
@@ -364,7 +370,12 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     fit_time = time.perf_counter() - start
     if cache is not None:
         cache.set(node.key, (estimator, fit_time))
-    return (*models, estimator), "fit", fit_time
+    return (*models, estimator), "fit", fit_time, _fitted(parent)
+
+
+def _fitted(parent: StepOutput | None) -> int:
+    """How many of the chain's steps were fitted (not loaded) for this output."""
+    return 0 if parent is None else sum(how == "fit" for _, how, _ in parent.provenance)
 
 
 def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
@@ -378,4 +389,4 @@ def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tupl
     final = cache.get(key)
     if final is None:
         return None
-    return (*models, final[0]), "hit", final[1]
+    return (*models, final[0]), "hit", final[1], 0

@@ -14,6 +14,7 @@ entry and reports a miss: the cache is an optimisation and is never fatal.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MAGIC = b"MGC1"
 _DIGEST = 16
 DEFAULT_SIZE_LIMIT = 10 * 2**30
+_FILE_MIN = 1 << 16  # values at least this large get a file of their own
 _MISSING = object()
 
 
@@ -44,7 +46,7 @@ class ResultCache:
             size_limit=self.size_limit,
             eviction_policy="least-recently-used",
             # Values arrive as bytes; keep small ones inline in SQLite.
-            disk_min_file_size=1 << 16,
+            disk_min_file_size=_FILE_MIN,
             # diskcache evicts in batches; evict one entry per write and let
             # cull() finish the job in exact least-recently-used order.
             cull_limit=1,
@@ -54,7 +56,10 @@ class ResultCache:
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default`` if absent or broken."""
         try:
-            raw = self._cache.get(key, default=_MISSING, retry=True)
+            raw = self._cache.get(key, default=_MISSING, read=True, retry=True)
+            if hasattr(raw, "read"):  # large values come back as an open file
+                with raw:
+                    raw = raw.read()
         except Exception:  # unreadable file or row: treat as a miss
             log.warning("cache entry %s unreadable; dropping it", key, exc_info=True)
             self.discard(key)
@@ -81,8 +86,14 @@ class ResultCache:
         """Store ``value``; return False (and carry on) if the write fails."""
         payload = pickle.dumps(value, protocol=5)
         digest = hashlib.blake2b(payload, digest_size=_DIGEST).digest()
+        blob = MAGIC + digest + payload
         try:
-            self._cache.set(key, MAGIC + digest + payload, retry=True)
+            if len(blob) >= _FILE_MIN:
+                # diskcache writes plain bytes line by line; a file object is
+                # copied in 4 MiB chunks instead
+                self._cache.set(key, io.BytesIO(blob), read=True, retry=True)
+            else:
+                self._cache.set(key, blob, retry=True)
             if self._cache.volume() > self.size_limit:
                 self.cull()
         except Exception:

@@ -200,13 +200,13 @@ def test_runs_without_a_cache(dask_client, store, fit_log):
 
 
 @pytest.mark.slow
-def test_default_local_cluster_with_processes(tmp_path, fit_log):
+def test_local_cluster_with_worker_processes(tmp_path, fit_log):
     from memogrid_service.engine.cluster import close_client, make_client
     from memogrid_service.store.cache import ResultCache
     from memogrid_service.store.datasets import DatasetStore
 
     X, y = seed_data()
-    client = make_client()  # the default shape: worker processes
+    client = make_client(processes=True)  # fits happen in other processes
     try:
         assert all(w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values())
         runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))

@@ -1,0 +1,279 @@
+"""Engine benchmark: memogrid against scikit-learn and dask-ml, in one run.
+
+    python -m benchmarks.engine_bench            # workloads A and B, overheads
+    python -m benchmarks.engine_bench --only A   # one part: A, B or overhead
+
+Every figure is measured in this run and every ratio compares figures of
+this run only (the machine is small and noisy). For each workload it times
+scikit-learn's GridSearchCV(n_jobs=-1), scikit-learn with
+Pipeline(memory=...) cold and warm, dask-ml's GridSearchCV on the threaded
+scheduler, and the engine cold (empty cache), warm (the same search again)
+and overlapping (same transformer grid, new final-step values). The "limit"
+of an engine run is a plain serial loop over only the fits that run must do
+(one BLAS thread) divided by the core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from benchmarks.workloads import Workload, serial_unique_fits, workload_a, workload_b
+
+CORES = os.cpu_count() or 1
+
+
+def line(label: str, value: str, note: str = "") -> None:
+    print(f"  {label:<44} {value:>12}  {note}".rstrip(), flush=True)
+
+
+def secs(t: float) -> str:
+    return f"{t:.3f} s"
+
+
+def check(label: str, ratio: float, target: float, lower_is_better: bool = True) -> None:
+    ok = ratio <= target if lower_is_better else ratio >= target
+    line(label, f"{ratio:.3f}", f"target <= {target}  {'PASS' if ok else 'MISS'}")
+
+
+@contextmanager
+def timer():
+    box = {}
+    start = time.perf_counter()
+    yield box
+    box["t"] = time.perf_counter() - start
+
+
+def results_equal(ours: dict, theirs: dict) -> bool:
+    if list(ours) != list(theirs):
+        return False
+    for key, expected in theirs.items():
+        if "time" in key:
+            continue
+        got = ours[key]
+        if key == "params":
+            if got != expected:
+                return False
+        elif isinstance(expected, np.ma.MaskedArray):
+            if not np.array_equal(got.mask, expected.mask):
+                return False
+            if [repr(v) for v in got.compressed()] != [repr(v) for v in expected.compressed()]:
+                return False
+        elif got.dtype != expected.dtype or got.tobytes() != expected.tobytes():
+            return False
+    return True
+
+
+def bench_workload(w: Workload, client: Any, skip_dask_ml: bool) -> None:
+    from joblib import Memory
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from memogrid_service.engine.search import SearchRunner
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    print(f"== Workload {w.name}: {w.title}, cv={w.cv} ==", flush=True)
+    with timer() as t_sk:
+        sk = GridSearchCV(w.pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+    line("scikit-learn GridSearchCV(n_jobs=-1)", secs(t_sk["t"]))
+
+    mem_dir = tempfile.mkdtemp(prefix="mg-bench-joblib-")
+    try:
+        memo_pipe = clone(w.pipe).set_params(memory=Memory(mem_dir, verbose=0))
+        with timer() as t_mc:
+            GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+        with timer() as t_mw:
+            GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+    finally:
+        shutil.rmtree(mem_dir, ignore_errors=True)
+    line("scikit-learn Pipeline(memory=...) cold", secs(t_mc["t"]))
+    line("scikit-learn Pipeline(memory=...) warm", secs(t_mw["t"]))
+
+    t_dm = None
+    if not skip_dask_ml:
+        from dask_ml.model_selection import GridSearchCV as DaskGridSearchCV
+
+        with timer() as box:
+            DaskGridSearchCV(w.pipe, w.grid, cv=w.cv, scheduler="threading").fit(w.X, w.y)
+        t_dm = box["t"]
+        line("dask-ml GridSearchCV (threaded scheduler)", secs(t_dm))
+
+    root = tempfile.mkdtemp(prefix="mg-bench-engine-")
+    try:
+        runner = SearchRunner(
+            client,
+            DatasetStore(os.path.join(root, "data")),
+            ResultCache(os.path.join(root, "cache")),
+        )
+        runs = {}
+        for name, grid in (("cold", w.grid), ("warm", w.grid), ("overlap", w.overlap_grid)):
+            with timer() as box:
+                res = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
+            runs[name] = (box["t"], res)
+            s = res.stats
+            line(
+                f"memogrid engine {name}",
+                secs(box["t"]),
+                f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
+                f"refit {s.refit} ({s.refit_step_fits} step fits)]",
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    limits = {}
+    for name, grid in (("cold", w.grid), ("overlap", w.overlap_grid)):
+        res = runs[name][1]
+        serial = serial_unique_fits(
+            w,
+            grid,
+            fit_transformers=res.stats.step_fits > 0,
+            refit_params=res.best_params_ if res.stats.refit == "fit" else None,
+            refit_transformers=res.stats.refit_step_fits > 0,
+        )
+        limits[name] = serial / CORES
+        line(
+            f"serial loop over the {name} run's unique fits",
+            secs(serial),
+            f"limit = serial / {CORES} cores = {limits[name]:.3f} s",
+        )
+
+    cold, warm, overlap = (runs[k][0] for k in ("cold", "warm", "overlap"))
+    line("ratio engine cold / scikit-learn", f"{cold / t_sk['t']:.3f}")
+    line("ratio engine cold / Pipeline(memory) cold", f"{cold / t_mc['t']:.3f}")
+    if t_dm is not None:
+        check("ratio engine cold / dask-ml", cold / t_dm, 1.0)
+    check("ratio engine cold / limit", cold / limits["cold"], 1.15)
+    check("ratio engine warm / engine cold", warm / cold, 0.05)
+    check("ratio engine overlap / limit", overlap / limits["overlap"], 1.15)
+    ov = runs["overlap"][1].stats
+    line(
+        "overlap transformer fits",
+        str(ov.step_fits + ov.refit_step_fits),
+        f"target 0  {'PASS' if ov.step_fits + ov.refit_step_fits == 0 else 'MISS'}",
+    )
+    if w.name == "B":
+        check("ratio engine overlap / engine cold", overlap / cold, 0.3)
+    res = runs["cold"][1]
+    line(
+        "parity with scikit-learn",
+        "",
+        f"best_score_ equal: {repr(res.best_score_) == repr(sk.best_score_)}, "
+        f"best_params_ equal: {res.best_params_ == sk.best_params_}, "
+        f"cv_results_ equal: {results_equal(res.cv_results_, sk.cv_results_)}",
+    )
+
+
+def bench_overhead(client: Any, skip_dask_ml: bool) -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection import ParameterGrid
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from memogrid_service.engine.search import SearchRunner
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    print("== Graph building and per-task overhead ==", flush=True)
+    X, y = make_classification(n_samples=200, n_features=5, n_informative=3, random_state=0)
+    pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
+    grid = {"lr__C": list(np.logspace(-3, 3, 100)), "lr__tol": list(np.logspace(-6, -2, 100))}
+    root = tempfile.mkdtemp(prefix="mg-bench-overhead-")
+    try:
+        runner = SearchRunner(
+            client, DatasetStore(os.path.join(root, "data")), ResultCache(os.path.join(root, "c"))
+        )
+        with timer() as box:
+            prepared = runner.prepare(pipe, X, y, param_grid=grid, cv=5)
+            dsk = runner.graph(
+                prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring
+            )
+        line(
+            "engine: plan + graph, 10,000 candidates x 5",
+            secs(box["t"]),
+            f"[{len(dsk)} tasks, keys included]",
+        )
+        if not skip_dask_ml:
+            from dask_ml.model_selection._search import build_cv_graph
+
+            with timer() as box2:
+                dm = build_cv_graph(pipe, 5, check_scoring(pipe), list(ParameterGrid(grid)), X, y)
+            line(
+                "dask-ml: build_cv_graph, same grid",
+                secs(box2["t"]),
+                f"[{len(dm[0])} tasks]",
+            )
+            line("ratio engine / dask-ml graph build", f"{box['t'] / box2['t']:.3f}")
+
+        cheap = DummyClassifier(strategy="stratified")
+        cheap_grid = {"random_state": list(range(200))}  # 200 x 5 folds = 1,000 fits
+        with timer() as box:
+            runner.search(cheap, X, y, param_grid=cheap_grid, cv=5, refit=False)
+        per_k = box["t"]
+        line("engine: 1,000 trivial fit+score tasks", secs(per_k), "(seconds per 1,000 tasks)")
+        with timer() as box:
+            runner.search(cheap, X, y, param_grid=cheap_grid, cv=5, refit=False)
+        line("engine: the same, all cached", secs(box["t"]))
+        if not skip_dask_ml:
+            from dask_ml.model_selection import GridSearchCV as DaskGridSearchCV
+
+            with timer() as box2:
+                DaskGridSearchCV(cheap, cheap_grid, cv=5, refit=False, scheduler="threading").fit(
+                    X, y
+                )
+            line("dask-ml: the same 1,000 tasks", secs(box2["t"]))
+            line("ratio engine / dask-ml per-task overhead", f"{per_k / box2['t']:.3f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["A", "B", "overhead"], action="append")
+    parser.add_argument("--b-samples", type=int, default=20000)
+    parser.add_argument("--b-features", type=int, default=1000)
+    parser.add_argument("--skip-dask-ml", action="store_true")
+    args = parser.parse_args()
+    parts = args.only or ["A", "B", "overhead"]
+
+    import dask
+    import sklearn
+
+    from memogrid_service.engine.cluster import close_client, make_client
+
+    warnings.simplefilter("ignore")
+    print(
+        f"memogrid engine benchmark: {CORES} cores, scikit-learn {sklearn.__version__}, "
+        f"dask {dask.__version__}",
+        flush=True,
+    )
+    client = make_client()
+    try:
+        info = client.scheduler_info()["workers"].values()
+        print(
+            f"engine cluster: {len(info)} workers x {next(iter(info))['nthreads']} threads",
+            flush=True,
+        )
+        if "A" in parts:
+            bench_workload(workload_a(), client, args.skip_dask_ml)
+        if "B" in parts:
+            bench_workload(workload_b(args.b_samples, args.b_features), client, args.skip_dask_ml)
+        if "overhead" in parts:
+            bench_overhead(client, args.skip_dask_ml)
+    finally:
+        close_client(client)
+
+
+if __name__ == "__main__":
+    main()
