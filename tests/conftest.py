@@ -1,4 +1,4 @@
-"""Shared fixtures: a real in-process dask cluster, a store and a cache per test."""
+"""Shared fixtures: a real dask cluster of worker processes, a store and a cache per test."""
 
 from __future__ import annotations
 
@@ -13,17 +13,25 @@ from tests.helpers.counting import LOG_ENV
 
 
 @pytest.fixture(scope="session")
-def dask_client():
-    """One in-process LocalCluster (threads) shared by the engine tests."""
-    from distributed import Client, LocalCluster
+def session_fit_log(tmp_path_factory):
+    """The fit log every process of the session appends to.
 
-    cluster = LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-    )
-    client = Client(cluster)
+    Set before any worker starts so that worker processes inherit it.
+    """
+    path = tmp_path_factory.mktemp("fits") / "fits.log"
+    os.environ[LOG_ENV] = str(path)
+    yield path
+    os.environ.pop(LOG_ENV, None)
+
+
+@pytest.fixture(scope="session")
+def dask_client(session_fit_log):
+    """A LocalCluster of the default shape (two single-threaded worker processes)."""
+    from memogrid_service.engine.cluster import close_client, make_client
+
+    client = make_client(n_workers=2)
     yield client
-    client.close()
-    cluster.close()
+    close_client(client)
 
 
 @pytest.fixture
@@ -44,14 +52,7 @@ def runner(dask_client, store, cache):
 
 
 @pytest.fixture
-def fit_log(tmp_path, monkeypatch):
-    """Path of a fresh fit log that counting estimators append to."""
-    path = tmp_path / "fits.log"
-    monkeypatch.setenv(LOG_ENV, str(path))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _no_blas_env_leak():
-    yield
-    os.environ.pop(LOG_ENV, None)
+def fit_log(session_fit_log):
+    """The session's fit log, emptied for this test."""
+    session_fit_log.write_text("")
+    return session_fit_log

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
@@ -197,22 +196,3 @@ def test_runs_without_a_cache(dask_client, store, fit_log):
     res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
     sk = GridSearchCV(seed_pipeline(), grid, cv=3).fit(X, y)
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
-
-
-@pytest.mark.slow
-def test_local_cluster_with_worker_processes(tmp_path, fit_log):
-    from memogrid_service.engine.cluster import close_client, make_client
-    from memogrid_service.store.cache import ResultCache
-    from memogrid_service.store.datasets import DatasetStore
-
-    X, y = seed_data()
-    client = make_client(processes=True)  # fits happen in other processes
-    try:
-        assert all(w["nthreads"] >= 1 for w in client.scheduler_info()["workers"].values())
-        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
-        res = runner.search(seed_pipeline(), X, y, param_grid=SEED_GRID, cv=5)
-    finally:
-        close_client(client)
-    sk = GridSearchCV(seed_pipeline(), SEED_GRID, cv=5).fit(X, y)
-    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
-    assert fit_counts(fit_log)["CountingPCA"] == 15 + 1 + 90 + 1
