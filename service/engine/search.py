@@ -35,10 +35,12 @@ from .tasks import (
     ScoreOutput,
     TaskContext,
     load_refit,
+    run_cached_step,
     run_refit,
     run_score,
     run_step,
     run_train_transform,
+    step_cached,
 )
 
 
@@ -525,12 +527,32 @@ class SearchRunner:
             )
         return dsk
 
-    def _add_chain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+    def _add_chain(
+        self, dsk: dict[str, Any], plan: Plan, key: str | None, ctx: TaskContext
+    ) -> None:
+        """Add step ``key`` and the ancestors it needs to ``dsk``.
+
+        A step already in the cache is loaded directly: its parents are not
+        run (their outputs are not needed), only their small models read.
+        """
         while key is not None and key not in dsk:
             node = plan.steps[key]
             dsk.setdefault(node.fold, plan.folds[node.fold])
+            if step_cached(self.cache, key):
+                dsk[key] = (run_cached_step, ctx, self._lineage(plan, key), node.fold)
+                return
             dsk[key] = (run_step, ctx, node, node.fold, node.parent)
             key = node.parent
+
+    @staticmethod
+    def _lineage(plan: Plan, key: str) -> tuple[Any, ...]:
+        """The step nodes from the fold down to ``key``."""
+        chain = []
+        k: str | None = key
+        while k is not None:
+            chain.append(plan.steps[k])
+            k = plan.steps[k].parent
+        return tuple(reversed(chain))
 
     def _add_ttrain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
         while key is not None and key not in dsk:

@@ -213,6 +213,47 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     )
 
 
+def step_cached(cache: ResultCache | None, key: str) -> bool:
+    """Whether a step's fitted model and fold outputs are both in the cache."""
+    return cache is not None and _model_key(key) in cache and _data_key(key) in cache
+
+
+def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> StepOutput:
+    """Load the last step of ``chain`` from the cache without running its parents.
+
+    Only the ancestors' fitted models are read (they are small); their fold
+    outputs are not needed. If an entry vanished since planning (evicted,
+    corrupt), the chain is recomputed here, each step still memoized.
+    """
+    cache = ctx.cache
+    models = []
+    if cache is not None:
+        for node in chain[:-1]:
+            stored = cache.get(_model_key(node.key))
+            if stored is None:
+                break
+            models.append(stored[0])
+        else:
+            last = chain[-1]
+            stored_model = cache.get(_model_key(last.key))
+            stored_data = cache.get(_data_key(last.key)) if stored_model is not None else None
+            if stored_data is not None:
+                model, fit_time = stored_model
+                Xt_train, Xt_test = stored_data
+                return StepOutput(
+                    last.key,
+                    (*models, model),
+                    Xt_train,
+                    Xt_test,
+                    ((last.key, "hit", fit_time),),
+                )
+    out: StepOutput | None = None
+    for node in chain:
+        out = run_step(ctx, node, fold, out)
+    assert out is not None
+    return out
+
+
 def run_train_transform(
     ctx: TaskContext, node: Any, fold: Any, step: StepOutput, parent: Any
 ) -> Any:

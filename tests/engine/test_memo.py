@@ -196,3 +196,62 @@ def test_runs_without_a_cache(dask_client, store, fit_log):
     res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
     sk = GridSearchCV(seed_pipeline(), grid, cv=3).fit(X, y)
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+def _scaler_pca_lr():
+    from tests.helpers.counting import CountingScaler
+
+    return Pipeline(
+        [
+            ("scale", CountingScaler()),
+            ("pca", CountingPCA()),
+            ("logistic", CountingLogisticRegression(random_state=0)),
+        ]
+    )
+
+
+def test_cached_step_does_not_run_its_parents(runner, cache, fit_log):
+    X, y = seed_data()
+    grid = {"pca__n_components": [5, 10], "logistic__C": [0.1]}
+    runner.search(_scaler_pca_lr(), X, y, param_grid=grid, cv=3, refit=False)
+    # drop the scaler's fold outputs: a search that needed them would refit it
+    scaler_steps = [k for k in cache._cache.iterkeys() if k.endswith("/data")]
+    fit_log.write_text("")
+    dropped = 0
+    for key in scaler_steps:
+        value = cache.get(key)
+        if value[0].shape[1] == X.shape[1]:  # the scaler keeps every column
+            cache.discard(key)
+            dropped += 1
+    assert dropped == 3
+    res = runner.search(
+        _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[1.0]), cv=3, refit=False
+    )
+    assert fit_counts(fit_log) == {"CountingLogisticRegression": 6}
+    assert res.stats.step_fits == 0 and res.stats.step_hits == 6
+
+
+def test_cached_step_evicted_after_planning_is_recomputed(runner, cache, fit_log):
+    import dask
+
+    X, y = seed_data()
+    grid = {"pca__n_components": [5], "logistic__C": [0.1]}
+    runner.search(_scaler_pca_lr(), X, y, param_grid=grid, cv=3, refit=False)
+    prepared = runner.prepare(
+        _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[2.0]), cv=3, refit=False
+    )
+    dsk = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
+    from memogrid_service.engine.tasks import run_cached_step, run_step
+
+    tasks = [t for t in dsk.values() if isinstance(t, tuple)]
+    loaders = [t for t in tasks if t[0] is run_cached_step]
+    assert not any(t[0] is run_step for t in tasks)
+    assert len(loaders) == 3  # one cached PCA step per fold, no scaler task
+    for key in list(cache._cache.iterkeys()):
+        if key.startswith("step-"):
+            cache.discard(key)  # everything evicted between planning and running
+    fit_log.write_text("")
+    out = dask.get(dsk, list(prepared.plan.scores))
+    counts = fit_counts(fit_log)
+    assert counts["CountingScaler"] == 3 and counts["CountingPCA"] == 3
+    assert all(o.exception is None for o in out)
