@@ -196,7 +196,7 @@ def bench_overhead(client: Any, skip_dask_ml: bool) -> None:
         )
         with timer() as box:
             prepared = runner.prepare(pipe, X, y, param_grid=grid, cv=5)
-            dsk = runner.graph(
+            dsk, _ = runner.graph(
                 prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring
             )
         line(

@@ -34,6 +34,15 @@ def _skipped(step: Any) -> bool:
     return step is None or (isinstance(step, str) and step == "passthrough")
 
 
+class _Keyed:
+    """Nodes are named by their Merkle key; dask tokenizes them by it too."""
+
+    key: str
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return (type(self).__name__, self.key)
+
+
 @dataclass(frozen=True)
 class LinkSpec:
     """One link of a candidate's chain: ``clone(base).set_params(**overrides)``.
@@ -50,6 +59,9 @@ class LinkSpec:
     @property
     def label(self) -> str:
         return "__".join(self.path) or type(self.base).__name__
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("LinkSpec", self.path, self.token)
 
     def build(self) -> Any:
         from sklearn.base import clone
@@ -196,7 +208,7 @@ def check_fit_param_names(estimator: Any, names: Sequence[str]) -> None:
 
 
 @dataclass(frozen=True)
-class Fold:
+class Fold(_Keyed):
     """The literal fold data shared by every task of that fold."""
 
     key: str
@@ -205,7 +217,7 @@ class Fold:
 
 
 @dataclass
-class StepNode:
+class StepNode(_Keyed):
     key: str
     fold: str
     parent: str | None  # None: the first step, reading the fold's rows
@@ -214,7 +226,7 @@ class StepNode:
 
 
 @dataclass
-class ScoreNode:
+class ScoreNode(_Keyed):
     key: str
     fold: str
     parent: str | None  # last step key, None for a bare estimator
@@ -224,7 +236,7 @@ class ScoreNode:
 
 
 @dataclass
-class TrainTransformNode:
+class TrainTransformNode(_Keyed):
     key: str
     fold: str
     step: str
@@ -332,7 +344,7 @@ def build_plan(
 
 
 @dataclass
-class RefitPlan:
+class RefitPlan(_Keyed):
     """The refit on all rows: the same step keys with an all-rows fold."""
 
     fold: Fold

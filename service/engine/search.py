@@ -10,6 +10,7 @@ the same to the last bit. The refit on all rows uses the same keys.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -38,6 +39,7 @@ from .tasks import (
     run_cached_step,
     run_refit,
     run_score,
+    run_score_batch,
     run_step,
     run_train_transform,
     step_cached,
@@ -104,6 +106,10 @@ class Scoring:
     scorer: Any
     error_score: Any
     return_train_score: bool
+    token: str = ""  # content id of the scoring spec, for dask's graph token
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("Scoring", self.token)
 
     def __iter__(self):  # unpacked by run_score
         return iter((self.scorer, self.error_score, self.return_train_score))
@@ -162,11 +168,15 @@ class SearchRunner:
         cache: ResultCache | None,
         *,
         blas_threads: int | None = 1,
+        tasks_per_thread: int = 32,
     ):
         self.client = client
         self.store = store
         self.cache = cache
         self.blas_threads = blas_threads
+        #: score tasks to aim for per worker thread; more scores than that
+        #: are batched so that cheap fits do not drown in per-task overhead
+        self.tasks_per_thread = tasks_per_thread
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -208,6 +218,7 @@ class SearchRunner:
             RandomizedSearchCV,
             check_cv,
         )
+        from sklearn.utils import get_tags
         from sklearn.utils.validation import indexable
 
         if (param_grid is None) == (param_distributions is None):
@@ -305,7 +316,7 @@ class SearchRunner:
             y=y_ref,
             fit_params=tuple(fp_refs.items()),
             score_params=tuple(score_params.items()),
-            pairwise_estimator=base,
+            pairwise_estimator=base if get_tags(base).input_tags.pairwise else None,
         )
         ctx = TaskContext(self.cache, data, self.blas_threads)
         warn = []
@@ -330,7 +341,12 @@ class SearchRunner:
             base=base,
             plan=plan,
             ctx=ctx,
-            scoring=Scoring(scorers, error_score, return_train_score),
+            scoring=Scoring(
+                scorers,
+                error_score,
+                return_train_score,
+                keys.token_id([scorers_token, bool(return_train_score)]),
+            ),
             fit_param_tokens=fp_tokens,
             refit_fold=refit_fold,
             warnings=warn,
@@ -451,22 +467,30 @@ class SearchRunner:
 
         from distributed import as_completed
 
-        dsk = self.graph(plan, pending, ctx, scoring)
-        futures = self.client.get(dsk, pending, sync=False)
+        threads = sum(self.client.nthreads().values()) or 1
+        batch = min(64, max(1, math.ceil(len(pending) / (threads * self.tasks_per_thread))))
+        dsk, members = self.graph(plan, pending, ctx, scoring, batch)
+        task_keys = list(members)
+        futures = self.client.get(dsk, task_keys, sync=False)
         seen_steps: set[str] = set()
         stop = self._watch_cancel(cancel, futures)
         try:
-            for fut in as_completed(futures):
+            # gather results in batches: one round trip per batch, not per task
+            for batch in as_completed(futures).batches():
                 if cancel is not None and cancel.is_set():
                     raise SearchCancelled()
-                o: ScoreOutput = fut.result()
-                outputs[fut.key] = o
-                self._count(o, seen_steps, stats)
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, total, stats.hits, o)
+                for fut, got in zip(batch, self.client.gather(batch), strict=True):
+                    outs = got if isinstance(got, list) else [got]
+                    for skey, o in zip(members[fut.key], outs, strict=True):
+                        outputs[skey] = o
+                        self._count(o, seen_steps, stats)
+                        done += 1
+                        if on_progress is not None:
+                            on_progress(done, total, stats.hits, o)
         except BaseException:
             self.client.cancel(futures)
+            if cancel is not None and cancel.is_set():
+                raise SearchCancelled() from None
             raise
         finally:
             stop.set()
@@ -502,30 +526,41 @@ class SearchRunner:
             stats.final_fits += 1
 
     def graph(
-        self, plan: Plan, score_keys: list[str], ctx: TaskContext, scoring: Scoring
-    ) -> dict[str, Any]:
+        self,
+        plan: Plan,
+        score_keys: list[str],
+        ctx: TaskContext,
+        scoring: Scoring,
+        batch_size: int = 1,
+    ) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
         """The dask graph computing ``score_keys`` and the steps they need.
 
         Folds enter as literal index arrays; X, y and fit params stay on disk
-        and are referenced by :class:`DataRef` inside ``ctx``.
+        and are referenced by :class:`DataRef` inside ``ctx``. Scores sharing
+        a fold and parent are run ``batch_size`` to a task. Returns the graph
+        and, for each score task, the score keys it yields.
         """
         dsk: dict[str, Any] = {}
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         for skey in score_keys:
             node = plan.scores[skey]
             self._add_chain(dsk, plan, node.parent, ctx)
             if node.ttrain is not None:
                 self._add_ttrain(dsk, plan, node.ttrain, ctx)
             dsk.setdefault(node.fold, plan.folds[node.fold])
-            dsk[skey] = (
-                run_score,
-                ctx,
-                node,
-                scoring,
-                node.fold,
-                node.parent,
-                node.ttrain,
-            )
-        return dsk
+            groups.setdefault((node.fold, node.parent, node.ttrain), []).append(node)
+        outputs: dict[str, tuple[str, ...]] = {}
+        for (fold, parent, ttrain), nodes in groups.items():
+            for i in range(0, len(nodes), batch_size):
+                chunk = tuple(nodes[i : i + batch_size])
+                if len(chunk) == 1:
+                    task_key = chunk[0].key
+                    dsk[task_key] = (run_score, ctx, chunk[0], scoring, fold, parent, ttrain)
+                else:
+                    task_key = "scores-" + keys.digest(*(n.key for n in chunk))
+                    dsk[task_key] = (run_score_batch, ctx, chunk, scoring, fold, parent, ttrain)
+                outputs[task_key] = tuple(n.key for n in chunk)
+        return dsk, outputs
 
     def _add_chain(
         self, dsk: dict[str, Any], plan: Plan, key: str | None, ctx: TaskContext

@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,22 @@ class DataSpec:
     y: DataRef | None
     fit_params: tuple[tuple[str, Any], ...] = ()  # name -> DataRef or literal
     score_params: tuple[tuple[str, Any], ...] = ()
-    pairwise_estimator: Any = None  # the searched estimator, for _safe_split
+    #: the searched estimator if it takes pairwise (kernel) input, else None:
+    #: ``_safe_split`` then slices rows and columns
+    pairwise_estimator: Any = None
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        refs = [
+            (n, v.dataset_id if isinstance(v, DataRef) else repr(v)) for n, v in self.fit_params
+        ]
+        return (
+            "DataSpec",
+            self.X.dataset_id,
+            self.y.dataset_id if self.y is not None else None,
+            refs,
+            [n for n, _ in self.score_params],
+            self.pairwise_estimator is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,10 @@ class TaskContext:
     cache: ResultCache | None
     data: DataSpec
     blas_threads: int | None = 1
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        where = self.cache.directory if self.cache is not None else None
+        return ("TaskContext", where, self.data.__dask_tokenize__(), self.blas_threads)
 
 
 def _resolve(value: Any) -> Any:
@@ -56,18 +76,56 @@ def _as_ndarray(value: Any) -> Any:
     return value
 
 
+_fold_rows: OrderedDict[tuple[str, str, str], tuple[Any, Any]] = OrderedDict()
+_fold_rows_lock = threading.Lock()
+
+
 def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
-    """X and y rows of ``fold``'s ``which`` side ("train" or "test")."""
+    """X and y rows of ``fold``'s ``which`` side ("train" or "test").
+
+    Sliced as ``_fit_and_score`` slices them (``_safe_split``, so pairwise
+    estimators get their kernel rows and columns); the last few slices are
+    kept per process, since every task of a fold needs the same rows.
+    """
+    from sklearn.utils import _safe_indexing
     from sklearn.utils.metaestimators import _safe_split
 
+    memo = (fold.key, which, ctx.data.X.dataset_id)
+    with _fold_rows_lock:
+        hit = _fold_rows.get(memo)
+        if hit is not None:
+            _fold_rows.move_to_end(memo)
+            return hit
     X = ctx.data.X.load()
     y = ctx.data.y.load() if ctx.data.y is not None else None
     est = ctx.data.pairwise_estimator
-    if which == "train":
+    rows_of = fold.train if which == "train" else fold.test
+    if est is None:  # what _safe_split does for estimators without pairwise input
+        Xs = _safe_indexing(X, rows_of)
+        ys = _safe_indexing(y, rows_of) if y is not None else None
+    elif which == "train":
         Xs, ys = _safe_split(est, X, y, fold.train)
     else:
         Xs, ys = _safe_split(est, X, y, fold.test, fold.train)
-    return _as_ndarray(Xs), _as_ndarray(ys)
+    rows = (freeze(_as_ndarray(Xs)), freeze(_as_ndarray(ys)))
+    if isinstance(rows[0], np.ndarray):
+        with _fold_rows_lock:
+            _fold_rows[memo] = rows
+            while len(_fold_rows) > 4:
+                _fold_rows.popitem(last=False)
+    return rows
+
+
+def freeze(value: Any) -> Any:
+    """Make an array shared between tasks read-only.
+
+    One fold slice or step output feeds many tasks in a worker; a
+    ``copy=False`` estimator must not alter it for the others. scikit-learn
+    estimators that write in place copy read-only input (``force_writeable``).
+    """
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    return value
 
 
 def sliced_params(ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: Any) -> dict:
@@ -167,7 +225,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             stored_data = cache.get(_data_key(node.key))
             if stored_data is not None:
                 model, fit_time = stored_model
-                Xt_train, Xt_test = stored_data
+                Xt_train, Xt_test = freeze(stored_data[0]), freeze(stored_data[1])
                 return StepOutput(
                     node.key,
                     (*models, model),
@@ -204,6 +262,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     if cache is not None:
         cache.set(_model_key(node.key), (transformer, fit_time))
         cache.set(_data_key(node.key), (Xt_train, Xt_test))
+    freeze(Xt_train), freeze(Xt_test)
     return StepOutput(
         node.key,
         (*models, transformer),
@@ -239,7 +298,7 @@ def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> Step
             stored_data = cache.get(_data_key(last.key)) if stored_model is not None else None
             if stored_data is not None:
                 model, fit_time = stored_model
-                Xt_train, Xt_test = stored_data
+                Xt_train, Xt_test = freeze(stored_data[0]), freeze(stored_data[1])
                 return StepOutput(
                     last.key,
                     (*models, model),
@@ -264,7 +323,7 @@ def run_train_transform(
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            return hit
+            return freeze(hit)
     X_train = fold_rows(ctx, fold, "train")[0] if parent is None else parent
     if X_train is None:
         return None
@@ -275,7 +334,7 @@ def run_train_transform(
         return None  # the score task reports it through _score's error path
     if cache is not None:
         cache.set(node.key, out)
-    return out
+    return freeze(out)
 
 
 def _error_scores(scorer: Any, error_score: Any, return_train_score: bool) -> dict:
@@ -376,6 +435,22 @@ def run_score(
     if cache is not None:
         cache.set(node.key, result)
     return ScoreOutput(result, prior, "fit")
+
+
+def run_score_batch(
+    ctx: TaskContext,
+    nodes: tuple[Any, ...],
+    scoring: Any,
+    fold: Any,
+    parent: StepOutput | None,
+    ttrain: Any,
+) -> list[ScoreOutput]:
+    """Several final estimators on one fold and parent output, as one task.
+
+    Each is still looked up and stored under its own score key; batching
+    only spares the scheduler a task per cheap fit.
+    """
+    return [run_score(ctx, node, scoring, fold, parent, ttrain) for node in nodes]
 
 
 def _as_pipeline(models: tuple[Any, ...], final: Any) -> Any:

@@ -240,7 +240,7 @@ def test_cached_step_evicted_after_planning_is_recomputed(runner, cache, fit_log
     prepared = runner.prepare(
         _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[2.0]), cv=3, refit=False
     )
-    dsk = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
+    dsk, _ = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
     from memogrid_service.engine.tasks import run_cached_step, run_step
 
     tasks = [t for t in dsk.values() if isinstance(t, tuple)]

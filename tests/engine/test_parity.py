@@ -88,8 +88,9 @@ def assert_same_search(ours, sk, X=None):
         if X is not None:
             for method in ("predict", "decision_function", "predict_proba"):
                 if hasattr(sk.best_estimator_, method):
-                    a = getattr(ours.best_estimator_, method)(X)
-                    b = getattr(sk.best_estimator_, method)(X)
+                    # copies: a copy=False step may transform its input in place
+                    a = getattr(ours.best_estimator_, method)(X.copy())
+                    b = getattr(sk.best_estimator_, method)(X.copy())
                     assert np.array_equal(a, b), method
     else:
         assert ours.best_estimator_ is None
@@ -409,3 +410,14 @@ def test_random_state_none_is_named_in_warnings(runner, clf_data):
         cv=3,
     )
     assert not any("random_state=None" in w for w in seeded.warnings)
+
+
+def test_in_place_estimators_do_not_corrupt_shared_fold_data(runner, clf_data):
+    """copy=False steps see read-only shared inputs and copy, as scikit-learn's do."""
+    X, y = clf_data
+    pipe = Pipeline(
+        [("scale", StandardScaler(copy=False)), ("pca", PCA(copy=False)), ("lr", SVC())]
+    )
+    grid = {"scale__with_std": [True, False], "pca__n_components": [3, 6], "lr__C": [0.5, 2.0]}
+    ours, sk = both(runner, pipe, X.copy(), y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, X)

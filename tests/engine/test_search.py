@@ -23,7 +23,7 @@ def test_graph_references_data_instead_of_embedding_it(runner):
     prepared = runner.prepare(
         pipe, X, y, param_grid={"pca__n_components": [2, 4], "lr__C": [1.0, 2.0]}, cv=5
     )
-    dsk = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
+    dsk, _ = runner.graph(prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring)
     assert len(dsk) == 5 + 10 + 20  # folds, PCA steps, scores
     size = len(pickle.dumps(dsk))
     # fold index arrays (5 x 5000 int64) dominate; X (2 MB) is not inside
@@ -129,3 +129,27 @@ def test_duplicate_candidates_share_tasks(runner):
     assert np.array_equal(
         res.cv_results_["split0_test_score"][0], res.cv_results_["split0_test_score"][1]
     )
+
+
+def test_cheap_scores_are_batched_but_reported_one_by_one(dask_client, store, cache):
+    from memogrid_service.engine.search import SearchRunner
+
+    X, y = make_classification(n_samples=120, random_state=0)
+    grid = {"C": list(np.linspace(0.1, 2.0, 20))}
+    runner = SearchRunner(dask_client, store, cache, tasks_per_thread=2)
+    prepared = runner.prepare(LogisticRegression(), X, y, param_grid=grid, cv=4)
+    _, members = runner.graph(
+        prepared.plan, list(prepared.plan.scores), prepared.ctx, prepared.scoring, 5
+    )
+    assert len(members) == 16 and all(len(m) == 5 for m in members.values())
+    seen = []
+    res = runner.run(prepared, on_progress=lambda d, t, h, o: seen.append(d))
+    assert seen == list(range(81))
+    from sklearn.model_selection import GridSearchCV
+
+    from tests.helpers.parity import assert_cv_results_equal
+
+    sk = GridSearchCV(LogisticRegression(), grid, cv=4).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+    again = runner.search(LogisticRegression(), X, y, param_grid=grid, cv=4)
+    assert again.stats.score_hits == 80 and again.stats.final_fits == 0
