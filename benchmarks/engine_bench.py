@@ -4,7 +4,9 @@
     python -m benchmarks.engine_bench --only A   # one part: A, B or overhead
 
 Every figure is measured in this run and every ratio compares figures of
-this run only (the machine is small and noisy). For each workload it times
+this run only (the machine is small and noisy: ``--repeat N`` takes the best
+of N for every timing, anchors and engine alike; the engine's workers are
+warmed up first, as a running service's are). For each workload it times
 scikit-learn's GridSearchCV(n_jobs=-1), scikit-learn with
 Pipeline(memory=...) cold and warm, dask-ml's GridSearchCV on the threaded
 scheduler, and the engine cold (empty cache), warm (the same search again)
@@ -72,7 +74,41 @@ def results_equal(ours: dict, theirs: dict) -> bool:
     return True
 
 
-def bench_workload(w: Workload, client: Any, skip_dask_ml: bool) -> None:
+def best_of(repeat: int, fn: Any) -> tuple[float, Any]:
+    """Run ``fn`` ``repeat`` times; the shortest time and that run's result."""
+    best: tuple[float, Any] | None = None
+    for _ in range(repeat):
+        with timer() as box:
+            out = fn()
+        if best is None or box["t"] < best[0]:
+            best = (box["t"], out)
+    assert best is not None
+    return best
+
+
+def warm_up(client: Any, w: Workload) -> None:
+    """Import and exercise the workload's estimators in every worker once.
+
+    The service keeps its workers alive; a benchmark should not bill the
+    first search for importing scikit-learn in fresh worker processes.
+    """
+    from memogrid_service.engine.search import SearchRunner
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    root = tempfile.mkdtemp(prefix="mg-bench-warmup-")
+    try:
+        runner = SearchRunner(
+            client, DatasetStore(os.path.join(root, "d")), ResultCache(os.path.join(root, "c"))
+        )
+        small = {k: v[:1] for k, v in w.grid.items()}
+        small[next(k for k in w.grid if k.endswith("n_components"))] = [2]
+        runner.search(w.pipe, w.X[:300], w.y[:300], param_grid=small, cv=w.cv)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) -> None:
     from joblib import Memory
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
@@ -81,63 +117,79 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool) -> None:
     from memogrid_service.store.cache import ResultCache
     from memogrid_service.store.datasets import DatasetStore
 
-    print(f"== Workload {w.name}: {w.title}, cv={w.cv} ==", flush=True)
-    with timer() as t_sk:
-        sk = GridSearchCV(w.pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
-    line("scikit-learn GridSearchCV(n_jobs=-1)", secs(t_sk["t"]))
+    print(f"== Workload {w.name}: {w.title}, cv={w.cv}, best of {repeat} ==", flush=True)
+    t_sk, sk = best_of(
+        repeat, lambda: GridSearchCV(w.pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+    )
+    line("scikit-learn GridSearchCV(n_jobs=-1)", secs(t_sk))
 
-    mem_dir = tempfile.mkdtemp(prefix="mg-bench-joblib-")
-    try:
-        memo_pipe = clone(w.pipe).set_params(memory=Memory(mem_dir, verbose=0))
-        with timer() as t_mc:
-            GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
-        with timer() as t_mw:
-            GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
-    finally:
-        shutil.rmtree(mem_dir, ignore_errors=True)
-    line("scikit-learn Pipeline(memory=...) cold", secs(t_mc["t"]))
-    line("scikit-learn Pipeline(memory=...) warm", secs(t_mw["t"]))
+    def memory_runs() -> tuple[float, float]:
+        mem_dir = tempfile.mkdtemp(prefix="mg-bench-joblib-")
+        try:
+            memo_pipe = clone(w.pipe).set_params(memory=Memory(mem_dir, verbose=0))
+            times = []
+            for _ in range(2):
+                with timer() as box:
+                    GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+                times.append(box["t"])
+            return times[0], times[1]
+        finally:
+            shutil.rmtree(mem_dir, ignore_errors=True)
+
+    mem = [memory_runs() for _ in range(repeat)]
+    t_mc, t_mw = min(m[0] for m in mem), min(m[1] for m in mem)
+    line("scikit-learn Pipeline(memory=...) cold", secs(t_mc))
+    line("scikit-learn Pipeline(memory=...) warm", secs(t_mw))
 
     t_dm = None
     if not skip_dask_ml:
         from dask_ml.model_selection import GridSearchCV as DaskGridSearchCV
 
-        with timer() as box:
-            DaskGridSearchCV(w.pipe, w.grid, cv=w.cv, scheduler="threading").fit(w.X, w.y)
-        t_dm = box["t"]
+        t_dm, _ = best_of(
+            repeat,
+            lambda: DaskGridSearchCV(w.pipe, w.grid, cv=w.cv, scheduler="threading").fit(w.X, w.y),
+        )
         line("dask-ml GridSearchCV (threaded scheduler)", secs(t_dm))
 
-    root = tempfile.mkdtemp(prefix="mg-bench-engine-")
-    try:
-        runner = SearchRunner(
-            client,
-            DatasetStore(os.path.join(root, "data")),
-            ResultCache(os.path.join(root, "cache")),
-        )
-        runs = {}
-        for name, grid in (("cold", w.grid), ("warm", w.grid), ("overlap", w.overlap_grid)):
-            with timer() as box:
-                res = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
-            runs[name] = (box["t"], res)
-            s = res.stats
-            line(
-                f"memogrid engine {name}",
-                secs(box["t"]),
-                f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
-                f"refit {s.refit} ({s.refit_step_fits} step fits)]",
+    warm_up(client, w)
+    runs: dict[str, tuple[float, Any]] = {}
+    for _ in range(repeat):
+        root = tempfile.mkdtemp(prefix="mg-bench-engine-")
+        try:
+            runner = SearchRunner(
+                client,
+                DatasetStore(os.path.join(root, "data")),
+                ResultCache(os.path.join(root, "cache")),
             )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+            for name, grid in (("cold", w.grid), ("warm", w.grid), ("overlap", w.overlap_grid)):
+                with timer() as box:
+                    res = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
+                if name not in runs or box["t"] < runs[name][0]:
+                    runs[name] = (box["t"], res)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    for name in ("cold", "warm", "overlap"):
+        t, res = runs[name]
+        s = res.stats
+        line(
+            f"memogrid engine {name}",
+            secs(t),
+            f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
+            f"refit {s.refit} ({s.refit_step_fits} step fits)]",
+        )
 
     limits = {}
     for name, grid in (("cold", w.grid), ("overlap", w.overlap_grid)):
         res = runs[name][1]
-        serial = serial_unique_fits(
-            w,
-            grid,
-            fit_transformers=res.stats.step_fits > 0,
-            refit_params=res.best_params_ if res.stats.refit == "fit" else None,
-            refit_transformers=res.stats.refit_step_fits > 0,
+        serial = min(
+            serial_unique_fits(
+                w,
+                grid,
+                fit_transformers=res.stats.step_fits > 0,
+                refit_params=res.best_params_ if res.stats.refit == "fit" else None,
+                refit_transformers=res.stats.refit_step_fits > 0,
+            )
+            for _ in range(repeat)
         )
         limits[name] = serial / CORES
         line(
@@ -147,8 +199,8 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool) -> None:
         )
 
     cold, warm, overlap = (runs[k][0] for k in ("cold", "warm", "overlap"))
-    line("ratio engine cold / scikit-learn", f"{cold / t_sk['t']:.3f}")
-    line("ratio engine cold / Pipeline(memory) cold", f"{cold / t_mc['t']:.3f}")
+    line("ratio engine cold / scikit-learn", f"{cold / t_sk:.3f}")
+    line("ratio engine cold / Pipeline(memory) cold", f"{cold / t_mc:.3f}")
     if t_dm is not None:
         check("ratio engine cold / dask-ml", cold / t_dm, 1.0)
     check("ratio engine cold / limit", cold / limits["cold"], 1.15)
@@ -244,6 +296,10 @@ def main() -> None:
     parser.add_argument("--b-samples", type=int, default=20000)
     parser.add_argument("--b-features", type=int, default=1000)
     parser.add_argument("--skip-dask-ml", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="best of N for every timing (noisy machines)"
+    )
+    parser.add_argument("--repeat-b", type=int, default=1, help="the same for workload B")
     args = parser.parse_args()
     parts = args.only or ["A", "B", "overhead"]
 
@@ -266,9 +322,14 @@ def main() -> None:
             flush=True,
         )
         if "A" in parts:
-            bench_workload(workload_a(), client, args.skip_dask_ml)
+            bench_workload(workload_a(), client, args.skip_dask_ml, args.repeat)
         if "B" in parts:
-            bench_workload(workload_b(args.b_samples, args.b_features), client, args.skip_dask_ml)
+            bench_workload(
+                workload_b(args.b_samples, args.b_features),
+                client,
+                args.skip_dask_ml,
+                args.repeat_b,
+            )
         if "overhead" in parts:
             bench_overhead(client, args.skip_dask_ml)
     finally:
