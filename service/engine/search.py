@@ -223,27 +223,22 @@ class SearchRunner:
 
         if (param_grid is None) == (param_distributions is None):
             raise ValueError("give exactly one of param_grid and param_distributions")
+        common = dict(
+            scoring=scoring,
+            refit=refit,
+            cv=cv,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
         if param_grid is not None:
-            sk: Any = GridSearchCV(
-                estimator,
-                param_grid,
-                scoring=scoring,
-                refit=refit,
-                cv=cv,
-                error_score=error_score,
-                return_train_score=return_train_score,
-            )
+            sk: Any = GridSearchCV(estimator, param_grid, **common)
         else:
             sk = RandomizedSearchCV(
                 estimator,
                 param_distributions,
                 n_iter=n_iter,
                 random_state=random_state,
-                scoring=scoring,
-                refit=refit,
-                cv=cv,
-                error_score=error_score,
-                return_train_score=return_train_score,
+                **common,
             )
         sk._validate_params()
         scorers, refit_metric = sk._get_scorers()

@@ -220,19 +220,9 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
         return parent  # propagate the upstream failure unchanged
     cache = ctx.cache
     if cache is not None:
-        stored_model = cache.get(_model_key(node.key))
-        if stored_model is not None:
-            stored_data = cache.get(_data_key(node.key))
-            if stored_data is not None:
-                model, fit_time = stored_model
-                Xt_train, Xt_test = freeze(stored_data[0]), freeze(stored_data[1])
-                return StepOutput(
-                    node.key,
-                    (*models, model),
-                    Xt_train,
-                    Xt_test,
-                    (*prior, (node.key, "hit", fit_time)),
-                )
+        hit = _load_step(cache, node.key, models, prior)
+        if hit is not None:
+            return hit
 
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
@@ -272,6 +262,24 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     )
 
 
+def _load_step(
+    cache: ResultCache, key: str, models: tuple[Any, ...], prior: tuple[Any, ...]
+) -> StepOutput | None:
+    """A step's cached model and fold outputs after ``models``, or None if absent."""
+    stored_model = cache.get(_model_key(key))
+    stored_data = cache.get(_data_key(key)) if stored_model is not None else None
+    if stored_data is None:
+        return None
+    model, fit_time = stored_model
+    return StepOutput(
+        key,
+        (*models, model),
+        freeze(stored_data[0]),
+        freeze(stored_data[1]),
+        (*prior, (key, "hit", fit_time)),
+    )
+
+
 def step_cached(cache: ResultCache | None, key: str) -> bool:
     """Whether a step's fitted model and fold outputs are both in the cache."""
     return cache is not None and _model_key(key) in cache and _data_key(key) in cache
@@ -293,19 +301,9 @@ def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> Step
                 break
             models.append(stored[0])
         else:
-            last = chain[-1]
-            stored_model = cache.get(_model_key(last.key))
-            stored_data = cache.get(_data_key(last.key)) if stored_model is not None else None
-            if stored_data is not None:
-                model, fit_time = stored_model
-                Xt_train, Xt_test = freeze(stored_data[0]), freeze(stored_data[1])
-                return StepOutput(
-                    last.key,
-                    (*models, model),
-                    Xt_train,
-                    Xt_test,
-                    ((last.key, "hit", fit_time),),
-                )
+            hit = _load_step(cache, chain[-1].key, tuple(models), ())
+            if hit is not None:
+                return hit
     out: StepOutput | None = None
     for node in chain:
         out = run_step(ctx, node, fold, out)
