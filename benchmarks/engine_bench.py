@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.workloads import Workload, serial_unique_fits, workload_a, workload_b
+from benchmarks.workloads import (
+    Workload,
+    contended_serial,
+    serial_unique_fits,
+    workload_a,
+    workload_b,
+)
 
 CORES = os.cpu_count() or 1
 
@@ -198,6 +204,19 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
             f"limit = serial / {CORES} cores = {limits[name]:.3f} s",
         )
 
+    alone = min(
+        serial_unique_fits(
+            w, w.grid, fit_transformers=True, refit_params=None, refit_transformers=False
+        )
+        for _ in range(repeat)
+    )
+    together = min(contended_serial(w, w.grid, CORES) for _ in range(repeat))
+    line(
+        f"machine: serial loop alone / {CORES} copies at once",
+        f"{alone:.3f} s",
+        f"/ {together:.3f} s: {CORES} cores deliver {CORES * alone / together:.2f}x, not {CORES}x",
+    )
+
     cold, warm, overlap = (runs[k][0] for k in ("cold", "warm", "overlap"))
     line("ratio engine cold / scikit-learn", f"{cold / t_sk:.3f}")
     line("ratio engine cold / Pipeline(memory) cold", f"{cold / t_mc:.3f}")
@@ -206,6 +225,16 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
     check("ratio engine cold / limit", cold / limits["cold"], 1.15)
     check("ratio engine warm / engine cold", warm / cold, 0.05)
     check("ratio engine overlap / limit", overlap / limits["overlap"], 1.15)
+    speedup = CORES * alone / together
+    line(
+        "ratio engine cold / (serial / machine speed-up)",
+        f"{cold / (limits['cold'] * CORES / speedup):.3f}",
+        "what the cores deliver, not the target's ideal",
+    )
+    line(
+        "ratio engine overlap / (serial / machine speed-up)",
+        f"{overlap / (limits['overlap'] * CORES / speedup):.3f}",
+    )
     ov = runs["overlap"][1].stats
     line(
         "overlap transformer fits",

@@ -143,3 +143,24 @@ def serial_unique_fits(
             best.steps[-1][1].fit(Xt, w.y)
             elapsed += time.perf_counter() - start
     return elapsed
+
+
+def _serial_cold(args: tuple[Workload, dict[str, list[Any]]]) -> float:
+    w, grid = args
+    return serial_unique_fits(
+        w, grid, fit_transformers=True, refit_params=None, refit_transformers=False
+    )
+
+
+def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int) -> float:
+    """Seconds the serial loop takes when ``copies`` of it run at once.
+
+    Compared with one copy alone, this shows how much of the ideal
+    ``serial / cores`` the machine itself can deliver: cores that slow each
+    other down (shared caches, memory bandwidth, a busy host) cap any
+    scheduler's speed-up below the core count.
+    """
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(copies) as pool:
+        return max(pool.map(_serial_cold, [(w, grid)] * copies))
