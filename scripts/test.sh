@@ -10,4 +10,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[service,test,dev]"
 .venv/bin/ruff check service client tests benchmarks
+.venv/bin/mypy service client
 .venv/bin/python -m pytest "$@"

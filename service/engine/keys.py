@@ -128,8 +128,9 @@ def canonical(value: Any) -> Any:
     if isinstance(value, type):
         return ["type", qualified_name(value)]
     if isinstance(value, np.random.RandomState):
-        kind, keys, pos, has_gauss, cached = value.get_state()
-        return ["rng", kind, array_token(keys), pos, has_gauss, _float(cached)]
+        state: Any = value.get_state(legacy=True)
+        kind, key_array, pos, has_gauss, cached = state
+        return ["rng", kind, array_token(key_array), pos, has_gauss, _float(cached)]
     if _is_estimator(value):
         return estimator_token(value)
     if isinstance(value, functools.partial) or inspect.ismethod(value):
@@ -161,7 +162,7 @@ def array_token(arr: np.ndarray) -> list[Any]:
         # Object arrays (e.g. lists of categories) are keyed element-wise.
         return ["O", list(arr.shape), canonical(arr.tolist())]
     data = np.ascontiguousarray(arr)
-    digest = hashlib.sha256(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
+    digest = hashlib.sha256(data.reshape(-1).data.cast("B") if data.size else b"")
     return [arr.dtype.str, list(arr.shape), digest.hexdigest()]
 
 

@@ -365,19 +365,18 @@ def run_score(
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            result = dict(hit)
-            return ScoreOutput(result, prior, "hit")
+            return ScoreOutput(dict(hit), prior, "hit")
     n_test = len(fold.test)
     if parent is not None and parent.error is not None:
-        result = _error_scores(scorer, error_score, return_train_score)
+        failed = _error_scores(scorer, error_score, return_train_score)
         fit_time = sum(t for _, _, t in prior)
-        result.update(
+        failed.update(
             n_test_samples=n_test,
             fit_time=fit_time,
             score_time=0.0,
             fit_error=parent.error,
         )
-        return ScoreOutput(result, prior, "skipped", parent.exception)
+        return ScoreOutput(failed, prior, "skipped", parent.exception)
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
         X_test, y_test = fold_rows(ctx, fold, "test")

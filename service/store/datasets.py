@@ -48,8 +48,7 @@ def _hash_array(arr: np.ndarray) -> str:
     h = hashlib.sha256(ARRAY_MAGIC)
     h.update(json.dumps([arr.dtype.str, list(arr.shape)]).encode())
     flat = np.ascontiguousarray(arr).reshape(-1)
-    view = flat.view(np.uint8) if flat.size else flat
-    mv = memoryview(view).cast("B") if flat.size else memoryview(b"")
+    mv = flat.data.cast("B") if flat.size else memoryview(b"")
     for start in range(0, len(mv), _CHUNK):
         h.update(mv[start : start + _CHUNK])
     return h.hexdigest()
