@@ -130,6 +130,13 @@ def _scorers_token(scoring: Any) -> Any:
     )
 
 
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, list, tuple)) or type(value).__name__ in (
+        "DataFrame",
+        "Series",
+    )
+
+
 def _param_token(value: Any) -> Any:
     if isinstance(value, DataRef):
         return ["data", value.dataset_id]
@@ -256,10 +263,9 @@ class SearchRunner:
         X_local, y_local = indexable(X_local, y_local)
         fit_params = dict(fit_params or {})
         check_fit_param_names(estimator, list(fit_params))
-        fp_refs = {
-            name: (self._ref(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
-            for name, v in fit_params.items()
-        }
+        # array-likes go to the store (sliced per fold by the workers);
+        # anything else is a literal keyed by content
+        fp_refs = {name: self._ref(v) if _is_array_like(v) else v for name, v in fit_params.items()}
         fp_tokens = {name: _param_token(v) for name, v in fp_refs.items()}
         score_params: dict[str, Any] = {}
         if fp_refs.get("sample_weight") is not None and sk._check_scorers_accept_sample_weight():
