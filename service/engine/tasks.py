@@ -13,7 +13,6 @@ exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import traceback
@@ -165,7 +164,7 @@ class _Blas:
     _lock = threading.Lock()
 
     @classmethod
-    def limit(cls, n: int | None) -> Any:
+    def apply(cls, n: int | None) -> None:
         if n is not None and cls._applied != n:
             with cls._lock:
                 if cls._applied != n:
@@ -173,7 +172,6 @@ class _Blas:
 
                     threadpool_limits(limits=n)
                     cls._applied = n
-        return contextlib.nullcontext()
 
 
 # -- outputs --------------------------------------------------------------
@@ -234,13 +232,13 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     transformer = node.link.build()
     start = time.perf_counter()
     try:
-        with _Blas.limit(ctx.blas_threads):
-            if hasattr(transformer, "fit_transform"):
-                Xt_train = transformer.fit_transform(X_train, y_train, **params)
-            else:
-                Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
-            fit_time = time.perf_counter() - start
-            Xt_test = transformer.transform(X_test) if X_test is not None else None
+        _Blas.apply(ctx.blas_threads)
+        if hasattr(transformer, "fit_transform"):
+            Xt_train = transformer.fit_transform(X_train, y_train, **params)
+        else:
+            Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
+        fit_time = time.perf_counter() - start
+        Xt_test = transformer.transform(X_test) if X_test is not None else None
     except Exception as exc:
         return StepOutput(
             node.key,
@@ -326,8 +324,8 @@ def run_train_transform(
     if X_train is None:
         return None
     try:
-        with _Blas.limit(ctx.blas_threads):
-            out = step.models[-1].transform(X_train)
+        _Blas.apply(ctx.blas_threads)
+        out = step.models[-1].transform(X_train)
     except Exception:
         return None  # the score task reports it through _score's error path
     if cache is not None:
@@ -393,41 +391,39 @@ def run_score(
     upstream = sum(t for _, _, t in prior)
     start = time.perf_counter()
     result: dict[str, Any] = {}
-    with _Blas.limit(ctx.blas_threads):
-        try:
-            if y_train is None:
-                estimator.fit(X_train, **params)
-            else:
-                estimator.fit(X_train, y_train, **params)
-        except Exception as exc:
-            fit_time = time.perf_counter() - start
-            result = _error_scores(scorer, error_score, return_train_score)
-            result.update(
-                fit_error=traceback.format_exc(),
-                n_test_samples=n_test,
-                fit_time=upstream + fit_time,
-                score_time=0.0,
-            )
-            return ScoreOutput(result, prior, "fit", exc)
+    _Blas.apply(ctx.blas_threads)
+    try:
+        if y_train is None:
+            estimator.fit(X_train, **params)
+        else:
+            estimator.fit(X_train, y_train, **params)
+    except Exception as exc:
         fit_time = time.perf_counter() - start
-        result["fit_error"] = None
-        try:
-            result["test_scores"] = _score(
-                estimator, X_test, y_test, scorer, score_test, error_score
+        result = _error_scores(scorer, error_score, return_train_score)
+        result.update(
+            fit_error=traceback.format_exc(),
+            n_test_samples=n_test,
+            fit_time=upstream + fit_time,
+            score_time=0.0,
+        )
+        return ScoreOutput(result, prior, "fit", exc)
+    fit_time = time.perf_counter() - start
+    result["fit_error"] = None
+    try:
+        result["test_scores"] = _score(estimator, X_test, y_test, scorer, score_test, error_score)
+        score_time = time.perf_counter() - start - fit_time
+        if return_train_score:
+            scored, X_scored = estimator, X_train_scored
+            if parent is not None and X_scored is None:
+                # the memoized train transform failed: score the whole
+                # pipeline on raw rows so _score reports it as sklearn does
+                scored = _as_pipeline(parent.models, estimator)
+                X_scored = fold_rows(ctx, fold, "train")[0]
+            result["train_scores"] = _score(
+                scored, X_scored, y_train, scorer, score_train, error_score
             )
-            score_time = time.perf_counter() - start - fit_time
-            if return_train_score:
-                scored, X_scored = estimator, X_train_scored
-                if parent is not None and X_scored is None:
-                    # the memoized train transform failed: score the whole
-                    # pipeline on raw rows so _score reports it as sklearn does
-                    scored = _as_pipeline(parent.models, estimator)
-                    X_scored = fold_rows(ctx, fold, "train")[0]
-                result["train_scores"] = _score(
-                    scored, X_scored, y_train, scorer, score_train, error_score
-                )
-        except Exception as exc:  # error_score="raise" in _score
-            return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
+    except Exception as exc:  # error_score="raise" in _score
+        return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
     result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
     if cache is not None:
         cache.set(node.key, result)
@@ -475,11 +471,11 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     params = routed_params(ctx, node.fit_params, fold.train)
     estimator = node.link.build()
     start = time.perf_counter()
-    with _Blas.limit(ctx.blas_threads):
-        if y is None:
-            estimator.fit(X, **params)
-        else:
-            estimator.fit(X, y, **params)
+    _Blas.apply(ctx.blas_threads)
+    if y is None:
+        estimator.fit(X, **params)
+    else:
+        estimator.fit(X, y, **params)
     fit_time = time.perf_counter() - start
     if cache is not None:
         cache.set(node.key, (estimator, fit_time))
