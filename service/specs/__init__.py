@@ -1,0 +1,1 @@
+"""Estimator specs: JSON in, allowlisted scikit-learn objects out."""

@@ -1,0 +1,195 @@
+"""Specs build only allowlisted objects and refuse everything else, by path."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.feature_selection import SelectKBest, f_classif
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from memogrid_service.specs.build import Allowlist, SpecError, build_estimator, build_grid
+
+
+@pytest.fixture(scope="module")
+def allow():
+    return Allowlist.default()
+
+
+SEED = {
+    "class": "sklearn.pipeline.Pipeline",
+    "params": {
+        "steps": [
+            ["pca", {"class": "sklearn.decomposition.PCA"}],
+            [
+                "logistic",
+                {
+                    "class": "sklearn.linear_model.LogisticRegression",
+                    "params": {"solver": "liblinear", "random_state": 0},
+                },
+            ],
+        ]
+    },
+}
+
+
+def test_seed_spec_builds_the_seed_pipeline(allow):
+    pipe = build_estimator(SEED, allow)
+    assert isinstance(pipe, Pipeline)
+    assert isinstance(pipe.named_steps["pca"], PCA)
+    lr = pipe.named_steps["logistic"]
+    assert isinstance(lr, LogisticRegression) and lr.solver == "liblinear"
+    grid = build_grid(pipe, {"pca__n_components": [50, 100], "logistic__C": [1.0]}, allow)
+    assert grid == {"pca__n_components": [50, 100], "logistic__C": [1.0]}
+
+
+def test_functions_column_transformers_and_estimator_valued_grids(allow):
+    spec = {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {
+            "steps": [
+                [
+                    "ct",
+                    {
+                        "class": "sklearn.compose.ColumnTransformer",
+                        "params": {
+                            "transformers": [
+                                ["cat", {"class": "sklearn.preprocessing.OneHotEncoder"}, ["c"]],
+                                ["num", "passthrough", ["x", "y"]],
+                            ]
+                        },
+                    },
+                ],
+                [
+                    "kbest",
+                    {
+                        "class": "sklearn.feature_selection.SelectKBest",
+                        "params": {
+                            "score_func": {"function": "sklearn.feature_selection.f_classif"}
+                        },
+                    },
+                ],
+                ["clf", {"class": "sklearn.svm.SVC"}],
+            ]
+        },
+    }
+    pipe = build_estimator(spec, allow)
+    assert isinstance(pipe.named_steps["ct"], ColumnTransformer)
+    assert pipe.named_steps["ct"].transformers[1] == ("num", "passthrough", ["x", "y"])
+    assert isinstance(pipe.named_steps["kbest"], SelectKBest)
+    assert pipe.named_steps["kbest"].score_func is f_classif
+    grid = build_grid(
+        pipe,
+        [{"clf": [{"class": "sklearn.linear_model.LogisticRegression"}], "clf__C": [0.1]}],
+        allow,
+    )
+    assert isinstance(grid[0]["clf"][0], LogisticRegression)
+
+
+@pytest.mark.parametrize(
+    "spec, path, message",
+    [
+        ({"class": "sklearn.decomposition.NoSuchThing"}, "class", "not on the allowlist"),
+        ({"class": "os.system"}, "class", "not on the allowlist"),
+        ({"class": "builtins.eval"}, "class", "not on the allowlist"),
+        ({"class": "subprocess.Popen"}, "class", "not on the allowlist"),
+        ({"class": "sklearn.decomposition._pca.PCA"}, "class", "not on the allowlist"),
+        (
+            {"class": "sklearn.decomposition.PCA", "params": {"nope": 1}},
+            "params.nope",
+            "no parameter",
+        ),
+        (
+            {"class": "sklearn.decomposition.PCA", "params": {"__class__": 1}},
+            "params.__class__",
+            "no parameter",
+        ),
+        (
+            {"class": "sklearn.decomposition.PCA", "params": {"n_components": 10**30}},
+            "params.n_components",
+            "out of range",
+        ),
+        (
+            {"class": "sklearn.decomposition.PCA", "params": {"tol": float("inf")}},
+            "params.tol",
+            "non-finite",
+        ),
+        (
+            {
+                "class": "sklearn.feature_selection.SelectKBest",
+                "params": {"score_func": {"function": "os.system"}},
+            },
+            "params.score_func",
+            "not on the allowlist",
+        ),
+        (
+            {
+                "class": "sklearn.pipeline.Pipeline",
+                "params": {"steps": [["a", {"class": "os.system"}]]},
+            },
+            "params.steps[0][1].class",
+            "not on the allowlist",
+        ),
+        ({"class": "sklearn.decomposition.PCA", "code": "1+1"}, "<root>", "unknown keys"),
+        ("__import__('os').system('true')", "<root>", "an estimator spec is an object"),
+    ],
+)
+def test_bad_specs_are_refused_by_path(allow, spec, path, message):
+    with pytest.raises(SpecError) as err:
+        build_estimator(spec, allow)
+    assert err.value.path == path
+    assert message in err.value.message
+
+
+def test_a_pickle_payload_is_just_a_string_and_nothing_is_imported(allow):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('executed')",))
+
+    payload = pickle.dumps(Boom()).hex()
+    before = set(sys.modules)
+    for spec in (
+        payload,
+        {"class": payload},
+        {"class": "sklearn.decomposition.PCA", "params": {"n_components": {"pickle": payload}}},
+    ):
+        with pytest.raises(SpecError):
+            build_estimator(json.loads(json.dumps(spec)), allow)
+    assert set(sys.modules) == before
+
+
+def test_grid_keys_the_pipeline_lacks_are_refused(allow):
+    pipe = build_estimator(SEED, allow)
+    with pytest.raises(SpecError) as err:
+        build_grid(pipe, {"pca__n_components": [2], "logistic__nope": [1]}, allow)
+    assert err.value.path == "param_grid.logistic__nope"
+    with pytest.raises(SpecError) as err:
+        build_grid(pipe, {"pca__n_components": 2}, allow)
+    assert "non-empty list" in err.value.message
+
+
+def test_operator_names_extend_the_allowlist():
+    extra = Allowlist.default(extra=["tests.helpers.counting.CountingPCA"])
+    est = build_estimator({"class": "tests.helpers.counting.CountingPCA"}, extra)
+    assert type(est).__name__ == "CountingPCA"
+    with pytest.raises(SpecError):
+        build_estimator({"class": "tests.helpers.counting.CountingPCA"}, Allowlist.default())
+
+
+def test_a_built_spec_searches_like_scikit_learn(allow, runner):
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import GridSearchCV
+
+    from tests.helpers.parity import assert_cv_results_equal
+
+    X, y = make_classification(n_samples=200, n_features=20, random_state=0)
+    pipe = build_estimator(json.loads(json.dumps(SEED)), allow)
+    grid = build_grid(pipe, {"pca__n_components": [2, 5], "logistic__C": [0.1, 1.0]}, allow)
+    res = runner.search(pipe, X, y, param_grid=grid, cv=3)
+    sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
