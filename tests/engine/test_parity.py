@@ -421,3 +421,27 @@ def test_in_place_estimators_do_not_corrupt_shared_fold_data(runner, clf_data):
     grid = {"scale__with_std": [True, False], "pca__n_components": [3, 6], "lr__C": [0.5, 2.0]}
     ours, sk = both(runner, pipe, X.copy(), y, param_grid=grid, cv=3)
     assert_same_search(ours, sk, X)
+
+
+def test_unsupervised_search_without_y(runner, clf_data):
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    X, _ = clf_data
+    pipe = Pipeline([("scale", StandardScaler()), ("km", KMeans(n_init=2, random_state=0))])
+    grid = {"km__n_clusters": [2, 3, 4]}
+    ours = runner.search(pipe, X, None, param_grid=grid, cv=3)
+    # KMeans reduces over OpenMP threads, so its last bits depend on their
+    # number; each engine task runs single-threaded, as scikit-learn's own
+    # GridSearchCV(n_jobs=-1) workers do
+    with threadpool_limits(1):
+        sk = GridSearchCV(pipe, grid, cv=3).fit(X)
+    assert_same_search(ours, sk)
+
+
+def test_dataframe_x_and_series_y(runner):
+    rng = np.random.RandomState(3)
+    df = pd.DataFrame({"a": rng.normal(size=150), "b": rng.normal(size=150)})
+    y = pd.Series((df["a"] > 0).astype(int), name="target")
+    ours, sk = both(runner, LogisticRegression(), df, y, param_grid={"C": [0.1, 1.0]}, cv=3)
+    assert_same_search(ours, sk, df)
