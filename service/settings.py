@@ -1,0 +1,72 @@
+"""Service settings, read from ``MEMOGRID_*`` environment variables.
+
+One :class:`Settings` class reached through the cached :func:`get_settings`
+(tests call ``get_settings.cache_clear()`` after changing the environment).
+Validators refuse unsafe or meaningless values at start-up rather than
+failing later inside a job.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMOGRID_", extra="forbid")
+
+    #: datasets, the result cache and the default SQLite file live here
+    data_dir: Path = Field(default=Path("data"))
+    #: SQLAlchemy URL; empty means a SQLite file in ``data_dir``
+    database_url: str = ""
+    #: dask scheduler address; empty means an in-process LocalCluster
+    scheduler_address: str = ""
+    #: LocalCluster worker processes (one thread each); 0 means one per core
+    n_workers: int = Field(default=0, ge=0, le=1024)
+    #: result cache size limit in bytes (least recently used entries go first)
+    cache_size_limit: int = Field(default=10 * 2**30, ge=2**20)
+    #: largest accepted upload in bytes
+    upload_max_bytes: int = Field(default=2 * 2**30, ge=1)
+    #: largest accepted search, in fits (candidates x folds)
+    grid_max_fits: int = Field(default=100_000, ge=1)
+    #: import paths of estimators or functions the operator trusts in specs
+    extra_estimators: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_estimators")
+    @classmethod
+    def _import_paths_only(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _IMPORT_PATH.match(name) or any(p.startswith("__") for p in name.split(".")):
+                raise ValueError(f"{name!r} is not a dotted import path")
+        return names
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'memogrid.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings (cached; clear the cache to re-read the env)."""
+    return Settings()

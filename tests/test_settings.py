@@ -1,0 +1,49 @@
+"""Settings come from MEMOGRID_* variables and refuse bad values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from memogrid_service.settings import Settings, get_settings
+
+
+def test_defaults_are_embedded(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    s = Settings()
+    assert s.data_dir == tmp_path / "data"
+    assert s.effective_database_url == f"sqlite:///{tmp_path / 'data' / 'memogrid.db'}"
+    assert s.scheduler_address == "" and s.n_workers == 0
+    assert s.cache_dir == tmp_path / "data" / "cache"
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMOGRID_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("MEMOGRID_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+    monkeypatch.setenv("MEMOGRID_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
+    monkeypatch.setenv("MEMOGRID_CACHE_SIZE_LIMIT", str(2**30))
+    monkeypatch.setenv("MEMOGRID_EXTRA_ESTIMATORS", '["mypkg.models.MyTransformer"]')
+    get_settings.cache_clear()
+    s = get_settings()
+    assert s.data_dir == tmp_path / "d"
+    assert s.effective_database_url.startswith("postgresql+psycopg://")
+    assert s.scheduler_address == "tcp://127.0.0.1:8786"
+    assert s.cache_size_limit == 2**30
+    assert s.extra_estimators == ["mypkg.models.MyTransformer"]
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MEMOGRID_CACHE_SIZE_LIMIT", "10"),
+        ("MEMOGRID_N_WORKERS", "-1"),
+        ("MEMOGRID_GRID_MAX_FITS", "0"),
+        ("MEMOGRID_EXTRA_ESTIMATORS", '["os.system; rm -rf /"]'),
+        ("MEMOGRID_EXTRA_ESTIMATORS", '["builtins.__import__"]'),
+    ],
+)
+def test_bad_values_are_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
