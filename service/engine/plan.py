@@ -153,17 +153,6 @@ class ChainResolver:
         return links
 
 
-def flatten(estimator: Any) -> list[Any]:
-    """The estimators a configured ``estimator.fit`` would fit, in order."""
-    if not _is_pipeline(estimator):
-        return [estimator]
-    out: list[Any] = []
-    for _, step in estimator.steps:
-        if not _skipped(step):
-            out.extend(flatten(step))
-    return out
-
-
 def assemble(configured: Any, fitted: Sequence[Any]) -> Any:
     """Put fitted chain estimators back into the configured estimator tree."""
     fitted_iter = iter(fitted)
