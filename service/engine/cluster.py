@@ -7,7 +7,10 @@ dataset store and cache paths.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Default shape, chosen by measurement (``python -m benchmarks.cluster_shape``
 #: on the seed workload, 2 cores, best of 3 cold runs, serial limit 6.05 s):
@@ -43,7 +46,16 @@ def make_client(
     from distributed import Client, LocalCluster
 
     if address:
-        return Client(address)
+        client = Client(address)
+        threaded = {w: n for w, n in client.nthreads().items() if n > 1}
+        if threaded:
+            log.warning(
+                "workers %s run several threads: concurrent liblinear/libsvm fits "
+                "share one random generator per process and can lose bit-parity "
+                "with scikit-learn; start them with --nthreads 1",
+                sorted(threaded),
+            )
+        return client
     import os
 
     cores = os.cpu_count() or 1

@@ -106,3 +106,16 @@ def test_search_on_external_scheduler(external_scheduler, tmp_path, fit_log):
         close_client(client)
     sk = GridSearchCV(seed_pipeline(), grid, cv=5).fit(X, y)
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+@pytest.mark.slow
+def test_threaded_external_workers_are_warned_about(tmp_path, caplog):
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        with caplog.at_level("WARNING", logger="memogrid_service.engine.cluster"):
+            client = make_client(cluster.scheduler_address)
+            client.close()
+    assert "--nthreads 1" in caplog.text
