@@ -445,3 +445,20 @@ def test_dataframe_x_and_series_y(runner):
     y = pd.Series((df["a"] > 0).astype(int), name="target")
     ours, sk = both(runner, LogisticRegression(), df, y, param_grid={"C": [0.1, 1.0]}, cv=3)
     assert_same_search(ours, sk, df)
+
+
+def test_fit_params_reach_steps_of_nested_pipelines(runner, clf_data):
+    X, y = clf_data
+    w = np.random.RandomState(5).uniform(0.2, 3.0, size=len(y))
+    inner = Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=5))])
+    pipe = Pipeline([("pre", inner), ("lr", LogisticRegression())])
+    ours, sk = both(
+        runner,
+        pipe,
+        X,
+        y,
+        param_grid={"lr__C": [0.3, 3.0]},
+        cv=3,
+        fit_params={"pre__scale__sample_weight": w, "lr__sample_weight": w},
+    )
+    assert_same_search(ours, sk, X)
