@@ -1,0 +1,1 @@
+"""Job lifecycle: the state machine (pure) and, later, the runner that drives it."""
