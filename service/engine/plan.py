@@ -85,6 +85,7 @@ class ChainResolver:
     def __init__(self) -> None:
         self._links: dict[tuple[Any, ...], LinkSpec] = {}
         self._params: dict[int, dict[str, Any]] = {}
+        self._canon: dict[int, dict[str, Any]] = {}  # canonical(_params), per value
         self._keep: list[Any] = []  # objects whose id() is memoized stay alive
         #: labels of resolved estimators left with ``random_state=None``
         self.unseeded: set[str] = set()
@@ -93,12 +94,14 @@ class ChainResolver:
         p = self._params.get(id(est))
         if p is None:
             p = self._params[id(est)] = est.get_params(deep=False)
+            self._canon[id(est)] = {k: keys.canonical(v) for k, v in p.items()}
             self._keep.append(est)
         return p
 
     def link(self, path: tuple[str, ...], base: Any, overrides: Mapping[str, Any]) -> LinkSpec:
         """The spec (and content token) of ``clone(base).set_params(**overrides)``."""
-        enc = json.dumps(keys.canonical(dict(overrides)), separators=(",", ":"))
+        ov_canon = {k: keys.canonical(v) for k, v in overrides.items()}
+        enc = json.dumps(sorted(ov_canon.items()), separators=(",", ":")) if ov_canon else ""
         memo_key = (path, id(base), enc)
         spec = self._links.get(memo_key)
         if spec is not None:
@@ -113,7 +116,13 @@ class ChainResolver:
         if fast:
             merged = dict(params)
             merged.update(overrides)
-            token = keys.token_id(keys.params_token(type(base), merged))
+            canon = dict(self._canon[id(base)])
+            canon.update(ov_canon)
+            # the same token as keys.params_token(type(base), merged), with
+            # the base's values encoded once rather than per candidate
+            token = keys.token_id(
+                ["est", keys.qualified_name(type(base)), [[k, canon[k]] for k in sorted(canon)]]
+            )
             spec = LinkSpec(path, base, tuple(overrides.items()), token)
         else:
             # meta-estimators and nested params: configure for real
@@ -289,6 +298,7 @@ def build_plan(
     resolver = ChainResolver()
     routes: dict[tuple[str, ...], tuple[dict[str, str], str | None]] = {}
     scorers_id = keys.token_id(scorers_token)
+    step_memo: dict[tuple[str, str, str | None], str] = {}
     score_params_id = keys.token_id(score_param_tokens)
 
     def route(path: tuple[str, ...]) -> tuple[dict[str, str], str | None]:
@@ -307,7 +317,10 @@ def build_plan(
             ttrain: str | None = None
             for link in transformers:
                 routed, fp = route(link.path)
-                skey = keys.step_key(link.token, parent or fold.key, fp)
+                memo_key = (link.token, parent or fold.key, fp)
+                skey = step_memo.get(memo_key)  # shared prefixes recur per candidate
+                if skey is None:
+                    skey = step_memo[memo_key] = keys.step_key(*memo_key)
                 if skey not in plan.steps:
                     plan.steps[skey] = StepNode(skey, fold.key, parent, link, routed)
                 if return_train_score:
