@@ -161,8 +161,13 @@ class PreparedSearch:
 
     @property
     def total(self) -> int:
-        """Number of (candidate, split) results the search produces."""
-        return len(self.candidates) * self.n_splits
+        """Distinct (candidate, split) results to load or compute.
+
+        Candidates that configure the same chain (``None`` and
+        ``"passthrough"`` for one step, say) share their results and count
+        once; this is the ``total`` that ``on_progress`` reports.
+        """
+        return len(self.plan.scores)
 
 
 class SearchRunner:

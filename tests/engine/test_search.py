@@ -126,6 +126,10 @@ def test_duplicate_candidates_share_tasks(runner):
     res = runner.search(pipe, X, y, param_grid={"pca": ["passthrough", None], "lr__C": [1.0]}, cv=3)
     # both candidates run the same chain: three final fits, not six
     assert res.stats.final_fits == 3
+    prepared = runner.prepare(
+        pipe, X, y, param_grid={"pca": ["passthrough", None], "lr__C": [1.0]}, cv=3
+    )
+    assert prepared.total == 3 and len(prepared.candidates) == 2
     assert np.array_equal(
         res.cv_results_["split0_test_score"][0], res.cv_results_["split0_test_score"][1]
     )
