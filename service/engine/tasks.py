@@ -291,15 +291,10 @@ def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> Step
     corrupt), the chain is recomputed here, each step still memoized.
     """
     cache = ctx.cache
-    models = []
     if cache is not None:
-        for node in chain[:-1]:
-            stored = cache.get(_model_key(node.key))
-            if stored is None:
-                break
-            models.append(stored[0])
-        else:
-            hit = _load_step(cache, chain[-1].key, tuple(models), ())
+        models = _load_models(cache, [node.key for node in chain[:-1]])
+        if models is not None:
+            hit = _load_step(cache, chain[-1].key, models, ())
             if hit is not None:
                 return hit
     out: StepOutput | None = None
@@ -487,14 +482,22 @@ def _fitted(parent: StepOutput | None) -> int:
     return 0 if parent is None else sum(how == "fit" for _, how, _ in parent.provenance)
 
 
-def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
-    """The fitted chain of a cached refit, without touching any fold data."""
+def _load_models(cache: ResultCache, step_keys: Any) -> tuple[Any, ...] | None:
+    """The cached fitted models of ``step_keys``, or None if any is missing."""
     models = []
     for skey in step_keys:
         stored = cache.get(_model_key(skey))
         if stored is None:
             return None
         models.append(stored[0])
+    return tuple(models)
+
+
+def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
+    """The fitted chain of a cached refit, without touching any fold data."""
+    models = _load_models(cache, step_keys)
+    if models is None:
+        return None
     final = cache.get(key)
     if final is None:
         return None
