@@ -32,6 +32,7 @@ from benchmarks.workloads import (
     Workload,
     contended_serial,
     serial_unique_fits,
+    temp_runner,
     workload_a,
     workload_b,
 )
@@ -98,30 +99,16 @@ def warm_up(client: Any, w: Workload) -> None:
     The service keeps its workers alive; a benchmark should not bill the
     first search for importing scikit-learn in fresh worker processes.
     """
-    from memogrid_service.engine.search import SearchRunner
-    from memogrid_service.store.cache import ResultCache
-    from memogrid_service.store.datasets import DatasetStore
-
-    root = tempfile.mkdtemp(prefix="mg-bench-warmup-")
-    try:
-        runner = SearchRunner(
-            client, DatasetStore(os.path.join(root, "d")), ResultCache(os.path.join(root, "c"))
-        )
+    with temp_runner(client, "mg-bench-warmup-") as runner:
         small = {k: v[:1] for k, v in w.grid.items()}
         small[next(k for k in w.grid if k.endswith("n_components"))] = [2]
         runner.search(w.pipe, w.X[:300], w.y[:300], param_grid=small, cv=w.cv)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) -> None:
     from joblib import Memory
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
-
-    from memogrid_service.engine.search import SearchRunner
-    from memogrid_service.store.cache import ResultCache
-    from memogrid_service.store.datasets import DatasetStore
 
     print(f"== Workload {w.name}: {w.title}, cv={w.cv}, best of {repeat} ==", flush=True)
     t_sk, sk = best_of(
@@ -160,20 +147,12 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
     warm_up(client, w)
     runs: dict[str, tuple[float, Any]] = {}
     for _ in range(repeat):
-        root = tempfile.mkdtemp(prefix="mg-bench-engine-")
-        try:
-            runner = SearchRunner(
-                client,
-                DatasetStore(os.path.join(root, "data")),
-                ResultCache(os.path.join(root, "cache")),
-            )
+        with temp_runner(client, "mg-bench-engine-") as runner:
             for name, grid in (("cold", w.grid), ("warm", w.grid), ("overlap", w.overlap_grid)):
                 with timer() as box:
                     res = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
                 if name not in runs or box["t"] < runs[name][0]:
                     runs[name] = (box["t"], res)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
     for name in ("cold", "warm", "overlap"):
         t, res = runs[name]
         s = res.stats
@@ -262,19 +241,11 @@ def bench_overhead(client: Any, skip_dask_ml: bool) -> None:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from memogrid_service.engine.search import SearchRunner
-    from memogrid_service.store.cache import ResultCache
-    from memogrid_service.store.datasets import DatasetStore
-
     print("== Graph building and per-task overhead ==", flush=True)
     X, y = make_classification(n_samples=200, n_features=5, n_informative=3, random_state=0)
     pipe = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
     grid = {"lr__C": list(np.logspace(-3, 3, 100)), "lr__tol": list(np.logspace(-6, -2, 100))}
-    root = tempfile.mkdtemp(prefix="mg-bench-overhead-")
-    try:
-        runner = SearchRunner(
-            client, DatasetStore(os.path.join(root, "data")), ResultCache(os.path.join(root, "c"))
-        )
+    with temp_runner(client, "mg-bench-overhead-") as runner:
         with timer() as box:
             prepared = runner.prepare(pipe, X, y, param_grid=grid, cv=5)
             dsk, _ = runner.graph(
@@ -315,8 +286,6 @@ def bench_overhead(client: Any, skip_dask_ml: bool) -> None:
                 )
             line("dask-ml: the same 1,000 tasks", secs(box2["t"]))
             line("ratio engine / dask-ml per-task overhead", f"{per_k / box2['t']:.3f}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,3 +169,22 @@ def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int) -> fl
 
     with mp.get_context("fork").Pool(copies) as pool:
         return max(pool.map(_serial_cold, [(w, grid)] * copies))
+
+
+@contextmanager
+def temp_runner(client: Any, prefix: str, **kwargs: Any) -> Iterator[Any]:
+    """A SearchRunner over a fresh dataset store and cache, removed afterwards."""
+    from memogrid_service.engine.search import SearchRunner
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    root = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield SearchRunner(
+            client,
+            DatasetStore(os.path.join(root, "data")),
+            ResultCache(os.path.join(root, "cache")),
+            **kwargs,
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
