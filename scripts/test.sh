@@ -9,6 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[service,test,dev]"
-.venv/bin/ruff check service client tests benchmarks
+.venv/bin/ruff check service client tests benchmarks migrations
 .venv/bin/mypy service client
 .venv/bin/python -m pytest "$@"

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(default=2 * 2**30, ge=1)
     #: largest accepted search, in fits (candidates x folds)
     grid_max_fits: int = Field(default=100_000, ge=1)
+    #: jobs one service runs at the same time (more wait in the queue)
+    max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    #: seconds a runner's claim on a job lasts without a heartbeat; a job
+    #: whose runner died is requeued after this long
+    lease_seconds: float = Field(default=30.0, gt=0.5, le=3600)
+    #: upgrade the database schema when the service starts
+    migrate_on_start: bool = True
     #: import paths of estimators or functions the operator trusts in specs
     extra_estimators: list[str] = Field(default_factory=list)
 
@@ -60,6 +67,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def estimators_dir(self) -> Path:
+        return self.data_dir / "estimators"
 
     @property
     def effective_database_url(self) -> str:

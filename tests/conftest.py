@@ -56,3 +56,52 @@ def fit_log(session_fit_log):
     """The session's fit log, emptied for this test."""
     session_fit_log.write_text("")
     return session_fit_log
+
+
+# -- SQL: every service test runs on SQLite and on PostgreSQL ---------------
+
+PG_URL = os.environ.get(
+    "MEMOGRID_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_available():
+    """Whether PostgreSQL answers; in CI (``CI`` set) it must."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is required in CI and unreachable: {exc}")
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'memogrid.db'}"
+        return
+    if not request.getfixturevalue("pg_available"):
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable")
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -45,6 +45,8 @@ from .tasks import (
     step_cached,
 )
 
+_WARNINGS_LOCK = threading.Lock()
+
 
 class SearchCancelled(Exception):
     """The search was cancelled before it finished."""
@@ -116,6 +118,8 @@ class Scoring:
 
 
 ProgressFn = Callable[[int, int, int, ScoreOutput | None], None]
+#: ``on_result(score_key, output)``: every result, cached ones included
+ResultFn = Callable[[str, ScoreOutput], None]
 
 
 def _scorers_token(scoring: Any) -> Any:
@@ -364,12 +368,20 @@ class SearchRunner:
         *,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        on_result: ResultFn | None = None,
+        reemit_warnings: bool = True,
     ) -> SearchResult:
         """Run a prepared search to its scikit-learn shaped result.
 
         ``on_progress(done, total, hits, output)`` is called once with the
         cached results and then as each (candidate, split) result arrives;
-        setting ``cancel`` stops the search and releases its dask tasks.
+        ``on_result(score_key, output)`` is called for every distinct result,
+        the cached ones first (``plan.grid`` maps score keys to candidates
+        and splits); setting ``cancel`` stops the search and releases its
+        dask tasks. The warnings scikit-learn gives while formatting results
+        (failed fits, non-finite scores) land in ``SearchResult.warnings``
+        and are also re-emitted here unless ``reemit_warnings`` is false (a
+        service records them instead).
         """
         from sklearn.base import clone
         from sklearn.model_selection._validation import (
@@ -382,7 +394,7 @@ class SearchRunner:
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
-        outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel)
+        outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result)
         out = []
         for row in plan.grid:
             for skey in row:
@@ -393,13 +405,15 @@ class SearchRunner:
                     raise o.exception
                 out.append(dict(o.result))
 
-        with warnings.catch_warnings(record=True) as caught:
+        # catch_warnings swaps process-wide state: one search at a time
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
             results = sk._format_results(p.candidates, p.n_splits, out)
         for w in caught:
             result_warnings.append(f"{w.category.__name__}: {w.message}")
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if reemit_warnings:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
         multimetric = isinstance(out[0]["test_scores"], dict)
         res = SearchResult(
@@ -453,6 +467,7 @@ class SearchRunner:
         stats: SearchStats,
         on_progress: ProgressFn | None,
         cancel: threading.Event | None,
+        on_result: ResultFn | None = None,
     ) -> dict[str, ScoreOutput]:
         total = len(plan.scores)
         outputs: dict[str, ScoreOutput] = {}
@@ -464,6 +479,9 @@ class SearchRunner:
             else:
                 pending.append(skey)
         stats.score_hits = len(outputs)
+        if on_result is not None:
+            for skey, o in outputs.items():
+                on_result(skey, o)
         stats.tasks = len(plan.steps) + len(plan.scores) + len(plan.ttrains)
         done = len(outputs)
         if on_progress is not None:
@@ -491,6 +509,8 @@ class SearchRunner:
                         outputs[skey] = o
                         self._count(o, seen_steps, stats)
                         done += 1
+                        if on_result is not None:
+                            on_result(skey, o)
                         if on_progress is not None:
                             on_progress(done, total, stats.hits, o)
         except BaseException:

@@ -1,0 +1,657 @@
+"""Estimator specs: scikit-learn objects to JSON and back, through an exact-name allowlist.
+
+A spec is plain JSON: ``{"class": "sklearn.decomposition.PCA", "params":
+{...}}``. A parameter value is a literal (number, string, bool, null, or a
+list of them), a nested spec, a function reference ``{"function":
+"sklearn.feature_selection.f_classif"}``, or a list that holds specs
+(Pipeline ``steps`` as ``[name, spec]``, ColumnTransformer ``transformers``
+as ``[name, spec, columns]``); the entries of ``steps``, ``transformer_list``,
+``transformers`` and ``estimators`` become the tuples scikit-learn expects.
+
+Building (:func:`build_estimator`, :func:`build_grid`,
+:func:`build_distributions`) never imports anything by a name taken from a
+spec: names are looked up in an :class:`Allowlist` computed from
+scikit-learn's own ``all_estimators()`` (public import paths only), a short
+list of named functions, and names the operator adds. The inverse
+(:func:`to_spec`, :func:`to_grid`, :func:`to_distributions`) turns the
+objects a user holds into that JSON and refuses, up front, anything the
+builder would refuse. Every refusal is a :class:`SpecError` naming the
+offending item by its path in the spec (``params.steps[1][1].params.C``).
+
+Randomized-search distributions are ``{"distribution": "loguniform", "args":
+[0.001, 1000.0], "kwds": {}}``, rebuilt as a frozen ``scipy.stats``
+distribution looked up by exact name among :data:`DEFAULT_DISTRIBUTIONS`.
+scipy is imported only when a distribution is met.
+
+This module is shared: the thin client encodes with it and the service
+(``memogrid_service.specs.build``) builds with it, so both sides agree on
+what a spec can say.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import itertools
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_DISTRIBUTIONS",
+    "DEFAULT_FUNCTIONS",
+    "Allowlist",
+    "SpecError",
+    "build_distributions",
+    "build_estimator",
+    "build_grid",
+    "build_value",
+    "default_allowlist",
+    "to_distributions",
+    "to_grid",
+    "to_spec",
+]
+
+#: Functions a spec may name (score functions, FunctionTransformer ufuncs).
+DEFAULT_FUNCTIONS = (
+    "sklearn.feature_selection.f_classif",
+    "sklearn.feature_selection.f_regression",
+    "sklearn.feature_selection.chi2",
+    "sklearn.feature_selection.mutual_info_classif",
+    "sklearn.feature_selection.mutual_info_regression",
+    "sklearn.feature_selection.r_regression",
+    "numpy.log",
+    "numpy.log1p",
+    "numpy.exp",
+    "numpy.expm1",
+    "numpy.sqrt",
+    "numpy.abs",
+    "numpy.square",
+)
+
+#: ``scipy.stats`` distributions a randomized search may name (exact names).
+DEFAULT_DISTRIBUTIONS = (
+    "uniform",
+    "loguniform",
+    "randint",
+    "norm",
+    "truncnorm",
+    "halfnorm",
+    "lognorm",
+    "expon",
+    "gamma",
+    "beta",
+    "poisson",
+    "geom",
+    "binom",
+    "bernoulli",
+)
+
+#: Composite parameters whose entries scikit-learn takes as tuples:
+#: ``(name, estimator)`` or ``(name, transformer, columns)``.
+_NAMED_ENTRIES = frozenset({"steps", "transformer_list", "transformers", "estimators"})
+
+#: The largest integer magnitude a spec carries (the builder's limit).
+_INT_LIMIT = 2**63
+
+
+class SpecError(ValueError):
+    """A spec cannot be built (or an object cannot be expressed as one).
+
+    ``path`` points at the offending item.
+    """
+
+    def __init__(self, path: str, message: str):
+        self.path = path or "<root>"
+        self.message = message
+        super().__init__(f"{self.path}: {message}")
+
+
+def _public_path(cls: type) -> str | None:
+    """``sklearn.decomposition.PCA`` for a class defined in ``sklearn.decomposition._pca``."""
+    parts = cls.__module__.split(".")
+    public = []
+    for part in parts:
+        if part.startswith("_"):
+            break
+        public.append(part)
+    module = ".".join(public)
+    try:
+        if getattr(importlib.import_module(module), cls.__name__, None) is cls:
+            return f"{module}.{cls.__name__}"
+    except ImportError:
+        return None
+    return None
+
+
+class _Tracked(dict[str, Any]):
+    """A dict that counts its edits, so an index built from it knows when it is stale."""
+
+    edits = 0
+
+    def _edited(self) -> None:
+        self.edits += 1
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._edited()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._edited()
+
+    def __ior__(self, other: Any) -> _Tracked:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._edited()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._edited()
+        return value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._edited()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self._edited()
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self._edited()
+
+
+@dataclass
+class Allowlist:
+    """The exact names a spec may use, each bound to its object.
+
+    ``classes`` and ``functions`` map names to objects (edit them freely, or
+    use :meth:`add`); the reverse lookups (:meth:`name_of_class`,
+    :meth:`name_of_function`) go through an index kept beside them, rebuilt
+    on the first lookup after an edit.
+    """
+
+    classes: dict[str, type] = field(default_factory=dict)
+    functions: dict[str, Any] = field(default_factory=dict)
+    #: names of ``scipy.stats`` distributions (see :data:`DEFAULT_DISTRIBUTIONS`)
+    distributions: frozenset[str] = frozenset(DEFAULT_DISTRIBUTIONS)
+    _class_names: dict[type, str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _function_names: dict[int, str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _indexed: tuple[int, int] = field(default=(-1, -1), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.classes = _Tracked(self.classes)
+        self.functions = _Tracked(self.functions)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("classes", "functions") and not isinstance(value, _Tracked):
+            value = _Tracked(value)  # a whole new mapping assigned later
+        super().__setattr__(name, value)
+
+    @classmethod
+    def default(cls, extra: Iterable[str] = ()) -> Allowlist:
+        """scikit-learn's estimators and named functions, plus operator names.
+
+        ``extra`` holds import paths the operator trusts (from settings, never
+        from a request); each must resolve to a class or a function.
+        """
+        from sklearn.utils import all_estimators
+
+        allow = cls()
+        for _, est_cls in all_estimators():
+            path = _public_path(est_cls)
+            if path is not None:
+                allow.add(path, est_cls)
+        for name in (*DEFAULT_FUNCTIONS, *extra):
+            module, _, attr = name.rpartition(".")
+            allow.add(name, getattr(importlib.import_module(module), attr))
+        return allow
+
+    def add(self, name: str, obj: Any) -> None:
+        """Allow ``obj`` under ``name``: a class, or else a function."""
+        if isinstance(obj, type):
+            self.classes[name] = obj
+        else:
+            self.functions[name] = obj
+
+    def _edits(self) -> tuple[int, int]:
+        return (getattr(self.classes, "edits", -2), getattr(self.functions, "edits", -2))
+
+    def _index(self) -> None:
+        """Rebuild the reverse index if either mapping changed since the last build."""
+        edits = self._edits()
+        if edits == self._indexed:
+            return
+        self._class_names = {}
+        for name, cls in self.classes.items():
+            self._class_names.setdefault(cls, name)  # the first name given wins
+        self._function_names = {}
+        for name, obj in self.functions.items():
+            self._function_names.setdefault(id(obj), name)
+        self._indexed = edits
+
+    def name_of_class(self, cls: type) -> str | None:
+        """The allowlisted name of ``cls`` (the first one given), or None; O(1)."""
+        self._index()
+        try:
+            return self._class_names.get(cls)
+        except TypeError:  # an unhashable metaclass instance
+            return None
+
+    def name_of_function(self, obj: Any) -> str | None:
+        """The allowlisted name of function ``obj`` (by identity), or None; O(1)."""
+        self._index()
+        return self._function_names.get(id(obj))
+
+
+@functools.lru_cache(maxsize=1)
+def default_allowlist() -> Allowlist:
+    """:meth:`Allowlist.default`, computed once per process (shared; do not edit)."""
+    return Allowlist.default()
+
+
+def _join(path: str, child: str) -> str:
+    """``path.child`` (or ``child`` at the root)."""
+    return f"{path}.{child}" if path else child
+
+
+# -- building: JSON -> objects ---------------------------------------------------------------
+
+
+def _check_literal(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _INT_LIMIT:
+            raise SpecError(path, f"integer {value} is out of range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpecError(path, f"non-finite number {value!r} is not accepted")
+        return value
+    raise SpecError(path, f"unsupported value of type {type(value).__name__}")
+
+
+def build_value(value: Any, allow: Allowlist, path: str) -> Any:
+    """Turn one spec value into the Python object it stands for."""
+    if isinstance(value, Mapping):
+        if "class" in value:
+            return build_estimator(value, allow, path)
+        if set(value) == {"function"}:
+            name = value["function"]
+            if not isinstance(name, str) or name not in allow.functions:
+                raise SpecError(path, f"function {name!r} is not on the allowlist")
+            return allow.functions[name]
+        raise SpecError(path, "an object must be an estimator spec or a function reference")
+    if isinstance(value, list):
+        return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _check_literal(value, path)
+
+
+def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
+    """Build the (unfitted) estimator a spec describes."""
+    if not isinstance(spec, Mapping) or "class" not in spec:
+        raise SpecError(path, 'an estimator spec is an object with a "class"')
+    unknown = set(spec) - {"class", "params"}
+    if unknown:
+        raise SpecError(path, f"unknown keys {sorted(unknown)}")
+    name = spec["class"]
+    if not isinstance(name, str) or name not in allow.classes:
+        raise SpecError(_join(path, "class"), f"{name!r} is not on the allowlist")
+    cls = allow.classes[name]
+    params = spec.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise SpecError(_join(path, "params"), "params must be an object")
+    accepted = {
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    built = {}
+    for key, value in params.items():
+        where = _join(path, f"params.{key}")
+        if key not in accepted:
+            raise SpecError(where, f"{name} has no parameter {key!r}")
+        built[key] = build_value(value, allow, where)
+        if key in _NAMED_ENTRIES and isinstance(built[key], list):
+            built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
+    try:
+        return cls(**built)
+    except Exception as exc:  # constructors only store arguments; be safe anyway
+        raise SpecError(path, f"{name}({', '.join(built)}) failed: {exc}") from None
+
+
+def _check_keys(estimator: Any, space: Mapping[str, Any], path: str) -> None:
+    """Refuse a key the estimator (or the step it names) does not have.
+
+    A key is tried together with each combination of the values of the keys
+    above it in the same grid (``clf`` for ``clf__C``), because a grid may
+    swap a step and tune the new step's parameters at once.
+    """
+    from sklearn.base import clone
+
+    for key, values in space.items():
+        where = f"{path}.{key}"
+        ancestors = [a for a in space if key.startswith(f"{a}__") and isinstance(space[a], list)]
+        value = values[0] if isinstance(values, list) else values
+        for combination in itertools.product(*(space[a] for a in ancestors)):
+            params = {**dict(zip(ancestors, combination, strict=True)), key: value}
+            try:
+                clone(estimator).set_params(**params)
+            except (ValueError, AttributeError, TypeError) as exc:
+                given = ", ".join(f"{a}={v!r}" for a, v in zip(ancestors, combination, strict=True))
+                detail = f" (with {given})" if given else ""
+                raise SpecError(
+                    where, f"the estimator has no parameter {key!r}{detail}: {exc}"
+                ) from None
+
+
+def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_grid") -> Any:
+    """Build a parameter grid (dict or list of dicts), checking every key exists."""
+    if isinstance(grid, list):
+        return [build_grid(estimator, g, allow, f"{path}[{i}]") for i, g in enumerate(grid)]
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpecError(path, "a parameter grid is a non-empty object of lists")
+    out: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        where = f"{path}.{key}"
+        if not isinstance(values, list) or not values:
+            raise SpecError(where, "each grid entry is a non-empty list of values")
+        out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
+    _check_keys(estimator, out, path)
+    return out
+
+
+def _number(value: Any, path: str) -> int | float:
+    """A distribution argument: a finite int or float (no bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"a distribution argument is a number, not {value!r}")
+    return _check_literal(value, path)
+
+
+def _build_distribution(value: Mapping[str, Any], allow: Allowlist, path: str) -> Any:
+    unknown = set(value) - {"distribution", "args", "kwds"}
+    if unknown:
+        raise SpecError(path, f"unknown keys {sorted(unknown)}")
+    name = value["distribution"]
+    if not isinstance(name, str) or name not in allow.distributions:
+        raise SpecError(f"{path}.distribution", f"{name!r} is not on the allowlist")
+    args = value.get("args", [])
+    kwds = value.get("kwds", {})
+    if not isinstance(args, list):
+        raise SpecError(f"{path}.args", "args must be a list of numbers")
+    if not isinstance(kwds, Mapping):
+        raise SpecError(f"{path}.kwds", "kwds must be an object of numbers")
+    built_args = [_number(a, f"{path}.args[{i}]") for i, a in enumerate(args)]
+    built_kwds = {}
+    for key, kwd in kwds.items():
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise SpecError(f"{path}.kwds", f"{key!r} is not an argument name")
+        built_kwds[key] = _number(kwd, f"{path}.kwds.{key}")
+
+    import scipy.stats
+
+    generator = getattr(scipy.stats, name, None)
+    if not isinstance(generator, (scipy.stats.rv_continuous, scipy.stats.rv_discrete)):
+        raise SpecError(f"{path}.distribution", f"scipy.stats has no distribution {name!r}")
+    try:
+        frozen = generator(*built_args, **built_kwds)
+        low, high = frozen.support()
+    except Exception as exc:
+        raise SpecError(path, f"{name}(...) failed: {exc}") from None
+    if math.isnan(low) or math.isnan(high):
+        raise SpecError(path, f"invalid arguments for {name}")
+    return frozen
+
+
+def build_distributions(
+    estimator: Any, dists: Any, allow: Allowlist, path: str = "param_distributions"
+) -> Any:
+    """Build randomized-search distributions (dict or list of dicts), checking every key.
+
+    A value is either a non-empty list of spec values (sampled uniformly, as
+    scikit-learn does) or a distribution object, rebuilt as a frozen
+    ``scipy.stats`` distribution.
+    """
+    if isinstance(dists, list):
+        return [
+            build_distributions(estimator, d, allow, f"{path}[{i}]") for i, d in enumerate(dists)
+        ]
+    if not isinstance(dists, Mapping) or not dists:
+        raise SpecError(path, "parameter distributions are a non-empty object")
+    out: dict[str, Any] = {}
+    for key, value in dists.items():
+        where = f"{path}.{key}"
+        if isinstance(value, Mapping) and "distribution" in value:
+            out[key] = _build_distribution(value, allow, where)
+        elif isinstance(value, list) and value:
+            out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(value)]
+        else:
+            raise SpecError(where, "each entry is a non-empty list of values or a distribution")
+    _check_keys(estimator, out, path)
+    return out
+
+
+# -- expressing: objects -> JSON -------------------------------------------------------------
+
+
+def _is_nan(value: Any) -> bool:
+    """A scalar NaN (Python or numpy float); never raises."""
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """Whether a parameter still holds its constructor default.
+
+    The same notion as scikit-learn's repr of "changed" parameters: equal
+    representations (a NaN default matches any NaN), with the types required
+    to agree as well so that ``1`` never stands in for ``1.0`` or ``True``.
+    """
+    if default is inspect.Parameter.empty:
+        return False
+    if value is default:
+        return True
+    if _is_nan(value) and _is_nan(default):
+        return True
+    if type(value) is not type(default):
+        return False
+    try:
+        return repr(value) == repr(default)
+    except Exception:
+        return False
+
+
+def _changed_params(estimator: Any) -> dict[str, Any]:
+    """``get_params(deep=False)`` without the parameters still at their defaults."""
+    try:
+        signature = inspect.signature(type(estimator).__init__)
+    except (TypeError, ValueError):
+        return dict(estimator.get_params(deep=False))
+    defaults = {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    return {
+        key: value
+        for key, value in estimator.get_params(deep=False).items()
+        if not _is_default(value, defaults.get(key, inspect.Parameter.empty))
+    }
+
+
+def _pandas_index(value: Any) -> bool:
+    """A pandas Index (ColumnTransformer columns such as ``df.columns``), if pandas is loaded."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.Index)
+
+
+def _to_literal(value: Any, path: str) -> Any:
+    """A JSON literal for a Python or numpy scalar, or SpecError."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return _check_literal(int(value), path)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if math.isfinite(number) and number != value:  # a longdouble beyond float64
+            raise SpecError(path, f"{value!r} does not fit a float64")
+        return _check_literal(number, path)
+    raise SpecError(path, f"unsupported value of type {type(value).__name__}")
+
+
+def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, Any]:
+    cls = type(estimator)
+    name = allow.name_of_class(cls)
+    if name is None:
+        raise SpecError(
+            _join(path, "class"),
+            f"{cls.__module__}.{cls.__qualname__} is not on the allowlist",
+        )
+    params = {
+        key: _to_spec(value, allow, _join(path, f"params.{key}"))
+        for key, value in _changed_params(estimator).items()
+    }
+    return {"class": name, "params": params}
+
+
+def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
+    if value is None or isinstance(value, (bool, str, int, float, np.generic)):
+        return _to_literal(value, path)
+    if isinstance(value, (list, tuple)):
+        return [_to_spec(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biufU":
+            raise SpecError(path, f"an array of dtype {value.dtype} is not expressible")
+        return _to_spec(value.tolist(), allow, path)
+    if _pandas_index(value):
+        return _to_spec(value.tolist(), allow, path)
+    if isinstance(value, type):
+        raise SpecError(path, f"a class ({value.__qualname__}) is not a value a spec can hold")
+    if hasattr(value, "get_params"):
+        return _estimator_spec(value, allow, path)
+    if isinstance(value, slice):
+        raise SpecError(path, "a slice is not expressible; list the columns or indices instead")
+    if isinstance(value, Mapping):
+        raise SpecError(path, "a dict is not expressible in a spec")
+    if callable(value):
+        name = allow.name_of_function(value)
+        if name is None:
+            label = getattr(value, "__qualname__", None) or type(value).__name__
+            raise SpecError(path, f"function {label} is not on the allowlist")
+        return {"function": name}
+    raise SpecError(path, f"unsupported value of type {type(value).__name__}")
+
+
+def to_spec(obj: Any, allow: Allowlist | None = None, path: str = "") -> Any:
+    """The JSON spec value for ``obj``: an estimator spec, a function reference or a literal.
+
+    Estimators keep only the parameters that differ from their constructor
+    defaults; tuples and numeric arrays become lists and numpy scalars Python
+    ones. Anything a server could not build back (a lambda, a class off the
+    allowlist, a dict, a slice, a non-finite float, ...) raises
+    :class:`SpecError` with its path (``path`` prefixes it).
+    """
+    return _to_spec(obj, default_allowlist() if allow is None else allow, path)
+
+
+def _grid_values(values: Any, allow: Allowlist, where: str, what: str) -> list[Any]:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        values = list(values)
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        raise SpecError(where, f"each {what} entry is a non-empty list of values")
+    return [_to_spec(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def to_grid(grid: Any, allow: Allowlist | None = None, path: str = "param_grid") -> Any:
+    """The JSON form of a parameter grid (dict or list of dicts of value lists)."""
+    allow = default_allowlist() if allow is None else allow
+    if isinstance(grid, (list, tuple)):
+        return [to_grid(g, allow, f"{path}[{i}]") for i, g in enumerate(grid)]
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpecError(path, "a parameter grid is a non-empty dict of lists")
+    out: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        where = f"{path}.{key}"
+        if not isinstance(key, str):
+            raise SpecError(where, "a parameter name is a string")
+        out[key] = _grid_values(values, allow, where, "grid")
+    return out
+
+
+def _distribution_spec(value: Any, allow: Allowlist, path: str) -> dict[str, Any]:
+    import scipy.stats
+
+    generator: Any = getattr(value, "dist", None)
+    name = getattr(generator, "name", None)
+    if not isinstance(name, str) or name not in allow.distributions:
+        raise SpecError(
+            f"{path}.distribution",
+            f"only frozen scipy.stats distributions named {sorted(allow.distributions)} "
+            f"are expressible, not {type(value).__name__} {name or ''}".rstrip(),
+        )
+    known: Any = getattr(scipy.stats, name)
+    args = list(getattr(value, "args", ()))
+    kwds = dict(getattr(value, "kwds", {}))
+    try:
+        same = type(generator) is type(known) and type(value) is type(known(*args, **kwds))
+    except Exception:
+        same = False
+    if not same:
+        raise SpecError(path, f"{name} is not the scipy.stats distribution of that name")
+    return {
+        "distribution": name,
+        "args": [_number(_to_literal(a, p), p) for a, p in _arg_paths(args, f"{path}.args")],
+        "kwds": {
+            k: _number(_to_literal(v, f"{path}.kwds.{k}"), f"{path}.kwds.{k}")
+            for k, v in kwds.items()
+        },
+    }
+
+
+def _arg_paths(args: list[Any], path: str) -> list[tuple[Any, str]]:
+    return [(a, f"{path}[{i}]") for i, a in enumerate(args)]
+
+
+def to_distributions(
+    dists: Any, allow: Allowlist | None = None, path: str = "param_distributions"
+) -> Any:
+    """The JSON form of randomized-search distributions (dict or list of dicts).
+
+    A value is a list of candidate values (each through :func:`to_spec`) or a
+    frozen ``scipy.stats`` distribution named in ``allow.distributions``.
+    """
+    allow = default_allowlist() if allow is None else allow
+    if isinstance(dists, (list, tuple)):
+        return [to_distributions(d, allow, f"{path}[{i}]") for i, d in enumerate(dists)]
+    if not isinstance(dists, Mapping) or not dists:
+        raise SpecError(path, "parameter distributions are a non-empty dict")
+    out: dict[str, Any] = {}
+    for key, value in dists.items():
+        where = f"{path}.{key}"
+        if not isinstance(key, str):
+            raise SpecError(where, "a parameter name is a string")
+        if hasattr(value, "rvs"):
+            out[key] = _distribution_spec(value, allow, where)
+        else:
+            out[key] = _grid_values(value, allow, where, "distribution")
+    return out

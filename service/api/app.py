@@ -1,0 +1,142 @@
+"""The FastAPI application and the services it holds for its lifetime.
+
+``create_app(settings)`` builds the app; its lifespan opens the database
+(upgrading the schema, or refusing a newer one), the dataset store, the
+result cache, the dask client (an in-process LocalCluster unless a
+scheduler address is set) and the job runner, and closes them in reverse.
+Tests hand in their own dask client so one cluster serves the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from ..db import migrate
+from ..db.session import Database
+from ..engine.search import SearchRunner
+from ..runner.jobs import JobRunner
+from ..settings import Settings, get_settings
+from ..store.cache import ResultCache
+from ..store.datasets import DatasetStore
+from . import problems
+
+log = logging.getLogger("memogrid.api")
+
+API_PREFIX = "/v1"
+
+
+@dataclass
+class Services:
+    """What the routes reach through ``request.app.state.services``."""
+
+    settings: Settings
+    db: Database
+    store: DatasetStore
+    cache: ResultCache
+    search: SearchRunner
+    runner: JobRunner
+    allow: Any
+    schema_revision: str | None
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services, Any]:
+    """Open everything the service needs; returns it and the client it made (or None)."""
+    from memogrid.spec import Allowlist
+
+    from ..engine.cluster import make_client
+
+    db = Database(settings.effective_database_url)
+    if settings.migrate_on_start:
+        revision = migrate.upgrade(db.write_engine)
+    else:
+        revision = migrate.check(db.write_engine)
+        if revision not in migrate.heads():
+            raise migrate.SchemaTooNew(
+                f"the database is at schema revision {revision!r}, not the current "
+                f"{sorted(migrate.heads())}: run `memogrid migrate upgrade` first"
+            )
+    store = DatasetStore(settings.datasets_dir)
+    cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
+    made = None
+    if dask_client is None:
+        made = dask_client = make_client(
+            settings.scheduler_address or None, n_workers=settings.n_workers or None
+        )
+    allow = Allowlist.default(settings.extra_estimators)
+    search = SearchRunner(dask_client, store, cache)
+    runner = JobRunner(
+        db,
+        search,
+        allow,
+        settings.estimators_dir,
+        max_concurrent=settings.max_concurrent_jobs,
+        lease_seconds=settings.lease_seconds,
+    )
+    return Services(settings, db, store, cache, search, runner, allow, revision), made
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    dask_client: Any = None,
+    start_runner: bool = True,
+) -> FastAPI:
+    """The memogrid API. ``dask_client`` overrides the configured cluster."""
+    from .datasets import router as datasets_router
+    from .jobs import router as jobs_router
+    from .queries import router as queries_router
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or get_settings()
+        svc, made = open_services(cfg, dask_client)
+        app.state.services = svc
+        if start_runner:
+            svc.runner.start()
+        log.info("memogrid serving; data in %s", cfg.data_dir)
+        try:
+            yield
+        finally:
+            svc.runner.stop()
+            if made is not None:
+                from ..engine.cluster import close_client
+
+                close_client(made)
+            svc.cache.close()
+            svc.db.dispose()
+
+    from .. import __doc__ as service_doc
+
+    app = FastAPI(
+        title="memogrid",
+        version=_version(),
+        summary="A persistent, memoizing grid-search service for scikit-learn",
+        description=(service_doc or "").strip(),
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        redoc_url=None,
+    )
+    problems.install(app)
+    for router in (datasets_router, jobs_router, queries_router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memogrid")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"

@@ -1,0 +1,305 @@
+"""``/v1/jobs``: submit, read, list, cancel; results and the best estimator."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy import and_, or_, select, update
+
+from ..db.models import Job, JobDataset, SplitResult
+from ..db.ops import aware, json_number, utcnow
+from ..runner.jobs import dataset_lookup
+from ..runner.states import InvalidTransition, JobEvent, JobState, transition
+from ..specs.jobs import compile_job
+from .app import API_PREFIX, Services, services
+from .problems import Problem, ProblemBody
+from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progress, SplitOut
+
+router = APIRouter(tags=["jobs"])
+
+JobPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
+_PROBLEM = {"model": ProblemBody}
+
+
+def job_url(job_id: str) -> str:
+    return f"{API_PREFIX}/jobs/{job_id}"
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        url=job_url(job.id),
+        state=job.state,  # type: ignore[arg-type]
+        kind=job.kind,  # type: ignore[arg-type]
+        dataset=job.x_id,
+        created_at=aware(job.created_at),  # type: ignore[arg-type]
+        started_at=aware(job.started_at),
+        finished_at=aware(job.finished_at),
+        error=job.error,
+        n_candidates=job.n_candidates,
+        n_splits=job.n_splits,
+        progress=Progress(
+            done=job.progress_done,
+            total=job.progress_total,
+            cache_hits=job.cache_hits,
+            cache_misses=job.cache_misses,
+            fits=job.fits,
+        ),
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+    )
+
+
+def get_job(svc: Services, job_id: str) -> Job:
+    with svc.db.read() as s:
+        job = s.get(Job, job_id)
+    if job is None:
+        raise Problem(404, f"job {job_id} not found")
+    return job
+
+
+def require_json(request: Request) -> None:
+    """A JSON body and nothing else: anything else is a 415, never parsed."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise Problem(
+            415, f"content type {ctype or 'none'!r} is not accepted: send application/json"
+        )
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={400: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
+    dependencies=[Depends(require_json)],
+)
+def submit_job(
+    body: JobRequest, response: Response, svc: Annotated[Services, Depends(services)]
+) -> JobAccepted:
+    """Queue a grid or randomized search over uploaded datasets.
+
+    The spec is validated in full before the job is accepted: every class
+    and function against the allowlist, every grid key against the
+    estimator, every dataset id, X/y lengths and the grid-size cap.
+    """
+    request = body.model_dump(mode="json", exclude_unset=True)
+    compiled = compile_job(
+        request,
+        svc.allow,
+        dataset_lookup(svc.db),
+        grid_max_fits=svc.settings.grid_max_fits,
+    )
+    job_id = uuid.uuid4().hex
+    with svc.db.write() as s:
+        s.add(
+            Job(
+                id=job_id,
+                state=JobState.QUEUED.value,
+                kind=compiled.kind,
+                request=request,
+                x_id=compiled.datasets["X"],
+                created_at=utcnow(),
+                n_candidates=compiled.n_candidates,
+                n_splits=compiled.n_splits,
+                progress_done=0,
+                progress_total=compiled.n_candidates * compiled.n_splits,
+                cache_hits=0,
+                cache_misses=0,
+                fits=0,
+                cancel_requested=False,
+                attempts=0,
+                has_estimator=False,
+            )
+        )
+        s.flush()
+        for role, did in compiled.datasets.items():
+            s.add(JobDataset(job_id=job_id, role=role, dataset_id=did))
+    svc.runner.wake()
+    response.headers["Location"] = job_url(job_id)
+    return JobAccepted(id=job_id, url=job_url(job_id), state=JobState.QUEUED.value)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: _PROBLEM})
+def read_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobOut:
+    """A job's state, times, error and progress (fits done of total, cache hits)."""
+    return job_out(get_job(svc, job_id))
+
+
+def _encode_cursor(job: Job) -> str:
+    created = aware(job.created_at)
+    assert created is not None
+    raw = f"{created.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), job_id
+    except Exception:
+        raise Problem(
+            422,
+            "cursor is not one this service handed out",
+            [{"path": "cursor", "message": "bad cursor"}],
+        ) from None
+
+
+@router.get("/jobs", response_model=JobList, responses={422: _PROBLEM})
+def list_jobs(
+    svc: Annotated[Services, Depends(services)],
+    state: Annotated[
+        list[Literal["queued", "running", "succeeded", "failed", "cancelled"]] | None,
+        Query(description="keep jobs in these states"),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9a-f]{64}$", description="keep jobs that read this dataset"),
+    ] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobList:
+    """Jobs, newest first, filtered and paginated (pass ``next_cursor`` back)."""
+    q = select(Job)
+    if state:
+        q = q.where(Job.state.in_(state))
+    if dataset:
+        q = q.where(Job.id.in_(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset)))
+    if created_after:
+        q = q.where(Job.created_at >= _utc(created_after))
+    if created_before:
+        q = q.where(Job.created_at < _utc(created_before))
+    if cursor:
+        c_created, c_id = _decode_cursor(cursor)
+        q = q.where(
+            or_(
+                Job.created_at < c_created,
+                and_(Job.created_at == c_created, Job.id < c_id),
+            )
+        )
+    q = q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with svc.db.read() as s:
+        jobs = list(s.scalars(q))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return JobList(
+        items=[job_out(j) for j in jobs],
+        next_cursor=_encode_cursor(jobs[-1]) if more and jobs else None,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+def cancel_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobOut:
+    """Cancel a queued job at once, or ask the runner to stop a running one."""
+    with svc.db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise Problem(404, f"job {job_id} not found")
+        try:
+            after = transition(job.state, JobEvent.CANCEL)
+        except InvalidTransition as exc:
+            raise Problem(409, f"job {job_id}: {exc}") from None
+        if job.state == JobState.QUEUED.value:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+                .values(state=after.value, finished_at=utcnow(), cancel_requested=True)
+            )
+        else:
+            s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    return job_out(get_job(svc, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/results",
+    response_model=JobResults,
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+def job_results(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobResults:
+    """``cv_results_`` in scikit-learn's keys (columnar, lossless), best index, params, score."""
+    job = get_job(svc, job_id)
+    if job.state != JobState.SUCCEEDED.value or job.cv_results is None:
+        why = f": {job.error}" if job.error else ""
+        raise Problem(409, f"job {job_id} is {job.state}, results exist once it succeeded{why}")
+    return JobResults(
+        id=job.id,
+        cv_results=job.cv_results,
+        best_index=job.best_index,
+        best_params=job.best_params,
+        best_score=json_number(job.best_score) if job.best_score is not None else None,
+        refit_metric=job.refit_metric,
+        n_splits=job.n_splits,
+        multimetric=isinstance(job.request.get("scoring"), (list, dict)),
+        has_estimator=job.has_estimator,
+        warnings=job.warnings or [],
+        stats=job.stats or {},
+    )
+
+
+@router.get("/jobs/{job_id}/splits", response_model=list[SplitOut], responses={404: _PROBLEM})
+def job_splits(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> list[SplitOut]:
+    """Every (candidate, split) result written so far, also while the job runs."""
+    get_job(svc, job_id)
+    with svc.db.read() as s:
+        rows = s.scalars(
+            select(SplitResult)
+            .where(SplitResult.job_id == job_id)
+            .order_by(SplitResult.candidate, SplitResult.split)
+        ).all()
+    return [
+        SplitOut(
+            candidate=r.candidate,
+            split=r.split,
+            test_scores=r.test_scores,
+            train_scores=r.train_scores,
+            fit_time=r.fit_time,
+            score_time=r.score_time,
+            fit_failed=r.fit_failed,
+            cached=r.cached,
+        )
+        for r in rows
+    ]
+
+
+@router.get(
+    "/jobs/{job_id}/estimator",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "a skops file"},
+        404: _PROBLEM,
+        409: _PROBLEM,
+    },
+)
+def job_estimator(
+    job_id: JobPath, request: Request, svc: Annotated[Services, Depends(services)]
+) -> FileResponse:
+    """The refit best estimator as a skops file (load it with its types audited)."""
+    job = get_job(svc, job_id)
+    if job.state != JobState.SUCCEEDED.value:
+        raise Problem(
+            409, f"job {job_id} is {job.state}; the best estimator exists once it succeeded"
+        )
+    path = svc.settings.estimators_dir / f"{job_id}.skops"
+    if not job.has_estimator or not path.exists():
+        raise Problem(404, f"job {job_id} has no refit estimator (it ran with refit=False)")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"memogrid-{job_id}.skops"
+    )

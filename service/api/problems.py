@@ -1,0 +1,109 @@
+"""RFC 9457 problem details for every error the API answers.
+
+Routes raise :class:`Problem` (or let a :class:`~memogrid.spec.SpecError`
+through); FastAPI's own validation errors and HTTP exceptions are turned
+into the same shape, so a client reads one format whatever went wrong:
+
+    {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
+     "detail": "param_grid.clf__C: ...", "errors": [{"path": ..., "message": ...}]}
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memogrid.spec import SpecError
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemItem(BaseModel):
+    path: str
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """The body of every error answer (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[ProblemItem] = []
+
+
+class Problem(Exception):
+    """An error answer: status, a message naming the problem, optional items."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "errors": errors or [],
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "<body>"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem body."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc.status, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(SpecError)
+    async def _spec(request: Request, exc: SpecError) -> JSONResponse:
+        return problem_response(
+            request, 422, str(exc), [{"path": exc.path, "message": exc.message}]
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        items = [{"path": _loc(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{i['path']}: {i['message']}" for i in items) or "invalid request"
+        return problem_response(request, 422, detail, items)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(request, exc.status_code, detail, headers=headers)

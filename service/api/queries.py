@@ -1,0 +1,114 @@
+"""Cross-job queries (leaderboard, results by parameter value), cache and health."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
+
+from ..db.models import Candidate, CandidateParam, Job
+from ..db.ops import aware
+from ..runner.jobs import param_key, param_text
+from .app import Services, services
+from .datasets import DatasetPath
+from .problems import Problem, ProblemBody
+from .schemas import CacheStats, CandidateOut, Health
+
+router = APIRouter(tags=["queries"])
+_PROBLEM = {"model": ProblemBody}
+
+
+def _candidate_out(c: Candidate, created: datetime) -> CandidateOut:
+    return CandidateOut(
+        job_id=c.job_id,
+        candidate=c.idx,
+        metric=c.metric,
+        params=c.params,
+        mean_score=c.mean_score,
+        std_score=c.std_score,
+        rank=c.rank,
+        created_at=aware(created) or created,
+    )
+
+
+@router.get("/datasets/{dataset_id}/leaderboard", response_model=list[CandidateOut])
+def leaderboard(
+    dataset_id: DatasetPath,
+    svc: Annotated[Services, Depends(services)],
+    metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[CandidateOut]:
+    """The best candidates over every finished job on this dataset (X), best first."""
+    q = (
+        select(Candidate, Job.created_at)
+        .join(Job, Job.id == Candidate.job_id)
+        .where(Candidate.dataset_id == dataset_id, Candidate.mean_score.is_not(None))
+    )
+    if metric:
+        q = q.where(Candidate.metric == metric)
+    q = q.order_by(Candidate.mean_score.desc(), Candidate.job_id, Candidate.idx).limit(limit)
+    with svc.db.read() as s:
+        rows = s.execute(q).all()
+    return [_candidate_out(c, created) for c, created in rows]
+
+
+@router.get("/results", response_model=list[CandidateOut], responses={422: _PROBLEM})
+def results_by_param(
+    svc: Annotated[Services, Depends(services)],
+    param: Annotated[str, Query(max_length=255, description="a grid key, e.g. clf__C")],
+    value: Annotated[
+        str, Query(max_length=100_000, description='the value as JSON, e.g. 10 or "l2"')
+    ],
+    dataset: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[CandidateOut]:
+    """Every candidate, over all jobs, whose parameter ``param`` had ``value``."""
+    try:
+        text = param_text(json.loads(value))
+    except ValueError:
+        raise Problem(
+            422,
+            f'value {value!r} is not JSON (a string value is quoted: "l2")',
+            [{"path": "value", "message": "not JSON"}],
+        ) from None
+    q = (
+        select(Candidate, Job.created_at)
+        .join(
+            CandidateParam,
+            (CandidateParam.job_id == Candidate.job_id) & (CandidateParam.idx == Candidate.idx),
+        )
+        .join(Job, Job.id == Candidate.job_id)
+        .where(CandidateParam.name == param, CandidateParam.value_key == param_key(text))
+    )
+    if dataset:
+        q = q.where(Candidate.dataset_id == dataset)
+    q = q.order_by(CandidateParam.job_id, CandidateParam.idx).limit(limit)
+    with svc.db.read() as s:
+        rows = s.execute(q).all()
+    return [_candidate_out(c, created) for c, created in rows]
+
+
+@router.get("/cache", response_model=CacheStats)
+def cache_stats(svc: Annotated[Services, Depends(services)]) -> CacheStats:
+    """The shared result cache: entries, bytes on disk, size limit."""
+    return CacheStats(
+        entries=len(svc.cache),
+        volume=svc.cache.volume(),
+        size_limit=svc.settings.cache_size_limit,
+        directory=str(svc.settings.cache_dir),
+    )
+
+
+@router.get("/health", response_model=Health)
+def health(svc: Annotated[Services, Depends(services)]) -> Health:
+    """Liveness: the database answers."""
+    from sqlalchemy import text
+
+    from .app import _version
+
+    with svc.db.read() as s:
+        s.execute(text("SELECT 1"))
+    return Health(status="ok", version=_version(), schema_revision=svc.schema_revision)

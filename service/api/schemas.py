@@ -1,0 +1,139 @@
+"""Request and response bodies, as pydantic models (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DatasetId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 content id")]
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+JSONValue = Any
+
+
+class DatasetOut(BaseModel):
+    id: str
+    kind: Literal["array", "frame"]
+    shape: list[int]
+    dtype: str | None = Field(None, description="numpy dtype string (arrays)")
+    columns: list[list[str]] | None = Field(None, description="[[name, arrow type], ...] (frames)")
+    size: int = Field(description="bytes on disk")
+    created_at: datetime
+
+
+class JobRequest(BaseModel):
+    """A search to run. Estimators and grid values use the JSON spec format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: dict[str, JSONValue] = Field(
+        description='{"class": "sklearn.decomposition.PCA", "params": {...}}'
+    )
+    param_grid: dict[str, list[JSONValue]] | list[dict[str, list[JSONValue]]] | None = None
+    param_distributions: dict[str, JSONValue] | list[dict[str, JSONValue]] | None = None
+    n_iter: int = Field(10, ge=1, le=10_000_000)
+    random_state: int | None = Field(None, ge=0, le=2**32 - 1)
+    X: DatasetId
+    y: DatasetId | None = None
+    groups: DatasetId | None = None
+    cv: int | dict[str, JSONValue] | None = Field(
+        None, description="number of folds or a splitter spec; null means 5 (stratified)"
+    )
+    scoring: str | list[str] | dict[str, str] | None = None
+    refit: bool | str = True
+    error_score: Literal["raise", "nan"] | float = "nan"
+    return_train_score: bool = False
+    fit_params: dict[str, DatasetId] = Field(
+        default_factory=dict, description="fit parameters (e.g. sample_weight) as dataset ids"
+    )
+
+
+class JobAccepted(BaseModel):
+    id: str
+    url: str
+    state: str
+
+
+class Progress(BaseModel):
+    """Distinct (candidate, split) results done of total; cache lookups of
+    steps and results that hit, and those that missed (each miss is a fit)."""
+
+    done: int
+    total: int
+    cache_hits: int
+    cache_misses: int
+    fits: int
+
+
+class JobOut(BaseModel):
+    id: str
+    url: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    kind: Literal["grid", "random"]
+    dataset: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    n_candidates: int
+    n_splits: int
+    progress: Progress
+    cancel_requested: bool
+    attempts: int
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
+
+
+class JobResults(BaseModel):
+    id: str
+    cv_results: dict[str, JSONValue] = Field(
+        description="scikit-learn's cv_results_, columnar; see memogrid.wire"
+    )
+    best_index: int | None
+    best_params: JSONValue = None
+    best_score: float | str | None = Field(None, description='"NaN"/"Infinity" when not finite')
+    refit_metric: str | None
+    n_splits: int
+    multimetric: bool
+    has_estimator: bool
+    warnings: list[str]
+    stats: dict[str, JSONValue]
+
+
+class SplitOut(BaseModel):
+    candidate: int
+    split: int
+    test_scores: dict[str, float | str]
+    train_scores: dict[str, float | str] | None
+    fit_time: float
+    score_time: float
+    fit_failed: bool
+    cached: bool
+
+
+class CandidateOut(BaseModel):
+    job_id: str
+    candidate: int
+    metric: str
+    params: dict[str, JSONValue]
+    mean_score: float | None
+    std_score: float | None
+    rank: int
+    created_at: datetime
+
+
+class CacheStats(BaseModel):
+    entries: int
+    volume: int = Field(description="bytes on disk")
+    size_limit: int
+    directory: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    schema_revision: str | None

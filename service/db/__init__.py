@@ -1,0 +1,1 @@
+"""SQL persistence: models, sessions and schema migrations."""

@@ -1,0 +1,68 @@
+"""Schema migrations through Alembic, run from code or the CLI.
+
+The migration scripts ship inside the package (``memogrid_service.migrations``,
+the repository's top-level ``migrations/``), so an installed service can
+upgrade its own database. A database stamped with a revision this code does
+not know was migrated by a newer memogrid: the service refuses to run on it
+rather than guess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer memogrid than this one."""
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    from memogrid_service import migrations
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    if engine is not None:
+        url = engine.url.render_as_string(hide_password=False)
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def heads() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current(engine: Engine) -> str | None:
+    """The database's revision, ``None`` for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check(engine: Engine) -> str | None:
+    """Raise :class:`SchemaTooNew` if the database is ahead of this code."""
+    rev = current(engine)
+    if rev is None:
+        return None
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {s.revision for s in script.walk_revisions()}
+    if rev not in known:
+        raise SchemaTooNew(
+            f"the database is at schema revision {rev!r}, which this memogrid does not "
+            "know: it was migrated by a newer version; upgrade memogrid instead"
+        )
+    return rev
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Bring the schema up to ``revision``; refuse a database that is ahead."""
+    check(engine)
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return current(engine)

@@ -1,0 +1,63 @@
+"""Small SQL helpers shared by the runner and the routes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import CursorResult
+from sqlalchemy.orm import Session
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def json_number(value: Any) -> Any:
+    """A float as JSON allows it: non-finite values become their names."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def from_json_number(value: Any) -> Any:
+    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    return value
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (a ``CursorResult``'s count)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def insert_ignoring_duplicates(session: Session, model: Any, rows: Iterable[Mapping]) -> None:
+    """Insert rows, skipping any whose primary key is already there.
+
+    A result row is written once even when a resumed job reports it again.
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(model).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    session.execute(stmt, rows)

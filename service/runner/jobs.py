@@ -1,0 +1,481 @@
+"""The job runner: claims queued jobs from SQL and runs them on the engine.
+
+One background thread polls for queued jobs and claims one at a time with
+a guarded ``UPDATE ... WHERE state = 'queued'`` (so two runners never run
+the same job); each claimed job runs in its own thread, up to
+``max_concurrent``. A heartbeat thread extends the lease on every running
+job and turns a cancel request written by the API into the engine's cancel
+event. A job whose lease lapsed (its runner died) is requeued and run again:
+its finished fits come back from the cache and its result rows are written
+once (``insert_ignoring_duplicates``).
+
+Every state change goes through :func:`~memogrid_service.runner.states.transition`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+
+from memogrid.spec import Allowlist, SpecError
+
+from ..db.models import Candidate, CandidateParam, Dataset, Job, SplitResult
+from ..db.ops import insert_ignoring_duplicates, json_number, rowcount, utcnow
+from ..db.session import Database
+from ..engine.search import SearchCancelled, SearchRunner, SearchStats
+from ..engine.tasks import ScoreOutput
+from ..specs.jobs import DatasetShape, compile_job
+from ..store.datasets import DataRef
+from .states import InvalidTransition, JobEvent, JobState, transition
+
+log = logging.getLogger("memogrid.runner")
+
+
+def dataset_lookup(db: Database) -> Callable[[str], DatasetShape | None]:
+    """Dataset shapes from SQL, for :func:`compile_job`."""
+
+    def lookup(did: str) -> DatasetShape | None:
+        with db.read() as s:
+            ds = s.get(Dataset, did)
+            return None if ds is None else DatasetShape(int(ds.shape[0]), ds.kind)
+
+    return lookup
+
+
+def _split_row(job_id: str, cand: int, split: int, o: ScoreOutput) -> dict[str, Any]:
+    r = o.result
+
+    def number(v: Any) -> Any:
+        # a failed fit under error_score="raise" carries no score: keep NaN
+        return json_number(float(v)) if isinstance(v, (int, float, np.number)) else "NaN"
+
+    def scores(value: Any) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return {k: number(v) for k, v in value.items()}
+        return {"score": number(value)}
+
+    return {
+        "job_id": job_id,
+        "candidate": cand,
+        "split": split,
+        "test_scores": scores(r.get("test_scores")) or {},
+        "train_scores": scores(r.get("train_scores")),
+        "fit_time": float(r.get("fit_time", 0.0)),
+        "score_time": float(r.get("score_time", 0.0)),
+        "fit_failed": r.get("fit_error") is not None,
+        "cached": o.final == "hit",
+    }
+
+
+class _Recorder:
+    """Buffers split results and progress; writes them to SQL in batches."""
+
+    def __init__(self, db: Database, job_id: str, grid: list[list[str]], interval: float = 0.5):
+        self.db, self.job_id, self.interval = db, job_id, interval
+        self.where: dict[str, list[tuple[int, int]]] = {}
+        for cand, row in enumerate(grid):
+            for split, skey in enumerate(row):
+                self.where.setdefault(skey, []).append((cand, split))
+        self.rows: list[dict[str, Any]] = []
+        # the engine's own counting, kept live: hits and fits of steps and scores
+        self.stats = SearchStats()
+        self._seen_steps: set[str] = set()
+        self.done = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def on_result(self, skey: str, o: ScoreOutput) -> None:
+        with self._lock:
+            self.done += 1
+            SearchRunner._count(o, self._seen_steps, self.stats)
+            for cand, split in self.where.get(skey, ()):
+                self.rows.append(_split_row(self.job_id, cand, split, o))
+
+    def on_progress(self, done: int, total: int, hits: int, o: ScoreOutput | None) -> None:
+        import time
+
+        now = time.monotonic()
+        with self._lock:
+            due = now - self._last >= self.interval or done == total
+            if due:
+                self._last = now
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self.rows = self.rows, []
+            done, stats = self.done, self.stats
+            hits, misses = stats.hits, stats.misses
+        with self.db.write() as s:
+            insert_ignoring_duplicates(s, SplitResult, rows)
+            s.execute(
+                update(Job)
+                .where(Job.id == self.job_id)
+                .values(
+                    progress_done=done,
+                    cache_hits=hits,
+                    cache_misses=misses,
+                    fits=misses,
+                )
+            )
+
+
+@dataclass
+class _Active:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class JobRunner:
+    """Runs queued jobs from the database on a :class:`SearchRunner`."""
+
+    def __init__(
+        self,
+        db: Database,
+        search: SearchRunner,
+        allow: Allowlist,
+        estimators_dir: Path,
+        *,
+        max_concurrent: int = 2,
+        poll_interval: float = 0.2,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 3,
+    ):
+        self.db = db
+        self.search = search
+        self.allow = allow
+        self.estimators_dir = Path(estimators_dir)
+        self.estimators_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._active: dict[str, _Active] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self) -> None:
+        for name, target in (("memogrid-runner", self._loop), ("memogrid-lease", self._beat)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def wake(self) -> None:
+        """A job was queued: look for it now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; cancel and requeue running jobs so none is lost."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            active = list(self._active.items())
+        for _, a in active:
+            a.cancel.set()
+        for _, a in active:
+            if a.thread is not None:
+                a.thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
+
+    @property
+    def active_jobs(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    # -- claiming ---------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.requeue_expired()
+                while len(self.active_jobs) < self.max_concurrent and not self._stop.is_set():
+                    job_id = self.claim()
+                    if job_id is None:
+                        break
+                    a = _Active()
+                    with self._lock:
+                        self._active[job_id] = a
+                    a.thread = threading.Thread(
+                        target=self._run, args=(job_id, a), name=f"memogrid-job-{job_id[:8]}"
+                    )
+                    a.thread.start()
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("job runner loop failed; retrying")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def claim(self) -> str | None:
+        """Claim the oldest queued job; ``None`` when there is none."""
+        new_state = transition(JobState.QUEUED, JobEvent.CLAIM)
+        with self.db.write() as s:
+            job_id = s.scalars(
+                select(Job.id)
+                .where(Job.state == JobState.QUEUED.value)
+                .order_by(Job.created_at, Job.id)
+                .limit(1)
+            ).first()
+            if job_id is None:
+                return None
+            now = utcnow()
+            claimed = rowcount(
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+                    .values(
+                        state=new_state.value,
+                        started_at=now,
+                        lease_owner=self.owner,
+                        lease_expires=now + self.lease,
+                        attempts=Job.attempts + 1,
+                    )
+                )
+            )
+        return job_id if claimed == 1 else None
+
+    def requeue_expired(self) -> int:
+        """Requeue running jobs whose runner stopped renewing its lease."""
+        state = transition(JobState.RUNNING, JobEvent.REQUEUE)
+        with self.db.write() as s:
+            n = rowcount(
+                s.execute(
+                    update(Job)
+                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires < utcnow())
+                    .values(state=state.value, lease_owner=None, lease_expires=None)
+                )
+            )
+        if n:
+            log.warning("requeued %d job(s) whose runner stopped renewing its lease", n)
+        return n
+
+    def _beat(self) -> None:
+        interval = max(0.2, min(self.lease.total_seconds() / 3, 0.5))
+        while not self._stop.wait(interval):
+            with self._lock:
+                active = dict(self._active)
+            if not active:
+                continue
+            try:
+                with self.db.write() as s:
+                    s.execute(
+                        update(Job)
+                        .where(Job.id.in_(active), Job.lease_owner == self.owner)
+                        .values(lease_expires=utcnow() + self.lease)
+                    )
+                    wanted = s.scalars(
+                        select(Job.id).where(Job.id.in_(active), Job.cancel_requested)
+                    ).all()
+                for job_id in wanted:
+                    active[job_id].cancel.set()
+            except Exception:
+                log.exception("lease heartbeat failed; retrying")
+
+    # -- running ----------------------------------------------------------
+    def _finish(self, job_id: str, event: JobEvent, **values: Any) -> bool:
+        """Move a job this runner holds to its final state."""
+        state = transition(JobState.RUNNING, event)
+        with self.db.write() as s:
+            n = rowcount(
+                s.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.RUNNING.value,
+                        Job.lease_owner == self.owner,
+                    )
+                    .values(
+                        state=state.value,
+                        finished_at=utcnow(),
+                        lease_owner=None,
+                        lease_expires=None,
+                        **values,
+                    )
+                )
+            )
+        return n == 1
+
+    def _run(self, job_id: str, active: _Active) -> None:
+        try:
+            self._execute(job_id, active)
+        except SearchCancelled:
+            if self._stop.is_set() and not self._cancel_requested(job_id):
+                self._requeue(job_id)  # shutting down: another start resumes it
+            else:
+                self._finish(job_id, JobEvent.CANCEL)
+        except InvalidTransition:
+            log.exception("job %s changed state under its runner", job_id)
+        except Exception as exc:
+            log.info("job %s failed: %s", job_id, exc)
+            self._finish(job_id, JobEvent.FAIL, error=_describe(exc))
+        finally:
+            with self._lock:
+                self._active.pop(job_id, None)
+            self._wake.set()
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self.db.read() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def _requeue(self, job_id: str) -> None:
+        state = transition(JobState.RUNNING, JobEvent.REQUEUE)
+        with self.db.write() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == self.owner)
+                .values(state=state.value, lease_owner=None, lease_expires=None)
+            )
+
+    def _execute(self, job_id: str, active: _Active) -> None:
+        with self.db.read() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            request, cancel_requested = job.request, job.cancel_requested
+        if cancel_requested:
+            raise SearchCancelled()
+        compiled = compile_job(request, self.allow, dataset_lookup(self.db), grid_max_fits=2**62)
+        root = str(self.search.store.root)
+
+        def resolve(did: str) -> DataRef:
+            return DataRef(root, did)
+
+        y = compiled.datasets.get("y")
+        prepared = self.search.prepare(
+            compiled.estimator,
+            resolve(compiled.datasets["X"]),
+            resolve(y) if y is not None else None,
+            **compiled.engine_kwargs(resolve),
+        )
+        with self.db.write() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    n_candidates=len(prepared.candidates),
+                    n_splits=prepared.n_splits,
+                    progress_total=prepared.total,
+                    refit_metric=prepared.refit_metric,
+                )
+            )
+        recorder = _Recorder(self.db, job_id, prepared.plan.grid)
+        result = self.search.run(
+            prepared,
+            on_progress=recorder.on_progress,
+            cancel=active.cancel,
+            on_result=recorder.on_result,
+            reemit_warnings=False,
+        )
+        recorder.flush()
+        self._store_result(job_id, compiled.datasets["X"], prepared.refit_metric, result)
+
+    def _store_result(self, job_id: str, x_id: str, metric: str, result: Any) -> None:
+        from memogrid.spec import to_spec
+        from memogrid.wire import encode_cv_results, encode_value
+
+        def value_json(v: Any) -> Any:
+            return to_spec(v, self.allow)
+
+        cv = result.cv_results_
+        encoded = encode_cv_results(cv, value_json)
+        has_estimator = False
+        if result.best_estimator_ is not None:
+            import skops.io as sio
+
+            path = self.estimators_dir / f"{job_id}.skops"
+            tmp = path.with_suffix(".tmp")
+            sio.dump(result.best_estimator_, tmp)
+            os.replace(tmp, path)
+            has_estimator = True
+        means = cv.get(f"mean_test_{metric}")
+        stds = cv.get(f"std_test_{metric}")
+        ranks = cv.get(f"rank_test_{metric}")
+        candidates, params = [], []
+        for i, p in enumerate(cv["params"]):
+            p_json = {k: value_json(v) for k, v in p.items()}
+            candidates.append(
+                {
+                    "job_id": job_id,
+                    "idx": i,
+                    "dataset_id": x_id,
+                    "metric": metric,
+                    "params": p_json,
+                    "mean_score": _finite_or_none(means[i]) if means is not None else None,
+                    "std_score": _finite_or_none(stds[i]) if stds is not None else None,
+                    "rank": int(ranks[i]) if ranks is not None else 0,
+                }
+            )
+            for name, value in p_json.items():
+                text = param_text(value)
+                params.append(
+                    {
+                        "job_id": job_id,
+                        "idx": i,
+                        "name": name,
+                        "value": text,
+                        "value_key": param_key(text),
+                    }
+                )
+        with self.db.write() as s:
+            insert_ignoring_duplicates(s, Candidate, candidates)
+            insert_ignoring_duplicates(s, CandidateParam, params)
+        best_score = result.best_score_
+        done = self._finish(
+            job_id,
+            JobEvent.SUCCEED,
+            cv_results=encoded,
+            best_index=result.best_index_,
+            best_score=None if best_score is None else _finite_or_none(best_score),
+            best_params=(
+                None
+                if result.best_params_ is None
+                else encode_value(result.best_params_, value_json)
+            ),
+            warnings=list(result.warnings),
+            stats=result.stats.as_dict(),
+            has_estimator=has_estimator,
+        )
+        if not done:
+            raise SearchCancelled()
+
+
+def param_text(value: Any) -> str:
+    """The canonical JSON text of a parameter value (sorted keys, no spaces)."""
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def param_key(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _finite_or_none(value: Any) -> float | None:
+    import math
+
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SpecError):
+        return f"invalid job: {exc}"
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:4000]

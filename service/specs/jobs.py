@@ -1,0 +1,269 @@
+"""Job requests: validated JSON in, the engine's arguments out.
+
+:func:`compile_job` is the one place a submitted job becomes Python objects.
+The API calls it to refuse a bad job with a 422 before accepting it; the
+runner calls it again to build the search it runs. It knows datasets only
+by their id and shape (through a lookup function), never HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .build import Allowlist, SpecError, build_estimator, build_grid
+
+#: cross-validation splitters a job may name in ``cv``
+SPLITTERS = (
+    "sklearn.model_selection.KFold",
+    "sklearn.model_selection.StratifiedKFold",
+    "sklearn.model_selection.GroupKFold",
+    "sklearn.model_selection.StratifiedGroupKFold",
+    "sklearn.model_selection.ShuffleSplit",
+    "sklearn.model_selection.StratifiedShuffleSplit",
+    "sklearn.model_selection.GroupShuffleSplit",
+    "sklearn.model_selection.TimeSeriesSplit",
+    "sklearn.model_selection.LeaveOneGroupOut",
+    "sklearn.model_selection.LeavePGroupsOut",
+    "sklearn.model_selection.LeaveOneOut",
+    "sklearn.model_selection.RepeatedKFold",
+    "sklearn.model_selection.RepeatedStratifiedKFold",
+    "sklearn.model_selection.PredefinedSplit",
+)
+
+
+def splitter_allowlist() -> Allowlist:
+    import sklearn.model_selection as ms
+
+    return Allowlist(classes={name: getattr(ms, name.rsplit(".", 1)[1]) for name in SPLITTERS})
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What compiling a job needs to know about a dataset."""
+
+    n_rows: int
+    kind: str  # "array" | "frame"
+
+
+@dataclass
+class CompiledJob:
+    """A validated job, as the engine's arguments (datasets still as ids)."""
+
+    kind: str  # "grid" | "random"
+    estimator: Any
+    search_space: Any  # param_grid or param_distributions
+    n_iter: int
+    random_state: int | None
+    cv: Any
+    scoring: Any
+    refit: bool | str
+    error_score: Any
+    return_train_score: bool
+    datasets: dict[str, str]  # role -> dataset id: X, y, groups, fit:<name>
+    n_candidates: int
+    n_splits: int
+    fit_params: dict[str, str] = field(default_factory=dict)  # name -> dataset id
+
+    def engine_kwargs(self, resolve: Callable[[str], Any]) -> dict[str, Any]:
+        """Keyword arguments for ``SearchRunner.prepare``, datasets resolved."""
+        out: dict[str, Any] = dict(
+            cv=self.cv,
+            scoring=self.scoring,
+            refit=self.refit,
+            error_score=self.error_score,
+            return_train_score=self.return_train_score,
+            groups=resolve(self.datasets["groups"]) if "groups" in self.datasets else None,
+            fit_params={k: resolve(v) for k, v in self.fit_params.items()},
+        )
+        if self.kind == "grid":
+            out["param_grid"] = self.search_space
+        else:
+            out.update(
+                param_distributions=self.search_space,
+                n_iter=self.n_iter,
+                random_state=self.random_state,
+            )
+        return out
+
+
+def _grid_size(grid: Any) -> int:
+    grids = grid if isinstance(grid, list) else [grid]
+    return sum(math.prod(len(v) for v in g.values()) for g in grids)
+
+
+def _scoring(value: Any) -> Any:
+    from sklearn.metrics import get_scorer_names
+
+    names = set(get_scorer_names())
+
+    def check(name: Any, path: str) -> str:
+        if not isinstance(name, str) or name not in names:
+            raise SpecError(
+                path, f"unknown scorer {name!r}; see sklearn.metrics.get_scorer_names()"
+            )
+        return name
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return check(value, "scoring")
+    if isinstance(value, list):
+        if not value or len(set(value)) != len(value):
+            raise SpecError("scoring", "a list of scorers is non-empty and has no repeats")
+        return [check(v, f"scoring[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        if not value:
+            raise SpecError("scoring", "a dict of scorers is non-empty")
+        return {k: check(v, f"scoring.{k}") for k, v in value.items()}
+    raise SpecError("scoring", "scoring is null, a scorer name, or a list or dict of names")
+
+
+def _cv(value: Any, allow: Allowlist) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, Mapping)):
+        raise SpecError("cv", "cv is null, a number of folds, or a splitter spec")
+    if isinstance(value, int):
+        if value < 2:
+            raise SpecError("cv", f"cv must be at least 2 folds, got {value}")
+        return value
+    return build_estimator(value, allow, "cv")
+
+
+def compile_job(
+    request: Mapping[str, Any],
+    allow: Allowlist,
+    lookup: Callable[[str], DatasetShape | None],
+    *,
+    grid_max_fits: int,
+) -> CompiledJob:
+    """Validate a job request and build its objects; raise :class:`SpecError`.
+
+    ``lookup(dataset_id)`` answers a dataset's shape, or ``None`` when the
+    id is unknown (to the asking user).
+    """
+    from memogrid.spec import build_distributions
+
+    estimator = build_estimator(request["estimator"], allow, "estimator")
+    grid, dists = request.get("param_grid"), request.get("param_distributions")
+    if (grid is None) == (dists is None):
+        raise SpecError("param_grid", "give exactly one of param_grid and param_distributions")
+    n_iter = int(request.get("n_iter") or 10)
+    if grid is not None:
+        kind, space = "grid", build_grid(estimator, grid, allow, "param_grid")
+        n_candidates = _grid_size(space)
+    else:
+        kind, space = "random", build_distributions(estimator, dists, allow)
+        all_lists = all(
+            isinstance(v, list)
+            for g in (space if isinstance(space, list) else [space])
+            for v in g.values()
+        )
+        n_candidates = min(n_iter, _grid_size(space)) if all_lists else n_iter
+
+    datasets: dict[str, str] = {}
+    shapes: dict[str, DatasetShape] = {}
+
+    def dataset(role: str, did: Any, path: str) -> None:
+        if not isinstance(did, str):
+            raise SpecError(path, "a dataset is given by its id (a string)")
+        shape = lookup(did)
+        if shape is None:
+            raise SpecError(path, f"unknown dataset {did!r}; upload it first")
+        datasets[role], shapes[role] = did, shape
+
+    dataset("X", request.get("X"), "X")
+    for role in ("y", "groups"):
+        if request.get(role) is not None:
+            dataset(role, request[role], role)
+    fit_params = {}
+    for name, did in (request.get("fit_params") or {}).items():
+        dataset(f"fit:{name}", did, f"fit_params.{name}")
+        fit_params[name] = did
+    n_rows = shapes["X"].n_rows
+    for role, shape in shapes.items():
+        if shape.n_rows != n_rows:
+            where = role.replace("fit:", "fit_params.")
+            raise SpecError(
+                where,
+                f"{where} has {shape.n_rows} rows but X has {n_rows}: "
+                "inconsistent numbers of samples",
+            )
+    if shapes["X"].kind != "frame" and _uses_column_names(request["estimator"]):
+        raise SpecError("X", "columns are selected by name, so X must be a DataFrame")
+
+    cv = _cv(request.get("cv"), splitter_allowlist())
+    n_splits = _n_splits(cv, datasets, n_rows)
+    if n_candidates * n_splits > grid_max_fits:
+        raise SpecError(
+            "param_grid" if grid is not None else "n_iter",
+            f"the search has {n_candidates} candidates x {n_splits} folds = "
+            f"{n_candidates * n_splits} fits, above the limit of {grid_max_fits}",
+        )
+    refit = request.get("refit", True)
+    scoring = _scoring(request.get("scoring"))
+    if isinstance(refit, str) and not (isinstance(scoring, (list, dict)) and refit in scoring):
+        raise SpecError("refit", f"refit={refit!r} must name one of the scorers in scoring")
+    error_score = request.get("error_score", "nan")
+    if error_score == "nan" or error_score is None:
+        error_score = float("nan")
+    elif error_score != "raise" and not isinstance(error_score, (int, float)):
+        raise SpecError("error_score", 'error_score is "raise", "nan" or a number')
+    return CompiledJob(
+        kind=kind,
+        estimator=estimator,
+        search_space=space,
+        n_iter=n_iter,
+        random_state=request.get("random_state"),
+        cv=cv,
+        scoring=scoring,
+        refit=refit,
+        error_score=error_score,
+        return_train_score=bool(request.get("return_train_score", False)),
+        datasets=datasets,
+        n_candidates=n_candidates,
+        n_splits=n_splits,
+        fit_params=fit_params,
+    )
+
+
+def _uses_column_names(spec: Any) -> bool:
+    """Whether a ColumnTransformer in the spec selects columns by name."""
+    if isinstance(spec, Mapping):
+        if spec.get("class") == "sklearn.compose.ColumnTransformer":
+            for entry in (spec.get("params") or {}).get("transformers") or []:
+                if isinstance(entry, list) and len(entry) == 3:
+                    cols = entry[2]
+                    if isinstance(cols, str) or (
+                        isinstance(cols, list) and any(isinstance(c, str) for c in cols)
+                    ):
+                        return True
+        return any(_uses_column_names(v) for v in spec.values())
+    if isinstance(spec, list):
+        return any(_uses_column_names(v) for v in spec)
+    return False
+
+
+def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
+    """The number of folds, without loading data where the splitter knows it."""
+    if cv is None:
+        return 5
+    if isinstance(cv, int):
+        if cv > n_rows:
+            raise SpecError("cv", f"cv={cv} folds is more than the {n_rows} samples")
+        return cv
+    name = type(cv).__name__
+    if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
+        if name == "LeaveOneOut":
+            return n_rows
+        # these depend on the groups' values: the runner counts them; bound
+        # the estimate by the rows so the grid cap still applies
+        if "groups" not in datasets and name != "PredefinedSplit":
+            raise SpecError("groups", f"{name} needs groups")
+        return 1
+    n = getattr(cv, "n_splits", None)
+    repeats = getattr(cv, "n_repeats", 1)
+    return int(n or 5) * int(repeats or 1)

@@ -1,0 +1,256 @@
+"""Streamed dataset uploads: validated, hashed and written as they arrive.
+
+An :class:`Upload` is fed the request body chunk by chunk and never holds it
+whole. ``.npy`` bodies have their header parsed and checked from the first
+bytes (``allow_pickle`` never arises: the header is a literal and object,
+structured and date dtypes are refused), then the data is hashed while it is
+written, so the dataset id is known the moment the last byte lands. Parquet
+bodies are spooled to a temporary file, then read and stored through the
+same route as an in-process DataFrame, so both give the same id.
+
+Every refusal is an :class:`UploadError` carrying the HTTP status it deserves
+(413 too large, 415 unknown format, 422 bad content); a refused upload
+leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table, _hash_table
+
+NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
+PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
+#: dtype kinds an uploaded array may have: bool, ints, floats, complex, strings
+_ARRAY_KINDS = frozenset("biufcUS")
+_MAX_NDIM = 32
+_MAX_HEADER = 10_000
+
+
+class UploadError(DatasetError):
+    """An upload refused, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the service records about a stored dataset."""
+
+    id: str
+    kind: str  # "array" | "frame"
+    shape: list[int]
+    dtype: str | None
+    columns: list[list[str]] | None
+    size: int
+
+
+def info_for(store: DatasetStore, dataset_id: str) -> DatasetInfo:
+    """Describe a dataset already in the store (loads headers, not data)."""
+    value = store.load(dataset_id)
+    if isinstance(value, np.ndarray):
+        path = store._path(dataset_id, ".npy")
+        return DatasetInfo(
+            dataset_id, "array", list(value.shape), value.dtype.str, None, path.stat().st_size
+        )
+    table = _frame_table(value)
+    path = store._path(dataset_id, ".parquet")
+    return DatasetInfo(
+        dataset_id,
+        "frame",
+        [int(value.shape[0]), int(value.shape[1])],
+        None,
+        [[f.name, str(f.type)] for f in table.schema],
+        path.stat().st_size,
+    )
+
+
+def media_kind(content_type: str | None) -> str:
+    """``"npy"`` or ``"parquet"`` for a Content-Type, else a 415."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base in NPY_TYPES:
+        return "npy"
+    if base in PARQUET_TYPES:
+        return "parquet"
+    raise UploadError(
+        415,
+        f"unsupported content type {content_type!r}: send an array as "
+        f"{NPY_TYPES[0]!r} (.npy) or a DataFrame as {PARQUET_TYPES[0]!r} (Parquet)",
+    )
+
+
+class Upload:
+    """One upload in progress: :meth:`feed` chunks, then :meth:`finish`."""
+
+    def __init__(self, store: DatasetStore, kind: str, max_bytes: int):
+        self.store = store
+        self.kind = kind
+        self.max_bytes = max_bytes
+        self.received = 0
+        fd, tmp = tempfile.mkstemp(dir=store.root, prefix=".upload-")
+        self._file = os.fdopen(fd, "wb")
+        self._tmp = Path(tmp)
+        self._head = bytearray()  # .npy bytes until the header is parsed
+        self._hash: Any = None
+        self._header: tuple[tuple[int, ...], np.dtype] | None = None
+        self._data_bytes = 0
+        self._expected = 0
+
+    # -- feeding ----------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.max_bytes:
+            raise UploadError(413, f"the upload exceeds the size limit of {self.max_bytes} bytes")
+        self._file.write(chunk)
+        if self.kind != "npy":
+            return
+        if self._header is None:
+            self._head += chunk
+            rest = self._parse_header()
+            if rest is None:
+                return
+            chunk = rest
+        self._data_bytes += len(chunk)
+        if self._data_bytes > self._expected:
+            raise UploadError(
+                422,
+                f"the .npy body holds more data than its header's shape and dtype "
+                f"describe ({self._expected} bytes)",
+            )
+        self._hash.update(chunk)
+
+    def _parse_header(self) -> bytes | None:
+        """Parse the .npy header once enough bytes arrived; return the data after it."""
+        head = bytes(self._head)
+        if len(head) < 10:
+            return None
+        if head[:6] != b"\x93NUMPY":
+            raise UploadError(422, "the body is not a .npy file (bad magic string)")
+        major = head[6]
+        if major not in (1, 2, 3):
+            raise UploadError(422, f"unsupported .npy format version {major}.{head[7]}")
+        size_len = 2 if major == 1 else 4
+        if len(head) < 8 + size_len:
+            return None
+        hlen = int.from_bytes(head[8 : 8 + size_len], "little")
+        if hlen > _MAX_HEADER:
+            raise UploadError(422, f"the .npy header is too long ({hlen} bytes)")
+        end = 8 + size_len + hlen
+        if len(head) < end:
+            return None
+        fp = io.BytesIO(head[:end])
+        try:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, _MAX_HEADER)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, _MAX_HEADER)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise UploadError(422, f"unreadable .npy header: {exc}") from None
+        self._check_header(shape, fortran, dtype)
+        self._header = (tuple(shape), dtype)
+        self._expected = math.prod(shape) * dtype.itemsize
+        self._hash = hashlib.sha256(ARRAY_MAGIC)
+        self._hash.update(json.dumps([dtype.str, list(shape)]).encode())
+        self._head = bytearray()
+        return head[end:]
+
+    def _check_header(self, shape: Any, fortran: bool, dtype: np.dtype) -> None:
+        if dtype.hasobject:
+            raise UploadError(422, "object dtype arrays are not accepted (they need pickle)")
+        if dtype.fields is not None or dtype.subdtype is not None:
+            raise UploadError(422, f"structured dtype {dtype} is not accepted")
+        if dtype.kind not in _ARRAY_KINDS:
+            raise UploadError(
+                422,
+                f"dtype {dtype} is not accepted: booleans, numbers and strings are",
+            )
+        if len(shape) > _MAX_NDIM or any(not isinstance(n, int) or n < 0 for n in shape):
+            raise UploadError(422, f"absurd array shape {shape!r}")
+        if len(shape) == 0:
+            raise UploadError(422, "a dataset is at least one-dimensional, got a scalar")
+        if math.prod(shape) * dtype.itemsize > self.max_bytes:
+            raise UploadError(
+                413,
+                f"an array of shape {tuple(shape)} and dtype {dtype} exceeds the size "
+                f"limit of {self.max_bytes} bytes",
+            )
+        if fortran and len(shape) > 1 and math.prod(shape) > 0:
+            raise UploadError(
+                422,
+                "Fortran-ordered .npy files are not accepted: save np.ascontiguousarray(X) instead",
+            )
+
+    # -- finishing --------------------------------------------------------
+    def finish(self) -> DatasetInfo:
+        """Validate what arrived and move it into the store under its id."""
+        self._file.close()
+        try:
+            if self.kind == "npy":
+                return self._finish_npy()
+            return self._finish_parquet()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def _finish_npy(self) -> DatasetInfo:
+        if self._header is None:
+            raise UploadError(422, "the body ended before the .npy header was complete")
+        if self._data_bytes != self._expected:
+            raise UploadError(
+                422,
+                f"the .npy body is truncated: its header describes {self._expected} "
+                f"bytes of data, {self._data_bytes} arrived",
+            )
+        shape, dtype = self._header
+        did = self._hash.hexdigest()
+        final = self.store._path(did, ".npy")
+        if not final.exists():
+            os.replace(self._tmp, final)
+        return DatasetInfo(did, "array", list(shape), dtype.str, None, final.stat().st_size)
+
+    def _finish_parquet(self) -> DatasetInfo:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self._tmp)
+        except (pa.ArrowException, OSError) as exc:
+            raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
+        try:
+            frame = table.to_pandas()
+            canonical = _frame_table(frame)
+            did = _hash_table(canonical)
+        except DatasetError as exc:
+            raise UploadError(422, str(exc)) from None
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise UploadError(422, f"the Parquet file cannot be read as a table: {exc}") from None
+        ref = self.store.put(frame)
+        assert ref.dataset_id == did
+        final = self.store._path(did, ".parquet")
+        return DatasetInfo(
+            did,
+            "frame",
+            [int(frame.shape[0]), int(frame.shape[1])],
+            None,
+            [[f.name, str(f.type)] for f in canonical.schema],
+            final.stat().st_size,
+        )
+
+    def abort(self) -> None:
+        """Drop everything received so far."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,150 @@
+"""Dataset uploads: content ids, streaming validation, lookups, deletion."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from memogrid_service.store.datasets import dataset_id
+from tests.api.conftest import NPY, PARQUET, npy_bytes, parquet_bytes, upload
+
+
+def _files(settings):
+    root = settings.datasets_dir
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_upload_array_gets_its_content_id(api, settings):
+    X = np.random.RandomState(0).normal(size=(40, 3))
+    r = api.post("/v1/datasets", content=npy_bytes(X), headers=NPY)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["id"] == dataset_id(X)
+    assert body["kind"] == "array" and body["shape"] == [40, 3] and body["dtype"] == "<f8"
+    # the same content again: 200 and nothing new written
+    again = api.post("/v1/datasets", content=npy_bytes(X.copy()), headers=NPY)
+    assert again.status_code == 200 and again.json()["id"] == body["id"]
+    assert _files(settings) == [f"{body['id']}.npy"]
+    got = api.get(f"/v1/datasets/{body['id']}").json()
+    assert got["size"] > X.nbytes and got["created_at"]
+    assert api.head(f"/v1/datasets/{body['id']}").status_code == 200
+    assert api.head(f"/v1/datasets/{'0' * 64}").status_code == 404
+
+
+def test_upload_frame_same_id_as_in_process(api, store):
+    df = pd.DataFrame(
+        {"color": pd.Categorical(["r", "g", "r"]), "n": [1, 2, 3], "name": ["a", "b", "c"]}
+    )
+    body = api.post("/v1/datasets", content=parquet_bytes(df), headers=PARQUET).json()
+    assert body["id"] == dataset_id(df) == store.put(df).dataset_id
+    assert body["kind"] == "frame" and body["shape"] == [3, 3]
+    assert [c[0] for c in body["columns"]] == ["color", "n", "name"]
+
+
+def test_chunked_upload_without_length(api):
+    X = np.arange(300_000, dtype=np.int32)
+    data = npy_bytes(X)
+
+    def chunks():
+        for i in range(0, len(data), 65_536):
+            yield data[i : i + 65_536]
+
+    r = api.post("/v1/datasets", content=chunks(), headers=NPY)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == dataset_id(X)
+
+
+def _object_npy() -> bytes:
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x80\x04N."
+
+
+def _fortran(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(arr))
+    return buf.getvalue()
+
+
+def _lying_header(arr, shape) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": arr.dtype.str, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue() + arr.tobytes()
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"\x80\x04\x95 pickle payload", 422, "not a .npy"),
+        (npy_bytes(np.arange(6.0))[:-8], 422, "truncated"),
+        (_lying_header(np.arange(4.0), (3,)), 422, "more data"),
+        (_lying_header(np.arange(4.0), (1000,)), 422, "truncated"),
+        (_lying_header(np.arange(4.0), (2**40, 2**30)), 413, "exceeds"),
+        (_lying_header(np.arange(4.0), (-1,)), 422, "shape"),
+        (_object_npy(), 422, "object dtype"),
+        (npy_bytes(np.zeros(3, dtype=[("a", "<f8")])), 422, "structured"),
+        (npy_bytes(np.array(["2020-01-01"], dtype="datetime64[D]")), 422, "not accepted"),
+        (_fortran(np.ones((3, 2))), 422, "Fortran"),
+        (b"", 422, "empty"),
+    ],
+)
+def test_bad_arrays_are_refused_and_leave_nothing(api, settings, body, status, message):
+    r = api.post("/v1/datasets", content=body, headers=NPY)
+    assert r.status_code == status, r.text
+    problem = r.json()
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert message in problem["detail"] and problem["status"] == status
+    assert _files(settings) == []
+    assert api.get("/v1/jobs").json()["items"] == []
+
+
+def test_bad_parquet_is_refused(api, settings):
+    nested = pd.DataFrame({"nested": [[1, 2], [3]]})
+    r = api.post("/v1/datasets", content=parquet_bytes(nested), headers=PARQUET)
+    assert r.status_code == 422 and "nested" in r.json()["detail"]
+    r = api.post("/v1/datasets", content=b"PAR1 not really", headers=PARQUET)
+    assert r.status_code == 422 and "Parquet" in r.json()["detail"]
+    assert _files(settings) == []
+
+
+def test_unknown_content_type_is_415(api):
+    r = api.post("/v1/datasets", content=b"1,2,3", headers={"content-type": "text/csv"})
+    assert r.status_code == 415 and "text/csv" in r.json()["detail"]
+
+
+def test_size_cap_before_and_while_reading(api, settings):
+    big = np.zeros(settings.upload_max_bytes // 8 + 16)
+    data = npy_bytes(big)
+    # Content-Length says too much: refused before the body is read
+    r = api.post("/v1/datasets", content=data, headers=NPY)
+    assert r.status_code == 413 and "exceeds" in r.json()["detail"]
+
+    # no length: the bytes are counted as they come
+    def chunks():
+        for i in range(0, len(data), 1 << 20):
+            yield data[i : i + (1 << 20)]
+
+    r = api.post("/v1/datasets", content=chunks(), headers=NPY)
+    assert r.status_code == 413
+    assert _files(settings) == []
+
+
+@pytest.mark.parametrize("bad", ["..%2F..%2Fetc%2Fpasswd", "abc", "A" * 64])
+def test_malformed_ids(api, bad):
+    r = api.get(f"/v1/datasets/{bad}")
+    assert r.status_code in (404, 422)
+    assert api.delete(f"/v1/datasets/{bad}").status_code in (404, 405, 422)
+
+
+def test_delete(api, settings):
+    did = upload(api, np.arange(10.0))
+    assert api.delete(f"/v1/datasets/{did}").status_code == 204
+    assert api.get(f"/v1/datasets/{did}").status_code == 404
+    assert _files(settings) == []
+    assert api.delete(f"/v1/datasets/{did}").status_code == 404

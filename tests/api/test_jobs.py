@@ -1,0 +1,275 @@
+"""Jobs over HTTP: submit, run on the engine, read results equal to scikit-learn's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from memogrid.wire import decode_cv_results, decode_value
+from tests.api.conftest import upload, wait_job
+from tests.helpers.parity import assert_cv_results_equal
+
+SEED_GRID = {"pca__n_components": [5, 10, 20], "logistic__C": [1e-4, 1e-2, 1, 1e2, 1e4, 1e6]}
+
+
+def seed_spec():
+    return {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {
+            "steps": [
+                ["pca", {"class": "sklearn.decomposition.PCA"}],
+                [
+                    "logistic",
+                    {
+                        "class": "sklearn.linear_model.LogisticRegression",
+                        "params": {"solver": "liblinear", "random_state": 0},
+                    },
+                ],
+            ]
+        },
+    }
+
+
+def seed_pipe():
+    return Pipeline(
+        [("pca", PCA()), ("logistic", LogisticRegression(solver="liblinear", random_state=0))]
+    )
+
+
+@pytest.fixture(scope="module")
+def seed_data():
+    return make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
+
+
+def submit(api, **body):
+    r = api.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == r.json()["url"]
+    return r.json()["id"]
+
+
+def test_seed_job_matches_sklearn_and_overlap_hits_cache(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    job = submit(api, estimator=seed_spec(), param_grid=SEED_GRID, X=xid, y=yid, cv=5)
+    status = wait_job(api, job)
+    assert status["state"] == "succeeded", status
+    assert status["progress"]["done"] == status["progress"]["total"] == 18 * 5
+    assert status["started_at"] and status["finished_at"]
+
+    res = api.get(f"/v1/jobs/{job}/results").json()
+    sk = GridSearchCV(seed_pipe(), SEED_GRID, cv=5).fit(X, y)
+    ours = decode_cv_results(res["cv_results"])
+    assert_cv_results_equal(ours, sk.cv_results_)
+    assert res["best_index"] == sk.best_index_
+    assert decode_value(res["best_params"]) == sk.best_params_
+    assert res["best_score"] == sk.best_score_
+
+    # the refit best estimator, as a skops file loaded with its types audited
+    import skops.io as sio
+
+    r = api.get(f"/v1/jobs/{job}/estimator")
+    assert r.status_code == 200
+    untrusted = sio.get_untrusted_types(data=r.content)
+    allowed = [t for t in untrusted if t.startswith("sklearn.")]
+    assert untrusted == allowed
+    best = sio.loads(r.content, trusted=allowed)
+    assert np.array_equal(best.predict(X), sk.best_estimator_.predict(X))
+
+    # split rows, as written while the job ran
+    splits = api.get(f"/v1/jobs/{job}/splits").json()
+    assert len(splits) == 18 * 5
+    assert splits[7]["test_scores"]["score"] == sk.cv_results_["split2_test_score"][1]
+
+    # an overlapping job: the shared PCA settings and candidates come from the cache
+    overlap = dict(SEED_GRID, logistic__C=[1e-2, 1e8])
+    job2 = submit(api, estimator=seed_spec(), param_grid=overlap, X=xid, y=yid, cv=5)
+    status2 = wait_job(api, job2)
+    assert status2["state"] == "succeeded", status2
+    # C=1e-2 results for every PCA setting and fold, and the 15 fitted PCAs
+    assert status2["progress"]["cache_hits"] == 15 + 15
+    assert status2["progress"]["fits"] == status2["progress"]["cache_misses"] == 15
+    stats = api.get(f"/v1/jobs/{job2}/results").json()["stats"]
+    assert stats["score_hits"] == 15 and stats["step_hits"] == 15
+    assert stats["step_fits"] == 0 and stats["final_fits"] == 15
+
+    # both jobs in the dataset's leaderboard, best first
+    board = api.get(f"/v1/datasets/{xid}/leaderboard", params={"limit": 50}).json()
+    assert {row["job_id"] for row in board} == {job, job2}
+    scores = [row["mean_score"] for row in board]
+    assert scores == sorted(scores, reverse=True)
+    assert board[0]["mean_score"] == pytest.approx(sk.best_score_)
+
+    # all results where a parameter had a value, across jobs
+    rows = api.get("/v1/results", params={"param": "logistic__C", "value": "0.01"}).json()
+    assert len(rows) == 6 and {r["job_id"] for r in rows} == {job, job2}
+    assert all(r["params"]["logistic__C"] == 0.01 for r in rows)
+
+    listed = api.get("/v1/jobs", params={"dataset": xid}).json()["items"]
+    assert [j["id"] for j in listed] == [job2, job]
+
+
+def test_failing_candidates_follow_error_score(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    grid = {"pca__n_components": [5, 500]}  # 500 > n_features: fails
+    job = submit(api, estimator=seed_spec(), param_grid=grid, X=xid, y=yid, cv=3)
+    status = wait_job(api, job)
+    assert status["state"] == "succeeded", status["error"]
+    res = api.get(f"/v1/jobs/{job}/results").json()
+    ours = decode_cv_results(res["cv_results"])
+    assert np.isnan(ours["mean_test_score"][1]) and not np.isnan(ours["mean_test_score"][0])
+    assert any("fits failed" in w for w in res["warnings"])
+
+    job = submit(
+        api, estimator=seed_spec(), param_grid=grid, X=xid, y=yid, cv=3, error_score="raise"
+    )
+    status = wait_job(api, job)
+    assert status["state"] == "failed"
+    assert "n_components=500" in status["error"]
+    r = api.get(f"/v1/jobs/{job}/results")
+    assert r.status_code == 409 and "failed" in r.json()["detail"]
+
+
+def _bad(api, body, path_part, message):
+    r = api.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert message in problem["detail"], problem
+    assert any(path_part in e["path"] for e in problem["errors"]), problem
+    return problem
+
+
+def test_bad_specs_are_422_pointing_at_the_item(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    base = dict(estimator=seed_spec(), param_grid=SEED_GRID, X=xid, y=yid)
+
+    def spec_with(cls, **params):
+        s = seed_spec()
+        s["params"]["steps"][1][1] = {"class": cls, "params": params}
+        return s
+
+    _bad(
+        api,
+        dict(base, estimator=spec_with("sklearn.linear_model.Nope")),
+        "steps[1][1].class",
+        "not on the allowlist",
+    )
+    _bad(api, dict(base, estimator=spec_with("os.system")), "class", "not on the allowlist")
+    _bad(api, dict(base, estimator=spec_with("builtins.eval")), "class", "not on the allowlist")
+    _bad(
+        api,
+        dict(base, estimator=spec_with("sklearn.linear_model.LogisticRegression", Cee=1)),
+        "params.Cee",
+        "no parameter",
+    )
+    _bad(
+        api,
+        dict(
+            base,
+            estimator=spec_with(
+                "sklearn.linear_model.LogisticRegression", C={"function": "os.system"}
+            ),
+        ),
+        "params.C",
+        "not on the allowlist",
+    )
+    _bad(api, dict(base, param_grid={"svm__C": [1]}), "param_grid.svm__C", "no parameter")
+    _bad(
+        api, dict(base, param_grid={"logistic__C": [1], "__class__": [1]}), "__class__", "parameter"
+    )
+    _bad(api, dict(base, y=upload(api, y[:-5])), "y", "inconsistent numbers of samples")
+    _bad(api, dict(base, X="0" * 64), "X", "unknown dataset")
+    _bad(
+        api,
+        dict(base, param_grid={"logistic__C": list(range(1, 500))}),
+        "param_grid",
+        "above the limit",
+    )
+    _bad(api, dict(base, scoring="acuracy"), "scoring", "unknown scorer")
+    _bad(api, dict(base, estimator="__import__('os').system('touch /tmp/pwned')"), "estimator", "")
+    _bad(api, dict(base, nonsense=1), "nonsense", "")
+    _bad(
+        api,
+        dict(base, cv={"class": "sklearn.model_selection.GridSearchCV"}),
+        "cv.class",
+        "allowlist",
+    )
+    assert api.get("/v1/jobs").json()["items"] == []
+
+
+def test_pickle_and_garbage_bodies(api):
+    import pickle
+
+    payload = pickle.dumps({"estimator": {"class": "sklearn.svm.SVC"}})
+    r = api.post("/v1/jobs", content=payload, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "parsing the body" in r.json()["detail"]
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = api.post("/v1/jobs", content=payload, headers={"content-type": "application/python-pickle"})
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    r = api.post("/v1/jobs", content=b"[1, 2", headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422)
+    assert api.get("/v1/jobs").json()["items"] == []
+
+
+def test_cancel_queued_and_running(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    big = {"pca__n_components": list(range(2, 30)), "logistic__C": [1e-3, 1e-2, 1e-1, 1, 10, 100]}
+    job = submit(api, estimator=seed_spec(), param_grid=big, X=xid, y=yid, cv=5)
+    # wait until it runs and has made some progress
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = api.get(f"/v1/jobs/{job}").json()
+        if body["state"] == "running" and body["progress"]["done"] > 0:
+            break
+        time.sleep(0.05)
+    assert body["state"] == "running"
+    # deleting its data is refused while it runs
+    r = api.delete(f"/v1/datasets/{xid}")
+    assert r.status_code == 409 and job in r.json()["detail"]
+    t0 = time.monotonic()
+    r = api.post(f"/v1/jobs/{job}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"]
+    status = wait_job(api, job, timeout=30)
+    assert status["state"] == "cancelled"
+    assert time.monotonic() - t0 < 10
+    assert status["progress"]["done"] < status["progress"]["total"]
+    # results written so far stay readable
+    assert isinstance(api.get(f"/v1/jobs/{job}/splits").json(), list)
+    assert api.post(f"/v1/jobs/{job}/cancel").status_code == 409
+    assert api.delete(f"/v1/datasets/{xid}").status_code == 204
+
+
+def test_list_filters_and_pagination(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    ids = [
+        submit(
+            api, estimator=seed_spec(), param_grid={"pca__n_components": [n]}, X=xid, y=yid, cv=2
+        )
+        for n in (2, 3, 4)
+    ]
+    for j in ids:
+        wait_job(api, j)
+    page1 = api.get("/v1/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in page1["items"]] == ids[::-1][:2]
+    page2 = api.get("/v1/jobs", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    assert [j["id"] for j in page2["items"]] == [ids[0]] and page2["next_cursor"] is None
+    assert len(api.get("/v1/jobs", params={"state": "succeeded"}).json()["items"]) == 3
+    assert api.get("/v1/jobs", params={"state": "failed"}).json()["items"] == []
+    created = api.get(f"/v1/jobs/{ids[1]}").json()["created_at"]
+    after = api.get("/v1/jobs", params={"created_after": created}).json()["items"]
+    assert [j["id"] for j in after] == [ids[2], ids[1]]
+    assert api.get("/v1/jobs", params={"cursor": "garbage"}).status_code == 422
+    assert api.get("/v1/jobs", params={"state": "bogus"}).status_code == 422
+    assert api.get(f"/v1/jobs/{'0' * 32}").status_code == 404
