@@ -145,7 +145,7 @@ class _Tracked(dict[str, Any]):
         super().__delitem__(key)
         self._edited()
 
-    def __ior__(self, other: Any) -> _Tracked:  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]
         self.update(other)
         return self
 

@@ -290,7 +290,8 @@ def _encode_flat(flat: np.ndarray, to_json: ToJson, where: str) -> list[Any]:
     if kind == "f":
         return _float_tokens(flat)
     if kind in "biuU":
-        return flat.tolist()  # type: ignore[no-any-return]
+        values: list[Any] = flat.tolist()
+        return values
     return [_encode(v, to_json, f"{where}[{i}]") for i, v in enumerate(flat)]
 
 

@@ -85,6 +85,17 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     return Services(settings, db, store, cache, search, runner, allow, revision), made
 
 
+def close_services(svc: Services, made: Any) -> None:
+    """Stop the runner (requeueing what it ran), then close what was opened."""
+    svc.runner.stop()
+    if made is not None:
+        from ..engine.cluster import close_client
+
+        close_client(made)
+    svc.cache.close()
+    svc.db.dispose()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -98,8 +109,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
         cfg = settings or get_settings()
-        svc, made = open_services(cfg, dask_client)
+        # dask's synchronous client must not start inside the event loop
+        svc, made = await anyio.to_thread.run_sync(open_services, cfg, dask_client)
         app.state.services = svc
         if start_runner:
             svc.runner.start()
@@ -107,13 +121,7 @@ def create_app(
         try:
             yield
         finally:
-            svc.runner.stop()
-            if made is not None:
-                from ..engine.cluster import close_client
-
-                close_client(made)
-            svc.cache.close()
-            svc.db.dispose()
+            await anyio.to_thread.run_sync(close_services, svc, made)
 
     from .. import __doc__ as service_doc
 

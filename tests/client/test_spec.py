@@ -331,8 +331,14 @@ def test_reverse_lookups_follow_additions_and_in_place_edits():
     assert allow.name_of_class(SVC) == "other.SVC"
     del allow.classes["my.PCA"]
     allow.classes["my.Ridge"] = Ridge  # same size, different content
-    assert allow.name_of_class(PCA) is None
     assert allow.name_of_class(Ridge) == "my.Ridge"
+    assert allow.name_of_class(PCA) is None
+    allow.functions.pop("my.sin")
+    assert allow.name_of_function(np.sin) is None
+    allow.classes = {"new.SVC": SVC}  # a whole new mapping
+    assert allow.name_of_class(SVC) == "new.SVC" and allow.name_of_class(Ridge) is None
+    allow.classes |= {"new.PCA": PCA}
+    assert allow.name_of_class(PCA) == "new.PCA"
     built = Allowlist(classes={"a.PCA": PCA}, functions={"a.sin": np.sin})
     assert built.name_of_class(PCA) == "a.PCA" and built.name_of_function(np.sin) == "a.sin"
 
