@@ -1,0 +1,200 @@
+"""The job runner against a real database and dask cluster, without HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sqlalchemy import func, select, update
+
+from memogrid_service.api.app import close_services, open_services
+from memogrid_service.db.models import Dataset, Job, JobDataset, SplitResult
+from memogrid_service.db.ops import utcnow
+from memogrid_service.runner.jobs import JobRunner
+from memogrid_service.settings import Settings
+
+SPEC = {
+    "class": "sklearn.pipeline.Pipeline",
+    "params": {
+        "steps": [
+            ["scale", {"class": "sklearn.preprocessing.StandardScaler"}],
+            ["svc", {"class": "sklearn.svm.SVC"}],
+        ]
+    },
+}
+
+
+@pytest.fixture
+def svc(tmp_path, db_url, dask_client):
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, lease_seconds=1.0)
+    services, _ = open_services(settings, dask_client)
+    yield services
+    close_services(services, None)
+
+
+def _dataset(svc, arr) -> str:
+    ref = svc.store.put(arr)
+    with svc.db.write() as s:
+        if s.get(Dataset, ref.dataset_id) is None:
+            s.add(
+                Dataset(
+                    id=ref.dataset_id,
+                    kind="array",
+                    shape=list(arr.shape),
+                    dtype=arr.dtype.str,
+                    size=arr.nbytes,
+                    created_at=utcnow(),
+                )
+            )
+    return ref.dataset_id
+
+
+def _queue(svc, grid, n=1, data=None) -> list[str]:
+    X, y = data or make_classification(n_samples=120, n_features=6, random_state=0)
+    xid, yid = _dataset(svc, X), _dataset(svc, y)
+    ids = []
+    for _ in range(n):
+        job_id = uuid.uuid4().hex
+        with svc.db.write() as s:
+            s.add(
+                Job(
+                    id=job_id,
+                    state="queued",
+                    kind="grid",
+                    request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},
+                    x_id=xid,
+                    created_at=utcnow(),
+                    n_candidates=0,
+                    n_splits=0,
+                    progress_done=0,
+                    progress_total=0,
+                    cache_hits=0,
+                    cache_misses=0,
+                    fits=0,
+                    cancel_requested=False,
+                    attempts=0,
+                    has_estimator=False,
+                )
+            )
+            s.flush()
+            s.add(JobDataset(job_id=job_id, role="X", dataset_id=xid))
+        ids.append(job_id)
+    return ids
+
+
+def _state(svc, job_id):
+    with svc.db.read() as s:
+        return s.get(Job, job_id)
+
+
+def _wait(svc, job_id, states=("succeeded", "failed", "cancelled"), timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _state(svc, job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stuck in {job.state}")
+
+
+def test_concurrent_claims_take_each_job_once(svc):
+    ids = _queue(svc, {"svc__C": [1.0]}, n=12)
+    runners = [
+        JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir) for _ in range(4)
+    ]
+    claimed: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def claim_all(i):
+        while True:
+            job_id = runners[i].claim()
+            if job_id is None:
+                return
+            with lock:
+                claimed.append((i, job_id))
+
+    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(j for _, j in claimed) == sorted(ids)
+    for job_id in ids:
+        job = _state(svc, job_id)
+        assert job.state == "running" and job.attempts == 1 and job.lease_owner
+
+
+def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
+    (job_id,) = _queue(svc, {"svc__C": [0.1, 1.0, 10.0]})
+    dead = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    assert dead.claim() == job_id
+    # the dead runner wrote some split rows before dying
+    with svc.db.write() as s:
+        s.add(
+            SplitResult(
+                job_id=job_id,
+                candidate=0,
+                split=0,
+                test_scores={"score": 0.5},
+                fit_time=0.0,
+                score_time=0.0,
+                fit_failed=False,
+                cached=False,
+            )
+        )
+        s.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires=utcnow() - timedelta(1))
+        )
+    svc.runner.start()
+    job = _wait(svc, job_id)
+    assert job.state == "succeeded" and job.attempts == 2
+    with svc.db.read() as s:
+        n = s.scalar(select(func.count()).select_from(SplitResult).where(SplitResult.job_id == job_id))
+    assert n == 3 * 3  # written once each, the dead runner's row kept
+
+
+def test_stopping_the_runner_requeues_its_jobs_and_a_new_one_resumes(svc):
+    big = {"svc__C": list(np.logspace(-2, 2, 30)), "svc__gamma": [0.1, 1.0]}
+    data = make_classification(n_samples=400, n_features=10, random_state=1)
+    (job_id,) = _queue(svc, big, data=data)
+    svc.runner.start()
+    deadline = time.monotonic() + 60
+    while _state(svc, job_id).progress_done == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    svc.runner.stop()
+    job = _state(svc, job_id)
+    assert job.state == "queued" and job.lease_owner is None
+    fresh = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    fresh.start()
+    try:
+        job = _wait(svc, job_id)
+    finally:
+        fresh.stop()
+    assert job.state == "succeeded" and job.attempts == 2
+    assert job.stats["score_hits"] > 0  # what the first run finished came from the cache
+
+
+def test_a_cancel_request_stops_a_running_job(svc):
+    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
+    data = make_classification(n_samples=400, n_features=10, random_state=2)
+    (job_id,) = _queue(svc, big, data=data)
+    svc.runner.start()
+    _wait(svc, job_id, states=("running",))
+    with svc.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    t0 = time.monotonic()
+    job = _wait(svc, job_id, timeout=20)
+    assert job.state == "cancelled" and time.monotonic() - t0 < 10
+    assert job.finished_at is not None
+
+
+def test_a_job_whose_spec_broke_fails_with_the_reason(svc):
+    (job_id,) = _queue(svc, {"svc__nope": [1]})
+    svc.runner.start()
+    job = _wait(svc, job_id)
+    assert job.state == "failed" and "svc__nope" in job.error
