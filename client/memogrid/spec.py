@@ -318,11 +318,12 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise SpecError(_join(path, "params"), "params must be an object")
-    accepted = {
-        p.name
+    signature = {
+        p.name: p
         for p in inspect.signature(cls).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
+    accepted = set(signature)
     built = {}
     for key, value in params.items():
         where = _join(path, f"params.{key}")
@@ -331,6 +332,9 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         built[key] = build_value(value, allow, where)
         if key in _NAMED_ENTRIES and isinstance(built[key], list):
             built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
+        elif isinstance(built[key], list) and isinstance(signature[key].default, tuple):
+            # JSON has no tuples: a pair like ngram_range=(1, 2) arrives as a list
+            built[key] = tuple(built[key])
     try:
         return cls(**built)
     except Exception as exc:  # constructors only store arguments; be safe anyway
@@ -374,8 +378,21 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
         if not isinstance(values, list) or not values:
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
+    _tuples_where_expected(estimator, out)
     _check_keys(estimator, out, path)
     return out
+
+
+def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:
+    """Lists become tuples for parameters whose current value is a tuple.
+
+    JSON has no tuples, so ``{"vect__ngram_range": [[1, 1], [1, 2]]}``
+    arrives as lists; scikit-learn validates such parameters as tuples.
+    """
+    current = estimator.get_params(deep=True)
+    for key, values in space.items():
+        if isinstance(values, list) and isinstance(current.get(key), tuple):
+            space[key] = [tuple(v) if isinstance(v, list) else v for v in values]
 
 
 def _number(value: Any, path: str) -> int | float:

@@ -549,3 +549,22 @@ def test_grid_keys_are_checked_against_the_steps_the_grid_swaps_in(allow):
     with pytest.raises(SpecError) as err:
         build_distributions(pipe, to_distributions(gone, allow), allow)
     assert err.value.path == "param_distributions.pca__n_components"
+
+
+def test_tuple_parameters_survive_json():
+    """JSON lists become the tuples scikit-learn validates (ngram_range, feature_range)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from memogrid.spec import Allowlist, build_estimator, build_grid, to_grid, to_spec
+
+    allow = Allowlist.default()
+    pipe = Pipeline([("vect", CountVectorizer(ngram_range=(1, 2))), ("mm", MinMaxScaler())])
+    rebuilt = build_estimator(json.loads(json.dumps(to_spec(pipe))), allow)
+    assert rebuilt.named_steps["vect"].ngram_range == (1, 2)
+    grid = {"vect__ngram_range": [(1, 1), (1, 3)], "mm__feature_range": [(0, 2)]}
+    built = build_grid(rebuilt, json.loads(json.dumps(to_grid(grid))), allow)
+    assert built == grid
+    rebuilt.set_params(**{k: v[0] for k, v in built.items()})
+    rebuilt.named_steps["vect"].fit(["alpha beta gamma", "beta gamma delta"])
