@@ -60,9 +60,7 @@ def fit_log(session_fit_log):
 
 # -- SQL: every service test runs on SQLite and on PostgreSQL ---------------
 
-PG_URL = os.environ.get(
-    "MEMOGRID_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("MEMOGRID_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,10 @@ __all__ = [
     "build_estimator",
     "build_grid",
     "build_value",
+    "cv_to_spec",
     "default_allowlist",
+    "SPLITTERS",
+    "splitter_allowlist",
     "to_distributions",
     "to_grid",
     "to_spec",
@@ -577,6 +580,64 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
             raise SpecError(path, f"function {label} is not on the allowlist")
         return {"function": name}
     raise SpecError(path, f"unsupported value of type {type(value).__name__}")
+
+
+#: cross-validation splitters a job may name in ``cv``
+SPLITTERS = (
+    "sklearn.model_selection.KFold",
+    "sklearn.model_selection.StratifiedKFold",
+    "sklearn.model_selection.GroupKFold",
+    "sklearn.model_selection.StratifiedGroupKFold",
+    "sklearn.model_selection.ShuffleSplit",
+    "sklearn.model_selection.StratifiedShuffleSplit",
+    "sklearn.model_selection.GroupShuffleSplit",
+    "sklearn.model_selection.TimeSeriesSplit",
+    "sklearn.model_selection.LeaveOneGroupOut",
+    "sklearn.model_selection.LeavePGroupsOut",
+    "sklearn.model_selection.LeaveOneOut",
+    "sklearn.model_selection.RepeatedKFold",
+    "sklearn.model_selection.RepeatedStratifiedKFold",
+    "sklearn.model_selection.PredefinedSplit",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def splitter_allowlist() -> Allowlist:
+    """The splitters of :data:`SPLITTERS`, the only classes ``cv`` may name."""
+    import sklearn.model_selection as ms
+
+    allow = Allowlist()
+    for name in SPLITTERS:
+        allow.add(name, getattr(ms, name.rsplit(".", 1)[1]))
+    return allow
+
+
+def cv_to_spec(cv: Any, path: str = "cv") -> Any:
+    """The JSON for a ``cv`` argument: ``None``, a number of folds or a splitter spec.
+
+    Splitters have no ``get_params``; like their repr, their parameters are
+    read from the attributes named after the constructor's arguments.
+    """
+    if cv is None or (isinstance(cv, int) and not isinstance(cv, bool)):
+        return cv
+    allow = splitter_allowlist()
+    name = allow.name_of_class(type(cv))
+    if name is None:
+        raise SpecError(
+            path,
+            f"{type(cv).__name__} is not a splitter the service knows; use a number of "
+            f"folds or one of {', '.join(n.rsplit('.', 1)[1] for n in SPLITTERS)}",
+        )
+    params = {}
+    for p in inspect.signature(type(cv).__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(cv, p.name, p.default)
+        if p.name == "n_splits" and hasattr(cv, "cvargs"):  # Repeated*KFold keep it there
+            value = cv.cvargs.get("n_splits", value)
+        if not _is_default(value, p.default):
+            params[p.name] = _to_spec(value, allow, f"{path}.params.{p.name}")
+    return {"class": name, "params": params}
 
 
 def to_spec(obj: Any, allow: Allowlist | None = None, path: str = "") -> Any:

@@ -13,31 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memogrid.spec import splitter_allowlist
+
 from .build import Allowlist, SpecError, build_estimator, build_grid
-
-#: cross-validation splitters a job may name in ``cv``
-SPLITTERS = (
-    "sklearn.model_selection.KFold",
-    "sklearn.model_selection.StratifiedKFold",
-    "sklearn.model_selection.GroupKFold",
-    "sklearn.model_selection.StratifiedGroupKFold",
-    "sklearn.model_selection.ShuffleSplit",
-    "sklearn.model_selection.StratifiedShuffleSplit",
-    "sklearn.model_selection.GroupShuffleSplit",
-    "sklearn.model_selection.TimeSeriesSplit",
-    "sklearn.model_selection.LeaveOneGroupOut",
-    "sklearn.model_selection.LeavePGroupsOut",
-    "sklearn.model_selection.LeaveOneOut",
-    "sklearn.model_selection.RepeatedKFold",
-    "sklearn.model_selection.RepeatedStratifiedKFold",
-    "sklearn.model_selection.PredefinedSplit",
-)
-
-
-def splitter_allowlist() -> Allowlist:
-    import sklearn.model_selection as ms
-
-    return Allowlist(classes={name: getattr(ms, name.rsplit(".", 1)[1]) for name in SPLITTERS})
 
 
 @dataclass(frozen=True)

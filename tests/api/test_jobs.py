@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
@@ -146,7 +148,7 @@ def _bad(api, body, path_part, message):
     return problem
 
 
-def test_bad_specs_are_422_pointing_at_the_item(api, seed_data):
+def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
     X, y = seed_data
     xid, yid = upload(api, X), upload(api, y)
     base = dict(estimator=seed_spec(), param_grid=SEED_GRID, X=xid, y=yid)
@@ -194,7 +196,13 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data):
         "above the limit",
     )
     _bad(api, dict(base, scoring="acuracy"), "scoring", "unknown scorer")
-    _bad(api, dict(base, estimator="__import__('os').system('touch /tmp/pwned')"), "estimator", "")
+    marker = tmp_path / "pwned"
+    expression = f"__import__('os').system('touch {marker}')"
+    _bad(api, dict(base, estimator=expression), "estimator", "")
+    _bad(api, dict(base, estimator={"class": expression}), "class", "not on the allowlist")
+    _bad(api, dict(base, estimator=spec_with("antigravity.Fly")), "class", "not on the allowlist")
+    # nothing named in a request was imported or executed
+    assert "antigravity" not in sys.modules and not marker.exists()
     _bad(api, dict(base, nonsense=1), "nonsense", "")
     _bad(
         api,

@@ -147,14 +147,14 @@ def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
                 cached=False,
             )
         )
-        s.execute(
-            update(Job).where(Job.id == job_id).values(lease_expires=utcnow() - timedelta(1))
-        )
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires=utcnow() - timedelta(1)))
     svc.runner.start()
     job = _wait(svc, job_id)
     assert job.state == "succeeded" and job.attempts == 2
     with svc.db.read() as s:
-        n = s.scalar(select(func.count()).select_from(SplitResult).where(SplitResult.job_id == job_id))
+        n = s.scalar(
+            select(func.count()).select_from(SplitResult).where(SplitResult.job_id == job_id)
+        )
     assert n == 3 * 3  # written once each, the dead runner's row kept
 
 

@@ -1,0 +1,128 @@
+"""Every kind of search over HTTP equals scikit-learn's: randomized, groups,
+splitter specs, routed fit params, DataFrames with ColumnTransformer, multimetric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import loguniform
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, GroupKFold, RandomizedSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+
+from memogrid.spec import cv_to_spec, to_distributions, to_grid, to_spec
+from memogrid.wire import decode_cv_results, decode_value
+from tests.api.conftest import upload, wait_job
+from tests.helpers.parity import assert_cv_results_equal, same_value
+
+
+def run(api, body) -> dict:
+    r = api.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    status = wait_job(api, r.json()["id"])
+    assert status["state"] == "succeeded", status["error"]
+    return api.get(f"/v1/jobs/{status['id']}/results").json()
+
+
+def check(res, sk):
+    assert_cv_results_equal(decode_cv_results(res["cv_results"]), sk.cv_results_)
+    if hasattr(sk, "best_index_"):
+        assert res["best_index"] == sk.best_index_
+        best = decode_value(res["best_params"])
+        assert list(best) == list(sk.best_params_)
+        assert all(same_value(best[k], v) for k, v in sk.best_params_.items())
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(n_samples=150, n_features=8, random_state=3)
+    groups = np.arange(150) % 6
+    weights = np.linspace(0.5, 2.0, 150)
+    return X, y, groups, weights
+
+
+def test_randomized_with_groups_and_sample_weight(api, data):
+    X, y, groups, w = data
+    pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())])
+    dists = {"svc__C": loguniform(1e-2, 1e2), "svc__kernel": ["rbf", "linear"]}
+    cv = GroupKFold(n_splits=3)
+    sk = RandomizedSearchCV(pipe, dists, n_iter=6, random_state=11, cv=cv)
+    sk.fit(X, y, groups=groups, svc__sample_weight=w)
+    ids = {k: upload(api, v) for k, v in dict(X=X, y=y, groups=groups, w=w).items()}
+    res = run(
+        api,
+        {
+            "estimator": to_spec(pipe),
+            "param_distributions": to_distributions(dists),
+            "n_iter": 6,
+            "random_state": 11,
+            "X": ids["X"],
+            "y": ids["y"],
+            "groups": ids["groups"],
+            "cv": cv_to_spec(cv),
+            "fit_params": {"svc__sample_weight": ids["w"]},
+        },
+    )
+    check(res, sk)
+
+
+def test_frame_with_column_transformer_multimetric(api):
+    rng = np.random.RandomState(0)
+    df = pd.DataFrame(
+        {
+            "color": pd.Categorical(rng.choice(["r", "g", "b"], 120)),
+            "size": rng.normal(size=120),
+            "n": rng.randint(0, 5, 120),
+        }
+    )
+    y = (df["size"] + (df["color"] == "r") > 0.3).astype(int).to_numpy()
+    pipe = Pipeline(
+        [
+            (
+                "ct",
+                ColumnTransformer(
+                    [("oh", OneHotEncoder(), ["color"]), ("num", StandardScaler(), ["size", "n"])]
+                ),
+            ),
+            ("clf", LogisticRegression()),
+        ]
+    )
+    grid = {"clf__C": [0.1, 1.0, 10.0], "ct__num": [StandardScaler(), "passthrough"]}
+    scoring = ["accuracy", "f1"]
+    sk = GridSearchCV(pipe, grid, scoring=scoring, refit="f1", cv=4, return_train_score=True)
+    sk.fit(df, y)
+    res = run(
+        api,
+        {
+            "estimator": to_spec(pipe),
+            "param_grid": to_grid(grid),
+            "X": upload(api, df),
+            "y": upload(api, y),
+            "cv": 4,
+            "scoring": scoring,
+            "refit": "f1",
+            "return_train_score": True,
+        },
+    )
+    check(res, sk)
+    assert res["refit_metric"] == "f1" and res["multimetric"]
+
+
+def test_column_names_need_a_frame(api):
+    pipe = ColumnTransformer([("num", StandardScaler(), ["size"])])
+    X = np.ones((10, 2))
+    r = api.post(
+        "/v1/jobs",
+        json={
+            "estimator": to_spec(Pipeline([("ct", pipe), ("clf", LogisticRegression())])),
+            "param_grid": {"clf__C": [1.0]},
+            "X": upload(api, X),
+            "y": upload(api, np.arange(10) % 2),
+        },
+    )
+    assert r.status_code == 422 and "DataFrame" in r.json()["detail"]
