@@ -103,3 +103,30 @@ def db_url(request, tmp_path):
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+# -- the real ASGI app on a real database, per test ------------------------
+
+
+@pytest.fixture
+def settings(tmp_path, db_url):
+    from memogrid_service.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        upload_max_bytes=8 << 20,
+        grid_max_fits=2_000,
+    )
+
+
+@pytest.fixture
+def api(settings, dask_client):
+    """An in-process client of the app (starlette's TestClient runs its lifespan)."""
+    from fastapi.testclient import TestClient
+
+    from memogrid_service.api.app import create_app
+
+    app = create_app(settings, dask_client=dask_client)
+    with TestClient(app, raise_server_exceptions=True) as client:
+        yield client

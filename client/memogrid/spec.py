@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MemogridError
+
 __all__ = [
     "DEFAULT_DISTRIBUTIONS",
     "DEFAULT_FUNCTIONS",
@@ -103,16 +105,19 @@ _NAMED_ENTRIES = frozenset({"steps", "transformer_list", "transformers", "estima
 _INT_LIMIT = 2**63
 
 
-class SpecError(ValueError):
+class SpecError(MemogridError, ValueError):
     """A spec cannot be built (or an object cannot be expressed as one).
 
-    ``path`` points at the offending item.
+    ``path`` points at the offending item. The service answers a bad spec
+    with 422, which the client raises as this same class.
     """
 
-    def __init__(self, path: str, message: str):
+    status = 422
+
+    def __init__(self, path: str, message: str, *, errors: Any = None):
         self.path = path or "<root>"
+        super().__init__(f"{self.path}: {message}", errors=errors)
         self.message = message
-        super().__init__(f"{self.path}: {message}")
 
 
 def _public_path(cls: type) -> str | None:

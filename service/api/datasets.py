@@ -80,7 +80,7 @@ async def upload_dataset(
         if length is not None and length.isdigit() and int(length) > limit:
             raise UploadError(413, f"the upload of {length} bytes exceeds the limit of {limit}")
     except UploadError as exc:
-        raise Problem(exc.status, exc.message) from None
+        raise Problem(exc.status or 422, exc.message) from None
     upload = await anyio.to_thread.run_sync(Upload, svc.store, kind, limit)
     try:
         buf = bytearray()
@@ -96,7 +96,7 @@ async def upload_dataset(
         info = await anyio.to_thread.run_sync(upload.finish)
     except UploadError as exc:
         upload.abort()
-        raise Problem(exc.status, exc.message) from None
+        raise Problem(exc.status or 422, exc.message) from None
     except BaseException:
         upload.abort()
         raise

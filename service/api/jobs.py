@@ -251,6 +251,7 @@ def job_results(job_id: JobPath, svc: Annotated[Services, Depends(services)]) ->
         has_estimator=job.has_estimator,
         warnings=job.warnings or [],
         stats=job.stats or {},
+        request=job.request,
     )
 
 

@@ -102,6 +102,7 @@ class JobResults(BaseModel):
     has_estimator: bool
     warnings: list[str]
     stats: dict[str, JSONValue]
+    request: dict[str, JSONValue] = Field(description="the job as submitted")
 
 
 class SplitOut(BaseModel):

@@ -1,7 +1,8 @@
 """Content-addressed dataset store.
 
 A dataset's id is the SHA-256 of a canonical encoding of its content, so
-the same data gets the same id whatever process, format or route wrote it:
+the same data gets the same id whatever process, format or route wrote it (the encoding lives
+in :mod:`memogrid.data`, shared with the client):
 
 - arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
   the shape, then the C-ordered bytes;
@@ -16,9 +17,7 @@ Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import tempfile
 import threading
@@ -29,72 +28,41 @@ from typing import Any
 
 import numpy as np
 
-ARRAY_MAGIC = b"memogrid-array-v1\0"
-FRAME_MAGIC = b"memogrid-frame-v1\0"
-_CHUNK = 1 << 22
+from memogrid.data import (
+    ARRAY_MAGIC,
+    FRAME_MAGIC,
+    DataError,
+    dataset_id,
+    frame_table,
+    hash_array,
+    hash_table,
+    is_frame,
+)
+
+__all__ = ["ARRAY_MAGIC", "FRAME_MAGIC", "DataRef", "DatasetError", "DatasetStore", "dataset_id"]
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A dataset cannot be stored or read (bad dtype, unknown id, ...)."""
 
 
-def _is_frame(obj: Any) -> bool:
-    return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
+# the canonical encoding is the client's, so both sides compute the same ids
+_is_frame = is_frame
+_hash_table = hash_table
 
 
 def _hash_array(arr: np.ndarray) -> str:
-    if arr.dtype.hasobject:
-        raise DatasetError("object dtype arrays are not accepted")
-    h = hashlib.sha256(ARRAY_MAGIC)
-    h.update(json.dumps([arr.dtype.str, list(arr.shape)]).encode())
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    mv = flat.data.cast("B") if flat.size else memoryview(b"")
-    for start in range(0, len(mv), _CHUNK):
-        h.update(mv[start : start + _CHUNK])
-    return h.hexdigest()
+    try:
+        return hash_array(arr)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _frame_table(df: Any) -> Any:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    for field in table.schema:
-        t = field.type
-        ok = (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-            or pa.types.is_dictionary(t)
-        )
-        if not ok:
-            raise DatasetError(
-                f"column {field.name!r} has unsupported type {t}; numeric, "
-                "boolean, string and categorical columns are accepted"
-            )
-    return table
-
-
-def _hash_table(table: Any) -> str:
-    import pyarrow as pa
-
-    h = hashlib.sha256(FRAME_MAGIC)
-    h.update(json.dumps([[f.name, str(f.type)] for f in table.schema]).encode())
-    for i in range(table.num_columns):
-        col = table.select([i]).combine_chunks()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, col.schema) as writer:
-            writer.write_table(col)
-        h.update(sink.getvalue().to_pybytes())
-    return h.hexdigest()
-
-
-def dataset_id(obj: Any) -> str:
-    """Return the content id of an array or DataFrame without storing it."""
-    if _is_frame(obj):
-        return _hash_table(_frame_table(obj))
-    return _hash_array(np.asarray(obj))
+    try:
+        return frame_table(df)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 @dataclass(frozen=True)

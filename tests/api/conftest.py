@@ -6,11 +6,6 @@ import io
 import time
 
 import numpy as np
-import pytest
-from fastapi.testclient import TestClient
-
-from memogrid_service.api.app import create_app
-from memogrid_service.settings import Settings
 
 NPY = {"content-type": "application/x-npy"}
 PARQUET = {"content-type": "application/vnd.apache.parquet"}
@@ -47,20 +42,3 @@ def wait_job(api, job_id: str, timeout: float = 120.0) -> dict:
             return body
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s: {body}")
-
-
-@pytest.fixture
-def settings(tmp_path, db_url):
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        upload_max_bytes=8 << 20,
-        grid_max_fits=2_000,
-    )
-
-
-@pytest.fixture
-def api(settings, dask_client):
-    app = create_app(settings, dask_client=dask_client)
-    with TestClient(app, raise_server_exceptions=True) as client:
-        yield client

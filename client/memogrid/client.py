@@ -1,0 +1,649 @@
+"""The thin client: submit scikit-learn searches to a memogrid service.
+
+    from memogrid import Client
+    with Client("http://127.0.0.1:8000", token=...) as client:
+        job = client.submit(pipe, grid, X, y, cv=5)
+        job.wait()                      # a progress bar: fits done, cache hits
+        job.best_params_, job.cv_results_, job.best_estimator_
+
+Estimators, grids and splitters become the service's JSON spec on this side
+(:mod:`memogrid.spec`), so an object the service could not build is refused
+before anything is sent. Datasets are hashed locally (:mod:`memogrid.data`)
+and uploaded only when the service does not hold them yet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import numpy as np
+
+from . import errors
+from .data import array_chunks, as_array, dataset_id, frame_table, is_frame, npy_header
+from .errors import MemogridError
+from .spec import SpecError, cv_to_spec, to_distributions, to_grid, to_spec
+
+#: seconds to connect; to wait for an answer (uploads stream for as long as they need)
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
+#: attempts for idempotent calls when the connection fails
+RETRIES = 3
+RETRY_BACKOFF = 0.5
+#: seconds between status polls while waiting
+POLL_INTERVAL = 0.2
+
+_STATUS_ERRORS: dict[int, type[MemogridError]] = {
+    400: SpecError,
+    401: errors.AuthError,
+    403: errors.AuthError,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.TooLarge,
+    415: errors.DataError,
+    422: SpecError,
+    429: errors.RateLimited,
+}
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _error_for(response: httpx.Response) -> MemogridError:
+    """The exception for a refused request, with the service's problem message."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    items = body.get("errors", []) if isinstance(body, dict) else []
+    message = detail or response.reason_phrase or f"HTTP {response.status_code}"
+    status = response.status_code
+    cls = _STATUS_ERRORS.get(status)
+    if cls is SpecError:
+        path = items[0]["path"] if items and isinstance(items[0], dict) else "<request>"
+        err: MemogridError = SpecError(path, message, errors=items)
+        err.status = status
+        return err
+    if cls is None:
+        cls = errors.ServerError if status >= 500 else MemogridError
+    return cls(message, status=status, errors=items)
+
+
+def _error_score(value: Any) -> Any:
+    if isinstance(value, str):
+        if value != "raise":
+            raise SpecError("error_score", f'error_score is "raise" or a number, not {value!r}')
+        return value
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if not math.isfinite(value):
+        raise SpecError("error_score", "error_score must be finite or NaN")
+    return value
+
+
+def _scoring(scoring: Any) -> Any:
+    if scoring is None or isinstance(scoring, str):
+        return scoring
+    if isinstance(scoring, (list, tuple, set)):
+        names = list(scoring)
+        if all(isinstance(n, str) for n in names):
+            return names
+    elif isinstance(scoring, Mapping) and all(isinstance(v, str) for v in scoring.values()):
+        return dict(scoring)
+    raise SpecError(
+        "scoring",
+        "scoring is None, a scorer name, or a list or dict of names; callables "
+        "cannot be sent to the service",
+    )
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = getattr(shell, "get_ipython", lambda: None)()
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+class Client:
+    """A connection to a memogrid service.
+
+    ``url`` and ``token`` default to ``MEMOGRID_URL`` (else
+    ``http://127.0.0.1:8000``) and ``MEMOGRID_TOKEN``. ``http`` hands in a
+    ready ``httpx.Client`` (tests pass an in-process ASGI client).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        http: httpx.Client | None = None,
+    ):
+        self.url = (url or os.environ.get("MEMOGRID_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.token = token if token is not None else os.environ.get("MEMOGRID_TOKEN")
+        headers = {"user-agent": "memogrid-client"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        if http is None:
+            self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+            self._owns_http = True
+        else:
+            http.headers.update(headers)
+            self._http = http
+            self._owns_http = False
+        #: uploads this client made, for tests and curiosity
+        self.uploads = 0
+
+    # -- plumbing ---------------------------------------------------------
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    # a Client is a handle on a service: clone() and copies share it, and a
+    # pickled one reconnects by URL and token
+    def __copy__(self) -> Client:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Client:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Client, (self.url, self.token))
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call: retried on connection errors if idempotent; errors mapped."""
+        attempts = RETRIES if method in _IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                if attempt + 1 >= attempts:
+                    raise errors.TransportError(
+                        f"cannot reach the memogrid service at {self.url}: {exc}"
+                    ) from None
+                time.sleep(RETRY_BACKOFF * 2**attempt)
+        if response.status_code >= 400:
+            raise _error_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- datasets ---------------------------------------------------------
+    def upload(self, data: Any) -> str:
+        """Store an array or DataFrame on the service (if it lacks it); its id."""
+        if is_frame(data):
+            table = frame_table(data)
+            from .data import hash_table
+
+            did = hash_table(table)
+            if not self.has_dataset(did):
+                import io
+
+                import pyarrow.parquet as pq
+
+                buf = io.BytesIO()
+                pq.write_table(table, buf)
+                self._post_dataset(buf.getvalue(), "application/vnd.apache.parquet", did)
+            return did
+        arr = as_array(data)
+        did = dataset_id(arr)
+        if not self.has_dataset(did):
+
+            def body() -> Iterator[bytes]:
+                yield npy_header(arr)
+                for chunk in array_chunks(arr):
+                    yield bytes(chunk)
+
+            self._post_dataset(body(), "application/x-npy", did)
+        return did
+
+    def _post_dataset(self, content: Any, content_type: str, expected: str) -> None:
+        # uploads stream for as long as they need (a handed-in client keeps its own)
+        extra: dict[str, Any] = {"timeout": UPLOAD_TIMEOUT} if self._owns_http else {}
+        got = self._json(
+            "POST",
+            "/v1/datasets",
+            content=content,
+            headers={"content-type": content_type},
+            **extra,
+        )
+        self.uploads += 1
+        if got["id"] != expected:
+            raise errors.DataError(
+                f"the service stored the upload as {got['id']}, not {expected}: "
+                "client and service disagree on the content encoding"
+            )
+
+    def has_dataset(self, dataset_id: str) -> bool:
+        """Whether the service holds this dataset (for this user)."""
+        try:
+            self._request("HEAD", f"/v1/datasets/{dataset_id}")
+            return True
+        except errors.NotFound:
+            return False
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def _dataset_ref(self, data: Any) -> str:
+        if isinstance(data, str):
+            return data
+        return self.upload(data)
+
+    # -- jobs -------------------------------------------------------------
+    def _body(
+        self,
+        estimator: Any,
+        X: Any,
+        y: Any,
+        *,
+        groups: Any,
+        cv: Any,
+        scoring: Any,
+        refit: Any,
+        error_score: Any,
+        return_train_score: bool,
+        fit_params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        if not isinstance(refit, (bool, str)):
+            raise SpecError("refit", "refit is a bool or a scorer name; callables cannot be sent")
+        body: dict[str, Any] = {
+            "estimator": to_spec(estimator, path="estimator"),
+            "cv": cv_to_spec(cv),
+            "scoring": _scoring(scoring),
+            "refit": refit,
+            "error_score": _error_score(error_score),
+            "return_train_score": bool(return_train_score),
+        }
+        for name, value in fit_params.items():
+            if np.ndim(value) == 0:
+                raise SpecError(
+                    f"fit_params.{name}",
+                    "only array-like fit parameters (one value per sample) can be sent",
+                )
+        # everything expressible: only now touch the network
+        body["X"] = self._dataset_ref(X)
+        if y is not None:
+            body["y"] = self._dataset_ref(y)
+        if groups is not None:
+            body["groups"] = self._dataset_ref(groups)
+        body["fit_params"] = {k: self._dataset_ref(v) for k, v in fit_params.items()}
+        return body
+
+    def submit(
+        self,
+        estimator: Any,
+        param_grid: Any,
+        X: Any,
+        y: Any = None,
+        *,
+        groups: Any = None,
+        cv: Any = None,
+        scoring: Any = None,
+        refit: bool | str = True,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        **fit_params: Any,
+    ) -> Job:
+        """Queue a grid search; arguments as scikit-learn's ``GridSearchCV`` and ``fit``."""
+        grid = to_grid(param_grid)
+        body = self._body(
+            estimator,
+            X,
+            y,
+            groups=groups,
+            cv=cv,
+            scoring=scoring,
+            refit=refit,
+            error_score=error_score,
+            return_train_score=return_train_score,
+            fit_params=fit_params,
+        )
+        body["param_grid"] = grid
+        return self._submit(body)
+
+    def submit_random(
+        self,
+        estimator: Any,
+        param_distributions: Any,
+        X: Any,
+        y: Any = None,
+        *,
+        n_iter: int = 10,
+        random_state: int | None = None,
+        groups: Any = None,
+        cv: Any = None,
+        scoring: Any = None,
+        refit: bool | str = True,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        **fit_params: Any,
+    ) -> Job:
+        """Queue a randomized search (``RandomizedSearchCV``'s arguments).
+
+        ``random_state`` must be an int (or None): the service draws the same
+        candidates scikit-learn would with it.
+        """
+        if random_state is not None and not isinstance(random_state, (int, np.integer)):
+            raise SpecError("random_state", "random_state must be an int to be sent")
+        dists = to_distributions(param_distributions)
+        body = self._body(
+            estimator,
+            X,
+            y,
+            groups=groups,
+            cv=cv,
+            scoring=scoring,
+            refit=refit,
+            error_score=error_score,
+            return_train_score=return_train_score,
+            fit_params=fit_params,
+        )
+        body.update(
+            param_distributions=dists,
+            n_iter=int(n_iter),
+            random_state=None if random_state is None else int(random_state),
+        )
+        return self._submit(body)
+
+    def _submit(self, body: dict[str, Any]) -> Job:
+        got = self._json("POST", "/v1/jobs", json=body)
+        return Job(self, got["id"])
+
+    def job(self, job_id: str) -> Job:
+        """Reattach to a job (from another session, say)."""
+        job = Job(self, job_id)
+        job.status()  # NotFound now rather than later
+        return job
+
+    def jobs(
+        self,
+        *,
+        state: str | list[str] | None = None,
+        dataset: Any = None,
+        created_after: Any = None,
+        created_before: Any = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first; ``dataset`` as an id or the data itself."""
+        params: dict[str, Any] = {}
+        if state is not None:
+            params["state"] = [state] if isinstance(state, str) else list(state)
+        if dataset is not None:
+            params["dataset"] = dataset if isinstance(dataset, str) else dataset_id(dataset)
+        for key, value in (("created_after", created_after), ("created_before", created_before)):
+            if value is not None:
+                params[key] = value.isoformat() if hasattr(value, "isoformat") else str(value)
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while len(out) < limit:
+            page = dict(params, limit=min(500, limit - len(out)))
+            if cursor:
+                page["cursor"] = cursor
+            got = self._json("GET", "/v1/jobs", params=page)
+            out.extend(got["items"])
+            cursor = got.get("next_cursor")
+            if not cursor:
+                break
+        return out
+
+    def leaderboard(self, X: Any, *, metric: str | None = None, limit: int = 20) -> list[dict]:
+        """The best candidates over every job on ``X`` (an array, frame or dataset id)."""
+        did = X if isinstance(X, str) else dataset_id(X)
+        params: dict[str, Any] = {"limit": limit}
+        if metric:
+            params["metric"] = metric
+        return list(self._json("GET", f"/v1/datasets/{did}/leaderboard", params=params))
+
+    def results(self, param: str, value: Any, *, dataset: Any = None, limit: int = 100) -> list:
+        """Every candidate, over all jobs, whose parameter ``param`` was ``value``."""
+        import json
+
+        params: dict[str, Any] = {
+            "param": param,
+            "value": json.dumps(to_spec(value, path=param)),
+            "limit": limit,
+        }
+        if dataset is not None:
+            params["dataset"] = dataset if isinstance(dataset, str) else dataset_id(dataset)
+        return list(self._json("GET", "/v1/results", params=params))
+
+    def cache_stats(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/cache"))
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/health"))
+
+
+class Job:
+    """A submitted search; after :meth:`wait`, scikit-learn's search attributes."""
+
+    def __init__(self, client: Client, job_id: str):
+        self.client = client
+        self.id = job_id
+        self._status: dict[str, Any] | None = None
+        self._results: dict[str, Any] | None = None
+        self._cv_results: dict[str, Any] | None = None
+        self._best_estimator: Any = None
+
+    def __repr__(self) -> str:
+        state = self._status["state"] if self._status else "?"
+        return f"<memogrid.Job {self.id} {state}>"
+
+    # -- state ------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The job's state, times, error and progress, fresh from the service."""
+        self._status = dict(self.client._json("GET", f"/v1/jobs/{self.id}"))
+        return self._status
+
+    @property
+    def state(self) -> str:
+        return str((self._status or self.status())["state"])
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the job (a finished job raises :class:`~memogrid.errors.Conflict`)."""
+        self._status = dict(self.client._json("POST", f"/v1/jobs/{self.id}/cancel"))
+        return self._status
+
+    def wait(
+        self, timeout: float | None = None, progress: bool = True, *, raise_on_failure: bool = True
+    ) -> Job:
+        """Block until the job ends; a progress bar unless ``progress=False``.
+
+        The bar (tqdm) counts results done of total with the cache hits in its
+        postfix; it is shown only on a terminal or in a notebook. A failed job
+        raises :class:`~memogrid.errors.JobFailed` (a cancelled one
+        :class:`~memogrid.errors.JobCancelled`) unless ``raise_on_failure`` is
+        false; ``timeout`` seconds without an end raise
+        :class:`~memogrid.errors.WaitTimeout`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        stream = sys.stderr
+        show = progress and (_in_notebook() or bool(getattr(stream, "isatty", bool)()))
+        try:
+            while True:
+                st = self.status()
+                p = st["progress"]
+                if show:
+                    if bar is None:
+                        from tqdm.auto import tqdm
+
+                        bar = tqdm(
+                            total=p["total"] or None,
+                            desc=f"memogrid {self.id[:8]}",
+                            unit="fit",
+                            file=stream,
+                            dynamic_ncols=True,
+                        )
+                    if p["total"] and bar.total != p["total"]:
+                        bar.total = p["total"]
+                    bar.n = p["done"]
+                    bar.set_postfix(
+                        state=st["state"], hits=p["cache_hits"], fits=p["fits"], refresh=False
+                    )
+                    bar.refresh()
+                if st["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise errors.WaitTimeout(
+                        f"job {self.id} is still {st['state']} after {timeout} s"
+                    )
+                time.sleep(POLL_INTERVAL)
+        finally:
+            if bar is not None:
+                bar.close()
+        if raise_on_failure:
+            if st["state"] == "failed":
+                raise errors.JobFailed(self.id, st.get("error"))
+            if st["state"] == "cancelled":
+                raise errors.JobCancelled(self.id)
+        return self
+
+    # -- results ----------------------------------------------------------
+    def results(self) -> dict[str, Any]:
+        """The raw results answer (cached once read; the job must have succeeded)."""
+        if self._results is None:
+            try:
+                self._results = dict(self.client._json("GET", f"/v1/jobs/{self.id}/results"))
+            except errors.Conflict:
+                st = self.status()
+                if st["state"] == "failed":
+                    raise errors.JobFailed(self.id, st.get("error")) from None
+                if st["state"] == "cancelled":
+                    raise errors.JobCancelled(self.id) from None
+                raise
+        return self._results
+
+    @property
+    def cv_results_(self) -> dict[str, Any]:
+        if self._cv_results is None:
+            from .wire import decode_cv_results
+
+            self._cv_results = decode_cv_results(self.results()["cv_results"])
+        return self._cv_results
+
+    @property
+    def best_index_(self) -> int:
+        return self._best("best_index")
+
+    @property
+    def best_params_(self) -> dict[str, Any]:
+        from .wire import decode_value
+
+        self._best("best_params")
+        return dict(decode_value(self.results()["best_params"]))
+
+    @property
+    def best_score_(self) -> float:
+        value = self._best("best_score")
+        return (
+            float(value) if not isinstance(value, str) else float(value.replace("Infinity", "inf"))
+        )
+
+    def _best(self, key: str) -> Any:
+        value = self.results().get(key)
+        if value is None:
+            raise AttributeError(
+                f"{key}_ is not available: the job ran with refit=False and several metrics"
+            )
+        return value
+
+    @property
+    def n_splits_(self) -> int:
+        return int(self.results()["n_splits"])
+
+    @property
+    def multimetric_(self) -> bool:
+        return bool(self.results()["multimetric"])
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.results()["warnings"])
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return dict(self.results()["stats"])
+
+    @property
+    def best_estimator_(self) -> Any:
+        """The refit best estimator, downloaded once as skops, types audited."""
+        if self._best_estimator is None:
+            if not self.results()["has_estimator"]:
+                raise AttributeError(
+                    "best_estimator_ is not available: the job ran with refit=False"
+                )
+            blob = self.client._request("GET", f"/v1/jobs/{self.id}/estimator").content
+            self._best_estimator = load_audited(blob, self.results()["request"])
+        return self._best_estimator
+
+    def to_frame(self) -> Any:
+        """``cv_results_`` as a pandas DataFrame (one row per candidate)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.cv_results_)
+
+
+def spec_types(request: Mapping[str, Any]) -> set[str]:
+    """The fully qualified types of every estimator a job's request names.
+
+    These, and only these, are trusted when loading the job's best
+    estimator: they are the types the user asked for.
+    """
+    from .spec import default_allowlist
+
+    allow = default_allowlist()
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Mapping):
+            if "class" in value and isinstance(value.get("class"), str):
+                cls = allow.classes.get(value["class"])
+                if cls is not None:
+                    found.add(f"{cls.__module__}.{cls.__qualname__}")
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list):
+            for v in value:
+                visit(v)
+
+    visit(request.get("estimator"))
+    visit(request.get("param_grid"))
+    visit(request.get("param_distributions"))
+    return found
+
+
+def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
+    """Load a skops file trusting only the types the job's spec names."""
+    import skops.io as sio
+
+    trusted = spec_types(request)
+    untrusted = set(sio.get_untrusted_types(data=blob))
+    unexpected = sorted(untrusted - trusted)
+    if unexpected:
+        raise errors.DataError(
+            "the best estimator holds types the job's spec does not name, refusing to "
+            f"load it: {', '.join(unexpected)}"
+        )
+    return sio.loads(blob, trusted=sorted(untrusted))

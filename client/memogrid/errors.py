@@ -1,0 +1,87 @@
+"""One exception tree for everything memogrid raises.
+
+    MemogridError
+    ├── SpecError          an object or request the service cannot express or accept (422)
+    ├── DataError          a dataset the client cannot hash or the service refuses
+    ├── NotFound           no such dataset or job (404; also another user's)
+    ├── AuthError          missing, wrong or expired token (401 / 403)
+    ├── Conflict           not now: a job not finished, a dataset in use (409)
+    ├── TooLarge           over a size limit (413)
+    ├── RateLimited        too many requests or running jobs (429)
+    ├── ServerError        the service failed (5xx)
+    ├── TransportError     the service could not be reached
+    ├── JobFailed          the job ended failed; ``.error`` is its reason
+    ├── JobCancelled       the job was cancelled
+    └── WaitTimeout        ``Job.wait(timeout=...)`` ran out
+
+Errors from the service carry its problem message (``detail``) in their
+text, the HTTP ``status`` and the problem's ``errors`` items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemogridError(Exception):
+    """The root of every memogrid error."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, errors: Any = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.errors: list[dict[str, Any]] = list(errors or [])
+
+
+class DataError(MemogridError, ValueError):
+    """A dataset that cannot be hashed, uploaded or stored."""
+
+
+class NotFound(MemogridError, LookupError):
+    status = 404
+
+
+class AuthError(MemogridError, PermissionError):
+    status = 401
+
+
+class Conflict(MemogridError):
+    status = 409
+
+
+class TooLarge(MemogridError):
+    status = 413
+
+
+class RateLimited(MemogridError):
+    status = 429
+
+
+class ServerError(MemogridError):
+    status = 500
+
+
+class TransportError(MemogridError, ConnectionError):
+    """The service could not be reached (after retries, for idempotent calls)."""
+
+
+class JobFailed(MemogridError):
+    """The job ended ``failed``; ``error`` holds the service's reason."""
+
+    def __init__(self, job_id: str, error: str | None):
+        super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
+        self.job_id = job_id
+        self.error = error
+
+
+class JobCancelled(MemogridError):
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+class WaitTimeout(MemogridError, TimeoutError):
+    pass

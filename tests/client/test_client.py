@@ -1,0 +1,204 @@
+"""The thin client and the drop-in searches, against the real app in-process."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from scipy.stats import loguniform
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV as SkGridSearchCV
+from sklearn.model_selection import RandomizedSearchCV as SkRandomizedSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import memogrid
+from memogrid import Client, GridSearchCV, RandomizedSearchCV
+from tests.helpers.parity import assert_cv_results_equal
+
+GRID = {"pca__n_components": [5, 10, 20], "logistic__C": [1e-4, 1e-2, 1, 1e2, 1e4, 1e6]}
+
+
+def seed_pipe():
+    return Pipeline(
+        [("pca", PCA()), ("logistic", LogisticRegression(solver="liblinear", random_state=0))]
+    )
+
+
+@pytest.fixture(scope="module")
+def seed_data():
+    return make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
+
+
+@pytest.fixture
+def mg(api):
+    with Client(http=api) as client:
+        yield client
+
+
+def _wait_running(job, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = job.status()
+        if st["state"] == "running" and st["progress"]["done"] > 0:
+            return st
+        time.sleep(0.02)
+    raise AssertionError(f"job never ran: {st}")
+
+
+def test_seed_example_through_submit(mg, seed_data):
+    X, y = seed_data
+    job = mg.submit(seed_pipe(), GRID, X, y, cv=5)
+    job.wait(progress=False)
+    sk = SkGridSearchCV(seed_pipe(), GRID, cv=5).fit(X, y)
+    assert_cv_results_equal(job.cv_results_, sk.cv_results_)
+    assert job.best_params_ == sk.best_params_
+    assert job.best_score_ == sk.best_score_ and job.best_index_ == sk.best_index_
+    assert job.n_splits_ == 5 and not job.multimetric_
+    best = job.best_estimator_
+    assert type(best) is Pipeline
+    assert np.array_equal(best.predict_proba(X), sk.best_estimator_.predict_proba(X))
+    frame = job.to_frame()
+    assert list(frame.columns) == list(sk.cv_results_) and len(frame) == 18
+    assert len(job.warnings) == 1 and "pca (PCA)" in job.warnings[0]  # random_state=None
+
+    # the same X and y again: nothing uploaded; an overlapping grid hits the cache
+    uploads = mg.uploads
+    job2 = mg.submit(seed_pipe(), dict(GRID, logistic__C=[1e-2, 7.0]), X, y, cv=5).wait(
+        progress=False
+    )
+    assert mg.uploads == uploads
+    assert job2.stats["step_fits"] == 0 and job2.stats["score_hits"] == 15
+
+    # reattach from another session
+    with Client(http=mg._http) as other:
+        again = other.job(job.id)
+        assert again.state == "succeeded"
+        assert_cv_results_equal(again.cv_results_, sk.cv_results_)
+
+    # queries
+    board = mg.leaderboard(X, limit=5)
+    assert len(board) == 5 and board[0]["mean_score"] == pytest.approx(sk.best_score_)
+    assert {j["id"] for j in mg.jobs(state="succeeded", dataset=X)} == {job.id, job2.id}
+    assert len(mg.jobs(limit=1)) == 1
+    rows = mg.results("logistic__C", 1e-2)
+    assert {r["job_id"] for r in rows} == {job.id, job2.id}
+    assert mg.cache_stats()["entries"] > 0
+
+
+def test_drop_in_grid_search(mg, seed_data):
+    X, y = seed_data
+    ours = GridSearchCV(seed_pipe(), GRID, cv=5, client=mg, progress=False)
+    assert clone(ours).get_params()["param_grid"] == GRID
+    assert ours.fit(X, y) is ours
+    sk = SkGridSearchCV(seed_pipe(), GRID, cv=5).fit(X, y)
+    assert ours.best_params_ == sk.best_params_ and ours.best_score_ == sk.best_score_
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    for method in ("predict", "predict_proba", "decision_function"):
+        assert np.array_equal(getattr(ours, method)(X), getattr(sk, method)(X))
+    assert ours.score(X, y) == sk.score(X, y)
+    assert np.array_equal(ours.classes_, sk.classes_) and ours.n_features_in_ == 30
+    assert not hasattr(ours, "transform")  # LogisticRegression has none
+    ours.set_params(cv=3)
+    assert ours.get_params()["cv"] == 3
+
+
+def test_drop_in_randomized_search_multimetric(mg, seed_data):
+    X, y = seed_data
+    dists = {"logistic__C": loguniform(1e-3, 1e3), "pca__n_components": [5, 10]}
+    kw = dict(n_iter=5, random_state=3, cv=3, scoring=["accuracy", "f1"], refit="f1")
+    ours = RandomizedSearchCV(seed_pipe(), dists, client=mg, progress=False, **kw).fit(X, y)
+    sk = SkRandomizedSearchCV(seed_pipe(), dists, **kw).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_index_ == sk.best_index_ and ours.multimetric_
+    assert ours.score(X, y) == sk.score(X, y)
+
+
+class Custom(TransformerMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_inexpressible_objects_fail_before_anything_is_sent(mg, seed_data):
+    X, y = seed_data
+    bad = [
+        Pipeline([("f", FunctionTransformer(lambda x: x)), ("lr", LogisticRegression())]),
+        Pipeline([("c", Custom()), ("lr", LogisticRegression())]),
+    ]
+    for pipe in bad:
+        with pytest.raises(memogrid.SpecError, match="allowlist|not"):
+            mg.submit(pipe, {"lr__C": [1.0]}, X, y)
+    with pytest.raises(memogrid.SpecError, match="scoring"):
+        mg.submit(seed_pipe(), GRID, X, y, scoring=lambda est, X, y: 1.0)
+    with pytest.raises(memogrid.SpecError, match="cv"):
+        mg.submit(seed_pipe(), GRID, X, y, cv=[(np.arange(10), np.arange(10, 20))])
+    assert mg.uploads == 0 and mg.jobs() == []
+
+
+def test_error_types(mg, seed_data, monkeypatch):
+    X, y = seed_data
+    with pytest.raises(memogrid.NotFound, match="not found"):
+        mg.job("0" * 32)
+    # the server's 422, with its path
+    with pytest.raises(memogrid.SpecError) as info:
+        mg.submit(seed_pipe(), {"svm__C": [1.0]}, X, y)
+    assert "svm__C" in str(info.value) and info.value.status == 422
+    # a failing job
+    job = mg.submit(seed_pipe(), {"pca__n_components": [500]}, X, y, error_score="raise")
+    with pytest.raises(memogrid.JobFailed) as failed:
+        job.wait(progress=False)
+    assert "n_components=500" in failed.value.error
+    with pytest.raises(memogrid.JobFailed):
+        job.cv_results_  # noqa: B018
+    # too large for the service's cap (8 MiB in these tests)
+    with pytest.raises(memogrid.TooLarge, match="exceeds"):
+        mg.upload(np.zeros(2 << 20))
+    # refused data
+    with pytest.raises(memogrid.DataError, match="object"):
+        mg.upload(np.array([{"a": 1}], dtype=object))
+    # nobody there: retried, then a TransportError
+    monkeypatch.setattr("memogrid.client.RETRY_BACKOFF", 0.01)
+    with Client("http://127.0.0.1:9") as nowhere, pytest.raises(memogrid.TransportError):
+        nowhere.health()
+    for cls in (memogrid.NotFound, memogrid.JobFailed, memogrid.TransportError):
+        assert issubclass(cls, memogrid.MemogridError)
+
+
+def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
+    X, y = make_classification(n_samples=4000, n_features=60, random_state=5)
+    big = {"pca__n_components": list(range(2, 30)), "logistic__C": [1e-3, 1e-2, 1e-1, 1, 10, 100]}
+    job = mg.submit(seed_pipe(), big, X, y, cv=5)
+    with pytest.raises(memogrid.WaitTimeout):
+        job.wait(timeout=0.05, progress=False)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    monkeypatch.setattr("sys.stderr", out)
+    with pytest.raises(memogrid.WaitTimeout):
+        job.wait(timeout=1.5)
+    text = out.getvalue()
+    assert f"memogrid {job.id[:8]}" in text and "hits=" in text and "/840" in text
+    quiet = Tty()
+    monkeypatch.setattr("sys.stderr", quiet)
+    with pytest.raises(memogrid.WaitTimeout):
+        job.wait(timeout=0.3, progress=False)
+    assert quiet.getvalue() == ""
+
+    _wait_running(job)
+    job.cancel()
+    with pytest.raises(memogrid.JobCancelled):
+        job.wait(timeout=30, progress=False)
+    assert job.status()["state"] == "cancelled"
+    with pytest.raises(memogrid.Conflict, match="cancel"):
+        job.cancel()
