@@ -159,8 +159,8 @@ def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
 
 
 def test_stopping_the_runner_requeues_its_jobs_and_a_new_one_resumes(svc):
-    big = {"svc__C": list(np.logspace(-2, 2, 30)), "svc__gamma": [0.1, 1.0]}
-    data = make_classification(n_samples=400, n_features=10, random_state=1)
+    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
+    data = make_classification(n_samples=2000, n_features=10, random_state=1)
     (job_id,) = _queue(svc, big, data=data)
     svc.runner.start()
     deadline = time.monotonic() + 60
