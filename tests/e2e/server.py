@@ -28,7 +28,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
-        full_env = dict(os.environ, MEMOGRID_DATA_DIR=str(data_dir), **(env or {}))
+        full_env = {**os.environ, "MEMOGRID_DATA_DIR": str(data_dir), **(env or {})}
         full_env.setdefault("MEMOGRID_N_WORKERS", str(workers))
         full_env.pop("MEMOGRID_TEST_FIT_LOG", None)
         self.proc = subprocess.Popen(
@@ -64,6 +64,82 @@ class Server:
 
     def __enter__(self) -> Server:
         self.wait_healthy()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+class DaskProcesses:
+    """A real ``dask scheduler`` and ``n`` single-threaded ``dask worker`` processes."""
+
+    def __init__(self, workdir: Path, n_workers: int = 2, env: dict[str, str] | None = None):
+        self.sched_file = workdir / "scheduler.json"
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.n_workers = n_workers
+        self.procs: list[subprocess.Popen] = []
+        self.address = ""
+
+    def _spawn(self, *args: str) -> subprocess.Popen:
+        p = subprocess.Popen(
+            [DASK, *args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(p)
+        return p
+
+    def start(self) -> str:
+        import json
+
+        self._spawn(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(self.sched_file),
+        )
+        deadline = time.monotonic() + 60
+        while not self.sched_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.1)
+        for _ in range(self.n_workers):
+            self._spawn(
+                "worker",
+                "--scheduler-file",
+                str(self.sched_file),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--no-nanny",
+            )
+        self.address = json.loads(self.sched_file.read_text())["address"]
+        return self.address
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self) -> DaskProcesses:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from sklearn.model_selection import GridSearchCV
@@ -15,72 +11,16 @@ from memogrid_service.engine.cluster import close_client, make_client
 from memogrid_service.engine.search import SearchRunner
 from memogrid_service.store.cache import ResultCache
 from memogrid_service.store.datasets import DatasetStore
+from tests.e2e.server import DaskProcesses
 from tests.helpers.counting import LOG_ENV, fit_counts
 from tests.helpers.parity import assert_cv_results_equal
 from tests.helpers.seed_search import seed_data, seed_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-DASK = str(Path(sys.executable).with_name("dask"))
-
 
 @pytest.fixture
 def external_scheduler(tmp_path, fit_log):
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **{LOG_ENV: str(fit_log)})
-    procs = [
-        subprocess.Popen(
-            [
-                DASK,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(sched_file),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline, "scheduler did not start"
-            time.sleep(0.1)
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        DASK,
-                        "worker",
-                        "--scheduler-file",
-                        str(sched_file),
-                        "--nthreads",
-                        "1",
-                        "--no-dashboard",
-                        "--no-nanny",
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        import json
-
-        address = json.loads(sched_file.read_text())["address"]
-        yield address
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    with DaskProcesses(tmp_path, n_workers=2, env={LOG_ENV: str(fit_log)}) as dask:
+        yield dask.address
 
 
 @pytest.mark.slow

@@ -1,0 +1,104 @@
+"""The Dockerfile and docker-compose.yml, checked for what the deployment needs.
+
+Docker does not run on our machines; tests/e2e/test_topology.py runs the
+same topology as processes. These tests pin the files' structure.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def test_compose_services_and_images():
+    c = compose()
+    services = c["services"]
+    assert set(services) == {"postgres", "scheduler", "worker-1", "worker-2", "api"}
+    assert services["postgres"]["image"].startswith("postgres:")
+    # the API, the scheduler and every worker run the one memogrid image
+    for name in ("api", "scheduler", "worker-1", "worker-2"):
+        assert services[name]["image"] == "memogrid:latest"
+        assert services[name]["build"]["context"] == "."
+    assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
+    for worker in ("worker-1", "worker-2"):
+        cmd = services[worker]["command"]
+        assert cmd[:3] == ["dask", "worker", "tcp://scheduler:8786"]
+        assert cmd[cmd.index("--nthreads") + 1] == "1"
+
+
+def test_data_volume_shared_at_one_path():
+    c = compose()
+    services = c["services"]
+    mounts = {
+        name: [v for v in services[name]["volumes"] if v.startswith("memogrid-data:")]
+        for name in ("api", "worker-1", "worker-2")
+    }
+    assert all(m == ["memogrid-data:/data"] for m in mounts.values()), mounts
+    for name in ("api", "worker-1", "worker-2"):
+        assert services[name]["environment"]["MEMOGRID_DATA_DIR"] == "/data"
+    assert {"memogrid-data", "pgdata"} <= set(c["volumes"])
+    assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+
+
+def test_health_checks_and_start_order():
+    services = compose()["services"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "8786" in " ".join(services["scheduler"]["healthcheck"]["test"])
+    api = services["api"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["depends_on"]["scheduler"]["condition"] == "service_healthy"
+    for worker in ("worker-1", "worker-2"):
+        assert services[worker]["depends_on"]["scheduler"]["condition"] == "service_healthy"
+    # migrate, then serve
+    command = " ".join(api["command"])
+    assert re.search(r"memogrid migrate upgrade && exec memogrid serve", command)
+
+
+def test_api_environment_and_env_file():
+    services = compose()["services"]
+    env = services["api"]["environment"]
+    assert env["MEMOGRID_SCHEDULER_ADDRESS"] == "tcp://scheduler:8786"
+    assert env["MEMOGRID_DATABASE_URL"].startswith("postgresql+psycopg://memogrid:")
+    assert "${POSTGRES_PASSWORD}" in env["MEMOGRID_DATABASE_URL"]
+    assert services["api"]["ports"] == ["${MEMOGRID_PORT:-8000}:8000"]
+    # every variable compose reads is documented in .env.example
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    assert used <= set(env_example()), used - set(env_example())
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_dockerfile_key_lines():
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    assert re.match(
+        r"FROM python:3\.1[1-9]-slim",
+        lines[next(i for i, x in enumerate(lines) if x.startswith("FROM"))],
+    )
+    # dependencies installed from pyproject alone, before the code is copied
+    deps = text.index("COPY pyproject.toml")
+    assert deps < text.index("pip install -r") < text.index("COPY service")
+    assert "USER memogrid" in text and "useradd" in text
+    assert "HEALTHCHECK" in text and "/v1/health" in text
+    assert 'CMD ["memogrid", "serve"' in text
+    # the image's dependency list is the project's
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "memogrid" in project["scripts"] and "service" in project["optional-dependencies"]

@@ -1,0 +1,95 @@
+"""docker-compose's topology, as processes on loopback.
+
+A real PostgreSQL database, a ``dask scheduler``, two ``dask worker``
+processes and ``memogrid migrate upgrade && memogrid serve`` with the
+environment docker-compose.yml gives the API; the seed workload through the
+client, parity with scikit-learn, then an overlapping job whose transformer
+fits all come from the shared cache, with both workers having run tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from memogrid import Client
+from tests.e2e.server import ROOT, DaskProcesses, Server
+from tests.helpers.parity import assert_cv_results_equal
+
+pytestmark = pytest.mark.slow
+
+GRID = {"pca__n_components": [5, 10, 20], "logistic__C": [1e-4, 1e-2, 1, 1e2, 1e4, 1e6]}
+
+
+def pipe():
+    return Pipeline(
+        [("pca", PCA()), ("logistic", LogisticRegression(solver="liblinear", random_state=0))]
+    )
+
+
+def compose_api_env(data_dir, db_url: str, scheduler: str) -> dict[str, str]:
+    """The API's environment from docker-compose.yml, pointed at these processes."""
+    env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"][
+        "environment"
+    ]
+    out = {k: str(v) for k, v in env.items()}
+    assert set(out) == {
+        "MEMOGRID_DATA_DIR",
+        "MEMOGRID_DATABASE_URL",
+        "MEMOGRID_SCHEDULER_ADDRESS",
+        "MEMOGRID_MIGRATE_ON_START",
+    }
+    out.update(
+        MEMOGRID_DATA_DIR=str(data_dir),
+        MEMOGRID_DATABASE_URL=db_url,
+        MEMOGRID_SCHEDULER_ADDRESS=scheduler,
+    )
+    return out
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_compose_topology_as_processes(tmp_path, db_url):
+    from distributed import Client as DaskClient
+
+    data_dir = tmp_path / "data"
+    worker_env = {"MEMOGRID_DATA_DIR": str(data_dir)}
+    with DaskProcesses(tmp_path, n_workers=2, env=worker_env) as dask:
+        env = compose_api_env(data_dir, db_url, dask.address)
+        # the compose command: migrate, then serve (which refuses an old schema)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "memogrid_service.cli", "migrate", "upgrade"],
+            env=dict(os.environ, **env),
+            capture_output=True,
+            text=True,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        watcher = DaskClient(dask.address)
+        try:
+            watcher.wait_for_workers(2, timeout=60)
+            with Server(data_dir, env) as server, Client(server.url) as client:
+                X, y = make_classification(
+                    n_samples=300, n_features=30, n_redundant=10, random_state=42
+                )
+                job = client.submit(pipe(), GRID, X, y, cv=5).wait(progress=False)
+                sk = GridSearchCV(pipe(), GRID, cv=5).fit(X, y)
+                assert_cv_results_equal(job.cv_results_, sk.cv_results_)
+                assert job.best_params_ == sk.best_params_
+                assert job.stats["step_fits"] == 15
+
+                overlap = dict(GRID, logistic__C=[0.5, 2.0])
+                job2 = client.submit(pipe(), overlap, X, y, cv=5).wait(progress=False)
+                assert job2.stats["step_fits"] == 0 and job2.stats["step_hits"] == 15
+                assert job2.stats["final_fits"] == 30
+            executed = watcher.run(lambda dask_worker: dask_worker.state.executed_count)
+            assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
+        finally:
+            watcher.close()
