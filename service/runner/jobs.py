@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,6 +357,7 @@ class JobRunner:
             return DataRef(root, did)
 
         y = compiled.datasets.get("y")
+        t0 = time.perf_counter()
         prepared = self.search.prepare(
             compiled.estimator,
             resolve(compiled.datasets["X"]),
@@ -374,6 +376,7 @@ class JobRunner:
                 )
             )
         recorder = _Recorder(self.db, job_id, prepared.plan.grid)
+        t1 = time.perf_counter()
         result = self.search.run(
             prepared,
             on_progress=recorder.on_progress,
@@ -382,9 +385,13 @@ class JobRunner:
             reemit_warnings=False,
         )
         recorder.flush()
-        self._store_result(job_id, compiled.datasets["X"], prepared.refit_metric, result)
+        timings = {"prepare": t1 - t0, "run": time.perf_counter() - t1}
+        self._store_result(job_id, compiled.datasets["X"], prepared.refit_metric, result, timings)
 
-    def _store_result(self, job_id: str, x_id: str, metric: str, result: Any) -> None:
+    def _store_result(
+        self, job_id: str, x_id: str, metric: str, result: Any, timings: dict[str, float]
+    ) -> None:
+        t0 = time.perf_counter()
         from memogrid.spec import to_spec
         from memogrid.wire import encode_cv_results, encode_value
 
@@ -434,6 +441,8 @@ class JobRunner:
         with self.db.write() as s:
             insert_ignoring_duplicates(s, Candidate, candidates)
             insert_ignoring_duplicates(s, CandidateParam, params)
+        timings["store"] = time.perf_counter() - t0
+        stats = dict(result.stats.as_dict(), refit_time=result.refit_time_, timings=timings)
         best_score = result.best_score_
         done = self._finish(
             job_id,
@@ -447,7 +456,7 @@ class JobRunner:
                 else encode_value(result.best_params_, value_json)
             ),
             warnings=list(result.warnings),
-            stats=result.stats.as_dict(),
+            stats=stats,
             has_estimator=has_estimator,
         )
         if not done:
