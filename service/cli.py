@@ -2,6 +2,9 @@
 
     memogrid serve [--host H] [--port P] [--data-dir D] [--workers N]
     memogrid migrate upgrade|current|check
+    memogrid cache stats|prune --max-size SIZE
+    memogrid jobs list|show ID|cancel ID      (through the API: --url, --token)
+    memogrid demo [--url URL]                 (the seed workload twice: cold, then warm)
 
 Settings come from ``MEMOGRID_*`` environment variables; the flags here
 override the matching ones. Errors exit non-zero with a one-line message.
@@ -77,6 +80,73 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``1.5GiB`` or plain bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M or 2G)")
+    factor = 1024 ** " kmgt".index(m.group(2) or " ")
+    return int(float(m.group(1)) * factor)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .store.cache import ResultCache
+
+    settings = _settings(args)
+    cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
+    try:
+        if args.action == "prune":
+            if args.max_size is None:
+                raise ValueError("cache prune needs --max-size (e.g. --max-size 2G)")
+            evicted = cache.cull(args.max_size)
+            print(f"evicted {evicted} entries; the cache now holds {cache.volume()} bytes")
+        else:
+            print(f"directory   {settings.cache_dir}")
+            print(f"entries     {len(cache)}")
+            print(f"bytes       {cache.volume()}")
+            print(f"size limit  {settings.cache_size_limit}")
+    finally:
+        cache.close()
+    return 0
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from memogrid import Client
+
+    return Client(args.url, args.token)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    import json
+
+    with _client(args) as client:
+        if args.action == "list":
+            rows = client.jobs(state=args.state, dataset=args.dataset, limit=args.limit)
+            print(f"{'id':<32}  {'state':<9}  {'created':<25}  {'progress':>13}  hits")
+            for j in rows:
+                p = j["progress"]
+                print(
+                    f"{j['id']:<32}  {j['state']:<9}  {j['created_at'][:25]:<25}  "
+                    f"{p['done']:>6}/{p['total']:<6}  {p['cache_hits']}"
+                )
+        elif args.job_id is None:
+            raise ValueError(f"jobs {args.action} needs a job id")
+        elif args.action == "show":
+            print(json.dumps(client.job(args.job_id).status(), indent=2))
+        else:
+            st = client.job(args.job_id).cancel()
+            print(f"job {st['id']} is {st['state']} (cancel requested)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.url, args.token)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memogrid", description="memogrid: a persistent, memoizing grid-search service"
@@ -99,6 +169,35 @@ def parser() -> argparse.ArgumentParser:
     mig.add_argument("--data-dir", help="data directory (MEMOGRID_DATA_DIR)")
     mig.add_argument("--database-url", help="SQLAlchemy URL (MEMOGRID_DATABASE_URL)")
     mig.set_defaults(func=cmd_migrate)
+
+    cache = sub.add_parser("cache", help="inspect or prune the shared result cache")
+    cache.add_argument("action", choices=["stats", "prune"])
+    cache.add_argument(
+        "--max-size", type=parse_size, help="prune least-recently-used entries below this size"
+    )
+    cache.add_argument("--data-dir", help="data directory (MEMOGRID_DATA_DIR)")
+    cache.set_defaults(func=cmd_cache)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help="service URL (MEMOGRID_URL, default http://127.0.0.1:8000)")
+    remote.add_argument("--token", help="API token (MEMOGRID_TOKEN)")
+
+    jobs = sub.add_parser("jobs", parents=[remote], help="list, show or cancel jobs")
+    jobs.add_argument("action", choices=["list", "show", "cancel"])
+    jobs.add_argument("job_id", nargs="?", help="the job (show, cancel)")
+    jobs.add_argument("--state", action="append", help="only jobs in this state (repeatable)")
+    jobs.add_argument("--dataset", help="only jobs on this dataset id")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=cmd_jobs)
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[remote],
+        help="run the seed workload twice (cold, then warm) and print times and cache hits",
+        description="Runs the seed workload twice through a memogrid service: against --url "
+        "if given, else against a temporary service started for the demo.",
+    )
+    demo.set_defaults(func=cmd_demo)
     return p
 
 

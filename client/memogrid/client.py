@@ -35,8 +35,9 @@ UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
 #: attempts for idempotent calls when the connection fails
 RETRIES = 3
 RETRY_BACKOFF = 0.5
-#: seconds between status polls while waiting
-POLL_INTERVAL = 0.2
+#: seconds between status polls while waiting: from the first to the longest
+POLL_FIRST = 0.02
+POLL_INTERVAL = 0.5
 
 _STATUS_ERRORS: dict[int, type[MemogridError]] = {
     400: SpecError,
@@ -479,6 +480,7 @@ class Job:
         :class:`~memogrid.errors.WaitTimeout`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        delay = POLL_FIRST  # short jobs (cache hits) answer fast; long ones poll less
         bar = None
         stream = sys.stderr
         show = progress and (_in_notebook() or bool(getattr(stream, "isatty", bool)()))
@@ -510,7 +512,8 @@ class Job:
                     raise errors.WaitTimeout(
                         f"job {self.id} is still {st['state']} after {timeout} s"
                     )
-                time.sleep(POLL_INTERVAL)
+                time.sleep(delay)
+                delay = min(delay * 1.5, POLL_INTERVAL)
         finally:
             if bar is not None:
                 bar.close()

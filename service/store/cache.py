@@ -121,10 +121,15 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def cull(self) -> int:
-        """Evict least-recently-used entries, one at a time, until under the limit."""
+    def cull(self, limit: int | None = None) -> int:
+        """Evict least-recently-used entries, one at a time, until under the limit.
+
+        ``limit`` prunes below a smaller size once, without changing the
+        cache's configured limit.
+        """
+        limit = self.size_limit if limit is None else int(limit)
         evicted = 0
-        while self._cache.volume() > self.size_limit:
+        while self._cache.volume() > limit:
             # diskcache keeps an access time per row under this policy; its
             # own cull() drops ten rows per round, too coarse for small caches.
             row = self._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchone()

@@ -1,0 +1,99 @@
+"""The memogrid command: help, schema management, cache, jobs, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from memogrid_service.cli import main, parse_size
+
+CLI = [sys.executable, "-m", "memogrid_service.cli"]
+
+
+def run(*args, env=None):
+    import os
+
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["cache"], ["jobs"], ["demo"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: memogrid") and len(out.splitlines()) > 3
+
+
+def test_migrate_and_errors(tmp_path):
+    env = {"MEMOGRID_DATA_DIR": str(tmp_path), "MEMOGRID_DATABASE_URL": ""}
+    check = run("migrate", "check", env=env)
+    assert check.returncode == 1 and "memogrid migrate upgrade" in check.stdout
+    assert run("migrate", "upgrade", env=env).stdout.startswith("schema at revision")
+    assert run("migrate", "current", env=env).stdout.strip() == "0001"
+    assert run("migrate", "check", env=env).returncode == 0
+    # errors: non-zero exit, one line, no traceback
+    bad = run("migrate", "upgrade", env={**env, "MEMOGRID_DATABASE_URL": "nope://x"})
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("memogrid: error:") and len(bad.stderr.splitlines()) == 1
+    assert run("jobs", "show", env=env).returncode == 1
+    nowhere = run("jobs", "list", "--url", "http://127.0.0.1:9", env=env)
+    assert nowhere.returncode == 1 and "cannot reach" in nowhere.stderr
+    assert len(nowhere.stderr.splitlines()) == 1
+    assert run("cache", "prune", env=env).returncode == 1
+    assert run("frobnicate").returncode == 2
+
+
+def test_cache_stats_and_prune(tmp_path):
+    from memogrid_service.store.cache import ResultCache
+
+    cache = ResultCache(tmp_path / "cache")
+    for i in range(20):
+        cache.set(f"k{i}", np.full(10_000, i, dtype=np.float64))
+    cache.close()
+    env = {"MEMOGRID_DATA_DIR": str(tmp_path)}
+    stats = run("cache", "stats", env=env)
+    assert "entries     20" in stats.stdout
+    pruned = run("cache", "prune", "--max-size", "400K", env=env)
+    assert pruned.returncode == 0 and "evicted" in pruned.stdout
+    cache = ResultCache(tmp_path / "cache")
+    try:
+        assert cache.volume() <= 400 * 1024 and 0 < len(cache) < 20
+        assert cache.get("k19") is not None and cache.get("k0") is None  # LRU order
+    finally:
+        cache.close()
+
+
+def test_parse_size():
+    assert parse_size("500") == 500
+    assert parse_size("2K") == 2048 and parse_size("1.5G") == int(1.5 * 2**30)
+    assert parse_size("3MiB") == 3 * 2**20
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("lots")
+
+
+@pytest.mark.slow
+def test_jobs_commands_against_a_server(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from memogrid import Client
+    from tests.e2e.server import Server
+
+    with Server(tmp_path / "data", workers=1) as server, Client(server.url) as client:
+        X = np.random.RandomState(0).normal(size=(60, 3))
+        y = (X[:, 0] > 0).astype(int)
+        job = client.submit(LogisticRegression(), {"C": [0.1, 1.0]}, X, y, cv=3)
+        job.wait(progress=False)
+        listed = run("jobs", "list", "--url", server.url)
+        assert listed.returncode == 0 and job.id in listed.stdout and "succeeded" in listed.stdout
+        shown = run("jobs", "show", job.id, "--url", server.url)
+        assert '"state": "succeeded"' in shown.stdout
+        cancelled = run("jobs", "cancel", job.id, "--url", server.url)
+        assert cancelled.returncode == 1 and "cannot cancel" in cancelled.stderr
