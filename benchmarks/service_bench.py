@@ -62,12 +62,13 @@ def in_process(w: Workload, client: Any) -> tuple[float, dict]:
         return time.perf_counter() - start, res.cv_results_
 
 
-def over_http(w: Workload, url: str) -> tuple[float, dict]:
+def over_http(w: Workload, url: str, token: str) -> tuple[float, dict]:
     from memogrid.spec import to_grid, to_spec
     from memogrid.wire import decode_cv_results
 
     spec, grid = to_spec(w.pipe), to_grid(w.grid)
-    with httpx.Client(base_url=url, timeout=600) as http:
+    auth = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, timeout=600, headers=auth) as http:
         start = time.perf_counter()
         ids = []
         for arr in (w.X, w.y):
@@ -118,8 +119,8 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="mg-bench-http-"))
         try:
             with Server(root / "data", workers=0) as server:
-                over_http(warmup_workload(), server.url)  # warm up; shares nothing with w
-                t, cv_http = over_http(w, server.url)
+                over_http(warmup_workload(), server.url, server.token)  # warm up; shares nothing with w
+                t, cv_http = over_http(w, server.url, server.token)
                 times.append(t)
         finally:
             shutil.rmtree(root, ignore_errors=True)

@@ -73,7 +73,10 @@ def main() -> None:
             r = httpx.post(
                 f"{srv.url}/v1/datasets",
                 content=body(),
-                headers={"content-type": "application/x-npy"},
+                headers={
+                    "content-type": "application/x-npy",
+                    "authorization": f"Bearer {srv.token}",
+                },
                 timeout=600,
             )
             took = time.perf_counter() - start

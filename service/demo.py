@@ -40,8 +40,11 @@ def seed_workload():  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def temporary_service(token: str | None = None) -> Iterator[str]:
-    """A memogrid service on a free loopback port with a throw-away data directory."""
+def temporary_service() -> Iterator[tuple[str, str]]:
+    """A memogrid service on a free loopback port with a throw-away data directory.
+
+    Yields its URL and the admin token it wrote on its first start.
+    """
     import uvicorn
 
     from .api.app import create_app
@@ -51,7 +54,8 @@ def temporary_service(token: str | None = None) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Settings(data_dir=root / "data"))
+    settings = Settings(data_dir=root / "data")
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="memogrid-demo-server", daemon=True)
     thread.start()
@@ -61,7 +65,7 @@ def temporary_service(token: str | None = None) -> Iterator[str]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the demo service did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", settings.admin_token_file.read_text().strip()
     finally:
         server.should_exit = True
         thread.join(60)
@@ -100,6 +104,6 @@ def run_demo(url: str | None = None, token: str | None = None) -> int:
         _run(url, token)
         return 0
     print("starting a temporary memogrid service for the demo ...")
-    with temporary_service() as temp_url:
-        _run(temp_url, token)
+    with temporary_service() as (temp_url, admin_token):
+        _run(temp_url, admin_token)
     return 0

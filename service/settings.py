@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     #: seconds a runner's claim on a job lasts without a heartbeat; a job
     #: whose runner died is requeued after this long
     lease_seconds: float = Field(default=30.0, gt=0.5, le=3600)
+    #: bytes of datasets one user may hold (413 beyond)
+    user_max_bytes: int = Field(default=100 * 2**30, ge=1)
+    #: queued plus running jobs one user may have at once (429 beyond)
+    user_max_active_jobs: int = Field(default=8, ge=1)
+    #: requests per minute one token may make (429 beyond); 0 turns it off
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
     #: upgrade the database schema when the service starts
     migrate_on_start: bool = True
     #: import paths of estimators or functions the operator trusts in specs
@@ -67,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
 
     @property
     def estimators_dir(self) -> Path:

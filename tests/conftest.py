@@ -129,4 +129,26 @@ def api(settings, dask_client):
 
     app = create_app(settings, dask_client=dask_client)
     with TestClient(app, raise_server_exceptions=True) as client:
+        # the admin token the service wrote on its first start
+        token = settings.admin_token_file.read_text().strip()
+        client.headers["authorization"] = f"Bearer {token}"
         yield client
+
+
+@pytest.fixture
+def api_as(api):
+    """``api_as("bob")``: another in-process client of the same app, as a new user."""
+    from fastapi.testclient import TestClient
+
+    from memogrid_service.api.auth import create_token
+
+    opened = []
+
+    def as_user(name: str):
+        token = create_token(api.app.state.services.db, name)
+        client = TestClient(api.app, raise_server_exceptions=True)
+        client.headers["authorization"] = f"Bearer {token}"
+        opened.append(client)
+        return client
+
+    yield as_user

@@ -86,14 +86,17 @@ def test_jobs_commands_against_a_server(tmp_path):
     from memogrid import Client
     from tests.e2e.server import Server
 
-    with Server(tmp_path / "data", workers=1) as server, Client(server.url) as client:
+    with Server(tmp_path / "data", workers=1) as server, Client(server.url, server.token) as client:
         X = np.random.RandomState(0).normal(size=(60, 3))
         y = (X[:, 0] > 0).astype(int)
         job = client.submit(LogisticRegression(), {"C": [0.1, 1.0]}, X, y, cv=3)
         job.wait(progress=False)
-        listed = run("jobs", "list", "--url", server.url)
+        # the token from the environment, as a user sets it
+        listed = run("jobs", "list", "--url", server.url, env={"MEMOGRID_TOKEN": server.token})
         assert listed.returncode == 0 and job.id in listed.stdout and "succeeded" in listed.stdout
-        shown = run("jobs", "show", job.id, "--url", server.url)
+        shown = run("jobs", "show", job.id, "--url", server.url, "--token", server.token)
         assert '"state": "succeeded"' in shown.stdout
-        cancelled = run("jobs", "cancel", job.id, "--url", server.url)
+        cancelled = run("jobs", "cancel", job.id, "--url", server.url, "--token", server.token)
+        unauthorized = run("jobs", "list", "--url", server.url, "--token", "mg_nope_nope")
+        assert unauthorized.returncode == 1 and "token" in unauthorized.stderr
         assert cancelled.returncode == 1 and "cannot cancel" in cancelled.stderr

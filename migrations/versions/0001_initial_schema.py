@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -30,8 +31,40 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_datasets")),
     )
     op.create_table(
+        "users",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("is_admin", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("name", name=op.f("uq_users_name")),
+    )
+    op.create_table(
+        "dataset_owners",
+        sa.Column("dataset_id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["datasets.id"],
+            name=op.f("fk_dataset_owners_dataset_id_datasets"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_dataset_owners_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("dataset_id", "user_id", name=op.f("pk_dataset_owners")),
+    )
+    with op.batch_alter_table("dataset_owners", schema=None) as batch_op:
+        batch_op.create_index("ix_dataset_owners_user", ["user_id", "created_at"], unique=False)
+
+    op.create_table(
         "jobs",
         sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("request", sa.JSON(), nullable=False),
@@ -59,18 +92,40 @@ def upgrade() -> None:
         sa.Column("warnings", sa.JSON(), nullable=True),
         sa.Column("stats", sa.JSON(), nullable=True),
         sa.Column("has_estimator", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_jobs_owner_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index("ix_jobs_created", ["created_at"], unique=False)
+        batch_op.create_index("ix_jobs_owner_created", ["owner_id", "created_at"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_owner_state", ["owner_id", "state", "created_at"], unique=False
+        )
         batch_op.create_index("ix_jobs_state_created", ["state", "created_at"], unique=False)
-        batch_op.create_index("ix_jobs_x_created", ["x_id", "created_at"], unique=False)
+
+    op.create_table(
+        "tokens",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_tokens_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tokens")),
+    )
+    with op.batch_alter_table("tokens", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_tokens_user_id"), ["user_id"], unique=False)
 
     op.create_table(
         "candidate_params",
         sa.Column("job_id", sa.String(length=64), nullable=False),
         sa.Column("idx", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("value_key", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
@@ -83,13 +138,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("candidate_params", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_candidate_params_lookup", ["name", "value_key", "job_id", "idx"], unique=False
+            "ix_candidate_params_lookup",
+            ["owner_id", "name", "value_key", "job_id", "idx"],
+            unique=False,
         )
 
     op.create_table(
         "candidates",
         sa.Column("job_id", sa.String(length=64), nullable=False),
         sa.Column("idx", sa.Integer(), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=False),
         sa.Column("dataset_id", sa.String(length=64), nullable=False),
         sa.Column("metric", sa.String(length=128), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
@@ -103,7 +161,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("candidates", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_candidates_dataset_score", ["dataset_id", "mean_score"], unique=False
+            "ix_candidates_leaderboard", ["owner_id", "dataset_id", "mean_score"], unique=False
         )
 
     op.create_table(
@@ -146,18 +204,27 @@ def downgrade() -> None:
 
     op.drop_table("job_datasets")
     with op.batch_alter_table("candidates", schema=None) as batch_op:
-        batch_op.drop_index("ix_candidates_dataset_score")
+        batch_op.drop_index("ix_candidates_leaderboard")
 
     op.drop_table("candidates")
     with op.batch_alter_table("candidate_params", schema=None) as batch_op:
         batch_op.drop_index("ix_candidate_params_lookup")
 
     op.drop_table("candidate_params")
+    with op.batch_alter_table("tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tokens_user_id"))
+
+    op.drop_table("tokens")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_x_created")
         batch_op.drop_index("ix_jobs_state_created")
-        batch_op.drop_index("ix_jobs_created")
+        batch_op.drop_index("ix_jobs_owner_state")
+        batch_op.drop_index("ix_jobs_owner_created")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("dataset_owners", schema=None) as batch_op:
+        batch_op.drop_index("ix_dataset_owners_user")
+
+    op.drop_table("dataset_owners")
+    op.drop_table("users")
     op.drop_table("datasets")
     # ### end Alembic commands ###

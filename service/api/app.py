@@ -43,6 +43,7 @@ class Services:
     runner: JobRunner
     allow: Any
     schema_revision: str | None
+    limiter: Any
 
 
 def services(request: Request) -> Services:
@@ -65,6 +66,16 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
                 f"the database is at schema revision {revision!r}, not the current "
                 f"{sorted(migrate.heads())}: run `memogrid migrate upgrade` first"
             )
+    from .auth import RateLimiter, ensure_admin_token
+
+    written = ensure_admin_token(db, settings.admin_token_file)
+    if written is not None:
+        log.warning(
+            "no API token existed: created the admin's and wrote it to %s (read it once, "
+            "e.g. export MEMOGRID_TOKEN=$(cat %s))",
+            written,
+            written,
+        )
     store = DatasetStore(settings.datasets_dir)
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     made = None
@@ -82,7 +93,9 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
         max_concurrent=settings.max_concurrent_jobs,
         lease_seconds=settings.lease_seconds,
     )
-    return Services(settings, db, store, cache, search, runner, allow, revision), made
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    services = Services(settings, db, store, cache, search, runner, allow, revision, limiter)
+    return services, made
 
 
 def close_services(svc: Services, made: Any) -> None:
@@ -105,6 +118,7 @@ def create_app(
     """The memogrid API. ``dask_client`` overrides the configured cluster."""
     from .datasets import router as datasets_router
     from .jobs import router as jobs_router
+    from .queries import public as public_router
     from .queries import router as queries_router
 
     @asynccontextmanager
@@ -136,7 +150,7 @@ def create_app(
         redoc_url=None,
     )
     problems.install(app)
-    for router in (datasets_router, jobs_router, queries_router):
+    for router in (datasets_router, jobs_router, queries_router, public_router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

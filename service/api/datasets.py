@@ -8,15 +8,17 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import select
 
-from ..db.models import Dataset, Job, JobDataset
+from ..db.models import Dataset, DatasetOwner, Job, JobDataset
 from ..db.ops import aware, utcnow
 from ..runner.states import JobState
 from ..store.uploads import NPY_TYPES, PARQUET_TYPES, DatasetInfo, Upload, UploadError, media_kind
 from .app import Services, services
+from .auth import CurrentUser, Principal, current_user
 from .problems import Problem
 from .schemas import DatasetOut
 
-router = APIRouter(tags=["datasets"])
+# every route here needs a token, whatever its own parameters say
+router = APIRouter(tags=["datasets"], dependencies=[Depends(current_user)])
 
 DatasetPath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{64}$", description="the dataset's SHA-256 content id")
@@ -25,7 +27,7 @@ DatasetPath = Annotated[
 _BATCH = 4 << 20
 
 
-def _out(ds: Dataset) -> DatasetOut:
+def _out(ds: Dataset, owned: DatasetOwner) -> DatasetOut:
     return DatasetOut(
         id=ds.id,
         kind=ds.kind,  # type: ignore[arg-type]
@@ -33,16 +35,33 @@ def _out(ds: Dataset) -> DatasetOut:
         dtype=ds.dtype,
         columns=ds.columns,
         size=ds.size,
-        created_at=aware(ds.created_at),  # type: ignore[arg-type]
+        created_at=aware(owned.created_at),  # type: ignore[arg-type]
     )
 
 
-def get_dataset(svc: Services, dataset_id: str) -> Dataset:
+def get_dataset(svc: Services, user: Principal, dataset_id: str) -> tuple[Dataset, DatasetOwner]:
+    """The dataset if ``user`` owns it; anyone else's is a 404, as is an unknown id."""
     with svc.db.read() as s:
-        ds = s.get(Dataset, dataset_id)
-    if ds is None:
+        row = s.execute(
+            select(Dataset, DatasetOwner)
+            .join(DatasetOwner, DatasetOwner.dataset_id == Dataset.id)
+            .where(Dataset.id == dataset_id, DatasetOwner.user_id == user.user_id)
+        ).first()
+    if row is None:
         raise Problem(404, f"dataset {dataset_id} not found")
-    return ds
+    return row[0], row[1]
+
+
+def owned_bytes(svc: Services, user: Principal) -> int:
+    from sqlalchemy import func
+
+    with svc.db.read() as s:
+        total = s.scalar(
+            select(func.coalesce(func.sum(Dataset.size), 0))
+            .join(DatasetOwner, DatasetOwner.dataset_id == Dataset.id)
+            .where(DatasetOwner.user_id == user.user_id)
+        )
+    return int(total or 0)
 
 
 _UPLOAD_BODY = {
@@ -70,15 +89,24 @@ _UPLOAD_BODY = {
     },
 )
 async def upload_dataset(
-    request: Request, response: Response, svc: Annotated[Services, Depends(services)]
+    request: Request,
+    response: Response,
+    svc: Annotated[Services, Depends(services)],
+    user: CurrentUser,
 ) -> DatasetOut:
     """Upload an array or DataFrame; its id is the SHA-256 of its content."""
     limit = svc.settings.upload_max_bytes
+    quota = svc.settings.user_max_bytes
+    used = await anyio.to_thread.run_sync(owned_bytes, svc, user)
     try:
         kind = media_kind(request.headers.get("content-type"))
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise UploadError(413, f"the upload of {length} bytes exceeds the limit of {limit}")
+        if length is not None and length.isdigit() and used + int(length) > quota:
+            raise UploadError(
+                413, f"the upload would take your datasets past your quota of {quota} bytes"
+            )
     except UploadError as exc:
         raise Problem(exc.status or 422, exc.message) from None
     upload = await anyio.to_thread.run_sync(Upload, svc.store, kind, limit)
@@ -100,18 +128,18 @@ async def upload_dataset(
     except BaseException:
         upload.abort()
         raise
-    created = await anyio.to_thread.run_sync(_record, svc, info)
+    created = await anyio.to_thread.run_sync(_record, svc, user, info, used)
     if not created:
         response.status_code = 200
-    return _out(get_dataset(svc, info.id))
+    return _out(*get_dataset(svc, user, info.id))
 
 
-def _record(svc: Services, info: DatasetInfo) -> bool:
+def _record(svc: Services, user: Principal, info: DatasetInfo, used: int) -> bool:
+    """Record the dataset and ``user``'s ownership; False if they owned it already."""
     with svc.db.write() as s:
-        if s.get(Dataset, info.id) is not None:
-            return False
-        s.add(
-            Dataset(
+        ds = s.get(Dataset, info.id)
+        if ds is None:
+            ds = Dataset(
                 id=info.id,
                 kind=info.kind,
                 shape=info.shape,
@@ -120,16 +148,37 @@ def _record(svc: Services, info: DatasetInfo) -> bool:
                 size=info.size,
                 created_at=utcnow(),
             )
-        )
+            s.add(ds)
+            s.flush()
+        elif s.get(DatasetOwner, (info.id, user.user_id)) is not None:
+            return False
+        if used + info.size > svc.settings.user_max_bytes:
+            unowned = not s.scalars(
+                select(DatasetOwner.user_id).where(DatasetOwner.dataset_id == info.id).limit(1)
+            ).first()
+            if unowned:
+                s.delete(ds)
+                _remove_files(svc, info.id)
+            raise Problem(
+                413,
+                f"the dataset ({info.size} bytes) would take your datasets past your "
+                f"quota of {svc.settings.user_max_bytes} bytes",
+            )
+        s.add(DatasetOwner(dataset_id=info.id, user_id=user.user_id, created_at=utcnow()))
     return True
+
+
+def _remove_files(svc: Services, dataset_id: str) -> None:
+    for suffix in (".npy", ".parquet"):
+        svc.store._path(dataset_id, suffix).unlink(missing_ok=True)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def read_dataset(
-    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)]
+    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> DatasetOut:
     """A dataset's shape, dtype or columns, size and upload time."""
-    return _out(get_dataset(svc, dataset_id))
+    return _out(*get_dataset(svc, user, dataset_id))
 
 
 @router.head(
@@ -137,11 +186,15 @@ def read_dataset(
     responses={200: {"description": "stored"}, 404: {"description": "not stored"}},
 )
 def dataset_exists(
-    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)]
+    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> Response:
-    """Whether a dataset is stored: clients skip uploads the service already holds."""
+    """Whether you hold this dataset: clients skip uploads the service already has for you.
+
+    Only your own datasets count: whether someone else uploaded the same
+    content is never revealed.
+    """
     with svc.db.read() as s:
-        found = s.get(Dataset, dataset_id) is not None
+        found = s.get(DatasetOwner, (dataset_id, user.user_id)) is not None
     return Response(status_code=200 if found else 404)
 
 
@@ -151,18 +204,25 @@ def dataset_exists(
     responses={409: {"description": "a queued or running job uses it"}},
 )
 def delete_dataset(
-    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)]
+    dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> Response:
-    """Delete a dataset; refused while a queued or running job reads it."""
+    """Delete your dataset; refused while one of your queued or running jobs reads it.
+
+    The bytes go once no one else holds the same content and no job reads it.
+    """
     live = (JobState.QUEUED.value, JobState.RUNNING.value)
     with svc.db.write() as s:
-        ds = s.get(Dataset, dataset_id)
-        if ds is None:
+        owned = s.get(DatasetOwner, (dataset_id, user.user_id))
+        if owned is None:
             raise Problem(404, f"dataset {dataset_id} not found")
         users = s.scalars(
             select(Job.id)
             .join(JobDataset, JobDataset.job_id == Job.id)
-            .where(JobDataset.dataset_id == dataset_id, Job.state.in_(live))
+            .where(
+                JobDataset.dataset_id == dataset_id,
+                Job.owner_id == user.user_id,
+                Job.state.in_(live),
+            )
             .limit(5)
         ).all()
         if users:
@@ -170,8 +230,22 @@ def delete_dataset(
                 409,
                 f"dataset {dataset_id} is used by queued or running jobs: {', '.join(users)}",
             )
-        # finished jobs keep their record of what they read
-        s.delete(ds)
-    for suffix in (".npy", ".parquet"):
-        svc.store._path(dataset_id, suffix).unlink(missing_ok=True)
+        s.delete(owned)
+        s.flush()
+        others = s.scalars(
+            select(DatasetOwner.user_id).where(DatasetOwner.dataset_id == dataset_id).limit(1)
+        ).first()
+        in_use = s.scalars(
+            select(Job.id)
+            .join(JobDataset, JobDataset.job_id == Job.id)
+            .where(JobDataset.dataset_id == dataset_id, Job.state.in_(live))
+            .limit(1)
+        ).first()
+        gone = others is None and in_use is None
+        if gone:
+            ds = s.get(Dataset, dataset_id)
+            if ds is not None:
+                s.delete(ds)
+    if gone:
+        _remove_files(svc, dataset_id)
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from ..db.models import Job, JobDataset, SplitResult
 from ..db.ops import aware, json_number, utcnow
@@ -17,10 +17,12 @@ from ..runner.jobs import dataset_lookup
 from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
 from .app import API_PREFIX, Services, services
+from .auth import CurrentUser, Principal, current_user
 from .problems import Problem, ProblemBody
 from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progress, SplitOut
 
-router = APIRouter(tags=["jobs"])
+# every route here needs a token, whatever its own parameters say
+router = APIRouter(tags=["jobs"], dependencies=[Depends(current_user)])
 
 JobPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
 _PROBLEM = {"model": ProblemBody}
@@ -55,10 +57,11 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def get_job(svc: Services, job_id: str) -> Job:
+def get_job(svc: Services, user: Principal, job_id: str) -> Job:
+    """The job if ``user`` owns it; anyone else's is a 404, as is an unknown id."""
     with svc.db.read() as s:
         job = s.get(Job, job_id)
-    if job is None:
+    if job is None or job.owner_id != user.user_id:
         raise Problem(404, f"job {job_id} not found")
     return job
 
@@ -76,11 +79,14 @@ def require_json(request: Request) -> None:
     "/jobs",
     status_code=202,
     response_model=JobAccepted,
-    responses={400: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
+    responses={400: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM, 429: _PROBLEM},
     dependencies=[Depends(require_json)],
 )
 def submit_job(
-    body: JobRequest, response: Response, svc: Annotated[Services, Depends(services)]
+    body: JobRequest,
+    response: Response,
+    svc: Annotated[Services, Depends(services)],
+    user: CurrentUser,
 ) -> JobAccepted:
     """Queue a grid or randomized search over uploaded datasets.
 
@@ -92,14 +98,29 @@ def submit_job(
     compiled = compile_job(
         request,
         svc.allow,
-        dataset_lookup(svc.db),
+        dataset_lookup(svc.db, user.user_id),
         grid_max_fits=svc.settings.grid_max_fits,
     )
     job_id = uuid.uuid4().hex
+    live = (JobState.QUEUED.value, JobState.RUNNING.value)
+    cap = svc.settings.user_max_active_jobs
     with svc.db.write() as s:
+        active = s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == user.user_id, Job.state.in_(live))
+        )
+        if (active or 0) >= cap:
+            raise Problem(
+                429,
+                f"you have {active} queued or running jobs, the most allowed at once; "
+                "wait for one to finish or cancel one",
+                headers={"Retry-After": "5"},
+            )
         s.add(
             Job(
                 id=job_id,
+                owner_id=user.user_id,
                 state=JobState.QUEUED.value,
                 kind=compiled.kind,
                 request=request,
@@ -126,9 +147,11 @@ def submit_job(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: _PROBLEM})
-def read_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobOut:
+def read_job(
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
+) -> JobOut:
     """A job's state, times, error and progress (fits done of total, cache hits)."""
-    return job_out(get_job(svc, job_id))
+    return job_out(get_job(svc, user, job_id))
 
 
 def _encode_cursor(job: Job) -> str:
@@ -153,6 +176,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 @router.get("/jobs", response_model=JobList, responses={422: _PROBLEM})
 def list_jobs(
     svc: Annotated[Services, Depends(services)],
+    user: CurrentUser,
     state: Annotated[
         list[Literal["queued", "running", "succeeded", "failed", "cancelled"]] | None,
         Query(description="keep jobs in these states"),
@@ -166,8 +190,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
-    """Jobs, newest first, filtered and paginated (pass ``next_cursor`` back)."""
-    q = select(Job)
+    """Your jobs, newest first, filtered and paginated (pass ``next_cursor`` back)."""
+    q = select(Job).where(Job.owner_id == user.user_id)
     if state:
         q = q.where(Job.state.in_(state))
     if dataset:
@@ -207,11 +231,13 @@ def _utc(value: datetime) -> datetime:
     response_model=JobOut,
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
-def cancel_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobOut:
+def cancel_job(
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
+) -> JobOut:
     """Cancel a queued job at once, or ask the runner to stop a running one."""
     with svc.db.write() as s:
         job = s.get(Job, job_id)
-        if job is None:
+        if job is None or job.owner_id != user.user_id:
             raise Problem(404, f"job {job_id} not found")
         try:
             after = transition(job.state, JobEvent.CANCEL)
@@ -225,7 +251,7 @@ def cancel_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> 
             )
         else:
             s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
-    return job_out(get_job(svc, job_id))
+    return job_out(get_job(svc, user, job_id))
 
 
 @router.get(
@@ -233,9 +259,11 @@ def cancel_job(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> 
     response_model=JobResults,
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
-def job_results(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> JobResults:
+def job_results(
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
+) -> JobResults:
     """``cv_results_`` in scikit-learn's keys (columnar, lossless), best index, params, score."""
-    job = get_job(svc, job_id)
+    job = get_job(svc, user, job_id)
     if job.state != JobState.SUCCEEDED.value or job.cv_results is None:
         why = f": {job.error}" if job.error else ""
         raise Problem(409, f"job {job_id} is {job.state}, results exist once it succeeded{why}")
@@ -256,9 +284,11 @@ def job_results(job_id: JobPath, svc: Annotated[Services, Depends(services)]) ->
 
 
 @router.get("/jobs/{job_id}/splits", response_model=list[SplitOut], responses={404: _PROBLEM})
-def job_splits(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> list[SplitOut]:
+def job_splits(
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
+) -> list[SplitOut]:
     """Every (candidate, split) result written so far, also while the job runs."""
-    get_job(svc, job_id)
+    get_job(svc, user, job_id)
     with svc.db.read() as s:
         rows = s.scalars(
             select(SplitResult)
@@ -290,10 +320,10 @@ def job_splits(job_id: JobPath, svc: Annotated[Services, Depends(services)]) -> 
     },
 )
 def job_estimator(
-    job_id: JobPath, request: Request, svc: Annotated[Services, Depends(services)]
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> FileResponse:
     """The refit best estimator as a skops file (load it with its types audited)."""
-    job = get_job(svc, job_id)
+    job = get_job(svc, user, job_id)
     if job.state != JobState.SUCCEEDED.value:
         raise Problem(
             409, f"job {job_id} is {job.state}; the best estimator exists once it succeeded"

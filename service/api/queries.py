@@ -13,11 +13,15 @@ from ..db.models import Candidate, CandidateParam, Job
 from ..db.ops import aware
 from ..runner.jobs import param_key, param_text
 from .app import Services, services
+from .auth import CurrentUser, current_user
 from .datasets import DatasetPath
 from .problems import Problem, ProblemBody
 from .schemas import CacheStats, CandidateOut, Health
 
-router = APIRouter(tags=["queries"])
+# every route here needs a token, whatever its own parameters say
+router = APIRouter(tags=["queries"], dependencies=[Depends(current_user)])
+#: the only routes without a token
+public = APIRouter(tags=["health"])
 _PROBLEM = {"model": ProblemBody}
 
 
@@ -38,14 +42,19 @@ def _candidate_out(c: Candidate, created: datetime) -> CandidateOut:
 def leaderboard(
     dataset_id: DatasetPath,
     svc: Annotated[Services, Depends(services)],
+    user: CurrentUser,
     metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[CandidateOut]:
-    """The best candidates over every finished job on this dataset (X), best first."""
+    """The best candidates over every one of your finished jobs on this X, best first."""
     q = (
         select(Candidate, Job.created_at)
         .join(Job, Job.id == Candidate.job_id)
-        .where(Candidate.dataset_id == dataset_id, Candidate.mean_score.is_not(None))
+        .where(
+            Candidate.owner_id == user.user_id,
+            Candidate.dataset_id == dataset_id,
+            Candidate.mean_score.is_not(None),
+        )
     )
     if metric:
         q = q.where(Candidate.metric == metric)
@@ -58,6 +67,7 @@ def leaderboard(
 @router.get("/results", response_model=list[CandidateOut], responses={422: _PROBLEM})
 def results_by_param(
     svc: Annotated[Services, Depends(services)],
+    user: CurrentUser,
     param: Annotated[str, Query(max_length=255, description="a grid key, e.g. clf__C")],
     value: Annotated[
         str, Query(max_length=100_000, description='the value as JSON, e.g. 10 or "l2"')
@@ -81,7 +91,11 @@ def results_by_param(
             (CandidateParam.job_id == Candidate.job_id) & (CandidateParam.idx == Candidate.idx),
         )
         .join(Job, Job.id == Candidate.job_id)
-        .where(CandidateParam.name == param, CandidateParam.value_key == param_key(text))
+        .where(
+            CandidateParam.owner_id == user.user_id,
+            CandidateParam.name == param,
+            CandidateParam.value_key == param_key(text),
+        )
     )
     if dataset:
         q = q.where(Candidate.dataset_id == dataset)
@@ -92,7 +106,7 @@ def results_by_param(
 
 
 @router.get("/cache", response_model=CacheStats)
-def cache_stats(svc: Annotated[Services, Depends(services)]) -> CacheStats:
+def cache_stats(svc: Annotated[Services, Depends(services)], user: CurrentUser) -> CacheStats:
     """The shared result cache: entries, bytes on disk, size limit."""
     return CacheStats(
         entries=len(svc.cache),
@@ -102,7 +116,7 @@ def cache_stats(svc: Annotated[Services, Depends(services)]) -> CacheStats:
     )
 
 
-@router.get("/health", response_model=Health)
+@public.get("/health", response_model=Health)
 def health(svc: Annotated[Services, Depends(services)]) -> Health:
     """Liveness: the database answers."""
     from sqlalchemy import text

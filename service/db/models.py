@@ -50,8 +50,37 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class User(Base):
+    """Someone who owns datasets and jobs; authenticated by :class:`Token`."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Token(Base):
+    """An API token: ``mg_<id>_<secret>``, of which only a hash of the secret is kept."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Dataset(Base):
-    """An uploaded array or DataFrame, stored on disk under its content id."""
+    """An uploaded array or DataFrame, stored on disk under its content id.
+
+    The bytes are shared; who may use them is :class:`DatasetOwner`.
+    """
 
     __tablename__ = "datasets"
 
@@ -66,12 +95,29 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class DatasetOwner(Base):
+    """A user who uploaded a dataset (each uploader owns it, none sees the others)."""
+
+    __tablename__ = "dataset_owners"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_dataset_owners_user", "user_id", "created_at"),)
+
+
 class Job(Base):
     """One submitted search and everything known about its run."""
 
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     state: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))  # "grid" | "random"
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -105,9 +151,11 @@ class Job(Base):
     has_estimator: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
+        # the runner's queue
         Index("ix_jobs_state_created", "state", "created_at"),
-        Index("ix_jobs_x_created", "x_id", "created_at"),
-        Index("ix_jobs_created", "created_at"),
+        # a user's listings, newest first, and by state
+        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_owner_state", "owner_id", "state", "created_at"),
     )
 
 
@@ -147,7 +195,9 @@ class Candidate(Base):
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: X's dataset id, repeated here so the leaderboard is one index scan
+    #: the job's owner and X's dataset id, repeated here so the leaderboard
+    #: is one index scan
+    owner_id: Mapped[str] = mapped_column(ID)
     dataset_id: Mapped[str] = mapped_column(ID)
     metric: Mapped[str] = mapped_column(String(128))
     params: Mapped[Any] = mapped_column(JSON)
@@ -155,7 +205,7 @@ class Candidate(Base):
     std_score: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_candidates_dataset_score", "dataset_id", "mean_score"),)
+    __table_args__ = (Index("ix_candidates_leaderboard", "owner_id", "dataset_id", "mean_score"),)
 
 
 class CandidateParam(Base):
@@ -166,9 +216,12 @@ class CandidateParam(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ID)
     #: the value's canonical JSON (estimator values as specs)
     value: Mapped[str] = mapped_column(Text)
     #: SHA-256 of ``value``: a short, exact index key whatever the value's size
     value_key: Mapped[str] = mapped_column(ID)
 
-    __table_args__ = (Index("ix_candidate_params_lookup", "name", "value_key", "job_id", "idx"),)
+    __table_args__ = (
+        Index("ix_candidate_params_lookup", "owner_id", "name", "value_key", "job_id", "idx"),
+    )

@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 
 from memogrid.spec import Allowlist, SpecError
 
-from ..db.models import Candidate, CandidateParam, Dataset, Job, SplitResult
+from ..db.models import Candidate, CandidateParam, Dataset, DatasetOwner, Job, SplitResult
 from ..db.ops import insert_ignoring_duplicates, json_number, rowcount, utcnow
 from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats
@@ -43,13 +43,19 @@ from .states import InvalidTransition, JobEvent, JobState, transition
 log = logging.getLogger("memogrid.runner")
 
 
-def dataset_lookup(db: Database) -> Callable[[str], DatasetShape | None]:
-    """Dataset shapes from SQL, for :func:`compile_job`."""
+def dataset_lookup(
+    db: Database, owner_id: str | None = None
+) -> Callable[[str], DatasetShape | None]:
+    """Dataset shapes from SQL, for :func:`compile_job`; only ``owner_id``'s if given."""
 
     def lookup(did: str) -> DatasetShape | None:
         with db.read() as s:
             ds = s.get(Dataset, did)
-            return None if ds is None else DatasetShape(int(ds.shape[0]), ds.kind)
+            if ds is None:
+                return None
+            if owner_id is not None and s.get(DatasetOwner, (did, owner_id)) is None:
+                return None
+            return DatasetShape(int(ds.shape[0]), ds.kind)
 
     return lookup
 
@@ -348,6 +354,7 @@ class JobRunner:
             job = s.get(Job, job_id)
             assert job is not None
             request, cancel_requested = job.request, job.cancel_requested
+            owner_id = job.owner_id
         if cancel_requested:
             raise SearchCancelled()
         compiled = compile_job(request, self.allow, dataset_lookup(self.db), grid_max_fits=2**62)
@@ -386,10 +393,18 @@ class JobRunner:
         )
         recorder.flush()
         timings = {"prepare": t1 - t0, "run": time.perf_counter() - t1}
-        self._store_result(job_id, compiled.datasets["X"], prepared.refit_metric, result, timings)
+        self._store_result(
+            job_id, owner_id, compiled.datasets["X"], prepared.refit_metric, result, timings
+        )
 
     def _store_result(
-        self, job_id: str, x_id: str, metric: str, result: Any, timings: dict[str, float]
+        self,
+        job_id: str,
+        owner_id: str,
+        x_id: str,
+        metric: str,
+        result: Any,
+        timings: dict[str, float],
     ) -> None:
         t0 = time.perf_counter()
         from memogrid.spec import to_spec
@@ -419,6 +434,7 @@ class JobRunner:
                 {
                     "job_id": job_id,
                     "idx": i,
+                    "owner_id": owner_id,
                     "dataset_id": x_id,
                     "metric": metric,
                     "params": p_json,
@@ -433,6 +449,7 @@ class JobRunner:
                     {
                         "job_id": job_id,
                         "idx": i,
+                        "owner_id": owner_id,
                         "name": name,
                         "value": text,
                         "value_key": param_key(text),

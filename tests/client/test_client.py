@@ -174,8 +174,8 @@ def test_error_types(mg, seed_data, monkeypatch):
 
 def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
     X, y = make_classification(n_samples=4000, n_features=60, random_state=5)
-    big = {"pca__n_components": list(range(2, 30)), "logistic__C": [1e-3, 1e-2, 1e-1, 1, 10, 100]}
-    job = mg.submit(seed_pipe(), big, X, y, cv=5)
+    big = {"pca__n_components": list(range(2, 42)), "logistic__C": list(np.logspace(-3, 3, 8))}
+    job = mg.submit(seed_pipe(), big, X, y, cv=5)  # 1600 fits: a while on two cores
     with pytest.raises(memogrid.WaitTimeout):
         job.wait(timeout=0.05, progress=False)
 
@@ -188,7 +188,7 @@ def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
     with pytest.raises(memogrid.WaitTimeout):
         job.wait(timeout=1.5)
     text = out.getvalue()
-    assert f"memogrid {job.id[:8]}" in text and "hits=" in text and "/840" in text
+    assert f"memogrid {job.id[:8]}" in text and "hits=" in text and "/1600" in text
     quiet = Tty()
     monkeypatch.setattr("sys.stderr", quiet)
     with pytest.raises(memogrid.WaitTimeout):

@@ -26,6 +26,7 @@ class Server:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 2):
         self.port = free_port()
+        self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
         full_env = {**os.environ, "MEMOGRID_DATA_DIR": str(data_dir), **(env or {})}
@@ -38,6 +39,11 @@ class Server:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
+
+    @property
+    def token(self) -> str:
+        """The admin token the service wrote on its first start."""
+        return (self.data_dir / "admin-token").read_text().strip()
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

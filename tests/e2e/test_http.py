@@ -58,7 +58,12 @@ def _wait(http: httpx.Client, job_id: str) -> dict:
 def test_notebook_session_over_http(tmp_path, db_url):
     X, y = make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
     with Server(tmp_path / "data", {"MEMOGRID_DATABASE_URL": db_url}) as server:
-        http = httpx.Client(base_url=server.url, timeout=30)
+        http = httpx.Client(
+            base_url=server.url,
+            timeout=30,
+            headers={"authorization": f"Bearer {server.token}"},
+        )
+        assert httpx.get(f"{server.url}/v1/jobs").status_code == 401
         ids = []
         for arr in (X, y):
             r = http.post(

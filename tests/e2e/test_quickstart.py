@@ -49,7 +49,10 @@ def test_serve_script_from_a_clean_clone(tmp_path):
         assert f"http://127.0.0.1:{port}" in text and "/v1/docs" in text
         X = np.random.RandomState(0).normal(size=(80, 4))
         y = (X[:, 0] + X[:, 1] > 0).astype(int)
-        with Client(url) as client:
+        token = (clone / "data" / "admin-token").read_text().strip()
+        assert (clone / "data" / "admin-token").stat().st_mode & 0o777 == 0o600
+        assert "admin-token" in text
+        with Client(url, token) as client:
             job = client.submit(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, X, y, cv=3)
             job.wait(timeout=120, progress=False)
             assert job.best_params_ in ({"C": 0.1}, {"C": 1.0}, {"C": 10.0})

@@ -37,6 +37,12 @@ def svc(tmp_path, db_url, dask_client):
     close_services(services, None)
 
 
+def _owner(svc) -> str:
+    from memogrid_service.api.auth import ensure_user
+
+    return ensure_user(svc.db, "runner-tests")
+
+
 def _dataset(svc, arr) -> str:
     ref = svc.store.put(arr)
     with svc.db.write() as s:
@@ -64,6 +70,7 @@ def _queue(svc, grid, n=1, data=None) -> list[str]:
             s.add(
                 Job(
                     id=job_id,
+                    owner_id=_owner(svc),
                     state="queued",
                     kind="grid",
                     request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},

@@ -1,0 +1,204 @@
+"""Bearer tokens: creation, checking, revocation, and per-token rate limits.
+
+A token reads ``mg_<id>_<secret>``: the id finds its row, the secret is
+checked against a SHA-256 hash with a constant-time comparison, and only
+that hash is stored, so a token is shown once, at creation. Tokens can
+expire and be revoked. On first start with no token at all, the service
+creates an admin user and token and writes it to a 0600 file in the data
+directory (the quickstart reads it from there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select, update
+
+from ..db.models import Token, User
+from ..db.ops import aware, utcnow
+from ..db.session import Database
+from .problems import Problem
+
+PREFIX = "mg_"
+bearer = HTTPBearer(auto_error=False, description="a memogrid token: mg_<id>_<secret>")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The user a request acts for, and the token it came with."""
+
+    user_id: str
+    name: str
+    is_admin: bool
+    token_id: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ensure_user(db: Database, name: str, *, admin: bool = False) -> str:
+    with db.write() as s:
+        user = s.scalars(select(User).where(User.name == name)).first()
+        if user is None:
+            user = User(id=uuid.uuid4().hex, name=name, is_admin=admin, created_at=utcnow())
+            s.add(user)
+        return user.id
+
+
+def create_token(
+    db: Database,
+    user: str,
+    *,
+    name: str = "",
+    expires_in: timedelta | None = None,
+    admin: bool = False,
+) -> str:
+    """A new token for ``user`` (created if new); the only time it is shown."""
+    user_id = ensure_user(db, user, admin=admin)
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    with db.write() as s:
+        s.add(
+            Token(
+                id=token_id,
+                user_id=user_id,
+                secret_hash=_hash(secret),
+                name=name,
+                created_at=now,
+                expires_at=now + expires_in if expires_in else None,
+            )
+        )
+    return f"{PREFIX}{token_id}_{secret}"
+
+
+def revoke_token(db: Database, token_id: str) -> bool:
+    token_id = token_id.removeprefix(PREFIX).split("_")[0]
+    with db.write() as s:
+        result = s.execute(
+            update(Token)
+            .where(Token.id == token_id, Token.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def list_tokens(db: Database) -> list[dict[str, object]]:
+    with db.read() as s:
+        rows = s.execute(
+            select(Token, User.name).join(User, User.id == Token.user_id).order_by(Token.created_at)
+        ).all()
+    return [
+        {
+            "id": t.id,
+            "user": user,
+            "name": t.name,
+            "created_at": aware(t.created_at),
+            "expires_at": aware(t.expires_at),
+            "revoked": t.revoked_at is not None,
+            "last_used_at": aware(t.last_used_at),
+        }
+        for t, user in rows
+    ]
+
+
+def authenticate(db: Database, raw: str) -> Principal | None:
+    """The principal for a raw token, or ``None`` (unknown, wrong, expired, revoked)."""
+    if not raw.startswith(PREFIX) or raw.count("_") < 2:
+        return None
+    token_id, _, secret = raw[len(PREFIX) :].partition("_")
+    if not token_id or len(token_id) > 32 or not secret:
+        return None
+    with db.read() as s:
+        row = s.execute(
+            select(Token, User).join(User, User.id == Token.user_id).where(Token.id == token_id)
+        ).first()
+    # hash and compare even for an unknown id, so timing tells nothing
+    expected = row[0].secret_hash if row is not None else _hash("")
+    if not hmac.compare_digest(_hash(secret), expected) or row is None:
+        return None
+    token, user = row
+    now = utcnow()
+    expires = aware(token.expires_at)
+    if token.revoked_at is not None or (expires is not None and expires <= now):
+        return None
+    return Principal(user.id, user.name, user.is_admin, token.id)
+
+
+def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
+    """On a database without tokens, create the admin's and write it 0600."""
+    with db.read() as s:
+        if s.scalar(select(func.count()).select_from(Token)):
+            return None
+    token = create_token(db, "admin", name="created on first start", admin=True)
+    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(token_file, 0o600)
+    return token_file
+
+
+class RateLimiter:
+    """A token bucket per token: ``per_minute`` requests, bursts up to that many."""
+
+    def __init__(self, per_minute: int):
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> float:
+        """0 if the request may go; else seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The authenticated principal; 401 without a valid token, 429 over the rate."""
+    challenge = {"WWW-Authenticate": 'Bearer realm="memogrid"'}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(
+            401, "a bearer token is required (Authorization: Bearer mg_...)", headers=challenge
+        )
+    svc = request.app.state.services
+    principal = authenticate(svc.db, credentials.credentials)
+    if principal is None:
+        raise Problem(401, "the token is unknown, expired or revoked", headers=challenge)
+    wait = svc.limiter.allow(principal.token_id)
+    if wait > 0:
+        raise Problem(
+            429,
+            f"too many requests for this token: at most {svc.settings.rate_limit_per_minute} "
+            "per minute",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -1,0 +1,154 @@
+"""Tokens, ownership and limits: every object belongs to its owner."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from memogrid_service.api.app import create_app
+from memogrid_service.api.auth import create_token, list_tokens, revoke_token
+from memogrid_service.db.models import Token
+from tests.api.conftest import NPY, npy_bytes, upload, wait_job
+
+SPEC = {"class": "sklearn.linear_model.LogisticRegression"}
+
+
+def _requests(schema):
+    """One request per operation of the schema, with well-formed dummy ids."""
+    for path, ops in schema["paths"].items():
+        url = path.replace("{dataset_id}", "a" * 64).replace("{job_id}", "b" * 32)
+        for method in ops:
+            yield method.upper(), url, path
+
+
+def test_every_route_but_health_and_docs_needs_a_token(api):
+    schema = api.get("/v1/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    anonymous = TestClient(api.app)
+    checked = 0
+    for method, url, path in _requests(schema):
+        r = anonymous.request(method, url, params={"param": "x", "value": "1"})
+        if path == "/v1/health":
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 401, (method, url, r.status_code)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        if method != "HEAD":
+            assert "token" in r.json()["detail"]
+        checked += 1
+    assert checked >= 14
+    assert anonymous.get("/v1/docs").status_code == 200
+    assert anonymous.get("/v1/openapi.json").status_code == 200
+
+
+def test_tokens_are_hashed_expire_and_revoke(api, settings):
+    db = api.app.state.services.db
+    admin = settings.admin_token_file
+    assert admin.stat().st_mode & 0o777 == 0o600
+    raw = admin.read_text().strip()
+    assert raw.startswith("mg_")
+    with db.read() as s:
+        rows = s.scalars(select(Token)).all()
+    assert rows and all(raw.split("_", 2)[2] not in (t.secret_hash, t.id) for t in rows)
+
+    def status(token):
+        return TestClient(api.app).get("/v1/jobs", headers={"authorization": f"Bearer {token}"})
+
+    carol = create_token(db, "carol", name="laptop")
+    assert status(carol).status_code == 200
+    # a wrong secret for a real id, garbage, another scheme
+    token_id = carol.split("_")[1]
+    assert status(f"mg_{token_id}_{'x' * 43}").status_code == 401
+    assert status("garbage").status_code == 401
+    basic = TestClient(api.app).get("/v1/jobs", headers={"authorization": "Basic YTpi"})
+    assert basic.status_code == 401
+    assert revoke_token(db, carol) and status(carol).status_code == 401
+    assert not revoke_token(db, carol)  # already revoked
+    short = create_token(db, "carol", expires_in=timedelta(seconds=1))
+    assert status(short).status_code == 200
+    time.sleep(1.2)
+    assert status(short).status_code == 401
+    listed = {t["id"]: t for t in list_tokens(db)}
+    assert listed[token_id]["revoked"] and listed[token_id]["user"] == "carol"
+
+
+def test_two_users_never_see_each_others_objects(api, api_as, settings):
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    xid, yid = upload(api, X), upload(api, y)
+    r = api.post(
+        "/v1/jobs",
+        json={"estimator": SPEC, "param_grid": {"C": [1.0, 2.0]}, "X": xid, "y": yid, "cv": 3},
+    )
+    job = r.json()["id"]
+    assert wait_job(api, job)["state"] == "succeeded"
+
+    bob = api_as("bob")
+    # every route answers 404 for alice's objects, never 403
+    for method, url in [
+        ("HEAD", f"/v1/datasets/{xid}"),
+        ("GET", f"/v1/datasets/{xid}"),
+        ("DELETE", f"/v1/datasets/{xid}"),
+        ("GET", f"/v1/jobs/{job}"),
+        ("GET", f"/v1/jobs/{job}/results"),
+        ("GET", f"/v1/jobs/{job}/splits"),
+        ("GET", f"/v1/jobs/{job}/estimator"),
+        ("POST", f"/v1/jobs/{job}/cancel"),
+    ]:
+        assert bob.request(method, url).status_code == 404, (method, url)
+    assert bob.get("/v1/jobs").json()["items"] == []
+    assert bob.get("/v1/jobs", params={"dataset": xid}).json()["items"] == []
+    assert bob.get(f"/v1/datasets/{xid}/leaderboard").json() == []
+    assert bob.get("/v1/results", params={"param": "C", "value": "1.0"}).json() == []
+    # bob cannot run a job on alice's data by naming its id
+    r = bob.post(
+        "/v1/jobs", json={"estimator": SPEC, "param_grid": {"C": [1.0]}, "X": xid, "y": yid}
+    )
+    assert r.status_code == 422 and "unknown dataset" in r.json()["detail"]
+
+    # bob uploads the same content: it is his now too (201), alice's stays hers
+    r = bob.post("/v1/datasets", content=npy_bytes(X), headers=NPY)
+    assert r.status_code == 201 and r.json()["id"] == xid
+    assert bob.get(f"/v1/datasets/{xid}/leaderboard").json() == []
+    assert bob.delete(f"/v1/datasets/{xid}").status_code == 204
+    assert api.head(f"/v1/datasets/{xid}").status_code == 200
+    assert (settings.datasets_dir / f"{xid}.npy").exists()
+    # alice's own listings are unchanged
+    assert [j["id"] for j in api.get("/v1/jobs").json()["items"]] == [job]
+    assert len(api.get(f"/v1/datasets/{xid}/leaderboard").json()) == 2
+
+
+@pytest.fixture
+def limited(settings, dask_client):
+    settings.user_max_active_jobs = 1
+    settings.rate_limit_per_minute = 30
+    settings.user_max_bytes = 3000
+    app = create_app(settings, dask_client=dask_client, start_runner=False)
+    with TestClient(app) as client:
+        token = settings.admin_token_file.read_text().strip()
+        client.headers["authorization"] = f"Bearer {token}"
+        yield client
+
+
+def test_limits(limited):
+    X = np.zeros((100, 2))  # 1600 bytes of data
+    xid = upload(limited, X)
+    yid = upload(limited, np.zeros(100, dtype=np.int8))
+    # total bytes per user: a third upload goes past 3000 bytes
+    r = limited.post("/v1/datasets", content=npy_bytes(np.ones((100, 2))), headers=NPY)
+    assert r.status_code == 413 and "quota" in r.json()["detail"]
+    body = {"estimator": SPEC, "param_grid": {"C": [1.0]}, "X": xid, "y": yid, "cv": 2}
+    # concurrent jobs per user: the runner is off, so the first stays queued
+    assert limited.post("/v1/jobs", json=body).status_code == 202
+    r = limited.post("/v1/jobs", json=body)
+    assert r.status_code == 429 and "queued or running" in r.json()["detail"]
+    # request rate per token
+    codes = [limited.get("/v1/jobs").status_code for _ in range(40)]
+    assert 429 in codes
+    r = limited.get("/v1/jobs")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
