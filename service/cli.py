@@ -2,6 +2,7 @@
 
     memogrid serve [--host H] [--port P] [--data-dir D] [--workers N]
     memogrid migrate upgrade|current|check
+    memogrid token create USER [--name N] [--expires-days D] | list | revoke ID
     memogrid cache stats|prune --max-size SIZE
     memogrid jobs list|show ID|cancel ID      (through the API: --url, --token)
     memogrid demo [--url URL]                 (the seed workload twice: cold, then warm)
@@ -141,6 +142,53 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(value: object) -> str:
+    from datetime import datetime
+
+    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else "-"
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from .api.auth import create_token, list_tokens, revoke_token
+    from .db import migrate
+    from .db.session import Database
+
+    settings = _settings(args)
+    db = Database(settings.effective_database_url)
+    try:
+        if settings.migrate_on_start:
+            migrate.upgrade(db.write_engine)
+        if args.action == "create":
+            if not args.user:
+                raise ValueError("token create needs a user name")
+            expires = timedelta(days=args.expires_days) if args.expires_days else None
+            token = create_token(db, args.user, name=args.name or "", expires_in=expires)
+            print(token)
+            print(
+                "shown once: keep it (export MEMOGRID_TOKEN=...); only its hash is stored",
+                file=sys.stderr,
+            )
+        elif args.action == "list":
+            print(f"{'id':<14} {'user':<16} {'name':<20} {'created':<20} {'expires':<20} state")
+            for t in list_tokens(db):
+                state = "revoked" if t["revoked"] else "active"
+                print(
+                    f"{t['id']!s:<14} {t['user']!s:<16} {t['name']!s:<20} "
+                    f"{_when(t['created_at']):<20} {_when(t['expires_at']):<20} {state}"
+                )
+        else:
+            if not args.user:
+                raise ValueError("token revoke needs a token id (see token list)")
+            if not revoke_token(db, args.user):
+                raise ValueError(f"no active token {args.user!r}")
+            print(f"revoked {args.user}")
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -169,6 +217,20 @@ def parser() -> argparse.ArgumentParser:
     mig.add_argument("--data-dir", help="data directory (MEMOGRID_DATA_DIR)")
     mig.add_argument("--database-url", help="SQLAlchemy URL (MEMOGRID_DATABASE_URL)")
     mig.set_defaults(func=cmd_migrate)
+
+    token = sub.add_parser(
+        "token",
+        help="create, list or revoke API tokens (on the database directly)",
+        description="create USER: a new token for USER (created if new), printed once; "
+        "list: every token; revoke ID: revoke a token by its id (or the whole token)",
+    )
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("user", nargs="?", help="user name (create) or token id (revoke)")
+    token.add_argument("--name", help="a label for the token (create)")
+    token.add_argument("--expires-days", type=float, help="lifetime in days (create)")
+    token.add_argument("--data-dir", help="data directory (MEMOGRID_DATA_DIR)")
+    token.add_argument("--database-url", help="SQLAlchemy URL (MEMOGRID_DATABASE_URL)")
+    token.set_defaults(func=cmd_token)
 
     cache = sub.add_parser("cache", help="inspect or prune the shared result cache")
     cache.add_argument("action", choices=["stats", "prune"])

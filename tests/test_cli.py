@@ -21,7 +21,9 @@ def run(*args, env=None):
     )
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["cache"], ["jobs"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["migrate"], ["token"], ["cache"], ["jobs"], ["demo"]]
+)
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
@@ -100,3 +102,20 @@ def test_jobs_commands_against_a_server(tmp_path):
         unauthorized = run("jobs", "list", "--url", server.url, "--token", "mg_nope_nope")
         assert unauthorized.returncode == 1 and "token" in unauthorized.stderr
         assert cancelled.returncode == 1 and "cannot cancel" in cancelled.stderr
+
+
+def test_tokens(tmp_path):
+    env = {"MEMOGRID_DATA_DIR": str(tmp_path), "MEMOGRID_DATABASE_URL": ""}
+    created = run("token", "create", "dana", "--name", "ci", "--expires-days", "1", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("mg_") and "shown once" in created.stderr
+    listed = run("token", "list", env=env)
+    token_id = token.split("_")[1]
+    assert token_id in listed.stdout and "dana" in listed.stdout and "active" in listed.stdout
+    assert token not in listed.stdout  # never shown again
+    assert run("token", "revoke", token_id, env=env).returncode == 0
+    assert "revoked" in run("token", "list", env=env).stdout
+    again = run("token", "revoke", token_id, env=env)
+    assert again.returncode == 1 and again.stderr.startswith("memogrid: error:")
+    assert run("token", "create", env=env).returncode == 1
