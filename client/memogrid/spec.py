@@ -344,9 +344,29 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
             # JSON has no tuples: a pair like ngram_range=(1, 2) arrives as a list
             built[key] = tuple(built[key])
     try:
-        return cls(**built)
+        estimator = cls(**built)
     except Exception as exc:  # constructors only store arguments; be safe anyway
         raise SpecError(path, f"{name}({', '.join(built)}) failed: {exc}") from None
+    _validate(estimator, path)
+    return estimator
+
+
+def _validate(estimator: Any, path: str) -> None:
+    """scikit-learn's own parameter checks, now rather than at fit time.
+
+    A wrong type or range (``C="x"``, ``solver="nope"``) is refused with the
+    path of the parameter instead of failing every fit of a job.
+    """
+    check = getattr(estimator, "_validate_params", None)
+    if check is None or not hasattr(estimator, "_parameter_constraints"):
+        return
+    try:
+        check()
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        name = message.split("'")[1] if message.startswith("The '") else ""
+        where = _join(path, f"params.{name}") if name else path
+        raise SpecError(where, message) from None
 
 
 def _check_keys(estimator: Any, space: Mapping[str, Any], path: str) -> None:
@@ -388,7 +408,31 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
     _tuples_where_expected(estimator, out)
     _check_keys(estimator, out, path)
+    _check_values(estimator, out, path)
     return out
+
+
+def _check_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> None:
+    """Each grid value through scikit-learn's parameter checks of the estimator it sets.
+
+    Keys under a step the grid itself swaps are left to fit time (their
+    owner depends on the combination).
+    """
+    from sklearn.base import clone
+
+    for key, values in space.items():
+        if any(key.startswith(f"{a}__") for a in space):
+            continue
+        owner_key = key.rsplit("__", 1)[0] if "__" in key else None
+        for i, value in enumerate(values):
+            trial = clone(estimator).set_params(**{key: value})
+            owner = trial.get_params()[owner_key] if owner_key else trial
+            if not hasattr(owner, "_parameter_constraints"):
+                continue
+            try:
+                owner._validate_params()
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"{path}.{key}[{i}]", str(exc)) from None
 
 
 def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:

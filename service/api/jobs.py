@@ -94,13 +94,15 @@ def submit_job(
     and function against the allowlist, every grid key against the
     estimator, every dataset id, X/y lengths and the grid-size cap.
     """
-    request = body.model_dump(mode="json", exclude_unset=True)
+    # validated as sent (a NaN stays a NaN, to be refused by name) ...
     compiled = compile_job(
-        request,
+        body.model_dump(exclude_unset=True),
         svc.allow,
         dataset_lookup(svc.db, user.user_id),
         grid_max_fits=svc.settings.grid_max_fits,
     )
+    # ... and stored as JSON (error_score NaN becomes null, read back as NaN)
+    request = body.model_dump(mode="json", exclude_unset=True)
     job_id = uuid.uuid4().hex
     live = (JobState.QUEUED.value, JobState.RUNNING.value)
     cap = svc.settings.user_max_active_jobs

@@ -1,0 +1,144 @@
+"""Hostile and broken input: each a 4xx with a message, nothing left behind."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.api.conftest import NPY, PARQUET, upload, wait_job
+
+LR = "sklearn.linear_model.LogisticRegression"
+
+
+@pytest.fixture
+def data(api):
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    return upload(api, X), upload(api, y)
+
+
+def _job(api, data, **over):
+    xid, yid = data
+    body = {"estimator": {"class": LR}, "param_grid": {"C": [1.0]}, "X": xid, "y": yid}
+    body.update(over)
+    return api.post("/v1/jobs", json=body)
+
+
+def _nothing_queued(api):
+    assert api.get("/v1/jobs").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "spec, where",
+    [
+        ({"class": "subprocess.Popen", "params": {"args": ["touch", "/tmp/x"]}}, "class"),
+        ({"class": "os.system"}, "class"),
+        ({"class": "builtins.eval"}, "class"),
+        ({"class": "sklearn.linear_model._logistic.LogisticRegression"}, "class"),
+        ({"class": LR, "params": {"__class__": {"class": "os.system"}}}, "__class__"),
+        ({"class": LR, "params": {"C": 2**70}}, "params.C"),
+        ({"class": LR, "params": {"C": {"function": "builtins.eval"}}}, "params.C"),
+        ({"class": LR, "params": {"C": "__import__('os').system('id')"}}, "params.C"),
+        ({"class": LR, "params": {"solver": "__import__('os')"}}, "params.solver"),
+        ({"class": LR, "extra": 1}, "estimator"),
+    ],
+)
+def test_hostile_specs(api, data, spec, where):
+    r = _job(api, data, estimator=spec)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["errors"] and any(where in e["path"] for e in problem["errors"]), problem
+    _nothing_queued(api)
+
+
+def test_grid_values_get_sklearns_checks(api, data):
+    r = _job(api, data, param_grid={"C": [1.0, -1.0], "penalty": ["l2"]})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["path"] == "param_grid.C[1]" and "C" in r.json()["detail"]
+    _nothing_queued(api)
+
+
+def test_non_finite_numbers_in_params(api, data):
+    xid, yid = data
+    for bad in ("NaN", "Infinity", "-Infinity"):
+        text = (
+            f'{{"estimator": {{"class": "{LR}", "params": {{"C": {bad}}}}}, '
+            f'"param_grid": {{"C": [1.0]}}, "X": "{xid}", "y": "{yid}"}}'
+        )
+        r = api.post("/v1/jobs", content=text, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "non-finite" in r.json()["detail"], r.text
+    _nothing_queued(api)
+
+
+def test_pickle_and_skops_where_a_spec_is_expected(api):
+    import pickle
+
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    for payload in (pickle.dumps(LogisticRegression()), sio.dumps(LogisticRegression())):
+        r = api.post("/v1/jobs", content=payload, headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422) and r.json()["detail"]
+        r = api.post(
+            "/v1/jobs", content=payload, headers={"content-type": "application/octet-stream"}
+        )
+        assert r.status_code == 415
+        # and where a dataset is expected
+        r = api.post("/v1/datasets", content=payload, headers=NPY)
+        assert r.status_code == 422
+    _nothing_queued(api)
+
+
+def test_object_columns_in_parquet(api, settings):
+    buf = io.BytesIO()
+    pd.DataFrame({"o": [{"a": 1}, {"b": 2}]}).to_parquet(buf)
+    r = api.post("/v1/datasets", content=buf.getvalue(), headers=PARQUET)
+    assert r.status_code == 422 and "unsupported type" in r.json()["detail"]
+    assert list(settings.datasets_dir.iterdir()) == []
+
+
+def test_all_candidates_failing_fails_with_sklearns_message(api, data):
+    pipe = {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {
+            "steps": [["pca", {"class": "sklearn.decomposition.PCA"}], ["lr", {"class": LR}]]
+        },
+    }
+    # more components than the 3 features: every fit fails
+    r = _job(api, data, estimator=pipe, param_grid={"pca__n_components": [7]}, cv=3)
+    status = wait_job(api, r.json()["id"])
+    assert status["state"] == "failed"
+    assert "All the 3 fits failed" in status["error"]
+
+
+def test_nans_in_X_follow_error_score(api):
+    X = np.random.RandomState(1).normal(size=(40, 3))
+    X[5, 1] = np.nan
+    y = (np.arange(40) % 2).astype(int)
+    xid, yid = upload(api, X), upload(api, y)
+    body = {
+        "estimator": {"class": LR},
+        "param_grid": {"C": [1.0]},
+        "X": xid,
+        "y": yid,
+        "cv": 2,
+    }
+    status = wait_job(api, api.post("/v1/jobs", json=body).json()["id"])
+    assert status["state"] == "failed" and "NaN" in status["error"]
+    # an estimator that accepts NaN runs fine on the same data
+    body["estimator"] = {"class": "sklearn.ensemble.HistGradientBoostingClassifier"}
+    body["param_grid"] = {"max_iter": [5]}
+    assert wait_job(api, api.post("/v1/jobs", json=body).json()["id"])["state"] == "succeeded"
+
+
+def test_ids_are_not_paths(api):
+    for bad in ("../" * 5 + "etc/passwd", "%2e%2e%2f" * 3 + "etc", "0" * 63 + "/", "a" * 65):
+        for url in (f"/v1/datasets/{bad}", f"/v1/jobs/{bad}", f"/v1/jobs/{bad}/estimator"):
+            assert api.get(url).status_code in (404, 422), url
+    body = json.dumps({"estimator": {"class": LR}, "param_grid": {"C": [1]}, "X": "../../x"})
+    r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and any(e["path"] == "X" for e in r.json()["errors"])
