@@ -48,6 +48,27 @@ from .tasks import (
 _WARNINGS_LOCK = threading.Lock()
 
 
+class WorkerLost(RuntimeError):
+    """A task killed every worker it ran on (a crash, not a Python error)."""
+
+
+def describe_task(plan: Plan, members: Mapping[str, tuple[str, ...]], key: Any) -> str:
+    """A task's key in words: the step or final estimator, and its fold."""
+    folds = list(plan.folds)
+    key = str(key)
+    node: Any = plan.steps.get(key) or plan.scores.get(key) or plan.ttrains.get(key)
+    if node is None and key in members:
+        node = plan.scores.get(members[key][0])
+    if node is None or not hasattr(node, "link"):
+        return f"task {key}"
+    link = node.link
+    what = "step" if key in plan.steps else "final estimator"
+    params = ", ".join(f"{k}={v!r}" for k, v in link.overrides)[:200]
+    name = "/".join(link.path) or type(link.base).__name__
+    fold = folds.index(node.fold) if node.fold in folds else "refit"
+    return f"{what} {name!r} = {type(link.base).__name__}({params}) on fold {fold}"
+
+
 class SearchCancelled(Exception):
     """The search was cancelled before it finished."""
 
@@ -513,10 +534,17 @@ class SearchRunner:
                             on_result(skey, o)
                         if on_progress is not None:
                             on_progress(done, total, stats.hits, o)
-        except BaseException:
+        except BaseException as exc:
             self.client.cancel(futures)
             if cancel is not None and cancel.is_set():
                 raise SearchCancelled() from None
+            from distributed import KilledWorker
+
+            if isinstance(exc, KilledWorker):
+                raise WorkerLost(
+                    "a task kept killing the worker running it and was given up after "
+                    f"the scheduler's allowed failures: {describe_task(plan, members, exc.task)}"
+                ) from None
             raise
         finally:
             stop.set()

@@ -82,7 +82,14 @@ DASK = str(Path(sys.executable).with_name("dask"))
 class DaskProcesses:
     """A real ``dask scheduler`` and ``n`` single-threaded ``dask worker`` processes."""
 
-    def __init__(self, workdir: Path, n_workers: int = 2, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        n_workers: int = 2,
+        env: dict[str, str] | None = None,
+        nanny: bool = False,
+    ):
+        self.nanny = nanny
         self.sched_file = workdir / "scheduler.json"
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.n_workers = n_workers
@@ -125,7 +132,7 @@ class DaskProcesses:
                 "--nthreads",
                 "1",
                 "--no-dashboard",
-                "--no-nanny",
+                "--nanny" if self.nanny else "--no-nanny",
             )
         self.address = json.loads(self.sched_file.read_text())["address"]
         return self.address
