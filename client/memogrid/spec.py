@@ -36,6 +36,7 @@ import inspect
 import itertools
 import math
 import sys
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,10 +269,20 @@ class Allowlist:
         return self._function_names.get(id(obj))
 
 
-@functools.lru_cache(maxsize=1)
+_DEFAULT_LOCK = threading.Lock()
+_DEFAULT: list[Allowlist] = []
+
+
 def default_allowlist() -> Allowlist:
-    """:meth:`Allowlist.default`, computed once per process (shared; do not edit)."""
-    return Allowlist.default()
+    """:meth:`Allowlist.default`, computed once per process (shared; do not edit).
+
+    Computing it walks scikit-learn's modules, which is not safe from two
+    threads at once: the first caller computes it under a lock.
+    """
+    with _DEFAULT_LOCK:
+        if not _DEFAULT:
+            _DEFAULT.append(Allowlist.default())
+        return _DEFAULT[0]
 
 
 def _join(path: str, child: str) -> str:
