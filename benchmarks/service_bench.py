@@ -119,7 +119,9 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="mg-bench-http-"))
         try:
             with Server(root / "data", workers=0) as server:
-                over_http(warmup_workload(), server.url, server.token)  # warm up; shares nothing with w
+                over_http(
+                    warmup_workload(), server.url, server.token
+                )  # warm up; shares nothing with w
                 t, cv_http = over_http(w, server.url, server.token)
                 times.append(t)
         finally:

@@ -152,7 +152,58 @@ def create_app(
     problems.install(app)
     for router in (datasets_router, jobs_router, queries_router, public_router):
         app.include_router(router, prefix=API_PREFIX)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+#: error answers any authenticated route may give, besides its own
+_COMMON_ERRORS = {
+    "401": "missing, unknown, expired or revoked token",
+    "422": "invalid request: the problem's errors point at the items",
+    "429": "too many requests for this token",
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error documented as the problem body it is."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    from .problems import PROBLEM_JSON, ProblemBody
+
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body.pop("$defs", {}))
+    components["ProblemBody"] = body
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            public = path.endswith("/health")
+            for code, description in _COMMON_ERRORS.items():
+                if not public:
+                    responses.setdefault(code, {"description": description})
+            if "{" in path:
+                responses.setdefault("404", {"description": "no such object of yours"})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response.setdefault("description", "error")
+                    if method == "head":  # a HEAD answer has no body
+                        response.pop("content", None)
+                    else:
+                        response["content"] = problem
+    app.openapi_schema = schema
+    return schema
 
 
 def _version() -> str:

@@ -14,11 +14,11 @@ from ..runner.states import JobState
 from ..store.uploads import NPY_TYPES, PARQUET_TYPES, DatasetInfo, Upload, UploadError, media_kind
 from .app import Services, services
 from .auth import CurrentUser, Principal, current_user
-from .problems import Problem
+from .problems import Problem, known_query
 from .schemas import DatasetOut
 
 # every route here needs a token, whatever its own parameters say
-router = APIRouter(tags=["datasets"], dependencies=[Depends(current_user)])
+router = APIRouter(tags=["datasets"], dependencies=[Depends(current_user), Depends(known_query)])
 
 DatasetPath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{64}$", description="the dataset's SHA-256 content id")

@@ -18,11 +18,11 @@ from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
 from .app import API_PREFIX, Services, services
 from .auth import CurrentUser, Principal, current_user
-from .problems import Problem, ProblemBody
+from .problems import Problem, ProblemBody, known_query
 from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progress, SplitOut
 
 # every route here needs a token, whatever its own parameters say
-router = APIRouter(tags=["jobs"], dependencies=[Depends(current_user)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(current_user), Depends(known_query)])
 
 JobPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
 _PROBLEM = {"model": ProblemBody}
@@ -187,8 +187,14 @@ def list_jobs(
         str | None,
         Query(pattern=r"^[0-9a-f]{64}$", description="keep jobs that read this dataset"),
     ] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Annotated[
+        str | None,
+        Query(description="ISO 8601 date-time", json_schema_extra={"format": "date-time"}),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        Query(description="ISO 8601 date-time", json_schema_extra={"format": "date-time"}),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
@@ -198,11 +204,11 @@ def list_jobs(
         q = q.where(Job.state.in_(state))
     if dataset:
         q = q.where(Job.id.in_(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset)))
-    if created_after:
-        q = q.where(Job.created_at >= _utc(created_after))
-    if created_before:
-        q = q.where(Job.created_at < _utc(created_before))
-    if cursor:
+    if created_after is not None:
+        q = q.where(Job.created_at >= _utc(_when(created_after, "created_after")))
+    if created_before is not None:
+        q = q.where(Job.created_at < _utc(_when(created_before, "created_before")))
+    if cursor is not None:
         c_created, c_id = _decode_cursor(cursor)
         q = q.where(
             or_(
@@ -219,6 +225,20 @@ def list_jobs(
         items=[job_out(j) for j in jobs],
         next_cursor=_encode_cursor(jobs[-1]) if more and jobs else None,
     )
+
+
+def _when(text: str, name: str) -> datetime:
+    """An ISO 8601 date-time (a bare number is not one)."""
+    try:
+        if text.replace(".", "", 1).lstrip("-").isdigit():
+            raise ValueError
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise Problem(
+            422,
+            f"{name} must be an ISO 8601 date-time such as 2026-11-25T12:00:00Z, not {text!r}",
+            [{"path": name, "message": "not an ISO 8601 date-time"}],
+        ) from None
 
 
 def _utc(value: datetime) -> datetime:

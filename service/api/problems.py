@@ -83,6 +83,42 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "<body>"
 
 
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take (a typo is an error, not a no-op)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    stack = [dependant]
+    while stack:  # the route's own query parameters and its dependencies'
+        d = stack.pop()
+        known.update(p.alias for p in d.query_params)
+        stack.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise Problem(
+            422,
+            f"unknown query parameter {unknown[0]!r}"
+            + (f"; this route takes {', '.join(sorted(known))}" if known else ""),
+            [{"path": f"query.{name}", "message": "unknown query parameter"} for name in unknown],
+        )
+
+
+def _methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema gives ``path`` (templates matched), HEAD with GET."""
+    import re
+
+    found: set[str] = set()
+    for template, ops in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            found.update(m.upper() for m in ops)
+    if "GET" in found:
+        found.add("HEAD")
+    return sorted(found)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem body."""
 
@@ -106,4 +142,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # every method the path has, not only the first matching route's
+            headers = dict(headers or {}, Allow=", ".join(_methods(app, request.url.path)))
         return problem_response(request, exc.status_code, detail, headers=headers)

@@ -15,13 +15,13 @@ from ..runner.jobs import param_key, param_text
 from .app import Services, services
 from .auth import CurrentUser, current_user
 from .datasets import DatasetPath
-from .problems import Problem, ProblemBody
+from .problems import Problem, ProblemBody, known_query
 from .schemas import CacheStats, CandidateOut, Health
 
 # every route here needs a token, whatever its own parameters say
-router = APIRouter(tags=["queries"], dependencies=[Depends(current_user)])
+router = APIRouter(tags=["queries"], dependencies=[Depends(current_user), Depends(known_query)])
 #: the only routes without a token
-public = APIRouter(tags=["health"])
+public = APIRouter(tags=["health"], dependencies=[Depends(known_query)])
 _PROBLEM = {"model": ProblemBody}
 
 
@@ -69,9 +69,7 @@ def results_by_param(
     svc: Annotated[Services, Depends(services)],
     user: CurrentUser,
     param: Annotated[str, Query(max_length=255, description="a grid key, e.g. clf__C")],
-    value: Annotated[
-        str, Query(max_length=100_000, description='the value as JSON, e.g. 10 or "l2"')
-    ],
+    value: Annotated[str, Query(max_length=4096, description='the value as JSON, e.g. 10 or "l2"')],
     dataset: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[CandidateOut]:

@@ -32,7 +32,8 @@ def test_every_route_but_health_and_docs_needs_a_token(api):
     anonymous = TestClient(api.app)
     checked = 0
     for method, url, path in _requests(schema):
-        r = anonymous.request(method, url, params={"param": "x", "value": "1"})
+        params = {"param": "x", "value": "1"} if path == "/v1/results" else None
+        r = anonymous.request(method, url, params=params)
         if path == "/v1/health":
             assert r.status_code == 200
             continue

@@ -279,5 +279,10 @@ def test_list_filters_and_pagination(api, seed_data):
     after = api.get("/v1/jobs", params={"created_after": created}).json()["items"]
     assert [j["id"] for j in after] == [ids[2], ids[1]]
     assert api.get("/v1/jobs", params={"cursor": "garbage"}).status_code == 422
+    typo = api.get("/v1/jobs", params={"stat": "failed"})
+    assert typo.status_code == 422 and "unknown query parameter 'stat'" in typo.json()["detail"]
+    assert api.get("/v1/jobs", params={"created_after": "0.5"}).status_code == 422
+    r = api.put("/v1/jobs")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     assert api.get("/v1/jobs", params={"state": "bogus"}).status_code == 422
     assert api.get(f"/v1/jobs/{'0' * 32}").status_code == 404
