@@ -39,22 +39,37 @@ class ResultCache:
     def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
         self.directory = str(directory)
         self.size_limit = int(size_limit)
-        Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.directory, 0o700)
-        self._cache = diskcache.Cache(
-            self.directory,
-            size_limit=self.size_limit,
-            eviction_policy="least-recently-used",
-            # Values arrive as bytes; keep small ones inline in SQLite.
-            disk_min_file_size=_FILE_MIN,
-            # diskcache evicts in batches; evict one entry per write and let
-            # cull() finish the job in exact least-recently-used order.
-            cull_limit=1,
-        )
+        self._cache: Any = None
+        try:
+            Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.directory, 0o700)
+            self._cache = diskcache.Cache(
+                self.directory,
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-used",
+                # Values arrive as bytes; keep small ones inline in SQLite.
+                disk_min_file_size=_FILE_MIN,
+                # diskcache evicts in batches; evict one entry per write and let
+                # cull() finish the job in exact least-recently-used order.
+                cull_limit=1,
+            )
+        except Exception as exc:  # a full or unwritable disk must not stop the work
+            log.warning(
+                "result cache at %s is unusable (%s): computing without caching",
+                self.directory,
+                exc,
+            )
+
+    @property
+    def usable(self) -> bool:
+        """False when the cache could not be opened (every lookup misses)."""
+        return self._cache is not None
 
     # -- raw access -----------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default`` if absent or broken."""
+        if self._cache is None:
+            return default
         try:
             raw = self._cache.get(key, default=_MISSING, read=True, retry=True)
             if hasattr(raw, "read"):  # large values come back as an open file
@@ -84,6 +99,8 @@ class ResultCache:
 
     def set(self, key: str, value: Any) -> bool:
         """Store ``value``; return False (and carry on) if the write fails."""
+        if self._cache is None:
+            return False
         payload = pickle.dumps(value, protocol=5)
         digest = hashlib.blake2b(payload, digest_size=_DIGEST).digest()
         blob = MAGIC + digest + payload
@@ -102,12 +119,16 @@ class ResultCache:
         return True
 
     def __contains__(self, key: str) -> bool:
+        if self._cache is None:
+            return False
         try:
             return key in self._cache
         except Exception:
             return False
 
     def discard(self, key: str) -> None:
+        if self._cache is None:
+            return
         try:
             self._cache.delete(key, retry=True)
         except Exception:
@@ -116,10 +137,10 @@ class ResultCache:
     # -- housekeeping -----------------------------------------------------
     def volume(self) -> int:
         """Bytes on disk used by the cache."""
-        return int(self._cache.volume())
+        return int(self._cache.volume()) if self._cache is not None else 0
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._cache) if self._cache is not None else 0
 
     def cull(self, limit: int | None = None) -> int:
         """Evict least-recently-used entries, one at a time, until under the limit.
@@ -129,6 +150,8 @@ class ResultCache:
         """
         limit = self.size_limit if limit is None else int(limit)
         evicted = 0
+        if self._cache is None:
+            return 0
         while self._cache.volume() > limit:
             # diskcache keeps an access time per row under this policy; its
             # own cull() drops ten rows per round, too coarse for small caches.
@@ -140,7 +163,8 @@ class ResultCache:
         return evicted
 
     def close(self) -> None:
-        self._cache.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __reduce__(self) -> Any:
         # Shipped to workers by location; each process opens its own handle.
@@ -157,5 +181,7 @@ def open_cache(directory: str, size_limit: int = DEFAULT_SIZE_LIMIT) -> ResultCa
     with _caches_lock:
         cache = _caches.get(k)
         if cache is None:
-            cache = _caches[k] = ResultCache(directory, size_limit)
+            cache = ResultCache(directory, size_limit)
+            if cache.usable:  # an unusable one is tried again next time
+                _caches[k] = cache
         return cache
