@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        access_log=args.access_log,
         timeout_graceful_shutdown=10,
     )
     return 0
@@ -210,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--database-url", help="SQLAlchemy URL (MEMOGRID_DATABASE_URL)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (off: polls are many)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="upgrade or inspect the database schema")

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     #: dask scheduler address; empty means an in-process LocalCluster
     scheduler_address: str = ""
+    #: how much lower the CPU priority of LocalCluster workers is than the
+    #: API's (os.nice increment), so status polls stay fast while fits run
+    worker_nice: int = Field(default=10, ge=0, le=19)
     #: LocalCluster worker processes (one thread each); 0 means one per core
     n_workers: int = Field(default=0, ge=0, le=1024)
     #: result cache size limit in bytes (least recently used entries go first)
@@ -46,6 +49,8 @@ class Settings(BaseSettings):
     user_max_bytes: int = Field(default=100 * 2**30, ge=1)
     #: queued plus running jobs one user may have at once (429 beyond)
     user_max_active_jobs: int = Field(default=8, ge=1)
+    #: seconds a checked token is remembered (a revoked one works this long at most)
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=300)
     #: requests per minute one token may make (429 beyond); 0 turns it off
     rate_limit_per_minute: int = Field(default=6000, ge=0)
     #: upgrade the database schema when the service starts

@@ -117,6 +117,8 @@ def settings(tmp_path, db_url):
         database_url=db_url,
         upload_max_bytes=8 << 20,
         grid_max_fits=2_000,
+        # every request checks its token afresh (test_auth covers the cache)
+        auth_cache_seconds=0,
     )
 
 

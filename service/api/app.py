@@ -44,6 +44,7 @@ class Services:
     allow: Any
     schema_revision: str | None
     limiter: Any
+    auth_cache: Any
 
 
 def services(request: Request) -> Services:
@@ -66,7 +67,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
                 f"the database is at schema revision {revision!r}, not the current "
                 f"{sorted(migrate.heads())}: run `memogrid migrate upgrade` first"
             )
-    from .auth import RateLimiter, ensure_admin_token
+    from .auth import AuthCache, RateLimiter, ensure_admin_token
 
     written = ensure_admin_token(db, settings.admin_token_file)
     if written is not None:
@@ -81,7 +82,9 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     made = None
     if dask_client is None:
         made = dask_client = make_client(
-            settings.scheduler_address or None, n_workers=settings.n_workers or None
+            settings.scheduler_address or None,
+            n_workers=settings.n_workers or None,
+            worker_nice=settings.worker_nice,
         )
     allow = Allowlist.default(settings.extra_estimators)
     search = SearchRunner(dask_client, store, cache)
@@ -94,7 +97,10 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
         lease_seconds=settings.lease_seconds,
     )
     limiter = RateLimiter(settings.rate_limit_per_minute)
-    services = Services(settings, db, store, cache, search, runner, allow, revision, limiter)
+    auth_cache = AuthCache(settings.auth_cache_seconds)
+    services = Services(
+        settings, db, store, cache, search, runner, allow, revision, limiter, auth_cache
+    )
     return services, made
 
 

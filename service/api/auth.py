@@ -43,6 +43,8 @@ class Principal:
     name: str
     is_admin: bool
     token_id: str
+    #: the token's expiry as a Unix time, if it has one
+    expires_at: float | None = None
 
 
 def _hash(secret: str) -> str:
@@ -135,7 +137,9 @@ def authenticate(db: Database, raw: str) -> Principal | None:
     expires = aware(token.expires_at)
     if token.revoked_at is not None or (expires is not None and expires <= now):
         return None
-    return Principal(user.id, user.name, user.is_admin, token.id)
+    return Principal(
+        user.id, user.name, user.is_admin, token.id, expires.timestamp() if expires else None
+    )
 
 
 def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
@@ -176,18 +180,59 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
 
 
-def current_user(
+class AuthCache:
+    """Recently checked tokens, for ``ttl`` seconds: a status poll costs no token query.
+
+    Keyed by the token's hash; a revoked token stops working within ``ttl``
+    seconds, an expiring one at its expiry.
+    """
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, raw: str) -> Principal | None:
+        if self.ttl <= 0:
+            return None
+        key = _hash(raw)
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is None or hit[1] <= time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, raw: str, principal: Principal, expires_at: float | None) -> None:
+        if self.ttl <= 0:
+            return
+        until = time.monotonic() + self.ttl
+        if expires_at is not None:
+            until = min(until, time.monotonic() + max(0.0, expires_at - time.time()))
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[_hash(raw)] = (principal, until)
+
+
+async def current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The authenticated principal; 401 without a valid token, 429 over the rate."""
+    import anyio
+
     challenge = {"WWW-Authenticate": 'Bearer realm="memogrid"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Problem(
             401, "a bearer token is required (Authorization: Bearer mg_...)", headers=challenge
         )
     svc = request.app.state.services
-    principal = authenticate(svc.db, credentials.credentials)
+    raw = credentials.credentials
+    principal = svc.auth_cache.get(raw)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(authenticate, svc.db, raw)
+        if principal is not None:
+            svc.auth_cache.put(raw, principal, principal.expires_at)
     if principal is None:
         raise Problem(401, "the token is unknown, expired or revoked", headers=challenge)
     wait = svc.limiter.allow(principal.token_id)

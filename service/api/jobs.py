@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import undefer
 
 from ..db.models import Job, JobDataset, SplitResult
 from ..db.ops import aware, json_number, utcnow
@@ -57,10 +58,13 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def get_job(svc: Services, user: Principal, job_id: str) -> Job:
-    """The job if ``user`` owns it; anyone else's is a 404, as is an unknown id."""
+def get_job(svc: Services, user: Principal, job_id: str, *, full: bool = False) -> Job:
+    """The job if ``user`` owns it; anyone else's is a 404, as is an unknown id.
+
+    ``full`` loads the large JSON columns (request, results) too.
+    """
     with svc.db.read() as s:
-        job = s.get(Job, job_id)
+        job = s.get(Job, job_id, options=[undefer("*")] if full else None)
     if job is None or job.owner_id != user.user_id:
         raise Problem(404, f"job {job_id} not found")
     return job
@@ -285,7 +289,7 @@ def job_results(
     job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> JobResults:
     """``cv_results_`` in scikit-learn's keys (columnar, lossless), best index, params, score."""
-    job = get_job(svc, user, job_id)
+    job = get_job(svc, user, job_id, full=True)
     if job.state != JobState.SUCCEEDED.value or job.cv_results is None:
         why = f": {job.error}" if job.error else ""
         raise Problem(409, f"job {job_id} is {job.state}, results exist once it succeeded{why}")

@@ -120,7 +120,9 @@ class Job(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     state: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))  # "grid" | "random"
-    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # the large JSON columns load only when read: status polls and listings
+    # never touch them
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     #: X's dataset id (no foreign key: ids are content hashes, and a job's
     #: record outlives the deletion of the data it read)
     x_id: Mapped[str] = mapped_column(ID)
@@ -144,10 +146,10 @@ class Job(Base):
     refit_metric: Mapped[str | None] = mapped_column(String(128))
     best_index: Mapped[int | None] = mapped_column(Integer)
     best_score: Mapped[float | None] = mapped_column(Float)
-    best_params: Mapped[Any | None] = mapped_column(JSON)
-    cv_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    warnings: Mapped[list[str] | None] = mapped_column(JSON)
-    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    best_params: Mapped[Any | None] = mapped_column(JSON, deferred=True)
+    cv_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, deferred=True)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
     has_estimator: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (

@@ -8,7 +8,10 @@ dataset store and cache paths.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ def make_client(
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     processes: bool | None = None,
+    worker_nice: int = 0,
 ) -> Any:
     """A dask client: on ``address`` if given, else on a new LocalCluster."""
     import dask
@@ -78,7 +82,31 @@ def make_client(
         processes=processes,
         dashboard_address=None,
     )
-    return Client(cluster)
+    client = Client(cluster)
+    if processes and worker_nice:
+        client.register_plugin(LowerPriority(worker_nice), name="memogrid-lower-priority")
+    return client
+
+
+class LowerPriority(WorkerPlugin):
+    """A worker plugin: fits run at a lower CPU priority than the API process.
+
+    On a machine whose cores all fit models, the service's own process must
+    still answer status polls at once; the kernel gives it the CPU first and
+    the fits lose nothing but the moments it needs. Registered as a plugin
+    so workers a nanny restarts get it too.
+    """
+
+    idempotent = True
+
+    def __init__(self, increment: int):
+        self.increment = increment
+
+    def setup(self, worker: Any) -> None:
+        # os.nice is relative; the pid check keeps a second setup from adding more
+        if getattr(worker, "_memogrid_niced", None) != os.getpid():
+            os.nice(self.increment)
+            worker._memogrid_niced = os.getpid()
 
 
 def _worker_malloc_settings() -> None:

@@ -153,3 +153,18 @@ def test_limits(limited):
     assert 429 in codes
     r = limited.get("/v1/jobs")
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_checked_tokens_are_remembered_briefly(settings, dask_client):
+    settings.auth_cache_seconds = 1.0
+    app = create_app(settings, dask_client=dask_client, start_runner=False)
+    with TestClient(app) as client:
+        db = app.state.services.db
+        token = create_token(db, "erin")
+        headers = {"authorization": f"Bearer {token}"}
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
+        revoke_token(db, token)
+        # remembered for at most auth_cache_seconds, then refused
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
+        time.sleep(1.1)
+        assert client.get("/v1/jobs", headers=headers).status_code == 401

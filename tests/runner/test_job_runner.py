@@ -95,8 +95,10 @@ def _queue(svc, grid, n=1, data=None) -> list[str]:
 
 
 def _state(svc, job_id):
+    from sqlalchemy.orm import undefer
+
     with svc.db.read() as s:
-        return s.get(Job, job_id)
+        return s.get(Job, job_id, options=[undefer("*")])
 
 
 def _wait(svc, job_id, states=("succeeded", "failed", "cancelled"), timeout=60):
