@@ -202,3 +202,23 @@ def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
     assert job.status()["state"] == "cancelled"
     with pytest.raises(memogrid.Conflict, match="cancel"):
         job.cancel()
+
+
+def test_auth_errors_and_rate_limits_reach_the_user_as_memogrid_errors(api, settings):
+    from fastapi.testclient import TestClient
+
+    anonymous = TestClient(api.app)
+    with Client(http=anonymous) as client:
+        with pytest.raises(memogrid.AuthError, match="bearer token is required") as info:
+            client.jobs()
+        assert info.value.status == 401
+    with Client(http=TestClient(api.app), token="mg_0000_wrong") as client:
+        with pytest.raises(memogrid.AuthError, match="unknown, expired or revoked"):
+            client.cache_stats()
+    # over the per-token rate: RateLimited, with the service's message
+    api.app.state.services.limiter.rate = 0.001
+    api.app.state.services.limiter.capacity = 1.0
+    with Client(http=api) as client:
+        with pytest.raises(memogrid.RateLimited, match="too many requests"):
+            for _ in range(5):
+                client.jobs()
