@@ -32,7 +32,8 @@ C_VALUES = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 N_VALUES = [5, 10, 20, 50]
 
 
-def seed(db, n_jobs: int) -> list[str]:
+def seed(db, n_jobs: int, owner: str) -> list[str]:
+    """``n_jobs`` finished jobs, all ``owner``'s (the worst case for one user's queries)."""
     from sqlalchemy import insert
 
     from memogrid_service.db.models import Candidate, CandidateParam, Job, JobDataset, SplitResult
@@ -51,6 +52,7 @@ def seed(db, n_jobs: int) -> list[str]:
             jobs.append(
                 dict(
                     id=job_id,
+                    owner_id=owner,
                     state="succeeded",
                     kind="grid",
                     request={},
@@ -79,6 +81,7 @@ def seed(db, n_jobs: int) -> list[str]:
                     dict(
                         job_id=job_id,
                         idx=c,
+                        owner_id=owner,
                         dataset_id=did,
                         metric="score",
                         params=p,
@@ -90,7 +93,14 @@ def seed(db, n_jobs: int) -> list[str]:
                 for name, value in p.items():
                     text = param_text(value)
                     params.append(
-                        dict(job_id=job_id, idx=c, name=name, value=text, value_key=param_key(text))
+                        dict(
+                            job_id=job_id,
+                            idx=c,
+                            owner_id=owner,
+                            name=name,
+                            value=text,
+                            value_key=param_key(text),
+                        )
                     )
                 for s in range(SPLITS):
                     splits.append(
@@ -157,7 +167,10 @@ def run(backend: str, n_jobs: int) -> None:
         db = Database(url)
         migrate.upgrade(db.write_engine)
         start = time.perf_counter()
-        datasets = seed(db, n_jobs)
+        from memogrid_service.api.auth import create_token, ensure_user
+
+        token = create_token(db, "bench")
+        datasets = seed(db, n_jobs, ensure_user(db, "bench"))
         took = time.perf_counter() - start
         db.dispose()
         print(
@@ -166,7 +179,7 @@ def run(backend: str, n_jobs: int) -> None:
         )
         settings = Settings(data_dir=root / "data", database_url=url)
         app = create_app(settings, dask_client=object(), start_runner=False)
-        with TestClient(app) as http:
+        with TestClient(app, headers={"authorization": f"Bearer {token}"}) as http:
             some_job = http.get("/v1/jobs", params={"limit": 1}).json()["items"][0]["id"]
             queries = [
                 (

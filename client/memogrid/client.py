@@ -608,11 +608,37 @@ class Job:
         return pd.DataFrame(self.cv_results_)
 
 
-def spec_types(request: Mapping[str, Any]) -> set[str]:
-    """The fully qualified types of every estimator a job's request names.
+#: what fitted scikit-learn estimators hold besides the classes a spec names:
+#: numpy and scipy helpers some keep (a dtype, a pooling function, a spline)
+_FITTED_HELPERS = frozenset(
+    {
+        "numpy.dtype",
+        "numpy.mean",
+        "scipy.interpolate._bsplines.BSpline",
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
+    }
+)
 
-    These, and only these, are trusted when loading the job's best
-    estimator: they are the types the user asked for.
+
+def _fitted_internal(name: str) -> bool:
+    """scikit-learn's own machinery inside fitted models (trees, KD-trees, losses, kernels).
+
+    Types from a private scikit-learn module (``sklearn.tree._tree.Tree``) or
+    its kernels module: no spec can name them, fitting creates them.
+    """
+    parts = name.split(".")
+    if parts[0] != "sklearn":
+        return False
+    return any(p.startswith("_") for p in parts[1:-1]) or name.startswith(
+        "sklearn.gaussian_process.kernels."
+    )
+
+
+def spec_types(request: Mapping[str, Any]) -> set[str]:
+    """The fully qualified types and functions a job's request names.
+
+    These are trusted when loading the job's best estimator: they are what
+    the user asked for.
     """
     from .spec import default_allowlist
 
@@ -625,6 +651,10 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                 cls = allow.classes.get(value["class"])
                 if cls is not None:
                     found.add(f"{cls.__module__}.{cls.__qualname__}")
+            if set(value) == {"function"} and isinstance(value["function"], str):
+                fn = allow.functions.get(value["function"])
+                if fn is not None:
+                    found.add(f"{fn.__module__}.{getattr(fn, '__qualname__', fn.__name__)}")
             for v in value.values():
                 visit(v)
         elif isinstance(value, list):
@@ -641,12 +671,33 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
     """Load a skops file trusting only the types the job's spec names."""
     import skops.io as sio
 
-    trusted = spec_types(request)
+    from .spec import default_allowlist
+
+    trusted = spec_types(request) | _FITTED_HELPERS
+    # an estimator class must be one the spec names, private module or not
+    estimators = {f"{c.__module__}.{c.__qualname__}" for c in default_allowlist().classes.values()}
     untrusted = set(sio.get_untrusted_types(data=blob))
-    unexpected = sorted(untrusted - trusted)
+    unexpected = sorted(
+        t for t in untrusted - trusted if t in estimators or not _fitted_internal(t)
+    )
     if unexpected:
         raise errors.DataError(
             "the best estimator holds types the job's spec does not name, refusing to "
             f"load it: {', '.join(unexpected)}"
         )
-    return sio.loads(blob, trusted=sorted(untrusted))
+    loaded = sio.loads(blob, trusted=sorted(untrusted))
+    # skops trusts many scikit-learn estimators by default: check that every
+    # estimator in what arrived is one the spec asked for
+    named = spec_types(request)
+    found = {f"{type(loaded).__module__}.{type(loaded).__qualname__}"}
+    if hasattr(loaded, "get_params"):
+        for value in loaded.get_params(deep=True).values():
+            if hasattr(value, "get_params") and not isinstance(value, type):
+                found.add(f"{type(value).__module__}.{type(value).__qualname__}")
+    stray = sorted(found - named)
+    if stray:
+        raise errors.DataError(
+            "the best estimator is not what the job's spec describes, refusing it: "
+            + ", ".join(stray)
+        )
+    return loaded

@@ -102,6 +102,27 @@ DEFAULT_DISTRIBUTIONS = (
 #: ``(name, estimator)`` or ``(name, transformer, columns)``.
 _NAMED_ENTRIES = frozenset({"steps", "transformer_list", "transformers", "estimators"})
 
+#: Parameters that would reach the server's file system, and the only values
+#: a spec may give them: ``memory`` caches fits in a directory it names
+#: (Pipeline, AgglomerativeClustering, ...), ``input="filename"`` makes a
+#: text vectorizer open the paths it is given as data.
+_SAFE_VALUES: dict[str, tuple[Any, ...]] = {"memory": (None,), "input": ("content",)}
+
+#: Deepest nesting of lists and specs a request may have.
+_MAX_DEPTH = 32
+
+
+def _check_safe(name: str, value: Any, path: str) -> None:
+    """Refuse a value that would let a spec touch the server's files."""
+    allowed = _SAFE_VALUES.get(name)
+    if allowed is not None and not any(value is a or value == a for a in allowed):
+        raise SpecError(
+            path,
+            f"{name}={value!r} is not accepted: it would reach the server's file system "
+            f"(allowed: {', '.join(repr(a) for a in allowed)})",
+        )
+
+
 #: The largest integer magnitude a spec carries (the builder's limit).
 _INT_LIMIT = 2**63
 
@@ -309,6 +330,8 @@ def _check_literal(value: Any, path: str) -> Any:
 
 def build_value(value: Any, allow: Allowlist, path: str) -> Any:
     """Turn one spec value into the Python object it stands for."""
+    if path.count("[") + path.count(".params") > _MAX_DEPTH:
+        raise SpecError(path, f"the spec is nested more than {_MAX_DEPTH} levels deep")
     if isinstance(value, Mapping):
         if "class" in value:
             return build_estimator(value, allow, path)
@@ -349,6 +372,7 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         if key not in accepted:
             raise SpecError(where, f"{name} has no parameter {key!r}")
         built[key] = build_value(value, allow, where)
+        _check_safe(key, built[key], where)
         if key in _NAMED_ENTRIES and isinstance(built[key], list):
             built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
         elif isinstance(built[key], list) and isinstance(signature[key].default, tuple):
@@ -417,6 +441,8 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
         if not isinstance(values, list) or not values:
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
+        for i, v in enumerate(out[key]):
+            _check_safe(key.rsplit("__", 1)[-1], v, f"{where}[{i}]")
     _tuples_where_expected(estimator, out)
     _check_keys(estimator, out, path)
     _check_values(estimator, out, path)
@@ -522,8 +548,12 @@ def build_distributions(
             out[key] = _build_distribution(value, allow, where)
         elif isinstance(value, list) and value:
             out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(value)]
+            for i, v in enumerate(out[key]):
+                _check_safe(key.rsplit("__", 1)[-1], v, f"{where}[{i}]")
         else:
             raise SpecError(where, "each entry is a non-empty list of values or a distribution")
+        if key.rsplit("__", 1)[-1] in _SAFE_VALUES and not isinstance(out[key], list):
+            raise SpecError(where, f"{key} cannot be drawn from a distribution")
     _check_keys(estimator, out, path)
     return out
 

@@ -149,7 +149,8 @@ def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
             return None
     token = create_token(db, "admin", name="created on first start", admin=True)
     token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # never through a symlink someone left in the data directory
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     os.chmod(token_file, 0o600)

@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import undefer
 
 from ..db.models import Job, JobDataset, SplitResult
-from ..db.ops import aware, json_number, utcnow
+from ..db.ops import aware, json_number, rowcount, utcnow
 from ..runner.jobs import dataset_lookup
 from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
@@ -246,9 +246,10 @@ def _when(text: str, name: str) -> datetime:
 
 
 def _utc(value: datetime) -> datetime:
+    """In UTC, as stored (SQLite compares the text, so offsets must agree)."""
     from datetime import UTC
 
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.post(
@@ -269,13 +270,14 @@ def cancel_job(
             after = transition(job.state, JobEvent.CANCEL)
         except InvalidTransition as exc:
             raise Problem(409, f"job {job_id}: {exc}") from None
-        if job.state == JobState.QUEUED.value:
+        cancelled_at_once = job.state == JobState.QUEUED.value and rowcount(
             s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
                 .values(state=after.value, finished_at=utcnow(), cancel_requested=True)
             )
-        else:
+        )
+        if not cancelled_at_once:  # running (or claimed a moment ago): the runner stops it
             s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     return job_out(get_job(svc, user, job_id))
 

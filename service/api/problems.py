@@ -138,6 +138,10 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{i['path']}: {i['message']}" for i in items) or "invalid request"
         return problem_response(request, 422, detail, items)
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return problem_response(request, 422, "the request is nested too deeply to read")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase

@@ -54,6 +54,7 @@ def leaderboard(
             Candidate.owner_id == user.user_id,
             Candidate.dataset_id == dataset_id,
             Candidate.mean_score.is_not(None),
+            Job.state == "succeeded",
         )
     )
     if metric:
@@ -76,7 +77,7 @@ def results_by_param(
     """Every candidate, over all jobs, whose parameter ``param`` had ``value``."""
     try:
         text = param_text(json.loads(value))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Problem(
             422,
             f'value {value!r} is not JSON (a string value is quoted: "l2")',
@@ -93,6 +94,7 @@ def results_by_param(
             CandidateParam.owner_id == user.user_id,
             CandidateParam.name == param,
             CandidateParam.value_key == param_key(text),
+            Job.state == "succeeded",
         )
     )
     if dataset:
@@ -110,7 +112,6 @@ def cache_stats(svc: Annotated[Services, Depends(services)], user: CurrentUser) 
         entries=len(svc.cache),
         volume=svc.cache.volume(),
         size_limit=svc.settings.cache_size_limit,
-        directory=str(svc.settings.cache_dir),
     )
 
 

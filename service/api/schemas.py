@@ -131,7 +131,6 @@ class CacheStats(BaseModel):
     entries: int
     volume: int = Field(description="bytes on disk")
     size_limit: int
-    directory: str
 
 
 class Health(BaseModel):

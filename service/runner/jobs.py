@@ -161,7 +161,9 @@ class JobRunner:
         poll_interval: float = 0.2,
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
+        grid_max_fits: int | None = None,
     ):
+        self.grid_max_fits = grid_max_fits
         self.db = db
         self.search = search
         self.allow = allow
@@ -230,18 +232,36 @@ class JobRunner:
             self._wake.clear()
 
     def claim(self) -> str | None:
-        """Claim the oldest queued job; ``None`` when there is none."""
+        """Claim the oldest queued job; ``None`` when there is none.
+
+        A job already claimed ``max_attempts`` times (each time its runner
+        died under it) is failed with that reason instead of run again.
+        """
         new_state = transition(JobState.QUEUED, JobEvent.CLAIM)
         with self.db.write() as s:
-            job_id = s.scalars(
-                select(Job.id)
+            row = s.execute(
+                select(Job.id, Job.attempts)
                 .where(Job.state == JobState.QUEUED.value)
                 .order_by(Job.created_at, Job.id)
                 .limit(1)
             ).first()
-            if job_id is None:
+            if row is None:
                 return None
+            job_id, attempts = row
             now = utcnow()
+            if attempts >= self.max_attempts:  # claimed and failed in one step
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+                    .values(
+                        state=transition(JobState.RUNNING, JobEvent.FAIL).value,
+                        finished_at=now,
+                        error=f"the service stopped while running this job {attempts} "
+                        "times; not trying again",
+                    )
+                )
+                self._wake.set()  # look at the next one at once
+                return None
             claimed = rowcount(
                 s.execute(
                     update(Job)
@@ -264,7 +284,12 @@ class JobRunner:
             n = rowcount(
                 s.execute(
                     update(Job)
-                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires < utcnow())
+                    .where(
+                        Job.state == JobState.RUNNING.value,
+                        Job.lease_expires < utcnow(),
+                        # this runner's own jobs are alive while it is
+                        Job.lease_owner.is_distinct_from(self.owner),
+                    )
                     .values(state=state.value, lease_owner=None, lease_expires=None)
                 )
             )
@@ -286,36 +311,52 @@ class JobRunner:
                         .where(Job.id.in_(active), Job.lease_owner == self.owner)
                         .values(lease_expires=utcnow() + self.lease)
                     )
+                    held = set(
+                        s.scalars(
+                            select(Job.id).where(
+                                Job.id.in_(active),
+                                Job.lease_owner == self.owner,
+                                Job.state == JobState.RUNNING.value,
+                            )
+                        ).all()
+                    )
                     wanted = s.scalars(
                         select(Job.id).where(Job.id.in_(active), Job.cancel_requested)
                     ).all()
-                for job_id in wanted:
+                for job_id in set(wanted) | (set(active) - held):
+                    # asked to cancel, or no longer ours (another runner took
+                    # it over after our lease lapsed): stop working on it
                     active[job_id].cancel.set()
             except Exception:
                 log.exception("lease heartbeat failed; retrying")
 
     # -- running ----------------------------------------------------------
-    def _finish(self, job_id: str, event: JobEvent, **values: Any) -> bool:
-        """Move a job this runner holds to its final state."""
-        state = transition(JobState.RUNNING, event)
+    def _finish(self, job_id: str, event: JobEvent, session: Any = None, **values: Any) -> bool:
+        """Move a job this runner holds to its final state (in ``session`` if given)."""
+        if session is not None:
+            return self._finish_in(session, job_id, event, **values)
         with self.db.write() as s:
-            n = rowcount(
-                s.execute(
-                    update(Job)
-                    .where(
-                        Job.id == job_id,
-                        Job.state == JobState.RUNNING.value,
-                        Job.lease_owner == self.owner,
-                    )
-                    .values(
-                        state=state.value,
-                        finished_at=utcnow(),
-                        lease_owner=None,
-                        lease_expires=None,
-                        **values,
-                    )
+            return self._finish_in(s, job_id, event, **values)
+
+    def _finish_in(self, s: Any, job_id: str, event: JobEvent, **values: Any) -> bool:
+        state = transition(JobState.RUNNING, event)
+        n = rowcount(
+            s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state == JobState.RUNNING.value,
+                    Job.lease_owner == self.owner,
+                )
+                .values(
+                    state=state.value,
+                    finished_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires=None,
+                    **values,
                 )
             )
+        )
         return n == 1
 
     def _run(self, job_id: str, active: _Active) -> None:
@@ -326,6 +367,8 @@ class JobRunner:
                 self._requeue(job_id)  # shutting down: another start resumes it
             else:
                 self._finish(job_id, JobEvent.CANCEL)
+        except LeaseLost:
+            log.warning("job %s was taken over by another runner; its results stay theirs", job_id)
         except InvalidTransition:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
@@ -371,6 +414,13 @@ class JobRunner:
             resolve(y) if y is not None else None,
             **compiled.engine_kwargs(resolve),
         )
+        fits = len(prepared.candidates) * prepared.n_splits
+        if self.grid_max_fits is not None and fits > self.grid_max_fits:
+            raise SpecError(
+                "cv",
+                f"the search has {len(prepared.candidates)} candidates x {prepared.n_splits} "
+                f"folds = {fits} fits, above the limit of {self.grid_max_fits}",
+            )
         with self.db.write() as s:
             s.execute(
                 update(Job)
@@ -455,29 +505,36 @@ class JobRunner:
                         "value_key": param_key(text),
                     }
                 )
-        with self.db.write() as s:
-            insert_ignoring_duplicates(s, Candidate, candidates)
-            insert_ignoring_duplicates(s, CandidateParam, params)
+        best_score = result.best_score_
+        best_params = (
+            None if result.best_params_ is None else encode_value(result.best_params_, value_json)
+        )
         timings["store"] = time.perf_counter() - t0
         stats = dict(result.stats.as_dict(), refit_time=result.refit_time_, timings=timings)
-        best_score = result.best_score_
-        done = self._finish(
-            job_id,
-            JobEvent.SUCCEED,
-            cv_results=encoded,
-            best_index=result.best_index_,
-            best_score=None if best_score is None else _finite_or_none(best_score),
-            best_params=(
-                None
-                if result.best_params_ is None
-                else encode_value(result.best_params_, value_json)
-            ),
-            warnings=list(result.warnings),
-            stats=stats,
-            has_estimator=has_estimator,
-        )
-        if not done:
-            raise SearchCancelled()
+        # the candidates become visible together with the success, or not at all
+        with self.db.write() as s:
+            if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
+                raise SearchCancelled()
+            insert_ignoring_duplicates(s, Candidate, candidates)
+            insert_ignoring_duplicates(s, CandidateParam, params)
+            done = self._finish(
+                job_id,
+                JobEvent.SUCCEED,
+                session=s,
+                cv_results=encoded,
+                best_index=result.best_index_,
+                best_score=None if best_score is None else _finite_or_none(best_score),
+                best_params=best_params,
+                warnings=list(result.warnings),
+                stats=stats,
+                has_estimator=has_estimator,
+            )
+            if not done:  # the lease was lost: roll back, another runner owns the job
+                raise LeaseLost(job_id)
+
+
+class LeaseLost(RuntimeError):
+    """Another runner took over this job: its results are not ours to write."""
 
 
 def param_text(value: Any) -> str:

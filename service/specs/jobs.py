@@ -67,6 +67,16 @@ class CompiledJob:
         return out
 
 
+def _raw_grid_size(grid: Any) -> int:
+    """Candidates a JSON grid describes (0 where it is malformed: the builder says why)."""
+    grids = grid if isinstance(grid, list) else [grid]
+    total = 0
+    for g in grids:
+        if isinstance(g, Mapping) and all(isinstance(v, list) for v in g.values()):
+            total += math.prod(len(v) for v in g.values())
+    return total
+
+
 def _grid_size(grid: Any) -> int:
     grids = grid if isinstance(grid, list) else [grid]
     return sum(math.prod(len(v) for v in g.values()) for g in grids)
@@ -130,6 +140,14 @@ def compile_job(
     if (grid is None) == (dists is None):
         raise SpecError("param_grid", "give exactly one of param_grid and param_distributions")
     n_iter = int(request.get("n_iter") or 10)
+    # refuse an oversized grid from its JSON, before building anything
+    raw = _raw_grid_size(grid) if grid is not None else n_iter
+    if raw * 2 > grid_max_fits:
+        raise SpecError(
+            "param_grid" if grid is not None else "n_iter",
+            f"the search has {raw} candidates, at least {raw * 2} fits, above the limit "
+            f"of {grid_max_fits}",
+        )
     if grid is not None:
         kind, space = "grid", build_grid(estimator, grid, allow, "param_grid")
         n_candidates = _grid_size(space)
@@ -237,11 +255,14 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
         if name == "LeaveOneOut":
             return n_rows
-        # these depend on the groups' values: the runner counts them; bound
-        # the estimate by the rows so the grid cap still applies
+        # these depend on the values of groups (or test_fold): bound the count
+        # by the rows here, so the grid cap holds; the runner checks the
+        # exact count once it has split
         if "groups" not in datasets and name != "PredefinedSplit":
             raise SpecError("groups", f"{name} needs groups")
-        return 1
+        if name == "LeavePGroupsOut":
+            return math.comb(n_rows, int(getattr(cv, "n_groups", 1)))
+        return n_rows
     n = getattr(cv, "n_splits", None)
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)

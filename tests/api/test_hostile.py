@@ -142,3 +142,82 @@ def test_ids_are_not_paths(api):
     body = json.dumps({"estimator": {"class": LR}, "param_grid": {"C": [1]}, "X": "../../x"})
     r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and any(e["path"] == "X" for e in r.json()["errors"])
+
+
+VECT = "sklearn.feature_extraction.text.TfidfVectorizer"
+
+
+@pytest.mark.parametrize(
+    "spec, grid, where",
+    [
+        (
+            {
+                "class": "sklearn.feature_extraction.text.CountVectorizer",
+                "params": {"input": "filename"},
+            },
+            {"max_features": [5]},
+            "estimator.params.input",
+        ),
+        (
+            {
+                "class": "sklearn.pipeline.Pipeline",
+                "params": {"steps": [["lr", {"class": LR}]], "memory": "/tmp/memogrid-pwn"},
+            },
+            {"lr__C": [1.0]},
+            "estimator.params.memory",
+        ),
+        (
+            {"class": "sklearn.cluster.FeatureAgglomeration"},
+            {"memory": ["/tmp/x"]},
+            "param_grid.memory[0]",
+        ),
+        (
+            {
+                "class": "sklearn.pipeline.Pipeline",
+                "params": {"steps": [["v", {"class": VECT}], ["lr", {"class": LR}]]},
+            },
+            {"v__input": ["content", "file"]},
+            "param_grid.v__input[1]",
+        ),
+    ],
+)
+def test_parameters_that_reach_the_file_system_are_refused(api, data, spec, grid, where):
+    xid, yid = data
+    r = api.post("/v1/jobs", json={"estimator": spec, "param_grid": grid, "X": xid, "y": yid})
+    assert r.status_code == 422, r.text
+    assert [e["path"] for e in r.json()["errors"]] == [where]
+    assert "file system" in r.json()["detail"]
+    _nothing_queued(api)
+
+
+def test_deeply_nested_values_are_refused(api, data):
+    deep: object = 1.0
+    for _ in range(600):
+        deep = [deep]
+    r = _job(api, data, param_grid={"C": [deep]})
+    assert r.status_code == 422 and "nested" in r.json()["detail"]
+    nested_json = "[" * 2000 + "]" * 2000
+    r = api.get("/v1/results", params={"param": "C", "value": nested_json[:4000]})
+    assert r.status_code == 422
+
+
+def test_grid_cap_counts_group_splitters_and_huge_grids_early(api, data):
+    xid, yid = data
+    groups = upload(api, np.arange(60))  # 60 groups: LeaveOneGroupOut makes 60 folds
+    body = {
+        "estimator": {"class": LR},
+        "param_grid": {"C": [0.1 * (i + 1) for i in range(40)]},
+        "X": xid,
+        "y": yid,
+        "groups": groups,
+        "cv": {"class": "sklearn.model_selection.LeaveOneGroupOut"},
+    }
+    r = api.post("/v1/jobs", json=body)
+    assert r.status_code == 422 and "above the limit" in r.json()["detail"]
+    # a grid far past the cap is refused from its JSON, before anything is built
+    huge = {"C": list(range(1, 101)), "tol": [1e-4] * 100}
+    started = __import__("time").perf_counter()
+    r = _job(api, data, param_grid=huge)
+    assert r.status_code == 422 and "10000 candidates" in r.json()["detail"]
+    assert __import__("time").perf_counter() - started < 2
+    _nothing_queued(api)

@@ -222,3 +222,25 @@ def test_auth_errors_and_rate_limits_reach_the_user_as_memogrid_errors(api, sett
         with pytest.raises(memogrid.RateLimited, match="too many requests"):
             for _ in range(5):
                 client.jobs()
+
+
+def test_best_estimator_types_are_audited():
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_selection import SelectKBest, f_classif
+
+    from memogrid.client import load_audited
+    from memogrid.spec import to_spec
+
+    X, y = make_classification(n_samples=80, n_features=6, random_state=0)
+    pipe = Pipeline(
+        [("k", SelectKBest(f_classif, k=3)), ("rf", RandomForestClassifier(n_estimators=3))]
+    ).fit(X, y)
+    request = {"estimator": to_spec(pipe)}
+    # trees and the named score function load: the spec asked for them
+    loaded = load_audited(sio.dumps(pipe), request)
+    assert np.array_equal(loaded.predict(X), pipe.predict(X))
+    # a type the spec does not name is refused, not loaded
+    other = LogisticRegression().fit(X, y)
+    with pytest.raises(memogrid.DataError, match="LogisticRegression"):
+        load_audited(sio.dumps(other), request)

@@ -207,3 +207,36 @@ def test_a_job_whose_spec_broke_fails_with_the_reason(svc):
     svc.runner.start()
     job = _wait(svc, job_id)
     assert job.state == "failed" and "svc__nope" in job.error
+
+
+def test_a_job_whose_runner_keeps_dying_is_failed_after_max_attempts(svc):
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    with svc.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(attempts=3))
+    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3)
+    assert runner.claim() is None
+    job = _state(svc, job_id)
+    assert job.state == "failed" and "3 times" in job.error
+
+
+def test_a_runner_that_lost_its_lease_stops_and_writes_nothing(svc):
+    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
+    data = make_classification(n_samples=2000, n_features=10, random_state=3)
+    (job_id,) = _queue(svc, big, data=data)
+    svc.runner.start()
+    _wait(svc, job_id, states=("running",))
+    # another runner took the job over (as after a long stall of this one)
+    with svc.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(lease_owner="someone-else"))
+    deadline = time.monotonic() + 20
+    while svc.runner.active_jobs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert svc.runner.active_jobs == []
+    job = _state(svc, job_id)
+    # still the other runner's: running, no results or candidates written by this one
+    assert job.state == "running" and job.lease_owner == "someone-else"
+    assert job.cv_results is None
+    from memogrid_service.db.models import Candidate
+
+    with svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == 0
