@@ -59,7 +59,9 @@ def leaderboard(
     )
     if metric:
         q = q.where(Candidate.metric == metric)
-    q = q.order_by(Candidate.mean_score.desc(), Candidate.job_id, Candidate.idx).limit(limit)
+    q = q.order_by(
+        Candidate.mean_score.desc(), Candidate.job_id.desc(), Candidate.idx.desc()
+    ).limit(limit)
     with svc.db.read() as s:
         rows = s.execute(q).all()
     return [_candidate_out(c, created) for c, created in rows]

@@ -155,9 +155,10 @@ class Job(Base):
     __table_args__ = (
         # the runner's queue
         Index("ix_jobs_state_created", "state", "created_at"),
-        # a user's listings, newest first, and by state
-        Index("ix_jobs_owner_created", "owner_id", "created_at"),
-        Index("ix_jobs_owner_state", "owner_id", "state", "created_at"),
+        # a user's listings, newest first, and by state; the id breaks ties,
+        # so one backward index scan yields the page in order
+        Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_jobs_owner_state", "owner_id", "state", "created_at", "id"),
     )
 
 
@@ -207,7 +208,12 @@ class Candidate(Base):
     std_score: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_candidates_leaderboard", "owner_id", "dataset_id", "mean_score"),)
+    # best first with ties broken by (job_id, idx): one backward scan, no sort
+    __table_args__ = (
+        Index(
+            "ix_candidates_leaderboard", "owner_id", "dataset_id", "mean_score", "job_id", "idx"
+        ),
+    )
 
 
 class CandidateParam(Base):
