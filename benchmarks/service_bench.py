@@ -9,7 +9,8 @@ rows permuted anew so that every run meets an empty cache. In-process:
 Over HTTP: one real ``memogrid serve`` on loopback, timed from the first
 upload byte to the decoded ``cv_results_``: upload X and y as .npy,
 submit, poll the job, read the results. Both clusters are warmed by a
-small search first and stay up across repeats (start-up is not timed).
+small search first and stay up across repeats (start-up is not timed);
+the two sides alternate run by run.
 Target: HTTP / in-process <= 1.1 (best of each).
 """
 
@@ -119,23 +120,24 @@ def main() -> None:
     # Each repeat permutes the rows with its own seed: new content, so a cold
     # cache on both sides, while both clusters stay up and warm from one
     # repeat to the next, as a running service's do.
+    # The two sides alternate, variant by variant, so that a machine that
+    # drifts (a busy neighbour, a throttled core) weighs on both alike.
     variants = [_permuted(w, seed) for seed in range(args.repeat)]
+    engine_runs, http_runs = [], []
+    root = Path(tempfile.mkdtemp(prefix="mg-bench-http-"))
     client = make_client()
     try:
-        in_process(warmup_workload(), client)  # warm the workers up
-        engine_runs = [in_process(v, client) for v in variants]
+        with Server(root / "data", workers=0) as server:
+            in_process(warmup_workload(), client)  # warm both clusters up
+            over_http(warmup_workload(), server.url, server.token)
+            for v in variants:
+                engine_runs.append(in_process(v, client))
+                http_runs.append(over_http(v, server.url, server.token))
     finally:
         close_client(client)
+        shutil.rmtree(root, ignore_errors=True)
     t_engine = min(t for t, _ in engine_runs)
     line("engine in-process, cold", secs(t_engine), _all(engine_runs))
-
-    root = Path(tempfile.mkdtemp(prefix="mg-bench-http-"))
-    try:
-        with Server(root / "data", workers=0) as server:
-            over_http(warmup_workload(), server.url, server.token)  # shares nothing with w
-            http_runs = [over_http(v, server.url, server.token) for v in variants]
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     times = [t for t, _ in http_runs]
     cv_engine, cv_http = engine_runs[-1][1], http_runs[-1][1]
     t_http = min(times)
