@@ -70,6 +70,32 @@ def get_job(svc: Services, user: Principal, job_id: str, *, full: bool = False) 
     return job
 
 
+#: splitters whose folds depend on ``random_state`` when they shuffle
+_SHUFFLING = ("ShuffleSplit", "GroupShuffleSplit", "RepeatedKFold", "RepeatedStratifiedKFold")
+
+
+def fix_randomness(request: dict) -> dict:
+    """Draw now the seeds a job left to chance, and keep them in the job.
+
+    scikit-learn draws randomized candidates and shuffled folds from the
+    global generator when ``random_state`` is None; a job run twice (its
+    service died and it was requeued) must draw the same ones, so that its
+    result rows and its cached fits stay one consistent search.
+    """
+    import secrets
+
+    if request.get("param_distributions") is not None and request.get("random_state") is None:
+        request["random_state"] = secrets.randbelow(2**32)
+    cv = request.get("cv")
+    if isinstance(cv, dict) and isinstance(cv.get("class"), str):
+        params = cv.setdefault("params", {})
+        name = cv["class"].rsplit(".", 1)[-1]
+        shuffles = params.get("shuffle") is True or name.endswith(_SHUFFLING)
+        if shuffles and params.get("random_state") is None:
+            params["random_state"] = secrets.randbelow(2**32)
+    return request
+
+
 def require_json(request: Request) -> None:
     """A JSON body and nothing else: anything else is a 415, never parsed."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -106,7 +132,7 @@ def submit_job(
         grid_max_fits=svc.settings.grid_max_fits,
     )
     # ... and stored as JSON (error_score NaN becomes null, read back as NaN)
-    request = body.model_dump(mode="json", exclude_unset=True)
+    request = fix_randomness(body.model_dump(mode="json", exclude_unset=True))
     job_id = uuid.uuid4().hex
     live = (JobState.QUEUED.value, JobState.RUNNING.value)
     cap = svc.settings.user_max_active_jobs

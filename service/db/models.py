@@ -210,9 +210,7 @@ class Candidate(Base):
 
     # best first with ties broken by (job_id, idx): one backward scan, no sort
     __table_args__ = (
-        Index(
-            "ix_candidates_leaderboard", "owner_id", "dataset_id", "mean_score", "job_id", "idx"
-        ),
+        Index("ix_candidates_leaderboard", "owner_id", "dataset_id", "mean_score", "job_id", "idx"),
     )
 
 

@@ -226,6 +226,30 @@ class Upload:
         import pyarrow.parquet as pq
 
         try:
+            meta = pq.ParquetFile(self._tmp).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
+        # the size limit holds for the data, not only for its compressed form:
+        # fixed-width columns take their width per row once read; others at
+        # least their uncompressed encoded size
+        widths = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+        decoded = 0
+        for c in range(meta.num_columns):
+            width = widths.get(meta.schema.column(c).physical_type)
+            if width is not None:
+                decoded += width * meta.num_rows
+            else:
+                decoded += sum(
+                    meta.row_group(g).column(c).total_uncompressed_size
+                    for g in range(meta.num_row_groups)
+                )
+        if decoded > self.max_bytes:
+            raise UploadError(
+                413,
+                f"the Parquet data decompresses to {decoded} bytes, above the size limit "
+                f"of {self.max_bytes} bytes",
+            )
+        try:
             table = pq.read_table(self._tmp)
         except (pa.ArrowException, OSError) as exc:
             raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None

@@ -221,3 +221,13 @@ def test_grid_cap_counts_group_splitters_and_huge_grids_early(api, data):
     assert r.status_code == 422 and "10000 candidates" in r.json()["detail"]
     assert __import__("time").perf_counter() - started < 2
     _nothing_queued(api)
+
+
+def test_parquet_size_limit_holds_for_the_decoded_data(api, settings):
+    # 2 million zeros compress to almost nothing but decode to 16 MB (limit: 8 MiB)
+    buf = io.BytesIO()
+    pd.DataFrame({"z": np.zeros(2_000_000, dtype=np.int64)}).to_parquet(buf)
+    assert len(buf.getvalue()) < settings.upload_max_bytes
+    r = api.post("/v1/datasets", content=buf.getvalue(), headers=PARQUET)
+    assert r.status_code == 413 and "decompresses" in r.json()["detail"]
+    assert list(settings.datasets_dir.iterdir()) == []

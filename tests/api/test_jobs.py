@@ -286,3 +286,23 @@ def test_list_filters_and_pagination(api, seed_data):
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     assert api.get("/v1/jobs", params={"state": "bogus"}).status_code == 422
     assert api.get(f"/v1/jobs/{'0' * 32}").status_code == 404
+
+
+def test_seeds_left_to_chance_are_drawn_once_and_kept(api, seed_data):
+    X, y = seed_data
+    xid, yid = upload(api, X), upload(api, y)
+    body = {
+        "estimator": seed_spec(),
+        "param_distributions": {"logistic__C": {"distribution": "loguniform", "args": [0.01, 100]}},
+        "n_iter": 3,
+        "X": xid,
+        "y": yid,
+        "cv": {"class": "sklearn.model_selection.KFold", "params": {"shuffle": True}},
+    }
+    job = submit(api, **body)
+    status = wait_job(api, job)
+    assert status["state"] == "succeeded"
+    request = api.get(f"/v1/jobs/{job}/results").json()["request"]
+    # the drawn seeds are part of the job, so a rerun draws the same candidates and folds
+    assert isinstance(request["random_state"], int)
+    assert isinstance(request["cv"]["params"]["random_state"], int)
