@@ -142,6 +142,12 @@ def authenticate(db: Database, raw: str) -> Principal | None:
     )
 
 
+def _touch(db: Database, token_id: str) -> None:
+    """Record when a token was last used (at most once per auth-cache period)."""
+    with db.write() as s:
+        s.execute(update(Token).where(Token.id == token_id).values(last_used_at=utcnow()))
+
+
 def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
     """On a database without tokens, create the admin's and write it 0600."""
     with db.read() as s:
@@ -234,7 +240,16 @@ async def current_user(
         principal = await anyio.to_thread.run_sync(authenticate, svc.db, raw)
         if principal is not None:
             svc.auth_cache.put(raw, principal, principal.expires_at)
+            await anyio.to_thread.run_sync(_touch, svc.db, principal.token_id)
     if principal is None:
+        # wrong tokens count against the caller's address: guessing is rate-limited
+        host = request.client.host if request.client else "unknown"
+        if svc.limiter.allow(f"failed:{host}") > 0:
+            raise Problem(
+                429,
+                "too many requests with invalid tokens from this address",
+                headers={"Retry-After": "60"},
+            )
         raise Problem(401, "the token is unknown, expired or revoked", headers=challenge)
     wait = svc.limiter.allow(principal.token_id)
     if wait > 0:

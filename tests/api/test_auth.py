@@ -76,6 +76,7 @@ def test_tokens_are_hashed_expire_and_revoke(api, settings):
     assert status(short).status_code == 401
     listed = {t["id"]: t for t in list_tokens(db)}
     assert listed[token_id]["revoked"] and listed[token_id]["user"] == "carol"
+    assert listed[token_id]["last_used_at"] is not None
 
 
 def test_two_users_never_see_each_others_objects(api, api_as, settings):
@@ -153,6 +154,12 @@ def test_limits(limited):
     assert 429 in codes
     r = limited.get("/v1/jobs")
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    # guessing tokens from one address is limited too
+    guesses = [
+        limited.get("/v1/jobs", headers={"authorization": f"Bearer mg_x{i}_y"}).status_code
+        for i in range(40)
+    ]
+    assert guesses[0] == 401 and 429 in guesses
 
 
 def test_checked_tokens_are_remembered_briefly(settings, dask_client):
