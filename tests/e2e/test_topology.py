@@ -89,6 +89,16 @@ def test_compose_topology_as_processes(tmp_path, db_url):
                 job2 = client.submit(pipe(), overlap, X, y, cv=5).wait(progress=False)
                 assert job2.stats["step_fits"] == 0 and job2.stats["step_hits"] == 15
                 assert job2.stats["final_fits"] == 30
+
+                # the drop-in estimator, over the same real server
+                from memogrid import GridSearchCV as ServiceGridSearchCV
+
+                search = ServiceGridSearchCV(pipe(), GRID, cv=5, client=client, progress=False)
+                search.fit(X, y)
+                assert_cv_results_equal(search.cv_results_, sk.cv_results_)
+                assert search.best_params_ == sk.best_params_
+                assert search.best_score_ == sk.best_score_
+                assert search.score(X, y) == sk.score(X, y)
             executed = watcher.run(lambda dask_worker: dask_worker.state.executed_count)
             assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
         finally:
