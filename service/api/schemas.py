@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DatasetId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 content id")]
+#: a scorer, metric or fit-parameter name (stored in 128-character columns)
+Name = Annotated[str, Field(min_length=1, max_length=100)]
 JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 JSONValue = Any
 
@@ -40,11 +42,11 @@ class JobRequest(BaseModel):
     cv: int | dict[str, JSONValue] | None = Field(
         None, description="number of folds or a splitter spec; null means 5 (stratified)"
     )
-    scoring: str | list[str] | dict[str, str] | None = None
-    refit: bool | str = True
+    scoring: Name | list[Name] | dict[Name, Name] | None = None
+    refit: bool | Name = True
     error_score: Literal["raise", "nan"] | float = "nan"
     return_train_score: bool = False
-    fit_params: dict[str, DatasetId] = Field(
+    fit_params: dict[Name, DatasetId] = Field(
         default_factory=dict, description="fit parameters (e.g. sample_weight) as dataset ids"
     )
 

@@ -231,3 +231,15 @@ def test_parquet_size_limit_holds_for_the_decoded_data(api, settings):
     r = api.post("/v1/datasets", content=buf.getvalue(), headers=PARQUET)
     assert r.status_code == 413 and "decompresses" in r.json()["detail"]
     assert list(settings.datasets_dir.iterdir()) == []
+
+
+def test_overlong_names_are_refused_up_front(api, data):
+    long = "x" * 150
+    for over in (
+        {"scoring": {long: "accuracy"}},
+        {"refit": long, "scoring": ["accuracy"]},
+        {"fit_params": {long: data[0]}},
+    ):
+        r = _job(api, data, **over)
+        assert r.status_code == 422 and "at most 100 characters" in r.json()["detail"], r.text
+    _nothing_queued(api)
