@@ -72,9 +72,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         elif args.action == "current":
             print(migrate.current(db.write_engine) or "empty database (no revision)")
         else:  # check
-            rev = migrate.check(db.write_engine)
-            if rev not in migrate.heads():
-                print(f"schema at {rev or 'nothing'}; run `memogrid migrate upgrade`")
+            try:
+                rev = migrate.require_current(db.write_engine)
+            except migrate.SchemaOutOfDate as exc:
+                print(exc)
                 return 1
             print(f"schema up to date at revision {rev}")
     finally:

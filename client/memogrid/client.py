@@ -560,10 +560,9 @@ class Job:
 
     @property
     def best_score_(self) -> float:
-        value = self._best("best_score")
-        return (
-            float(value) if not isinstance(value, str) else float(value.replace("Infinity", "inf"))
-        )
+        from .wire import float_from_token
+
+        return float_from_token(self._best("best_score"), "best_score")
 
     def _best(self, key: str) -> Any:
         value = self.results().get(key)

@@ -115,8 +115,8 @@ def _float_tokens(arr: np.ndarray) -> list[Any]:
     return values
 
 
-def _float_token(value: float) -> Any:
-    """One Python float as a JSON value (see :func:`_float_tokens`)."""
+def float_token(value: float) -> Any:
+    """One float as a JSON value: a number, or a string for the non-finite."""
     return _float_tokens(np.array([value], dtype=np.float64))[0]
 
 
@@ -150,7 +150,7 @@ def _floats_from_tokens(values: list[Any], dtype: np.dtype[Any], where: str) -> 
     return out
 
 
-def _float_from_token(token: Any, where: str) -> float:
+def float_from_token(token: Any, where: str) -> float:
     return float(_floats_from_tokens([token], np.dtype(np.float64), where)[0])
 
 
@@ -169,7 +169,7 @@ def _encode(value: Any, to_json: ToJson, path: str) -> Any:
     if value is None or type(value) in (bool, str, int):
         return value
     if type(value) is float:
-        token = _float_token(value)
+        token = float_token(value)
         return token if isinstance(token, float) else {"float": token}
     if isinstance(value, np.generic) and value.dtype.name in _NUMERIC_DTYPES:
         if value.dtype.kind == "f":
@@ -208,7 +208,7 @@ def _decode(value: Any, build: FromJson, path: str) -> Any:
         raise WireError(f"{path}: unexpected JSON value of type {type(value).__name__}")
     keys = set(value)
     if keys == {"float"}:
-        return _float_from_token(value["float"], path)
+        return float_from_token(value["float"], path)
     if keys == {"numpy", "value"}:
         dtype = _checked_dtype(value["numpy"], path, numeric_only=True)
         if dtype.kind == "f":

@@ -61,12 +61,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     if settings.migrate_on_start:
         revision = migrate.upgrade(db.write_engine)
     else:
-        revision = migrate.check(db.write_engine)
-        if revision not in migrate.heads():
-            raise migrate.SchemaTooNew(
-                f"the database is at schema revision {revision!r}, not the current "
-                f"{sorted(migrate.heads())}: run `memogrid migrate upgrade` first"
-            )
+        revision = migrate.require_current(db.write_engine)
     from .auth import AuthCache, RateLimiter, ensure_admin_token
 
     written = ensure_admin_token(db, settings.admin_token_file)

@@ -12,8 +12,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import undefer
 
+from memogrid.wire import float_token
+
 from ..db.models import Job, JobDataset, SplitResult
-from ..db.ops import aware, json_number, rowcount, utcnow
+from ..db.ops import aware, rowcount, utcnow
 from ..runner.jobs import dataset_lookup
 from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
@@ -326,7 +328,7 @@ def job_results(
         cv_results=job.cv_results,
         best_index=job.best_index,
         best_params=job.best_params,
-        best_score=json_number(job.best_score) if job.best_score is not None else None,
+        best_score=float_token(job.best_score) if job.best_score is not None else None,
         refit_metric=job.refit_metric,
         n_splits=job.n_splits,
         multimetric=isinstance(job.request.get("scoring"), (list, dict)),

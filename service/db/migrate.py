@@ -58,6 +58,22 @@ def check(engine: Engine) -> str | None:
     return rev
 
 
+class SchemaOutOfDate(RuntimeError):
+    """The database is behind this memogrid (``memogrid migrate upgrade`` brings it up)."""
+
+
+def require_current(engine: Engine) -> str:
+    """The database's revision if it is this code's head; else raise why not."""
+    rev = check(engine)
+    if rev not in heads():
+        raise SchemaOutOfDate(
+            f"the database is at schema revision {rev or 'nothing'!s}, not the current "
+            f"{', '.join(sorted(heads()))}: run `memogrid migrate upgrade` first"
+        )
+    assert rev is not None
+    return rev
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Bring the schema up to ``revision``; refuse a database that is ahead."""
     check(engine)

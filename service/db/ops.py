@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,19 +18,6 @@ def aware(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; they were written in UTC."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
-
-
-def json_number(value: Any) -> Any:
-    """A float as JSON allows it: non-finite values become their names."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
-def from_json_number(value: Any) -> Any:
-    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
-        return float(value.replace("Infinity", "inf"))
     return value
 
 

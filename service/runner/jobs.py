@@ -30,9 +30,10 @@ import numpy as np
 from sqlalchemy import select, update
 
 from memogrid.spec import Allowlist, SpecError
+from memogrid.wire import float_token
 
 from ..db.models import Candidate, CandidateParam, Dataset, DatasetOwner, Job, SplitResult
-from ..db.ops import insert_ignoring_duplicates, json_number, rowcount, utcnow
+from ..db.ops import insert_ignoring_duplicates, rowcount, utcnow
 from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats
 from ..engine.tasks import ScoreOutput
@@ -65,7 +66,7 @@ def _split_row(job_id: str, cand: int, split: int, o: ScoreOutput) -> dict[str, 
 
     def number(v: Any) -> Any:
         # a failed fit under error_score="raise" carries no score: keep NaN
-        return json_number(float(v)) if isinstance(v, (int, float, np.number)) else "NaN"
+        return float_token(float(v)) if isinstance(v, (int, float, np.number)) else "NaN"
 
     def scores(value: Any) -> dict[str, Any] | None:
         if value is None:

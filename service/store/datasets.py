@@ -103,13 +103,7 @@ class DatasetStore:
     def put(self, obj: Any) -> DataRef:
         """Store an array or DataFrame (no-op when present); return its ref."""
         if _is_frame(obj):
-            import pyarrow.parquet as pq
-
-            table = _frame_table(obj)
-            did = _hash_table(table)
-            path = self._path(did, ".parquet")
-            if not path.exists():
-                self._write_atomic(path, lambda f: pq.write_table(table, f))
+            return self.put_table(_frame_table(obj))
         else:
             arr = np.asarray(obj)
             did = _hash_array(arr)
@@ -117,6 +111,16 @@ class DatasetStore:
             if not path.exists():
                 contiguous = np.ascontiguousarray(arr)
                 self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
+        return DataRef(str(self.root), did)
+
+    def put_table(self, table: Any) -> DataRef:
+        """Store a frame already in its canonical Arrow form (see :func:`_frame_table`)."""
+        import pyarrow.parquet as pq
+
+        did = _hash_table(table)
+        path = self._path(did, ".parquet")
+        if not path.exists():
+            self._write_atomic(path, lambda f: pq.write_table(table, f))
         return DataRef(str(self.root), did)
 
     def exists(self, dataset_id: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table, _hash_table
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -56,26 +56,6 @@ class DatasetInfo:
     dtype: str | None
     columns: list[list[str]] | None
     size: int
-
-
-def info_for(store: DatasetStore, dataset_id: str) -> DatasetInfo:
-    """Describe a dataset already in the store (loads headers, not data)."""
-    value = store.load(dataset_id)
-    if isinstance(value, np.ndarray):
-        path = store._path(dataset_id, ".npy")
-        return DatasetInfo(
-            dataset_id, "array", list(value.shape), value.dtype.str, None, path.stat().st_size
-        )
-    table = _frame_table(value)
-    path = store._path(dataset_id, ".parquet")
-    return DatasetInfo(
-        dataset_id,
-        "frame",
-        [int(value.shape[0]), int(value.shape[1])],
-        None,
-        [[f.name, str(f.type)] for f in table.schema],
-        path.stat().st_size,
-    )
 
 
 def media_kind(content_type: str | None) -> str:
@@ -254,15 +234,14 @@ class Upload:
         except (pa.ArrowException, OSError) as exc:
             raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
         try:
+            # through pandas, as an in-process DataFrame goes: the same id either way
             frame = table.to_pandas()
             canonical = _frame_table(frame)
-            did = _hash_table(canonical)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
         except (pa.ArrowException, ValueError, TypeError) as exc:
             raise UploadError(422, f"the Parquet file cannot be read as a table: {exc}") from None
-        ref = self.store.put(frame)
-        assert ref.dataset_id == did
+        did = self.store.put_table(canonical).dataset_id
         final = self.store._path(did, ".parquet")
         return DatasetInfo(
             did,

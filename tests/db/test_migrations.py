@@ -54,3 +54,14 @@ def test_sqlite_pragmas(tmp_path):
             assert s.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
     finally:
         db.dispose()
+
+
+def test_an_older_schema_is_refused_until_upgraded(db_url):
+    db = Database(db_url)
+    try:
+        with pytest.raises(migrate.SchemaOutOfDate, match="migrate upgrade"):
+            migrate.require_current(db.write_engine)
+        migrate.upgrade(db.write_engine)
+        assert migrate.require_current(db.write_engine) in migrate.heads()
+    finally:
+        db.dispose()
