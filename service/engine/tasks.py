@@ -247,10 +247,10 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             exception=exc,
             failed_label=node.link.label,
         )
+    freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
     if cache is not None:
-        cache.set(_model_key(node.key), (transformer, fit_time))
-        cache.set(_data_key(node.key), (Xt_train, Xt_test))
-    freeze(Xt_train), freeze(Xt_test)
+        cache.set_later(_model_key(node.key), (transformer, fit_time))
+        cache.set_later(_data_key(node.key), (Xt_train, Xt_test))
     return StepOutput(
         node.key,
         (*models, transformer),
@@ -323,9 +323,10 @@ def run_train_transform(
         out = step.models[-1].transform(X_train)
     except Exception:
         return None  # the score task reports it through _score's error path
+    freeze(out)
     if cache is not None:
-        cache.set(node.key, out)
-    return freeze(out)
+        cache.set_later(node.key, out)
+    return out
 
 
 def _error_scores(scorer: Any, error_score: Any, return_train_score: bool) -> dict:
@@ -421,7 +422,7 @@ def run_score(
         return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
     result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
     if cache is not None:
-        cache.set(node.key, result)
+        cache.set_later(node.key, result)
     return ScoreOutput(result, prior, "fit")
 
 
@@ -473,7 +474,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
         estimator.fit(X, y, **params)
     fit_time = time.perf_counter() - start
     if cache is not None:
-        cache.set(node.key, (estimator, fit_time))
+        cache.set_later(node.key, (estimator, fit_time))
     return (*models, estimator), "fit", fit_time, _fitted(parent)
 
 

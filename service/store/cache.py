@@ -5,20 +5,31 @@ value, safe across threads and processes) with least-recently-used
 eviction under a size limit. Values are written by the engine only, never
 taken from a request.
 
-Every value is framed as ``MAGIC + blake2b(payload) + payload`` where the
-payload is a pickle (protocol 5). A read that finds a missing, truncated or
-altered entry — anything that does not verify and unpickle — deletes the
-entry and reports a miss: the cache is an optimisation and is never fatal.
+Every value is framed as ``MAGIC + digest + body`` where the body is a
+pickle (protocol 5) whose array buffers travel out of band, so a fold
+output goes from the array's memory to the file without an intermediate
+copy, and the digest is a truncated SHA-256 of the body (hardware
+accelerated on current CPUs, three times faster here than BLAKE2b). A read
+that finds a missing, truncated or altered entry — anything that does not
+verify and unpickle — deletes the entry and reports a miss: the cache is an
+optimisation and is never fatal.
+
+Workers store entries through :func:`write_later`: a background thread at
+the lowest CPU priority writes them while the cores have nothing better to
+do, and :func:`drain_writes` (called by a search before it returns) writes
+whatever is left, so a finished search has stored everything it computed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import pickle
+import struct
 import threading
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +37,7 @@ import diskcache
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"MGC1"
+MAGIC = b"MGC2"
 _DIGEST = 16
 DEFAULT_SIZE_LIMIT = 10 * 2**30
 _FILE_MIN = 1 << 16  # values at least this large get a file of their own
@@ -70,11 +81,17 @@ class ResultCache:
         """Return the value for ``key``, or ``default`` if absent or broken."""
         if self._cache is None:
             return default
+        pending = _writer.pending(self, key)
+        if pending is not _MISSING:
+            return pending
         try:
             raw = self._cache.get(key, default=_MISSING, read=True, retry=True)
             if hasattr(raw, "read"):  # large values come back as an open file
                 with raw:
-                    raw = raw.read()
+                    size = os.fstat(raw.fileno()).st_size
+                    buf = bytearray(size)  # writable: loaded arrays are too
+                    got = raw.readinto(buf)
+                    raw = buf if got == size else bytes(buf[:got])
         except Exception:  # unreadable file or row: treat as a miss
             log.warning("cache entry %s unreadable; dropping it", key, exc_info=True)
             self.discard(key)
@@ -86,31 +103,31 @@ class ResultCache:
 
     def _decode(self, key: str, raw: Any) -> Any:
         try:
-            if not isinstance(raw, bytes) or raw[:4] != MAGIC:
+            view = memoryview(raw)
+            if not isinstance(raw, (bytes, bytearray)) or bytes(view[:4]) != MAGIC:
                 raise ValueError("bad header")
-            digest, payload = raw[4 : 4 + _DIGEST], raw[4 + _DIGEST :]
-            if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != digest:
+            body = view[4 + _DIGEST :]
+            if hashlib.sha256(body).digest()[:_DIGEST] != bytes(view[4 : 4 + _DIGEST]):
                 raise ValueError("checksum mismatch")
-            return pickle.loads(payload)
+            return _unframe(body)
         except Exception:
             log.warning("cache entry %s is corrupt; dropping it", key, exc_info=True)
             self.discard(key)
             return _MISSING
 
     def set(self, key: str, value: Any) -> bool:
-        """Store ``value``; return False (and carry on) if the write fails."""
+        """Store ``value`` now; return False (and carry on) if the write fails."""
         if self._cache is None:
             return False
-        payload = pickle.dumps(value, protocol=5)
-        digest = hashlib.blake2b(payload, digest_size=_DIGEST).digest()
-        blob = MAGIC + digest + payload
         try:
-            if len(blob) >= _FILE_MIN:
-                # diskcache writes plain bytes line by line; a file object is
-                # copied in 4 MiB chunks instead
-                self._cache.set(key, io.BytesIO(blob), read=True, retry=True)
+            parts = _frame(value)
+            size = sum(len(p) for p in parts)
+            if size >= _FILE_MIN:
+                # a file object is copied to the value file chunk by chunk,
+                # straight from the arrays' memory
+                self._cache.set(key, _PartsReader(parts), read=True, retry=True)
             else:
-                self._cache.set(key, blob, retry=True)
+                self._cache.set(key, b"".join(parts), retry=True)
             if self._cache.volume() > self.size_limit:
                 self.cull()
         except Exception:
@@ -118,9 +135,20 @@ class ResultCache:
             return False
         return True
 
+    def set_later(self, key: str, value: Any) -> None:
+        """Store ``value`` from this process's background writer (see :func:`drain_writes`).
+
+        ``value`` must not change afterwards (fold outputs are read-only).
+        Until written, :meth:`get` and ``in`` in this process already see it.
+        """
+        if self._cache is not None:
+            _writer.submit(self, key, value)
+
     def __contains__(self, key: str) -> bool:
         if self._cache is None:
             return False
+        if _writer.pending(self, key) is not _MISSING:
+            return True
         try:
             return key in self._cache
         except Exception:
@@ -185,3 +213,189 @@ def open_cache(directory: str, size_limit: int = DEFAULT_SIZE_LIMIT) -> ResultCa
             if cache.usable:  # an unusable one is tried again next time
                 _caches[k] = cache
         return cache
+
+
+# -- framing ----------------------------------------------------------------
+
+
+def _frame(value: Any) -> list[Any]:
+    """``value`` as the byte parts of one entry: header, pickle, raw buffers.
+
+    Body layout: buffer count (u32), each buffer's length (u64), the pickle's
+    length (u64), the pickle, then the buffers. Parts are memoryviews of the
+    value's own arrays where possible: nothing large is copied.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(r.nbytes for r in raws), len(data))
+    body: list[Any] = [head, data, *raws]
+    h = hashlib.sha256()
+    for part in body:
+        h.update(part)
+    return [MAGIC + h.digest()[:_DIGEST], *body]
+
+
+def _unframe(body: memoryview) -> Any:
+    (n,) = struct.unpack_from("<I", body)
+    lengths = struct.unpack_from(f"<{n}QQ", body, 4)
+    pos = 4 + 8 * (n + 1)
+    data = body[pos : pos + lengths[-1]]
+    pos += lengths[-1]
+    views = []
+    for length in lengths[:-1]:
+        views.append(body[pos : pos + length])
+        pos += length
+    if pos != len(body):
+        raise ValueError("entry length does not match its header")
+    return pickle.loads(data, buffers=views)
+
+
+class _PartsReader:
+    """A read-only file object over byte parts, for diskcache's chunked copy."""
+
+    def __init__(self, parts: list[Any]):
+        self._parts: Iterator[memoryview] = (memoryview(p).cast("B") for p in parts)
+        self._current = memoryview(b"")
+
+    def read(self, size: int = -1) -> Any:
+        while not len(self._current):
+            nxt = next(self._parts, None)
+            if nxt is None:
+                return b""
+            self._current = nxt
+        if size < 0 or size >= len(self._current):
+            chunk, self._current = self._current, memoryview(b"")
+        else:
+            chunk, self._current = self._current[:size], self._current[size:]
+        return chunk
+
+
+# -- deferred writes ---------------------------------------------------------
+
+
+def _approx_nbytes(value: Any, depth: int = 0) -> int:
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if depth < 2 and isinstance(value, (tuple, list)):
+        return sum(_approx_nbytes(v, depth + 1) for v in value)
+    return 0
+
+
+class _Writer:
+    """This process's queue of cache entries waiting to be written.
+
+    A daemon thread at the lowest CPU priority writes them, so on a machine
+    whose cores all fit models the writes fill the idle moments instead of
+    delaying the next fit. :meth:`drain` writes what is left from the
+    calling thread at its normal priority. Above ``max_pending`` bytes a new
+    entry is written at once by its submitter (back pressure).
+    """
+
+    max_pending = 512 * 2**20
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[ResultCache, str, Any, int]] = deque()
+        self._index: dict[tuple[str, str], Any] = {}
+        self._bytes = 0
+        self._busy = 0  # entries being written right now
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _reset_after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self.__init__()  # type: ignore[misc]
+
+    def pending(self, cache: ResultCache, key: str) -> Any:
+        if not self._index:
+            return _MISSING
+        with self._cond:
+            return self._index.get((cache.directory, key), _MISSING)
+
+    def submit(self, cache: ResultCache, key: str, value: Any) -> None:
+        self._reset_after_fork()
+        size = _approx_nbytes(value)
+        with self._cond:
+            if self._bytes + size > self.max_pending and self._queue:
+                inline = True
+            else:
+                inline = False
+                self._queue.append((cache, key, value, size))
+                self._index[(cache.directory, key)] = value
+                self._bytes += size
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="memogrid-cache-writer", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify_all()
+        if inline:
+            cache.set(key, value)
+
+    def _take(self, wait: bool) -> tuple[ResultCache, str, Any, int] | None:
+        with self._cond:
+            while not self._queue:
+                if not wait:
+                    return None
+                self._cond.wait()
+            self._busy += 1
+            return self._queue.popleft()
+
+    def _done(self, item: tuple[ResultCache, str, Any, int]) -> None:
+        cache, key, value, size = item
+        with self._cond:
+            self._busy -= 1
+            self._bytes -= size
+            if self._index.get((cache.directory, key)) is value:
+                del self._index[(cache.directory, key)]
+            self._cond.notify_all()
+
+    def _write(self, item: tuple[ResultCache, str, Any, int]) -> None:
+        try:
+            item[0].set(item[1], item[2])
+        finally:
+            self._done(item)
+
+    def _run(self) -> None:
+        _lowest_priority()
+        while True:
+            item = self._take(wait=True)
+            assert item is not None
+            self._write(item)
+
+    def drain(self) -> int:
+        """Write every queued entry and wait for those being written; how many."""
+        self._reset_after_fork()
+        written = 0
+        while (item := self._take(wait=False)) is not None:
+            self._write(item)
+            written += 1
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+        return written
+
+
+def _lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: write anyway
+        pass
+
+
+_writer = _Writer()
+
+
+def drain_writes() -> int:
+    """Write this process's pending cache entries now; return how many."""
+    return _writer.drain()
+
+
+async def drain_writes_async() -> int:
+    """:func:`drain_writes` off the event loop (for ``Client.run`` on workers)."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, drain_writes)

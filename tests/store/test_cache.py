@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from memogrid_service.store.cache import ResultCache
+from memogrid_service.store import cache as cache_mod
+from memogrid_service.store.cache import MAGIC, ResultCache, drain_writes
 
 
 def test_roundtrip_and_persistence(tmp_path):
@@ -69,7 +73,7 @@ def test_small_inline_values_are_checked_too(tmp_path):
     c = ResultCache(tmp_path / "c")
     c.set("k", {"score": 0.5})
     # overwrite the stored bytes behind the cache's back
-    c._cache.set("k", b"MGC1" + b"\0" * 16 + b"garbage")
+    c._cache.set("k", MAGIC + b"\0" * 16 + b"garbage")
     assert c.get("k") is None
 
 
@@ -99,3 +103,62 @@ def test_write_failure_is_not_fatal(tmp_path):
     c._cache.set = boom  # type: ignore[method-assign]
     assert c.set("k", 1) is False
     assert c.get("k") is None
+
+
+def test_arrays_round_trip_bit_exact_and_writable(tmp_path):
+    c = ResultCache(tmp_path / "c")
+    a = np.random.default_rng(0).normal(size=(300, 70))
+    b = np.asfortranarray(a[:50])  # non C-ordered buffers survive too
+    c.set("k", (a, b, {"x": np.float32(1.5)}))
+    got_a, got_b, extra = ResultCache(tmp_path / "c").get("k")
+    assert got_a.tobytes() == a.tobytes() and got_a.dtype == a.dtype
+    assert np.array_equal(got_b, b) and got_b.flags.f_contiguous
+    assert extra == {"x": np.float32(1.5)}
+    got_a[0, 0] = 1.0  # a loaded model may be refitted in place by its user
+
+
+def test_deferred_writes_are_visible_at_once_and_on_disk_after_drain(tmp_path):
+    c = ResultCache(tmp_path / "c")
+    value = (np.arange(50_000.0), np.arange(10.0))
+    gate = cache_mod._writer._cond
+    with gate:  # hold the writer back: the entry is only queued
+        c.set_later("k", value)
+        assert "k" in c and c.get("k") is value  # this process sees it already
+        assert "k" not in ResultCache(tmp_path / "c")._cache  # not yet on disk
+    drain_writes()
+    fresh = ResultCache(tmp_path / "c")
+    fresh_value = fresh.get("k")
+    assert fresh_value is not value and np.array_equal(fresh_value[0], value[0])
+    assert drain_writes() == 0  # nothing left
+
+
+def test_deferred_writes_push_back_when_too_much_is_pending(tmp_path, monkeypatch):
+    c = ResultCache(tmp_path / "c")
+    monkeypatch.setattr(cache_mod._Writer, "max_pending", 1000)
+    gate = cache_mod._writer._cond
+    with gate:
+        c.set_later("a", np.zeros(100))  # 800 bytes: queued
+    with gate:
+        c.set_later("b", np.zeros(100))  # would pass 1000: written by the caller
+        assert "b" in c._cache
+    drain_writes()
+    assert "a" in ResultCache(tmp_path / "c")._cache
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread nice is Linux's")
+def test_background_writer_runs_at_lowest_priority(tmp_path):
+    c = ResultCache(tmp_path / "c")
+    seen = {}
+
+    class Probe:
+        def __reduce__(self):
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            seen["thread"] = threading.current_thread().name
+            return (int, ())
+
+    c.set_later("k", Probe())
+    deadline = time.monotonic() + 10
+    while "nice" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    drain_writes()
+    assert seen == {"nice": 19, "thread": "memogrid-cache-writer"}
