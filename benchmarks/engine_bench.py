@@ -81,18 +81,6 @@ def results_equal(ours: dict, theirs: dict) -> bool:
     return True
 
 
-def best_of(repeat: int, fn: Any) -> tuple[float, Any]:
-    """Run ``fn`` ``repeat`` times; the shortest time and that run's result."""
-    best: tuple[float, Any] | None = None
-    for _ in range(repeat):
-        with timer() as box:
-            out = fn()
-        if best is None or box["t"] < best[0]:
-            best = (box["t"], out)
-    assert best is not None
-    return best
-
-
 def warm_up(client: Any, w: Workload) -> None:
     """Import and exercise the workload's estimators in every worker once.
 
@@ -106,129 +94,170 @@ def warm_up(client: Any, w: Workload) -> None:
 
 
 def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) -> None:
+    """Time every contender ``repeat`` times, interleaved, and compare pairs.
+
+    Each round runs every measurement once (the order reversed on odd
+    rounds), so a ratio compares two figures taken a minute apart rather
+    than minutes apart on a machine whose speed drifts. Times printed are
+    the best of the rounds; each ratio checked against a target is the
+    median of the per-round ratios.
+    """
+    from statistics import median
+
     from joblib import Memory
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
 
-    print(f"== Workload {w.name}: {w.title}, cv={w.cv}, best of {repeat} ==", flush=True)
-    t_sk, sk = best_of(
-        repeat, lambda: GridSearchCV(w.pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+    print(
+        f"== Workload {w.name}: {w.title}, cv={w.cv}, {repeat} interleaved round(s) ==",
+        flush=True,
     )
-    line("scikit-learn GridSearchCV(n_jobs=-1)", secs(t_sk))
+    warm_up(client, w)
+    rounds: list[dict[str, Any]] = []
 
-    def memory_runs() -> tuple[float, float]:
+    def sklearn_run(r: dict) -> None:
+        with timer() as box:
+            r["sk_result"] = GridSearchCV(w.pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
+        r["sklearn"] = box["t"]
+
+    def memory_run(r: dict) -> None:
         mem_dir = tempfile.mkdtemp(prefix="mg-bench-joblib-")
         try:
             memo_pipe = clone(w.pipe).set_params(memory=Memory(mem_dir, verbose=0))
-            times = []
-            for _ in range(2):
+            for name in ("memory cold", "memory warm"):
                 with timer() as box:
                     GridSearchCV(memo_pipe, w.grid, cv=w.cv, n_jobs=-1).fit(w.X, w.y)
-                times.append(box["t"])
-            return times[0], times[1]
+                r[name] = box["t"]
         finally:
             shutil.rmtree(mem_dir, ignore_errors=True)
 
-    mem = [memory_runs() for _ in range(repeat)]
-    t_mc, t_mw = min(m[0] for m in mem), min(m[1] for m in mem)
-    line("scikit-learn Pipeline(memory=...) cold", secs(t_mc))
-    line("scikit-learn Pipeline(memory=...) warm", secs(t_mw))
-
-    t_dm = None
-    if not skip_dask_ml:
+    def dask_ml_run(r: dict) -> None:
+        if skip_dask_ml:
+            return
         from dask_ml.model_selection import GridSearchCV as DaskGridSearchCV
 
-        t_dm, _ = best_of(
-            repeat,
-            lambda: DaskGridSearchCV(w.pipe, w.grid, cv=w.cv, scheduler="threading").fit(w.X, w.y),
-        )
-        line("dask-ml GridSearchCV (threaded scheduler)", secs(t_dm))
+        with timer() as box:
+            DaskGridSearchCV(w.pipe, w.grid, cv=w.cv, scheduler="threading").fit(w.X, w.y)
+        r["dask-ml"] = box["t"]
 
-    warm_up(client, w)
-    runs: dict[str, tuple[float, Any]] = {}
-    for _ in range(repeat):
+    def engine_run(r: dict) -> None:
         with temp_runner(client, "mg-bench-engine-") as runner:
             for name, grid in (("cold", w.grid), ("warm", w.grid), ("overlap", w.overlap_grid)):
                 with timer() as box:
-                    res = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
-                if name not in runs or box["t"] < runs[name][0]:
-                    runs[name] = (box["t"], res)
-    for name in ("cold", "warm", "overlap"):
-        t, res = runs[name]
-        s = res.stats
-        line(
-            f"memogrid engine {name}",
-            secs(t),
-            f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
-            f"refit {s.refit} ({s.refit_step_fits} step fits)]",
-        )
+                    r[name + " result"] = runner.search(w.pipe, w.X, w.y, param_grid=grid, cv=w.cv)
+                r[name] = box["t"]
 
-    limits = {}
-    for name, grid in (("cold", w.grid), ("overlap", w.overlap_grid)):
-        res = runs[name][1]
-        serial = min(
-            serial_unique_fits(
+    def serial_runs(r: dict) -> None:
+        for name, grid in (("cold", w.grid), ("overlap", w.overlap_grid)):
+            res = r[name + " result"]
+            r["serial " + name] = serial_unique_fits(
                 w,
                 grid,
                 fit_transformers=res.stats.step_fits > 0,
                 refit_params=res.best_params_ if res.stats.refit == "fit" else None,
                 refit_transformers=res.stats.refit_step_fits > 0,
             )
-            for _ in range(repeat)
-        )
-        limits[name] = serial / CORES
-        line(
-            f"serial loop over the {name} run's unique fits",
-            secs(serial),
-            f"limit = serial / {CORES} cores = {limits[name]:.3f} s",
-        )
-
-    alone = min(
-        serial_unique_fits(
+        r["alone"] = serial_unique_fits(
             w, w.grid, fit_transformers=True, refit_params=None, refit_transformers=False
         )
-        for _ in range(repeat)
-    )
-    together = min(contended_serial(w, w.grid, CORES) for _ in range(repeat))
+        r["together"] = contended_serial(w, w.grid, CORES)
+
+    steps = [sklearn_run, memory_run, dask_ml_run, engine_run, serial_runs]
+    for i in range(repeat):
+        r: dict[str, Any] = {}
+        # the serial loops need the engine's results: on odd rounds the
+        # engine goes first, then the loops, then the anchors
+        odd = [engine_run, serial_runs, dask_ml_run, memory_run, sklearn_run]
+        order = steps if i % 2 == 0 else odd
+        for step in order:
+            step(r)
+        rounds.append(r)
+
+    def best(name: str) -> float:
+        return min(r[name] for r in rounds)
+
+    def med(fn: Any) -> float:
+        return median(fn(r) for r in rounds)
+
+    line("scikit-learn GridSearchCV(n_jobs=-1)", secs(best("sklearn")))
+    line("scikit-learn Pipeline(memory=...) cold", secs(best("memory cold")))
+    line("scikit-learn Pipeline(memory=...) warm", secs(best("memory warm")))
+    if not skip_dask_ml:
+        line("dask-ml GridSearchCV (threaded scheduler)", secs(best("dask-ml")))
+    for name in ("cold", "warm", "overlap"):
+        s = min(rounds, key=lambda r: r[name])[name + " result"].stats
+        line(
+            f"memogrid engine {name}",
+            secs(best(name)),
+            f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
+            f"refit {s.refit} ({s.refit_step_fits} step fits)]",
+        )
+    for name in ("cold", "overlap"):
+        line(
+            f"serial loop over the {name} run's unique fits",
+            secs(best("serial " + name)),
+            f"limit = serial / {CORES} cores = {best('serial ' + name) / CORES:.3f} s",
+        )
+    speedups = [CORES * r["alone"] / r["together"] for r in rounds]
     line(
         f"machine: serial loop alone / {CORES} copies at once",
-        f"{alone:.3f} s",
-        f"/ {together:.3f} s: {CORES} cores deliver {CORES * alone / together:.2f}x, not {CORES}x",
+        f"{best('alone'):.3f} s",
+        f"/ {best('together'):.3f} s: {CORES} cores deliver {median(speedups):.2f}x, "
+        f"not {CORES}x (median of rounds: {', '.join(f'{x:.2f}' for x in speedups)})",
     )
+    print(f"  (ratios: median over {repeat} round(s) of each round's own ratio)", flush=True)
+    line("ratio engine cold / scikit-learn", f"{med(lambda r: r['cold'] / r['sklearn']):.3f}")
+    line(
+        "ratio engine cold / Pipeline(memory) cold",
+        f"{med(lambda r: r['cold'] / r['memory cold']):.3f}",
+    )
+    if not skip_dask_ml:
+        check("ratio engine cold / dask-ml", med(lambda r: r["cold"] / r["dask-ml"]), 1.0)
+    limit_cold = [r["cold"] / (r["serial cold"] / CORES) for r in rounds]
+    limit_overlap = [r["overlap"] / (r["serial overlap"] / CORES) for r in rounds]
+    check("ratio engine cold / limit", median(limit_cold), 1.15)
+    line("  per round", ", ".join(f"{x:.3f}" for x in limit_cold))
+    check("ratio engine warm / engine cold", med(lambda r: r["warm"] / r["cold"]), 0.05)
+    check("ratio engine overlap / limit", median(limit_overlap), 1.15)
+    line("  per round", ", ".join(f"{x:.3f}" for x in limit_overlap))
 
-    cold, warm, overlap = (runs[k][0] for k in ("cold", "warm", "overlap"))
-    line("ratio engine cold / scikit-learn", f"{cold / t_sk:.3f}")
-    line("ratio engine cold / Pipeline(memory) cold", f"{cold / t_mc:.3f}")
-    if t_dm is not None:
-        check("ratio engine cold / dask-ml", cold / t_dm, 1.0)
-    check("ratio engine cold / limit", cold / limits["cold"], 1.15)
-    check("ratio engine warm / engine cold", warm / cold, 0.05)
-    check("ratio engine overlap / limit", overlap / limits["overlap"], 1.15)
-    speedup = CORES * alone / together
+    def delivered(r: dict, name: str) -> float:
+        """The run's time over its serial loop divided by the cores' real speed-up."""
+        return r[name] / (r["serial " + name] * r["together"] / (CORES * r["alone"]))
+
     line(
         "ratio engine cold / (serial / machine speed-up)",
-        f"{cold / (limits['cold'] * CORES / speedup):.3f}",
+        f"{med(lambda r: delivered(r, 'cold')):.3f}",
         "what the cores deliver, not the target's ideal",
     )
     line(
         "ratio engine overlap / (serial / machine speed-up)",
-        f"{overlap / (limits['overlap'] * CORES / speedup):.3f}",
+        f"{med(lambda r: delivered(r, 'overlap')):.3f}",
     )
-    ov = runs["overlap"][1].stats
-    line(
-        "overlap transformer fits",
-        str(ov.step_fits + ov.refit_step_fits),
-        f"target 0  {'PASS' if ov.step_fits + ov.refit_step_fits == 0 else 'MISS'}",
+    ov_fits = max(
+        r["overlap result"].stats.step_fits + r["overlap result"].stats.refit_step_fits
+        for r in rounds
     )
+    verdict = "PASS" if ov_fits == 0 else "MISS"
+    line("overlap transformer fits", str(ov_fits), f"target 0  {verdict}")
     if w.name == "B":
-        check("ratio engine overlap / engine cold", overlap / cold, 0.3)
-    res = runs["cold"][1]
+        check("ratio engine overlap / engine cold", med(lambda r: r["overlap"] / r["cold"]), 0.3)
+    parity = []
+    for r in rounds:
+        res, sk = r["cold result"], r["sk_result"]
+        parity.append(
+            (
+                repr(res.best_score_) == repr(sk.best_score_),
+                res.best_params_ == sk.best_params_,
+                results_equal(res.cv_results_, sk.cv_results_),
+            )
+        )
     line(
         "parity with scikit-learn",
         "",
-        f"best_score_ equal: {repr(res.best_score_) == repr(sk.best_score_)}, "
-        f"best_params_ equal: {res.best_params_ == sk.best_params_}, "
-        f"cv_results_ equal: {results_equal(res.cv_results_, sk.cv_results_)}",
+        f"best_score_ equal: {all(p[0] for p in parity)}, "
+        f"best_params_ equal: {all(p[1] for p in parity)}, "
+        f"cv_results_ equal: {all(p[2] for p in parity)} (every round)",
     )
 
 

@@ -76,6 +76,13 @@ def make_client(
     # 100 MB/s dask assumes: at that estimate it left one of two workers idle
     # for a quarter of the seed search rather than move a 20 MB fold output.
     dask.config.set({"distributed.scheduler.bandwidth": 1e9})
+    # dask's statistical profiler samples every worker thread's stack 100
+    # times a second for the dashboard's profile page. Measured on the seed
+    # search: half of each worker's event-loop CPU, 0.3 s per worker per
+    # search, taken from the fits on a machine whose cores all fit models.
+    # No dashboard runs here; external workers take the same setting from
+    # DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED (docker-compose sets it).
+    dask.config.set({"distributed.worker.profile.enabled": False})
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,

@@ -67,6 +67,11 @@ def test_health_checks_and_start_order():
     assert api["depends_on"]["scheduler"]["condition"] == "service_healthy"
     for worker in ("worker-1", "worker-2"):
         assert services[worker]["depends_on"]["scheduler"]["condition"] == "service_healthy"
+        # as in the default LocalCluster: no stack sampling taking CPU from fits
+        assert services[worker]["environment"]["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] in (
+            "false",
+            "False",
+        )
     # migrate, then serve
     command = " ".join(api["command"])
     assert re.search(r"memogrid migrate upgrade && exec memogrid serve", command)

@@ -160,3 +160,54 @@ def test_cheap_scores_are_batched_but_reported_one_by_one(dask_client, store, ca
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
     again = runner.search(LogisticRegression(), X, y, param_grid=grid, cv=4)
     assert again.stats.score_hits == 80 and again.stats.final_fits == 0
+
+
+def test_default_cluster_workers_do_not_sample_their_stacks(dask_client):
+    # dask's profiler costs a worker ~5% of a core; the default cluster turns it off
+    def profiling() -> bool:
+        import dask
+
+        return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+    states = dask_client.run(profiling)
+    assert len(states) == 2 and not any(states.values())
+
+
+def _hold_background_writers(hold: bool) -> None:
+    """In a worker: stop (or restart) the cache writer thread taking entries."""
+    import threading
+
+    from memogrid_service.store import cache as cache_mod
+
+    w = cache_mod._writer
+    if hold:
+        release = threading.Event()
+        take = w._take
+
+        def held(wait: bool):
+            if wait:  # the background thread: wait until released
+                release.wait()
+            return take(wait)
+
+        w._take, w._release = held, release  # type: ignore[attr-defined]
+    else:
+        w._release.set()  # type: ignore[attr-defined]
+        del w._take
+
+
+def test_a_search_returns_only_after_its_cache_entries_are_on_disk(runner, dask_client):
+    from memogrid_service.store.cache import ResultCache
+
+    X, y = make_classification(n_samples=300, random_state=0)
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    prepared = runner.prepare(pipe, X, y, param_grid={"pca__n_components": [2, 3]}, cv=3)
+    dask_client.run(_hold_background_writers, True)
+    try:
+        runner.run(prepared)
+    finally:
+        dask_client.run(_hold_background_writers, False)
+    # with the background writers held, only the search's drain can have
+    # written them: a fresh handle reading the disk finds every step and score
+    disk = ResultCache(runner.cache.directory)
+    expected = [k + "/data" for k in prepared.plan.steps] + list(prepared.plan.scores)
+    assert all(k in disk._cache for k in expected)
