@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,9 @@ class ResultCache:
             raw = self._cache.get(key, default=_MISSING, read=True, retry=True)
             if hasattr(raw, "read"):  # large values come back as an open file
                 with raw:
-                    size = os.fstat(raw.fileno()).st_size
-                    buf = bytearray(size)  # writable: loaded arrays are too
-                    got = raw.readinto(buf)
-                    raw = buf if got == size else bytes(buf[:got])
+                    buf = _aligned(os.fstat(raw.fileno()).st_size)
+                    got = raw.readinto(buf.data)
+                    raw = buf[:got]
         except Exception:  # unreadable file or row: treat as a miss
             log.warning("cache entry %s unreadable; dropping it", key, exc_info=True)
             self.discard(key)
@@ -103,13 +103,16 @@ class ResultCache:
 
     def _decode(self, key: str, raw: Any) -> Any:
         try:
-            view = memoryview(raw)
-            if not isinstance(raw, (bytes, bytearray)) or bytes(view[:4]) != MAGIC:
+            if isinstance(raw, bytes):  # small values come inline from SQLite
+                buf = _aligned(len(raw))
+                buf[:] = np.frombuffer(raw, np.uint8)
+                raw = buf
+            if not isinstance(raw, np.ndarray) or raw[:4].tobytes() != MAGIC:
                 raise ValueError("bad header")
-            body = view[4 + _DIGEST :]
-            if hashlib.sha256(body).digest()[:_DIGEST] != bytes(view[4 : 4 + _DIGEST]):
+            view = raw.data
+            if hashlib.sha256(view[_BODY:]).digest()[:_DIGEST] != bytes(view[4:_BODY]):
                 raise ValueError("checksum mismatch")
-            return _unframe(body)
+            return _unframe(view)
         except Exception:
             log.warning("cache entry %s is corrupt; dropping it", key, exc_info=True)
             self.discard(key)
@@ -218,35 +221,56 @@ def open_cache(directory: str, size_limit: int = DEFAULT_SIZE_LIMIT) -> ResultCa
 # -- framing ----------------------------------------------------------------
 
 
+_ALIGN = 64  # array buffers start at multiples of this within an entry
+_BODY = 4 + _DIGEST  # where the digested body starts
+
+
+def _aligned(size: int) -> np.ndarray:
+    """A writable ``size``-byte buffer whose start is ``_ALIGN``-aligned."""
+    raw = np.empty(size + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + size]
+
+
 def _frame(value: Any) -> list[Any]:
     """``value`` as the byte parts of one entry: header, pickle, raw buffers.
 
-    Body layout: buffer count (u32), each buffer's length (u64), the pickle's
-    length (u64), the pickle, then the buffers. Parts are memoryviews of the
-    value's own arrays where possible: nothing large is copied.
+    Layout after the magic and digest: buffer count (u32), each buffer's
+    length (u64), the pickle's length (u64), the pickle, then the buffers,
+    each zero-padded to start at a multiple of 64 bytes from the entry's
+    start, so arrays loaded in place are aligned as numpy's own are. Parts
+    are memoryviews of the value's own arrays: nothing large is copied.
     """
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(r.nbytes for r in raws), len(data))
-    body: list[Any] = [head, data, *raws]
+    body: list[Any] = [head, data]
+    pos = _BODY + len(head) + len(data)
+    for r in raws:
+        if pad := -pos % _ALIGN:
+            body.append(bytes(pad))
+            pos += pad
+        body.append(r)
+        pos += r.nbytes
     h = hashlib.sha256()
     for part in body:
         h.update(part)
     return [MAGIC + h.digest()[:_DIGEST], *body]
 
 
-def _unframe(body: memoryview) -> Any:
-    (n,) = struct.unpack_from("<I", body)
-    lengths = struct.unpack_from(f"<{n}QQ", body, 4)
-    pos = 4 + 8 * (n + 1)
-    data = body[pos : pos + lengths[-1]]
+def _unframe(entry: memoryview) -> Any:
+    (n,) = struct.unpack_from("<I", entry, _BODY)
+    lengths = struct.unpack_from(f"<{n}QQ", entry, _BODY + 4)
+    pos = _BODY + 4 + 8 * (n + 1)
+    data = entry[pos : pos + lengths[-1]]
     pos += lengths[-1]
     views = []
     for length in lengths[:-1]:
-        views.append(body[pos : pos + length])
+        pos += -pos % _ALIGN
+        views.append(entry[pos : pos + length])
         pos += length
-    if pos != len(body):
+    if pos != len(entry):
         raise ValueError("entry length does not match its header")
     return pickle.loads(data, buffers=views)
 

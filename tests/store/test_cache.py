@@ -113,6 +113,8 @@ def test_arrays_round_trip_bit_exact_and_writable(tmp_path):
     got_a, got_b, extra = ResultCache(tmp_path / "c").get("k")
     assert got_a.tobytes() == a.tobytes() and got_a.dtype == a.dtype
     assert np.array_equal(got_b, b) and got_b.flags.f_contiguous
+    # loaded in place from the entry, yet aligned as numpy's own arrays are
+    assert all(arr.ctypes.data % 64 == 0 for arr in (got_a, got_b))
     assert extra == {"x": np.float32(1.5)}
     got_a[0, 0] = 1.0  # a loaded model may be refitted in place by its user
 
