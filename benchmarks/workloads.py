@@ -150,15 +150,13 @@ def serial_unique_fits(
     return elapsed
 
 
-def _serial_cold(args: tuple[Workload, dict[str, list[Any]]]) -> float:
-    w, grid = args
-    return serial_unique_fits(
-        w, grid, fit_transformers=True, refit_params=None, refit_transformers=False
-    )
+def _serial_copy(args: tuple[Workload, dict[str, list[Any]], dict[str, Any]]) -> float:
+    w, grid, kwargs = args
+    return serial_unique_fits(w, grid, **kwargs)
 
 
-def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int) -> float:
-    """Seconds the serial loop takes when ``copies`` of it run at once.
+def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int, **kwargs: Any) -> float:
+    """Seconds :func:`serial_unique_fits` (with ``kwargs``) takes when ``copies`` run at once.
 
     Compared with one copy alone, this shows how much of the ideal
     ``serial / cores`` the machine itself can deliver: cores that slow each
@@ -167,8 +165,9 @@ def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int) -> fl
     """
     import multiprocessing as mp
 
+    kwargs = kwargs or dict(fit_transformers=True, refit_params=None, refit_transformers=False)
     with mp.get_context("fork").Pool(copies) as pool:
-        return max(pool.map(_serial_cold, [(w, grid)] * copies))
+        return max(pool.map(_serial_copy, [(w, grid, kwargs)] * copies))
 
 
 @contextmanager

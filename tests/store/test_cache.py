@@ -148,9 +148,10 @@ def test_deferred_writes_push_back_when_too_much_is_pending(tmp_path, monkeypatc
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread nice is Linux's")
-def test_background_writer_runs_at_lowest_priority(tmp_path):
+def test_background_writer_runs_at_lower_priority(tmp_path):
     c = ResultCache(tmp_path / "c")
     seen = {}
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     class Probe:
         def __reduce__(self):
@@ -163,4 +164,5 @@ def test_background_writer_runs_at_lowest_priority(tmp_path):
     while "nice" not in seen and time.monotonic() < deadline:
         time.sleep(0.01)
     drain_writes()
-    assert seen == {"nice": 19, "thread": "memogrid-cache-writer"}
+    # created here or by an earlier test's thread of the same priority
+    assert seen == {"nice": min(19, mine + 10), "thread": "memogrid-cache-writer"}
