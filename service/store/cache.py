@@ -168,11 +168,17 @@ class ResultCache:
 
     # -- housekeeping -----------------------------------------------------
     def volume(self) -> int:
-        """Bytes on disk used by the cache."""
-        return int(self._cache.volume()) if self._cache is not None else 0
+        """Bytes on disk used by the cache (0 if it cannot be read)."""
+        try:
+            return int(self._cache.volume()) if self._cache is not None else 0
+        except Exception:
+            return 0
 
     def __len__(self) -> int:
-        return len(self._cache) if self._cache is not None else 0
+        try:
+            return len(self._cache) if self._cache is not None else 0
+        except Exception:
+            return 0
 
     def cull(self, limit: int | None = None) -> int:
         """Evict least-recently-used entries, one at a time, until under the limit.

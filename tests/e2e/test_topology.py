@@ -61,7 +61,9 @@ def test_compose_topology_as_processes(tmp_path, db_url):
     from distributed import Client as DaskClient
 
     data_dir = tmp_path / "data"
-    worker_env = {"MEMOGRID_DATA_DIR": str(data_dir)}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker_env = {k: str(v) for k, v in compose["worker-1"]["environment"].items()}
+    worker_env["MEMOGRID_DATA_DIR"] = str(data_dir)
     with DaskProcesses(tmp_path, n_workers=2, env=worker_env) as dask:
         env = compose_api_env(data_dir, db_url, dask.address)
         # the compose command: migrate, then serve (which refuses an old schema)

@@ -211,3 +211,56 @@ def test_a_search_returns_only_after_its_cache_entries_are_on_disk(runner, dask_
     disk = ResultCache(runner.cache.directory)
     expected = [k + "/data" for k in prepared.plan.steps] + list(prepared.plan.scores)
     assert all(k in disk._cache for k in expected)
+
+
+def _fit_order(fit_log):
+    return [line for line in fit_log.read_text().splitlines() if line]
+
+
+def test_refit_of_the_leader_starts_while_the_last_scores_run(dask_client, store, cache, fit_log):
+    from memogrid_service.engine.search import SearchRunner
+    from tests.helpers.counting import (
+        CountingLogisticRegression,
+        SlowCountingLogisticRegression,
+    )
+
+    X, y = make_classification(n_samples=300, random_state=0)
+    pipe = Pipeline([("clf", CountingLogisticRegression())])
+    good, slow_bad = CountingLogisticRegression(C=1.0), SlowCountingLogisticRegression(C=1e-8)
+    runner = SearchRunner(dask_client, store, cache, speculative_refit=True)
+    # the good candidate's scores are cached; three slow fits remain on two
+    # workers: once two are in, one worker is idle and refits the leader
+    runner.search(pipe, X, y, param_grid={"clf": [good]}, cv=3, refit=False)
+    fit_log.unlink()
+    res = runner.search(pipe, X, y, param_grid={"clf": [good, slow_bad]}, cv=3)
+    order = _fit_order(fit_log)
+    assert res.best_index_ == 0 and res.stats.refit == "fit"
+    # the refit ran (once) before the last slow fit finished
+    assert order.count("CountingLogisticRegression") == 1
+    assert order.count("SlowCountingLogisticRegression") == 3
+    assert order.index("CountingLogisticRegression") < len(order) - 1
+    expected = LogisticRegression(C=1.0).fit(X, y)
+    assert np.array_equal(res.best_estimator_.named_steps["clf"].coef_, expected.coef_)
+
+
+def test_a_wrong_refit_guess_is_not_used(dask_client, store, cache, fit_log):
+    from memogrid_service.engine.search import SearchRunner
+    from tests.helpers.counting import (
+        CountingLogisticRegression,
+        SlowCountingLogisticRegression,
+    )
+
+    X, y = make_classification(n_samples=300, random_state=0)
+    pipe = Pipeline([("clf", CountingLogisticRegression())])
+    bad, slow_good = CountingLogisticRegression(C=1e-8), SlowCountingLogisticRegression(C=1.0)
+    runner = SearchRunner(dask_client, store, cache, speculative_refit=True)
+    runner.search(pipe, X, y, param_grid={"clf": [bad]}, cv=3, refit=False)
+    fit_log.unlink()
+    # the cached weak candidate leads while the good one is still fitting
+    res = runner.search(pipe, X, y, param_grid={"clf": [bad, slow_good]}, cv=3)
+    order = _fit_order(fit_log)
+    assert res.best_index_ == 1 and res.stats.refit == "fit"
+    assert order.count("CountingLogisticRegression") == 1  # the guess, wasted
+    assert order.count("SlowCountingLogisticRegression") == 3 + 1  # the real refit
+    expected = LogisticRegression(C=1.0).fit(X, y)
+    assert np.array_equal(res.best_estimator_.named_steps["clf"].coef_, expected.coef_)
