@@ -10,6 +10,7 @@ the same to the last bit. The refit on all rows uses the same keys.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -46,6 +47,7 @@ from .tasks import (
 )
 
 _WARNINGS_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class WorkerLost(RuntimeError):
@@ -416,28 +418,44 @@ class SearchRunner:
         (the usual case) the real refit is already done or under way; if not,
         the guess cost only idle time and its result stays in the cache.
         """
+        guess = _Guess()
+        try:
+            return self._run(prepared, guess, on_progress, cancel, on_result, reemit_warnings)
+        finally:
+            guess.future = None  # whatever happened, a guess is not left running
+
+    def _run(
+        self,
+        p: PreparedSearch,
+        guess: _Guess,
+        on_progress: ProgressFn | None,
+        cancel: threading.Event | None,
+        on_result: ResultFn | None,
+        reemit_warnings: bool,
+    ) -> SearchResult:
         from sklearn.base import clone
         from sklearn.model_selection._validation import (
             _warn_or_raise_about_fit_failures,
         )
 
-        p = prepared
         sk, plan = p.sk, p.plan
         error_score, refit = sk.error_score, sk.refit
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
-        guess = _Guess()
 
         def on_idle(outputs: Mapping[str, ScoreOutput]) -> bool:
             index = self._leader(p, outputs)
             if index is None:
                 return False
             guess.index = index
-            guess.future = self._submit_refit(
-                p.base, p.candidates[index], p.refit_fold, p.fit_param_tokens, p.ctx
-            )
-            return True
+            params = p.candidates[index]
+            rplan = build_refit_plan(p.base, params, p.refit_fold, p.fit_param_tokens)
+            if self.cache is None or load_refit(self.cache, rplan.chain, rplan.key) is None:
+                guess.future = self._submit_refit(
+                    p.base, params, p.refit_fold, p.fit_param_tokens, p.ctx
+                )
+            return True  # (a cached refit needs no guess: the real one loads it)
 
         speculate = refit and not callable(refit) and self.speculative_refit
         outputs = self._run_plan(
@@ -494,11 +512,11 @@ class SearchRunner:
                 p.fit_param_tokens,
                 p.ctx,
                 cancel,
-                guess.future if guess.index == res.best_index_ else None,
+                guess if guess.index == res.best_index_ else None,
+                guess,
             )
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
-        guess.future = None  # a losing guess is released
         if stats.fits or stats.refit == "fit":
             self._drain_writes()
         return res
@@ -612,7 +630,13 @@ class SearchRunner:
             return
         from ..store.cache import drain_writes_async
 
-        self.client.run(drain_writes_async)
+        failed = {
+            worker: out
+            for worker, out in self.client.run(drain_writes_async, on_error="return").items()
+            if isinstance(out, BaseException)
+        }
+        for worker, exc in failed.items():  # a worker lost at the end loses only its writes
+            log.warning("could not drain cache writes on %s: %r", worker, exc)
 
     def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""
@@ -734,14 +758,17 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
-        guessed: Any = None,
+        guessed: _Guess | None = None,
+        losing: _Guess | None = None,
     ) -> tuple[tuple[Any, ...], str, int]:
         """Fit (or load) the chain of ``params`` on all rows: models, how, step fits.
 
-        ``guessed`` is the future of this same refit, started before the
-        search's last scores were in (see :meth:`run`).
+        ``guessed`` holds the future of this same refit, started before the
+        search's last scores were in (see :meth:`run`); a ``losing`` guess
+        is released once this refit is submitted (not before: the two may
+        share steps).
         """
-        fut = guessed
+        fut = guessed.future if guessed is not None else None
         if fut is None:
             rplan = build_refit_plan(base, params, fold, fp_tokens)
             loaded = (
@@ -750,6 +777,8 @@ class SearchRunner:
             if loaded is not None:
                 return loaded[0], "hit", 0
             fut = self._submit_refit(base, params, fold, fp_tokens, ctx)
+            if losing is not None:
+                losing.future = None
         stop = self._watch_cancel(cancel, [fut])
         try:
             models, how, _, step_fits = fut.result()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import pickle
 import struct
@@ -306,9 +307,20 @@ class _PartsReader:
 
 
 def _approx_nbytes(value: Any, depth: int = 0) -> int:
+    """Roughly how much memory ``value`` holds (arrays, sparse, frames, tuples)."""
     nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
+    if isinstance(nbytes, (int, np.integer)):
+        return int(nbytes)
+    if all(hasattr(value, a) for a in ("data", "indices", "indptr")):  # scipy sparse
+        return sum(
+            _approx_nbytes(getattr(value, a), depth + 1) for a in ("data", "indices", "indptr")
+        )
+    usage = getattr(value, "memory_usage", None)
+    if callable(usage):  # a DataFrame
+        try:
+            return int(usage(index=True).sum())
+        except Exception:
+            return 0
     if depth < 2 and isinstance(value, (tuple, list)):
         return sum(_approx_nbytes(v, depth + 1) for v in value)
     return 0
@@ -319,27 +331,23 @@ class _Writer:
 
     A daemon thread ten nice levels below its creator writes them, so on a
     machine whose cores all fit models the writes mostly fill idle moments
-    instead of delaying the next fit (not the lowest level: :meth:`drain`
-    waits for the entry being written, which must not starve behind another
-    job's fits). :meth:`drain` writes what is left from the calling thread
-    at its own priority. Above ``max_pending`` bytes a new entry is written
-    at once by its submitter (back pressure).
+    instead of delaying the next fit. :meth:`drain` writes, from the calling
+    thread, every entry submitted before it was called and waits for those
+    the background thread is writing; entries submitted later (another
+    search's) do not hold it up. Above ``max_pending`` bytes a new entry is
+    written at once by its submitter (back pressure).
     """
 
     max_pending = 512 * 2**20
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[ResultCache, str, Any, int]] = deque()
+        self._queue: deque[tuple[int, ResultCache, str, Any, int]] = deque()
         self._index: dict[tuple[str, str], Any] = {}
+        self._inflight: set[int] = set()  # sequence numbers being written
+        self._seq = 0
         self._bytes = 0
-        self._busy = 0  # entries being written right now
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-
-    def _reset_after_fork(self) -> None:
-        if self._pid != os.getpid():
-            self.__init__()  # type: ignore[misc]
 
     def pending(self, cache: ResultCache, key: str) -> Any:
         if not self._index:
@@ -348,14 +356,12 @@ class _Writer:
             return self._index.get((cache.directory, key), _MISSING)
 
     def submit(self, cache: ResultCache, key: str, value: Any) -> None:
-        self._reset_after_fork()
         size = _approx_nbytes(value)
         with self._cond:
-            if self._bytes + size > self.max_pending and self._queue:
-                inline = True
-            else:
-                inline = False
-                self._queue.append((cache, key, value, size))
+            inline = self._bytes + size > self.max_pending and bool(self._queue)
+            if not inline:
+                self._seq += 1
+                self._queue.append((self._seq, cache, key, value, size))
                 self._index[(cache.directory, key)] = value
                 self._bytes += size
                 if self._thread is None or not self._thread.is_alive():
@@ -367,46 +373,45 @@ class _Writer:
         if inline:
             cache.set(key, value)
 
-    def _take(self, wait: bool) -> tuple[ResultCache, str, Any, int] | None:
+    def _take(self, wait: bool, upto: float = math.inf) -> tuple | None:
         with self._cond:
-            while not self._queue:
-                if not wait:
+            while not self._queue or self._queue[0][0] > upto:
+                if not wait or self._queue:
                     return None
                 self._cond.wait()
-            self._busy += 1
-            return self._queue.popleft()
+            item = self._queue.popleft()
+            self._inflight.add(item[0])
+            return item
 
-    def _done(self, item: tuple[ResultCache, str, Any, int]) -> None:
-        cache, key, value, size = item
-        with self._cond:
-            self._busy -= 1
-            self._bytes -= size
-            if self._index.get((cache.directory, key)) is value:
-                del self._index[(cache.directory, key)]
-            self._cond.notify_all()
-
-    def _write(self, item: tuple[ResultCache, str, Any, int]) -> None:
+    def _write(self, item: tuple) -> None:
+        seq, cache, key, value, size = item
         try:
-            item[0].set(item[1], item[2])
+            cache.set(key, value)
         finally:
-            self._done(item)
+            with self._cond:
+                self._inflight.discard(seq)
+                self._bytes -= size
+                if self._index.get((cache.directory, key)) is value:
+                    del self._index[(cache.directory, key)]
+                self._cond.notify_all()
 
     def _run(self) -> None:
         _lower_priority(10)
         while True:
             item = self._take(wait=True)
-            assert item is not None
-            self._write(item)
+            if item is not None:
+                self._write(item)
 
     def drain(self) -> int:
-        """Write every queued entry and wait for those being written; how many."""
-        self._reset_after_fork()
+        """Write every entry submitted so far; return how many this call wrote."""
+        with self._cond:
+            upto = self._seq
         written = 0
-        while (item := self._take(wait=False)) is not None:
+        while (item := self._take(wait=False, upto=upto)) is not None:
             self._write(item)
             written += 1
         with self._cond:
-            while self._busy:
+            while any(seq <= upto for seq in self._inflight):
                 self._cond.wait()
         return written
 
@@ -421,6 +426,10 @@ def _lower_priority(levels: int) -> None:
 
 
 _writer = _Writer()
+if hasattr(os, "register_at_fork"):
+    # a forked child starts with an empty queue and no writer thread (and
+    # never with a lock some other thread of the parent held)
+    os.register_at_fork(after_in_child=lambda: _writer.__init__())  # type: ignore[misc]
 
 
 def drain_writes() -> int:

@@ -184,10 +184,10 @@ def _hold_background_writers(hold: bool) -> None:
         release = threading.Event()
         take = w._take
 
-        def held(wait: bool):
+        def held(wait: bool, upto: float = float("inf")):
             if wait:  # the background thread: wait until released
                 release.wait()
-            return take(wait)
+            return take(wait, upto)
 
         w._take, w._release = held, release  # type: ignore[attr-defined]
     else:

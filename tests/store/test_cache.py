@@ -166,3 +166,36 @@ def test_background_writer_runs_at_lower_priority(tmp_path):
     drain_writes()
     # created here or by an earlier test's thread of the same priority
     assert seen == {"nice": min(19, mine + 10), "thread": "memogrid-cache-writer"}
+
+
+def test_back_pressure_counts_sparse_and_frame_outputs():
+    import pandas as pd
+    import scipy.sparse as sp
+
+    dense = np.zeros((100, 10))
+    assert cache_mod._approx_nbytes((dense, dense[:10])) == dense.nbytes * 11 // 10
+    m = sp.random(1000, 50, density=0.1, format="csr", random_state=0)
+    assert cache_mod._approx_nbytes(m) == m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    frame = pd.DataFrame({"a": np.arange(1000.0)})
+    assert cache_mod._approx_nbytes((frame, None)) >= 8000
+
+
+def test_drain_does_not_wait_for_entries_submitted_after_it(tmp_path, monkeypatch):
+    c = ResultCache(tmp_path / "c")
+    w = cache_mod._writer
+    seen = []
+    real_set = ResultCache.set
+
+    def slow_set(self, key, value):
+        if key == "first":  # while it is written, another entry arrives
+            c.set_later("later", 2)
+        seen.append(key)
+        return real_set(self, key, value)
+
+    monkeypatch.setattr(ResultCache, "set", slow_set)
+    with w._cond:  # queue it without the background thread taking it
+        c.set_later("first", 1)
+    drain_writes()
+    assert "first" in seen and "first" in c._cache
+    drain_writes()  # the later one is written by now, by one or the other
+    assert "later" in ResultCache(tmp_path / "c")._cache
