@@ -48,9 +48,7 @@ def cache(tmp_path):
 
 @pytest.fixture
 def runner(dask_client, store, cache):
-    # a guessed refit (SearchRunner.run) may fit a candidate that does not
-    # win: tests counting fits exactly turn it off; tests of it turn it on
-    return SearchRunner(dask_client, store, cache, speculative_refit=False)
+    return SearchRunner(dask_client, store, cache)
 
 
 @pytest.fixture

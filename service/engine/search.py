@@ -208,7 +208,6 @@ class SearchRunner:
         *,
         blas_threads: int | None = 1,
         tasks_per_thread: int = 32,
-        speculative_refit: bool = True,
     ):
         self.client = client
         self.store = store
@@ -217,9 +216,6 @@ class SearchRunner:
         #: score tasks to aim for per worker thread; more scores than that
         #: are batched so that cheap fits do not drown in per-task overhead
         self.tasks_per_thread = tasks_per_thread
-        #: when workers go idle while the last scores finish, start the
-        #: refit of the candidate leading so far (see :meth:`run`)
-        self.speculative_refit = speculative_refit
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -409,65 +405,19 @@ class SearchRunner:
         (failed fits, non-finite scores) land in ``SearchResult.warnings``
         and are also re-emitted here unless ``reemit_warnings`` is false (a
         service records them instead).
-
-        The refit on all rows can only be chosen once every score is in, and
-        with an expensive prefix it is a long tail on one worker. So when
-        fewer score tasks remain than the cluster has threads, the refit of
-        the candidate leading among those fully scored starts on the idle
-        workers, under the keys the real refit uses: if that candidate wins
-        (the usual case) the real refit is already done or under way; if not,
-        the guess cost only idle time and its result stays in the cache.
         """
-        guess = _Guess()
-        try:
-            return self._run(prepared, guess, on_progress, cancel, on_result, reemit_warnings)
-        finally:
-            guess.future = None  # whatever happened, a guess is not left running
-
-    def _run(
-        self,
-        p: PreparedSearch,
-        guess: _Guess,
-        on_progress: ProgressFn | None,
-        cancel: threading.Event | None,
-        on_result: ResultFn | None,
-        reemit_warnings: bool,
-    ) -> SearchResult:
         from sklearn.base import clone
         from sklearn.model_selection._validation import (
             _warn_or_raise_about_fit_failures,
         )
 
+        p = prepared
         sk, plan = p.sk, p.plan
         error_score, refit = sk.error_score, sk.refit
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
-
-        def on_idle(outputs: Mapping[str, ScoreOutput]) -> bool:
-            index = self._leader(p, outputs)
-            if index is None:
-                return False
-            guess.index = index
-            params = p.candidates[index]
-            rplan = build_refit_plan(p.base, params, p.refit_fold, p.fit_param_tokens)
-            if self.cache is None or load_refit(self.cache, rplan.chain, rplan.key) is None:
-                guess.future = self._submit_refit(
-                    p.base, params, p.refit_fold, p.fit_param_tokens, p.ctx
-                )
-            return True  # (a cached refit needs no guess: the real one loads it)
-
-        speculate = refit and not callable(refit) and self.speculative_refit
-        outputs = self._run_plan(
-            plan,
-            p.ctx,
-            p.scoring,
-            stats,
-            on_progress,
-            cancel,
-            on_result,
-            on_idle if speculate else None,
-        )
+        outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result)
         out = []
         for row in plan.grid:
             for skey in row:
@@ -512,8 +462,6 @@ class SearchRunner:
                 p.fit_param_tokens,
                 p.ctx,
                 cancel,
-                guess if guess.index == res.best_index_ else None,
-                guess,
             )
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
@@ -545,13 +493,7 @@ class SearchRunner:
         on_progress: ProgressFn | None,
         cancel: threading.Event | None,
         on_result: ResultFn | None = None,
-        on_idle: Callable[[Mapping[str, ScoreOutput]], bool] | None = None,
     ) -> dict[str, ScoreOutput]:
-        """Load the cached scores and compute the others.
-
-        ``on_idle(outputs)`` is called when fewer tasks remain than the
-        cluster has threads, until it returns True.
-        """
         total = len(plan.scores)
         outputs: dict[str, ScoreOutput] = {}
         pending = []
@@ -581,15 +523,11 @@ class SearchRunner:
         futures = self.client.get(dsk, task_keys, sync=False)
         seen_steps: set[str] = set()
         stop = self._watch_cancel(cancel, futures)
-        remaining = len(futures)
         try:
-            if on_idle is not None and remaining < threads and on_idle(outputs):
-                on_idle = None
             # gather results in batches: one round trip per batch, not per task
             for batch in as_completed(futures).batches():
                 if cancel is not None and cancel.is_set():
                     raise SearchCancelled()
-                remaining -= len(batch)
                 for fut, got in zip(batch, self.client.gather(batch), strict=True):
                     outs = got if isinstance(got, list) else [got]
                     for skey, o in zip(members[fut.key], outs, strict=True):
@@ -600,8 +538,6 @@ class SearchRunner:
                             on_result(skey, o)
                         if on_progress is not None:
                             on_progress(done, total, stats.hits, o)
-                if on_idle is not None and 0 < remaining < threads and on_idle(outputs):
-                    on_idle = None
         except BaseException as exc:
             self.client.cancel(futures)
             if cancel is not None and cancel.is_set():
@@ -758,27 +694,18 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
-        guessed: _Guess | None = None,
-        losing: _Guess | None = None,
     ) -> tuple[tuple[Any, ...], str, int]:
-        """Fit (or load) the chain of ``params`` on all rows: models, how, step fits.
-
-        ``guessed`` holds the future of this same refit, started before the
-        search's last scores were in (see :meth:`run`); a ``losing`` guess
-        is released once this refit is submitted (not before: the two may
-        share steps).
-        """
-        fut = guessed.future if guessed is not None else None
-        if fut is None:
-            rplan = build_refit_plan(base, params, fold, fp_tokens)
-            loaded = (
-                load_refit(self.cache, rplan.chain, rplan.key) if self.cache is not None else None
-            )
+        """Fit (or load) the chain of ``params`` on all rows: models, how, step fits."""
+        rplan = build_refit_plan(base, params, fold, fp_tokens)
+        if self.cache is not None:
+            loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
                 return loaded[0], "hit", 0
-            fut = self._submit_refit(base, params, fold, fp_tokens, ctx)
-            if losing is not None:
-                losing.future = None
+        dsk: dict[str, Any] = {}
+        shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
+        self._add_chain(dsk, shadow, rplan.parent, ctx)
+        dsk[rplan.key] = (run_refit, ctx, rplan, fold, rplan.parent)
+        (fut,) = self.client.get(dsk, [rplan.key], sync=False)
         stop = self._watch_cancel(cancel, [fut])
         try:
             models, how, _, step_fits = fut.result()
@@ -789,46 +716,3 @@ class SearchRunner:
         finally:
             stop.set()
         return models, how, step_fits
-
-    def _submit_refit(
-        self, base: Any, params: dict[str, Any], fold: Fold, fp_tokens: dict, ctx: TaskContext
-    ) -> Any:
-        """Start fitting the chain of ``params`` on all rows; its future."""
-        rplan = build_refit_plan(base, params, fold, fp_tokens)
-        dsk: dict[str, Any] = {}
-        shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
-        self._add_chain(dsk, shadow, rplan.parent, ctx)
-        dsk[rplan.key] = (run_refit, ctx, rplan, fold, rplan.parent)
-        (fut,) = self.client.get(dsk, [rplan.key], sync=False)
-        return fut
-
-    @staticmethod
-    def _leader(p: PreparedSearch, outputs: Mapping[str, ScoreOutput]) -> int | None:
-        """The candidate with the best mean refit score among those fully scored.
-
-        Ties go to the first, as in scikit-learn's ranking; None while no
-        candidate has all its splits in.
-        """
-        metric = p.refit_metric
-        best, best_mean = None, -math.inf
-        for index, row in enumerate(p.plan.grid):
-            scores = []
-            for skey in row:
-                o = outputs.get(skey)
-                test = o.result.get("test_scores") if o is not None else None
-                if test is None:
-                    break
-                scores.append(test[metric] if isinstance(test, dict) else test)
-            else:
-                mean = float(np.mean(scores))
-                if mean > best_mean:  # never true for NaN
-                    best, best_mean = index, mean
-        return best
-
-
-@dataclass
-class _Guess:
-    """A refit started before the search's last scores were in."""
-
-    index: int | None = None  # the candidate it refits
-    future: Any = None

@@ -29,12 +29,7 @@ def test_search_on_external_scheduler(external_scheduler, tmp_path, fit_log):
     try:
         client.wait_for_workers(2, timeout=60)
         assert client.cluster is None
-        runner = SearchRunner(
-            client,
-            DatasetStore(tmp_path / "d"),
-            ResultCache(tmp_path / "c"),
-            speculative_refit=False,  # fits are counted exactly
-        )
+        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
         X, y = seed_data()
         grid = {"pca__n_components": [5, 10], "logistic__C": [0.1, 1.0, 10.0]}
         res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=5)

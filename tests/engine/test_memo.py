@@ -121,7 +121,7 @@ def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fi
     results: list = [None, None]
 
     def go(i):
-        runner = SearchRunner(dask_client, store, None, speculative_refit=False)
+        runner = SearchRunner(dask_client, store, None)
         barrier.wait()
         results[i] = runner.search(pipe, X, y, param_grid=grids[i], cv=5, refit=False)
 
@@ -191,7 +191,7 @@ def test_stats_count_hits_misses_and_fits(runner):
 
 def test_runs_without_a_cache(dask_client, store, fit_log):
     X, y = seed_data()
-    runner = SearchRunner(dask_client, store, None, speculative_refit=False)
+    runner = SearchRunner(dask_client, store, None)
     grid = {"pca__n_components": [5], "logistic__C": [0.1, 1.0]}
     res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
     sk = GridSearchCV(seed_pipeline(), grid, cv=3).fit(X, y)

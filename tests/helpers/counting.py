@@ -66,20 +66,3 @@ class CountingScaler(StandardScaler):
     def fit(self, X, y=None, sample_weight=None):
         record_fit("CountingScaler")
         return super().fit(X, y, sample_weight=sample_weight)
-
-
-class SlowCountingLogisticRegression(LogisticRegression):
-    """A logistic regression that sleeps ``delay`` seconds before each fit.
-
-    The fit is recorded after the sleep, so the log's order shows what ran
-    while it slept.
-    """
-
-    def __init__(self, delay=1.0, C=1.0):
-        super().__init__(C=C)
-        self.delay = delay
-
-    def fit(self, X, y, sample_weight=None):
-        time.sleep(self.delay)
-        record_fit("SlowCountingLogisticRegression")
-        return super().fit(X, y, sample_weight=sample_weight)

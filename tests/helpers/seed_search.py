@@ -39,9 +39,7 @@ def main() -> None:
     X, y = seed_data()
     client = make_client(processes=False, n_workers=1, threads_per_worker=2)
     try:
-        runner = SearchRunner(
-            client, DatasetStore(data_dir), ResultCache(cache_dir), speculative_refit=False
-        )
+        runner = SearchRunner(client, DatasetStore(data_dir), ResultCache(cache_dir))
         res = runner.search(seed_pipeline(), X, y, param_grid=json.loads(grid_json), cv=5)
         print(
             json.dumps(
