@@ -94,6 +94,24 @@ def _queue(svc, grid, n=1, data=None) -> list[str]:
     return ids
 
 
+#: a grid whose search lasts long enough to act on it while it runs
+LONG_GRID = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
+
+
+def _start_long_job(svc, n_samples: int, random_state: int) -> str:
+    """Queue a search over ``LONG_GRID`` and start the runner; the job's id."""
+    data = make_classification(n_samples=n_samples, n_features=10, random_state=random_state)
+    (job_id,) = _queue(svc, LONG_GRID, data=data)
+    svc.runner.start()
+    return job_id
+
+
+def _set_job(svc, job_id: str, **values) -> None:
+    """Change a job's row behind the runner's back."""
+    with svc.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
 def _state(svc, job_id):
     from sqlalchemy.orm import undefer
 
@@ -168,10 +186,7 @@ def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
 
 
 def test_stopping_the_runner_requeues_its_jobs_and_a_new_one_resumes(svc):
-    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
-    data = make_classification(n_samples=2000, n_features=10, random_state=1)
-    (job_id,) = _queue(svc, big, data=data)
-    svc.runner.start()
+    job_id = _start_long_job(svc, n_samples=2000, random_state=1)
     deadline = time.monotonic() + 60
     while _state(svc, job_id).progress_done == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -189,13 +204,9 @@ def test_stopping_the_runner_requeues_its_jobs_and_a_new_one_resumes(svc):
 
 
 def test_a_cancel_request_stops_a_running_job(svc):
-    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
-    data = make_classification(n_samples=400, n_features=10, random_state=2)
-    (job_id,) = _queue(svc, big, data=data)
-    svc.runner.start()
+    job_id = _start_long_job(svc, n_samples=400, random_state=2)
     _wait(svc, job_id, states=("running",))
-    with svc.db.write() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    _set_job(svc, job_id, cancel_requested=True)
     t0 = time.monotonic()
     job = _wait(svc, job_id, timeout=20)
     assert job.state == "cancelled" and time.monotonic() - t0 < 10
@@ -211,8 +222,7 @@ def test_a_job_whose_spec_broke_fails_with_the_reason(svc):
 
 def test_a_job_whose_runner_keeps_dying_is_failed_after_max_attempts(svc):
     (job_id,) = _queue(svc, {"svc__C": [1.0]})
-    with svc.db.write() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(attempts=3))
+    _set_job(svc, job_id, attempts=3)
     runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3)
     assert runner.claim() is None
     job = _state(svc, job_id)
@@ -220,14 +230,10 @@ def test_a_job_whose_runner_keeps_dying_is_failed_after_max_attempts(svc):
 
 
 def test_a_runner_that_lost_its_lease_stops_and_writes_nothing(svc):
-    big = {"svc__C": list(np.logspace(-2, 2, 40)), "svc__gamma": [0.1, 1.0]}
-    data = make_classification(n_samples=2000, n_features=10, random_state=3)
-    (job_id,) = _queue(svc, big, data=data)
-    svc.runner.start()
+    job_id = _start_long_job(svc, n_samples=2000, random_state=3)
     _wait(svc, job_id, states=("running",))
     # another runner took the job over (as after a long stall of this one)
-    with svc.db.write() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(lease_owner="someone-else"))
+    _set_job(svc, job_id, lease_owner="someone-else")
     deadline = time.monotonic() + 20
     while svc.runner.active_jobs and time.monotonic() < deadline:
         time.sleep(0.05)
