@@ -158,8 +158,7 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
             )
             r["serial " + name] = serial_unique_fits(w, grid, **kwargs[name])
         # the cold loop again, one copy per core at once: what the cores deliver
-        r["alone"] = r["serial cold"]
-        r["together"] = contended_serial(w, w.grid, CORES, **kwargs["cold"])
+        r["together"] = contended_serial(w, w.grid, CORES, kwargs["cold"])
 
     steps = [sklearn_run, memory_run, dask_ml_run, engine_run, serial_runs]
     for i in range(repeat):
@@ -197,10 +196,10 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
             secs(best("serial " + name)),
             f"limit = serial / {CORES} cores = {best('serial ' + name) / CORES:.3f} s",
         )
-    speedups = [CORES * r["alone"] / r["together"] for r in rounds]
+    speedups = [CORES * r["serial cold"] / r["together"] for r in rounds]
     line(
         f"machine: cold serial loop alone / {CORES} copies at once",
-        f"{best('alone'):.3f} s",
+        f"{best('serial cold'):.3f} s",
         f"/ {best('together'):.3f} s: {CORES} cores deliver {median(speedups):.2f}x, "
         f"not {CORES}x (median of rounds: {', '.join(f'{x:.2f}' for x in speedups)})",
     )
@@ -222,7 +221,7 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
 
     def delivered(r: dict, name: str) -> float:
         """The run's time over its serial loop divided by the cores' real speed-up."""
-        return r[name] / (r["serial " + name] * r["together"] / (CORES * r["alone"]))
+        return r[name] / (r["serial " + name] * r["together"] / (CORES * r["serial cold"]))
 
     line(
         "ratio engine cold / (serial / machine speed-up)",

@@ -151,12 +151,15 @@ def serial_unique_fits(
 
 
 def _serial_copy(args: tuple[Workload, dict[str, list[Any]], dict[str, Any]]) -> float:
-    w, grid, kwargs = args
-    return serial_unique_fits(w, grid, **kwargs)
+    w, grid, fits = args
+    return serial_unique_fits(w, grid, **fits)
 
 
-def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int, **kwargs: Any) -> float:
-    """Seconds :func:`serial_unique_fits` (with ``kwargs``) takes when ``copies`` run at once.
+def contended_serial(
+    w: Workload, grid: dict[str, list[Any]], copies: int, fits: dict[str, Any]
+) -> float:
+    """Seconds :func:`serial_unique_fits` (``fits`` its keyword arguments) takes
+    when ``copies`` of it run at once.
 
     Compared with one copy alone, this shows how much of the ideal
     ``serial / cores`` the machine itself can deliver: cores that slow each
@@ -165,9 +168,8 @@ def contended_serial(w: Workload, grid: dict[str, list[Any]], copies: int, **kwa
     """
     import multiprocessing as mp
 
-    kwargs = kwargs or dict(fit_transformers=True, refit_params=None, refit_transformers=False)
     with mp.get_context("fork").Pool(copies) as pool:
-        return max(pool.map(_serial_copy, [(w, grid, kwargs)] * copies))
+        return max(pool.map(_serial_copy, [(w, grid, fits)] * copies))
 
 
 @contextmanager
