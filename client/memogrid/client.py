@@ -672,7 +672,8 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
 
     from .spec import default_allowlist
 
-    trusted = spec_types(request) | _FITTED_HELPERS
+    named = spec_types(request)
+    trusted = named | _FITTED_HELPERS
     # an estimator class must be one the spec names, private module or not
     estimators = {f"{c.__module__}.{c.__qualname__}" for c in default_allowlist().classes.values()}
     untrusted = set(sio.get_untrusted_types(data=blob))
@@ -687,7 +688,6 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
     loaded = sio.loads(blob, trusted=sorted(untrusted))
     # skops trusts many scikit-learn estimators by default: check that every
     # estimator in what arrived is one the spec asked for
-    named = spec_types(request)
     found = {f"{type(loaded).__module__}.{type(loaded).__qualname__}"}
     if hasattr(loaded, "get_params"):
         for value in loaded.get_params(deep=True).values():

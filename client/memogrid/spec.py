@@ -123,6 +123,12 @@ def _check_safe(name: str, value: Any, path: str) -> None:
         )
 
 
+def _check_safe_entries(key: str, values: list[Any], where: str) -> None:
+    """:func:`_check_safe` on each value a grid or distribution entry lists."""
+    for i, v in enumerate(values):
+        _check_safe(key.rsplit("__", 1)[-1], v, f"{where}[{i}]")
+
+
 #: The largest integer magnitude a spec carries (the builder's limit).
 _INT_LIMIT = 2**63
 
@@ -441,8 +447,7 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
         if not isinstance(values, list) or not values:
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
-        for i, v in enumerate(out[key]):
-            _check_safe(key.rsplit("__", 1)[-1], v, f"{where}[{i}]")
+        _check_safe_entries(key, out[key], where)
     _tuples_where_expected(estimator, out)
     _check_keys(estimator, out, path)
     _check_values(estimator, out, path)
@@ -548,8 +553,7 @@ def build_distributions(
             out[key] = _build_distribution(value, allow, where)
         elif isinstance(value, list) and value:
             out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(value)]
-            for i, v in enumerate(out[key]):
-                _check_safe(key.rsplit("__", 1)[-1], v, f"{where}[{i}]")
+            _check_safe_entries(key, out[key], where)
         else:
             raise SpecError(where, "each entry is a non-empty list of values or a distribution")
         if key.rsplit("__", 1)[-1] in _SAFE_VALUES and not isinstance(out[key], list):

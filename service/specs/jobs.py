@@ -67,19 +67,15 @@ class CompiledJob:
         return out
 
 
-def _raw_grid_size(grid: Any) -> int:
-    """Candidates a JSON grid describes (0 where it is malformed: the builder says why)."""
+def _grid_size(grid: Any) -> int:
+    """Candidates a grid describes, raw JSON or built (a malformed part counts
+    0: the builder says why)."""
     grids = grid if isinstance(grid, list) else [grid]
     total = 0
     for g in grids:
         if isinstance(g, Mapping) and all(isinstance(v, list) for v in g.values()):
             total += math.prod(len(v) for v in g.values())
     return total
-
-
-def _grid_size(grid: Any) -> int:
-    grids = grid if isinstance(grid, list) else [grid]
-    return sum(math.prod(len(v) for v in g.values()) for g in grids)
 
 
 def _scoring(value: Any) -> Any:
@@ -141,7 +137,7 @@ def compile_job(
         raise SpecError("param_grid", "give exactly one of param_grid and param_distributions")
     n_iter = int(request.get("n_iter") or 10)
     # refuse an oversized grid from its JSON, before building anything
-    raw = _raw_grid_size(grid) if grid is not None else n_iter
+    raw = _grid_size(grid) if grid is not None else n_iter
     if raw * 2 > grid_max_fits:
         raise SpecError(
             "param_grid" if grid is not None else "n_iter",
