@@ -3,7 +3,8 @@
 Every task of a search is named by a hash of everything that can change
 its result, chained through its parent:
 
-- ``fold_key``  = H(X id, y id, groups id, train indices, test indices)
+- ``fold_key``  = H(X id, y id, groups id, train indices, test indices,
+  BLAS thread limit of its fits)
 - ``step_key``  = H(step class and canonical params, library versions,
   parent key, routed fit params)
 - ``score_key`` = H(final estimator class and canonical params, library
@@ -41,7 +42,7 @@ import numpy as np
 
 #: Bumped whenever the encoding or the task semantics change, so that old
 #: cache entries are never read with new meaning.
-KEY_SCHEMA = "memogrid-keys-v1"
+KEY_SCHEMA = "memogrid-keys-v2"  # v2: folds carry their BLAS thread limit
 
 _HEX = 40
 
@@ -209,11 +210,16 @@ def fold_key(
     groups_id: str | None,
     train: np.ndarray,
     test: np.ndarray,
+    blas_threads: int | None = 1,
 ) -> str:
-    """Key of one fold: the datasets and the exact rows on each side."""
+    """Key of one fold: the datasets, the exact rows on each side, and the
+    BLAS/OpenMP thread limit its fits run under (the last bits of a large
+    matrix product depend on it; the refit's differs from the folds')."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
-    return "fold-" + digest("fold", x_id, y_id, groups_id, array_token(train), array_token(test))
+    return "fold-" + digest(
+        "fold", x_id, y_id, groups_id, array_token(train), array_token(test), blas_threads
+    )
 
 
 _versions_ids: dict[tuple[tuple[str, str], ...], str] = {}

@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from .plan import (
     check_fit_param_names,
 )
 from .tasks import (
+    ALL_CORES,
     DataSpec,
     ScoreOutput,
     TaskContext,
@@ -207,12 +208,20 @@ class SearchRunner:
         cache: ResultCache | None,
         *,
         blas_threads: int | None = 1,
+        refit_blas_threads: int | None = ALL_CORES,
         tasks_per_thread: int = 32,
     ):
         self.client = client
         self.store = store
         self.cache = cache
+        #: BLAS/OpenMP threads per fold task and for the refit (None: no
+        #: limit; ``ALL_CORES``: every core of the worker's machine). The
+        #: defaults are scikit-learn's GridSearchCV(n_jobs=-1): its workers
+        #: fit folds at one thread and it refits in the calling process at
+        #: BLAS's default, and the last bits of a large matrix product
+        #: depend on the thread count
         self.blas_threads = blas_threads
+        self.refit_blas_threads = refit_blas_threads
         #: score tasks to aim for per worker thread; more scores than that
         #: are batched so that cheap fits do not drown in per-task overhead
         self.tasks_per_thread = tasks_per_thread
@@ -317,7 +326,7 @@ class SearchRunner:
         yid = y_ref.dataset_id if y_ref is not None else None
         folds = [
             Fold(
-                keys.fold_key(x_ref.dataset_id, yid, gid, tr, te),
+                keys.fold_key(x_ref.dataset_id, yid, gid, tr, te, self.blas_threads),
                 np.asarray(tr),
                 np.asarray(te),
             )
@@ -362,7 +371,9 @@ class SearchRunner:
         all_rows = np.arange(len(X_local))
         no_rows = np.arange(0)
         refit_fold = Fold(
-            keys.fold_key(x_ref.dataset_id, yid, gid, all_rows, no_rows),
+            keys.fold_key(
+                x_ref.dataset_id, yid, gid, all_rows, no_rows, self.refit_blas_threads
+            ),
             all_rows,
             no_rows,
         )
@@ -701,6 +712,7 @@ class SearchRunner:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
                 return loaded[0], "hit", 0
+        ctx = replace(ctx, blas_threads=self.refit_blas_threads)
         dsk: dict[str, Any] = {}
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
         self._add_chain(dsk, shadow, rplan.parent, ctx)

@@ -13,6 +13,7 @@ exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -153,11 +154,37 @@ def _y_rows(ctx: TaskContext, rows: Any) -> Any:
     return _as_ndarray(_safe_indexing(ctx.data.y.load(), rows))
 
 
+#: ``TaskContext.blas_threads`` for "as many threads as BLAS and OpenMP use
+#: in a process that sets no limit": one per core this worker may run on
+ALL_CORES = 0
+
+
+def _all_cores() -> int:
+    """What ``ALL_CORES`` means in this process.
+
+    The limit is process-wide: in a worker running several task threads,
+    raising it for one task would change the bits of the fold fits running
+    beside it, so such workers stay at one thread.
+    """
+    try:
+        from distributed import get_worker
+
+        if get_worker().state.nthreads > 1:
+            return 1
+    except ValueError:  # not in a dask worker
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class _Blas:
     """Hold BLAS/OpenMP to ``n`` threads in this worker process.
 
-    The limit is process-wide (as BLAS's own setting is), applied once and
-    kept: toggling it per task would race between a worker's threads.
+    The limit is process-wide (as BLAS's own setting is) and kept until a
+    task asks for another: fold fits run at one thread, a refit at every
+    core (``ALL_CORES``), each as scikit-learn's GridSearchCV(n_jobs=-1)
+    runs them.
     """
 
     _applied: int | None = None
@@ -165,6 +192,8 @@ class _Blas:
 
     @classmethod
     def apply(cls, n: int | None) -> None:
+        if n == ALL_CORES:
+            n = _all_cores()
         if n is not None and cls._applied != n:
             with cls._lock:
                 if cls._applied != n:

@@ -77,6 +77,23 @@ def test_health_checks_and_start_order():
     assert re.search(r"memogrid migrate upgrade && exec memogrid serve", command)
 
 
+def test_dask_services_take_the_embedded_clusters_housekeeping():
+    """The scheduler and workers read the intervals make_client sets in-process."""
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    from memogrid_service.engine.cluster import QUIET_HOUSEKEEPING
+
+    services = compose()["services"]
+    for name in ("scheduler", "worker-1", "worker-2"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        seen = dask.config.collect_env(env)
+        for key, value in QUIET_HOUSEKEEPING.items():
+            got = dask.config.get(key, config=seen, default=None)
+            assert got is not None, (name, key)
+            assert parse_timedelta(got) == parse_timedelta(value), (name, key, got)
+
+
 def test_api_environment_and_env_file():
     services = compose()["services"]
     env = services["api"]["environment"]

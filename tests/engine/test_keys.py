@@ -80,9 +80,11 @@ def test_equal_specs_give_equal_keys_in_separate_processes():
     assert runs[0] == runs[1] == _keys_here()
 
 
-def _chain(scaler, pca, lr, data=(b"\x00" * 8), train=(0, 1, 2), test=(3, 4)):
+def _chain(scaler, pca, lr, data=(b"\x00" * 8), train=(0, 1, 2), test=(3, 4), blas=1):
     """Keys (fold, scaler step, pca step, score) of a three-link chain."""
-    fk = keys.fold_key(keys.digest(data.hex()), "y", None, np.array(train), np.array(test))
+    fk = keys.fold_key(
+        keys.digest(data.hex()), "y", None, np.array(train), np.array(test), blas
+    )
     s1 = keys.step_key(keys.estimator_token(scaler), fk)
     s2 = keys.step_key(keys.estimator_token(pca), s1)
     sc = keys.score_key(keys.estimator_token(lr), s2, ["scoring", None], False)
@@ -160,6 +162,16 @@ def test_any_fold_row_changes_every_key(n, moved):
     c = _chain(StandardScaler(), PCA(), LogisticRegression(), train=train, test=[n - 2])
     assert all(x != y for x, y in zip(a, b, strict=True))
     assert all(x != y for x, y in zip(a, c, strict=True))
+
+
+def test_blas_thread_limit_changes_every_key():
+    """Fits under another BLAS thread count may differ in their last bits."""
+    from memogrid_service.engine.tasks import ALL_CORES
+
+    a = _chain(StandardScaler(), PCA(), LogisticRegression())
+    for blas in (ALL_CORES, 2, None):
+        b = _chain(StandardScaler(), PCA(), LogisticRegression(), blas=blas)
+        assert all(x != z for x, z in zip(a, b, strict=True))
 
 
 def test_upstream_step_change_changes_downstream_not_upstream():

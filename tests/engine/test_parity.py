@@ -119,6 +119,31 @@ def test_seed_pipeline(runner, clf_data):
     assert ours.stats.step_fits == 15 and ours.stats.final_fits == 90
 
 
+def test_blas_threads_as_scikit_learn_uses_them(runner):
+    """Fold fits at one BLAS thread, the refit at the machine's default.
+
+    GridSearchCV(n_jobs=-1) fits folds in workers held to one BLAS thread
+    and refits in the calling process at BLAS's default (every core). On
+    data this size PCA's last bits depend on the thread count, so both
+    the split scores and the refit model show whether the engine follows.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from memogrid_service.engine.tasks import _all_cores
+
+    X, y = make_classification(n_samples=2500, n_features=100, random_state=0)
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": [10, 20], "lr__C": [0.1, 1.0]}
+    # as in a fresh process (tests that run tasks here leave BLAS at one thread)
+    with threadpool_limits(_all_cores()):
+        sk = GridSearchCV(pipe, grid, cv=3, n_jobs=-1).fit(X, y)
+    ours = runner.search(pipe, X, y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, X)
+    pca = ours.best_estimator_.named_steps["pca"]
+    expected = sk.best_estimator_.named_steps["pca"]
+    assert pca.components_.tobytes() == expected.components_.tobytes()
+
+
 def test_scaler_svc(runner, clf_data):
     X, y = clf_data
     pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())])

@@ -173,6 +173,28 @@ def test_default_cluster_workers_do_not_sample_their_stacks(dask_client):
     assert len(states) == 2 and not any(states.values())
 
 
+def test_default_cluster_runs_its_housekeeping_less_often(dask_client):
+    """The event-loop tick and monitors run at QUIET_HOUSEKEEPING's intervals
+    in the scheduler and in every worker process, not at dask's defaults."""
+    from dask.utils import parse_timedelta
+
+    from memogrid_service.engine.cluster import QUIET_HOUSEKEEPING
+
+    tick = parse_timedelta(QUIET_HOUSEKEEPING["distributed.admin.tick.interval"])
+    assert tick > parse_timedelta("20ms")  # dask's default
+
+    def intervals(dask_worker=None, dask_scheduler=None):
+        import dask
+
+        server = dask_worker or dask_scheduler
+        return server._tick_interval, dask.config.get("distributed.worker.memory.monitor-interval")
+
+    memory = QUIET_HOUSEKEEPING["distributed.worker.memory.monitor-interval"]
+    seen = list(dask_client.run(intervals).values())
+    seen.append(dask_client.run_on_scheduler(intervals))
+    assert len(seen) == 3 and all(s == (tick, memory) for s in seen), seen
+
+
 def _hold_background_writers(hold: bool) -> None:
     """In a worker: stop (or restart) the cache writer thread taking entries."""
     import threading
