@@ -82,9 +82,7 @@ def test_equal_specs_give_equal_keys_in_separate_processes():
 
 def _chain(scaler, pca, lr, data=(b"\x00" * 8), train=(0, 1, 2), test=(3, 4), blas=1):
     """Keys (fold, scaler step, pca step, score) of a three-link chain."""
-    fk = keys.fold_key(
-        keys.digest(data.hex()), "y", None, np.array(train), np.array(test), blas
-    )
+    fk = keys.fold_key(keys.digest(data.hex()), "y", None, np.array(train), np.array(test), blas)
     s1 = keys.step_key(keys.estimator_token(scaler), fk)
     s2 = keys.step_key(keys.estimator_token(pca), s1)
     sc = keys.score_key(keys.estimator_token(lr), s2, ["scoring", None], False)
