@@ -188,8 +188,7 @@ def bench_workload(w: Workload, client: Any, skip_dask_ml: bool, repeat: int) ->
             f"memogrid engine {name}",
             secs(best(name)),
             f"[step fits {s.step_fits}, final fits {s.final_fits}, hits {s.hits}, "
-            f"refit {s.refit} ({s.refit_step_fits} step fits"
-            f"{', started early: ' + s.refit_early if s.refit_early else ''})]",
+            f"refit {s.refit} ({s.refit_step_fits} step fits)]",
         )
     for name in ("cold", "overlap"):
         line(

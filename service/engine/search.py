@@ -89,9 +89,6 @@ class SearchStats:
     final_fits: int = 0  # final-estimator fits (scores computed)
     refit: str = ""  # "fit", "hit" or "" (no refit)
     refit_step_fits: int = 0  # intermediate steps fitted on all rows for the refit
-    #: "used" or "missed" when the refit was started early on an idle
-    #: worker for the candidate leading then (see :class:`_EarlyRefit`)
-    refit_early: str = ""
 
     @property
     def hits(self) -> int:
@@ -201,129 +198,6 @@ class PreparedSearch:
         return len(self.plan.scores)
 
 
-def _both(first: ResultFn, second: ResultFn | None) -> ResultFn:
-    """One ``on_result`` callback calling ``first``, then ``second`` if given."""
-    if second is None:
-        return first
-
-    def call(skey: str, o: ScoreOutput) -> None:
-        first(skey, o)
-        second(skey, o)
-
-    return call
-
-
-class _EarlyRefit:
-    """The refit, started on a worker the search's last tasks leave idle.
-
-    A search's last tasks run on fewer workers than it has, and the refit
-    can only start once every score is in, then runs alone. So once at most
-    a tenth of the results are missing, a thread asks the scheduler every
-    ``poll`` seconds whether a worker thread is idle; the first time one is,
-    it submits the refit of the candidate leading among those whose every
-    split is in (the highest mean test score of the refit metric, the first
-    on ties, as scikit-learn ranks), below every search task in priority.
-    If that candidate wins, the search takes its refit from there; if not,
-    the early one is released once the right one is submitted (whatever it
-    finished stays cached like any fit).
-    """
-
-    poll = 0.2
-
-    def __init__(self, runner: SearchRunner, prepared: PreparedSearch):
-        self.runner = runner
-        self.p = prepared
-        self.total = len(prepared.plan.scores)
-        self.results: dict[str, ScoreOutput] = {}
-        self.lock = threading.Lock()
-        self.halt = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.submitted: tuple[str, Any] | None = None  # (refit key, future)
-        self.started_at = 0.0
-        self.outcome = ""  # "used" or "missed" once the real refit is known
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._watch, name="memogrid-early-refit", daemon=True)
-        self.thread.start()
-
-    def record(self, skey: str, o: ScoreOutput) -> None:
-        with self.lock:
-            self.results[skey] = o
-
-    def stop(self) -> None:
-        """Stop watching; after this, ``submitted`` no longer changes."""
-        self.halt.set()
-        if self.thread is not None:
-            self.thread.join()
-
-    def take(self, params: dict[str, Any]) -> tuple[tuple[str, Any], float] | None:
-        """The early refit and its start time, if it fits ``params``' chain."""
-        if self.submitted is None:
-            return None
-        p = self.p
-        key = build_refit_plan(p.base, params, p.refit_fold, p.fit_param_tokens).key
-        if key != self.submitted[0]:
-            self.outcome = "missed"
-            return None
-        self.outcome = "used"
-        taken, self.submitted = self.submitted, None
-        return taken, self.started_at
-
-    def close(self) -> None:
-        """Stop watching and let the scheduler forget an early refit not taken."""
-        self.stop()
-        if self.submitted is not None:
-            self.submitted[1].release()
-            self.submitted = None
-
-    def _leader(self) -> dict[str, Any] | None:
-        metric = self.p.refit_metric
-        best, best_mean = None, -math.inf
-        for i, row in enumerate(self.p.plan.grid):
-            outs = [self.results.get(k) for k in row]
-            if any(o is None for o in outs):
-                continue
-            scores = []
-            for o in outs:
-                assert o is not None
-                test = o.result.get("test_scores")
-                if test is None:  # a failure the search will raise
-                    return None
-                scores.append(test[metric] if isinstance(test, dict) else test)
-            mean = float(np.mean(scores))
-            if mean > best_mean:  # NaN never leads
-                best, best_mean = i, mean
-        return self.p.candidates[best] if best is not None else None
-
-    def _watch(self) -> None:
-        def idle_threads(dask_scheduler: Any = None) -> int:
-            return sum(
-                max(0, ws.nthreads - len(ws.processing)) for ws in dask_scheduler.workers.values()
-            )
-
-        client = self.runner.client
-        while not self.halt.wait(self.poll):
-            with self.lock:
-                missing = self.total - len(self.results)
-            if missing == 0 or missing * 10 > self.total:
-                continue
-            try:
-                if client.run_on_scheduler(idle_threads) <= 0:
-                    continue
-                with self.lock:
-                    params = self._leader()
-                if params is None:
-                    continue
-                submitted = self.runner._submit_refit(self.p, params, priority=-1)
-            except Exception:  # an optimisation only: the search refits as usual
-                log.warning("could not start the refit early", exc_info=True)
-                return
-            if len(submitted) == 2:  # not already cached
-                self.started_at = time.perf_counter()
-                self.submitted = submitted
-            return
-
-
 class SearchRunner:
     """Runs searches against one dataset store, one cache and one dask client."""
 
@@ -336,7 +210,6 @@ class SearchRunner:
         blas_threads: int | None = 1,
         refit_blas_threads: int | None = ALL_CORES,
         tasks_per_thread: int = 32,
-        early_refit: bool = True,
     ):
         self.client = client
         self.store = store
@@ -349,9 +222,6 @@ class SearchRunner:
         #: depend on the thread count
         self.blas_threads = blas_threads
         self.refit_blas_threads = refit_blas_threads
-        #: start the refit of the leading candidate when a worker runs idle
-        #: before the search's last results are in (:class:`_EarlyRefit`)
-        self.early_refit = early_refit
         #: score tasks to aim for per worker thread; more scores than that
         #: are batched so that cheap fits do not drown in per-task overhead
         self.tasks_per_thread = tasks_per_thread
@@ -556,65 +426,54 @@ class SearchRunner:
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
-        early = _EarlyRefit(self, p) if refit and self.early_refit else None
-        try:
-            if early is not None:
-                early.start()
-            record = _both(early.record, on_result) if early is not None else on_result
-            outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel, record)
-            if early is not None:
-                early.stop()
-            out = []
-            for row in plan.grid:
-                for skey in row:
-                    o = outputs[skey]
-                    if o.exception is not None and (
-                        error_score == "raise" or "test_scores" not in o.result
-                    ):
-                        raise o.exception
-                    out.append(dict(o.result))
+        outputs = self._run_plan(plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result)
+        out = []
+        for row in plan.grid:
+            for skey in row:
+                o = outputs[skey]
+                if o.exception is not None and (
+                    error_score == "raise" or "test_scores" not in o.result
+                ):
+                    raise o.exception
+                out.append(dict(o.result))
 
-            # catch_warnings swaps process-wide state: one search at a time
-            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                _warn_or_raise_about_fit_failures(out, error_score)
-                results = sk._format_results(p.candidates, p.n_splits, out)
-            for w in caught:
-                result_warnings.append(f"{w.category.__name__}: {w.message}")
-                if reemit_warnings:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        # catch_warnings swaps process-wide state: one search at a time
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _warn_or_raise_about_fit_failures(out, error_score)
+            results = sk._format_results(p.candidates, p.n_splits, out)
+        for w in caught:
+            result_warnings.append(f"{w.category.__name__}: {w.message}")
+            if reemit_warnings:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
-            multimetric = isinstance(out[0]["test_scores"], dict)
-            res = SearchResult(
-                cv_results_=results,
-                n_splits_=p.n_splits,
-                multimetric_=multimetric,
-                scorer_=scorers._scorers if multimetric else scorers,
-                warnings=result_warnings,
-                stats=stats,
+        multimetric = isinstance(out[0]["test_scores"], dict)
+        res = SearchResult(
+            cv_results_=results,
+            n_splits_=p.n_splits,
+            multimetric_=multimetric,
+            scorer_=scorers._scorers if multimetric else scorers,
+            warnings=result_warnings,
+            stats=stats,
+        )
+        if refit or not multimetric:
+            res.best_index_ = int(sk._select_best_index(refit, p.refit_metric, results))
+            res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
+            res.best_params_ = results["params"][res.best_index_]
+        if refit:
+            assert res.best_params_ is not None
+            start = time.perf_counter()
+            best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
+            fitted, stats.refit, stats.refit_step_fits = self._run_refit(
+                p.base,
+                res.best_params_,
+                p.refit_fold,
+                p.fit_param_tokens,
+                p.ctx,
+                cancel,
             )
-            if refit or not multimetric:
-                res.best_index_ = int(sk._select_best_index(refit, p.refit_metric, results))
-                res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
-                res.best_params_ = results["params"][res.best_index_]
-            if refit:
-                assert res.best_params_ is not None
-                start = time.perf_counter()
-                best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
-                taken = early.take(res.best_params_) if early is not None else None
-                if taken is not None:
-                    submitted, start = taken
-                else:
-                    submitted = self._submit_refit(p, res.best_params_)
-                if early is not None:
-                    stats.refit_early = early.outcome
-                    early.close()  # after the right refit holds any step they share
-                fitted, stats.refit, stats.refit_step_fits = self._await_refit(submitted, cancel)
-                res.best_estimator_ = assemble(best, fitted)
-                res.refit_time_ = time.perf_counter() - start
-        finally:
-            if early is not None:
-                early.close()
+            res.best_estimator_ = assemble(best, fitted)
+            res.refit_time_ = time.perf_counter() - start
         if stats.fits or stats.refit == "fit":
             self._drain_writes()
         return res
@@ -836,33 +695,27 @@ class SearchRunner:
             )
             key = node.parent
 
-    def _submit_refit(self, p: PreparedSearch, params: dict[str, Any], priority: int = 0) -> Any:
-        """Start fitting the chain of ``params`` on all rows.
-
-        Returns the cached chain ``(models, "hit", 0)`` if the refit is
-        already stored, else ``(key, future)`` for :meth:`_await_refit`.
-        """
-        rplan = build_refit_plan(p.base, params, p.refit_fold, p.fit_param_tokens)
+    def _run_refit(
+        self,
+        base: Any,
+        params: dict[str, Any],
+        fold: Fold,
+        fp_tokens: dict,
+        ctx: TaskContext,
+        cancel: threading.Event | None = None,
+    ) -> tuple[tuple[Any, ...], str, int]:
+        """Fit (or load) the chain of ``params`` on all rows: models, how, step fits."""
+        rplan = build_refit_plan(base, params, fold, fp_tokens)
         if self.cache is not None:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
                 return loaded[0], "hit", 0
-        ctx = replace(p.ctx, blas_threads=self.refit_blas_threads)
+        ctx = replace(ctx, blas_threads=self.refit_blas_threads)
         dsk: dict[str, Any] = {}
-        fold = p.refit_fold
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
         self._add_chain(dsk, shadow, rplan.parent, ctx)
         dsk[rplan.key] = (run_refit, ctx, rplan, fold, rplan.parent)
-        (fut,) = self.client.get(dsk, [rplan.key], sync=False, priority=priority)
-        return rplan.key, fut
-
-    def _await_refit(
-        self, submitted: Any, cancel: threading.Event | None = None
-    ) -> tuple[tuple[Any, ...], str, int]:
-        """The fitted chain of a :meth:`_submit_refit`: models, how, step fits."""
-        if len(submitted) == 3:  # from the cache
-            return submitted
-        _, fut = submitted
+        (fut,) = self.client.get(dsk, [rplan.key], sync=False)
         stop = self._watch_cancel(cancel, [fut])
         try:
             models, how, _, step_fits = fut.result()

@@ -233,35 +233,3 @@ def test_a_search_returns_only_after_its_cache_entries_are_on_disk(runner, dask_
     disk = ResultCache(runner.cache.directory)
     expected = [k + "/data" for k in prepared.plan.steps] + list(prepared.plan.scores)
     assert all(k in disk._cache for k in expected)
-
-
-@pytest.mark.parametrize("slow_is_best", [False, True])
-def test_refit_starts_early_on_a_worker_the_last_fits_leave_idle(runner, slow_is_best):
-    """While the last fold fits run, an idle worker refits the leading
-    candidate; the search takes that refit if the leader wins, and refits
-    the winner as usual if not. Either way the result is scikit-learn's."""
-    from sklearn.datasets import make_classification
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import Pipeline
-
-    from tests.engine.test_parity import assert_same_search
-    from tests.helpers.counting import FoldSlowPCA
-
-    X, y = make_classification(n_samples=240, n_features=20, n_informative=8, random_state=1)
-    pipe = Pipeline([("pca", FoldSlowPCA(rows=len(X))), ("lr", LogisticRegression())])
-    good, poor = 10, 1  # components: one informative direction is not enough
-    grid = [
-        {"pca__n_components": [poor if slow_is_best else good], "lr__C": [0.01, 0.1, 1.0, 10.0]},
-        {"pca__n_components": [good if slow_is_best else poor], "pca__delay": [1.5]},
-    ]
-    # warm workers (imports done) start the slow folds together: the idle
-    # stretch lasts a whole slow fit, not what is left of it after imports
-    runner.search(pipe, X[:60], y[:60], param_grid={"lr__C": [1.0]}, cv=3)
-    ours = runner.search(pipe, X, y, param_grid=grid, cv=3)
-    sk = GridSearchCV(pipe, grid, cv=3, n_jobs=-1).fit(X, y)
-    assert_same_search(ours, sk, X)
-    assert (ours.best_params_.get("pca__delay") == 1.5) is slow_is_best
-    # the watcher sees the idle stretch in nearly every run (10 of 10 alone),
-    # but a loaded machine can hide it; when it acts, it must act rightly
-    assert ours.stats.refit_early in ("", "missed" if slow_is_best else "used")
-    assert ours.stats.refit == "fit"

@@ -66,18 +66,3 @@ class CountingScaler(StandardScaler):
     def fit(self, X, y=None, sample_weight=None):
         record_fit("CountingScaler")
         return super().fit(X, y, sample_weight=sample_weight)
-
-
-class FoldSlowPCA(PCA):
-    """A PCA that takes ``delay`` more seconds when fitted on fewer than
-    ``rows`` rows (a fold), and none on all of them (the refit)."""
-
-    def __init__(self, n_components=None, *, delay=0.0, rows=0):
-        super().__init__(n_components=n_components)
-        self.delay = delay
-        self.rows = rows
-
-    def fit_transform(self, X, y=None):
-        if len(X) < self.rows:
-            time.sleep(self.delay)
-        return super().fit_transform(X, y)
