@@ -174,18 +174,23 @@ def contended_serial(
 
 @contextmanager
 def temp_runner(client: Any, prefix: str, **kwargs: Any) -> Iterator[Any]:
-    """A SearchRunner over a fresh dataset store and cache, removed afterwards."""
+    """A SearchRunner over a fresh dataset store and cache, removed afterwards
+    (with the step outputs it kept in worker memory)."""
     from memogrid_service.engine.search import SearchRunner
     from memogrid_service.store.cache import ResultCache
     from memogrid_service.store.datasets import DatasetStore
 
     root = tempfile.mkdtemp(prefix=prefix)
+    runner = SearchRunner(
+        client,
+        DatasetStore(os.path.join(root, "data")),
+        ResultCache(os.path.join(root, "cache")),
+        **kwargs,
+    )
     try:
-        yield SearchRunner(
-            client,
-            DatasetStore(os.path.join(root, "data")),
-            ResultCache(os.path.join(root, "cache")),
-            **kwargs,
-        )
+        yield runner
     finally:
+        # the next cold run must not find this one's outputs in worker memory
+        if runner.resident is not None:
+            runner.resident.clear()
         shutil.rmtree(root, ignore_errors=True)

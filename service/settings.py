@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     n_workers: int = Field(default=0, ge=0, le=1024)
     #: result cache size limit in bytes (least recently used entries go first)
     cache_size_limit: int = Field(default=10 * 2**30, ge=2**20)
+    #: bytes of recent step outputs kept in worker memory between searches,
+    #: so a search changing only later steps reads nothing from disk (0: none)
+    resident_bytes: int = Field(default=2 * 2**30, ge=0)
     #: largest accepted upload in bytes
     upload_max_bytes: int = Field(default=2 * 2**30, ge=1)
     #: largest accepted search, in fits (candidates x folds)

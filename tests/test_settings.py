@@ -22,6 +22,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("MEMOGRID_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
     monkeypatch.setenv("MEMOGRID_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
     monkeypatch.setenv("MEMOGRID_CACHE_SIZE_LIMIT", str(2**30))
+    monkeypatch.setenv("MEMOGRID_RESIDENT_BYTES", "0")
     monkeypatch.setenv("MEMOGRID_EXTRA_ESTIMATORS", '["mypkg.models.MyTransformer"]')
     get_settings.cache_clear()
     s = get_settings()
@@ -29,6 +30,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
     assert s.effective_database_url.startswith("postgresql+psycopg://")
     assert s.scheduler_address == "tcp://127.0.0.1:8786"
     assert s.cache_size_limit == 2**30
+    assert s.resident_bytes == 0
     assert s.extra_estimators == ["mypkg.models.MyTransformer"]
     get_settings.cache_clear()
 
@@ -38,6 +40,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
     [
         ("MEMOGRID_CACHE_SIZE_LIMIT", "10"),
         ("MEMOGRID_N_WORKERS", "-1"),
+        ("MEMOGRID_RESIDENT_BYTES", "-1"),
         ("MEMOGRID_GRID_MAX_FITS", "0"),
         ("MEMOGRID_EXTRA_ESTIMATORS", '["os.system; rm -rf /"]'),
         ("MEMOGRID_EXTRA_ESTIMATORS", '["builtins.__import__"]'),

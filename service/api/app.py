@@ -82,7 +82,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
             worker_nice=settings.worker_nice,
         )
     allow = Allowlist.default(settings.extra_estimators)
-    search = SearchRunner(dask_client, store, cache)
+    search = SearchRunner(dask_client, store, cache, resident_bytes=settings.resident_bytes)
     runner = JobRunner(
         db,
         search,
@@ -103,6 +103,8 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
 def close_services(svc: Services, made: Any) -> None:
     """Stop the runner (requeueing what it ran), then close what was opened."""
     svc.runner.stop()
+    if svc.search.resident is not None:
+        svc.search.resident.clear()  # let the workers free what this service kept
     if made is not None:
         from ..engine.cluster import close_client
 

@@ -15,7 +15,8 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,6 +36,7 @@ from .plan import (
 from .tasks import (
     ALL_CORES,
     DataSpec,
+    RefitOutput,
     ScoreOutput,
     TaskContext,
     load_refit,
@@ -84,7 +86,8 @@ class SearchStats:
     splits: int = 0
     tasks: int = 0  # distinct step and score tasks the search needs
     score_hits: int = 0  # (candidate, split) results found in the cache
-    step_hits: int = 0  # intermediate steps loaded from the cache
+    step_hits: int = 0  # intermediate steps loaded from the cache or worker memory
+    resident: int = 0  # of those, outputs still in worker memory from an earlier search
     step_fits: int = 0  # intermediate steps fitted
     final_fits: int = 0  # final-estimator fits (scores computed)
     refit: str = ""  # "fit", "hit" or "" (no refit)
@@ -198,6 +201,136 @@ class PreparedSearch:
         return len(self.plan.scores)
 
 
+class ResidentOutputs:
+    """Step outputs kept in worker memory between searches, up to a byte budget.
+
+    After a search, the step outputs its final estimators were fitted on
+    (and the refit's) stay on the workers, held here as dask futures; the
+    least recently used are let go first once they exceed ``budget`` bytes.
+    A later search needing the same step key gets the output without
+    reading the disk cache (its tasks take the held future as their input),
+    and the scheduler runs its final fits on the worker that holds it:
+    a search that only changes the final estimator's parameters reads
+    nothing from disk. Outputs are kept only once their search no longer
+    needs them, so a search never holds more than dask itself would.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self._held: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        """The future holding ``key``'s output (marked recently used), or None.
+
+        A future that failed or was cancelled (its data lost for good) is
+        dropped here: the search then loads or fits the step as if it had
+        never been held. One whose worker died is recomputed by dask.
+        """
+        with self._lock:
+            held = self._held.get(key)
+            if held is None:
+                return None
+            if held[0].status not in ("error", "cancelled", "lost"):
+                self._held.move_to_end(key)
+                return held[0]
+            del self._held[key]
+            self._nbytes -= held[1]
+        held[0].release()
+        return None
+
+    def keep(self, items: Iterable[tuple[str, Any, int]]) -> None:
+        """Hold ``(key, future, nbytes)`` items; drop the oldest beyond the budget."""
+        dropped = []
+        with self._lock:
+            for key, future, nbytes in items:
+                if nbytes > self.budget:
+                    continue
+                old = self._held.pop(key, None)
+                if old is not None:
+                    self._nbytes -= old[1]
+                    if old[0] is not future:
+                        dropped.append(old[0])
+                self._held[key] = (future, nbytes)
+                self._nbytes += nbytes
+            while self._nbytes > self.budget and self._held:
+                _, (future, nbytes) = self._held.popitem(last=False)
+                self._nbytes -= nbytes
+                dropped.append(future)
+        # futures are released outside the lock (each release messages the scheduler)
+        for future in dropped:
+            future.release()
+
+    def clear(self) -> None:
+        with self._lock:
+            held, self._held, self._nbytes = self._held, OrderedDict(), 0
+        for future, _ in held.values():
+            future.release()
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+
+@dataclass
+class Reuse:
+    """What a graph takes from worker memory instead of computing or loading."""
+
+    #: held step key -> the future holding its output (the graph's tasks take
+    #: the future itself as their argument: the key is not submitted again)
+    futures: dict[str, Any] = field(default_factory=dict)
+    #: ancestors of held steps that this graph does not fit itself
+    ancestors: set[str] = field(default_factory=set)
+
+    def ref(self, key: str | None) -> Any:
+        """What a task takes for the step ``key``: its future if held, else the key."""
+        return self.futures.get(key, key) if key is not None else None
+
+    def provenance(self, prov: tuple[tuple[str, str, float], ...]) -> tuple:
+        """``prov`` as if the held steps had been loaded from the cache.
+
+        A held output's provenance tells how an earlier search made it: the
+        held step becomes a hit and its ancestors drop out, as they do for
+        a step loaded from the cache.
+        """
+        if not any(k in self.futures or k in self.ancestors for k, _, _ in prov):
+            return prov
+        return tuple(
+            (k, "hit" if k in self.futures else how, t)
+            for k, how, t in prov
+            if k not in self.ancestors
+        )
+
+    def output(self, o: ScoreOutput) -> ScoreOutput:
+        prov = self.provenance(o.provenance)
+        return o if prov is o.provenance else replace(o, provenance=prov)
+
+    def finish(self, dsk: dict[str, Any]) -> None:
+        """Point ``dsk``'s tasks at the held outputs they use.
+
+        Tasks name their inputs by key; a held step's key is not in the
+        graph (submitting it again with another recipe would confuse the
+        scheduler), so its future takes the key's place. An ancestor the
+        graph fits anyway, for another chain, counts as fitted.
+        """
+        if not self.futures:
+            return
+        for k, task in dsk.items():
+            if any(isinstance(a, str) and a in self.futures for a in task):
+                dsk[k] = tuple(
+                    self.futures[a] if isinstance(a, str) and a in self.futures else a for a in task
+                )
+        self.ancestors -= {k for k in self.ancestors if k in dsk and dsk[k][0] is run_step}
+
+
 class SearchRunner:
     """Runs searches against one dataset store, one cache and one dask client."""
 
@@ -210,6 +343,7 @@ class SearchRunner:
         blas_threads: int | None = 1,
         refit_blas_threads: int | None = ALL_CORES,
         tasks_per_thread: int = 32,
+        resident_bytes: int = 2 * 2**30,
     ):
         self.client = client
         self.store = store
@@ -225,6 +359,8 @@ class SearchRunner:
         #: score tasks to aim for per worker thread; more scores than that
         #: are batched so that cheap fits do not drown in per-task overhead
         self.tasks_per_thread = tasks_per_thread
+        #: step outputs kept in worker memory between searches (0: none)
+        self.resident = ResidentOutputs(resident_bytes) if resident_bytes > 0 else None
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -527,19 +663,40 @@ class SearchRunner:
 
         threads = sum(self.client.nthreads().values()) or 1
         batch = min(64, max(1, math.ceil(len(pending) / (threads * self.tasks_per_thread))))
-        dsk, members = self.graph(plan, pending, ctx, scoring, batch)
+        reuse = Reuse()
+        dsk, members = self.graph(plan, pending, ctx, scoring, batch, reuse)
+        stats.resident = len(reuse.futures)
         task_keys = list(members)
-        futures = self.client.get(dsk, task_keys, sync=False)
+        # the step outputs final fits use: kept in worker memory afterwards
+        parent_of: dict[str, str] = {}
+        waiting: dict[str, int] = {}  # parent -> its score tasks not yet done
+        if self.resident is not None:
+            for tkey, skeys in members.items():
+                parent = plan.scores[skeys[0]].parent
+                if parent is not None:
+                    parent_of[tkey] = parent
+                    waiting[parent] = waiting.get(parent, 0) + 1
+        fresh = [p for p in waiting if p not in reuse.futures]
+        futures = self.client.get(dsk, task_keys + fresh, sync=False)
+        score_futures = futures[: len(task_keys)]
+        parent_futures = dict(zip(fresh, futures[len(task_keys) :], strict=True))
+        parent_futures.update((p, reuse.futures[p]) for p in waiting if p in reuse.futures)
+        sizes: dict[str, int] = {}
+        failed: set[str] = set()
         seen_steps: set[str] = set()
-        stop = self._watch_cancel(cancel, futures)
+        # cancelling cancels a key for every search of this client: only the
+        # score tasks; the steps are let go by dropping their futures
+        stop = self._watch_cancel(cancel, score_futures)
         try:
             # gather results in batches: one round trip per batch, not per task
-            for batch in as_completed(futures).batches():
+            for batch in as_completed(score_futures).batches():
                 if cancel is not None and cancel.is_set():
                     raise SearchCancelled()
+                finished = []
                 for fut, got in zip(batch, self.client.gather(batch), strict=True):
                     outs = got if isinstance(got, list) else [got]
                     for skey, o in zip(members[fut.key], outs, strict=True):
+                        o = reuse.output(o)
                         outputs[skey] = o
                         self._count(o, seen_steps, stats)
                         done += 1
@@ -547,8 +704,21 @@ class SearchRunner:
                             on_result(skey, o)
                         if on_progress is not None:
                             on_progress(done, total, stats.hits, o)
+                    parent = parent_of.get(fut.key)
+                    if parent is not None:
+                        sizes[parent] = outs[0].parent_nbytes
+                        if any(o.final == "skipped" for o in outs):
+                            failed.add(parent)  # failures are never memoized
+                        waiting[parent] -= 1
+                        if not waiting[parent]:
+                            finished.append(parent)
+                self._keep_resident(finished, parent_futures, sizes, failed)
         except BaseException as exc:
-            self.client.cancel(futures)
+            for p, fut in parent_futures.items():
+                if p not in reuse.futures:
+                    fut.release()  # not kept: let the workers drop the step
+            parent_futures.clear()
+            self.client.cancel(score_futures)
             if cancel is not None and cancel.is_set():
                 raise SearchCancelled() from None
             from distributed import KilledWorker
@@ -562,6 +732,21 @@ class SearchRunner:
         finally:
             stop.set()
         return outputs
+
+    def _keep_resident(
+        self,
+        keys: list[str],
+        futures: dict[str, Any],
+        sizes: dict[str, int],
+        failed: set[str],
+    ) -> None:
+        """Hand the step outputs ``keys`` (no longer needed) to the resident set."""
+        if self.resident is None or not keys:
+            return
+        kept = [(k, futures[k], sizes[k]) for k in keys if k not in failed]
+        for k in keys:
+            del futures[k]
+        self.resident.keep(kept)
 
     def _drain_writes(self) -> None:
         """Wait until every worker has stored what it computed in the cache.
@@ -619,6 +804,7 @@ class SearchRunner:
         ctx: TaskContext,
         scoring: Scoring,
         batch_size: int = 1,
+        reuse: Reuse | None = None,
     ) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
         """The dask graph computing ``score_keys`` and the steps they need.
 
@@ -630,15 +816,18 @@ class SearchRunner:
         fit params stay on disk and are referenced by :class:`DataRef`
         inside ``ctx``. Scores sharing a fold and parent are run
         ``batch_size`` to a task. Returns the graph and, for each score
-        task, the score keys it yields.
+        task, the score keys it yields. ``reuse`` receives the steps the
+        graph takes from worker memory (see :class:`ResidentOutputs`).
         """
+        if reuse is None:
+            reuse = Reuse()
         dsk: dict[str, Any] = {}
         groups: dict[tuple[Any, ...], list[Any]] = {}
         for skey in score_keys:
             node = plan.scores[skey]
-            self._add_chain(dsk, plan, node.parent, ctx)
+            self._add_chain(dsk, plan, node.parent, ctx, reuse)
             if node.ttrain is not None:
-                self._add_ttrain(dsk, plan, node.ttrain, ctx)
+                self._add_ttrain(dsk, plan, node.ttrain, ctx, reuse)
             groups.setdefault((node.fold, node.parent, node.ttrain), []).append(node)
         outputs: dict[str, tuple[str, ...]] = {}
         for (fold_key, parent, ttrain), nodes in groups.items():
@@ -652,19 +841,32 @@ class SearchRunner:
                     task_key = "scores-" + keys.digest(*(n.key for n in chunk))
                     dsk[task_key] = (run_score_batch, ctx, chunk, scoring, fold, parent, ttrain)
                 outputs[task_key] = tuple(n.key for n in chunk)
+        reuse.finish(dsk)
         return dsk, outputs
 
     def _add_chain(
-        self, dsk: dict[str, Any], plan: Plan, key: str | None, ctx: TaskContext
+        self,
+        dsk: dict[str, Any],
+        plan: Plan,
+        key: str | None,
+        ctx: TaskContext,
+        reuse: Reuse,
     ) -> None:
         """Add step ``key`` and the ancestors it needs to ``dsk``.
 
-        A step already in the cache is loaded directly: its parents are not
-        run (their outputs are not needed), only their small models read.
+        A step held in worker memory is taken from there (``reuse`` records
+        it; :meth:`Reuse.finish` points the graph at it). One in the cache
+        is loaded directly: its parents are not run (their outputs are not
+        needed), only their small models read.
         """
-        while key is not None and key not in dsk:
+        while key is not None and key not in dsk and key not in reuse.futures:
             node = plan.steps[key]
             fold = plan.folds[node.fold]
+            held = self.resident.get(key) if self.resident is not None else None
+            if held is not None:
+                reuse.futures[key] = held
+                reuse.ancestors.update(n.key for n in self._lineage(plan, key)[:-1])
+                return
             if step_cached(self.cache, key):
                 dsk[key] = (run_cached_step, ctx, self._lineage(plan, key), fold)
                 return
@@ -681,10 +883,17 @@ class SearchRunner:
             k = plan.steps[k].parent
         return tuple(reversed(chain))
 
-    def _add_ttrain(self, dsk: dict, plan: Plan, key: str | None, ctx: TaskContext) -> None:
+    def _add_ttrain(
+        self,
+        dsk: dict,
+        plan: Plan,
+        key: str | None,
+        ctx: TaskContext,
+        reuse: Reuse,
+    ) -> None:
         while key is not None and key not in dsk:
             node = plan.ttrains[key]
-            self._add_chain(dsk, plan, node.step, ctx)
+            self._add_chain(dsk, plan, node.step, ctx, reuse)
             dsk[key] = (
                 run_train_transform,
                 ctx,
@@ -713,16 +922,26 @@ class SearchRunner:
         ctx = replace(ctx, blas_threads=self.refit_blas_threads)
         dsk: dict[str, Any] = {}
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
-        self._add_chain(dsk, shadow, rplan.parent, ctx)
+        reuse = Reuse()
+        self._add_chain(dsk, shadow, rplan.parent, ctx, reuse)
         dsk[rplan.key] = (run_refit, ctx, rplan, fold, rplan.parent)
-        (fut,) = self.client.get(dsk, [rplan.key], sync=False)
-        stop = self._watch_cancel(cancel, [fut])
+        reuse.finish(dsk)
+        want = [rplan.key]
+        parent = rplan.parent if self.resident is not None else None
+        if parent is not None and parent not in reuse.futures:
+            want.append(parent)  # kept in worker memory for the next refit
+        futs = self.client.get(dsk, want, sync=False)
+        stop = self._watch_cancel(cancel, futs)
         try:
-            models, how, _, step_fits = fut.result()
+            out: RefitOutput = futs[0].result()
         except BaseException:
             if cancel is not None and cancel.is_set():
                 raise SearchCancelled() from None
             raise
         finally:
             stop.set()
-        return models, how, step_fits
+        if parent is not None and self.resident is not None:
+            held = futs[1] if len(futs) > 1 else reuse.futures[parent]
+            self.resident.keep([(parent, held, out.parent_nbytes)])
+        step_fits = sum(how == "fit" for _, how, _ in reuse.provenance(out.provenance))
+        return out.models, out.final, step_fits

@@ -229,6 +229,27 @@ class ScoreOutput:
     provenance: tuple[tuple[str, str, float], ...] = ()
     final: str = "fit"  # "fit", "hit", or "skipped" after an upstream failure
     exception: BaseException | None = None
+    #: bytes of the step output the final estimator was fitted on (0 for
+    #: none): what keeping that output in worker memory would cost
+    parent_nbytes: int = 0
+
+
+def _sizeof_step(out: StepOutput) -> int:
+    """Bytes a step output holds: its fold outputs and fitted models."""
+    from dask.sizeof import sizeof
+
+    return int(sizeof(out.Xt_train) + sizeof(out.Xt_test) + sizeof(out.models))
+
+
+def _register_sizeof() -> None:
+    # dask's default guess (sys.getsizeof) sees a few hundred bytes; the
+    # workers' memory accounting and the runner's resident set need the real size
+    from dask.sizeof import sizeof
+
+    sizeof.register(StepOutput)(_sizeof_step)
+
+
+_register_sizeof()
 
 
 def _model_key(key: str) -> str:
@@ -384,11 +405,12 @@ def run_score(
 
     scorer, error_score, return_train_score = scoring
     prior = parent.provenance if parent is not None else ()
+    nbytes = _sizeof_step(parent) if parent is not None else 0
     cache = ctx.cache
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            return ScoreOutput(dict(hit), prior, "hit")
+            return ScoreOutput(dict(hit), prior, "hit", parent_nbytes=nbytes)
     n_test = len(fold.test)
     if parent is not None and parent.error is not None:
         failed = _error_scores(scorer, error_score, return_train_score)
@@ -431,7 +453,7 @@ def run_score(
             fit_time=upstream + fit_time,
             score_time=0.0,
         )
-        return ScoreOutput(result, prior, "fit", exc)
+        return ScoreOutput(result, prior, "fit", exc, nbytes)
     fit_time = time.perf_counter() - start
     result["fit_error"] = None
     try:
@@ -448,11 +470,11 @@ def run_score(
                 scored, X_scored, y_train, scorer, score_train, error_score
             )
     except Exception as exc:  # error_score="raise" in _score
-        return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc)
+        return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc, nbytes)
     result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
     if cache is not None:
         cache.set_later(node.key, result)
-    return ScoreOutput(result, prior, "fit")
+    return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
 
 
 def run_score_batch(
@@ -477,17 +499,31 @@ def _as_pipeline(models: tuple[Any, ...], final: Any) -> Any:
     return Pipeline([(f"step{i}", m) for i, m in enumerate((*models, final))])
 
 
-def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> Any:
+@dataclass
+class RefitOutput:
+    """The fitted chain of a refit on all rows, and how it came about."""
+
+    models: tuple[Any, ...]  # every fitted step, the final estimator last
+    final: str  # "fit" or "hit": how the final estimator was obtained
+    fit_time: float
+    #: the parent step output's provenance: which steps were fitted for it
+    provenance: tuple[tuple[str, str, float], ...] = ()
+    parent_nbytes: int = 0
+
+
+def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> RefitOutput:
     """Fit the final estimator on all rows; return the fitted chain."""
 
     if parent is not None and parent.error is not None:
         raise parent.exception or RuntimeError(parent.error)
     models = parent.models if parent is not None else ()
+    prior = parent.provenance if parent is not None else ()
+    nbytes = _sizeof_step(parent) if parent is not None else 0
     cache = ctx.cache
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            return (*models, hit[0]), "hit", hit[1], _fitted(parent)
+            return RefitOutput((*models, hit[0]), "hit", hit[1], prior, nbytes)
     if parent is None:
         X, y = fold_rows(ctx, fold, "train")
     else:
@@ -504,12 +540,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     fit_time = time.perf_counter() - start
     if cache is not None:
         cache.set_later(node.key, (estimator, fit_time))
-    return (*models, estimator), "fit", fit_time, _fitted(parent)
-
-
-def _fitted(parent: StepOutput | None) -> int:
-    """How many of the chain's steps were fitted (not loaded) for this output."""
-    return 0 if parent is None else sum(how == "fit" for _, how, _ in parent.provenance)
+    return RefitOutput((*models, estimator), "fit", fit_time, prior, nbytes)
 
 
 def _load_models(cache: ResultCache, step_keys: Any) -> tuple[Any, ...] | None:

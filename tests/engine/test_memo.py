@@ -165,6 +165,7 @@ def test_corrupt_or_missing_entries_are_recomputed(runner, cache, fit_log):
         if key.startswith("score-"):
             cache.discard(key)
     fit_log.unlink()
+    runner.resident.clear()  # as after a restart: the steps must come from disk
     again = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
     assert_cv_results_equal(again.cv_results_, first.cv_results_)
     assert again.stats.step_fits == 3
@@ -224,6 +225,7 @@ def test_cached_step_does_not_run_its_parents(runner, cache, fit_log):
             cache.discard(key)
             dropped += 1
     assert dropped == 3
+    runner.resident.clear()  # the PCA outputs must come from disk
     res = runner.search(
         _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[1.0]), cv=3, refit=False
     )
@@ -237,6 +239,7 @@ def test_cached_step_evicted_after_planning_is_recomputed(runner, cache, fit_log
     X, y = seed_data()
     grid = {"pca__n_components": [5], "logistic__C": [0.1]}
     runner.search(_scaler_pca_lr(), X, y, param_grid=grid, cv=3, refit=False)
+    runner.resident.clear()  # the steps must come from disk
     prepared = runner.prepare(
         _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[2.0]), cv=3, refit=False
     )

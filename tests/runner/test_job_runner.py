@@ -246,3 +246,30 @@ def test_a_runner_that_lost_its_lease_stops_and_writes_nothing(svc):
 
     with svc.db.read() as s:
         assert s.scalar(select(func.count()).select_from(Candidate)) == 0
+
+
+def test_the_service_keeps_step_outputs_in_memory_within_its_setting(tmp_path, db_url, dask_client):
+    def scheduler_keys() -> set[str]:
+        return set(dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+
+    for budget in (0, 2**30):
+        settings = Settings(
+            data_dir=tmp_path / f"data-{budget}", database_url=db_url, resident_bytes=budget
+        )
+        svc, _ = open_services(settings, dask_client)
+        try:
+            (job_id,) = _queue(svc, {"svc__C": [0.5, 1.0]})
+            svc.runner.start()
+            assert _wait(svc, job_id).state == "succeeded"
+            held = svc.search.resident.keys() if svc.search.resident is not None else []
+        finally:
+            close_services(svc, None)
+        if budget == 0:
+            assert svc.search.resident is None
+        else:
+            # the scaler's output on each fold and on all rows (the refit's)
+            assert len(held) == 4 and svc.search.resident.budget == budget
+            deadline = time.monotonic() + 10
+            while set(held) & scheduler_keys():  # closing the service lets them go
+                assert time.monotonic() < deadline, "closed service's outputs stay on workers"
+                time.sleep(0.05)

@@ -1,0 +1,149 @@
+"""Step outputs stay in worker memory between searches, within a byte budget."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from distributed import wait
+from sklearn.exceptions import FitFailedWarning
+from sklearn.model_selection import GridSearchCV
+
+from memogrid_service.engine.search import ResidentOutputs, SearchRunner
+from memogrid_service.engine.tasks import StepOutput
+from tests.helpers.counting import fit_counts
+from tests.helpers.parity import assert_cv_results_equal
+from tests.helpers.seed_search import seed_data, seed_pipeline
+
+GRID = {"pca__n_components": [5, 10], "logistic__C": [0.1, 1.0]}
+OVERLAP = dict(GRID, logistic__C=[0.5, 2.0])
+
+
+def _drop_steps(cache) -> int:
+    """Remove every step entry from the disk cache; return how many."""
+    keys = [k for k in cache._cache.iterkeys() if k.startswith("step-")]
+    for key in keys:
+        cache.discard(key)
+    return len(keys)
+
+
+def _scheduler_keys(client) -> set[str]:
+    return set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+
+
+def test_overlapping_search_takes_its_steps_from_worker_memory(dask_client, store, cache, fit_log):
+    X, y = seed_data()
+    runner = SearchRunner(dask_client, store, cache)
+    runner.search(seed_pipeline(), X, y, param_grid=GRID, cv=3, refit=False)
+    assert len(runner.resident) == 6  # 2 PCA settings x 3 folds
+    assert runner.resident.nbytes >= X.shape[0] * (5 + 10) * 3 * 8  # every fold's rows
+    assert _drop_steps(cache) >= 6  # nothing to read from disk any more
+    fit_log.write_text("")
+    res = runner.search(seed_pipeline(), X, y, param_grid=OVERLAP, cv=3, refit=False)
+    assert fit_counts(fit_log) == {"CountingLogisticRegression": 12}
+    assert res.stats.step_fits == 0 and res.stats.step_hits == 6 and res.stats.resident == 6
+    sk = GridSearchCV(seed_pipeline(), OVERLAP, cv=3, refit=False).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+    # the same with nothing kept: the dropped steps are fitted again
+    fit_log.write_text("")
+    cold = SearchRunner(dask_client, store, cache, resident_bytes=0)
+    runner.resident.clear()
+    assert cold.resident is None
+    again = cold.search(
+        seed_pipeline(), X, y, param_grid=dict(GRID, logistic__C=[3.0]), cv=3, refit=False
+    )
+    assert fit_counts(fit_log)["CountingPCA"] == 6
+    assert again.stats.step_fits == 6 and again.stats.resident == 0
+
+
+def test_the_refit_reuses_its_prefix_from_worker_memory(dask_client, store, cache, fit_log):
+    X, y = seed_data()
+    grid = {"pca__n_components": [10], "logistic__C": [0.1, 1.0]}
+    runner = SearchRunner(dask_client, store, cache)
+    first = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3)
+    assert first.stats.refit == "fit" and first.stats.refit_step_fits == 1
+    assert len(runner.resident) == 4  # three folds and all rows
+    _drop_steps(cache)
+    fit_log.write_text("")
+    overlap = dict(grid, logistic__C=[0.3, 3.0])
+    res = runner.search(seed_pipeline(), X, y, param_grid=overlap, cv=3)
+    assert fit_counts(fit_log) == {"CountingLogisticRegression": 7}  # 6 folds + the refit
+    assert res.stats.refit == "fit" and res.stats.refit_step_fits == 0
+    sk = GridSearchCV(seed_pipeline(), overlap, cv=3).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+    assert (
+        res.best_estimator_.decision_function(X).tobytes()
+        == sk.best_estimator_.decision_function(X).tobytes()
+    )
+
+
+def test_failed_steps_are_not_kept(dask_client, store, cache, fit_log):
+    X, y = seed_data()
+    grid = {"pca__n_components": [5, 500], "logistic__C": [1.0]}  # 500 > 40 features: fails
+    runner = SearchRunner(dask_client, store, cache)
+    with pytest.warns(FitFailedWarning), pytest.warns(UserWarning, match="non-finite"):
+        runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
+    assert len(runner.resident) == 3  # only the working PCA's folds
+    fit_log.write_text("")
+    with pytest.warns(FitFailedWarning), pytest.warns(UserWarning, match="non-finite"):
+        res = runner.search(
+            seed_pipeline(), X, y, param_grid=dict(grid, logistic__C=[2.0]), cv=3, refit=False
+        )
+    assert fit_counts(fit_log)["CountingPCA"] == 3  # the failing one is tried again
+    assert res.stats.resident == 3
+
+
+def test_resident_outputs_keep_the_most_recently_used_within_budget(dask_client):
+    futures = {k: dask_client.submit(np.zeros, 10, key=f"resident-test-{k}") for k in "abcd"}
+    wait(list(futures.values()))
+    held = ResidentOutputs(budget=100)
+    held.keep([("a", futures["a"], 40), ("b", futures["b"], 40)])
+    assert held.get("a") is futures["a"] and held.get("c") is None  # a is now the newer
+    held.keep([("c", futures["c"], 40)])  # over budget: b is the least recently used
+    assert held.keys() == ["a", "c"] and held.nbytes == 80
+    held.keep([("d", futures["d"], 101)])  # larger than the whole budget: not kept
+    assert held.keys() == ["a", "c"]
+    held.keep([("a", futures["a"], 40)])  # the same output again: still held, now newest
+    assert held.keys() == ["c", "a"] and held.nbytes == 80
+    del futures
+    deadline = time.monotonic() + 10
+    while {"resident-test-b", "resident-test-d"} & _scheduler_keys(dask_client):
+        assert time.monotonic() < deadline, "released outputs stay on the cluster"
+        time.sleep(0.05)
+    assert {"resident-test-a", "resident-test-c"} <= _scheduler_keys(dask_client)
+    assert held.get("a").result().shape == (10,)
+    held.clear()
+    assert len(held) == 0 and held.nbytes == 0
+    while {"resident-test-a", "resident-test-c"} & _scheduler_keys(dask_client):
+        assert time.monotonic() < deadline, "cleared outputs stay on the cluster"
+        time.sleep(0.05)
+
+
+def test_a_search_keeps_no_more_than_the_budget(dask_client, store, cache):
+    X, y = seed_data()
+    one_fold = 400 * 2 // 3 * 10 * 8  # roughly one PCA(10) fold output
+    runner = SearchRunner(dask_client, store, cache, resident_bytes=2 * one_fold)
+    runner.search(seed_pipeline(), X, y, param_grid=GRID, cv=3, refit=False)
+    assert 1 <= len(runner.resident) < 6
+    assert runner.resident.nbytes <= 2 * one_fold
+
+
+def test_dask_knows_the_size_of_a_step_output():
+    from dask.sizeof import sizeof
+
+    out = StepOutput("k", (), np.zeros((100, 10)), np.zeros((50, 10)))
+    assert sizeof(out) >= 150 * 10 * 8
+
+
+def test_a_held_output_that_failed_is_let_go(dask_client):
+    def boom():
+        raise RuntimeError("lost")
+
+    bad = dask_client.submit(boom, key="resident-test-bad")
+    wait([bad])
+    held = ResidentOutputs(budget=100)
+    held.keep([("bad", bad, 10)])
+    assert held.get("bad") is None  # the search loads or fits it instead
+    assert len(held) == 0 and held.nbytes == 0
