@@ -53,6 +53,16 @@ QUIET_HOUSEKEEPING = {
     "distributed.worker.memory.monitor-interval": "500ms",
 }
 
+#: How often the scheduler looks for an idle worker to steal queued tasks
+#: for (dask's default: 1 s). dask gives a ready task to the worker holding
+#: its input, so when one step output feeds several fits they all queue on
+#: one worker; stealing is what spreads them. Measured on the seed search
+#: (cold, 6 alternating runs on two clusters in one process): median 5.20 s
+#: at 1 s, 4.80 s at 100 ms (4.98 s and 4.99 s in a second pairing of
+#: 100 ms against 25 ms: no gain below). The check is cheap when no worker
+#: is idle. Applied to external schedulers through docker-compose's env.
+PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
+
 
 def make_client(
     address: str | None = None,
@@ -101,6 +111,7 @@ def make_client(
     # DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED (docker-compose sets it).
     dask.config.set({"distributed.worker.profile.enabled": False})
     dask.config.set(QUIET_HOUSEKEEPING)
+    dask.config.set(PROMPT_STEALING)
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,

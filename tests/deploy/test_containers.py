@@ -82,13 +82,13 @@ def test_dask_services_take_the_embedded_clusters_housekeeping():
     import dask.config
     from dask.utils import parse_timedelta
 
-    from memogrid_service.engine.cluster import QUIET_HOUSEKEEPING
+    from memogrid_service.engine.cluster import PROMPT_STEALING, QUIET_HOUSEKEEPING
 
     services = compose()["services"]
     for name in ("scheduler", "worker-1", "worker-2"):
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         seen = dask.config.collect_env(env)
-        for key, value in QUIET_HOUSEKEEPING.items():
+        for key, value in {**QUIET_HOUSEKEEPING, **PROMPT_STEALING}.items():
             got = dask.config.get(key, config=seen, default=None)
             assert got is not None, (name, key)
             assert parse_timedelta(got) == parse_timedelta(value), (name, key, got)

@@ -195,6 +195,19 @@ def test_default_cluster_runs_its_housekeeping_less_often(dask_client):
     assert len(seen) == 3 and all(s == (tick, memory) for s in seen), seen
 
 
+def test_default_cluster_steals_work_promptly(dask_client):
+    from dask.utils import parse_timedelta
+
+    from memogrid_service.engine.cluster import PROMPT_STEALING
+
+    def stealing_interval(dask_scheduler):
+        return dask_scheduler.extensions["stealing"]._callback_time
+
+    want = parse_timedelta(PROMPT_STEALING["distributed.scheduler.work-stealing-interval"])
+    assert want < 1.0  # dask's default
+    assert dask_client.run_on_scheduler(stealing_interval) == want
+
+
 def _hold_background_writers(hold: bool) -> None:
     """In a worker: stop (or restart) the cache writer thread taking entries."""
     import threading
