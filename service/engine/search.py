@@ -60,7 +60,7 @@ class WorkerLost(RuntimeError):
 def describe_task(plan: Plan, members: Mapping[str, tuple[str, ...]], key: Any) -> str:
     """A task's key in words: the step or final estimator, and its fold."""
     folds = list(plan.folds)
-    key = str(key)
+    key = str(key).removeprefix(LOADED)
     node: Any = plan.steps.get(key) or plan.scores.get(key) or plan.ttrains.get(key)
     if node is None and key in members:
         node = plan.scores.get(members[key][0])
@@ -208,11 +208,17 @@ class ResidentOutputs:
     (and the refit's) stay on the workers, held here as dask futures; the
     least recently used are let go first once they exceed ``budget`` bytes.
     A later search needing the same step key gets the output without
-    reading the disk cache (its tasks take the held future as their input),
-    and the scheduler runs its final fits on the worker that holds it:
-    a search that only changes the final estimator's parameters reads
+    reading the disk cache (its tasks take a future of the output as their
+    input), and the scheduler runs its final fits on the worker that holds
+    it: a search that only changes the final estimator's parameters reads
     nothing from disk. Outputs are kept only once their search no longer
     needs them, so a search never holds more than dask itself would.
+
+    The set and each search own separate references: :meth:`get` hands out
+    a new one, :meth:`keep` takes its own, so letting an output go here
+    never pulls it from under a search using it. If a worker holding outputs
+    dies, dask restores them from their recipes (which read the disk cache
+    first).
     """
 
     def __init__(self, budget: int):
@@ -222,37 +228,43 @@ class ResidentOutputs:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any:
-        """The future holding ``key``'s output (marked recently used), or None.
+        """A new future of ``key``'s output (marked recently used), or None.
 
-        A future that failed or was cancelled (its data lost for good) is
-        dropped here: the search then loads or fits the step as if it had
-        never been held. One whose worker died is recomputed by dask.
+        The caller owns the future (release it, or let it go out of scope).
+        One that failed, was cancelled or lost is dropped here: the search
+        then loads or fits the step as if it had never been held.
         """
+        from distributed import Future
+
         with self._lock:
             held = self._held.get(key)
             if held is None:
                 return None
-            if held[0].status not in ("error", "cancelled", "lost"):
+            if held[0].status == "finished":
                 self._held.move_to_end(key)
-                return held[0]
+                return Future(held[0].key, held[0].client)
             del self._held[key]
             self._nbytes -= held[1]
         held[0].release()
         return None
 
     def keep(self, items: Iterable[tuple[str, Any, int]]) -> None:
-        """Hold ``(key, future, nbytes)`` items; drop the oldest beyond the budget."""
+        """Hold ``(key, future, nbytes)`` items; drop the oldest beyond the budget.
+
+        Only finished futures are kept, each through a reference of its own.
+        """
+        from distributed import Future
+
         dropped = []
         with self._lock:
             for key, future, nbytes in items:
-                if nbytes > self.budget:
+                if nbytes > self.budget or future.status != "finished":
                     continue
                 old = self._held.pop(key, None)
                 if old is not None:
                     self._nbytes -= old[1]
-                    if old[0] is not future:
-                        dropped.append(old[0])
-                self._held[key] = (future, nbytes)
+                    dropped.append(old[0])
+                self._held[key] = (Future(future.key, future.client), nbytes)
                 self._nbytes += nbytes
             while self._nbytes > self.budget and self._held:
                 _, (future, nbytes) = self._held.popitem(last=False)
@@ -261,6 +273,15 @@ class ResidentOutputs:
         # futures are released outside the lock (each release messages the scheduler)
         for future in dropped:
             future.release()
+
+    def discard(self, key: str) -> None:
+        """Let ``key``'s output go (if held)."""
+        with self._lock:
+            held = self._held.pop(key, None)
+            if held is not None:
+                self._nbytes -= held[1]
+        if held is not None:
+            held[0].release()
 
     def clear(self) -> None:
         with self._lock:
@@ -280,55 +301,66 @@ class ResidentOutputs:
             return list(self._held)
 
 
+#: dask key prefix of a task loading a step from the disk cache: a loader has
+#: another recipe (no inputs) than the task fitting the step, and dask must
+#: never see one key with two recipes (the fitting one may still be known to
+#: the scheduler as an ancestor of an output held in worker memory)
+LOADED = "loaded-"
+
+
 @dataclass
 class Reuse:
-    """What a graph takes from worker memory instead of computing or loading."""
+    """How a graph names the steps it does not fit: held or loaded ones."""
 
-    #: held step key -> the future holding its output (the graph's tasks take
-    #: the future itself as their argument: the key is not submitted again)
+    #: held step key -> this search's future of its output (the graph's tasks
+    #: take the future itself as their argument: the key is not submitted again)
     futures: dict[str, Any] = field(default_factory=dict)
-    #: ancestors of held steps that this graph does not fit itself
-    ancestors: set[str] = field(default_factory=set)
+    #: step key -> the dask key of the task loading it from the disk cache
+    loaded: dict[str, str] = field(default_factory=dict)
 
     def ref(self, key: str | None) -> Any:
-        """What a task takes for the step ``key``: its future if held, else the key."""
-        return self.futures.get(key, key) if key is not None else None
+        """What a task takes for the step ``key``: a future, a loader's key or the key."""
+        if key is None:
+            return None
+        return self.futures.get(key) or self.loaded.get(key, key)
 
     def provenance(self, prov: tuple[tuple[str, str, float], ...]) -> tuple:
         """``prov`` as if the held steps had been loaded from the cache.
 
         A held output's provenance tells how an earlier search made it: the
-        held step becomes a hit and its ancestors drop out, as they do for
-        a step loaded from the cache.
+        held step becomes a hit and the steps before it in the chain (its
+        ancestors, made by that earlier search) drop out, as they do for a
+        step loaded from the cache. Other chains' provenance is untouched.
         """
-        if not any(k in self.futures or k in self.ancestors for k, _, _ in prov):
+        held = [i for i, (k, _, _) in enumerate(prov) if k in self.futures]
+        if not held:
             return prov
-        return tuple(
-            (k, "hit" if k in self.futures else how, t)
-            for k, how, t in prov
-            if k not in self.ancestors
-        )
+        i = held[-1]
+        return ((prov[i][0], "hit", prov[i][2]), *prov[i + 1 :])
 
     def output(self, o: ScoreOutput) -> ScoreOutput:
         prov = self.provenance(o.provenance)
         return o if prov is o.provenance else replace(o, provenance=prov)
 
     def finish(self, dsk: dict[str, Any]) -> None:
-        """Point ``dsk``'s tasks at the held outputs they use.
+        """Point ``dsk``'s tasks at the held and loaded steps they use.
 
-        Tasks name their inputs by key; a held step's key is not in the
-        graph (submitting it again with another recipe would confuse the
-        scheduler), so its future takes the key's place. An ancestor the
-        graph fits anyway, for another chain, counts as fitted.
+        Tasks name their inputs by step key; a held step's key is not in
+        the graph (submitting it again with another recipe would confuse
+        the scheduler), so its future takes the key's place, and a loaded
+        step's loader key takes it for a loaded one.
         """
-        if not self.futures:
+        subs: dict[str, Any] = {**self.loaded, **self.futures}
+        if not subs:
             return
         for k, task in dsk.items():
-            if any(isinstance(a, str) and a in self.futures for a in task):
-                dsk[k] = tuple(
-                    self.futures[a] if isinstance(a, str) and a in self.futures else a for a in task
-                )
-        self.ancestors -= {k for k in self.ancestors if k in dsk and dsk[k][0] is run_step}
+            if any(isinstance(a, str) and a in subs for a in task):
+                dsk[k] = tuple(subs[a] if isinstance(a, str) and a in subs else a for a in task)
+
+    def release(self) -> None:
+        """Let go of this search's references to held outputs."""
+        for future in self.futures.values():
+            future.release()
 
 
 class SearchRunner:
@@ -677,7 +709,11 @@ class SearchRunner:
                     parent_of[tkey] = parent
                     waiting[parent] = waiting.get(parent, 0) + 1
         fresh = [p for p in waiting if p not in reuse.futures]
-        futures = self.client.get(dsk, task_keys + fresh, sync=False)
+        try:
+            futures = self.client.get(dsk, task_keys + [reuse.ref(p) for p in fresh], sync=False)
+        except BaseException:
+            reuse.release()
+            raise
         score_futures = futures[: len(task_keys)]
         parent_futures = dict(zip(fresh, futures[len(task_keys) :], strict=True))
         parent_futures.update((p, reuse.futures[p]) for p in waiting if p in reuse.futures)
@@ -714,9 +750,8 @@ class SearchRunner:
                             finished.append(parent)
                 self._keep_resident(finished, parent_futures, sizes, failed)
         except BaseException as exc:
-            for p, fut in parent_futures.items():
-                if p not in reuse.futures:
-                    fut.release()  # not kept: let the workers drop the step
+            for fut in parent_futures.values():
+                fut.release()  # not kept: let the workers drop the step
             parent_futures.clear()
             self.client.cancel(score_futures)
             if cancel is not None and cancel.is_set():
@@ -731,6 +766,7 @@ class SearchRunner:
             raise
         finally:
             stop.set()
+            reuse.release()
         return outputs
 
     def _keep_resident(
@@ -744,9 +780,9 @@ class SearchRunner:
         if self.resident is None or not keys:
             return
         kept = [(k, futures[k], sizes[k]) for k in keys if k not in failed]
+        self.resident.keep(kept)  # takes references of its own
         for k in keys:
-            del futures[k]
-        self.resident.keep(kept)
+            futures.pop(k).release()
 
     def _drain_writes(self) -> None:
         """Wait until every worker has stored what it computed in the cache.
@@ -859,16 +895,18 @@ class SearchRunner:
         is loaded directly: its parents are not run (their outputs are not
         needed), only their small models read.
         """
-        while key is not None and key not in dsk and key not in reuse.futures:
+        while key is not None and key not in dsk:
+            if key in reuse.futures or key in reuse.loaded:
+                return
             node = plan.steps[key]
             fold = plan.folds[node.fold]
             held = self.resident.get(key) if self.resident is not None else None
             if held is not None:
                 reuse.futures[key] = held
-                reuse.ancestors.update(n.key for n in self._lineage(plan, key)[:-1])
                 return
             if step_cached(self.cache, key):
-                dsk[key] = (run_cached_step, ctx, self._lineage(plan, key), fold)
+                reuse.loaded[key] = LOADED + key
+                dsk[LOADED + key] = (run_cached_step, ctx, self._lineage(plan, key), fold)
                 return
             dsk[key] = (run_step, ctx, node, fold, node.parent)
             key = node.parent
@@ -929,19 +967,23 @@ class SearchRunner:
         want = [rplan.key]
         parent = rplan.parent if self.resident is not None else None
         if parent is not None and parent not in reuse.futures:
-            want.append(parent)  # kept in worker memory for the next refit
-        futs = self.client.get(dsk, want, sync=False)
-        stop = self._watch_cancel(cancel, futs)
+            want.append(reuse.ref(parent))  # kept in worker memory for the next refit
         try:
-            out: RefitOutput = futs[0].result()
-        except BaseException:
-            if cancel is not None and cancel.is_set():
-                raise SearchCancelled() from None
-            raise
+            futs = self.client.get(dsk, want, sync=False)
+            # cancel only the refit: its steps may be another search's too
+            stop = self._watch_cancel(cancel, futs[:1])
+            try:
+                out: RefitOutput = futs[0].result()
+            except BaseException:
+                if cancel is not None and cancel.is_set():
+                    raise SearchCancelled() from None
+                raise
+            finally:
+                stop.set()
+            if parent is not None and self.resident is not None:
+                held = futs[1] if len(futs) > 1 else reuse.futures[parent]
+                self.resident.keep([(parent, held, out.parent_nbytes)])
         finally:
-            stop.set()
-        if parent is not None and self.resident is not None:
-            held = futs[1] if len(futs) > 1 else reuse.futures[parent]
-            self.resident.keep([(parent, held, out.parent_nbytes)])
+            reuse.release()
         step_fits = sum(how == "fit" for _, how, _ in reuse.provenance(out.provenance))
         return out.models, out.final, step_fits

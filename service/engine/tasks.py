@@ -238,7 +238,20 @@ def _sizeof_step(out: StepOutput) -> int:
     """Bytes a step output holds: its fold outputs and fitted models."""
     from dask.sizeof import sizeof
 
-    return int(sizeof(out.Xt_train) + sizeof(out.Xt_test) + sizeof(out.models))
+    models = sum(_model_nbytes(m) for m in out.models)
+    return int(sizeof(out.Xt_train) + sizeof(out.Xt_test) + models)
+
+
+def _model_nbytes(model: Any) -> int:
+    """Roughly the memory of a fitted estimator: its array attributes.
+
+    Some transformers keep their training rows (KNeighborsTransformer,
+    Nystroem's components), so a fixed guess would undercount them badly.
+    """
+    from dask.sizeof import sizeof
+
+    attrs = getattr(model, "__dict__", {})
+    return 1000 + sum(sizeof(v) for v in attrs.values() if hasattr(v, "nbytes"))
 
 
 def _register_sizeof() -> None:

@@ -100,7 +100,7 @@ def test_resident_outputs_keep_the_most_recently_used_within_budget(dask_client)
     wait(list(futures.values()))
     held = ResidentOutputs(budget=100)
     held.keep([("a", futures["a"], 40), ("b", futures["b"], 40)])
-    assert held.get("a") is futures["a"] and held.get("c") is None  # a is now the newer
+    assert held.get("a").key == futures["a"].key and held.get("c") is None  # a is newer now
     held.keep([("c", futures["c"], 40)])  # over budget: b is the least recently used
     assert held.keys() == ["a", "c"] and held.nbytes == 80
     held.keep([("d", futures["d"], 101)])  # larger than the whole budget: not kept
@@ -135,6 +135,11 @@ def test_dask_knows_the_size_of_a_step_output():
 
     out = StepOutput("k", (), np.zeros((100, 10)), np.zeros((50, 10)))
     assert sizeof(out) >= 150 * 10 * 8
+    # a fitted model that keeps its training rows counts with them
+    from sklearn.neighbors import KNeighborsTransformer
+
+    model = KNeighborsTransformer(n_neighbors=2).fit(np.zeros((1000, 50)))
+    assert sizeof(StepOutput("k", (model,), None, None)) >= 1000 * 50 * 8
 
 
 def test_a_held_output_that_failed_is_let_go(dask_client):
@@ -147,3 +152,77 @@ def test_a_held_output_that_failed_is_let_go(dask_client):
     held.keep([("bad", bad, 10)])
     assert held.get("bad") is None  # the search loads or fits it instead
     assert len(held) == 0 and held.nbytes == 0
+
+
+def test_a_search_keeps_its_inputs_when_another_lets_them_go(dask_client, store, cache):
+    """Between a search taking a held output and dask receiving its graph,
+    another search's keep() may evict that output: the search must not lose it."""
+    X, y = seed_data()
+    runner = SearchRunner(dask_client, store, cache)
+    runner.search(seed_pipeline(), X, y, param_grid=GRID, cv=3, refit=False)
+    _drop_steps(cache)  # nothing to fall back on
+    take = runner.resident.get
+
+    def take_then_evict(key):
+        got = take(key)
+        runner.resident.clear()  # as a concurrent search's eviction would
+        return got
+
+    runner.resident.get = take_then_evict
+    res = runner.search(seed_pipeline(), X, y, param_grid=OVERLAP, cv=3, refit=False)
+    assert res.stats.resident == 1 and res.stats.step_fits == 5  # the rest was let go
+    sk = GridSearchCV(seed_pipeline(), OVERLAP, cv=3, refit=False).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+def _scaler_pca_lr():
+    from sklearn.pipeline import Pipeline
+
+    from tests.helpers.counting import CountingLogisticRegression, CountingPCA, CountingScaler
+
+    return Pipeline(
+        [
+            ("scale", CountingScaler()),
+            ("pca", CountingPCA()),
+            ("logistic", CountingLogisticRegression(solver="liblinear", random_state=0)),
+        ]
+    )
+
+
+def test_steps_held_and_loaded_in_one_search_count_once_each(
+    dask_client, store, cache, fit_log, caplog
+):
+    """A held PCA output and its scaler loaded from the cache for another
+    chain: every step is a hit, none is fitted, and dask never sees the
+    scaler's key with two recipes."""
+    X, y = seed_data()
+    grid = {"pca": ["passthrough", CountingPCAFactory(5)], "logistic__C": [1.0]}
+    runner = SearchRunner(dask_client, store, cache)
+    runner.search(_scaler_pca_lr(), X, y, param_grid=grid, cv=3, refit=False)
+    assert len(runner.resident) == 6  # the scaler's and the PCA's outputs, 3 folds each
+    pca_keys = [k for k in runner.resident.keys() if _is_pca_output(runner, k)]
+    for key in set(runner.resident.keys()) - set(pca_keys):
+        runner.resident.discard(key)  # the scaler's outputs must come from disk
+    assert len(runner.resident) == 3
+    fit_log.write_text("")
+    with caplog.at_level("WARNING", logger="distributed.scheduler"):
+        res = runner.search(
+            _scaler_pca_lr(), X, y, param_grid=dict(grid, logistic__C=[2.0]), cv=3, refit=False
+        )
+    assert "different `run_spec`" not in caplog.text
+    assert fit_counts(fit_log) == {"CountingLogisticRegression": 6}
+    assert res.stats.step_fits == 0 and res.stats.resident == 3
+    assert res.stats.step_hits == 6  # 3 PCA outputs held, 3 scaler outputs loaded
+    sk = GridSearchCV(_scaler_pca_lr(), dict(grid, logistic__C=[2.0]), cv=3, refit=False)
+    assert_cv_results_equal(res.cv_results_, sk.fit(X, y).cv_results_)
+
+
+def CountingPCAFactory(n):  # noqa: N802 - reads as the estimator it builds
+    from tests.helpers.counting import CountingPCA
+
+    return CountingPCA(n_components=n)
+
+
+def _is_pca_output(runner, key) -> bool:
+    out = runner.resident.get(key).result()
+    return type(out.models[-1]).__name__ == "CountingPCA"
