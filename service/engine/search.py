@@ -322,7 +322,8 @@ class Reuse:
         """What a task takes for the step ``key``: a future, a loader's key or the key."""
         if key is None:
             return None
-        return self.futures.get(key) or self.loaded.get(key, key)
+        held = self.futures.get(key)
+        return held if held is not None else self.loaded.get(key, key)
 
     def provenance(self, prov: tuple[tuple[str, str, float], ...]) -> tuple:
         """``prov`` as if the held steps had been loaded from the cache.
