@@ -162,6 +162,37 @@ def test_cheap_scores_are_batched_but_reported_one_by_one(dask_client, store, ca
     assert again.stats.score_hits == 80 and again.stats.final_fits == 0
 
 
+def test_score_batch_sizes():
+    from memogrid_service.engine.search import BATCH_BELOW_CELLS, score_batch
+
+    small = BATCH_BELOW_CELLS - 1
+    assert score_batch(1000, 2, 32, small) == 16
+    assert score_batch(64, 2, 32, small) == 1
+    assert score_batch(10**6, 2, 32, small) == 64
+    assert score_batch(1000, 0, 32, small) == 32  # no threads known yet: as one
+    assert score_batch(1000, 2, 32, BATCH_BELOW_CELLS) == 1
+
+
+def test_fits_on_large_folds_are_tasks_of_their_own(dask_client, store, cache):
+    from distributed import get_task_stream
+
+    from memogrid_service.engine.search import BATCH_BELOW_CELLS, SearchRunner
+
+    runner = SearchRunner(dask_client, store, cache, tasks_per_thread=1, resident_bytes=0)
+    grid = {"C": [0.1, 1.0, 10.0, 100.0]}
+    counts = {}
+    for n_features in (10, 200):
+        X, y = make_classification(n_samples=1000, n_features=n_features, random_state=0)
+        prepared = runner.prepare(LogisticRegression(), X, y, param_grid=grid, cv=4)
+        assert prepared.train_cells == 750 * n_features
+        with get_task_stream(dask_client) as ts:
+            runner.run(prepared)
+        counts[n_features] = sum(1 for t in ts.data if str(t["key"]).startswith("score"))
+    assert 750 * 10 < BATCH_BELOW_CELLS <= 750 * 200
+    # 16 fits: a task per fold (its 4 fits) on small folds, one per fit on large
+    assert counts == {10: 4, 200: 16}
+
+
 def test_default_cluster_workers_do_not_sample_their_stacks(dask_client):
     # dask's profiler costs a worker ~5% of a core; the default cluster turns it off
     def profiling() -> bool:
