@@ -487,3 +487,19 @@ def test_fit_params_reach_steps_of_nested_pipelines(runner, clf_data):
         fit_params={"pre__scale__sample_weight": w, "lr__sample_weight": w},
     )
     assert_same_search(ours, sk, X)
+
+
+def test_full_svd_outputs_keep_their_memory_order(runner):
+    # PCA's full SVD hands the next step an F-ordered view of U; the engine
+    # copies it compactly (see tasks.compact) and Ridge's last bits depend on
+    # the memory order of its input: a C-ordered copy would change them
+    X, y = make_regression(n_samples=400, n_features=60, noise=5.0, random_state=0)
+    pipe = Pipeline([("pca", PCA(svd_solver="full")), ("ridge", Ridge())])
+    grid = {"pca__n_components": [5, 20], "ridge__alpha": [0.1, 10.0]}
+    ours, sk = both(runner, pipe, X, y, param_grid=grid)
+    assert_same_search(ours, sk, X)
+    # a second search on the same transformer outputs (held in worker memory)
+    overlap = dict(grid, ridge__alpha=[1.0, 100.0])
+    ours, sk = both(runner, pipe, X, y, param_grid=overlap)
+    assert ours.stats.step_fits == 0
+    assert_same_search(ours, sk, X)

@@ -226,3 +226,56 @@ def CountingPCAFactory(n):  # noqa: N802 - reads as the estimator it builds
 def _is_pca_output(runner, key) -> bool:
     out = runner.resident.get(key).result()
     return type(out.models[-1]).__name__ == "CountingPCA"
+
+
+def test_compact_drops_the_memory_a_view_pins_and_keeps_its_order():
+    from memogrid_service.engine.tasks import compact
+
+    u = np.asfortranarray(np.random.default_rng(0).normal(size=(500, 100)))
+    view = u[:, :5]  # what PCA(svd_solver="full").fit_transform returns
+    assert view.flags.f_contiguous and view.base is not None
+    out = compact(view)
+    assert out.base is None and out.flags.f_contiguous and np.array_equal(out, view)
+    rows = np.ones((500, 100))[:, :5]  # a C-ordered strided view
+    out = compact(rows)
+    assert out.base is None and out.flags.c_contiguous and np.array_equal(out, rows)
+    own = np.ones((50, 5))
+    assert compact(own) is own
+    most = np.ones((50, 5))[:40]  # a view of most of its base: not worth a copy
+    assert compact(most) is most
+    # F-ordered but not contiguous: a C-ordered copy on the way to another
+    # worker unless copied here, in its own order
+    rows_of_f = np.asfortranarray(np.ones((100, 10)))[:60]
+    assert not (rows_of_f.flags.c_contiguous or rows_of_f.flags.f_contiguous)
+    out = compact(rows_of_f)
+    assert out.flags.f_contiguous and np.array_equal(out, rows_of_f)
+    assert compact([1, 2]) == [1, 2]
+
+
+def test_held_full_svd_outputs_hold_only_their_own_rows(dask_client, store, cache):
+    from sklearn.datasets import make_classification
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    X, y = make_classification(n_samples=600, n_features=200, random_state=0)
+    pipe = Pipeline([("pca", PCA(svd_solver="full")), ("lr", LogisticRegression())])
+    runner = SearchRunner(dask_client, store, cache)
+    runner.search(pipe, X, y, param_grid={"pca__n_components": [3]}, cv=3, refit=False)
+    assert len(runner.resident) == 3
+
+    def pinned(out: StepOutput) -> int:
+        """Bytes of memory behind the output's training rows."""
+        root = out.Xt_train
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        return int(root.nbytes)
+
+    for key in runner.resident.keys():
+        held = runner.resident.get(key)
+        try:
+            # runs where the output lives (its only copy): what the worker holds
+            nbytes = dask_client.submit(pinned, held, pure=False).result()
+        finally:
+            held.release()
+        assert nbytes == 400 * 3 * 8  # the 3 components of 400 training rows, not U's 200
