@@ -5,14 +5,17 @@ value, safe across threads and processes) with least-recently-used
 eviction under a size limit. Values are written by the engine only, never
 taken from a request.
 
-Every value is framed as ``MAGIC + digest + body`` where the body is a
+Every value is framed as ``MAGIC + checksum + body`` where the body is a
 pickle (protocol 5) whose array buffers travel out of band, so a fold
 output goes from the array's memory to the file without an intermediate
-copy, and the digest is a truncated SHA-256 of the body (hardware
-accelerated on current CPUs: 2.7 times faster here than BLAKE2b). A read
-that finds a missing, truncated or altered entry — anything that does not
-verify and unpickle — deletes the entry and reports a miss: the cache is an
-optimisation and is never fatal.
+copy, and the checksum is the body's CRC-32. The checksum guards against
+accidental damage (a torn write, a flipped bit on disk), not against an
+adversary: only the engine writes the cache, in a directory only the
+service can read. CRC-32 runs at 4.1 GB/s here against SHA-256's 1.4 GB/s,
+and each fold output is checksummed once written and again each time
+read. A read that finds a missing, truncated or altered entry — anything
+that does not verify and unpickle — deletes the entry and reports a miss:
+the cache is an optimisation and is never fatal.
 
 Workers store entries through :meth:`ResultCache.set_later`: a background
 thread at a lower CPU priority writes them while the cores have nothing
@@ -23,13 +26,13 @@ everything it computed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
 import pickle
 import struct
 import threading
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +43,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"MGC2"
-_DIGEST = 16
+MAGIC = b"MGC3"  # MGC2 entries (SHA-256 checksums) read as corrupt: recomputed once
+_DIGEST = 4
 DEFAULT_SIZE_LIMIT = 10 * 2**30
 _FILE_MIN = 1 << 16  # values at least this large get a file of their own
 _MISSING = object()
@@ -112,7 +115,7 @@ class ResultCache:
             if not isinstance(raw, np.ndarray) or raw[:4].tobytes() != MAGIC:
                 raise ValueError("bad header")
             view = raw.data
-            if hashlib.sha256(view[_BODY:]).digest()[:_DIGEST] != bytes(view[4:_BODY]):
+            if _checksum([view[_BODY:]]) != bytes(view[4:_BODY]):
                 raise ValueError("checksum mismatch")
             return _unframe(view)
         except Exception:
@@ -261,10 +264,15 @@ def _frame(value: Any) -> list[Any]:
             pos += pad
         body.append(r)
         pos += r.nbytes
-    h = hashlib.sha256()
-    for part in body:
-        h.update(part)
-    return [MAGIC + h.digest()[:_DIGEST], *body]
+    return [MAGIC + _checksum(body), *body]
+
+
+def _checksum(parts: list[Any]) -> bytes:
+    """The CRC-32 of ``parts`` one after another, as ``_DIGEST`` bytes."""
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)  # releases the GIL on large buffers
+    return crc.to_bytes(_DIGEST, "little")
 
 
 def _unframe(entry: memoryview) -> Any:

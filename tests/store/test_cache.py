@@ -77,6 +77,20 @@ def test_small_inline_values_are_checked_too(tmp_path):
     assert c.get("k") is None
 
 
+def test_entries_of_the_previous_format_are_misses(tmp_path):
+    # MGC2 entries carried a 16-byte SHA-256 where MGC3 has a CRC-32: an old
+    # cache directory is read as misses (and recomputed), never misread
+    import hashlib
+
+    c = ResultCache(tmp_path / "c")
+    c.set("k", {"score": 0.5})
+    body = bytes(c._cache.get("k"))[4 + 4 :]
+    c._cache.set("k", b"MGC2" + hashlib.sha256(body).digest()[:16] + body)
+    assert c.get("k") is None and "k" not in c
+    c.set("k", {"score": 0.5})
+    assert c.get("k") == {"score": 0.5}
+
+
 def test_lru_eviction_under_size_limit(tmp_path):
     c = ResultCache(tmp_path / "c", size_limit=3_000_000)
     blob = np.zeros(100_000)  # ~800 kB each
