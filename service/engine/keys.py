@@ -186,6 +186,17 @@ def token_id(token: Any) -> str:
     return digest("token", token)
 
 
+def encode(part: Any) -> str:
+    """The compact JSON :func:`digest` frames a non-string part as."""
+    return json.dumps(part, separators=(",", ":"), ensure_ascii=True)
+
+
+def token_id_encoded(encoded: str) -> str:
+    """:func:`token_id` of the token whose :func:`encode` is ``encoded``
+    (for callers that assemble the JSON from fragments encoded once)."""
+    return _hash([KEY_SCHEMA, "s5:token", f"j{len(encoded)}:{encoded}"])
+
+
 def digest(*parts: Any) -> str:
     """Hash a sequence of canonical parts into a hex key body.
 
@@ -199,8 +210,12 @@ def digest(*parts: Any) -> str:
         elif part is None or part is True or part is False:
             framed.append(repr(part))
         else:
-            enc = json.dumps(part, separators=(",", ":"), ensure_ascii=True)
+            enc = encode(part)
             framed.append(f"j{len(enc)}:{enc}")
+    return _hash(framed)
+
+
+def _hash(framed: list[str]) -> str:
     return hashlib.sha256("|".join(framed).encode()).hexdigest()[:_HEX]
 
 

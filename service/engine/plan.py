@@ -14,7 +14,6 @@ nodes, not 90.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +85,8 @@ class ChainResolver:
         self._links: dict[tuple[Any, ...], LinkSpec] = {}
         self._params: dict[int, dict[str, Any]] = {}
         self._canon: dict[int, dict[str, Any]] = {}  # canonical(_params), per value
+        #: per estimator: its token's JSON for each param, encoded once
+        self._fragments: dict[int, dict[str, str]] = {}
         self._keep: list[Any] = []  # objects whose id() is memoized stay alive
         #: labels of resolved estimators left with ``random_state=None``
         self.unseeded: set[str] = set()
@@ -98,10 +99,18 @@ class ChainResolver:
             self._keep.append(est)
         return p
 
+    def _param_fragments(self, est: Any) -> dict[str, str]:
+        f = self._fragments.get(id(est))
+        if f is None:
+            f = self._fragments[id(est)] = {
+                k: keys.encode([k, c]) for k, c in self._canon[id(est)].items()
+            }
+        return f
+
     def link(self, path: tuple[str, ...], base: Any, overrides: Mapping[str, Any]) -> LinkSpec:
         """The spec (and content token) of ``clone(base).set_params(**overrides)``."""
-        ov_canon = {k: keys.canonical(v) for k, v in overrides.items()}
-        enc = json.dumps(sorted(ov_canon.items()), separators=(",", ":")) if ov_canon else ""
+        ov_frags = {k: keys.encode([k, keys.canonical(v)]) for k, v in overrides.items()}
+        enc = ",".join(ov_frags[k] for k in sorted(ov_frags))
         memo_key = (path, id(base), enc)
         spec = self._links.get(memo_key)
         if spec is not None:
@@ -116,13 +125,13 @@ class ChainResolver:
         if fast:
             merged = dict(params)
             merged.update(overrides)
-            canon = dict(self._canon[id(base)])
-            canon.update(ov_canon)
-            # the same token as keys.params_token(type(base), merged), with
-            # the base's values encoded once rather than per candidate
-            token = keys.token_id(
-                ["est", keys.qualified_name(type(base)), [[k, canon[k]] for k in sorted(canon)]]
-            )
+            frags = dict(self._param_fragments(base))
+            frags.update(ov_frags)
+            # the JSON of keys.params_token(type(base), merged), with the
+            # base's values encoded once rather than per candidate
+            name = keys.encode(keys.qualified_name(type(base)))
+            body = ",".join(frags[k] for k in sorted(frags))
+            token = keys.token_id_encoded(f'["est",{name},[{body}]]')
             spec = LinkSpec(path, base, tuple(overrides.items()), token)
         else:
             # meta-estimators and nested params: configure for real

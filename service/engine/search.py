@@ -10,13 +10,15 @@ the same to the last bit. The refit on all rows uses the same keys.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +52,40 @@ from .tasks import (
 )
 
 _WARNINGS_LOCK = threading.Lock()
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # planners inside gc_paused() now
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off CPython's cyclic garbage collector while a plan or graph is built.
+
+    A large plan is hundreds of thousands of small objects that all stay
+    alive; the collector runs every 700 net allocations and each older
+    generation pass walks everything allocated so far, for nothing. On the
+    benchmark's 10,000 candidates x 5 folds this was 0.25-0.43 s of the
+    1.0-1.15 s that planning and building the graph took. Reference counting
+    still frees everything at once; only garbage in reference cycles waits
+    for the end. Nested and concurrent planners share one pause: the
+    collector comes back, if it was on, when the last of them is done.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 log = logging.getLogger(__name__)
 
 
@@ -545,15 +581,16 @@ class SearchRunner:
                 "No fits were performed. Was the CV iterator empty? Were there no candidates?"
             )
         base = clone(estimator)
-        plan = build_plan(
-            base,
-            candidates,
-            folds,
-            scorers_token=scorers_token,
-            return_train_score=return_train_score,
-            fit_param_tokens=fp_tokens,
-            score_param_tokens=score_tokens,
-        )
+        with gc_paused():
+            plan = build_plan(
+                base,
+                candidates,
+                folds,
+                scorers_token=scorers_token,
+                return_train_score=return_train_score,
+                fit_param_tokens=fp_tokens,
+                score_param_tokens=score_tokens,
+            )
         data = DataSpec(
             X=x_ref,
             y=y_ref,
@@ -892,6 +929,18 @@ class SearchRunner:
         task, the score keys it yields. ``reuse`` receives the steps the
         graph takes from worker memory (see :class:`ResidentOutputs`).
         """
+        with gc_paused():
+            return self._graph(plan, score_keys, ctx, scoring, batch_size, reuse)
+
+    def _graph(
+        self,
+        plan: Plan,
+        score_keys: list[str],
+        ctx: TaskContext,
+        scoring: Scoring,
+        batch_size: int,
+        reuse: Reuse | None,
+    ) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
         if reuse is None:
             reuse = Reuse()
         dsk: dict[str, Any] = {}

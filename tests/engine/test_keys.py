@@ -270,6 +270,18 @@ def test_fast_and_configured_tokens_agree():
     built = [link.build() for link in links]
     assert [keys.token_id(keys.estimator_token(b)) for b in built] == [link.token for link in links]
 
+    # overrides of every kind of value the fast path encodes by fragments
+    lr = LogisticRegression()
+    for override in (
+        {"C": np.float64(1e-3)},
+        {"C": 2, "tol": 1e-9, "class_weight": {1: 2.0, 0: 1.0}},
+        {"penalty": None, "solver": "saga", "l1_ratio": np.float32(0.5)},
+        {"class_weight": "balanced", "max_iter": np.int64(7), "warm_start": True},
+        {},
+    ):
+        [link] = ChainResolver().resolve(lr, override)
+        assert link.token == keys.token_id(keys.estimator_token(clone(lr).set_params(**override)))
+
 
 def test_resolver_follows_set_params_order():
     """Swapped steps are replaced first, then their nested params applied."""

@@ -277,3 +277,27 @@ def test_a_search_returns_only_after_its_cache_entries_are_on_disk(runner, dask_
     disk = ResultCache(runner.cache.directory)
     expected = [k + "/data" for k in prepared.plan.steps] + list(prepared.plan.scores)
     assert all(k in disk._cache for k in expected)
+
+
+def test_gc_paused_nests_and_restores_the_collector():
+    import gc
+
+    from memogrid_service.engine.search import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer planner is still at work
+    assert gc.isenabled()
+    gc.disable()  # a host that turned it off keeps it off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(KeyError), gc_paused():
+        {}["missing"]  # noqa: B018 - a planner that fails
+    assert gc.isenabled()
