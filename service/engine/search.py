@@ -16,7 +16,8 @@ import math
 import threading
 import time
 import warnings
-from collections import OrderedDict
+import weakref
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,56 @@ from .tasks import (
 )
 
 _WARNINGS_LOCK = threading.Lock()
+
+#: per dask client: how many running searches want each score or refit task
+#: key. One client holds one future state per key, so ``client.cancel`` on a
+#: key cancels it for every search of that client; a search cancels only the
+#: keys no other search still wants (:func:`_cancel_own`).
+_wanted: weakref.WeakKeyDictionary[Any, Counter[str]] = weakref.WeakKeyDictionary()
+_wanted_lock = threading.Lock()
+
+
+@contextmanager
+def _wanting(client: Any, keys: list[str]) -> Iterator[None]:
+    """Count this search among those that want ``keys`` while the block runs."""
+    with _wanted_lock:
+        counts = _wanted.setdefault(client, Counter())
+        counts.update(keys)
+    try:
+        yield
+    finally:
+        with _wanted_lock:
+            counts.subtract(keys)
+            for k in keys:
+                if counts[k] <= 0:
+                    del counts[k]
+
+
+def _cancel_own(client: Any, futures: list) -> None:
+    """Cancel those of ``futures`` that no other running search of ``client`` wants.
+
+    The rest stay wanted by the other search and are left running; this
+    search stops waiting for them as soon as it sees its cancel flag.
+    """
+    with _wanted_lock:
+        counts = _wanted.get(client, Counter())
+        own = [f for f in futures if counts[f.key] <= 1]
+    if own:
+        client.cancel(own)
+
+
+def _result(future: Any, cancel: threading.Event | None) -> Any:
+    """``future``'s result, given up as soon as ``cancel`` is set (the task
+    may go on for another search that wants it)."""
+    if cancel is None:
+        return future.result()
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            if cancel.is_set():
+                raise SearchCancelled() from None
+
 
 _gc_lock = threading.Lock()
 _gc_pauses = 0  # planners inside gc_paused() now
@@ -649,10 +700,12 @@ class SearchRunner:
         ``on_result(score_key, output)`` is called for every distinct result,
         the cached ones first (``plan.grid`` maps score keys to candidates
         and splits); setting ``cancel`` stops the search and releases its
-        dask tasks. The warnings scikit-learn gives while formatting results
-        (failed fits, non-finite scores) land in ``SearchResult.warnings``
-        and are also re-emitted here unless ``reemit_warnings`` is false (a
-        service records them instead).
+        dask tasks (a task another running search of the same client also
+        wants goes on for that search: this one stops at its next result).
+        The warnings scikit-learn gives while formatting results (failed
+        fits, non-finite scores) land in ``SearchResult.warnings`` and are
+        also re-emitted here unless ``reemit_warnings`` is false (a service
+        records them instead).
         """
         from sklearn.base import clone
         from sklearn.model_selection._validation import (
@@ -783,65 +836,70 @@ class SearchRunner:
                     parent_of[tkey] = parent
                     waiting[parent] = waiting.get(parent, 0) + 1
         fresh = [p for p in waiting if p not in reuse.futures]
-        try:
-            futures = self.client.get(dsk, task_keys + [reuse.ref(p) for p in fresh], sync=False)
-        except BaseException:
-            reuse.release()
-            raise
-        score_futures = futures[: len(task_keys)]
-        parent_futures = dict(zip(fresh, futures[len(task_keys) :], strict=True))
-        parent_futures.update((p, reuse.futures[p]) for p in waiting if p in reuse.futures)
-        sizes: dict[str, int] = {}
-        failed: set[str] = set()
-        seen_steps: set[str] = set()
-        # cancelling cancels a key for every search of this client: only the
-        # score tasks; the steps are let go by dropping their futures
-        stop = self._watch_cancel(cancel, score_futures)
-        try:
-            # gather results in batches: one round trip per batch, not per task
-            for batch in as_completed(score_futures).batches():
+        with _wanting(self.client, task_keys):
+            try:
+                futures = self.client.get(
+                    dsk, task_keys + [reuse.ref(p) for p in fresh], sync=False
+                )
+            except BaseException:
+                reuse.release()
+                raise
+            score_futures = futures[: len(task_keys)]
+            parent_futures = dict(zip(fresh, futures[len(task_keys) :], strict=True))
+            parent_futures.update((p, reuse.futures[p]) for p in waiting if p in reuse.futures)
+            sizes: dict[str, int] = {}
+            failed: set[str] = set()
+            seen_steps: set[str] = set()
+            # cancelling cancels a key for every search of this client: only the
+            # score tasks no other search wants; the steps are let go by
+            # dropping their futures
+            stop = self._watch_cancel(cancel, score_futures)
+            try:
+                # gather results in batches: one round trip per batch, not per task
+                for batch in as_completed(score_futures).batches():
+                    if cancel is not None and cancel.is_set():
+                        raise SearchCancelled()
+                    finished = []
+                    for fut, got in zip(batch, self.client.gather(batch), strict=True):
+                        outs = got if isinstance(got, list) else [got]
+                        for skey, o in zip(members[fut.key], outs, strict=True):
+                            o = reuse.output(o)
+                            outputs[skey] = o
+                            self._count(o, seen_steps, stats)
+                            done += 1
+                            if on_result is not None:
+                                on_result(skey, o)
+                            if on_progress is not None:
+                                on_progress(done, total, stats.hits, o)
+                        parent = parent_of.get(fut.key)
+                        if parent is not None:
+                            sizes[parent] = outs[0].parent_nbytes
+                            if any(o.final == "skipped" for o in outs):
+                                failed.add(parent)  # failures are never memoized
+                            waiting[parent] -= 1
+                            if not waiting[parent]:
+                                finished.append(parent)
+                    self._keep_resident(finished, parent_futures, sizes, failed)
+            except BaseException as exc:
+                for fut in parent_futures.values():
+                    fut.release()  # not kept: let the workers drop the step
+                parent_futures.clear()
+                _cancel_own(self.client, score_futures)
                 if cancel is not None and cancel.is_set():
-                    raise SearchCancelled()
-                finished = []
-                for fut, got in zip(batch, self.client.gather(batch), strict=True):
-                    outs = got if isinstance(got, list) else [got]
-                    for skey, o in zip(members[fut.key], outs, strict=True):
-                        o = reuse.output(o)
-                        outputs[skey] = o
-                        self._count(o, seen_steps, stats)
-                        done += 1
-                        if on_result is not None:
-                            on_result(skey, o)
-                        if on_progress is not None:
-                            on_progress(done, total, stats.hits, o)
-                    parent = parent_of.get(fut.key)
-                    if parent is not None:
-                        sizes[parent] = outs[0].parent_nbytes
-                        if any(o.final == "skipped" for o in outs):
-                            failed.add(parent)  # failures are never memoized
-                        waiting[parent] -= 1
-                        if not waiting[parent]:
-                            finished.append(parent)
-                self._keep_resident(finished, parent_futures, sizes, failed)
-        except BaseException as exc:
-            for fut in parent_futures.values():
-                fut.release()  # not kept: let the workers drop the step
-            parent_futures.clear()
-            self.client.cancel(score_futures)
-            if cancel is not None and cancel.is_set():
-                raise SearchCancelled() from None
-            from distributed import KilledWorker
+                    raise SearchCancelled() from None
+                from distributed import KilledWorker
 
-            if isinstance(exc, KilledWorker):
-                raise WorkerLost(
-                    "a task kept killing the worker running it and was given up after "
-                    f"the scheduler's allowed failures: {describe_task(plan, members, exc.task)}"
-                ) from None
-            raise
-        finally:
-            stop.set()
-            reuse.release()
-        return outputs
+                if isinstance(exc, KilledWorker):
+                    task = describe_task(plan, members, exc.task)
+                    raise WorkerLost(
+                        "a task kept killing the worker running it and was given up after "
+                        f"the scheduler's allowed failures: {task}"
+                    ) from None
+                raise
+            finally:
+                stop.set()
+                reuse.release()
+            return outputs
 
     def _keep_resident(
         self,
@@ -887,7 +945,7 @@ class SearchRunner:
         def watch() -> None:
             while not stop.is_set():
                 if cancel.wait(0.1):
-                    self.client.cancel(futures)
+                    _cancel_own(self.client, futures)
                     return
 
         threading.Thread(target=watch, name="memogrid-cancel", daemon=True).start()
@@ -1055,17 +1113,18 @@ class SearchRunner:
         if parent is not None and parent not in reuse.futures:
             want.append(reuse.ref(parent))  # kept in worker memory for the next refit
         try:
-            futs = self.client.get(dsk, want, sync=False)
-            # cancel only the refit: its steps may be another search's too
-            stop = self._watch_cancel(cancel, futs[:1])
-            try:
-                out: RefitOutput = futs[0].result()
-            except BaseException:
-                if cancel is not None and cancel.is_set():
-                    raise SearchCancelled() from None
-                raise
-            finally:
-                stop.set()
+            with _wanting(self.client, [rplan.key]):
+                futs = self.client.get(dsk, want, sync=False)
+                # cancel only the refit: its steps may be another search's too
+                stop = self._watch_cancel(cancel, futs[:1])
+                try:
+                    out: RefitOutput = _result(futs[0], cancel)
+                except BaseException:
+                    if cancel is not None and cancel.is_set():
+                        raise SearchCancelled() from None
+                    raise
+                finally:
+                    stop.set()
             if parent is not None and self.resident is not None:
                 held = futs[1] if len(futs) > 1 else reuse.futures[parent]
                 self.resident.keep([(parent, held, out.parent_nbytes)])

@@ -274,8 +274,12 @@ def test_held_full_svd_outputs_hold_only_their_own_rows(dask_client, store, cach
     for key in runner.resident.keys():
         held = runner.resident.get(key)
         try:
-            # runs where the output lives (its only copy): what the worker holds
-            nbytes = dask_client.submit(pinned, held, pure=False).result()
+            # runs where the output lives (a copy sent elsewhere would carry
+            # only the view's bytes): what that worker holds
+            where = list(dask_client.who_has([held])[held.key])
+            nbytes = dask_client.submit(
+                pinned, held, pure=False, workers=where, allow_other_workers=False
+            ).result()
         finally:
             held.release()
         assert nbytes == 400 * 3 * 8  # the 3 components of 400 training rows, not U's 200

@@ -63,6 +63,11 @@ def test_progress_reports_every_result(runner):
 def test_cancel_stops_promptly_and_releases_tasks(runner, dask_client, fit_log):
     X, y = make_classification(n_samples=200, random_state=0)
     pipe = Pipeline([("pca", SlowCountingPCA()), ("lr", LogisticRegression())])
+    # warm the workers first: on fresh ones the first fits start only after
+    # their imports, and one may begin after the cancel (run alone, this
+    # test failed that way)
+    runner.search(pipe, X, y, param_grid={"pca__n_components": [1]}, cv=2)
+    fit_log.write_text("")
     grid = {"pca__n_components": list(range(1, 21))}  # 100 slow fits
     cancel = threading.Event()
     outcome: dict = {}
@@ -91,6 +96,42 @@ def test_cancel_stops_promptly_and_releases_tasks(runner, dask_client, fit_log):
     time.sleep(1.0)  # but no new one starts
     assert len(fit_log.read_text().splitlines()) == fits_at_cancel
     assert fits_at_cancel < 30
+
+
+def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
+    # both searches want the same score keys (one dask future key per client):
+    # cancelling the first must not cancel the second's tasks
+    from sklearn.model_selection import GridSearchCV
+
+    from tests.helpers.parity import assert_cv_results_equal
+
+    X, y = make_classification(n_samples=200, random_state=0)
+    pipe = Pipeline([("pca", SlowCountingPCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": [1, 2, 3, 4, 5, 6]}  # 18 slow step fits
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def go(name, stop=None):
+        try:
+            outcome[name] = runner.search(pipe, X, y, param_grid=grid, cv=3, cancel=stop)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+            outcome[name] = exc
+
+    first = threading.Thread(target=go, args=("first", cancel))
+    second = threading.Thread(target=go, args=("second",))
+    first.start()
+    time.sleep(0.5)
+    second.start()
+    time.sleep(0.5)
+    cancel.set()
+    first.join(30)
+    second.join(30)
+    assert not first.is_alive() and not second.is_alive()
+    assert isinstance(outcome["first"], SearchCancelled)
+    res = outcome["second"]
+    assert not isinstance(res, BaseException), res
+    sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(res.cv_results_, sk.cv_results_)
 
 
 @pytest.mark.parametrize(
