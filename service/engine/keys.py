@@ -226,15 +226,27 @@ def fold_key(
     train: np.ndarray,
     test: np.ndarray,
     blas_threads: int | None = 1,
+    order: str = "C",
 ) -> str:
-    """Key of one fold: the datasets, the exact rows on each side, and the
+    """Key of one fold: the datasets, the exact rows on each side, the
     BLAS/OpenMP thread limit its fits run under (the last bits of a large
-    matrix product depend on it; the refit's differs from the folds')."""
+    matrix product depend on it; the refit's differs from the folds') and,
+    when X reaches the fits in Fortran order (a refit on X as given), that
+    order, which some estimators' last bits depend on too."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
-    return "fold-" + digest(
-        "fold", x_id, y_id, groups_id, array_token(train), array_token(test), blas_threads
-    )
+    parts: list[Any] = [
+        "fold",
+        x_id,
+        y_id,
+        groups_id,
+        array_token(train),
+        array_token(test),
+        blas_threads,
+    ]
+    if order != "C":  # C-ordered folds keep the keys they always had
+        parts.append(["order", order])
+    return "fold-" + digest(*parts)
 
 
 _versions_ids: dict[tuple[tuple[str, str], ...], str] = {}

@@ -221,6 +221,11 @@ class Fold(_Keyed):
     key: str
     train: np.ndarray
     test: np.ndarray
+    #: the refit's fold: its rows are X as the caller gave it, in the memory
+    #: order ``order`` ("C" or "F"), not a row selection (which numpy always
+    #: returns C-ordered)
+    whole: bool = False
+    order: str = "C"
 
 
 @dataclass

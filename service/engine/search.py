@@ -261,6 +261,19 @@ def _param_token(value: Any) -> Any:
     return keys.canonical(value)
 
 
+def memory_order(X: Any) -> str:
+    """ "F" for a 2-D array laid out column by column (Fortran order, or a
+    view of one), else "C": the order scikit-learn's refit sees X in."""
+    if (
+        isinstance(X, np.ndarray)
+        and X.ndim == 2
+        and not X.flags.c_contiguous
+        and (X.flags.f_contiguous or X.strides[0] < X.strides[1])
+    ):
+        return "F"
+    return "C"
+
+
 def _n_columns(X: Any) -> int:
     shape = getattr(X, "shape", None)
     return int(shape[1]) if shape is not None and len(shape) > 1 else 1
@@ -538,13 +551,17 @@ class SearchRunner:
         error_score: Any = np.nan,
         return_train_score: bool = False,
         fit_params: Mapping[str, Any] | None = None,
+        x_order: str | None = None,
     ) -> PreparedSearch:
         """Validate a search, draw its candidates and folds, and plan its tasks.
 
         Arguments are scikit-learn's (a grid search with ``param_grid``, a
         randomized one with ``param_distributions``). ``X``, ``y``, ``groups``
         and fit-param values may be arrays or DataFrames (stored
-        content-addressed first) or :class:`DataRef`. Nothing runs yet.
+        content-addressed first) or :class:`DataRef`. ``x_order`` is the
+        memory order ("C" or "F") of the caller's X, which the refit
+        reproduces as scikit-learn refits on X itself; by default it is read
+        off X (and "C" for a :class:`DataRef`). Nothing runs yet.
         """
         from sklearn.base import clone, is_classifier
         from sklearn.model_selection import (
@@ -559,6 +576,8 @@ class SearchRunner:
 
         if (param_grid is None) == (param_distributions is None):
             raise ValueError("give exactly one of param_grid and param_distributions")
+        if x_order not in (None, "C", "F"):
+            raise ValueError(f"x_order must be 'C' or 'F', not {x_order!r}")
         common = dict(
             scoring=scoring,
             refit=refit,
@@ -659,10 +678,15 @@ class SearchRunner:
             )
         all_rows = np.arange(len(X_local))
         no_rows = np.arange(0)
+        order = x_order if x_order is not None else memory_order(X)
         refit_fold = Fold(
-            keys.fold_key(x_ref.dataset_id, yid, gid, all_rows, no_rows, self.refit_blas_threads),
+            keys.fold_key(
+                x_ref.dataset_id, yid, gid, all_rows, no_rows, self.refit_blas_threads, order
+            ),
             all_rows,
             no_rows,
+            whole=True,
+            order=order,
         )
         return PreparedSearch(
             sk=sk,

@@ -100,7 +100,11 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
     y = ctx.data.y.load() if ctx.data.y is not None else None
     est = ctx.data.pairwise_estimator
     rows_of = fold.train if which == "train" else fold.test
-    if est is None:  # what _safe_split does for estimators without pairwise input
+    if fold.whole and isinstance(X, np.ndarray):
+        # scikit-learn refits on X itself: same rows, same memory order (a
+        # copy, as a row selection would be: the stored X is read-only)
+        Xs, ys = np.array(X, order=fold.order), y
+    elif est is None:  # what _safe_split does for estimators without pairwise input
         Xs = _safe_indexing(X, rows_of)
         ys = _safe_indexing(y, rows_of) if y is not None else None
     elif which == "train":

@@ -503,3 +503,41 @@ def test_full_svd_outputs_keep_their_memory_order(runner):
     ours, sk = both(runner, pipe, X, y, param_grid=overlap)
     assert ours.stats.step_fits == 0
     assert_same_search(ours, sk, X)
+
+
+def test_refit_on_fortran_ordered_x_as_scikit_learn_refits(runner):
+    # scikit-learn refits on X itself; Ridge's and StandardScaler's last bits
+    # depend on its memory order (X from a DataFrame's to_numpy() is often
+    # Fortran-ordered). Fold rows are C-ordered either way (row selection).
+    X, y = make_regression(n_samples=400, n_features=60, noise=5.0, random_state=0)
+    pipe = Pipeline([("scale", StandardScaler()), ("ridge", Ridge())])
+    grid = {"ridge__alpha": [0.1, 10.0]}
+    ours, sk = both(runner, pipe, X, y, param_grid=grid)
+    assert_same_search(ours, sk, X)
+    XF = np.asfortranarray(X)
+    ours, sk = both(runner, pipe, XF, y, param_grid=grid)
+    # same data, same folds: the scores are cached; the refit is not the C one
+    assert ours.stats.final_fits == 0 and ours.stats.refit == "fit"
+    assert_same_search(ours, sk, X)
+    # a view of a Fortran-ordered array refits as the array does
+    wide = np.asfortranarray(np.hstack([X, X]))
+    ours, sk = both(runner, pipe, wide[:, :60], y, param_grid=grid)
+    assert ours.stats.refit == "hit"  # the same as XF's refit
+    assert_same_search(ours, sk, X)
+
+
+def test_memory_order_of_x():
+    from memogrid_service.engine.search import memory_order
+
+    X = np.ones((5, 3))
+    assert memory_order(X) == "C" and memory_order(np.asfortranarray(X)) == "F"
+    assert memory_order(np.asfortranarray(np.ones((5, 6)))[:, ::2]) == "F"
+    assert memory_order(np.ones((5, 6))[:, ::2]) == "C"
+    assert memory_order(np.ones(5)) == "C" and memory_order([[1, 2]]) == "C"
+    assert memory_order(np.ones((5, 1), order="F")) == "C"  # both at once: C
+
+
+def test_x_order_must_be_c_or_f(runner, clf_data):
+    X, y = clf_data
+    with pytest.raises(ValueError, match="x_order must be 'C' or 'F', not 'K'"):
+        runner.prepare(LogisticRegression(), X, y, param_grid={"C": [1.0]}, x_order="K")
