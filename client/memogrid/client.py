@@ -25,7 +25,15 @@ import httpx
 import numpy as np
 
 from . import errors
-from .data import array_chunks, as_array, dataset_id, frame_table, is_frame, npy_header
+from .data import (
+    array_chunks,
+    as_array,
+    dataset_id,
+    frame_table,
+    is_frame,
+    memory_order,
+    npy_header,
+)
 from .errors import MemogridError
 from .spec import SpecError, cv_to_spec, to_distributions, to_grid, to_spec
 
@@ -285,6 +293,8 @@ class Client:
                 )
         # everything expressible: only now touch the network
         body["X"] = self._dataset_ref(X)
+        if memory_order(X) == "F":
+            body["x_order"] = "F"  # the service's refit sees X as scikit-learn's would
         if y is not None:
             body["y"] = self._dataset_ref(y)
         if groups is not None:

@@ -116,3 +116,21 @@ def dataset_id(obj: Any) -> str:
     if is_frame(obj):
         return hash_table(frame_table(obj))
     return hash_array(np.asarray(obj))
+
+
+def memory_order(X: Any) -> str:
+    """ "F" for a 2-D array laid out column by column (Fortran order, or a
+    view of one), else "C".
+
+    A dataset's id and stored copy do not depend on it, but scikit-learn's
+    refit runs on X itself and some estimators' last bits do (Ridge,
+    StandardScaler): a search sends it along so the refit can match.
+    """
+    if (
+        isinstance(X, np.ndarray)
+        and X.ndim == 2
+        and not X.flags.c_contiguous
+        and (X.flags.f_contiguous or X.strides[0] < X.strides[1])
+    ):
+        return "F"
+    return "C"

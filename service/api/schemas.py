@@ -37,6 +37,11 @@ class JobRequest(BaseModel):
     n_iter: int = Field(10, ge=1, le=10_000_000)
     random_state: int | None = Field(None, ge=0, le=2**32 - 1)
     X: DatasetId
+    x_order: Literal["C", "F"] = Field(
+        "C",
+        description="memory order of the caller's X: the refit sees X in it, as "
+        "scikit-learn's refit on X itself does (some estimators' last bits depend on it)",
+    )
     y: DatasetId | None = None
     groups: DatasetId | None = None
     cv: int | dict[str, JSONValue] | None = Field(

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from memogrid.data import memory_order
+
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
 from . import keys
@@ -259,19 +261,6 @@ def _param_token(value: Any) -> Any:
     if isinstance(value, DataRef):
         return ["data", value.dataset_id]
     return keys.canonical(value)
-
-
-def memory_order(X: Any) -> str:
-    """ "F" for a 2-D array laid out column by column (Fortran order, or a
-    view of one), else "C": the order scikit-learn's refit sees X in."""
-    if (
-        isinstance(X, np.ndarray)
-        and X.ndim == 2
-        and not X.flags.c_contiguous
-        and (X.flags.f_contiguous or X.strides[0] < X.strides[1])
-    ):
-        return "F"
-    return "C"
 
 
 def _n_columns(X: Any) -> int:

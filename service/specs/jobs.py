@@ -44,6 +44,7 @@ class CompiledJob:
     n_candidates: int
     n_splits: int
     fit_params: dict[str, str] = field(default_factory=dict)  # name -> dataset id
+    x_order: str = "C"  # memory order of the caller's X, for the refit
 
     def engine_kwargs(self, resolve: Callable[[str], Any]) -> dict[str, Any]:
         """Keyword arguments for ``SearchRunner.prepare``, datasets resolved."""
@@ -55,6 +56,7 @@ class CompiledJob:
             return_train_score=self.return_train_score,
             groups=resolve(self.datasets["groups"]) if "groups" in self.datasets else None,
             fit_params={k: resolve(v) for k, v in self.fit_params.items()},
+            x_order=self.x_order,
         )
         if self.kind == "grid":
             out["param_grid"] = self.search_space
@@ -199,6 +201,9 @@ def compile_job(
     scoring = _scoring(request.get("scoring"))
     if isinstance(refit, str) and not (isinstance(scoring, (list, dict)) and refit in scoring):
         raise SpecError("refit", f"refit={refit!r} must name one of the scorers in scoring")
+    x_order = request.get("x_order", "C")
+    if x_order not in ("C", "F"):
+        raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
     error_score = request.get("error_score", "nan")
     if error_score == "nan" or error_score is None:
         error_score = float("nan")
@@ -219,6 +224,7 @@ def compile_job(
         n_candidates=n_candidates,
         n_splits=n_splits,
         fit_params=fit_params,
+        x_order=x_order,
     )
 
 

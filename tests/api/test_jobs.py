@@ -196,6 +196,7 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         "above the limit",
     )
     _bad(api, dict(base, scoring="acuracy"), "scoring", "unknown scorer")
+    _bad(api, dict(base, x_order="K"), "x_order", "'C' or 'F'")
     marker = tmp_path / "pwned"
     expression = f"__import__('os').system('touch {marker}')"
     _bad(api, dict(base, estimator=expression), "estimator", "")

@@ -244,3 +244,23 @@ def test_best_estimator_types_are_audited():
     other = LogisticRegression().fit(X, y)
     with pytest.raises(memogrid.DataError, match="LogisticRegression"):
         load_audited(sio.dumps(other), request)
+
+
+def test_refit_on_fortran_ordered_x_matches_scikit_learn(mg):
+    # a DataFrame's to_numpy() is often Fortran-ordered; scikit-learn refits
+    # on X itself, and Ridge's and StandardScaler's last bits depend on order
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_regression(n_samples=300, n_features=40, noise=5.0, random_state=0)
+    XF = np.asfortranarray(X)
+    pipe = Pipeline([("scale", StandardScaler()), ("ridge", Ridge())])
+    grid = {"ridge__alpha": [0.1, 10.0]}
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(XF, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(XF, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+    # the C-ordered refit differs in the last bits: the service did not reuse it
+    c_refit = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert not np.array_equal(c_refit.predict(X), sk.predict(X))
