@@ -95,15 +95,20 @@ def _cancel_own(client: Any, futures: list) -> None:
 
 def _result(future: Any, cancel: threading.Event | None) -> Any:
     """``future``'s result, given up as soon as ``cancel`` is set (the task
-    may go on for another search that wants it)."""
+    may go on for another search that wants it).
+
+    Waits on a done-callback rather than ``future.result(timeout=...)``:
+    under load distributed's ``sync`` could end a timed wait with an
+    ``UnboundLocalError`` (seen in a 20-job concurrency test).
+    """
     if cancel is None:
         return future.result()
-    while True:
-        try:
-            return future.result(timeout=0.1)
-        except TimeoutError:
-            if cancel.is_set():
-                raise SearchCancelled() from None
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    while not done.wait(0.1):
+        if cancel.is_set():
+            raise SearchCancelled()
+    return future.result()
 
 
 _gc_lock = threading.Lock()
