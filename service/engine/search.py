@@ -94,8 +94,9 @@ def _cancel_own(client: Any, futures: list) -> None:
 
 
 def _result(future: Any, cancel: threading.Event | None) -> Any:
-    """``future``'s result, given up as soon as ``cancel`` is set (the task
-    may go on for another search that wants it).
+    """``future``'s result; as soon as ``cancel`` is set, its task is cancelled
+    (unless another running search wants it: it goes on for that one) and
+    :class:`SearchCancelled` raised.
 
     Waits on a done-callback rather than ``future.result(timeout=...)``:
     under load distributed's ``sync`` could end a timed wait with an
@@ -107,6 +108,7 @@ def _result(future: Any, cancel: threading.Event | None) -> Any:
     future.add_done_callback(lambda _: done.set())
     while not done.wait(0.1):
         if cancel.is_set():
+            _cancel_own(future.client, [future])
             raise SearchCancelled()
     return future.result()
 
@@ -1133,16 +1135,13 @@ class SearchRunner:
         try:
             with _wanting(self.client, [rplan.key]):
                 futs = self.client.get(dsk, want, sync=False)
-                # cancel only the refit: its steps may be another search's too
-                stop = self._watch_cancel(cancel, futs[:1])
                 try:
+                    # cancels only the refit: its steps may be another search's too
                     out: RefitOutput = _result(futs[0], cancel)
                 except BaseException:
                     if cancel is not None and cancel.is_set():
                         raise SearchCancelled() from None
                     raise
-                finally:
-                    stop.set()
             if parent is not None and self.resident is not None:
                 held = futs[1] if len(futs) > 1 else reuse.futures[parent]
                 self.resident.keep([(parent, held, out.parent_nbytes)])

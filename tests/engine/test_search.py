@@ -342,3 +342,23 @@ def test_gc_paused_nests_and_restores_the_collector():
     with pytest.raises(KeyError), gc_paused():
         {}["missing"]  # noqa: B018 - a planner that fails
     assert gc.isenabled()
+
+
+def test_waiting_for_a_task_stops_and_cancels_it_on_cancel(dask_client):
+    # how the refit is awaited: the cancel flag is seen within ~0.1 s and the
+    # task no other search wants is cancelled
+    from memogrid_service.engine.search import _result
+
+    fut = dask_client.submit(time.sleep, 5, pure=False)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(SearchCancelled):
+        _result(fut, cancel)
+    assert time.monotonic() - start < 2
+    deadline = time.monotonic() + 5
+    while fut.status != "cancelled":
+        assert time.monotonic() < deadline, fut.status
+        time.sleep(0.05)
+    done = dask_client.submit(sum, [1, 2], pure=False)
+    assert _result(done, threading.Event()) == 3
