@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     resident_bytes: int = Field(default=2 * 2**30, ge=0)
     #: largest accepted upload in bytes
     upload_max_bytes: int = Field(default=2 * 2**30, ge=1)
+    #: largest accepted body of any other request (a job's JSON), in bytes
+    request_max_bytes: int = Field(default=16 * 2**20, ge=1024)
     #: largest accepted search, in fits (candidates x folds)
     grid_max_fits: int = Field(default=100_000, ge=1)
     #: jobs one service runs at the same time (more wait in the queue)

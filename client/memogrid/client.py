@@ -46,6 +46,8 @@ RETRY_BACKOFF = 0.5
 #: seconds between status polls while waiting: from the first to the longest
 POLL_FIRST = 0.02
 POLL_INTERVAL = 0.5
+#: seconds of failing status polls (busy or unreachable service) a wait rides out
+POLL_PATIENCE = 60.0
 
 _STATUS_ERRORS: dict[int, type[MemogridError]] = {
     400: SpecError,
@@ -79,7 +81,13 @@ def _error_for(response: httpx.Response) -> MemogridError:
         return err
     if cls is None:
         cls = errors.ServerError if status >= 500 else MemogridError
-    return cls(message, status=status, errors=items)
+    exc = cls(message, status=status, errors=items)
+    if isinstance(exc, errors.RateLimited):
+        try:
+            exc.retry_after = float(response.headers.get("retry-after", ""))
+        except ValueError:
+            pass
+    return exc
 
 
 def _error_score(value: Any) -> Any:
@@ -155,8 +163,10 @@ class Client:
         if self._owns_http:
             self._http.close()
 
-    # a Client is a handle on a service: clone() and copies share it, and a
-    # pickled one reconnects by URL and token
+    # a Client is a handle on a service: clone() and copies share it. A
+    # pickled one keeps only the URL and takes its token from MEMOGRID_TOKEN
+    # where it is loaded: a fitted search saved to share must not carry a
+    # bearer token to whoever opens the file
     def __copy__(self) -> Client:
         return self
 
@@ -164,7 +174,7 @@ class Client:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Client, (self.url, self.token))
+        return (Client, (self.url,))
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -193,7 +203,15 @@ class Client:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.ServerError(
+                f"{method} {path} answered {response.status_code} with a body that is "
+                f"not JSON (is {self.url} a memogrid service?)",
+                status=response.status_code,
+            ) from None
 
     # -- datasets ---------------------------------------------------------
     def upload(self, data: Any) -> str:
@@ -496,7 +514,7 @@ class Job:
         show = progress and (_in_notebook() or bool(getattr(stream, "isatty", bool)()))
         try:
             while True:
-                st = self.status()
+                st = self._poll()
                 p = st["progress"]
                 if show:
                     if bar is None:
@@ -533,6 +551,27 @@ class Job:
             if st["state"] == "cancelled":
                 raise errors.JobCancelled(self.id)
         return self
+
+    def _poll(self) -> dict[str, Any]:
+        """:meth:`status`, riding out a service that is briefly busy or away
+        (429, 502-504, a dropped connection) for up to ``POLL_PATIENCE``
+        seconds: the job goes on running there meanwhile."""
+        give_up = time.monotonic() + POLL_PATIENCE
+        delay = RETRY_BACKOFF
+        while True:
+            try:
+                return self.status()
+            except (errors.RateLimited, errors.ServerError, errors.TransportError) as exc:
+                transient = not isinstance(exc, errors.ServerError) or exc.status in (
+                    502,
+                    503,
+                    504,
+                )
+                if not transient or time.monotonic() > give_up:
+                    raise
+                wait = getattr(exc, "retry_after", None) or delay
+                time.sleep(min(wait, max(0.0, give_up - time.monotonic()), 10.0))
+                delay = min(delay * 2, 10.0)
 
     # -- results ----------------------------------------------------------
     def results(self) -> dict[str, Any]:

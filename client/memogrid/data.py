@@ -36,6 +36,11 @@ def is_frame(obj: Any) -> bool:
 
 def as_array(obj: Any) -> np.ndarray:
     """An array-like as the array the service stores (Series and lists included)."""
+    if hasattr(obj, "tocsr") and hasattr(obj, "nnz"):  # scipy.sparse, without importing it
+        raise DataError(
+            f"sparse input ({type(obj).__name__}) is not supported: pass a dense array "
+            "(X.toarray()) or a DataFrame"
+        )
     arr = np.asarray(obj)
     if arr.dtype.hasobject:
         # string labels often come as objects (pandas): those become str
@@ -115,7 +120,7 @@ def dataset_id(obj: Any) -> str:
     """The content id of an array or DataFrame, as the service computes it."""
     if is_frame(obj):
         return hash_table(frame_table(obj))
-    return hash_array(np.asarray(obj))
+    return hash_array(as_array(obj))
 
 
 def memory_order(X: Any) -> str:

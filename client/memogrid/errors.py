@@ -57,7 +57,11 @@ class TooLarge(MemogridError):
 
 
 class RateLimited(MemogridError):
+    """Over a request rate or the running-jobs cap; ``retry_after`` is the
+    service's advice in seconds (its Retry-After header), when it gave one."""
+
     status = 429
+    retry_after: float | None = None
 
 
 class ServerError(MemogridError):

@@ -2,28 +2,79 @@
 
 Replace ``from sklearn.model_selection import GridSearchCV`` with
 ``from memogrid import GridSearchCV``: the same constructor arguments (plus
-``client``), ``fit`` returns self, and afterwards the same attributes and
-the prediction methods of the best estimator. They are scikit-learn
-estimators: ``get_params`` / ``set_params`` / ``clone`` work as usual.
+``client`` and ``progress``; ``n_jobs``, ``verbose`` and ``pre_dispatch``
+are accepted and checked, the service deciding its own parallelism), ``fit``
+returns self, and afterwards the same attributes and the prediction methods
+of the best estimator. They are scikit-learn estimators: ``get_params`` /
+``set_params`` / ``clone`` work as usual, and a search over a classifier is
+a classifier (its tags are the estimator's, as scikit-learn's are).
+
+Parameters are checked by scikit-learn's own search class before anything
+is sent, so they fail as scikit-learn's would (``InvalidParameterError``,
+refit against several metrics). The warnings the service recorded while
+running the search (failed fits, non-finite scores, n_iter beyond the
+grid) are raised again in the caller's process, by class. Interrupting
+``fit`` (Ctrl-C) cancels the job on the service.
 """
 
 from __future__ import annotations
 
+import time
+import warnings
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin
+from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
+from . import errors
 from .client import Client, Job
+
+#: the warning classes a job's recorded warnings are re-raised as, by the
+#: name the service records ("FitFailedWarning: ..."); others as UserWarning
+_WARNING_CLASSES = (
+    "UserWarning",
+    "RuntimeWarning",
+    "FutureWarning",
+    "DeprecationWarning",
+    "FitFailedWarning",
+    "ConvergenceWarning",
+    "UndefinedMetricWarning",
+    "DataConversionWarning",
+)
+
+
+def _warning_class(name: str) -> type[Warning]:
+    import builtins
+
+    from sklearn import exceptions
+
+    if name in _WARNING_CLASSES:
+        found = getattr(exceptions, name, None) or getattr(builtins, name, None)
+        if isinstance(found, type) and issubclass(found, Warning):
+            return found
+    return UserWarning
+
+
+def _reemit(recorded: list[str]) -> None:
+    """Raise the warnings scikit-learn gave on the service as the user's own,
+    by class. memogrid's own notes (estimators left with random_state=None
+    are memoized) stay in ``job_.warnings``: scikit-learn gives no such
+    warning, and the drop-in should not either."""
+    for text in recorded:
+        name, sep, message = text.partition(": ")
+        if sep and name.isidentifier() and name.endswith("Warning"):
+            warnings.warn(message, _warning_class(name), stacklevel=3)
 
 
 def _best_has(attr: str) -> Any:
     """Available when the refit best estimator (or, before fit, the estimator) has ``attr``."""
 
     def check(self: _ServiceSearch) -> bool:
-        if not self.refit:
-            raise AttributeError(f"this search ran with refit=False: no {attr}")
+        _check_refit(self, attr)
         if hasattr(self, "best_estimator_"):
             getattr(self.best_estimator_, attr)
         else:
@@ -33,11 +84,38 @@ def _best_has(attr: str) -> Any:
     return check
 
 
+def _check_refit(search: Any, attr: str) -> None:
+    if not search.refit:
+        raise AttributeError(
+            f"This {type(search).__name__} instance was initialized with `refit=False`. "
+            f"{attr} is available only after refitting on the best parameters. You can "
+            "refit an estimator manually using the `best_params_` attribute"
+        )
+
+
+#: seconds between submissions while the service is at this user's running-jobs cap
+SUBMIT_RETRY_MAX = 30.0
+
+
 class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     """What the grid and randomized searches share: fitting through a service."""
 
     client: Client | None
     refit: bool | str
+    _sklearn_name: str  # the scikit-learn search this one stands in for
+
+    def __sklearn_tags__(self) -> Any:
+        # what scikit-learn's searches take from the searched estimator: a
+        # search over a classifier is a classifier (cross_val_score stratifies,
+        # VotingClassifier accepts it)
+        tags = super().__sklearn_tags__()
+        sub = get_tags(self.estimator)
+        tags.estimator_type = sub.estimator_type
+        tags.classifier_tags = deepcopy(sub.classifier_tags)
+        tags.regressor_tags = deepcopy(sub.regressor_tags)
+        tags.input_tags.pairwise = sub.input_tags.pairwise
+        tags.input_tags.sparse = False  # the service stores dense arrays and frames
+        return tags
 
     def _client(self) -> tuple[Client, bool]:
         if self.client is not None:
@@ -47,28 +125,84 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
         raise NotImplementedError
 
+    def _sklearn_search(self) -> Any:
+        """scikit-learn's own search of the same name with these settings (for its checks)."""
+        from sklearn import model_selection
+
+        params = self.get_params(deep=False)
+        for name in ("client", "progress"):  # memogrid's own
+            params.pop(name)
+        return getattr(model_selection, self._sklearn_name)(**params)
+
+    def _candidates(self) -> list[dict[str, Any]] | None:
+        """The candidates as scikit-learn draws them here, or None if they
+        cannot be drawn here (a randomized search without a seed)."""
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        """scikit-learn's checks of the search's own parameters, before anything is sent."""
+        sk = self._sklearn_search()
+        sk._validate_params()
+        sk._get_scorers()  # refit against several metrics, unknown scorer names
+        self._candidates()  # a grid or distributions scikit-learn would refuse
+
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
         """Run the search on the service and wait for it; returns self."""
+        self._check()
         client, owned = self._client()
         try:
-            job = self._submit(client, X, y, groups, fit_params)
-            job.wait(progress=self.progress)
+            job = self._submit_waiting(client, X, y, groups, fit_params)
+            try:
+                job.wait(progress=self.progress)
+            except KeyboardInterrupt:
+                # the user stopped waiting: stop the job too, or it would keep
+                # the service's workers busy for nobody
+                try:
+                    job.cancel()
+                except errors.MemogridError:
+                    pass
+                raise
             self.job_ = job
-            self.cv_results_ = job.cv_results_
-            self.n_splits_ = job.n_splits_
-            self.multimetric_ = job.multimetric_
-            if job.results().get("best_index") is not None:
-                self.best_index_ = job.best_index_
-                self.best_params_ = job.best_params_
-                self.best_score_ = job.best_score_
-            if self.refit:
-                self.best_estimator_ = job.best_estimator_
-                self.refit_time_ = float(job.stats.get("refit_time", np.nan))
-            self.scorer_ = self._scorer()
+            self._adopt(job)
         finally:
             if owned:
                 client.close()
         return self
+
+    def _submit_waiting(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
+        """Submit; while this user's running-jobs cap is reached, wait and retry
+        (several searches fitted at once, by ``cross_val_score(n_jobs=...)`` say)."""
+        delay = 1.0
+        while True:
+            try:
+                return self._submit(client, X, y, groups, fit_params)
+            except errors.RateLimited as exc:
+                time.sleep(min(exc.retry_after or delay, SUBMIT_RETRY_MAX))
+                delay = min(delay * 2, SUBMIT_RETRY_MAX)
+
+    def _adopt(self, job: Job) -> None:
+        """Take scikit-learn's attributes from a finished job."""
+        results = job.cv_results_
+        candidates = self._candidates()
+        if candidates is not None and _same_candidates(candidates, results["params"]):
+            results = _with_candidates(results, candidates)
+        self.cv_results_ = results
+        self.n_splits_ = job.n_splits_
+        self.multimetric_ = job.multimetric_
+        if job.results().get("best_index") is not None:
+            # as scikit-learn sets them: a numpy integer, the refit metric's
+            # mean score of that row, and that row's params
+            metric = self.refit if self.multimetric_ else "score"
+            self.best_index_ = np.intp(job.best_index_)
+            self.best_score_ = results[f"mean_test_{metric}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+        if self.refit:
+            self.best_estimator_ = job.best_estimator_
+            self.refit_time_ = float(job.stats.get("refit_time", np.nan))
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        self.scorer_ = self._scorer()
+        _reemit(job.warnings)
 
     def _scorer(self) -> Any:
         from sklearn.metrics import check_scoring
@@ -81,46 +215,106 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     # -- delegated to the best estimator ----------------------------------
     @available_if(_best_has("predict"))
     def predict(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.predict(X)
 
     @available_if(_best_has("predict_proba"))
     def predict_proba(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.predict_proba(X)
 
     @available_if(_best_has("predict_log_proba"))
     def predict_log_proba(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.predict_log_proba(X)
 
     @available_if(_best_has("decision_function"))
     def decision_function(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.decision_function(X)
 
     @available_if(_best_has("transform"))
     def transform(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.transform(X)
 
     @available_if(_best_has("inverse_transform"))
     def inverse_transform(self, X: Any) -> Any:
+        check_is_fitted(self)
         return self.best_estimator_.inverse_transform(X)
+
+    @available_if(_best_has("score_samples"))
+    def score_samples(self, X: Any) -> Any:
+        check_is_fitted(self)
+        return self.best_estimator_.score_samples(X)
 
     def score(self, X: Any, y: Any = None, **params: Any) -> float:
         """The refit metric's score of the best estimator, as scikit-learn computes it."""
-        if not hasattr(self, "best_estimator_"):
-            raise AttributeError("score needs a refit best estimator (refit=True, after fit)")
+        _check_refit(self, "score")
+        check_is_fitted(self)
         scorer = self.scorer_[self.refit] if self.multimetric_ else self.scorer_
         return float(scorer(self.best_estimator_, X, y, **params))
 
     @property
     def classes_(self) -> Any:
+        _best_has("classes_")(self)
         return self.best_estimator_.classes_
 
     @property
     def n_features_in_(self) -> int:
+        try:
+            check_is_fitted(self)
+        except Exception as exc:  # NotFittedError: hasattr() must say False
+            raise AttributeError(
+                f"{type(self).__name__} object has no n_features_in_ attribute."
+            ) from exc
         return int(self.best_estimator_.n_features_in_)
+
+
+def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> bool:
+    """Whether the service's candidates are these, in this order (by content)."""
+    from .wire import encode_value
+
+    def plain(params: dict[str, Any]) -> dict[str, Any]:
+        # numpy scalars travel as plain numbers: compare them as such
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+    if len(local) != len(remote):
+        return False
+    try:
+        return all(
+            list(a) == list(b) and encode_value(plain(a)) == encode_value(plain(b))
+            for a, b in zip(local, remote, strict=True)
+        )
+    except Exception:  # a value the wire cannot encode: keep the service's
+        return False
+
+
+def _with_candidates(results: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """``results`` with ``params`` and the ``param_*`` columns built from the
+    candidates drawn here, as scikit-learn builds them: the very objects of
+    the user's grid (numpy scalars stay numpy scalars, estimators the same
+    objects), not their copies decoded from JSON."""
+    try:
+        from sklearn.model_selection._search import _yield_masked_array_for_each_param
+    except ImportError:  # a scikit-learn without it: the decoded values stand
+        return results
+    columns = dict(_yield_masked_array_for_each_param(candidates))
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        if key == "params":
+            out[key] = candidates
+        elif key.startswith("param_") and key in columns:
+            out[key] = columns[key]
+        else:
+            out[key] = value
+    return out
 
 
 class GridSearchCV(_ServiceSearch):
     """scikit-learn's ``GridSearchCV``, run (and remembered) by a memogrid service."""
+
+    _sklearn_name = "GridSearchCV"
 
     def __init__(
         self,
@@ -130,6 +324,9 @@ class GridSearchCV(_ServiceSearch):
         scoring: Any = None,
         refit: bool | str = True,
         cv: Any = None,
+        n_jobs: int | None = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
         error_score: Any = np.nan,
         return_train_score: bool = False,
         client: Client | None = None,
@@ -138,12 +335,20 @@ class GridSearchCV(_ServiceSearch):
         self.estimator = estimator
         self.param_grid = param_grid
         self.scoring = scoring
+        self.n_jobs = n_jobs
         self.refit = refit
         self.cv = cv
+        self.verbose = verbose
+        self.pre_dispatch = pre_dispatch
         self.error_score = error_score
         self.return_train_score = return_train_score
         self.client = client
         self.progress = progress
+
+    def _candidates(self) -> list[dict[str, Any]] | None:
+        from sklearn.model_selection import ParameterGrid
+
+        return list(ParameterGrid(self.param_grid))
 
     def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
         return client.submit(
@@ -168,6 +373,8 @@ class RandomizedSearchCV(_ServiceSearch):
     candidates scikit-learn would with it).
     """
 
+    _sklearn_name = "RandomizedSearchCV"
+
     def __init__(
         self,
         estimator: Any,
@@ -177,6 +384,9 @@ class RandomizedSearchCV(_ServiceSearch):
         scoring: Any = None,
         refit: bool | str = True,
         cv: Any = None,
+        n_jobs: int | None = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
         random_state: int | None = None,
         error_score: Any = np.nan,
         return_train_score: bool = False,
@@ -187,13 +397,29 @@ class RandomizedSearchCV(_ServiceSearch):
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.scoring = scoring
+        self.n_jobs = n_jobs
         self.refit = refit
         self.cv = cv
+        self.verbose = verbose
+        self.pre_dispatch = pre_dispatch
         self.random_state = random_state
         self.error_score = error_score
         self.return_train_score = return_train_score
         self.client = client
         self.progress = progress
+
+    def _candidates(self) -> list[dict[str, Any]] | None:
+        from sklearn.model_selection import ParameterSampler
+
+        if self.random_state is None:
+            return None  # drawn at random by the service: only it knows them
+        with warnings.catch_warnings():  # the service's run reports n_iter warnings
+            warnings.simplefilter("ignore", UserWarning)
+            return list(
+                ParameterSampler(
+                    self.param_distributions, self.n_iter, random_state=self.random_state
+                )
+            )
 
     def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
         return client.submit_random(

@@ -154,10 +154,59 @@ def create_app(
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(BodyLimit, settings=lambda: settings or get_settings())
     for router in (datasets_router, jobs_router, queries_router, public_router):
         app.include_router(router, prefix=API_PREFIX)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class BodyLimit:
+    """Refuse request bodies over ``request_max_bytes`` with a 413 problem.
+
+    A job's JSON is parsed whole, so without a cap one request could make
+    the service hold any amount of memory. The declared length is checked
+    before anything is read and a chunked body is counted as it arrives.
+    Dataset uploads stream to disk under their own cap (``upload_max_bytes``)
+    and are left alone.
+    """
+
+    def __init__(self, app: Any, settings: Any):
+        self.app = app
+        self._settings = settings
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        if scope["path"].rstrip("/") == f"{API_PREFIX}/datasets":
+            return await self.app(scope, receive, send)
+        limit = self._settings().request_max_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            from starlette.requests import Request as StarletteRequest
+
+            response = problems.problem_response(
+                StarletteRequest(scope), 413, _too_large_text(limit)
+            )
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    from starlette.exceptions import HTTPException
+
+                    raise HTTPException(413, _too_large_text(limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large_text(limit: int) -> str:
+    return f"the request body exceeds the service's limit of {limit} bytes (request_max_bytes)"
 
 
 #: error answers any authenticated route may give, besides its own

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import select
 
 from ..db.models import Dataset, DatasetOwner, Job, JobDataset
-from ..db.ops import aware, utcnow
+from ..db.ops import aware, lock_user, utcnow
 from ..runner.states import JobState
 from ..store.uploads import NPY_TYPES, PARQUET_TYPES, DatasetInfo, Upload, UploadError, media_kind
 from .app import Services, services
@@ -52,15 +52,14 @@ def get_dataset(svc: Services, user: Principal, dataset_id: str) -> tuple[Datase
     return row[0], row[1]
 
 
-def owned_bytes(svc: Services, user: Principal) -> int:
+def _owned_bytes(s: Any, user: Principal) -> int:
     from sqlalchemy import func
 
-    with svc.db.read() as s:
-        total = s.scalar(
-            select(func.coalesce(func.sum(Dataset.size), 0))
-            .join(DatasetOwner, DatasetOwner.dataset_id == Dataset.id)
-            .where(DatasetOwner.user_id == user.user_id)
-        )
+    total = s.scalar(
+        select(func.coalesce(func.sum(Dataset.size), 0))
+        .join(DatasetOwner, DatasetOwner.dataset_id == Dataset.id)
+        .where(DatasetOwner.user_id == user.user_id)
+    )
     return int(total or 0)
 
 
@@ -97,13 +96,14 @@ async def upload_dataset(
     """Upload an array or DataFrame; its id is the SHA-256 of its content."""
     limit = svc.settings.upload_max_bytes
     quota = svc.settings.user_max_bytes
-    used = await anyio.to_thread.run_sync(owned_bytes, svc, user)
     try:
         kind = media_kind(request.headers.get("content-type"))
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise UploadError(413, f"the upload of {length} bytes exceeds the limit of {limit}")
-        if length is not None and length.isdigit() and used + int(length) > quota:
+        # refused early only if it cannot fit at all: re-sending a dataset
+        # you hold already is fine near the quota (checked once it is hashed)
+        if length is not None and length.isdigit() and int(length) > quota:
             raise UploadError(
                 413, f"the upload would take your datasets past your quota of {quota} bytes"
             )
@@ -128,15 +128,21 @@ async def upload_dataset(
     except BaseException:
         upload.abort()
         raise
-    created = await anyio.to_thread.run_sync(_record, svc, user, info, used)
+    created = await anyio.to_thread.run_sync(_record, svc, user, info)
     if not created:
         response.status_code = 200
     return _out(*get_dataset(svc, user, info.id))
 
 
-def _record(svc: Services, user: Principal, info: DatasetInfo, used: int) -> bool:
-    """Record the dataset and ``user``'s ownership; False if they owned it already."""
+def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
+    """Record the dataset and ``user``'s ownership; False if they owned it already.
+
+    The quota is checked here against what the user holds now, under their
+    lock: uploads streamed at the same time each count the others'.
+    """
     with svc.db.write() as s:
+        lock_user(s, user.user_id)
+        used = _owned_bytes(s, user)
         ds = s.get(Dataset, info.id)
         if ds is None:
             ds = Dataset(
@@ -212,6 +218,7 @@ def delete_dataset(
     """
     live = (JobState.QUEUED.value, JobState.RUNNING.value)
     with svc.db.write() as s:
+        lock_user(s, user.user_id)  # a job being queued on it sees the delete, or we its job
         owned = s.get(DatasetOwner, (dataset_id, user.user_id))
         if owned is None:
             raise Problem(404, f"dataset {dataset_id} not found")

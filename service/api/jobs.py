@@ -14,14 +14,14 @@ from sqlalchemy.orm import undefer
 
 from memogrid.wire import float_token
 
-from ..db.models import Job, JobDataset, SplitResult
-from ..db.ops import aware, rowcount, utcnow
+from ..db.models import DatasetOwner, Job, JobDataset, SplitResult
+from ..db.ops import aware, lock_user, rowcount, utcnow
 from ..runner.jobs import dataset_lookup
 from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
 from .app import API_PREFIX, Services, services
 from .auth import CurrentUser, Principal, current_user
-from .problems import Problem, ProblemBody, known_query
+from .problems import Problem, ProblemBody, known_query, refuse_nul
 from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progress, SplitOut
 
 # every route here needs a token, whatever its own parameters say
@@ -126,6 +126,7 @@ def submit_job(
     and function against the allowlist, every grid key against the
     estimator, every dataset id, X/y lengths and the grid-size cap.
     """
+    refuse_nul(body.model_dump(exclude_unset=True))
     # validated as sent (a NaN stays a NaN, to be refused by name) ...
     compiled = compile_job(
         body.model_dump(exclude_unset=True),
@@ -139,6 +140,17 @@ def submit_job(
     live = (JobState.QUEUED.value, JobState.RUNNING.value)
     cap = svc.settings.user_max_active_jobs
     with svc.db.write() as s:
+        # concurrent submits (and deletes) of this user wait for each other:
+        # the cap counts them all, and a dataset deleted meanwhile is noticed
+        lock_user(s, user.user_id)
+        for role, did in compiled.datasets.items():
+            if s.get(DatasetOwner, (did, user.user_id)) is None:
+                where = role.replace("fit:", "fit_params.")
+                raise Problem(
+                    422,
+                    f"{where}: dataset {did!r} was deleted while the job was being submitted",
+                    [{"path": where, "message": "unknown dataset"}],
+                )
         active = s.scalar(
             select(func.count())
             .select_from(Job)
@@ -237,9 +249,9 @@ def list_jobs(
     if dataset:
         q = q.where(Job.id.in_(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset)))
     if created_after is not None:
-        q = q.where(Job.created_at >= _utc(_when(created_after, "created_after")))
+        q = q.where(Job.created_at >= _when(created_after, "created_after"))
     if created_before is not None:
-        q = q.where(Job.created_at < _utc(_when(created_before, "created_before")))
+        q = q.where(Job.created_at < _when(created_before, "created_before"))
     if cursor is not None:
         c_created, c_id = _decode_cursor(cursor)
         q = q.where(
@@ -260,24 +272,28 @@ def list_jobs(
 
 
 def _when(text: str, name: str) -> datetime:
-    """An ISO 8601 date-time (a bare number is not one)."""
+    """An ISO 8601 date-time (a bare number is not one), in UTC as stored
+    (SQLite compares the text, so offsets must agree)."""
+    from datetime import UTC
+
     try:
         if text.replace(".", "", 1).lstrip("-").isdigit():
             raise ValueError
-        return datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text)
     except ValueError:
         raise Problem(
             422,
             f"{name} must be an ISO 8601 date-time such as 2026-11-25T12:00:00Z, not {text!r}",
             [{"path": name, "message": "not an ISO 8601 date-time"}],
         ) from None
-
-
-def _utc(value: datetime) -> datetime:
-    """In UTC, as stored (SQLite compares the text, so offsets must agree)."""
-    from datetime import UTC
-
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise Problem(
+            422,
+            f"{name} {text!r} is outside the date-times that can be expressed in UTC",
+            [{"path": name, "message": "out of range in UTC"}],
+        ) from None
 
 
 @router.post(

@@ -95,6 +95,14 @@ def known_query(request: Request) -> None:
         d = stack.pop()
         known.update(p.alias for p in d.query_params)
         stack.extend(d.dependencies)
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            # no database stores it in text (PostgreSQL refuses it outright)
+            raise Problem(
+                422,
+                f"query parameter {name!r} contains a NUL character",
+                [{"path": f"query.{name}", "message": "NUL character"}],
+            )
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise Problem(
@@ -150,3 +158,23 @@ def install(app: FastAPI) -> None:
             # every method the path has, not only the first matching route's
             headers = dict(headers or {}, Allow=", ".join(_methods(app, request.url.path)))
         return problem_response(request, exc.status_code, detail, headers=headers)
+
+
+def refuse_nul(value: Any, path: str = "") -> None:
+    """Refuse a NUL character in any string or key of a request body: no
+    database stores it in text (PostgreSQL refuses it with an error)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise Problem(
+                422,
+                f"{path or 'the request'} contains a NUL character",
+                [{"path": path or "<body>", "message": "NUL character"}],
+            )
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            refuse_nul(str(k), sub)
+            refuse_nul(v, sub)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            refuse_nul(v, f"{path}[{i}]")

@@ -47,3 +47,21 @@ def insert_ignoring_duplicates(session: Session, model: Any, rows: Iterable[Mapp
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(dialect)
     session.execute(stmt, rows)
+
+
+def lock_user(session: Any, user_id: str) -> None:
+    """Hold ``user_id``'s row until this write transaction ends.
+
+    Every check of a user's limits or ownership that is followed by a write
+    (the storage quota, the running-jobs cap, a dataset still owned when a
+    job is queued on it or deleted) takes this lock first, so concurrent
+    requests of one user see each other's writes instead of the same stale
+    count. SQLite's write transactions are already serial (``BEGIN
+    IMMEDIATE``); PostgreSQL needs the row lock.
+    """
+    from sqlalchemy import select
+
+    from .models import User
+
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(User.id).where(User.id == user_id).with_for_update())

@@ -176,9 +176,26 @@ def params_token(cls: type, params: Mapping[str, Any]) -> list[Any]:
     ]
 
 
+#: the pseudo-parameter under which an estimator's ``set_output``
+#: configuration enters its token (it is not a parameter, but it changes
+#: what ``transform`` returns: arrays or DataFrames)
+OUTPUT_CONFIG = "~set_output"
+
+
+def output_config(est: Any) -> dict[str, Any] | None:
+    """What ``est.set_output(...)`` configured, or None if nothing."""
+    cfg = getattr(est, "_sklearn_output_config", None)
+    return dict(cfg) if isinstance(cfg, Mapping) and cfg else None
+
+
 def estimator_token(est: Any) -> list[Any]:
-    """Class path plus canonical shallow params, nested estimators recursed."""
-    return params_token(type(est), est.get_params(deep=False))
+    """Class path plus canonical shallow params (and a ``set_output``
+    configuration, if any), nested estimators recursed."""
+    params = est.get_params(deep=False)
+    cfg = output_config(est)
+    if cfg is not None:
+        params = {**params, OUTPUT_CONFIG: cfg}
+    return params_token(type(est), params)
 
 
 def token_id(token: Any) -> str:
@@ -227,12 +244,16 @@ def fold_key(
     test: np.ndarray,
     blas_threads: int | None = 1,
     order: str = "C",
+    sk_config: Any = (),
 ) -> str:
     """Key of one fold: the datasets, the exact rows on each side, the
     BLAS/OpenMP thread limit its fits run under (the last bits of a large
-    matrix product depend on it; the refit's differs from the folds') and,
+    matrix product depend on it; the refit's differs from the folds'),
     when X reaches the fits in Fortran order (a refit on X as given), that
-    order, which some estimators' last bits depend on too."""
+    order, which some estimators' last bits depend on too, and the
+    scikit-learn settings the fits run under where they differ from the
+    defaults (``transform_output="pandas"`` changes every step's output).
+    Every key of a search descends from its fold keys."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
     parts: list[Any] = [
@@ -246,6 +267,8 @@ def fold_key(
     ]
     if order != "C":  # C-ordered folds keep the keys they always had
         parts.append(["order", order])
+    if sk_config:  # likewise folds under scikit-learn's default configuration
+        parts.append(["sklearn-config", canonical(dict(sk_config))])
     return "fold-" + digest(*parts)
 
 

@@ -105,6 +105,9 @@ class ChainResolver:
             f = self._fragments[id(est)] = {
                 k: keys.encode([k, c]) for k, c in self._canon[id(est)].items()
             }
+            cfg = keys.output_config(est)
+            if cfg is not None:  # as keys.estimator_token adds it
+                f[keys.OUTPUT_CONFIG] = keys.encode([keys.OUTPUT_CONFIG, keys.canonical(cfg)])
         return f
 
     def link(self, path: tuple[str, ...], base: Any, overrides: Mapping[str, Any]) -> LinkSpec:
@@ -164,7 +167,9 @@ class ChainResolver:
             prefix = name + "__"
             sub = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
             links.extend(self.resolve(step, sub, (*path, name)))
-        if not links or _skipped(steps[-1][1]):
+        # only the searched pipeline needs a final estimator: a nested one
+        # ending in "passthrough" is a transformer, as in scikit-learn
+        if not path and (not links or _skipped(steps[-1][1])):
             raise ValueError(
                 f"the final step of a searched Pipeline must be an estimator, not {steps[-1][1]!r}"
             )
@@ -201,17 +206,32 @@ def route_fit_params(path: tuple[str, ...], names: Sequence[str]) -> dict[str, s
 
 
 def check_fit_param_names(estimator: Any, names: Sequence[str]) -> None:
-    """Refuse fit params that ``estimator.fit`` would refuse, as Pipeline does."""
-    if not _is_pipeline(estimator):
-        return
+    """Refuse fit params that ``estimator.fit`` would refuse, as Pipeline does:
+    a name that reaches a Pipeline without a ``step__`` prefix, or whose
+    prefix names no step of it (nested pipelines checked level by level).
+    Left alone, such a param would match no step and be silently dropped."""
     for name in names:
-        if "__" not in name:
-            raise ValueError(
-                f"Pipeline.fit does not accept the {name} parameter. You can pass "
-                "parameters to specific steps of your pipeline using the "
-                "stepname__parameter format, e.g. `Pipeline.fit(X, y, "
-                "logisticregression__sample_weight=sample_weight)`."
-            )
+        _check_fit_param(estimator, name, name)
+
+
+def _check_fit_param(est: Any, name: str, full: str) -> None:
+    if not _is_pipeline(est):
+        return
+    if "__" not in name:
+        raise ValueError(
+            f"Pipeline.fit does not accept the {name} parameter. You can pass "
+            "parameters to specific steps of your pipeline using the "
+            "stepname__parameter format, e.g. `Pipeline.fit(X, y, "
+            "logisticregression__sample_weight=sample_weight)`."
+        )
+    step, rest = name.split("__", 1)
+    steps = dict(est.steps)
+    if step not in steps:
+        raise ValueError(
+            f"fit parameter {full!r} names no step of the Pipeline: its steps are "
+            f"{', '.join(repr(n) for n in steps)}"
+        )
+    _check_fit_param(steps[step], rest, full)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from .tasks import (
     ScoreOutput,
     TaskContext,
     load_refit,
+    result_settings,
     run_cached_step,
     run_refit,
     run_score,
@@ -313,6 +314,9 @@ class PreparedSearch:
     fit_param_tokens: dict[str, Any]
     refit_fold: Fold
     warnings: list[str]
+    #: warnings scikit-learn gave while the search was prepared (drawing
+    #: candidates), reported and re-emitted with the run's own
+    sk_warnings: list[Any] = field(default_factory=list)
     #: cells (rows x columns) of X in the largest training fold: how big
     #: each fit's input is, before any transformer
     train_cells: int = 0
@@ -559,6 +563,7 @@ class SearchRunner:
         reproduces as scikit-learn refits on X itself; by default it is read
         off X (and "C" for a :class:`DataRef`). Nothing runs yet.
         """
+        from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
         from sklearn.model_selection import (
             GridSearchCV,
@@ -607,6 +612,12 @@ class SearchRunner:
         X_local, y_local = indexable(X_local, y_local)
         fit_params = dict(fit_params or {})
         check_fit_param_names(estimator, list(fit_params))
+        if fit_params and sklearn_config().get("enable_metadata_routing"):
+            raise ValueError(
+                "fit params under scikit-learn's metadata routing "
+                "(enable_metadata_routing=True) are not supported: the engine routes "
+                "them by step name, as scikit-learn does with routing off"
+            )
         # array-likes go to the store (sliced per fold by the workers);
         # anything else is a literal keyed by content
         fp_refs = {name: self._ref(v) if _is_array_like(v) else v for name, v in fit_params.items()}
@@ -627,21 +638,29 @@ class SearchRunner:
             )
         gid = g_ref.dataset_id if g_ref is not None else None
         yid = y_ref.dataset_id if y_ref is not None else None
+        sk_config = result_settings()
         folds = [
             Fold(
-                keys.fold_key(x_ref.dataset_id, yid, gid, tr, te, self.blas_threads),
+                keys.fold_key(
+                    x_ref.dataset_id, yid, gid, tr, te, self.blas_threads, "C", sk_config
+                ),
                 np.asarray(tr),
                 np.asarray(te),
             )
             for tr, te in splits
         ]
 
+        drawn: list[warnings.WarningMessage] = []
         if param_grid is not None:
             candidates = list(ParameterGrid(param_grid))
         else:
-            candidates = list(
-                ParameterSampler(param_distributions, n_iter, random_state=random_state)
-            )
+            # scikit-learn warns here when n_iter exceeds a grid of lists;
+            # kept for the result (a service records it, run() re-emits it)
+            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as drawn:
+                warnings.simplefilter("always")
+                candidates = list(
+                    ParameterSampler(param_distributions, n_iter, random_state=random_state)
+                )
         if not candidates or not folds:
             raise ValueError(
                 "No fits were performed. Was the CV iterator empty? Were there no candidates?"
@@ -664,7 +683,7 @@ class SearchRunner:
             score_params=tuple(score_params.items()),
             pairwise_estimator=base if get_tags(base).input_tags.pairwise else None,
         )
-        ctx = TaskContext(self.cache, data, self.blas_threads)
+        ctx = TaskContext(self.cache, data, self.blas_threads, sk_config)
         warn = []
         if plan.unseeded:
             warn.append(
@@ -677,7 +696,14 @@ class SearchRunner:
         order = x_order if x_order is not None else memory_order(X)
         refit_fold = Fold(
             keys.fold_key(
-                x_ref.dataset_id, yid, gid, all_rows, no_rows, self.refit_blas_threads, order
+                x_ref.dataset_id,
+                yid,
+                gid,
+                all_rows,
+                no_rows,
+                self.refit_blas_threads,
+                order,
+                sk_config,
             ),
             all_rows,
             no_rows,
@@ -701,6 +727,7 @@ class SearchRunner:
             fit_param_tokens=fp_tokens,
             refit_fold=refit_fold,
             warnings=warn,
+            sk_warnings=list(drawn),
             train_cells=max(len(f.train) for f in folds) * _n_columns(X_local),
         )
 
@@ -738,6 +765,10 @@ class SearchRunner:
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
+        for w in p.sk_warnings:
+            result_warnings.append(f"{w.category.__name__}: {w.message}")
+            if reemit_warnings:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
         )
@@ -771,8 +802,11 @@ class SearchRunner:
             stats=stats,
         )
         if refit or not multimetric:
-            res.best_index_ = int(sk._select_best_index(refit, p.refit_metric, results))
-            res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
+            # scikit-learn's own types: a numpy integer, and no best_score_
+            # when a callable refit picked the candidate
+            res.best_index_ = sk._select_best_index(refit, p.refit_metric, results)
+            if not callable(refit):
+                res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
             res.best_params_ = results["params"][res.best_index_]
         if refit:
             assert res.best_params_ is not None

@@ -13,13 +13,15 @@ exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,10 +62,60 @@ class TaskContext:
     cache: ResultCache | None
     data: DataSpec
     blas_threads: int | None = 1
+    #: the caller's scikit-learn settings that change results, where they
+    #: differ from the defaults (:func:`result_settings`): tasks run under them
+    sk_config: tuple[tuple[str, Any], ...] = ()
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         where = self.cache.directory if self.cache is not None else None
-        return ("TaskContext", where, self.data.__dask_tokenize__(), self.blas_threads)
+        return (
+            "TaskContext",
+            where,
+            self.data.__dask_tokenize__(),
+            self.blas_threads,
+            self.sk_config,
+        )
+
+
+#: scikit-learn settings (``sklearn.set_config``) that change what a fit
+#: computes or returns, with their defaults. scikit-learn's configuration is
+#: per thread, so a worker would not see the caller's: the engine reads it
+#: where a search is prepared, runs every task under it and keys folds by it.
+RESULT_SETTINGS: dict[str, Any] = {
+    "transform_output": "default",
+    "assume_finite": False,
+    "array_api_dispatch": False,
+}
+
+
+def result_settings() -> tuple[tuple[str, Any], ...]:
+    """The calling thread's :data:`RESULT_SETTINGS` that are not the defaults."""
+    import sklearn
+
+    current = sklearn.get_config()
+    return tuple(
+        (name, current[name])
+        for name, default in RESULT_SETTINGS.items()
+        if name in current and current[name] != default
+    )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _configured(fn: _F) -> _F:
+    """Run a task function under its context's scikit-learn settings."""
+
+    @functools.wraps(fn)
+    def run(ctx: TaskContext, *args: Any) -> Any:
+        if not ctx.sk_config:
+            return fn(ctx, *args)
+        import sklearn
+
+        with sklearn.config_context(**dict(ctx.sk_config)):
+            return fn(ctx, *args)
+
+    return run  # type: ignore[return-value]
 
 
 def _resolve(value: Any) -> Any:
@@ -304,6 +356,7 @@ def _data_key(key: str) -> str:
     return key + "/data"
 
 
+@_configured
 def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> StepOutput:
     """Fit one intermediate step on a fold (or load it from the cache)."""
     prior = parent.provenance if parent is not None else ()
@@ -378,6 +431,7 @@ def step_cached(cache: ResultCache | None, key: str) -> bool:
     return cache is not None and _model_key(key) in cache and _data_key(key) in cache
 
 
+@_configured
 def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> StepOutput:
     """Load the last step of ``chain`` from the cache without running its parents.
 
@@ -399,6 +453,7 @@ def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> Step
     return out
 
 
+@_configured
 def run_train_transform(
     ctx: TaskContext, node: Any, fold: Any, step: StepOutput, parent: Any
 ) -> Any:
@@ -438,6 +493,7 @@ def _error_scores(scorer: Any, error_score: Any, return_train_score: bool) -> di
     return out
 
 
+@_configured
 def run_score(
     ctx: TaskContext,
     node: Any,
@@ -523,6 +579,7 @@ def run_score(
     return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
 
 
+@_configured
 def run_score_batch(
     ctx: TaskContext,
     nodes: tuple[Any, ...],
@@ -557,6 +614,7 @@ class RefitOutput:
     parent_nbytes: int = 0
 
 
+@_configured
 def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) -> RefitOutput:
     """Fit the final estimator on all rows; return the fitted chain."""
 

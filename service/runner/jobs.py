@@ -385,12 +385,23 @@ class JobRunner:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def _requeue(self, job_id: str) -> None:
+        """Put a job back in the queue because this runner is stopping.
+
+        A clean stop is not the job's fault: the claim's attempt is given
+        back, so only runners that died under a job (crashes, lost leases)
+        count towards ``max_attempts``.
+        """
         state = transition(JobState.RUNNING, JobEvent.REQUEUE)
         with self.db.write() as s:
             s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.lease_owner == self.owner)
-                .values(state=state.value, lease_owner=None, lease_expires=None)
+                .values(
+                    state=state.value,
+                    lease_owner=None,
+                    lease_expires=None,
+                    attempts=Job.attempts - 1,
+                )
             )
 
     def _execute(self, job_id: str, active: _Active) -> None:
@@ -523,7 +534,7 @@ class JobRunner:
                 JobEvent.SUCCEED,
                 session=s,
                 cv_results=encoded,
-                best_index=result.best_index_,
+                best_index=None if result.best_index_ is None else int(result.best_index_),
                 best_score=None if best_score is None else _finite_or_none(best_score),
                 best_params=best_params,
                 warnings=list(result.warnings),

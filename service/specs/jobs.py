@@ -177,6 +177,13 @@ def compile_job(
     for name, did in (request.get("fit_params") or {}).items():
         dataset(f"fit:{name}", did, f"fit_params.{name}")
         fit_params[name] = did
+    if fit_params:
+        from ..engine.plan import check_fit_param_names
+
+        try:  # a name no step takes would be dropped, or fail every fit
+            check_fit_param_names(estimator, list(fit_params))
+        except ValueError as exc:
+            raise SpecError("fit_params", str(exc)) from None
     n_rows = shapes["X"].n_rows
     for role, shape in shapes.items():
         if shape.n_rows != n_rows:
@@ -201,6 +208,12 @@ def compile_job(
     scoring = _scoring(request.get("scoring"))
     if isinstance(refit, str) and not (isinstance(scoring, (list, dict)) and refit in scoring):
         raise SpecError("refit", f"refit={refit!r} must name one of the scorers in scoring")
+    if refit is True and isinstance(scoring, (list, dict)):
+        raise SpecError(
+            "refit",
+            "with several metrics in scoring, refit must name the one to pick the best "
+            "candidate by (or be false), as in scikit-learn",
+        )
     x_order = request.get("x_order", "C")
     if x_order not in ("C", "F"):
         raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
@@ -209,6 +222,9 @@ def compile_job(
         error_score = float("nan")
     elif error_score != "raise" and not isinstance(error_score, (int, float)):
         raise SpecError("error_score", 'error_score is "raise", "nan" or a number')
+    elif isinstance(error_score, float) and math.isinf(error_score):
+        # JSON (and so the stored request) has no infinity: it would run as NaN
+        raise SpecError("error_score", 'error_score must be finite, "nan" or "raise"')
     return CompiledJob(
         kind=kind,
         estimator=estimator,

@@ -32,6 +32,7 @@ from memogrid.data import (
     ARRAY_MAGIC,
     FRAME_MAGIC,
     DataError,
+    as_array,
     dataset_id,
     frame_table,
     hash_array,
@@ -105,7 +106,12 @@ class DatasetStore:
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
         else:
-            arr = np.asarray(obj)
+            try:
+                # object arrays of strings (pandas' string Series) become str
+                # arrays, as the client sends them; sparse input is refused
+                arr = as_array(obj)
+            except DataError as exc:
+                raise DatasetError(str(exc)) from None
             did = _hash_array(arr)
             path = self._path(did, ".npy")
             if not path.exists():

@@ -138,7 +138,7 @@ class Upload:
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, _MAX_HEADER)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, _MAX_HEADER)
-        except (ValueError, SyntaxError, TypeError) as exc:
+        except Exception as exc:  # numpy parses untrusted text: tokenize errors too
             raise UploadError(422, f"unreadable .npy header: {exc}") from None
         self._check_header(shape, fortran, dtype)
         self._header = (tuple(shape), dtype)

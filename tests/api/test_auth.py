@@ -162,6 +162,37 @@ def test_limits(limited):
     assert guesses[0] == 401 and 429 in guesses
 
 
+def test_limits_hold_under_concurrent_requests(settings, dask_client):
+    """The quota and the running-jobs cap count requests made at the same
+    moment (each checked under the user's lock, not against a stale count)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings.user_max_active_jobs = 3
+    settings.user_max_bytes = 3000
+    app = create_app(settings, dask_client=dask_client, start_runner=False)
+    with TestClient(app) as client:
+        client.headers["authorization"] = f"Bearer {settings.admin_token_file.read_text().strip()}"
+        bodies = [npy_bytes(np.full(120, float(i))) for i in range(10)]  # 1088 bytes each
+
+        def put(body):
+            return client.post("/v1/datasets", content=body, headers=NPY).status_code
+
+        with ThreadPoolExecutor(10) as pool:
+            codes = list(pool.map(put, bodies))
+        assert sorted(codes) == [201, 201] + [413] * 8, codes  # 2 x 1088 <= 3000 < 3 x 1088
+        held = [b for b, c in zip(bodies, codes, strict=True) if c == 201]
+        xid = client.post("/v1/datasets", content=held[0], headers=NPY).json()["id"]
+        yid = upload(client, (np.arange(120) % 2).astype(np.int8))
+        X2 = client.post("/v1/datasets", content=npy_bytes(np.ones((60, 2))), headers=NPY)
+        assert X2.status_code == 413  # 2 x 1088 + 120 (y) + 960 > 3000
+        body = {"estimator": SPEC, "param_grid": {"C": [1.0]}, "X": xid, "y": yid, "cv": 2}
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(
+                pool.map(lambda _: client.post("/v1/jobs", json=body).status_code, range(12))
+            )
+        assert sorted(codes) == [202] * 3 + [429] * 9, codes
+
+
 def test_checked_tokens_are_remembered_briefly(settings, dask_client):
     settings.auth_cache_seconds = 1.0
     app = create_app(settings, dask_client=dask_client, start_runner=False)

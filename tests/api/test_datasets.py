@@ -64,6 +64,13 @@ def _object_npy() -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x80\x04N."
 
 
+def _unbalanced_header() -> bytes:
+    # numpy's header parser raises tokenize.TokenError on this, not ValueError
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (4, }"
+    header += b" " * (117 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(32)
+
+
 def _fortran(arr) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asfortranarray(arr))
@@ -88,6 +95,7 @@ def _lying_header(arr, shape) -> bytes:
         (_lying_header(np.arange(4.0), (2**40, 2**30)), 413, "exceeds"),
         (_lying_header(np.arange(4.0), (-1,)), 422, "shape"),
         (_object_npy(), 422, "object dtype"),
+        (_unbalanced_header(), 422, "unreadable .npy header"),
         (npy_bytes(np.zeros(3, dtype=[("a", "<f8")])), 422, "structured"),
         (npy_bytes(np.array(["2020-01-01"], dtype="datetime64[D]")), 422, "not accepted"),
         (_fortran(np.ones((3, 2))), 422, "Fortran"),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.api.conftest import NPY, PARQUET, upload, wait_job
+from tests.api.conftest import NPY, PARQUET, npy_bytes, upload, wait_job
 
 LR = "sklearn.linear_model.LogisticRegression"
 
@@ -71,6 +71,28 @@ def test_non_finite_numbers_in_params(api, data):
         )
         r = api.post("/v1/jobs", content=text, headers={"content-type": "application/json"})
         assert r.status_code == 422 and "non-finite" in r.json()["detail"], r.text
+    _nothing_queued(api)
+
+
+def test_search_settings_scikit_learn_would_refuse_get_a_422(api, data):
+    for bad in ("Infinity", "-Infinity"):  # JSON cannot store them: they would run as NaN
+        text = json.dumps({"estimator": {"class": LR}, "param_grid": {"C": [1.0]}})
+        xid, yid = data
+        text = text[:-1] + f', "X": "{xid}", "y": "{yid}", "error_score": {bad}}}'
+        r = api.post("/v1/jobs", content=text, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["path"] == "error_score", r.text
+    r = _job(api, data, scoring=["accuracy", "f1"], refit=True)
+    assert r.status_code == 422 and "refit must name" in r.json()["detail"], r.text
+    pipe = {"class": "sklearn.pipeline.Pipeline", "params": {"steps": [["lr", {"class": LR}]]}}
+    r = _job(
+        api,
+        data,
+        estimator=pipe,
+        param_grid={"lr__C": [1.0]},
+        fit_params={"nosuch__sample_weight": data[1]},
+    )
+    assert r.status_code == 422 and "names no step" in r.json()["detail"], r.text
     _nothing_queued(api)
 
 
@@ -242,4 +264,44 @@ def test_overlong_names_are_refused_up_front(api, data):
     ):
         r = _job(api, data, **over)
         assert r.status_code == 422 and "at most 100 characters" in r.json()["detail"], r.text
+    _nothing_queued(api)
+
+
+def test_request_bodies_over_the_limit_are_refused_before_they_are_read(api, settings, data):
+    settings.request_max_bytes = 4096
+    padding = {"C": [1.0] + [float(i) for i in range(2000)]}  # about 14 kB of JSON
+    declared = _job(api, data, param_grid=padding)
+    assert declared.status_code == 413, declared.text
+    assert "request_max_bytes" in declared.json()["detail"]
+    assert declared.headers["content-type"].startswith("application/problem+json")
+
+    def chunks():  # no Content-Length: counted as it arrives
+        body = json.dumps({"estimator": {"class": LR}, "param_grid": padding}).encode()
+        for i in range(0, len(body), 1000):
+            yield body[i : i + 1000]
+
+    chunked = api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413, chunked.text
+    assert "request_max_bytes" in chunked.json()["detail"]
+    _nothing_queued(api)
+    # under the limit, the same route works; uploads keep their own, larger cap
+    assert _job(api, data).status_code == 202
+    big = np.zeros(10_000)  # 80 kB, over request_max_bytes
+    assert api.post("/v1/datasets", content=npy_bytes(big), headers=NPY).status_code == 201
+
+
+def test_nul_characters_are_refused_by_name(api, data):
+    # PostgreSQL refuses NUL in text: each must be a 422 naming the item, not a 500
+    xid, yid = data
+    r = _job(api, data, fit_params={"sample\x00weight": yid})
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    r = _job(api, data, scoring={"acc\x00": "accuracy"}, refit="acc\x00")
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    for path, params in (
+        ("/v1/results", {"param": "C\x00", "value": "1"}),
+        (f"/v1/datasets/{xid}/leaderboard", {"metric": "a\x00"}),
+        ("/v1/jobs", {"cursor": "x\x00y"}),
+    ):
+        r = api.get(path, params=params)
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], (path, r.text)
     _nothing_queued(api)

@@ -283,6 +283,12 @@ def test_list_filters_and_pagination(api, seed_data):
     typo = api.get("/v1/jobs", params={"stat": "failed"})
     assert typo.status_code == 422 and "unknown query parameter 'stat'" in typo.json()["detail"]
     assert api.get("/v1/jobs", params={"created_after": "0.5"}).status_code == 422
+    for name, when in (
+        ("created_after", "0001-01-01T00:00:00+14:00"),
+        ("created_before", "9999-12-31T23:59:59-14:00"),
+    ):  # valid ISO 8601, but not a date-time in UTC
+        r = api.get("/v1/jobs", params={name: when})
+        assert r.status_code == 422 and "outside the date-times" in r.json()["detail"], r.text
     r = api.put("/v1/jobs")
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     assert api.get("/v1/jobs", params={"state": "bogus"}).status_code == 422

@@ -1,0 +1,203 @@
+"""The drop-in searches behave as scikit-learn's do where users can tell:
+tags, warnings, errors, types, pickling, waiting."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import is_classifier, is_regressor
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV as SkGridSearchCV
+from sklearn.model_selection import RandomizedSearchCV as SkRandomizedSearchCV
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+
+from memogrid import Client, GridSearchCV, RandomizedSearchCV, errors
+from memogrid.client import Job
+from tests.helpers.parity import assert_cv_results_equal
+
+
+@pytest.fixture
+def mg(api):
+    with Client(http=api) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(n_samples=90, n_features=5, random_state=0)
+
+
+def _jobs(mg):
+    return len(mg.jobs())
+
+
+def test_a_search_over_a_classifier_is_a_classifier(mg, data):
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    ours = GridSearchCV(LogisticRegression(), grid, client=mg, progress=False)
+    assert is_classifier(ours) and not is_regressor(ours)
+    assert is_regressor(GridSearchCV(Ridge(), {"alpha": [1.0]}, client=mg))
+    # cross_val_score stratifies a classifier's folds: the same scores as scikit-learn's
+    sk = SkGridSearchCV(LogisticRegression(), grid)
+    assert np.array_equal(cross_val_score(ours, X, y, cv=3), cross_val_score(sk, X, y, cv=3))
+
+
+def test_warnings_recorded_by_the_service_reach_the_caller(mg, data):
+    X, y = data
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": [2, 10]}  # 10 > 5 features: those fits fail
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = GridSearchCV(pipe, grid, cv=5, client=mg, progress=False).fit(X, y)
+    assert any(w.category is FitFailedWarning and "5 fits failed" in str(w.message) for w in caught)
+    assert any(
+        w.category is UserWarning and "test scores are non-finite" in str(w.message) for w in caught
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGridSearchCV(pipe, grid, cv=5).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    with pytest.warns(UserWarning, match="The total space of parameters 2 is smaller"):
+        RandomizedSearchCV(
+            LogisticRegression(),
+            {"C": [0.1, 1.0]},
+            n_iter=4,
+            random_state=0,
+            client=mg,
+            progress=False,
+        ).fit(X, y)
+
+
+def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
+    X, y = data
+    before = _jobs(mg)
+    with pytest.raises(InvalidParameterError, match="return_train_score"):
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, return_train_score="yes", client=mg).fit(
+            X, y
+        )
+    with pytest.raises(ValueError, match="For multi-metric scoring, the parameter refit"):
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, scoring=["accuracy", "f1"], client=mg).fit(
+            X, y
+        )
+    with pytest.raises(TypeError, match="Parameter grid for parameter 'C' needs to be a list"):
+        GridSearchCV(LogisticRegression(), {"C": 1.0}, client=mg).fit(X, y)
+    assert _jobs(mg) == before
+    # scikit-learn's other constructor arguments are accepted (and checked)
+    search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=-1, verbose=0, client=mg)
+    assert search.get_params()["n_jobs"] == -1 and "pre_dispatch" in search.get_params()
+
+
+def test_not_fitted_errors_and_fitted_only_attributes(mg, data):
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"c{i}" for i in range(5)])
+    search = GridSearchCV(PCA(), {"n_components": [1, 2]}, client=mg, progress=False)
+    for call in (
+        lambda: search.transform(X),
+        lambda: search.score(X),
+        lambda: search.score_samples(X),
+    ):
+        with pytest.raises(NotFittedError):
+            call()
+    assert not hasattr(search, "n_features_in_")
+    search.fit(frame)
+    sk = SkGridSearchCV(PCA(), {"n_components": [1, 2]}).fit(frame)
+    assert np.array_equal(search.score_samples(frame), sk.score_samples(frame))
+    assert list(search.feature_names_in_) == list(sk.feature_names_in_)
+    unrefit = GridSearchCV(PCA(), {"n_components": [2]}, refit=False, client=mg, progress=False)
+    with pytest.raises(AttributeError, match="has no attribute 'transform'"):
+        unrefit.fit(X).transform(X)
+
+
+def test_values_keep_scikit_learns_types(mg, data):
+    X, y = data
+    grid = {"C": np.array([0.1, 1.0, 10.0]), "max_iter": [np.int64(50), 100]}
+    ours = GridSearchCV(LogisticRegression(), grid, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(LogisticRegression(), grid).fit(X, y)
+    assert [repr(p) for p in ours.cv_results_["params"]] == [
+        repr(p) for p in sk.cv_results_["params"]
+    ]
+    assert repr(ours.best_params_) == repr(sk.best_params_)
+    assert type(ours.best_index_) is type(sk.best_index_)
+    assert type(ours.best_score_) is type(sk.best_score_) and ours.best_score_ == sk.best_score_
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    dists = {"C": [np.float64(0.5), np.float64(2.0)], "fit_intercept": [True, False]}
+    ours = RandomizedSearchCV(
+        LogisticRegression(), dists, n_iter=3, random_state=1, client=mg, progress=False
+    ).fit(X, y)
+    sk = SkRandomizedSearchCV(LogisticRegression(), dists, n_iter=3, random_state=1).fit(X, y)
+    assert [repr(p) for p in ours.cv_results_["params"]] == [
+        repr(p) for p in sk.cv_results_["params"]
+    ]
+
+
+def test_a_pickled_search_carries_no_token(api, data, monkeypatch):
+    X, y = data
+    token = api.headers["authorization"].split()[1]
+    with Client(http=api, token=token) as client:
+        search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=client, progress=False)
+        blob = pickle.dumps(search.fit(X, y))
+    assert token.encode() not in blob
+    monkeypatch.delenv("MEMOGRID_TOKEN", raising=False)
+    loaded = pickle.loads(blob)
+    assert np.array_equal(loaded.predict(X), search.predict(X))
+    assert loaded.client.token is None  # it takes MEMOGRID_TOKEN where it is opened
+
+
+def test_interrupting_fit_cancels_the_job(mg, data, monkeypatch):
+    X, y = data
+    seen = {}
+
+    def interrupted(self, *a, **kw):
+        seen["job"] = self
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Job, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        GridSearchCV(LogisticRegression(), {"C": [0.3, 3.0]}, client=mg, progress=False).fit(X, y)
+    monkeypatch.undo()
+    job = seen["job"]
+    job.wait(progress=False, raise_on_failure=False)
+    assert job.state == "cancelled" or job.status()["cancel_requested"]
+
+
+def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
+    X, y = data
+    calls = {"submit": 0, "status": 0}
+    submit, status = Client._submit, Job.status
+
+    def busy_submit(self, body):
+        calls["submit"] += 1
+        if calls["submit"] == 1:
+            exc = errors.RateLimited("you have 8 queued or running jobs", status=429)
+            exc.retry_after = 0.01
+            raise exc
+        return submit(self, body)
+
+    def flaky_status(self):
+        calls["status"] += 1
+        if calls["status"] == 1:
+            raise errors.ServerError("Service Unavailable", status=503)
+        return status(self)
+
+    monkeypatch.setattr(Client, "_submit", busy_submit)
+    monkeypatch.setattr(Job, "status", flaky_status)
+    search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=mg, progress=False).fit(X, y)
+    assert calls["submit"] == 2 and calls["status"] >= 2 and search.best_index_ == 0
+    # an error that is not passing still reaches the user at once
+    monkeypatch.setattr(
+        Job, "status", lambda self: (_ for _ in ()).throw(errors.ServerError("boom", status=500))
+    )
+    with pytest.raises(errors.ServerError, match="boom"):
+        GridSearchCV(LogisticRegression(), {"C": [2.0]}, client=mg, progress=False).fit(X, y)
+    monkeypatch.undo()
+    for job in mg.jobs():  # the service ran it all the same: let it end before teardown
+        Job(mg, job["id"]).wait(progress=False, raise_on_failure=False)

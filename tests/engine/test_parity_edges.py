@@ -1,0 +1,182 @@
+"""Parity at the edges: what scikit-learn does with unusual searches, the
+engine does too (or refuses up front with a message naming the problem)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from scipy import sparse
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from memogrid_service.engine import keys
+from memogrid_service.store.datasets import DatasetError
+from tests.engine.test_parity import assert_same_search, both
+
+
+@pytest.fixture(scope="module")
+def frame_data():
+    X, y = make_classification(n_samples=200, n_features=6, random_state=3)
+    return pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]), y
+
+
+def _select_by_name(scaler):
+    return Pipeline(
+        [
+            ("sc", scaler),
+            ("ct", ColumnTransformer([("keep", "passthrough", ["f0", "f1", "f2"])])),
+            ("clf", LogisticRegression()),
+        ]
+    )
+
+
+def test_set_output_is_part_of_a_steps_identity(runner, frame_data):
+    """A scaler configured for DataFrame output is not the plain one: a search
+    after the plain one must not be served its cached array outputs."""
+    X, y = frame_data
+    plain = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression())])
+    first = runner.search(plain, X, y, param_grid={"clf__C": [1.0]}, cv=3)
+    assert first.stats.step_fits == 3
+    frames = _select_by_name(StandardScaler().set_output(transform="pandas"))
+    ours, sk = both(runner, frames, X, y, param_grid={"clf__C": [0.5, 1.0]}, cv=3)
+    assert np.isfinite(ours.cv_results_["mean_test_score"]).all()
+    assert_same_search(ours, sk, X)
+    token = keys.estimator_token(StandardScaler().set_output(transform="pandas"))
+    assert token != keys.estimator_token(StandardScaler())
+    # an estimator never configured keeps the token it always had
+    assert keys.OUTPUT_CONFIG not in str(keys.estimator_token(StandardScaler()))
+
+
+def test_the_callers_transform_output_setting_reaches_the_fits(runner, frame_data):
+    X, y = frame_data
+    pipe = _select_by_name(StandardScaler())
+    # without pandas output the column selection by name fails in every fit
+    with pytest.raises(ValueError, match="All the 3 fits failed"):
+        runner.search(pipe, X, y, param_grid={"clf__C": [1.0]}, cv=3)
+    with sklearn.config_context(transform_output="pandas"):
+        ours, sk = both(runner, pipe, X, y, param_grid={"clf__C": [0.5, 1.0]}, cv=3)
+        assert_same_search(ours, sk, X)
+    # the scalers the plain search fitted (and cached) returned arrays: not reused
+    assert ours.stats.step_hits == 0 and ours.stats.step_fits == 6
+    assert np.isfinite(ours.cv_results_["mean_test_score"]).all()
+
+
+def test_fit_params_no_step_takes_are_refused(runner):
+    X, y = make_classification(n_samples=60, random_state=0)
+    w = np.ones(len(y))
+    pipe = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression())])
+    with pytest.raises(ValueError, match="'nostep__sample_weight' names no step"):
+        runner.search(
+            pipe, X, y, param_grid={"clf__C": [1.0]}, fit_params={"nostep__sample_weight": w}
+        )
+    nested = Pipeline([("sc", StandardScaler()), ("clf", Pipeline([("lr", LogisticRegression())]))])
+    with pytest.raises(ValueError, match="Pipeline.fit does not accept the sample_weight"):
+        runner.search(
+            nested, X, y, param_grid={"clf__lr__C": [1.0]}, fit_params={"clf__sample_weight": w}
+        )
+    # routed all the way down, the same weights are accepted and used
+    ours, sk = both(
+        runner,
+        nested,
+        X,
+        y,
+        param_grid={"clf__lr__C": [0.1, 1.0]},
+        fit_params={"clf__lr__sample_weight": np.linspace(0.1, 2, len(y))},
+        cv=3,
+    )
+    assert_same_search(ours, sk, X)
+
+
+def test_a_nested_pipeline_may_end_in_passthrough(runner):
+    X, y = make_classification(n_samples=150, n_features=8, random_state=1)
+    inner = Pipeline([("scale", StandardScaler()), ("pca", PCA(3))])
+    pipe = Pipeline([("pre", inner), ("clf", LogisticRegression())])
+    grid = {"pre__pca": [PCA(3), "passthrough"], "clf__C": [0.1, 1.0]}
+    ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, X)
+    only = Pipeline(
+        [("pre", Pipeline([("scale", StandardScaler())])), ("clf", LogisticRegression())]
+    )
+    ours, sk = both(
+        runner, only, X, y, param_grid={"pre__scale": [StandardScaler(), "passthrough"]}, cv=3
+    )
+    assert_same_search(ours, sk, X)
+    # the searched pipeline itself still needs a final estimator
+    with pytest.raises(ValueError, match="final step of a searched Pipeline"):
+        runner.search(pipe, X, y, param_grid={"clf": ["passthrough"]}, cv=3)
+
+
+def _lowest_c_within_a_point(cv_results):
+    scores = cv_results[
+        "mean_test_accuracy" if "mean_test_accuracy" in cv_results else "mean_test_score"
+    ]
+    good = np.flatnonzero(scores >= scores.max() - 0.01)
+    return int(good[np.argmin(cv_results["param_C"][good])])
+
+
+@pytest.mark.parametrize("scoring", [None, ["accuracy", "f1"]])
+def test_a_callable_refit_picks_the_candidate_and_leaves_no_best_score(runner, scoring):
+    X, y = make_classification(n_samples=150, n_features=8, random_state=2)
+    kw = {"scoring": scoring} if scoring else {}
+    ours, sk = both(
+        runner,
+        LogisticRegression(),
+        X,
+        y,
+        param_grid={"C": [0.01, 0.1, 1.0, 10.0]},
+        refit=_lowest_c_within_a_point,
+        cv=3,
+        **kw,
+    )
+    assert not hasattr(sk, "best_score_")
+    assert ours.best_score_ is None
+    assert type(ours.best_index_) is type(sk.best_index_)
+    assert_same_search(ours, sk, X)
+
+
+def test_string_labels_in_object_arrays_and_series(runner):
+    X, y = make_classification(n_samples=120, n_features=5, random_state=4)
+    labels = np.array(["ant", "bee"], dtype=object)[y]
+    for y_in in (labels, pd.Series(labels)):
+        ours, sk = both(runner, LogisticRegression(), X, y_in, param_grid={"C": [0.1, 1.0]}, cv=3)
+        assert_cv_results_only(ours, sk)
+        assert list(ours.best_estimator_.predict(X[:5])) == list(sk.best_estimator_.predict(X[:5]))
+
+
+def assert_cv_results_only(ours, sk):
+    from tests.helpers.parity import assert_cv_results_equal
+
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_index_ == sk.best_index_
+
+
+def test_sparse_input_is_refused_by_name(runner):
+    X, y = make_classification(n_samples=40, random_state=0)
+    with pytest.raises(DatasetError, match="sparse input .*csr_matrix.* is not supported"):
+        runner.search(LogisticRegression(), sparse.csr_matrix(X), y, param_grid={"C": [1.0]})
+
+
+def test_n_iter_beyond_the_grid_warns_as_scikit_learn_does(runner):
+    X, y = make_classification(n_samples=80, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.search(
+            LogisticRegression(),
+            X,
+            y,
+            param_distributions={"C": [0.1, 1.0]},
+            n_iter=5,
+            random_state=0,
+            cv=3,
+        )
+    text = "The total space of parameters 2 is smaller than n_iter=5"
+    assert any(text in str(w.message) and w.category is UserWarning for w in caught)
+    assert any(w.startswith("UserWarning: " + text) for w in res.warnings)
