@@ -89,3 +89,35 @@ class JobCancelled(MemogridError):
 
 class WaitTimeout(MemogridError, TimeoutError):
     pass
+
+
+#: the warning classes a warning recorded elsewhere (a worker, the service)
+#: is raised again as, by name; any other is raised as a UserWarning
+_WARNING_CLASSES = (
+    "UserWarning",
+    "RuntimeWarning",
+    "FutureWarning",
+    "DeprecationWarning",
+    "PendingDeprecationWarning",
+    "FitFailedWarning",
+    "ConvergenceWarning",
+    "UndefinedMetricWarning",
+    "DataConversionWarning",
+    "DataDimensionalityWarning",
+    "EfficiencyWarning",
+)
+
+
+def warning_category(name: str) -> type[Warning]:
+    """The builtin or scikit-learn warning class called ``name`` (else
+    UserWarning): looked up in a fixed list, never imported by name."""
+    import builtins
+
+    found: Any = None
+    if name in _WARNING_CLASSES:
+        from sklearn import exceptions
+
+        found = getattr(exceptions, name, None) or getattr(builtins, name, None)
+    if isinstance(found, type) and issubclass(found, Warning):
+        return found
+    return UserWarning

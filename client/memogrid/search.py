@@ -33,31 +33,6 @@ from sklearn.utils.validation import check_is_fitted
 from . import errors
 from .client import Client, Job
 
-#: the warning classes a job's recorded warnings are re-raised as, by the
-#: name the service records ("FitFailedWarning: ..."); others as UserWarning
-_WARNING_CLASSES = (
-    "UserWarning",
-    "RuntimeWarning",
-    "FutureWarning",
-    "DeprecationWarning",
-    "FitFailedWarning",
-    "ConvergenceWarning",
-    "UndefinedMetricWarning",
-    "DataConversionWarning",
-)
-
-
-def _warning_class(name: str) -> type[Warning]:
-    import builtins
-
-    from sklearn import exceptions
-
-    if name in _WARNING_CLASSES:
-        found = getattr(exceptions, name, None) or getattr(builtins, name, None)
-        if isinstance(found, type) and issubclass(found, Warning):
-            return found
-    return UserWarning
-
 
 def _reemit(recorded: list[str]) -> None:
     """Raise the warnings scikit-learn gave on the service as the user's own,
@@ -67,7 +42,7 @@ def _reemit(recorded: list[str]) -> None:
     for text in recorded:
         name, sep, message = text.partition(": ")
         if sep and name.isidentifier() and name.endswith("Warning"):
-            warnings.warn(message, _warning_class(name), stacklevel=3)
+            warnings.warn(message, errors.warning_category(name), stacklevel=3)
 
 
 def _best_has(attr: str) -> Any:

@@ -40,10 +40,13 @@ from .plan import (
 )
 from .tasks import (
     ALL_CORES,
+    WARNINGS_KEY,
     DataSpec,
     RefitOutput,
     ScoreOutput,
     TaskContext,
+    Warned,
+    caller_identity,
     load_refit,
     result_settings,
     run_cached_step,
@@ -117,6 +120,33 @@ def _result(future: Any, cancel: threading.Event | None) -> Any:
 _gc_lock = threading.Lock()
 _gc_pauses = 0  # planners inside gc_paused() now
 _gc_was_enabled = False
+
+
+def _raise_warned(
+    warned: list[Warned] | tuple[Warned, ...],
+    reemit: bool,
+    into: list[str] | None,
+    registry: dict[Any, Any],
+) -> None:
+    """Raise the warnings fits gave in worker processes here, where
+    scikit-learn's own search would have raised them (each with its class,
+    file and line, so the caller's filters treat it as scikit-learn's), and
+    list each distinct one in ``into``."""
+    from memogrid.errors import warning_category
+
+    seen = set(into or ())
+    for name, message, filename, lineno in warned:
+        category = warning_category(name)
+        text = f"{name}: {message}"
+        if into is not None and text not in seen:
+            seen.add(text)
+            into.append(text)
+        if reemit:
+            if category is UserWarning and name != "UserWarning":
+                message = text  # a class not raised by name keeps it in the text
+            warnings.warn_explicit(message, category, filename, lineno, registry=registry)
+    if isinstance(warned, list):
+        warned.clear()
 
 
 @contextmanager
@@ -683,7 +713,7 @@ class SearchRunner:
             score_params=tuple(score_params.items()),
             pairwise_estimator=base if get_tags(base).input_tags.pairwise else None,
         )
-        ctx = TaskContext(self.cache, data, self.blas_threads, sk_config)
+        ctx = TaskContext(self.cache, data, self.blas_threads, sk_config, caller_identity())
         warn = []
         if plan.unseeded:
             warn.append(
@@ -773,14 +803,20 @@ class SearchRunner:
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
         )
         out = []
+        warned: list[Warned] = []  # what the fits warned about in the workers
+        registry: dict[Any, Any] = {}  # shown once per search where filters say "default"
         for row in plan.grid:
             for skey in row:
                 o = outputs[skey]
                 if o.exception is not None and (
                     error_score == "raise" or "test_scores" not in o.result
                 ):
+                    _raise_warned(warned, reemit_warnings, None, registry)
                     raise o.exception
-                out.append(dict(o.result))
+                r = dict(o.result)
+                warned.extend(r.pop(WARNINGS_KEY, ()))
+                out.append(r)
+        _raise_warned(warned, reemit_warnings, result_warnings, registry)
 
         # catch_warnings swaps process-wide state: one search at a time
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
@@ -812,7 +848,7 @@ class SearchRunner:
             assert res.best_params_ is not None
             start = time.perf_counter()
             best = clone(p.base).set_params(**clone(res.best_params_, safe=False))
-            fitted, stats.refit, stats.refit_step_fits = self._run_refit(
+            fitted, stats.refit, stats.refit_step_fits, refit_warned = self._run_refit(
                 p.base,
                 res.best_params_,
                 p.refit_fold,
@@ -820,6 +856,7 @@ class SearchRunner:
                 p.ctx,
                 cancel,
             )
+            _raise_warned(refit_warned, reemit_warnings, result_warnings, registry)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
         if stats.fits or stats.refit == "fit":
@@ -1148,13 +1185,14 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
-    ) -> tuple[tuple[Any, ...], str, int]:
-        """Fit (or load) the chain of ``params`` on all rows: models, how, step fits."""
+    ) -> tuple[tuple[Any, ...], str, int, tuple[Warned, ...]]:
+        """Fit (or load) the chain of ``params`` on all rows: models, how, step
+        fits, and what the fits warned about."""
         rplan = build_refit_plan(base, params, fold, fp_tokens)
         if self.cache is not None:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
-                return loaded[0], "hit", 0
+                return loaded.models, "hit", 0, loaded.warnings
         ctx = replace(ctx, blas_threads=self.refit_blas_threads)
         dsk: dict[str, Any] = {}
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])
@@ -1182,4 +1220,4 @@ class SearchRunner:
         finally:
             reuse.release()
         step_fits = sum(how == "fit" for _, how, _ in reuse.provenance(out.provenance))
-        return out.models, out.final, step_fits
+        return out.models, out.final, step_fits, out.warnings

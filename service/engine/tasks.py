@@ -18,8 +18,10 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,6 +67,9 @@ class TaskContext:
     #: the caller's scikit-learn settings that change results, where they
     #: differ from the defaults (:func:`result_settings`): tasks run under them
     sk_config: tuple[tuple[str, Any], ...] = ()
+    #: (host, pid) of the process the search runs in: tasks elsewhere record
+    #: their warnings for it (:func:`recording_warnings`)
+    caller: tuple[str, int] = ("", 0)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         where = self.cache.directory if self.cache is not None else None
@@ -286,6 +291,79 @@ class _Blas:
                     cls._applied = n
 
 
+# -- warnings -------------------------------------------------------------
+
+#: a warning a fit gave in a worker: (category name, message, file, line)
+Warned = tuple[str, str, str, int]
+
+
+class _WarningRouter:
+    """This process's ``warnings.showwarning``: a warning raised in a thread
+    that is recording (:func:`recording_warnings`) goes to that thread's
+    list; any other goes where it went before."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.original = warnings.showwarning
+
+    def show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        sink = getattr(self.local, "sink", None)
+        if sink is None:
+            self.original(message, category, filename, lineno, file, line)
+        else:
+            sink.append((category.__name__, str(message), filename, lineno))
+
+
+_router: _WarningRouter | None = None
+_router_lock = threading.Lock()
+
+
+def caller_identity() -> tuple[str, int]:
+    """Where a search is prepared: the process its warnings are raised in."""
+    import socket
+
+    return socket.gethostname(), os.getpid()
+
+
+@contextmanager
+def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
+    """Collect the warnings the calling thread raises, for the engine to
+    raise again in the caller's process, where scikit-learn's own search
+    would have shown them.
+
+    Only in a process other than the caller's: there every warning is
+    recorded (the process would show each only once, so it shows them
+    "always", each to the thread that raised it). Tasks run as threads of
+    the caller's own process need nothing: their warnings reach the caller
+    as they are raised.
+    """
+    global _router
+    sink: list[Warned] = []
+    if ctx.caller == caller_identity():
+        yield sink
+        return
+    with _router_lock:
+        if _router is None or warnings.showwarning is not _router.show:
+            _router = _WarningRouter()
+            warnings.showwarning = _router.show
+            warnings.simplefilter("always")
+    router = _router
+    prev = getattr(router.local, "sink", None)
+    router.local.sink = sink
+    try:
+        yield sink
+    finally:
+        router.local.sink = prev
+
+
 # -- outputs --------------------------------------------------------------
 
 
@@ -302,6 +380,8 @@ class StepOutput:
     error: str | None = None  # traceback of the failing step
     exception: BaseException | None = None
     failed_label: str | None = None
+    #: what fitting the steps up to this one warned about
+    warnings: tuple[Warned, ...] = ()
 
 
 @dataclass
@@ -361,11 +441,12 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     """Fit one intermediate step on a fold (or load it from the cache)."""
     prior = parent.provenance if parent is not None else ()
     models = parent.models if parent is not None else ()
+    prior_warned = parent.warnings if parent is not None else ()
     if parent is not None and parent.error is not None:
         return parent  # propagate the upstream failure unchanged
     cache = ctx.cache
     if cache is not None:
-        hit = _load_step(cache, node.key, models, prior)
+        hit = _load_step(cache, node.key, models, prior, prior_warned)
         if hit is not None:
             return hit
 
@@ -378,26 +459,30 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     params = routed_params(ctx, node.fit_params, fold.train)
     transformer = node.link.build()
     start = time.perf_counter()
-    try:
-        _Blas.apply(ctx.blas_threads)
-        if hasattr(transformer, "fit_transform"):
-            Xt_train = transformer.fit_transform(X_train, y_train, **params)
-        else:
-            Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
-        fit_time = time.perf_counter() - start
-        Xt_test = transformer.transform(X_test) if X_test is not None else None
-    except Exception as exc:
-        return StepOutput(
-            node.key,
-            provenance=prior,
-            error=traceback.format_exc(),
-            exception=exc,
-            failed_label=node.link.label,
-        )
+    with recording_warnings(ctx) as warned:
+        try:
+            _Blas.apply(ctx.blas_threads)
+            if hasattr(transformer, "fit_transform"):
+                Xt_train = transformer.fit_transform(X_train, y_train, **params)
+            else:
+                Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
+            fit_time = time.perf_counter() - start
+            Xt_test = transformer.transform(X_test) if X_test is not None else None
+        except Exception as exc:
+            return StepOutput(
+                node.key,
+                provenance=prior,
+                error=traceback.format_exc(),
+                exception=exc,
+                failed_label=node.link.label,
+                warnings=(*prior_warned, *warned),
+            )
     Xt_train, Xt_test = compact(Xt_train), compact(Xt_test)
     freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
     if cache is not None:
-        cache.set_later(_model_key(node.key), (transformer, fit_time))
+        # the step's own warnings are kept with it, to be raised on every hit
+        stored = (transformer, fit_time, tuple(warned)) if warned else (transformer, fit_time)
+        cache.set_later(_model_key(node.key), stored)
         cache.set_later(_data_key(node.key), (Xt_train, Xt_test))
     return StepOutput(
         node.key,
@@ -405,25 +490,36 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
         Xt_train,
         Xt_test,
         (*prior, (node.key, "fit", fit_time)),
+        warnings=(*prior_warned, *warned),
     )
 
 
 def _load_step(
-    cache: ResultCache, key: str, models: tuple[Any, ...], prior: tuple[Any, ...]
+    cache: ResultCache,
+    key: str,
+    models: tuple[Any, ...],
+    prior: tuple[Any, ...],
+    prior_warned: tuple[Warned, ...] = (),
 ) -> StepOutput | None:
     """A step's cached model and fold outputs after ``models``, or None if absent."""
     stored_model = cache.get(_model_key(key))
     stored_data = cache.get(_data_key(key)) if stored_model is not None else None
     if stored_data is None:
         return None
-    model, fit_time = stored_model
+    model, fit_time, own = _unpack_model(stored_model)
     return StepOutput(
         key,
         (*models, model),
         freeze(stored_data[0]),
         freeze(stored_data[1]),
         (*prior, (key, "hit", fit_time)),
+        warnings=(*prior_warned, *own),
     )
+
+
+def _unpack_model(stored: tuple[Any, ...]) -> tuple[Any, float, tuple[Warned, ...]]:
+    """(model, fit time, its warnings) of a cached fit; older entries have no warnings."""
+    return stored[0], stored[1], tuple(stored[2]) if len(stored) > 2 else ()
 
 
 def step_cached(cache: ResultCache | None, key: str) -> bool:
@@ -441,9 +537,9 @@ def run_cached_step(ctx: TaskContext, chain: tuple[Any, ...], fold: Any) -> Step
     """
     cache = ctx.cache
     if cache is not None:
-        models = _load_models(cache, [node.key for node in chain[:-1]])
-        if models is not None:
-            hit = _load_step(cache, chain[-1].key, models, ())
+        loaded = _load_models(cache, [node.key for node in chain[:-1]])
+        if loaded is not None:
+            hit = _load_step(cache, chain[-1].key, loaded[0], (), loaded[1])
             if hit is not None:
                 return hit
     out: StepOutput | None = None
@@ -503,10 +599,9 @@ def run_score(
     ttrain: Any,
 ) -> ScoreOutput:
     """Fit the final estimator on a fold and score it (or load the scores)."""
-    from sklearn.model_selection._validation import _score
-
     scorer, error_score, return_train_score = scoring
     prior = parent.provenance if parent is not None else ()
+    prior_warned = parent.warnings if parent is not None else ()
     nbytes = _sizeof_step(parent) if parent is not None else 0
     cache = ctx.cache
     if cache is not None:
@@ -523,7 +618,7 @@ def run_score(
             score_time=0.0,
             fit_error=parent.error,
         )
-        return ScoreOutput(failed, prior, "skipped", parent.exception)
+        return ScoreOutput(_warned(failed, prior_warned), prior, "skipped", parent.exception)
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
         X_test, y_test = fold_rows(ctx, fold, "test")
@@ -538,9 +633,63 @@ def run_score(
     score_train = sliced_params(ctx, ctx.data.score_params, fold.train)
     estimator = node.link.build()
     upstream = sum(t for _, _, t in prior)
+    _Blas.apply(ctx.blas_threads)
+    with recording_warnings(ctx) as warned:
+        out = _fit_and_score_final(
+            estimator,
+            scoring,
+            parent,
+            ctx,
+            fold,
+            params,
+            (X_train, y_train, X_test, y_test),
+            X_train_scored,
+            score_test,
+            score_train,
+            upstream,
+        )
+    result = _warned(out[0], (*prior_warned, *warned))
+    if out[1] is not None:
+        return ScoreOutput(result, prior, "fit", out[1], nbytes)
+    if cache is not None:  # with every warning that led to it, replayed on hits
+        cache.set_later(node.key, result)
+    return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
+
+
+#: the key under which a score result carries its chain's warnings
+#: (:data:`Warned` tuples); the search removes it before formatting results
+WARNINGS_KEY = "_warnings"
+
+
+def _warned(result: dict[str, Any], warned: tuple[Warned, ...]) -> dict[str, Any]:
+    if warned:
+        result[WARNINGS_KEY] = warned
+    return result
+
+
+def _fit_and_score_final(
+    estimator: Any,
+    scoring: Any,
+    parent: StepOutput | None,
+    ctx: TaskContext,
+    fold: Any,
+    params: dict[str, Any],
+    rows: tuple[Any, Any, Any, Any],
+    X_train_scored: Any,
+    score_test: dict[str, Any],
+    score_train: dict[str, Any],
+    upstream: float,
+) -> tuple[dict[str, Any], BaseException | None]:
+    """What ``_fit_and_score`` does for the final estimator: its result, and
+    the exception to report if the fit (or, under error_score="raise", the
+    scoring) failed."""
+    from sklearn.model_selection._validation import _score
+
+    scorer, error_score, return_train_score = scoring
+    X_train, y_train, X_test, y_test = rows
+    n_test = len(fold.test)
     start = time.perf_counter()
     result: dict[str, Any] = {}
-    _Blas.apply(ctx.blas_threads)
     try:
         if y_train is None:
             estimator.fit(X_train, **params)
@@ -555,7 +704,7 @@ def run_score(
             fit_time=upstream + fit_time,
             score_time=0.0,
         )
-        return ScoreOutput(result, prior, "fit", exc, nbytes)
+        return result, exc
     fit_time = time.perf_counter() - start
     result["fit_error"] = None
     try:
@@ -572,11 +721,9 @@ def run_score(
                 scored, X_scored, y_train, scorer, score_train, error_score
             )
     except Exception as exc:  # error_score="raise" in _score
-        return ScoreOutput({"fit_error": traceback.format_exc()}, prior, "fit", exc, nbytes)
+        return {"fit_error": traceback.format_exc()}, exc
     result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
-    if cache is not None:
-        cache.set_later(node.key, result)
-    return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
+    return result, None
 
 
 @_configured
@@ -612,6 +759,8 @@ class RefitOutput:
     #: the parent step output's provenance: which steps were fitted for it
     provenance: tuple[tuple[str, str, float], ...] = ()
     parent_nbytes: int = 0
+    #: what fitting the chain warned about (replayed from the cache on a hit)
+    warnings: tuple[Warned, ...] = ()
 
 
 @_configured
@@ -622,12 +771,16 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
         raise parent.exception or RuntimeError(parent.error)
     models = parent.models if parent is not None else ()
     prior = parent.provenance if parent is not None else ()
+    prior_warned = parent.warnings if parent is not None else ()
     nbytes = _sizeof_step(parent) if parent is not None else 0
     cache = ctx.cache
     if cache is not None:
         hit = cache.get(node.key)
         if hit is not None:
-            return RefitOutput((*models, hit[0]), "hit", hit[1], prior, nbytes)
+            model, fit_time, own = _unpack_model(hit)
+            return RefitOutput(
+                (*models, model), "hit", fit_time, prior, nbytes, (*prior_warned, *own)
+            )
     if parent is None:
         X, y = fold_rows(ctx, fold, "train")
     else:
@@ -637,33 +790,44 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     estimator = node.link.build()
     start = time.perf_counter()
     _Blas.apply(ctx.blas_threads)
-    if y is None:
-        estimator.fit(X, **params)
-    else:
-        estimator.fit(X, y, **params)
+    with recording_warnings(ctx) as warned:
+        if y is None:
+            estimator.fit(X, **params)
+        else:
+            estimator.fit(X, y, **params)
     fit_time = time.perf_counter() - start
     if cache is not None:
-        cache.set_later(node.key, (estimator, fit_time))
-    return RefitOutput((*models, estimator), "fit", fit_time, prior, nbytes)
+        stored = (estimator, fit_time, tuple(warned)) if warned else (estimator, fit_time)
+        cache.set_later(node.key, stored)
+    return RefitOutput(
+        (*models, estimator), "fit", fit_time, prior, nbytes, (*prior_warned, *warned)
+    )
 
 
-def _load_models(cache: ResultCache, step_keys: Any) -> tuple[Any, ...] | None:
-    """The cached fitted models of ``step_keys``, or None if any is missing."""
+def _load_models(
+    cache: ResultCache, step_keys: Any
+) -> tuple[tuple[Any, ...], tuple[Warned, ...]] | None:
+    """The cached fitted models of ``step_keys`` and what fitting them warned
+    about, or None if any is missing."""
     models = []
+    warned: list[Warned] = []
     for skey in step_keys:
         stored = cache.get(_model_key(skey))
         if stored is None:
             return None
-        models.append(stored[0])
-    return tuple(models)
+        model, _, own = _unpack_model(stored)
+        models.append(model)
+        warned.extend(own)
+    return tuple(models), tuple(warned)
 
 
-def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> tuple | None:
+def load_refit(cache: ResultCache, step_keys: tuple[str, ...], key: str) -> RefitOutput | None:
     """The fitted chain of a cached refit, without touching any fold data."""
-    models = _load_models(cache, step_keys)
-    if models is None:
+    loaded = _load_models(cache, step_keys)
+    if loaded is None:
         return None
     final = cache.get(key)
     if final is None:
         return None
-    return (*models, final[0]), "hit", final[1], 0
+    model, fit_time, own = _unpack_model(final)
+    return RefitOutput((*loaded[0], model), "hit", fit_time, warnings=(*loaded[1], *own))

@@ -180,3 +180,42 @@ def test_n_iter_beyond_the_grid_warns_as_scikit_learn_does(runner):
     text = "The total space of parameters 2 is smaller than n_iter=5"
     assert any(text in str(w.message) and w.category is UserWarning for w in caught)
     assert any(w.startswith("UserWarning: " + text) for w in res.warnings)
+
+
+def _fit_warnings(caught):
+    return [
+        (w.category, str(w.message))
+        for w in caught
+        if w.category.__name__ in ("ConvergenceWarning", "DataConversionWarning")
+    ]
+
+
+def test_warnings_raised_in_workers_reach_the_caller_as_scikit_learns_do(runner):
+    """A fit's warnings in a worker process are raised again here, each with
+    its class, as scikit-learn's search raises them in the caller's process,
+    and again when the fits come from the cache."""
+    from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = make_classification(n_samples=120, n_features=6, random_state=5)
+    pipe = Pipeline([("sc", StandardScaler()), ("lr", LogisticRegression(max_iter=2))])
+    grid = {"lr__C": [0.1, 1.0]}
+    y_column = y.reshape(-1, 1)  # DataConversionWarning: a column-vector y
+
+    def run(search):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = search()
+        return out, _fit_warnings(caught)
+
+    sk, expected = run(lambda: GridSearchCV(pipe, grid, cv=3).fit(X, y_column))
+    assert {c for c, _ in expected} == {ConvergenceWarning, DataConversionWarning}
+    cold, got = run(lambda: runner.search(pipe, X, y_column, param_grid=grid, cv=3))
+    assert cold.stats.final_fits == 6
+    assert sorted(set(got), key=str) == sorted(set(expected), key=str)
+    assert len(got) == len(expected)  # one per fit (and the refit), as scikit-learn's
+    assert any(w.startswith("ConvergenceWarning: ") for w in cold.warnings)
+    warm, again = run(lambda: runner.search(pipe, X, y_column, param_grid=grid, cv=3))
+    assert warm.stats.final_fits == 0 and warm.stats.refit == "hit"
+    assert sorted(again, key=str) == sorted(got, key=str)  # replayed from the cache
+    assert_cv_results_only(cold, sk)
