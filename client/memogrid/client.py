@@ -547,7 +547,7 @@ class Job:
                 bar.close()
         if raise_on_failure:
             if st["state"] == "failed":
-                raise errors.JobFailed(self.id, st.get("error"))
+                raise errors.job_failed(self.id, st.get("error"))
             if st["state"] == "cancelled":
                 raise errors.JobCancelled(self.id)
         return self
@@ -582,7 +582,7 @@ class Job:
             except errors.Conflict:
                 st = self.status()
                 if st["state"] == "failed":
-                    raise errors.JobFailed(self.id, st.get("error")) from None
+                    raise errors.job_failed(self.id, st.get("error")) from None
                 if st["state"] == "cancelled":
                     raise errors.JobCancelled(self.id) from None
                 raise

@@ -81,6 +81,45 @@ class JobFailed(MemogridError):
         self.error = error
 
 
+#: builtin exceptions a failed job's error may name, which :func:`job_failed`
+#: mixes into the raised JobFailed (all of Exception's own layout)
+_BUILTIN_ERRORS = (
+    "ValueError",
+    "TypeError",
+    "KeyError",
+    "IndexError",
+    "LookupError",
+    "AttributeError",
+    "RuntimeError",
+    "NotImplementedError",
+    "ArithmeticError",
+    "ZeroDivisionError",
+    "FloatingPointError",
+    "OverflowError",
+)
+_mixed: dict[str, type[JobFailed]] = {}
+
+
+def job_failed(job_id: str, error: str | None) -> JobFailed:
+    """The JobFailed to raise for a job that ended with ``error``.
+
+    When the error names a builtin exception ("ValueError: All the 5 fits
+    failed...", as scikit-learn raises it), the exception is an instance of
+    that class too, so code written against scikit-learn's search (``except
+    ValueError``) catches it as it would scikit-learn's.
+    """
+    name = (error or "").split(":", 1)[0].strip()
+    if name not in _BUILTIN_ERRORS:
+        return JobFailed(job_id, error)
+    cls = _mixed.get(name)
+    if cls is None:
+        import builtins
+
+        base = getattr(builtins, name)
+        cls = _mixed[name] = type(f"JobFailed{name}", (JobFailed, base), {})
+    return cls(job_id, error)
+
+
 class JobCancelled(MemogridError):
     def __init__(self, job_id: str):
         super().__init__(f"job {job_id} was cancelled")

@@ -122,6 +122,46 @@ _gc_pauses = 0  # planners inside gc_paused() now
 _gc_was_enabled = False
 
 
+def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
+    """Whether the search's X is pairwise (a kernel or distance matrix, which
+    folds slice by rows and columns), refusing grids where candidates differ.
+
+    scikit-learn slices per candidate; the engine slices a fold once for all
+    of them, so a grid mixing ``kernel="precomputed"`` with other kernels
+    (or swapping in estimators that differ) is refused by name.
+    """
+    from sklearn.base import clone
+    from sklearn.utils import get_tags
+
+    own = bool(get_tags(base).input_tags.pairwise)
+    seen: set[tuple[str, Any]] = set()
+    for candidate in candidates:
+        for name, value in candidate.items():
+            if isinstance(value, str):
+                if value != "precomputed":
+                    continue
+                mark: Any = value
+            elif keys._is_estimator(value):
+                mark = id(value)  # the grid's own objects, shared by its candidates
+            else:
+                continue
+            if (name, mark) in seen:
+                continue
+            seen.add((name, mark))
+            try:
+                est = clone(base).set_params(**{name: clone(value, safe=False)})
+                theirs = bool(get_tags(est).input_tags.pairwise)
+            except Exception:  # scikit-learn's own checks report it later
+                continue
+            if theirs != own:
+                raise ValueError(
+                    f"the grid mixes candidates whose X is a precomputed (pairwise) matrix "
+                    f"with candidates whose X is not ({name}={value!r}): scikit-learn "
+                    "slices those folds differently; search them separately"
+                )
+    return own
+
+
 def _raise_warned(
     warned: list[Warned] | tuple[Warned, ...],
     reemit: bool,
@@ -602,7 +642,6 @@ class SearchRunner:
             RandomizedSearchCV,
             check_cv,
         )
-        from sklearn.utils import get_tags
         from sklearn.utils.validation import indexable
 
         if (param_grid is None) == (param_distributions is None):
@@ -711,7 +750,7 @@ class SearchRunner:
             y=y_ref,
             fit_params=tuple(fp_refs.items()),
             score_params=tuple(score_params.items()),
-            pairwise_estimator=base if get_tags(base).input_tags.pairwise else None,
+            pairwise_estimator=base if _pairwise(base, candidates) else None,
         )
         ctx = TaskContext(self.cache, data, self.blas_threads, sk_config, caller_identity())
         warn = []

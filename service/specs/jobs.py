@@ -173,6 +173,15 @@ def compile_job(
     for role in ("y", "groups"):
         if request.get(role) is not None:
             dataset(role, request[role], role)
+    if "y" not in datasets:
+        from sklearn.utils import get_tags
+
+        try:
+            needs_y = get_tags(estimator).target_tags.required
+        except Exception:  # an estimator whose tags cannot be read: let fit decide
+            needs_y = False
+        if needs_y:
+            raise SpecError("y", f"{type(estimator).__name__} is supervised: give y (a dataset id)")
     fit_params = {}
     for name, did in (request.get("fit_params") or {}).items():
         dataset(f"fit:{name}", did, f"fit_params.{name}")
@@ -263,13 +272,22 @@ def _uses_column_names(spec: Any) -> bool:
 
 def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     """The number of folds, without loading data where the splitter knows it."""
-    if cv is None:
-        return 5
-    if isinstance(cv, int):
-        if cv > n_rows:
-            raise SpecError("cv", f"cv={cv} folds is more than the {n_rows} samples")
-        return cv
+    if cv is None or isinstance(cv, int):
+        folds = 5 if cv is None else cv
+        if folds > n_rows:
+            said = "the default cv of 5" if cv is None else f"cv={cv}"
+            raise SpecError("cv", f"{said} folds is more than the {n_rows} samples")
+        return folds
     name = type(cv).__name__
+    if name in ("GroupKFold", "StratifiedGroupKFold", "GroupShuffleSplit") and (
+        "groups" not in datasets
+    ):
+        raise SpecError("groups", f"{name} needs groups")
+    n_folds = getattr(cv, "n_splits", None)
+    if name.endswith("KFold") and isinstance(n_folds, int) and n_folds > n_rows:
+        raise SpecError(
+            "cv", f"{name} with n_splits={n_folds} is more folds than the {n_rows} samples"
+        )
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
         if name == "LeaveOneOut":
             return n_rows

@@ -84,6 +84,14 @@ def test_search_settings_scikit_learn_would_refuse_get_a_422(api, data):
         assert r.json()["errors"][0]["path"] == "error_score", r.text
     r = _job(api, data, scoring=["accuracy", "f1"], refit=True)
     assert r.status_code == 422 and "refit must name" in r.json()["detail"], r.text
+    r = _job(api, data, y=None)
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "y", r.text
+    kfold = {"class": "sklearn.model_selection.KFold", "params": {"n_splits": 500}}
+    r = _job(api, data, cv=kfold)
+    assert r.status_code == 422 and "more folds than the 60 samples" in r.text, r.text
+    group = {"class": "sklearn.model_selection.GroupKFold", "params": {"n_splits": 3}}
+    r = _job(api, data, cv=group)
+    assert r.status_code == 422 and "GroupKFold needs groups" in r.text, r.text
     pipe = {"class": "sklearn.pipeline.Pipeline", "params": {"steps": [["lr", {"class": LR}]]}}
     r = _job(
         api,

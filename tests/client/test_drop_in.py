@@ -201,3 +201,16 @@ def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
     monkeypatch.undo()
     for job in mg.jobs():  # the service ran it all the same: let it end before teardown
         Job(mg, job["id"]).wait(progress=False, raise_on_failure=False)
+
+
+def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
+    X, y = data
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": [10]}  # more than the 5 features: every fit fails
+    with pytest.raises(ValueError, match="All the 5 fits failed") as caught:
+        GridSearchCV(pipe, grid, client=mg, progress=False).fit(X, y)
+    assert isinstance(caught.value, errors.JobFailed)  # and still memogrid's
+    with pytest.raises(ValueError, match="All the 5 fits failed"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            SkGridSearchCV(pipe, grid).fit(X, y)

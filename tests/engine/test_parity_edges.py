@@ -219,3 +219,15 @@ def test_warnings_raised_in_workers_reach_the_caller_as_scikit_learns_do(runner)
     assert warm.stats.final_fits == 0 and warm.stats.refit == "hit"
     assert sorted(again, key=str) == sorted(got, key=str)  # replayed from the cache
     assert_cv_results_only(cold, sk)
+
+
+def test_a_grid_mixing_precomputed_and_plain_input_is_refused(runner):
+    from sklearn.svm import SVC
+
+    X, y = make_classification(n_samples=60, n_features=5, random_state=6)
+    K = X @ X.T
+    with pytest.raises(ValueError, match="precomputed .pairwise. matrix"):
+        runner.search(SVC(), K, y, param_grid={"kernel": ["rbf", "precomputed"]}, cv=3)
+    # all precomputed: sliced by rows and columns, as scikit-learn does
+    ours, sk = both(runner, SVC(kernel="precomputed"), K, y, param_grid={"C": [0.5, 2.0]}, cv=3)
+    assert_cv_results_only(ours, sk)
