@@ -131,32 +131,40 @@ class WaitTimeout(MemogridError, TimeoutError):
 
 
 #: the warning classes a warning recorded elsewhere (a worker, the service)
-#: is raised again as, by name; any other is raised as a UserWarning
-_WARNING_CLASSES = (
-    "UserWarning",
-    "RuntimeWarning",
-    "FutureWarning",
-    "DeprecationWarning",
-    "PendingDeprecationWarning",
-    "FitFailedWarning",
-    "ConvergenceWarning",
-    "UndefinedMetricWarning",
-    "DataConversionWarning",
-    "DataDimensionalityWarning",
-    "EfficiencyWarning",
-)
+#: is raised again as, by name, and the fixed module each is found in; any
+#: other is raised as a UserWarning
+_WARNING_CLASSES = {
+    "UserWarning": "builtins",
+    "RuntimeWarning": "builtins",
+    "FutureWarning": "builtins",
+    "DeprecationWarning": "builtins",
+    "PendingDeprecationWarning": "builtins",
+    "FitFailedWarning": "sklearn.exceptions",
+    "ConvergenceWarning": "sklearn.exceptions",
+    "UndefinedMetricWarning": "sklearn.exceptions",
+    "DataConversionWarning": "sklearn.exceptions",
+    "DataDimensionalityWarning": "sklearn.exceptions",
+    "EfficiencyWarning": "sklearn.exceptions",
+    "PositiveSpectrumWarning": "sklearn.exceptions",
+    "LinAlgWarning": "scipy.linalg",
+    "ComplexWarning": "numpy.exceptions",
+    "RankWarning": "numpy.exceptions",
+    "VisibleDeprecationWarning": "numpy.exceptions",
+}
 
 
 def warning_category(name: str) -> type[Warning]:
-    """The builtin or scikit-learn warning class called ``name`` (else
-    UserWarning): looked up in a fixed list, never imported by name."""
-    import builtins
+    """The warning class called ``name`` in :data:`_WARNING_CLASSES` (else
+    UserWarning): a fixed table of modules, never a name taken from input."""
+    import importlib
 
+    where = _WARNING_CLASSES.get(name)
     found: Any = None
-    if name in _WARNING_CLASSES:
-        from sklearn import exceptions
-
-        found = getattr(exceptions, name, None) or getattr(builtins, name, None)
+    if where is not None:
+        try:
+            found = getattr(importlib.import_module(where), name, None)
+        except ImportError:
+            found = None
     if isinstance(found, type) and issubclass(found, Warning):
         return found
     return UserWarning

@@ -386,8 +386,10 @@ class RandomizedSearchCV(_ServiceSearch):
     def _candidates(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler
 
-        if self.random_state is None:
-            return None  # drawn at random by the service: only it knows them
+        if not isinstance(self.random_state, (int, np.integer)):
+            # None: drawn at random by the service, only it knows them; a
+            # RandomState: refused when sent, and drawing here would advance it
+            return None
         with warnings.catch_warnings():  # the service's run reports n_iter warnings
             warnings.simplefilter("ignore", UserWarning)
             return list(

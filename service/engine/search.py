@@ -166,16 +166,22 @@ def _raise_warned(
     warned: list[Warned] | tuple[Warned, ...],
     reemit: bool,
     into: list[str] | None,
-    registry: dict[Any, Any],
 ) -> None:
     """Raise the warnings fits gave in worker processes here, where
-    scikit-learn's own search would have raised them (each with its class,
-    file and line, so the caller's filters treat it as scikit-learn's), and
-    list each distinct one in ``into``."""
+    scikit-learn's own search would have raised them, and list each distinct
+    one in ``into``.
+
+    Each keeps its class, module, file and line, so the caller's filters
+    treat it as scikit-learn's, and each is raised once per fit: scikit-
+    learn's own input checks change the filters at every fit, which resets
+    Python's once-per-location memory, so its search shows them all too.
+    """
     from memogrid.errors import warning_category
 
     seen = set(into or ())
-    for name, message, filename, lineno in warned:
+    for item in warned:
+        name, message, filename, lineno = item[:4]
+        module = item[4] if len(item) > 4 else None
         category = warning_category(name)
         text = f"{name}: {message}"
         if into is not None and text not in seen:
@@ -184,7 +190,7 @@ def _raise_warned(
         if reemit:
             if category is UserWarning and name != "UserWarning":
                 message = text  # a class not raised by name keeps it in the text
-            warnings.warn_explicit(message, category, filename, lineno, registry=registry)
+            warnings.warn_explicit(message, category, filename, lineno, module=module)
     if isinstance(warned, list):
         warned.clear()
 
@@ -843,19 +849,16 @@ class SearchRunner:
         )
         out = []
         warned: list[Warned] = []  # what the fits warned about in the workers
-        registry: dict[Any, Any] = {}  # shown once per search where filters say "default"
         for row in plan.grid:
             for skey in row:
                 o = outputs[skey]
-                if o.exception is not None and (
-                    error_score == "raise" or "test_scores" not in o.result
-                ):
-                    _raise_warned(warned, reemit_warnings, None, registry)
-                    raise o.exception
                 r = dict(o.result)
                 warned.extend(r.pop(WARNINGS_KEY, ()))
+                if o.exception is not None and (error_score == "raise" or "test_scores" not in r):
+                    _raise_warned(warned, reemit_warnings, None)
+                    raise o.exception
                 out.append(r)
-        _raise_warned(warned, reemit_warnings, result_warnings, registry)
+        _raise_warned(warned, reemit_warnings, result_warnings)
 
         # catch_warnings swaps process-wide state: one search at a time
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
@@ -895,7 +898,7 @@ class SearchRunner:
                 p.ctx,
                 cancel,
             )
-            _raise_warned(refit_warned, reemit_warnings, result_warnings, registry)
+            _raise_warned(refit_warned, reemit_warnings, result_warnings)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
         if stats.fits or stats.refit == "fit":

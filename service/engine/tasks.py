@@ -293,8 +293,9 @@ class _Blas:
 
 # -- warnings -------------------------------------------------------------
 
-#: a warning a fit gave in a worker: (category name, message, file, line)
-Warned = tuple[str, str, str, int]
+#: a warning a fit gave in a worker: (category name, message, file, line,
+#: module); tuples cached before the module was kept have four items
+Warned = tuple[Any, ...]
 
 
 class _WarningRouter:
@@ -319,7 +320,23 @@ class _WarningRouter:
         if sink is None:
             self.original(message, category, filename, lineno, file, line)
         else:
-            sink.append((category.__name__, str(message), filename, lineno))
+            sink.append((category.__name__, str(message), filename, lineno, _module(filename)))
+
+
+_modules: dict[str, str | None] = {}
+
+
+def _module(filename: str) -> str | None:
+    """The name of the module loaded from ``filename`` (as ``warnings.warn``
+    gives it to filters that name a module), or None."""
+    if filename not in _modules:
+        import sys
+
+        _modules.update(
+            (getattr(m, "__file__", None) or "", name) for name, m in list(sys.modules.items())
+        )
+        _modules.setdefault(filename, None)
+    return _modules[filename]
 
 
 _router: _WarningRouter | None = None
@@ -351,8 +368,12 @@ def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
         yield sink
         return
     with _router_lock:
-        if _router is None or warnings.showwarning is not _router.show:
+        if _router is None:
             _router = _WarningRouter()
+        # installed once per process; again only if something put another
+        # handler in its place (bound methods compare equal, never identical)
+        if warnings.showwarning != _router.show:
+            _router.original = warnings.showwarning
             warnings.showwarning = _router.show
             warnings.simplefilter("always")
     router = _router

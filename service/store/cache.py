@@ -43,7 +43,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"MGC3"  # MGC2 entries (SHA-256 checksums) read as corrupt: recomputed once
+# MGC4: values may carry the warnings their fits gave (fitted models as
+# (model, fit time, warnings), score results with a "_warnings" item);
+# MGC3 entries (the same framing, no warnings) are still read, while code
+# that knows only MGC3 reads MGC4 entries as corrupt and recomputes them
+# instead of failing on the new shapes. MGC2 (SHA-256 checksums) read as
+# corrupt: recomputed once.
+MAGIC = b"MGC4"
+_READABLE = (MAGIC, b"MGC3")
 _DIGEST = 4
 DEFAULT_SIZE_LIMIT = 10 * 2**30
 _FILE_MIN = 1 << 16  # values at least this large get a file of their own
@@ -112,7 +119,7 @@ class ResultCache:
                 buf = _aligned(len(raw))
                 buf[:] = np.frombuffer(raw, np.uint8)
                 raw = buf
-            if not isinstance(raw, np.ndarray) or raw[:4].tobytes() != MAGIC:
+            if not isinstance(raw, np.ndarray) or raw[:4].tobytes() not in _READABLE:
                 raise ValueError("bad header")
             view = raw.data
             if _checksum([view[_BODY:]]) != bytes(view[4:_BODY]):

@@ -203,8 +203,10 @@ def test_warnings_raised_in_workers_reach_the_caller_as_scikit_learns_do(runner)
     y_column = y.reshape(-1, 1)  # DataConversionWarning: a column-vector y
 
     def run(search):
+        # Python's default filters: scikit-learn's search shows one warning
+        # per fit (its input checks reset the once-per-location memory)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")
             out = search()
         return out, _fit_warnings(caught)
 
@@ -231,3 +233,29 @@ def test_a_grid_mixing_precomputed_and_plain_input_is_refused(runner):
     # all precomputed: sliced by rows and columns, as scikit-learn does
     ours, sk = both(runner, SVC(kernel="precomputed"), K, y, param_grid={"C": [0.5, 2.0]}, cv=3)
     assert_cv_results_only(ours, sk)
+
+
+def test_the_warning_router_is_installed_once_per_process():
+    """Recording in a process other than the caller's installs one handler,
+    however many tasks record: a chain of handlers, one per fit, overflowed
+    the stack after about a thousand fits."""
+    import threading
+
+    from memogrid_service.engine import tasks
+
+    ctx = tasks.TaskContext(None, None, caller=("elsewhere", -1))  # type: ignore[arg-type]
+    with warnings.catch_warnings():  # restores this process's handler afterwards
+        for _ in range(2000):
+            with tasks.recording_warnings(ctx) as sink:
+                warnings.warn("inside", UserWarning, stacklevel=1)
+        assert len(sink) == 1 and sink[0][:2] == ("UserWarning", "inside")
+        assert sink[0][4] == __name__  # the module, for filters that name one
+        router = tasks._router
+        assert warnings.showwarning == router.show
+        assert not isinstance(getattr(router.original, "__self__", None), tasks._WarningRouter)
+        shown = []
+        router.original = lambda *a, **k: shown.append(a[0])
+        t = threading.Thread(target=lambda: warnings.warn("outside", UserWarning, stacklevel=1))
+        t.start()
+        t.join()
+        assert [str(m) for m in shown] == ["outside"]  # not recorded, not recursing

@@ -213,3 +213,15 @@ def test_drain_does_not_wait_for_entries_submitted_after_it(tmp_path, monkeypatc
     assert "first" in seen and "first" in c._cache
     drain_writes()  # the later one is written by now, by one or the other
     assert "later" in ResultCache(tmp_path / "c")._cache
+
+
+def test_mgc3_entries_are_still_read_and_new_entries_are_not_mgc3(tmp_path):
+    # MGC3 entries (no warnings in values) keep serving after the upgrade;
+    # new entries are MGC4, which code knowing only MGC3 drops as corrupt
+    # rather than unpacking a (model, fit time, warnings) it cannot read
+    c = ResultCache(tmp_path / "c")
+    c.set("k", {"score": 0.5})
+    raw = bytes(c._cache.get("k"))
+    assert raw[:4] == MAGIC == b"MGC4"
+    c._cache.set("k", b"MGC3" + raw[4:])
+    assert c.get("k") == {"score": 0.5}
