@@ -143,7 +143,8 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
     with svc.db.write() as s:
         lock_user(s, user.user_id)
         used = _owned_bytes(s, user)
-        ds = s.get(Dataset, info.id)
+        # waits for a delete of the same content by anyone to commit (or not)
+        ds = s.scalars(select(Dataset).where(Dataset.id == info.id).with_for_update()).first()
         if ds is None:
             ds = Dataset(
                 id=info.id,
@@ -169,6 +170,14 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
                 413,
                 f"the dataset ({info.size} bytes) would take your datasets past your "
                 f"quota of {svc.settings.user_max_bytes} bytes",
+            )
+        if not svc.store.exists(info.id):
+            # the last other holder deleted the same content (and its files)
+            # after this upload found them in place: nothing to point at
+            raise Problem(
+                409,
+                f"dataset {info.id} was deleted by its last other holder while it was "
+                "being uploaded; upload it again",
             )
         s.add(DatasetOwner(dataset_id=info.id, user_id=user.user_id, created_at=utcnow()))
     return True
@@ -253,6 +262,7 @@ def delete_dataset(
             ds = s.get(Dataset, dataset_id)
             if ds is not None:
                 s.delete(ds)
-    if gone:
-        _remove_files(svc, dataset_id)
+            # before the commit, while the row is held: an upload of the same
+            # content recording itself meanwhile waits, then finds no files
+            _remove_files(svc, dataset_id)
     return Response(status_code=204)

@@ -156,3 +156,30 @@ def test_delete(api, settings):
     assert api.get(f"/v1/datasets/{did}").status_code == 404
     assert _files(settings) == []
     assert api.delete(f"/v1/datasets/{did}").status_code == 404
+
+
+def test_an_upload_racing_the_last_holders_delete_is_told_to_upload_again(
+    api, api_as, settings, monkeypatch
+):
+    """Bob's upload found Alice's files in place; Alice, the last holder,
+    deleted them before Bob's upload was recorded: a 409 asking to upload
+    again, never a dataset without files."""
+    from memogrid_service.store import uploads
+
+    arr = np.arange(12.0)
+    did = upload(api, arr)
+    bob = api_as("bob")
+    finish = uploads.Upload.finish
+
+    def alice_deletes_meanwhile(self):
+        info = finish(self)
+        assert api.delete(f"/v1/datasets/{did}").status_code == 204
+        return info
+
+    monkeypatch.setattr(uploads.Upload, "finish", alice_deletes_meanwhile)
+    r = bob.post("/v1/datasets", content=npy_bytes(arr), headers=NPY)
+    assert r.status_code == 409 and "upload it again" in r.json()["detail"], r.text
+    assert bob.head(f"/v1/datasets/{did}").status_code == 404
+    monkeypatch.undo()
+    assert bob.post("/v1/datasets", content=npy_bytes(arr), headers=NPY).status_code == 201
+    assert bob.get(f"/v1/datasets/{did}").status_code == 200 and _files(settings)
