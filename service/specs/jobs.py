@@ -116,7 +116,16 @@ def _cv(value: Any, allow: Allowlist) -> Any:
         if value < 2:
             raise SpecError("cv", f"cv must be at least 2 folds, got {value}")
         return value
-    return build_estimator(value, allow, "cv")
+    splitter = build_estimator(value, allow, "cv")
+    seed = getattr(splitter, "random_state", None)
+    if seed is not None:
+        from sklearn.utils import check_random_state
+
+        try:  # what the splitter would refuse only once it splits
+            check_random_state(seed)
+        except (ValueError, TypeError) as exc:
+            raise SpecError("cv.params.random_state", str(exc)) from None
+    return splitter
 
 
 def compile_job(

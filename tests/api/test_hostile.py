@@ -89,6 +89,12 @@ def test_search_settings_scikit_learn_would_refuse_get_a_422(api, data):
     kfold = {"class": "sklearn.model_selection.KFold", "params": {"n_splits": 500}}
     r = _job(api, data, cv=kfold)
     assert r.status_code == 422 and "more folds than the 60 samples" in r.text, r.text
+    seeded = {
+        "class": "sklearn.model_selection.KFold",
+        "params": {"n_splits": 3, "shuffle": True, "random_state": -5},
+    }
+    r = _job(api, data, cv=seeded)
+    assert r.status_code == 422 and "random_state" in r.json()["errors"][0]["path"], r.text
     group = {"class": "sklearn.model_selection.GroupKFold", "params": {"n_splits": 3}}
     r = _job(api, data, cv=group)
     assert r.status_code == 422 and "GroupKFold needs groups" in r.text, r.text
