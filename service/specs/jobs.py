@@ -279,6 +279,18 @@ def _uses_column_names(spec: Any) -> bool:
     return False
 
 
+#: splitters that split by the values of ``groups``
+_GROUP_SPLITTERS = frozenset(
+    {
+        "GroupKFold",
+        "StratifiedGroupKFold",
+        "GroupShuffleSplit",
+        "LeaveOneGroupOut",
+        "LeavePGroupsOut",
+    }
+)
+
+
 def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     """The number of folds, without loading data where the splitter knows it."""
     if cv is None or isinstance(cv, int):
@@ -288,26 +300,19 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
             raise SpecError("cv", f"{said} folds is more than the {n_rows} samples")
         return folds
     name = type(cv).__name__
-    if name in ("GroupKFold", "StratifiedGroupKFold", "GroupShuffleSplit") and (
-        "groups" not in datasets
-    ):
+    if name in _GROUP_SPLITTERS and "groups" not in datasets:
         raise SpecError("groups", f"{name} needs groups")
-    n_folds = getattr(cv, "n_splits", None)
-    if name.endswith("KFold") and isinstance(n_folds, int) and n_folds > n_rows:
-        raise SpecError(
-            "cv", f"{name} with n_splits={n_folds} is more folds than the {n_rows} samples"
-        )
+    n = getattr(cv, "n_splits", None)
+    if name.endswith("KFold") and isinstance(n, int) and n > n_rows:
+        raise SpecError("cv", f"{name} with n_splits={n} is more folds than the {n_rows} samples")
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
         if name == "LeaveOneOut":
             return n_rows
         # these depend on the values of groups (or test_fold): bound the count
         # by the rows here, so the grid cap holds; the runner checks the
         # exact count once it has split
-        if "groups" not in datasets and name != "PredefinedSplit":
-            raise SpecError("groups", f"{name} needs groups")
         if name == "LeavePGroupsOut":
             return math.comb(n_rows, int(getattr(cv, "n_groups", 1)))
         return n_rows
-    n = getattr(cv, "n_splits", None)
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)
