@@ -502,8 +502,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
     if cache is not None:
         # the step's own warnings are kept with it, to be raised on every hit
-        stored = (transformer, fit_time, tuple(warned)) if warned else (transformer, fit_time)
-        cache.set_later(_model_key(node.key), stored)
+        cache.set_later(_model_key(node.key), _pack_model(transformer, fit_time, warned))
         cache.set_later(_data_key(node.key), (Xt_train, Xt_test))
     return StepOutput(
         node.key,
@@ -536,6 +535,11 @@ def _load_step(
         (*prior, (key, "hit", fit_time)),
         warnings=(*prior_warned, *own),
     )
+
+
+def _pack_model(model: Any, fit_time: float, warned: list[Warned]) -> tuple[Any, ...]:
+    """A fitted model as cached: with its own warnings, if it gave any."""
+    return (model, fit_time, tuple(warned)) if warned else (model, fit_time)
 
 
 def _unpack_model(stored: tuple[Any, ...]) -> tuple[Any, float, tuple[Warned, ...]]:
@@ -620,6 +624,8 @@ def run_score(
     ttrain: Any,
 ) -> ScoreOutput:
     """Fit the final estimator on a fold and score it (or load the scores)."""
+    from sklearn.model_selection._validation import _score
+
     scorer, error_score, return_train_score = scoring
     prior = parent.provenance if parent is not None else ()
     prior_warned = parent.warnings if parent is not None else ()
@@ -655,23 +661,48 @@ def run_score(
     estimator = node.link.build()
     upstream = sum(t for _, _, t in prior)
     _Blas.apply(ctx.blas_threads)
+    result: dict[str, Any] = {}
+    # every return in here carries the warnings that led to its result
     with recording_warnings(ctx) as warned:
-        out = _fit_and_score_final(
-            estimator,
-            scoring,
-            parent,
-            ctx,
-            fold,
-            params,
-            (X_train, y_train, X_test, y_test),
-            X_train_scored,
-            score_test,
-            score_train,
-            upstream,
-        )
-    result = _warned(out[0], (*prior_warned, *warned))
-    if out[1] is not None:
-        return ScoreOutput(result, prior, "fit", out[1], nbytes)
+        start = time.perf_counter()
+        try:
+            if y_train is None:
+                estimator.fit(X_train, **params)
+            else:
+                estimator.fit(X_train, y_train, **params)
+        except Exception as exc:
+            fit_time = time.perf_counter() - start
+            result = _error_scores(scorer, error_score, return_train_score)
+            result.update(
+                fit_error=traceback.format_exc(),
+                n_test_samples=n_test,
+                fit_time=upstream + fit_time,
+                score_time=0.0,
+            )
+            result = _warned(result, (*prior_warned, *warned))
+            return ScoreOutput(result, prior, "fit", exc, nbytes)
+        fit_time = time.perf_counter() - start
+        result["fit_error"] = None
+        try:
+            result["test_scores"] = _score(
+                estimator, X_test, y_test, scorer, score_test, error_score
+            )
+            score_time = time.perf_counter() - start - fit_time
+            if return_train_score:
+                scored, X_scored = estimator, X_train_scored
+                if parent is not None and X_scored is None:
+                    # the memoized train transform failed: score the whole
+                    # pipeline on raw rows so _score reports it as sklearn does
+                    scored = _as_pipeline(parent.models, estimator)
+                    X_scored = fold_rows(ctx, fold, "train")[0]
+                result["train_scores"] = _score(
+                    scored, X_scored, y_train, scorer, score_train, error_score
+                )
+        except Exception as exc:  # error_score="raise" in _score
+            failed = _warned({"fit_error": traceback.format_exc()}, (*prior_warned, *warned))
+            return ScoreOutput(failed, prior, "fit", exc, nbytes)
+    result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
+    result = _warned(result, (*prior_warned, *warned))
     if cache is not None:  # with every warning that led to it, replayed on hits
         cache.set_later(node.key, result)
     return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
@@ -686,65 +717,6 @@ def _warned(result: dict[str, Any], warned: tuple[Warned, ...]) -> dict[str, Any
     if warned:
         result[WARNINGS_KEY] = warned
     return result
-
-
-def _fit_and_score_final(
-    estimator: Any,
-    scoring: Any,
-    parent: StepOutput | None,
-    ctx: TaskContext,
-    fold: Any,
-    params: dict[str, Any],
-    rows: tuple[Any, Any, Any, Any],
-    X_train_scored: Any,
-    score_test: dict[str, Any],
-    score_train: dict[str, Any],
-    upstream: float,
-) -> tuple[dict[str, Any], BaseException | None]:
-    """What ``_fit_and_score`` does for the final estimator: its result, and
-    the exception to report if the fit (or, under error_score="raise", the
-    scoring) failed."""
-    from sklearn.model_selection._validation import _score
-
-    scorer, error_score, return_train_score = scoring
-    X_train, y_train, X_test, y_test = rows
-    n_test = len(fold.test)
-    start = time.perf_counter()
-    result: dict[str, Any] = {}
-    try:
-        if y_train is None:
-            estimator.fit(X_train, **params)
-        else:
-            estimator.fit(X_train, y_train, **params)
-    except Exception as exc:
-        fit_time = time.perf_counter() - start
-        result = _error_scores(scorer, error_score, return_train_score)
-        result.update(
-            fit_error=traceback.format_exc(),
-            n_test_samples=n_test,
-            fit_time=upstream + fit_time,
-            score_time=0.0,
-        )
-        return result, exc
-    fit_time = time.perf_counter() - start
-    result["fit_error"] = None
-    try:
-        result["test_scores"] = _score(estimator, X_test, y_test, scorer, score_test, error_score)
-        score_time = time.perf_counter() - start - fit_time
-        if return_train_score:
-            scored, X_scored = estimator, X_train_scored
-            if parent is not None and X_scored is None:
-                # the memoized train transform failed: score the whole
-                # pipeline on raw rows so _score reports it as sklearn does
-                scored = _as_pipeline(parent.models, estimator)
-                X_scored = fold_rows(ctx, fold, "train")[0]
-            result["train_scores"] = _score(
-                scored, X_scored, y_train, scorer, score_train, error_score
-            )
-    except Exception as exc:  # error_score="raise" in _score
-        return {"fit_error": traceback.format_exc()}, exc
-    result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
-    return result, None
 
 
 @_configured
@@ -818,8 +790,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
             estimator.fit(X, y, **params)
     fit_time = time.perf_counter() - start
     if cache is not None:
-        stored = (estimator, fit_time, tuple(warned)) if warned else (estimator, fit_time)
-        cache.set_later(node.key, stored)
+        cache.set_later(node.key, _pack_model(estimator, fit_time, warned))
     return RefitOutput(
         (*models, estimator), "fit", fit_time, prior, nbytes, (*prior_warned, *warned)
     )
