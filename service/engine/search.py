@@ -162,6 +162,15 @@ def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
     return own
 
 
+def _report_caught(caught: Iterable[Any], reemit: bool, into: list[str]) -> None:
+    """List warnings caught in this process in ``into`` and, if ``reemit``,
+    raise them again as they were raised."""
+    for w in caught:
+        into.append(f"{w.category.__name__}: {w.message}")
+        if reemit:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _raise_warned(
     warned: list[Warned] | tuple[Warned, ...],
     reemit: bool,
@@ -840,10 +849,7 @@ class SearchRunner:
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = list(p.warnings)
-        for w in p.sk_warnings:
-            result_warnings.append(f"{w.category.__name__}: {w.message}")
-            if reemit_warnings:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        _report_caught(p.sk_warnings, reemit_warnings, result_warnings)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
         )
@@ -865,10 +871,7 @@ class SearchRunner:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
             results = sk._format_results(p.candidates, p.n_splits, out)
-        for w in caught:
-            result_warnings.append(f"{w.category.__name__}: {w.message}")
-            if reemit_warnings:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        _report_caught(caught, reemit_warnings, result_warnings)
 
         multimetric = isinstance(out[0]["test_scores"], dict)
         res = SearchResult(
