@@ -96,13 +96,7 @@ def known_query(request: Request) -> None:
         known.update(p.alias for p in d.query_params)
         stack.extend(d.dependencies)
     for name, value in request.query_params.multi_items():
-        if "\x00" in name or "\x00" in value:
-            # no database stores it in text (PostgreSQL refuses it outright)
-            raise Problem(
-                422,
-                f"query parameter {name!r} contains a NUL character",
-                [{"path": f"query.{name}", "message": "NUL character"}],
-            )
+        refuse_nul({name: value}, "query")
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise Problem(
@@ -161,8 +155,9 @@ def install(app: FastAPI) -> None:
 
 
 def refuse_nul(value: Any, path: str = "") -> None:
-    """Refuse a NUL character in any string or key of a request body: no
-    database stores it in text (PostgreSQL refuses it with an error)."""
+    """Refuse a NUL character in any string or key of a request body or
+    query: no database stores it in text (PostgreSQL refuses it with an
+    error)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise Problem(
