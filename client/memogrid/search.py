@@ -114,16 +114,17 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         cannot be drawn here (a randomized search without a seed)."""
         raise NotImplementedError
 
-    def _check(self) -> None:
-        """scikit-learn's checks of the search's own parameters, before anything is sent."""
+    def _check(self) -> list[dict[str, Any]] | None:
+        """scikit-learn's checks of the search's own parameters, before
+        anything is sent; the candidates drawn here (:meth:`_candidates`)."""
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
-        self._candidates()  # a grid or distributions scikit-learn would refuse
+        return self._candidates()  # a grid or distributions scikit-learn would refuse
 
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
         """Run the search on the service and wait for it; returns self."""
-        self._check()
+        candidates = self._check()
         client, owned = self._client()
         try:
             job = self._submit_waiting(client, X, y, groups, fit_params)
@@ -138,7 +139,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                     pass
                 raise
             self.job_ = job
-            self._adopt(job)
+            self._adopt(job, candidates)
         finally:
             if owned:
                 client.close()
@@ -155,10 +156,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 time.sleep(min(exc.retry_after or delay, SUBMIT_RETRY_MAX))
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
 
-    def _adopt(self, job: Job) -> None:
-        """Take scikit-learn's attributes from a finished job."""
+    def _adopt(self, job: Job, candidates: list[dict[str, Any]] | None) -> None:
+        """Take scikit-learn's attributes from a finished job (``candidates``
+        as drawn here, if they could be)."""
         results = job.cv_results_
-        candidates = self._candidates()
         if candidates is not None and _same_candidates(candidates, results["params"]):
             results = _with_candidates(results, candidates)
         self.cv_results_ = results
