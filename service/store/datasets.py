@@ -52,6 +52,15 @@ _is_frame = is_frame
 _hash_table = hash_table
 
 
+def _as_array(obj: Any) -> np.ndarray:
+    # object arrays of strings (pandas' string Series) become str arrays, as
+    # the client sends them; sparse input is refused
+    try:
+        return as_array(obj)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from None
+
+
 def _hash_array(arr: np.ndarray) -> str:
     try:
         return hash_array(arr)
@@ -106,12 +115,7 @@ class DatasetStore:
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
         else:
-            try:
-                # object arrays of strings (pandas' string Series) become str
-                # arrays, as the client sends them; sparse input is refused
-                arr = as_array(obj)
-            except DataError as exc:
-                raise DatasetError(str(exc)) from None
+            arr = _as_array(obj)
             did = _hash_array(arr)
             path = self._path(did, ".npy")
             if not path.exists():
