@@ -4,9 +4,18 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v1\\0"``, the JSON of ``[[name, arrow type],
-  ...]``, then each column as the Arrow IPC stream of a one-column table
-  (the index is not content).
+- DataFrames: ``b"memogrid-frame-v2\\0"``, the JSON of ``[[[label kind,
+  label], arrow type], ...]``, then each column as the Arrow IPC stream of
+  a one-column table without schema metadata (the index is not content).
+
+A column label is a string, an integer or a finite float, and its kind is
+content: scikit-learn records string labels as ``feature_names_in_`` and
+ignores numeric ones, so ``0`` and ``"0"`` are different datasets. Arrow
+names every field by a string, so a frame with other than string labels
+carries them in its schema metadata (``memogrid.columns``), which
+:func:`table_frame` reads back. No other metadata is content: pandas' and
+pyarrow's own (which name their versions) would give the same frame
+another id on a machine with other versions.
 
 The client hashes locally to skip uploads the service already holds; the
 service hashes what it receives with this same code. Object arrays and
@@ -18,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +36,11 @@ import numpy as np
 from .errors import DataError
 
 ARRAY_MAGIC = b"memogrid-array-v1\0"
-FRAME_MAGIC = b"memogrid-frame-v1\0"
+# v1 hashed the schema metadata pandas writes (its version and pyarrow's)
+# and lost numeric column labels
+FRAME_MAGIC = b"memogrid-frame-v2\0"
+#: schema metadata key of a frame's column labels, when not all are strings
+LABELS_KEY = b"memogrid.columns"
 _CHUNK = 1 << 22
 
 
@@ -76,10 +90,28 @@ def npy_header(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _label(value: Any) -> list[Any]:
+    """A column label as ``[kind, value]``, or a DataError naming it."""
+    if isinstance(value, str):
+        return ["str", str(value)]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return ["int", int(value)]
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        return ["float", float(value)]
+    raise DataError(
+        f"column label {value!r} ({type(value).__name__}) is not supported: "
+        "column labels must be strings, integers or finite floats"
+    )
+
+
 def frame_table(df: Any) -> Any:
     """A DataFrame as the Arrow table the service stores; refuses other column kinds."""
     import pyarrow as pa
 
+    labels = [_label(c) for c in df.columns]
+    numeric = any(kind != "str" for kind, _ in labels)
+    if numeric:  # fields named as table_labels expects, whatever the label's own str
+        df = df.set_axis([v if k == "str" else str(v) for k, v in labels], axis=1)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
@@ -99,16 +131,66 @@ def frame_table(df: Any) -> Any:
                 f"column {field.name!r} has unsupported type {t}; numeric, "
                 "boolean, string and categorical columns are accepted"
             )
+    if numeric:
+        meta = dict(table.schema.metadata or {})
+        meta[LABELS_KEY] = json.dumps(labels).encode()
+        table = table.replace_schema_metadata(meta)
     return table
+
+
+def table_labels(table: Any) -> list[list[Any]]:
+    """A stored table's column labels as ``[kind, value]`` pairs.
+
+    Read from :data:`LABELS_KEY` when present (it may come from an upload:
+    anything but a well-formed list of labels that name the table's fields
+    is a DataError), else every field name is a string label.
+    """
+    names = table.schema.names
+    raw = (table.schema.metadata or {}).get(LABELS_KEY)
+    if raw is None:
+        return [["str", n] for n in names]
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        raise DataError("the column labels in the table's metadata are not JSON") from None
+    if not isinstance(labels, list) or len(labels) != len(names):
+        raise DataError(f"the table's metadata must give {len(names)} column labels")
+    out = []
+    for pair, name in zip(labels, names, strict=True):
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] in ("str", "int", "float")):
+            raise DataError(f"malformed column label {pair!r} in the table's metadata")
+        kind, value = pair
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # JSON writes 1.0 as 1.0, but accept 1
+        try:
+            label = _label(value)
+        except DataError as exc:
+            raise DataError(f"{exc} (in the table's metadata)") from None
+        if label[0] != kind or str(value) != name:
+            raise DataError(f"column label {pair!r} does not name field {name!r}")
+        out.append(label)
+    return out
+
+
+def table_frame(table: Any) -> Any:
+    """A stored table as the DataFrame it came from (column labels included)."""
+    labels = table_labels(table)
+    df = table.to_pandas()
+    if any(kind != "str" for kind, _ in labels):
+        df.columns = [value for _, value in labels]
+    return df
 
 
 def hash_table(table: Any) -> str:
     import pyarrow as pa
 
     h = hashlib.sha256(FRAME_MAGIC)
-    h.update(json.dumps([[f.name, str(f.type)] for f in table.schema]).encode())
-    for i in range(table.num_columns):
-        col = table.select([i]).combine_chunks()
+    labels = table_labels(table)
+    schema = [[label, str(f.type)] for label, f in zip(labels, table.schema, strict=True)]
+    h.update(json.dumps(schema).encode())
+    bare = table.replace_schema_metadata(None)
+    for i in range(bare.num_columns):
+        col = bare.select([i]).combine_chunks()
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, col.schema) as writer:
             writer.write_table(col)

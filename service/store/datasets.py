@@ -6,10 +6,11 @@ in :mod:`memogrid.data`, shared with the client):
 
 - arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
   the shape, then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v1\\0"``, then for each column its name and
-  Arrow type, then each column's data as the canonical encoding of the
-  column's values (via Arrow IPC of a single-column table with the index
-  dropped).
+- DataFrames: ``b"memogrid-frame-v2\\0"``, then for each column its label
+  (string, integer or float: the kind is content) and Arrow type, then each
+  column's data as the Arrow IPC stream of a single-column table with the
+  index and all schema metadata dropped (pandas and pyarrow write their own
+  versions there).
 
 Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
 ``<id>.parquet``. Object dtype is refused: nothing here is ever unpickled.
@@ -38,6 +39,7 @@ from memogrid.data import (
     hash_array,
     hash_table,
     is_frame,
+    table_frame,
 )
 
 __all__ = ["ARRAY_MAGIC", "FRAME_MAGIC", "DataRef", "DatasetError", "DatasetStore", "dataset_id"]
@@ -71,6 +73,13 @@ def _hash_array(arr: np.ndarray) -> str:
 def _frame_table(df: Any) -> Any:
     try:
         return frame_table(df)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def _table_frame(table: Any) -> Any:
+    try:
+        return table_frame(table)
     except DataError as exc:
         raise DatasetError(str(exc)) from None
 
@@ -152,7 +161,7 @@ class DatasetStore:
             import pyarrow.parquet as pq
 
             with open(parquet, "rb") as f:
-                value = pq.read_table(io.BytesIO(f.read())).to_pandas()
+                value = _table_frame(pq.read_table(io.BytesIO(f.read())))
         with self._lock:
             self._loaded[dataset_id] = value
             while len(self._loaded) > 16:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table, _table_frame
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -235,7 +235,7 @@ class Upload:
             raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
         try:
             # through pandas, as an in-process DataFrame goes: the same id either way
-            frame = table.to_pandas()
+            frame = _table_frame(table)  # numeric column labels restored
             canonical = _frame_table(frame)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None

@@ -45,6 +45,32 @@ def test_upload_frame_same_id_as_in_process(api, store):
     assert [c[0] for c in body["columns"]] == ["color", "n", "name"]
 
 
+def _arrow_parquet(table) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_upload_frame_keeps_numeric_column_labels(api, settings):
+    from memogrid.data import LABELS_KEY, frame_table
+    from memogrid_service.store.datasets import DatasetStore
+
+    df = pd.DataFrame(np.arange(6.0).reshape(3, 2))  # labels 0 and 1, as the client sends them
+    body = api.post("/v1/datasets", content=_arrow_parquet(frame_table(df)), headers=PARQUET)
+    assert body.status_code == 201, body.text
+    did = body.json()["id"]
+    assert did == dataset_id(df) != dataset_id(df.set_axis(["0", "1"], axis=1))
+    pd.testing.assert_frame_equal(DatasetStore(settings.datasets_dir).load(did), df)
+    # labels in the metadata are checked like any other input
+    tampered = frame_table(df).replace_schema_metadata({LABELS_KEY: b'[["int", 0], ["int", 9]]'})
+    r = api.post("/v1/datasets", content=_arrow_parquet(tampered), headers=PARQUET)
+    assert r.status_code == 422 and "does not name field '1'" in r.json()["detail"]
+
+
 def test_chunked_upload_without_length(api):
     X = np.arange(300_000, dtype=np.int32)
     data = npy_bytes(X)

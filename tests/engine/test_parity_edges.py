@@ -259,3 +259,14 @@ def test_the_warning_router_is_installed_once_per_process():
         t.start()
         t.join()
         assert [str(m) for m in shown] == ["outside"]  # not recorded, not recursing
+
+
+def test_frames_with_numeric_column_labels_as_scikit_learn_sees_them(runner):
+    X, y = make_classification(n_samples=150, n_features=5, random_state=0)
+    df = pd.DataFrame(X)  # labels 0..4: scikit-learn records no feature names
+    ct = ColumnTransformer([("sc", StandardScaler(), [0, 2])], remainder="passthrough")
+    pipe = Pipeline([("ct", ct), ("lr", LogisticRegression())])
+    ours, sk = both(runner, pipe, df, y, param_grid={"lr__C": [0.1, 1.0]}, cv=3)
+    assert_same_search(ours, sk, df)  # predicting on df would warn of fitted names
+    assert not hasattr(sk.best_estimator_, "feature_names_in_")
+    assert not hasattr(ours.best_estimator_, "feature_names_in_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -77,3 +78,73 @@ def test_malformed_ids_are_refused(store, bad):
 def test_unknown_id(store):
     with pytest.raises(DatasetError, match="unknown dataset"):
         store.load("0" * 64)
+
+
+def test_numeric_column_labels_are_kept_and_are_content(store):
+    rng = np.random.RandomState(0)
+    df = pd.DataFrame(rng.normal(size=(5, 3)))  # labels 0, 1, 2 (a RangeIndex)
+    ref = store.put(df)
+    loaded = DatasetStore(store.root).load(ref.dataset_id)
+    pd.testing.assert_frame_equal(loaded, df)
+    assert [type(c) for c in loaded.columns] == [int, int, int]
+    # scikit-learn names features by string labels only: "0" is another dataset
+    as_strings = df.set_axis(["0", "1", "2"], axis=1)
+    assert dataset_id(as_strings) != ref.dataset_id
+    assert list(DatasetStore(store.root).load(store.put(as_strings).dataset_id).columns) == [
+        "0",
+        "1",
+        "2",
+    ]
+    assert dataset_id(df.set_axis(pd.Index([0, 1, 2]), axis=1)) == ref.dataset_id
+    mixed = df.set_axis([0.5, "b", 7], axis=1)
+    back = DatasetStore(store.root).load(store.put(mixed).dataset_id)
+    assert list(back.columns) == [0.5, "b", 7]
+    assert [type(c) for c in back.columns] == [float, str, int]
+
+
+def test_frame_ids_do_not_depend_on_library_metadata():
+    import json
+
+    from memogrid.data import frame_table, hash_table
+
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    table = frame_table(df)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta["pandas_version"], meta["creator"]["version"] = "1.0.0", "9.9.9"
+    other = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+    assert hash_table(other) == hash_table(table) == dataset_id(df)
+    assert hash_table(table.replace_schema_metadata(None)) == dataset_id(df)
+
+
+@pytest.mark.parametrize(
+    ("columns", "named"),
+    [
+        (pd.MultiIndex.from_tuples([("a", 1), ("b", 2)]), "('a', 1)"),
+        ([pd.Timestamp("2026-01-01"), "b"], "Timestamp('2026-01-01 00:00:00')"),
+        ([True, False], "True"),
+        ([float("nan"), "b"], "nan"),
+    ],
+)
+def test_unsupported_column_labels_are_refused(store, columns, named):
+    df = pd.DataFrame([[1.0, 2.0]], columns=columns)
+    with pytest.raises(DatasetError, match=re.escape(f"column label {named} (")):
+        store.put(df)
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        (b"not json", "not JSON"),
+        (b'[["int", 0]]', "must give 2 column labels"),
+        (b'[["int", 0], ["tuple", 1]]', "malformed column label"),
+        (b'[["int", 0], ["int", true]]', "column label True"),
+        (b'[["int", 0], ["int", 5]]', "does not name field '1'"),
+    ],
+)
+def test_malformed_label_metadata_is_refused(labels, problem):
+    from memogrid.data import LABELS_KEY, DataError, frame_table, table_frame
+
+    table = frame_table(pd.DataFrame([[1.0, 2.0]]))
+    bad = table.replace_schema_metadata({LABELS_KEY: labels})
+    with pytest.raises(DataError, match=problem):
+        table_frame(bad)
