@@ -362,3 +362,30 @@ def test_waiting_for_a_task_stops_and_cancels_it_on_cancel(dask_client):
         time.sleep(0.05)
     done = dask_client.submit(sum, [1, 2], pure=False)
     assert _result(done, threading.Event()) == 3
+
+
+def _finish_after(seconds):
+    time.sleep(seconds)
+    return time.time()
+
+
+def test_finished_scores_are_fetched_in_coalesced_batches(dask_client):
+    from distributed import as_completed
+
+    from memogrid_service.engine.search import _coalesced
+
+    # twelve quick tasks: one batch, fetched as soon as the last one ends
+    quick = [dask_client.submit(_finish_after, 0.05, pure=False) for _ in range(12)]
+    batches = [(b, time.time()) for b in _coalesced(as_completed(quick), 5.0)]
+    assert len(batches) == 1 and len(batches[0][0]) == 12
+    assert batches[0][1] - max(dask_client.gather(quick)) < 0.15  # not at the interval
+    # while slow tasks run, what finished is fetched once the interval is up
+    start = time.time()
+    mixed = [dask_client.submit(_finish_after, d, pure=False) for d in (0.05, 0.05, 1.5, 1.5)]
+    batches = [(b, time.time() - start) for b in _coalesced(as_completed(mixed), 0.2)]
+    assert [len(b) for b, _ in batches] == [2, 2]
+    assert batches[0][1] < 1.0 <= batches[1][1]
+    # every=0: batches as dask yields them (what the search did before)
+    again = [dask_client.submit(_finish_after, 0.01 * i, pure=False) for i in range(4)]
+    got = [f for b in _coalesced(as_completed(again), 0) for f in b]
+    assert sorted(f.key for f in got) == sorted(f.key for f in again)
