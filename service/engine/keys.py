@@ -20,7 +20,12 @@ changes every key downstream of it and none upstream.
 Values are encoded canonically (:func:`canonical`) into a tagged, ordered
 byte form: floats by their exact hex form, arrays by dtype, shape and a
 digest of their bytes, estimators by class path and ``get_params(deep=False)``
-recursively, functions by their importable name. Nothing process-specific
+recursively, functions by their importable name. Classes and functions
+from outside the versioned libraries also carry what identifies their code
+(:func:`code_token`): their distribution's version if installed, else a
+digest of their bytecode, so that editing a notebook's transformer or
+function and searching again never replays the old code's results.
+Nothing process-specific
 (``id()``, memory addresses, pickle bytes of objects) can enter a key; a
 value that has no content encoding (a lambda, an open file) raises
 :class:`UnkeyableValue`.
@@ -35,6 +40,9 @@ import inspect
 import json
 import math
 import numbers
+import sys
+import types
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +81,98 @@ def qualified_name(obj: Any) -> str:
     if not module or not qualname or "<" in qualname:
         raise UnkeyableValue(f"{obj!r} has no importable name to key it by")
     return f"{module}.{qualname}"
+
+
+#: top-level modules whose code LIBRARY_VERSIONS (or Python itself) identifies
+_VERSIONED = frozenset(
+    {"sklearn", "numpy", "scipy", "pandas", "builtins", "memogrid", "memogrid_service"}
+)
+_code_tokens: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_dists: dict[str, list[str]] | None = None
+
+
+def code_token(obj: Any) -> Any:
+    """What identifies the code of class or function ``obj`` beyond its name.
+
+    None for the versioned libraries and the standard library; an installed
+    distribution's ``[name, version]``; for code of no distribution (a
+    notebook, a script, a local module) a digest of its bytecode and
+    constants (for a class, of every function defined in it and in its
+    bases outside the libraries). Functions it calls are not part of it.
+    """
+    try:
+        return _code_tokens[obj]
+    except (KeyError, TypeError):
+        pass
+    root = (getattr(obj, "__module__", None) or "").partition(".")[0]
+    if root in _VERSIONED or root in sys.stdlib_module_names or not root:
+        token = None
+    else:
+        token = _distribution(root)
+        if token is None:
+            h = hashlib.sha256()
+            _digest_code(obj, h)
+            token = ["code", h.hexdigest()[:_HEX]]
+    try:
+        _code_tokens[obj] = token
+    except TypeError:  # not weakly referenceable: computed each time
+        pass
+    return token
+
+
+def _distribution(root: str) -> list[str] | None:
+    global _dists
+    if _dists is None:
+        _dists = dict(importlib.metadata.packages_distributions())
+    for dist in _dists.get(root, ()):
+        try:
+            return [dist, importlib.metadata.version(dist)]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _digest_code(obj: Any, h: Any) -> None:
+    if isinstance(obj, type):
+        for klass in obj.__mro__:
+            root = (klass.__module__ or "").partition(".")[0]
+            if root in _VERSIONED or root in sys.stdlib_module_names:
+                continue
+            h.update(f"class {klass.__qualname__}\0".encode())
+            for name in sorted(vars(klass)):
+                attr = inspect.getattr_static(klass, name)
+                for fn in (getattr(attr, a, None) for a in ("__func__", "fget", "fset")):
+                    if fn is not None:
+                        attr = fn
+                if callable(attr):  # past decorators (scikit-learn wraps transform)
+                    attr = inspect.unwrap(attr)
+                code = getattr(attr, "__code__", None)
+                if code is not None:
+                    h.update(f"def {name}\0".encode())
+                    _digest_code_object(code, h)
+        return
+    code = getattr(inspect.unwrap(obj), "__code__", None)
+    if code is not None:
+        _digest_code_object(code, h)
+
+
+def _digest_code_object(code: types.CodeType, h: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_argcount)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _digest_code_object(const, h)
+        elif isinstance(const, frozenset):  # its repr's order varies between processes
+            h.update(repr(sorted(map(repr, const))).encode())
+        else:
+            h.update(repr(const).encode())
+
+
+def named(obj: Any) -> Any:
+    """``qualified_name(obj)``, with its :func:`code_token` when it has one."""
+    name = qualified_name(obj)
+    code = code_token(obj)
+    return name if code is None else [name, code]
 
 
 def _is_estimator(value: Any) -> bool:
@@ -127,7 +227,7 @@ def canonical(value: Any) -> Any:
     if isinstance(value, np.dtype):
         return ["dtype", value.str]
     if isinstance(value, type):
-        return ["type", qualified_name(value)]
+        return ["type", named(value)]
     if isinstance(value, np.random.RandomState):
         state: Any = value.get_state(legacy=True)
         kind, key_array, pos, has_gauss, cached = state
@@ -141,13 +241,14 @@ def canonical(value: Any) -> Any:
     ):
         return ["func", qualified_name(value)]
     if callable(value) and getattr(value, "__qualname__", None) and hasattr(value, "__code__"):
-        # plain Python functions: keyed by importable name only
-        return ["func", qualified_name(value)]
+        # plain Python functions: by importable name and, outside the
+        # versioned libraries, their code
+        return ["func", named(value)]
     d = getattr(value, "__dict__", None)
     if d is not None and not callable(getattr(value, "__code__", None)):
         # A small configuration object (e.g. make_column_selector): its
         # class and attributes are its content.
-        return ["obj", qualified_name(type(value)), canonical(dict(d))]
+        return ["obj", named(type(value)), canonical(dict(d))]
     raise UnkeyableValue(f"cannot build a content key for {type(value).__name__} {value!r}")
 
 
@@ -171,7 +272,7 @@ def params_token(cls: type, params: Mapping[str, Any]) -> list[Any]:
     """Content token of an estimator of class ``cls`` with shallow ``params``."""
     return [
         "est",
-        qualified_name(cls),
+        named(cls),
         [[k, canonical(params[k])] for k in sorted(params)],
     ]
 

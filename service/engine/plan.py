@@ -132,7 +132,7 @@ class ChainResolver:
             frags.update(ov_frags)
             # the JSON of keys.params_token(type(base), merged), with the
             # base's values encoded once rather than per candidate
-            name = keys.encode(keys.qualified_name(type(base)))
+            name = keys.encode(keys.named(type(base)))
             body = ",".join(frags[k] for k in sorted(frags))
             token = keys.token_id_encoded(f'["est",{name},[{body}]]')
             spec = LinkSpec(path, base, tuple(overrides.items()), token)

@@ -295,3 +295,72 @@ def test_resolver_follows_set_params_order():
     assert links[0].build().get_params()["k"] == 3
     with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
         ChainResolver().resolve(pipe, {"clf__nope": 1})
+
+
+USER_CODE = """
+from sklearn.base import BaseEstimator, TransformerMixin
+
+def featurize(X):
+    return X * {factor}
+
+class Featurize(TransformerMixin, BaseEstimator):
+    def __init__(self, k=1):
+        self.k = k
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        flags = {{"a", "b", "c"}}  # a frozenset constant: its repr order varies
+        return X[:, : self.k] * {factor} if "a" in flags else X
+"""
+
+
+def _user_module(factor, name="user_notebook"):
+    """A module of user code (no distribution), as a notebook cell defines it."""
+    import types
+
+    mod = types.ModuleType(name)
+    exec(compile(USER_CODE.format(factor=factor), f"<{name}>", "exec"), mod.__dict__)
+    return mod
+
+
+def test_user_code_is_part_of_its_key():
+    one, same, edited = _user_module(2), _user_module(2), _user_module(3)
+    # functions and classes of no distribution: their code is content
+    assert keys.canonical(one.featurize) == keys.canonical(same.featurize)
+    assert keys.canonical(one.featurize) != keys.canonical(edited.featurize)
+    tok = keys.estimator_token
+    assert tok(one.Featurize(k=2)) == tok(same.Featurize(k=2))
+    assert tok(one.Featurize(k=2)) != tok(edited.Featurize(k=2))
+    assert keys.canonical(FunctionTransformer(one.featurize)) != keys.canonical(
+        FunctionTransformer(edited.featurize)
+    )
+    # the versioned libraries are keyed by name (and LIBRARY_VERSIONS) alone
+    assert keys.named(LogisticRegression) == keys.qualified_name(LogisticRegression)
+    assert keys.canonical(f_classif) == [
+        "func",
+        "sklearn.feature_selection._univariate_selection.f_classif",
+    ]
+
+
+def test_user_code_keys_agree_between_processes(tmp_path):
+    (tmp_path / "user_mod.py").write_text(USER_CODE.format(factor=2))
+    script = (
+        "import json; from memogrid_service.engine import keys; import user_mod; "
+        "print(json.dumps([keys.canonical(user_mod.featurize), "
+        "keys.estimator_token(user_mod.Featurize(k=3))]))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={"PYTHONHASHSEED": str(seed), "PATH": "", "PYTHONPATH": str(tmp_path)},
+        ).stdout
+        for seed in (1, 2)
+    ]
+    assert runs[0] == runs[1]
+    assert '"code"' in runs[0]

@@ -258,3 +258,24 @@ def test_cached_step_evicted_after_planning_is_recomputed(runner, cache, fit_log
     counts = fit_counts(fit_log)
     assert counts["CountingScaler"] == 3 and counts["CountingPCA"] == 3
     assert all(o.exception is None for o in out)
+
+
+def test_edited_user_code_is_fit_again_not_replayed(runner):
+    """A notebook cell redefines a transformer class or a function and the
+    search runs again on the same cache: the new code runs, as in-process."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import FunctionTransformer
+
+    from tests.engine.test_keys import _user_module
+
+    X, y = make_classification(n_samples=120, n_features=6, random_state=0)
+    grid = {"lr__C": [0.01, 2.0]}
+    for factor in (1, 0):  # the edit zeroes the features: chance-level scores
+        cell = _user_module(factor, name="notebook_cell")
+        for first in (cell.Featurize(k=3), FunctionTransformer(cell.featurize)):
+            pipe = Pipeline([("f", first), ("lr", LogisticRegression())])
+            ours = runner.search(pipe, X, y, param_grid=grid, cv=3)
+            sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+            assert ours.stats.final_fits == 6 and ours.stats.step_fits == 3
+            assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
