@@ -33,6 +33,7 @@ from .data import (
     is_frame,
     memory_order,
     npy_header,
+    wire_table,
 )
 from .errors import MemogridError
 from .spec import SpecError, cv_to_spec, to_distributions, to_grid, to_spec
@@ -227,7 +228,7 @@ class Client:
                 import pyarrow.parquet as pq
 
                 buf = io.BytesIO()
-                pq.write_table(table, buf)
+                pq.write_table(wire_table(table), buf)
                 self._post_dataset(buf.getvalue(), "application/vnd.apache.parquet", did)
             return did
         arr = as_array(data)

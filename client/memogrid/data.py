@@ -4,18 +4,28 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v2\\0"``, the JSON of ``[[[label kind,
-  label], arrow type], ...]``, then each column as the Arrow IPC stream of
-  a one-column table without schema metadata (the index is not content).
+- DataFrames: ``b"memogrid-frame-v3\\0"``, the JSON of each column's
+  label (as ``[kind, label]``), Arrow type and how its nulls read
+  (``None`` or missing), then each column's logical content: its validity
+  bitmap and its values with nulls zeroed and NaNs made one NaN; a
+  categorical's codes and its categories. The index is not content.
 
-A column label is a string, an integer or a finite float, and its kind is
+That is the canonical Arrow table (:func:`canonical_table`): string columns
+as ``string``, categoricals as ``dictionary<int32 codes>``, and no metadata
+but memogrid's own, so pandas 2 and 3, object and ``str`` columns, and
+pyarrow's versions (which pandas' metadata names) all give one id. What a
+frame reads back as (:func:`table_frame`) follows from that table alone,
+whoever uploaded it first.
+
+Column labels are strings, integers or finite floats, and their kind is
 content: scikit-learn records string labels as ``feature_names_in_`` and
-ignores numeric ones, so ``0`` and ``"0"`` are different datasets. Arrow
-names every field by a string, so a frame with other than string labels
-carries them in its schema metadata (``memogrid.columns``), which
-:func:`table_frame` reads back. No other metadata is content: pandas' and
-pyarrow's own (which name their versions) would give the same frame
-another id on a machine with other versions.
+ignores numeric ones, so ``0`` and ``"0"`` are different datasets (Arrow
+names fields by strings; non-string labels ride in ``memogrid.columns``).
+An object column whose missing values are ``None`` reads back with
+``None`` (``memogrid.none``): scikit-learn's imputers and encoders tell
+``None`` from NaN. Parquet, the upload format, keeps only string
+categoricals' codes, so an upload carries every categorical's categories
+in ``memogrid.categories`` and the service rebuilds them exactly.
 
 The client hashes locally to skip uploads the service already holds; the
 service hashes what it receives with this same code. Object arrays and
@@ -36,11 +46,16 @@ import numpy as np
 from .errors import DataError
 
 ARRAY_MAGIC = b"memogrid-array-v1\0"
-# v1 hashed the schema metadata pandas writes (its version and pyarrow's)
-# and lost numeric column labels
-FRAME_MAGIC = b"memogrid-frame-v2\0"
+# v1 hashed the schema metadata pandas writes (its version and pyarrow's),
+# lost numeric column labels and hashed Arrow's bytes as found (large or
+# small strings, whatever lay under nulls); v2 (never released) kept the bytes
+FRAME_MAGIC = b"memogrid-frame-v3\0"
 #: schema metadata key of a frame's column labels, when not all are strings
 LABELS_KEY = b"memogrid.columns"
+#: schema metadata key of the columns whose missing values are None
+NONE_KEY = b"memogrid.none"
+#: schema metadata key of every categorical's categories, on the wire
+CATEGORIES_KEY = b"memogrid.categories"
 _CHUNK = 1 << 22
 
 
@@ -104,55 +119,55 @@ def _label(value: Any) -> list[Any]:
     )
 
 
+def _holds_none(col: Any) -> bool:
+    """Whether an object column's missing values are None (and none is NaN)."""
+    if getattr(col, "dtype", None) != np.dtype(object):
+        return False
+    seen = False
+    for v in col:
+        if v is None:
+            seen = True
+        elif isinstance(v, float) and math.isnan(v):
+            return False
+    return seen
+
+
 def frame_table(df: Any) -> Any:
-    """A DataFrame as the Arrow table the service stores; refuses other column kinds."""
+    """A DataFrame as its canonical Arrow table; refuses other column kinds."""
     import pyarrow as pa
 
     labels = [_label(c) for c in df.columns]
-    numeric = any(kind != "str" for kind, _ in labels)
-    if numeric:  # fields named as table_labels expects, whatever the label's own str
+    nones = [i for i in range(df.shape[1]) if _holds_none(df.iloc[:, i])]
+    if any(kind != "str" for kind, _ in labels):  # fields named as table_labels expects
         df = df.set_axis([v if k == "str" else str(v) for k, v in labels], axis=1)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
-    for field in table.schema:
-        t = field.type
-        ok = (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-            or pa.types.is_dictionary(t)
-        )
-        if not ok:
-            raise DataError(
-                f"column {field.name!r} has unsupported type {t}; numeric, "
-                "boolean, string and categorical columns are accepted"
-            )
-    if numeric:
-        meta = dict(table.schema.metadata or {})
-        meta[LABELS_KEY] = json.dumps(labels).encode()
-        table = table.replace_schema_metadata(meta)
-    return table
+    return canonical_table(table, labels=labels, nones=nones)
+
+
+def _json_meta(table: Any, key: bytes) -> Any:
+    raw = (table.schema.metadata or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise DataError(f"the table's {key.decode()} metadata is not JSON") from None
 
 
 def table_labels(table: Any) -> list[list[Any]]:
-    """A stored table's column labels as ``[kind, value]`` pairs.
+    """A table's column labels as ``[kind, value]`` pairs.
 
     Read from :data:`LABELS_KEY` when present (it may come from an upload:
     anything but a well-formed list of labels that name the table's fields
     is a DataError), else every field name is a string label.
     """
     names = table.schema.names
-    raw = (table.schema.metadata or {}).get(LABELS_KEY)
-    if raw is None:
+    labels = _json_meta(table, LABELS_KEY)
+    if labels is None:
         return [["str", n] for n in names]
-    try:
-        labels = json.loads(raw)
-    except ValueError:
-        raise DataError("the column labels in the table's metadata are not JSON") from None
     if not isinstance(labels, list) or len(labels) != len(names):
         raise DataError(f"the table's metadata must give {len(names)} column labels")
     out = []
@@ -172,29 +187,215 @@ def table_labels(table: Any) -> list[list[Any]]:
     return out
 
 
+def table_nones(table: Any) -> list[int]:
+    """The columns (by position) whose missing values read back as None."""
+    nones = _json_meta(table, NONE_KEY)
+    if nones is None:
+        return []
+    n = table.num_columns
+    if not (isinstance(nones, list) and all(type(i) is int and 0 <= i < n for i in nones)):
+        raise DataError(f"the table's {NONE_KEY.decode()} metadata must list column positions")
+    return sorted(set(nones))
+
+
+def _is_text(t: Any) -> bool:
+    import pyarrow as pa
+
+    view = getattr(pa.types, "is_string_view", None)  # pyarrow 16 and later
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(view and view(t))
+
+
+def _plain_ok(t: Any) -> bool:
+    import pyarrow as pa
+
+    return (
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or _is_text(t)
+    )
+
+
+def _categories(table: Any) -> dict[int, tuple[bool, list[Any]]]:
+    """An upload's :data:`CATEGORIES_KEY`: position -> (ordered, categories)."""
+    raw = _json_meta(table, CATEGORIES_KEY)
+    if raw is None:
+        return {}
+    out: dict[int, tuple[bool, list[Any]]] = {}
+    if not isinstance(raw, dict):
+        raise DataError(f"the table's {CATEGORIES_KEY.decode()} metadata must be an object")
+    for pos, spec in raw.items():
+        if not (pos.isdigit() and int(pos) < table.num_columns):
+            raise DataError(f"categories given for no column: {pos!r}")
+        if not (
+            isinstance(spec, list)
+            and len(spec) == 2
+            and isinstance(spec[0], bool)
+            and isinstance(spec[1], list)
+        ):
+            raise DataError(f"malformed categories for column {pos}: give [ordered, [values]]")
+        out[int(pos)] = (spec[0], spec[1])
+    return out
+
+
+def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | None) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    if pa.types.is_dictionary(t):
+        if not (pa.types.is_integer(t.index_type) and _plain_ok(t.value_type)):
+            raise DataError(f"column {name!r} has unsupported type {t}")
+        if categories is None:
+            col = col.unify_dictionaries() if isinstance(col, pa.ChunkedArray) else col
+            arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+            values = arr.dictionary
+            if _is_text(values.type):
+                values = values.cast(pa.string())
+            return pa.DictionaryArray.from_arrays(
+                arr.indices.cast(pa.int32()), values, ordered=t.ordered
+            )
+        col = col.cast(t.value_type)  # decoded: rebuilt from the categories below
+        t = t.value_type
+    if not _plain_ok(t):
+        raise DataError(
+            f"column {name!r} has unsupported type {t}; numeric, boolean, string "
+            "and categorical columns are accepted"
+        )
+    if _is_text(t):
+        try:
+            col = col.cast(pa.string())
+        except pa.ArrowException:
+            raise DataError(f"column {name!r} holds more than 2 GiB of text") from None
+        t = pa.string()
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if categories is None:
+        return arr
+    ordered, values = categories
+    try:
+        dictionary = pa.array(values, type=t)
+    except (pa.ArrowException, TypeError, ValueError):
+        raise DataError(f"the categories of column {name!r} are not of its type {t}") from None
+    if len(pc.unique(dictionary)) != len(dictionary) or dictionary.null_count:
+        raise DataError(f"the categories of column {name!r} repeat a value or hold a null")
+    codes = pc.index_in(arr, value_set=dictionary)
+    if codes.null_count != arr.null_count:
+        raise DataError(f"column {name!r} holds values outside its categories")
+    return pa.DictionaryArray.from_arrays(codes.cast(pa.int32()), dictionary, ordered=ordered)
+
+
+def canonical_table(
+    table: Any, *, labels: list[list[Any]] | None = None, nones: list[int] | None = None
+) -> Any:
+    """``table`` in the canonical form ids and the store use.
+
+    String columns become ``string``, categoricals ``dictionary<int32>``
+    (rebuilt from :data:`CATEGORIES_KEY` when an upload gives them), and
+    the schema metadata is memogrid's own labels and None columns only.
+    ``labels`` and ``nones`` default to what the table's metadata says
+    (checked like any input); other column types are a DataError.
+    """
+    import pyarrow as pa
+
+    labels = table_labels(table) if labels is None else labels
+    nones = table_nones(table) if nones is None else nones
+    categories = _categories(table)
+    arrays, fields = [], []
+    for i, field in enumerate(table.schema):
+        arr = _canonical_column(table.column(i), field.name, categories.get(i))
+        arrays.append(arr)
+        fields.append(pa.field(field.name, arr.type))
+    meta: dict[bytes, bytes] = {}
+    if any(kind != "str" for kind, _ in labels):
+        meta[LABELS_KEY] = json.dumps(labels).encode()
+    if nones:
+        meta[NONE_KEY] = json.dumps(nones).encode()
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
+
+
+def wire_table(table: Any) -> Any:
+    """A canonical table as uploaded: its categoricals' categories in its
+    metadata, since Parquet keeps only those of strings."""
+    import pyarrow as pa
+
+    cats = {
+        str(i): [f.type.ordered, table.column(i).combine_chunks().dictionary.to_pylist()]
+        for i, f in enumerate(table.schema)
+        if pa.types.is_dictionary(f.type)
+    }
+    if not cats:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[CATEGORIES_KEY] = json.dumps(cats).encode()
+    return table.replace_schema_metadata(meta)
+
+
 def table_frame(table: Any) -> Any:
-    """A stored table as the DataFrame it came from (column labels included)."""
+    """A stored table as a DataFrame: its dtypes follow from its Arrow types
+    (pandas' own metadata, from whoever wrote it first, is not read), with
+    its column labels and None columns restored."""
+    import pyarrow as pa
+
     labels = table_labels(table)
-    df = table.to_pandas()
+    nones = table_nones(table)
+    df = table.replace_schema_metadata(None).to_pandas()
+    for i, field in enumerate(table.schema):
+        col = table.column(i)
+        if pa.types.is_boolean(field.type) and col.null_count:
+            df.isetitem(i, df.iloc[:, i].astype("boolean"))
+        elif i in nones:
+            s = df.iloc[:, i].astype(object)
+            df.isetitem(i, s.where(s.notna(), None))
     if any(kind != "str" for kind, _ in labels):
         df.columns = [value for _, value in labels]
     return df
 
 
-def hash_table(table: Any) -> str:
+def _hash_values(h: Any, arr: Any) -> None:
+    """A canonical array's logical content: validity, then values with
+    nulls zeroed (NaNs as one NaN); a dictionary's codes and categories."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    t = arr.type
+    h.update(f"{t}\0{len(arr)}\0{arr.null_count}\0".encode())
+    if arr.null_count:
+        h.update(np.packbits(arr.is_valid().to_numpy(zero_copy_only=False)).tobytes())
+    if pa.types.is_dictionary(t):
+        h.update(b"ordered" if t.ordered else b"unordered")
+        _hash_values(h, pc.fill_null(arr.indices, 0))
+        _hash_values(h, arr.dictionary)
+    elif pa.types.is_string(t):
+        filled = pc.fill_null(arr, "") if arr.null_count else arr
+        n = len(filled)
+        offsets = np.frombuffer(
+            filled.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * filled.offset
+        )
+        start, stop = int(offsets[0]), int(offsets[-1])
+        h.update((offsets - start).tobytes())
+        data = filled.buffers()[2]
+        if data is not None and stop > start:
+            h.update(memoryview(data)[start:stop])
+    else:
+        filled = (
+            pc.fill_null(arr, False if pa.types.is_boolean(t) else 0) if arr.null_count else arr
+        )
+        values = np.asarray(filled.to_numpy(zero_copy_only=False))
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
+        h.update(np.ascontiguousarray(values).tobytes())
+
+
+def hash_table(table: Any) -> str:
+    """The id of a canonical table (see :func:`canonical_table`)."""
     h = hashlib.sha256(FRAME_MAGIC)
     labels = table_labels(table)
-    schema = [[label, str(f.type)] for label, f in zip(labels, table.schema, strict=True)]
-    h.update(json.dumps(schema).encode())
-    bare = table.replace_schema_metadata(None)
-    for i in range(bare.num_columns):
-        col = bare.select([i]).combine_chunks()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, col.schema) as writer:
-            writer.write_table(col)
-        h.update(sink.getvalue().to_pybytes())
+    nones = set(table_nones(table))
+    head = [
+        [label, str(f.type), "none" if i in nones else "missing"]
+        for i, (label, f) in enumerate(zip(labels, table.schema, strict=True))
+    ]
+    h.update(json.dumps(head).encode())
+    for i in range(table.num_columns):
+        col = table.column(i)
+        _hash_values(h, col.combine_chunks())
     return h.hexdigest()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from ..db.models import Dataset, DatasetOwner, Job, JobDataset
 from ..db.ops import aware, lock_user, utcnow
 from ..runner.states import JobState
+from ..store.datasets import SUFFIXES
 from ..store.uploads import NPY_TYPES, PARQUET_TYPES, DatasetInfo, Upload, UploadError, media_kind
 from .app import Services, services
 from .auth import CurrentUser, Principal, current_user
@@ -184,7 +185,7 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
 
 
 def _remove_files(svc: Services, dataset_id: str) -> None:
-    for suffix in (".npy", ".parquet"):
+    for suffix in SUFFIXES:
         svc.store._path(dataset_id, suffix).unlink(missing_ok=True)
 
 

@@ -6,14 +6,15 @@ in :mod:`memogrid.data`, shared with the client):
 
 - arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
   the shape, then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v2\\0"``, then for each column its label
-  (string, integer or float: the kind is content) and Arrow type, then each
-  column's data as the Arrow IPC stream of a single-column table with the
-  index and all schema metadata dropped (pandas and pyarrow write their own
-  versions there).
+- DataFrames: ``b"memogrid-frame-v3\\0"``, then each column's label, Arrow
+  type and kind of missing values, then its logical content (validity,
+  values with nulls zeroed, categories): see :mod:`memogrid.data`.
 
 Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
-``<id>.parquet``. Object dtype is refused: nothing here is ever unpickled.
+their canonical Arrow table in an Arrow IPC file, ``<id>.arrow``, which
+keeps every type exactly (Parquet drops the categories of categoricals
+that are not strings); ``<id>.parquet`` files of earlier versions are
+still read. Object dtype is refused: nothing here is ever unpickled.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from memogrid.data import (
     FRAME_MAGIC,
     DataError,
     as_array,
+    canonical_table,
     dataset_id,
     frame_table,
     hash_array,
@@ -77,11 +79,29 @@ def _frame_table(df: Any) -> Any:
         raise DatasetError(str(exc)) from None
 
 
+def _canonical_table(table: Any) -> Any:
+    try:
+        return canonical_table(table)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from None
+
+
 def _table_frame(table: Any) -> Any:
     try:
         return table_frame(table)
     except DataError as exc:
         raise DatasetError(str(exc)) from None
+
+
+def _write_arrow(f: Any, table: Any) -> None:
+    import pyarrow as pa
+
+    with pa.ipc.new_file(f, table.schema) as writer:
+        writer.write_table(table)
+
+
+#: the files a dataset may be stored as
+SUFFIXES = (".npy", ".arrow", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -134,34 +154,38 @@ class DatasetStore:
 
     def put_table(self, table: Any) -> DataRef:
         """Store a frame already in its canonical Arrow form (see :func:`_frame_table`)."""
-        import pyarrow.parquet as pq
-
         did = _hash_table(table)
-        path = self._path(did, ".parquet")
+        path = self._path(did, ".arrow")
         if not path.exists():
-            self._write_atomic(path, lambda f: pq.write_table(table, f))
+            self._write_atomic(path, lambda f: _write_arrow(f, table))
         return DataRef(str(self.root), did)
 
     def exists(self, dataset_id: str) -> bool:
-        return any(self._path(dataset_id, s).exists() for s in (".npy", ".parquet"))
+        return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
 
     def load(self, dataset_id: str) -> Any:
-        """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
+        """Load a dataset: arrays memory-mapped read-only, frames from their Arrow file."""
         with self._lock:
             if dataset_id in self._loaded:
                 self._loaded.move_to_end(dataset_id)
                 return self._loaded[dataset_id]
         npy = self._path(dataset_id, ".npy")
+        arrow = self._path(dataset_id, ".arrow")
+        parquet = self._path(dataset_id, ".parquet")
         if npy.exists():
             value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
-        else:
-            parquet = self._path(dataset_id, ".parquet")
-            if not parquet.exists():
-                raise DatasetError(f"unknown dataset id {dataset_id!r}")
+        elif arrow.exists():
+            import pyarrow as pa
+
+            with pa.OSFile(str(arrow), "rb") as f:
+                value = _table_frame(pa.ipc.open_file(f).read_all())
+        elif parquet.exists():
             import pyarrow.parquet as pq
 
             with open(parquet, "rb") as f:
                 value = _table_frame(pq.read_table(io.BytesIO(f.read())))
+        else:
+            raise DatasetError(f"unknown dataset id {dataset_id!r}")
         with self._lock:
             self._loaded[dataset_id] = value
             while len(self._loaded) > 16:

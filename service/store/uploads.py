@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _frame_table, _table_frame
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -234,19 +234,19 @@ class Upload:
         except (pa.ArrowException, OSError) as exc:
             raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
         try:
-            # through pandas, as an in-process DataFrame goes: the same id either way
-            frame = _table_frame(table)  # numeric column labels restored
-            canonical = _frame_table(frame)
+            # canonical as the client makes it, from the Arrow data alone:
+            # the service's pandas never re-reads it (pandas 2 and 3 differ)
+            canonical = _canonical_table(table)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
         except (pa.ArrowException, ValueError, TypeError) as exc:
             raise UploadError(422, f"the Parquet file cannot be read as a table: {exc}") from None
         did = self.store.put_table(canonical).dataset_id
-        final = self.store._path(did, ".parquet")
+        final = self.store._path(did, ".arrow")
         return DatasetInfo(
             did,
             "frame",
-            [int(frame.shape[0]), int(frame.shape[1])],
+            [int(canonical.num_rows), int(canonical.num_columns)],
             None,
             [[f.name, str(f.type)] for f in canonical.schema],
             final.stat().st_size,

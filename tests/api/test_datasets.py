@@ -56,11 +56,13 @@ def _arrow_parquet(table) -> bytes:
 
 
 def test_upload_frame_keeps_numeric_column_labels(api, settings):
-    from memogrid.data import LABELS_KEY, frame_table
+    from memogrid.data import LABELS_KEY, frame_table, wire_table
     from memogrid_service.store.datasets import DatasetStore
 
     df = pd.DataFrame(np.arange(6.0).reshape(3, 2))  # labels 0 and 1, as the client sends them
-    body = api.post("/v1/datasets", content=_arrow_parquet(frame_table(df)), headers=PARQUET)
+    body = api.post(
+        "/v1/datasets", content=_arrow_parquet(wire_table(frame_table(df))), headers=PARQUET
+    )
     assert body.status_code == 201, body.text
     did = body.json()["id"]
     assert did == dataset_id(df) != dataset_id(df.set_axis(["0", "1"], axis=1))
@@ -69,6 +71,34 @@ def test_upload_frame_keeps_numeric_column_labels(api, settings):
     tampered = frame_table(df).replace_schema_metadata({LABELS_KEY: b'[["int", 0], ["int", 9]]'})
     r = api.post("/v1/datasets", content=_arrow_parquet(tampered), headers=PARQUET)
     assert r.status_code == 422 and "does not name field '1'" in r.json()["detail"]
+
+
+def test_upload_keeps_categories_and_none_exactly(api, settings):
+    from memogrid.data import CATEGORIES_KEY, frame_table, wire_table
+    from memogrid_service.store.datasets import DatasetStore
+
+    df = pd.DataFrame(
+        {
+            # Parquet alone would return these as plain int64 and lose "z"
+            "ints": pd.Categorical([3, 1, 3, None], categories=[3, 1, 7]),
+            "words": pd.Categorical(["b", "a", "b", "a"], categories=["b", "z", "a"]),
+            "obj": pd.Series(["u", None, "v", "u"], dtype=object),
+        }
+    )
+    wire = wire_table(frame_table(df))
+    r = api.post("/v1/datasets", content=_arrow_parquet(wire), headers=PARQUET)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == dataset_id(df)
+    pd.testing.assert_frame_equal(DatasetStore(settings.datasets_dir).load(r.json()["id"]), df)
+    # categories that do not hold the column's values are refused
+    meta = dict(wire.schema.metadata)
+    meta[CATEGORIES_KEY] = b'{"0": [false, [3, 7]], "1": [false, ["b", "z", "a"]]}'
+    r = api.post(
+        "/v1/datasets",
+        content=_arrow_parquet(wire.replace_schema_metadata(meta)),
+        headers=PARQUET,
+    )
+    assert r.status_code == 422 and "outside its categories" in r.json()["detail"]
 
 
 def test_chunked_upload_without_length(api):
