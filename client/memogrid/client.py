@@ -304,6 +304,9 @@ class Client:
             "error_score": _error_score(error_score),
             "return_train_score": bool(return_train_score),
         }
+        config = _sklearn_config()
+        if config:
+            body["sklearn_config"] = config
         for name, value in fit_params.items():
             if np.ndim(value) == 0:
                 raise SpecError(
@@ -665,6 +668,11 @@ _FITTED_HELPERS = frozenset(
         "numpy.mean",
         "scipy.interpolate._bsplines.BSpline",
         "scipy._lib.array_api_compat.numpy._aliases.asarray",
+        # HistGradientBoosting's preprocessor of a DataFrame with categorical
+        # columns: partial(check_array, ...). A partial loads only a function
+        # that is trusted itself.
+        "functools.partial",
+        "sklearn.utils.validation.check_array",
     }
 )
 
@@ -672,13 +680,15 @@ _FITTED_HELPERS = frozenset(
 def _fitted_internal(name: str) -> bool:
     """scikit-learn's own machinery inside fitted models (trees, KD-trees, losses, kernels).
 
-    Types from a private scikit-learn module (``sklearn.tree._tree.Tree``) or
-    its kernels module: no spec can name them, fitting creates them.
+    Types from a private scikit-learn module (``sklearn.tree._tree.Tree``),
+    private classes of its public modules (CalibratedClassifierCV's
+    ``sklearn.calibration._CalibratedClassifier``) or its kernels module: no
+    spec can name them, fitting creates them.
     """
     parts = name.split(".")
     if parts[0] != "sklearn":
         return False
-    return any(p.startswith("_") for p in parts[1:-1]) or name.startswith(
+    return any(p.startswith("_") for p in parts[1:]) or name.startswith(
         "sklearn.gaussian_process.kernels."
     )
 
@@ -750,3 +760,20 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
             + ", ".join(stray)
         )
     return loaded
+
+
+#: ``sklearn.set_config`` settings a job carries when they differ from these
+SENT_SKLEARN_CONFIG = {"transform_output": "default", "assume_finite": False}
+
+
+def _sklearn_config() -> dict[str, Any]:
+    """This thread's scikit-learn settings that change a search's results and
+    that the service runs it under (``transform_output``, ``assume_finite``)."""
+    import sklearn
+
+    current = sklearn.get_config()
+    return {
+        key: current[key]
+        for key, default in SENT_SKLEARN_CONFIG.items()
+        if key in current and current[key] != default
+    }

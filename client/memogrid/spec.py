@@ -7,6 +7,8 @@ list of them), a nested spec, a function reference ``{"function":
 (Pipeline ``steps`` as ``[name, spec]``, ColumnTransformer ``transformers``
 as ``[name, spec, columns]``); the entries of ``steps``, ``transformer_list``,
 ``transformers`` and ``estimators`` become the tuples scikit-learn expects.
+An estimator configured with ``set_output(transform="pandas")`` carries
+``"output": {"transform": "pandas"}`` beside its params.
 
 Building (:func:`build_estimator`, :func:`build_grid`,
 :func:`build_distributions`) never imports anything by a name taken from a
@@ -356,7 +358,7 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
     """Build the (unfitted) estimator a spec describes."""
     if not isinstance(spec, Mapping) or "class" not in spec:
         raise SpecError(path, 'an estimator spec is an object with a "class"')
-    unknown = set(spec) - {"class", "params"}
+    unknown = set(spec) - {"class", "params", "output"}
     if unknown:
         raise SpecError(path, f"unknown keys {sorted(unknown)}")
     name = spec["class"]
@@ -389,7 +391,25 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
     except Exception as exc:  # constructors only store arguments; be safe anyway
         raise SpecError(path, f"{name}({', '.join(built)}) failed: {exc}") from None
     _validate(estimator, path)
+    if "output" in spec:
+        _set_output(estimator, spec["output"], _join(path, "output"))
     return estimator
+
+
+#: what ``set_output(transform=...)`` may be set to in a spec
+OUTPUT_CONTAINERS = ("default", "pandas", "polars")
+
+
+def _set_output(estimator: Any, output: Any, path: str) -> None:
+    """``estimator.set_output(**output)``, checked like any spec value."""
+    if not isinstance(output, Mapping) or set(output) - {"transform"}:
+        raise SpecError(path, 'output is an object with only "transform"')
+    transform = output.get("transform")
+    if transform not in OUTPUT_CONTAINERS:
+        raise SpecError(_join(path, "transform"), f"transform is one of {list(OUTPUT_CONTAINERS)}")
+    if not hasattr(estimator, "set_output"):
+        raise SpecError(path, f"{type(estimator).__name__} has no set_output")
+    estimator.set_output(transform=transform)
 
 
 def _validate(estimator: Any, path: str) -> None:
@@ -645,7 +665,14 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
         key: _to_spec(value, allow, _join(path, f"params.{key}"))
         for key, value in _changed_params(estimator).items()
     }
-    return {"class": name, "params": params}
+    spec: dict[str, Any] = {"class": name, "params": params}
+    config = getattr(estimator, "_sklearn_output_config", None)
+    transform = config.get("transform") if isinstance(config, Mapping) else None
+    if transform is not None:  # set_output(transform=...) was called
+        if transform not in OUTPUT_CONTAINERS:
+            raise SpecError(_join(path, "output.transform"), f"unsupported output {transform!r}")
+        spec["output"] = {"transform": transform}
+    return spec
 
 
 def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:

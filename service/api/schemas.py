@@ -54,6 +54,11 @@ class JobRequest(BaseModel):
     fit_params: dict[Name, DatasetId] = Field(
         default_factory=dict, description="fit parameters (e.g. sample_weight) as dataset ids"
     )
+    sklearn_config: dict[Name, JSONValue] = Field(
+        default_factory=dict,
+        description="the caller's sklearn.set_config settings the search runs under "
+        '(transform_output, assume_finite), e.g. {"transform_output": "pandas"}',
+    )
 
 
 class JobAccepted(BaseModel):

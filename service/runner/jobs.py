@@ -420,12 +420,16 @@ class JobRunner:
 
         y = compiled.datasets.get("y")
         t0 = time.perf_counter()
-        prepared = self.search.prepare(
-            compiled.estimator,
-            resolve(compiled.datasets["X"]),
-            resolve(y) if y is not None else None,
-            **compiled.engine_kwargs(resolve),
-        )
+        import sklearn
+
+        # the caller's settings: the engine reads them here, and its tasks run under them
+        with sklearn.config_context(**compiled.sklearn_config):
+            prepared = self.search.prepare(
+                compiled.estimator,
+                resolve(compiled.datasets["X"]),
+                resolve(y) if y is not None else None,
+                **compiled.engine_kwargs(resolve),
+            )
         fits = len(prepared.candidates) * prepared.n_splits
         if self.grid_max_fits is not None and fits > self.grid_max_fits:
             raise SpecError(

@@ -45,6 +45,8 @@ class CompiledJob:
     n_splits: int
     fit_params: dict[str, str] = field(default_factory=dict)  # name -> dataset id
     x_order: str = "C"  # memory order of the caller's X, for the refit
+    #: the caller's scikit-learn settings (``set_config``) the search runs under
+    sklearn_config: dict[str, Any] = field(default_factory=dict)
 
     def engine_kwargs(self, resolve: Callable[[str], Any]) -> dict[str, Any]:
         """Keyword arguments for ``SearchRunner.prepare``, datasets resolved."""
@@ -235,6 +237,7 @@ def compile_job(
     x_order = request.get("x_order", "C")
     if x_order not in ("C", "F"):
         raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
+    sklearn_config = _sklearn_config(request.get("sklearn_config") or {})
     error_score = request.get("error_score", "nan")
     if error_score == "nan" or error_score is None:
         error_score = float("nan")
@@ -259,7 +262,27 @@ def compile_job(
         n_splits=n_splits,
         fit_params=fit_params,
         x_order=x_order,
+        sklearn_config=sklearn_config,
     )
+
+
+def _sklearn_config(config: Any) -> dict[str, Any]:
+    """The caller's ``sklearn.set_config`` settings a job may carry, checked."""
+    from memogrid.spec import OUTPUT_CONTAINERS
+
+    if not isinstance(config, Mapping):
+        raise SpecError("sklearn_config", "sklearn_config is an object")
+    for key, value in config.items():
+        where = f"sklearn_config.{key}"
+        if key == "transform_output":
+            if value not in OUTPUT_CONTAINERS:
+                raise SpecError(where, f"transform_output is one of {list(OUTPUT_CONTAINERS)}")
+        elif key == "assume_finite":
+            if not isinstance(value, bool):
+                raise SpecError(where, "assume_finite is true or false")
+        else:
+            raise SpecError(where, f"{key!r} cannot be set: transform_output and assume_finite can")
+    return dict(config)
 
 
 def _uses_column_names(spec: Any) -> bool:

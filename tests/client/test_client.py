@@ -264,3 +264,25 @@ def test_refit_on_fortran_ordered_x_matches_scikit_learn(mg):
     # the C-ordered refit differs in the last bits: the service did not reuse it
     c_refit = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert not np.array_equal(c_refit.predict(X), sk.predict(X))
+
+
+def test_fitted_internals_load_but_partials_of_unnamed_functions_do_not():
+    import functools
+    import operator
+
+    import skops.io as sio
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.preprocessing import FunctionTransformer
+
+    from memogrid.client import load_audited
+    from memogrid.spec import to_spec
+
+    X, y = make_classification(n_samples=80, n_features=6, random_state=0)
+    # fitting makes private classes of a public module: _CalibratedClassifier
+    cal = CalibratedClassifierCV(LogisticRegression(), cv=3).fit(X, y)
+    loaded = load_audited(sio.dumps(cal), {"estimator": to_spec(cal)})
+    assert np.array_equal(loaded.predict_proba(X), cal.predict_proba(X))
+    # a partial is trusted only around a function that is trusted itself
+    sneaky = FunctionTransformer(functools.partial(operator.mul, 2)).fit(X)
+    with pytest.raises(memogrid.DataError, match="mul"):
+        load_audited(sio.dumps(sneaky), {"estimator": to_spec(FunctionTransformer())})

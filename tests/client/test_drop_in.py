@@ -214,3 +214,46 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             SkGridSearchCV(pipe, grid).fit(X, y)
+
+
+def _categorical_frame():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {"cat": pd.Categorical(rng.choice(list("abcdefgh"), 240)), "num": rng.normal(size=240)}
+    )
+    y = (X["cat"].isin(["a", "d", "f"]) ^ (X["num"] > 1.5)).astype(int).to_numpy()
+    return X, y
+
+
+def _native_categories(set_output: bool):
+    """scikit-learn's documented pattern: OrdinalEncoder in a ColumnTransformer
+    giving a DataFrame, so HistGradientBoosting finds "cat" by name."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    ct = make_column_transformer(
+        (OrdinalEncoder(), ["cat"]), remainder="passthrough", verbose_feature_names_out=False
+    )
+    if set_output:
+        ct.set_output(transform="pandas")
+    hgb = HistGradientBoostingClassifier(categorical_features=["cat"], max_iter=5, random_state=0)
+    return make_pipeline(ct, hgb)
+
+
+@pytest.mark.parametrize("how", ["set_output", "set_config"])
+def test_pandas_output_reaches_the_service(mg, how):
+    import sklearn
+
+    X, y = _categorical_frame()
+    pipe = _native_categories(set_output=how == "set_output")
+    grid = {"histgradientboostingclassifier__learning_rate": [0.1, 0.3]}
+    config = {"transform_output": "pandas"} if how == "set_config" else {}
+    with sklearn.config_context(**config):
+        ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+        assert not np.isnan(ours.cv_results_["mean_test_score"]).any()  # no fit failed
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert list(ours.best_estimator_[-1].is_categorical_) == [True, False]
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))

@@ -136,6 +136,21 @@ def test_functions_column_transformers_and_estimator_valued_grids(allow):
             "not on the allowlist",
         ),
         ({"class": "sklearn.decomposition.PCA", "code": "1+1"}, "<root>", "unknown keys"),
+        (
+            {"class": "sklearn.decomposition.PCA", "output": {"transform": "xml"}},
+            "output.transform",
+            "transform is one of",
+        ),
+        (
+            {"class": "sklearn.decomposition.PCA", "output": {"predict": "pandas"}},
+            "output",
+            'only "transform"',
+        ),
+        (
+            {"class": "sklearn.linear_model.LogisticRegression", "output": {"transform": "pandas"}},
+            "output",
+            "has no set_output",
+        ),
         ("__import__('os').system('true')", "<root>", "an estimator spec is an object"),
     ],
 )
@@ -193,3 +208,36 @@ def test_a_built_spec_searches_like_scikit_learn(allow, runner):
     res = runner.search(pipe, X, y, param_grid=grid, cv=3)
     sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+def test_set_output_round_trips_through_a_spec(allow):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    from memogrid.spec import to_spec
+
+    ct = ColumnTransformer([("enc", OrdinalEncoder(), ["c"])], remainder=StandardScaler())
+    ct.set_output(transform="pandas")
+    spec = to_spec(ct)
+    assert spec["output"] == {"transform": "pandas"}
+    built = build_estimator(spec, allow)
+    assert built._sklearn_output_config == ct._sklearn_output_config
+    assert built.transformers[0][1]._sklearn_output_config == {"transform": "pandas"}
+    assert "output" not in to_spec(StandardScaler())  # nothing set, nothing sent
+
+
+@pytest.mark.parametrize(
+    ("config", "path", "message"),
+    [
+        ({"transform_output": "xml"}, "sklearn_config.transform_output", "one of"),
+        ({"assume_finite": "yes"}, "sklearn_config.assume_finite", "true or false"),
+        ({"array_api_dispatch": True}, "sklearn_config.array_api_dispatch", "cannot be set"),
+        (["transform_output"], "sklearn_config", "is an object"),
+    ],
+)
+def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
+    from memogrid_service.specs.jobs import _sklearn_config
+
+    with pytest.raises(SpecError) as err:
+        _sklearn_config(config)
+    assert err.value.path == path and message in err.value.message
