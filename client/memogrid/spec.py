@@ -8,7 +8,13 @@ list of them), a nested spec, a function reference ``{"function":
 as ``[name, spec, columns]``); the entries of ``steps``, ``transformer_list``,
 ``transformers`` and ``estimators`` become the tuples scikit-learn expects.
 An estimator configured with ``set_output(transform="pandas")`` carries
-``"output": {"transform": "pandas"}`` beside its params.
+``"output": {"transform": "pandas"}`` beside its params. JSON has no NaN or
+infinity: they are ``{"float": "nan"}``, ``{"float": "inf"}`` and
+``{"float": "-inf"}`` (``OrdinalEncoder(unknown_value=np.nan)``); a dtype
+parameter is ``{"type": "numpy.float32"}`` (numpy's scalar types and
+Python's ``float``, ``int``, ``bool`` and ``str`` only); a dict
+(``class_weight={0: 1, 1: 5}``) is ``{"dict": [[key, value], ...]}`` with
+number, string or boolean keys.
 
 Building (:func:`build_estimator`, :func:`build_grid`,
 :func:`build_distributions`) never imports anything by a name taken from a
@@ -112,6 +118,25 @@ _SAFE_VALUES: dict[str, tuple[Any, ...]] = {"memory": (None,), "input": ("conten
 
 #: Deepest nesting of lists and specs a request may have.
 _MAX_DEPTH = 32
+
+#: the non-finite floats a spec writes as ``{"float": ...}``
+_SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _types_by_name() -> dict[str, type]:
+    """The types a spec may hold as values (``dtype=np.float32``), by name."""
+    out: dict[str, type] = {f"builtins.{t.__name__}": t for t in (float, int, bool, str)}
+    for name in (
+        "float16 float32 float64 longdouble int8 int16 int32 int64 uint8 uint16 "
+        "uint32 uint64 complex64 complex128 bool_ bool str_ intp"
+    ).split():
+        t = getattr(np, name, None)
+        if isinstance(t, type):
+            out[f"numpy.{name}"] = t  # both numpy 1's and 2's names of bool
+    return out
+
+
+TYPE_VALUES = _types_by_name()
 
 
 def _check_safe(name: str, value: Any, path: str) -> None:
@@ -348,7 +373,34 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             if not isinstance(name, str) or name not in allow.functions:
                 raise SpecError(path, f"function {name!r} is not on the allowlist")
             return allow.functions[name]
-        raise SpecError(path, "an object must be an estimator spec or a function reference")
+        if set(value) == {"float"}:
+            if value["float"] not in _SPECIAL_FLOATS:
+                raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
+            return _SPECIAL_FLOATS[value["float"]]
+        if set(value) == {"type"}:
+            if value["type"] not in TYPE_VALUES:
+                raise SpecError(path, f"type {value['type']!r} is not one a spec can name")
+            return TYPE_VALUES[value["type"]]
+        if set(value) == {"dict"}:
+            items = value["dict"]
+            if not isinstance(items, list) or not all(
+                isinstance(kv, list) and len(kv) == 2 for kv in items
+            ):
+                raise SpecError(path, '{"dict": ...} holds a list of [key, value] pairs')
+            out: dict[Any, Any] = {}
+            for i, (k, v) in enumerate(items):
+                if isinstance(k, (list, Mapping)):
+                    raise SpecError(f"{path}[{i}]", "a dict key is a number, string or boolean")
+                key = _check_literal(k, f"{path}[{i}][0]")
+                if key in out:
+                    raise SpecError(f"{path}[{i}]", f"the dict repeats the key {key!r}")
+                out[key] = build_value(v, allow, f"{path}[{i}][1]")
+            return out
+        raise SpecError(
+            path,
+            "an object must be an estimator spec, a function reference, "
+            '{"float": ...}, {"type": ...} or {"dict": ...}',
+        )
     if isinstance(value, list):
         return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
     return _check_literal(value, path)
@@ -511,6 +563,8 @@ def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:
 
 def _number(value: Any, path: str) -> int | float:
     """A distribution argument: a finite int or float (no bool)."""
+    if isinstance(value, Mapping) and set(value) == {"float"}:
+        raise SpecError(path, f"non-finite number {value['float']} is not a distribution argument")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(path, f"a distribution argument is a number, not {value!r}")
     return _check_literal(value, path)
@@ -649,6 +703,8 @@ def _to_literal(value: Any, path: str) -> Any:
         number = float(value)
         if math.isfinite(number) and number != value:  # a longdouble beyond float64
             raise SpecError(path, f"{value!r} does not fit a float64")
+        if not math.isfinite(number):
+            return {"float": "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")}
         return _check_literal(number, path)
     raise SpecError(path, f"unsupported value of type {type(value).__name__}")
 
@@ -687,13 +743,23 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
     if _pandas_index(value):
         return _to_spec(value.tolist(), allow, path)
     if isinstance(value, type):
+        name = f"{value.__module__}.{value.__name__}"
+        if TYPE_VALUES.get(name) is value:
+            return {"type": name}
         raise SpecError(path, f"a class ({value.__qualname__}) is not a value a spec can hold")
     if hasattr(value, "get_params"):
         return _estimator_spec(value, allow, path)
     if isinstance(value, slice):
         raise SpecError(path, "a slice is not expressible; list the columns or indices instead")
     if isinstance(value, Mapping):
-        raise SpecError(path, "a dict is not expressible in a spec")
+        items = []
+        for i, (k, v) in enumerate(value.items()):
+            if not isinstance(k, (str, int, float, bool, np.generic)):
+                raise SpecError(
+                    f"{path}[{i}]", f"a dict key of type {type(k).__name__} is not expressible"
+                )
+            items.append([_to_literal(k, f"{path}[{i}][0]"), _to_spec(v, allow, f"{path}[{i}][1]")])
+        return {"dict": items}
     if callable(value):
         name = allow.name_of_function(value)
         if name is None:
