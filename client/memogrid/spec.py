@@ -743,9 +743,9 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
     if _pandas_index(value):
         return _to_spec(value.tolist(), allow, path)
     if isinstance(value, type):
-        name = f"{value.__module__}.{value.__name__}"
-        if TYPE_VALUES.get(name) is value:
-            return {"type": name}
+        type_name = f"{value.__module__}.{value.__name__}"
+        if TYPE_VALUES.get(type_name) is value:
+            return {"type": type_name}
         raise SpecError(path, f"a class ({value.__qualname__}) is not a value a spec can hold")
     if hasattr(value, "get_params"):
         return _estimator_spec(value, allow, path)
