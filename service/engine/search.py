@@ -331,15 +331,25 @@ ProgressFn = Callable[[int, int, int, ScoreOutput | None], None]
 ResultFn = Callable[[str, ScoreOutput], None]
 
 
+def _scorer_token(scorer: Any) -> Any:
+    """A scorer name as itself; a scorer object (``make_scorer(...)``) or a
+    callable by its content (its class or code and its settings)."""
+    return scorer if isinstance(scorer, str) else keys.canonical(scorer)
+
+
 def _scorers_token(scoring: Any) -> Any:
     if scoring is None or isinstance(scoring, str):
         return ["scoring", scoring]
     if isinstance(scoring, (list, tuple, set)):
         return ["scoring-list", sorted(scoring)]
     if isinstance(scoring, Mapping):
-        return ["scoring-dict", sorted((k, v) for k, v in scoring.items())]
+        items = [(k, _scorer_token(v)) for k, v in scoring.items()]
+        return ["scoring-dict", sorted(items, key=lambda kv: kv[0])]
+    if callable(scoring):
+        return ["scoring-callable", _scorer_token(scoring)]
     raise TypeError(
-        f"scoring must be None, a scorer name, or a list or dict of names, not {scoring!r}"
+        "scoring must be None, a scorer name, a scorer or callable, or a list or dict "
+        f"of them, not {scoring!r}"
     )
 
 

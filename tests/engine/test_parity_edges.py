@@ -270,3 +270,36 @@ def test_frames_with_numeric_column_labels_as_scikit_learn_sees_them(runner):
     assert_same_search(ours, sk, df)  # predicting on df would warn of fitted names
     assert not hasattr(sk.best_estimator_, "feature_names_in_")
     assert not hasattr(ours.best_estimator_, "feature_names_in_")
+
+
+def test_scorer_objects_and_callables_score_as_in_scikit_learn(runner):
+    from sklearn.metrics import fbeta_score, make_scorer
+    from sklearn.model_selection import GridSearchCV
+
+    from tests.helpers.parity import accuracy_over_chance, assert_cv_results_equal
+
+    X, y = make_classification(n_samples=150, random_state=0)
+    f2 = make_scorer(fbeta_score, beta=2)
+    grid = {"C": [0.1, 1.0]}
+    cases = [
+        (f2, True),
+        (accuracy_over_chance, True),
+        ({"f2": f2, "acc": "accuracy", "mine": accuracy_over_chance}, "f2"),
+    ]
+    for scoring, refit in cases:
+        ours = runner.search(
+            LogisticRegression(), X, y, param_grid=grid, cv=3, scoring=scoring, refit=refit
+        )
+        sk = GridSearchCV(LogisticRegression(), grid, cv=3, scoring=scoring, refit=refit)
+        assert_cv_results_equal(ours.cv_results_, sk.fit(X, y).cv_results_)
+        assert ours.best_params_ == sk.best_params_
+    # a scorer's settings are part of its results' keys: beta=0.5 is scored anew
+    half = runner.search(
+        LogisticRegression(),
+        X,
+        y,
+        param_grid=grid,
+        cv=3,
+        scoring=make_scorer(fbeta_score, beta=0.5),
+    )
+    assert half.stats.final_fits == 6 and half.stats.score_hits == 0

@@ -46,3 +46,8 @@ def assert_cv_results_equal(ours: dict, theirs: dict) -> None:
         assert got.dtype == expected.dtype, (key, got.dtype, expected.dtype)
         # bit-for-bit, with NaNs in the same places
         assert got.tobytes() == expected.tobytes(), (key, got, expected)
+
+
+def accuracy_over_chance(estimator, X, y):
+    """A scoring callable as users write them: ``(estimator, X, y) -> float``."""
+    return float((estimator.predict(X) == y).mean()) - 0.5
