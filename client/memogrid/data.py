@@ -205,11 +205,21 @@ def _is_text(t: Any) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(view and view(t))
 
 
+def _temporal(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_date(t)
+
+
 def _plain_ok(t: Any) -> bool:
     import pyarrow as pa
 
     return (
-        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or _is_text(t)
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or _is_text(t)
+        or _temporal(t)
     )
 
 
@@ -256,8 +266,8 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
         t = t.value_type
     if not _plain_ok(t):
         raise DataError(
-            f"column {name!r} has unsupported type {t}; numeric, boolean, string "
-            "and categorical columns are accepted"
+            f"column {name!r} has unsupported type {t}; numeric, boolean, string, "
+            "categorical and date/time columns are accepted"
         )
     if _is_text(t):
         try:
@@ -374,6 +384,8 @@ def _hash_values(h: Any, arr: Any) -> None:
         if data is not None and stop > start:
             h.update(memoryview(data)[start:stop])
     else:
+        if _temporal(t):  # by the integers under them (the unit and zone are in the type)
+            arr = arr.view(pa.int32() if pa.types.is_date32(t) else pa.int64())
         filled = (
             pc.fill_null(arr, False if pa.types.is_boolean(t) else 0) if arr.null_count else arr
         )

@@ -220,3 +220,32 @@ def test_malformed_label_metadata_is_refused(labels, problem):
     bad = table.replace_schema_metadata({LABELS_KEY: labels})
     with pytest.raises(DataError, match=problem):
         table_frame(bad)
+
+
+def test_date_and_time_columns_are_stored_exactly(store):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from memogrid.data import canonical_table, frame_table, hash_table, wire_table
+
+    when = pd.date_range("2024-03-30 22:00", periods=4, freq="h")
+    df = pd.DataFrame(
+        {
+            "when": when,
+            "where": when.tz_localize("Europe/Paris"),
+            "took": pd.to_timedelta([1, 2, None, 4], unit="s"),
+            "x": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    df.loc[2, "when"] = pd.NaT
+    loaded = DatasetStore(store.root).load(store.put(df).dataset_id)
+    pd.testing.assert_frame_equal(loaded, df)
+    # the zone and the unit are content
+    assert dataset_id(df.assign(where=when.tz_localize("UTC"))) != dataset_id(df)
+    assert dataset_id(df.assign(when=df["when"].astype("datetime64[ms]"))) != dataset_id(df)
+    # through Parquet, as uploads travel, the same id
+    buf = io.BytesIO()
+    pq.write_table(wire_table(frame_table(df)), buf)
+    buf.seek(0)
+    assert hash_table(canonical_table(pq.read_table(buf))) == dataset_id(df)
