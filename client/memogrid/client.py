@@ -36,7 +36,7 @@ from .data import (
     wire_table,
 )
 from .errors import MemogridError
-from .spec import SpecError, cv_to_spec, to_distributions, to_grid, to_spec
+from .spec import SpecError, cv_to_spec, scorer_to_spec, to_distributions, to_grid, to_spec
 
 #: seconds to connect; to wait for an answer (uploads stream for as long as they need)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -105,18 +105,25 @@ def _error_score(value: Any) -> Any:
 
 
 def _scoring(scoring: Any) -> Any:
+    """``scoring`` as a job carries it: names, and ``make_scorer(...)`` of a
+    scikit-learn metric as a scorer spec."""
     if scoring is None or isinstance(scoring, str):
         return scoring
     if isinstance(scoring, (list, tuple, set)):
         names = list(scoring)
         if all(isinstance(n, str) for n in names):
             return names
-    elif isinstance(scoring, Mapping) and all(isinstance(v, str) for v in scoring.values()):
-        return dict(scoring)
+    elif isinstance(scoring, Mapping):
+        return {
+            k: v if isinstance(v, str) else scorer_to_spec(v, f"scoring.{k}")
+            for k, v in scoring.items()
+        }
+    elif callable(scoring):
+        return scorer_to_spec(scoring)
     raise SpecError(
         "scoring",
-        "scoring is None, a scorer name, or a list or dict of names; callables "
-        "cannot be sent to the service",
+        "scoring is None, a scorer name, make_scorer(...) of a scikit-learn metric, a "
+        "list of names or a dict of names and scorers; other callables cannot be sent",
     )
 
 

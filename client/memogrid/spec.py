@@ -920,3 +920,100 @@ def to_distributions(
         else:
             out[key] = _grid_values(value, allow, where, "distribution")
     return out
+
+
+# -- scorers: make_scorer(...) <-> JSON --------------------------------------------------------
+
+#: metric functions of ``sklearn.metrics`` a scorer spec may name
+SCORER_FUNCTIONS = tuple(
+    """accuracy_score balanced_accuracy_score top_k_accuracy_score average_precision_score
+    brier_score_loss log_loss f1_score fbeta_score precision_score recall_score
+    jaccard_score matthews_corrcoef cohen_kappa_score hamming_loss zero_one_loss
+    roc_auc_score hinge_loss class_likelihood_ratios explained_variance_score max_error
+    mean_absolute_error mean_squared_error root_mean_squared_error mean_squared_log_error
+    root_mean_squared_log_error median_absolute_error mean_absolute_percentage_error
+    r2_score mean_poisson_deviance mean_gamma_deviance mean_tweedie_deviance
+    mean_pinball_loss d2_tweedie_score d2_pinball_score d2_absolute_error_score
+    d2_log_loss_score d2_brier_score adjusted_rand_score rand_score
+    adjusted_mutual_info_score mutual_info_score normalized_mutual_info_score
+    homogeneity_score completeness_score v_measure_score fowlkes_mallows_score""".split()
+)
+_RESPONSE_METHODS = ("predict", "predict_proba", "decision_function")
+
+
+def _scorer_functions() -> dict[str, Any]:
+    import sklearn.metrics as metrics
+
+    return {n: getattr(metrics, n) for n in SCORER_FUNCTIONS if hasattr(metrics, n)}
+
+
+def scorer_to_spec(scorer: Any, path: str = "scoring") -> dict[str, Any]:
+    """The JSON of a ``make_scorer(metric, ...)`` scorer of a scikit-learn metric."""
+    from sklearn.metrics._scorer import _Scorer
+
+    if type(scorer) is not _Scorer:
+        raise SpecError(
+            path,
+            "only scorer names and make_scorer(...) of a scikit-learn metric can be sent; "
+            f"a {type(scorer).__name__} cannot",
+        )
+    fn = scorer._score_func
+    name = next((n for n, f in _scorer_functions().items() if f is fn), None)
+    if name is None:
+        label = getattr(fn, "__qualname__", type(fn).__name__)
+        raise SpecError(_join(path, "function"), f"{label} is not a metric a scorer may name")
+    allow = default_allowlist()
+    kwargs = {k: _to_spec(v, allow, _join(path, f"kwargs.{k}")) for k, v in scorer._kwargs.items()}
+    method = scorer._response_method
+    return {
+        "make_scorer": {
+            "function": name,
+            "greater_is_better": scorer._sign > 0,
+            "response_method": method if isinstance(method, str) else list(method),
+            "kwargs": kwargs,
+        }
+    }
+
+
+def is_scorer_spec(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"make_scorer"}
+
+
+def build_scorer(value: Any, path: str = "scoring") -> Any:
+    """The scorer a :func:`scorer_to_spec` JSON describes (checked like any spec)."""
+    from sklearn.metrics import make_scorer
+
+    spec = value.get("make_scorer") if isinstance(value, Mapping) else None
+    where = _join(path, "make_scorer")
+    if not isinstance(spec, Mapping):
+        raise SpecError(path, 'a scorer is {"make_scorer": {"function": ..., ...}}')
+    unknown = set(spec) - {"function", "greater_is_better", "response_method", "kwargs"}
+    if unknown:
+        raise SpecError(where, f"unknown keys {sorted(unknown)}")
+    functions = _scorer_functions()
+    fn = functions.get(spec.get("function"))  # type: ignore[arg-type]
+    if fn is None:
+        raise SpecError(_join(where, "function"), f"{spec.get('function')!r} is not a metric")
+    greater = spec.get("greater_is_better", True)
+    if not isinstance(greater, bool):
+        raise SpecError(_join(where, "greater_is_better"), "greater_is_better is true or false")
+    method = spec.get("response_method", "predict")
+    methods = [method] if isinstance(method, str) else method
+    if not (isinstance(methods, list) and methods and all(m in _RESPONSE_METHODS for m in methods)):
+        raise SpecError(
+            _join(where, "response_method"), f"response_method is among {list(_RESPONSE_METHODS)}"
+        )
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise SpecError(_join(where, "kwargs"), "kwargs is an object")
+    allow = default_allowlist()
+    built = {k: build_value(v, allow, _join(where, f"kwargs.{k}")) for k, v in kwargs.items()}
+    try:
+        return make_scorer(
+            fn,
+            greater_is_better=greater,
+            response_method=method if isinstance(method, str) else tuple(methods),
+            **built,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SpecError(where, str(exc)) from None

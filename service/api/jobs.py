@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -347,7 +347,7 @@ def job_results(
         best_score=float_token(job.best_score) if job.best_score is not None else None,
         refit_metric=job.refit_metric,
         n_splits=job.n_splits,
-        multimetric=isinstance(job.request.get("scoring"), (list, dict)),
+        multimetric=_multimetric(job.request.get("scoring")),
         has_estimator=job.has_estimator,
         warnings=job.warnings or [],
         stats=job.stats or {},
@@ -406,3 +406,10 @@ def job_estimator(
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"memogrid-{job_id}.skops"
     )
+
+
+def _multimetric(scoring: Any) -> bool:
+    """Whether a job's ``scoring`` names several metrics (a single scorer spec does not)."""
+    from memogrid.spec import is_scorer_spec
+
+    return isinstance(scoring, (list, dict)) and not is_scorer_spec(scoring)

@@ -47,7 +47,12 @@ class JobRequest(BaseModel):
     cv: int | dict[str, JSONValue] | None = Field(
         None, description="number of folds or a splitter spec; null means 5 (stratified)"
     )
-    scoring: Name | list[Name] | dict[Name, Name] | None = None
+    scoring: Name | list[Name] | dict[Name, Name | dict[str, JSONValue]] | None = Field(
+        None,
+        description="a scorer name, a list of names, a dict of names or scorer specs, or a "
+        'scorer spec {"make_scorer": {"function": "fbeta_score", "kwargs": {"beta": 2}, '
+        '"greater_is_better": true, "response_method": "predict"}}',
+    )
     refit: bool | Name = True
     error_score: Literal["raise", "nan"] | float = "nan"
     return_train_score: bool = False

@@ -85,9 +85,13 @@ def _grid_size(grid: Any) -> int:
 def _scoring(value: Any) -> Any:
     from sklearn.metrics import get_scorer_names
 
+    from memogrid.spec import build_scorer, is_scorer_spec
+
     names = set(get_scorer_names())
 
-    def check(name: Any, path: str) -> str:
+    def check(name: Any, path: str) -> Any:
+        if is_scorer_spec(name):
+            return build_scorer(name, path)
         if not isinstance(name, str) or name not in names:
             raise SpecError(
                 path, f"unknown scorer {name!r}; see sklearn.metrics.get_scorer_names()"
@@ -96,9 +100,11 @@ def _scoring(value: Any) -> Any:
 
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) or is_scorer_spec(value):
         return check(value, "scoring")
     if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise SpecError("scoring", "a list of scorers holds names; use a dict for scorers")
         if not value or len(set(value)) != len(value):
             raise SpecError("scoring", "a list of scorers is non-empty and has no repeats")
         return [check(v, f"scoring[{i}]") for i, v in enumerate(value)]
@@ -106,7 +112,9 @@ def _scoring(value: Any) -> Any:
         if not value:
             raise SpecError("scoring", "a dict of scorers is non-empty")
         return {k: check(v, f"scoring.{k}") for k, v in value.items()}
-    raise SpecError("scoring", "scoring is null, a scorer name, or a list or dict of names")
+    raise SpecError(
+        "scoring", "scoring is null, a scorer name, a scorer spec, or a list or dict of them"
+    )
 
 
 def _cv(value: Any, allow: Allowlist) -> Any:

@@ -20,7 +20,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from memogrid import Client, GridSearchCV, RandomizedSearchCV, errors
+from memogrid import Client, GridSearchCV, RandomizedSearchCV, SpecError, errors
 from memogrid.client import Job
 from tests.helpers.parity import assert_cv_results_equal
 
@@ -257,3 +257,38 @@ def test_pandas_output_reaches_the_service(mg, how):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert list(ours.best_estimator_[-1].is_categorical_) == [True, False]
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+
+
+def test_make_scorer_of_a_metric_runs_on_the_service(mg, data):
+    from sklearn.metrics import fbeta_score, make_scorer
+
+    from tests.helpers.parity import accuracy_over_chance
+
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    f2 = make_scorer(fbeta_score, beta=2)
+    for scoring, refit in [
+        (f2, True),
+        ({"f2": f2, "half": make_scorer(fbeta_score, beta=0.5), "acc": "accuracy"}, "half"),
+    ]:
+        ours = GridSearchCV(
+            LogisticRegression(),
+            grid,
+            cv=3,
+            scoring=scoring,
+            refit=refit,
+            client=mg,
+            progress=False,
+        ).fit(X, y)
+        sk = SkGridSearchCV(LogisticRegression(), grid, cv=3, scoring=scoring, refit=refit).fit(
+            X, y
+        )
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.multimetric_ == sk.multimetric_
+        assert repr(ours.best_score_) == repr(sk.best_score_)
+        assert ours.score(X, y) == sk.score(X, y)
+    # a callable of the user's own cannot travel: refused before anything is sent
+    with pytest.raises(SpecError, match="make_scorer"):
+        GridSearchCV(
+            LogisticRegression(), grid, scoring=accuracy_over_chance, client=mg, progress=False
+        ).fit(X, y)

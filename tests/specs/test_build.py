@@ -241,3 +241,61 @@ def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
     with pytest.raises(SpecError) as err:
         _sklearn_config(config)
     assert err.value.path == path and message in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("scoring", "path", "message"),
+    [
+        (
+            {"make_scorer": {"function": "os.system"}},
+            "scoring.make_scorer.function",
+            "not a metric",
+        ),
+        (
+            {"make_scorer": {"function": "f1_score", "response_method": "transform"}},
+            "scoring.make_scorer.response_method",
+            "among",
+        ),
+        (
+            {"make_scorer": {"function": "f1_score", "greater_is_better": "yes"}},
+            "scoring.make_scorer.greater_is_better",
+            "true or false",
+        ),
+        (
+            {
+                "make_scorer": {
+                    "function": "f1_score",
+                    "kwargs": {"average": {"function": "os.system"}},
+                }
+            },
+            "scoring.make_scorer.kwargs.average",
+            "not on the allowlist",
+        ),
+        (
+            {"make_scorer": {"function": "f1_score", "code": 1}},
+            "scoring.make_scorer",
+            "unknown keys",
+        ),
+        ({"a": {"make_scorer": "f1_score"}}, "scoring.a", "a scorer is"),
+        (["accuracy", {"make_scorer": {"function": "f1_score"}}], "scoring", "holds names"),
+    ],
+)
+def test_bad_scorer_specs_are_refused_by_path(scoring, path, message):
+    from memogrid_service.specs.jobs import _scoring
+
+    with pytest.raises(SpecError) as err:
+        _scoring(scoring)
+    assert err.value.path == path and message in err.value.message
+
+
+def test_scorer_specs_build_the_scorer_they_describe():
+    from sklearn.metrics import fbeta_score, get_scorer, make_scorer
+
+    from memogrid.spec import build_scorer, scorer_to_spec
+
+    for scorer in (
+        make_scorer(fbeta_score, beta=2, average="macro", greater_is_better=False),
+        get_scorer("roc_auc"),
+        get_scorer("neg_log_loss"),
+    ):
+        assert vars(build_scorer(scorer_to_spec(scorer))) == vars(scorer)
