@@ -11,10 +11,11 @@ in :mod:`memogrid.data`, shared with the client):
   values with nulls zeroed, categories): see :mod:`memogrid.data`.
 
 Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
-their canonical Arrow table in an Arrow IPC file, ``<id>.arrow``, which
-keeps every type exactly (Parquet drops the categories of categoricals
-that are not strings); ``<id>.parquet`` files of earlier versions are
-still read. Object dtype is refused: nothing here is ever unpickled.
+``<id>.parquet``, written as uploads travel (:func:`memogrid.data.wire_table`:
+the canonical table with its categoricals' categories in its metadata,
+since Parquet keeps only string ones) and read back through
+:func:`memogrid.data.canonical_table`, so every type comes back exactly.
+Object dtype is refused: nothing here is ever unpickled.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from memogrid.data import (
     hash_table,
     is_frame,
     table_frame,
+    wire_table,
 )
 
 __all__ = ["ARRAY_MAGIC", "FRAME_MAGIC", "DataRef", "DatasetError", "DatasetStore", "dataset_id"]
@@ -93,15 +95,14 @@ def _table_frame(table: Any) -> Any:
         raise DatasetError(str(exc)) from None
 
 
-def _write_arrow(f: Any, table: Any) -> None:
-    import pyarrow as pa
+def _write_parquet(f: Any, table: Any) -> None:
+    import pyarrow.parquet as pq
 
-    with pa.ipc.new_file(f, table.schema) as writer:
-        writer.write_table(table)
+    pq.write_table(wire_table(table), f)
 
 
 #: the files a dataset may be stored as
-SUFFIXES = (".npy", ".arrow", ".parquet")
+SUFFIXES = (".npy", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -155,35 +156,30 @@ class DatasetStore:
     def put_table(self, table: Any) -> DataRef:
         """Store a frame already in its canonical Arrow form (see :func:`_frame_table`)."""
         did = _hash_table(table)
-        path = self._path(did, ".arrow")
+        path = self._path(did, ".parquet")
         if not path.exists():
-            self._write_atomic(path, lambda f: _write_arrow(f, table))
+            self._write_atomic(path, lambda f: _write_parquet(f, table))
         return DataRef(str(self.root), did)
 
     def exists(self, dataset_id: str) -> bool:
         return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
 
     def load(self, dataset_id: str) -> Any:
-        """Load a dataset: arrays memory-mapped read-only, frames from their Arrow file."""
+        """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
         with self._lock:
             if dataset_id in self._loaded:
                 self._loaded.move_to_end(dataset_id)
                 return self._loaded[dataset_id]
         npy = self._path(dataset_id, ".npy")
-        arrow = self._path(dataset_id, ".arrow")
         parquet = self._path(dataset_id, ".parquet")
         if npy.exists():
             value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
-        elif arrow.exists():
-            import pyarrow as pa
-
-            with pa.OSFile(str(arrow), "rb") as f:
-                value = _table_frame(pa.ipc.open_file(f).read_all())
         elif parquet.exists():
             import pyarrow.parquet as pq
 
             with open(parquet, "rb") as f:
-                value = _table_frame(pq.read_table(io.BytesIO(f.read())))
+                table = pq.read_table(io.BytesIO(f.read()))
+            value = _table_frame(_canonical_table(table))  # categories restored
         else:
             raise DatasetError(f"unknown dataset id {dataset_id!r}")
         with self._lock:

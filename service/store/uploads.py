@@ -242,7 +242,7 @@ class Upload:
         except (pa.ArrowException, ValueError, TypeError) as exc:
             raise UploadError(422, f"the Parquet file cannot be read as a table: {exc}") from None
         did = self.store.put_table(canonical).dataset_id
-        final = self.store._path(did, ".arrow")
+        final = self.store._path(did, ".parquet")
         return DatasetInfo(
             did,
             "frame",
