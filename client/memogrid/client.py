@@ -687,17 +687,40 @@ _FITTED_HELPERS = frozenset(
 def _fitted_internal(name: str) -> bool:
     """scikit-learn's own machinery inside fitted models (trees, KD-trees, losses, kernels).
 
-    Types from a private scikit-learn module (``sklearn.tree._tree.Tree``),
+    Classes of a private scikit-learn module (``sklearn.tree._tree.Tree``),
     private classes of its public modules (CalibratedClassifierCV's
-    ``sklearn.calibration._CalibratedClassifier``) or its kernels module: no
-    spec can name them, fitting creates them.
+    ``sklearn.calibration._CalibratedClassifier``) or of its kernels module:
+    no spec can name them, fitting creates them. Classes only: a function
+    (``sklearn.utils._testing`` runs scripts) is trusted only when the spec
+    names it or it is one of :data:`_FITTED_HELPERS`.
     """
     parts = name.split(".")
     if parts[0] != "sklearn":
         return False
-    return any(p.startswith("_") for p in parts[1:]) or name.startswith(
-        "sklearn.gaussian_process.kernels."
-    )
+    if not (
+        any(p.startswith("_") for p in parts[1:])
+        or name.startswith("sklearn.gaussian_process.kernels.")
+    ):
+        return False
+    return isinstance(_resolve_sklearn(parts), type)
+
+
+def _resolve_sklearn(parts: list[str]) -> Any:
+    """The object a dotted scikit-learn name denotes, or None (nothing but
+    scikit-learn's own modules is imported)."""
+    import importlib
+
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return None
+        return obj
+    return None
 
 
 def spec_types(request: Mapping[str, Any]) -> set[str]:
@@ -717,6 +740,7 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                 cls = allow.classes.get(value["class"])
                 if cls is not None:
                     found.add(f"{cls.__module__}.{cls.__qualname__}")
+                    found.update(_default_functions(cls))
             if set(value) == {"function"} and isinstance(value["function"], str):
                 fn = allow.functions.get(value["function"])
                 if fn is not None:
@@ -731,6 +755,22 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
     visit(request.get("param_grid"))
     visit(request.get("param_distributions"))
     return found
+
+
+def _default_functions(cls: type) -> set[str]:
+    """The functions a class's constructor defaults to (SelectKBest's
+    ``f_classif``): naming the class asks for them too."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {
+        f"{p.default.__module__}.{p.default.__qualname__}"
+        for p in params
+        if inspect.isfunction(p.default) or inspect.isbuiltin(p.default)
+    }
 
 
 def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:

@@ -153,7 +153,7 @@ def _json_meta(table: Any, key: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise DataError(f"the table's {key.decode()} metadata is not JSON") from None
 
 
@@ -211,6 +211,27 @@ def _temporal(t: Any) -> bool:
     return pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_date(t)
 
 
+def _parquet_type(t: Any) -> Any:
+    """The date/time type Parquet keeps ``t`` as: seconds become milliseconds,
+    64-bit dates 32-bit ones (both lossless), so an upload reads back as sent."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(t) and t.unit == "s":
+        return pa.timestamp("ms", tz=t.tz)
+    if pa.types.is_duration(t) and t.unit == "s":
+        return pa.duration("ms")
+    if pa.types.is_date64(t):
+        return pa.date32()
+    return t
+
+
+def _int_view(t: Any) -> Any:
+    """The integers under a date/time type."""
+    import pyarrow as pa
+
+    return pa.int32() if pa.types.is_date32(t) else pa.int64()
+
+
 def _plain_ok(t: Any) -> bool:
     import pyarrow as pa
 
@@ -259,6 +280,8 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
             values = arr.dictionary
             if _is_text(values.type):
                 values = values.cast(pa.string())
+            elif _parquet_type(values.type) != values.type:
+                values = _cast_exact(values, _parquet_type(values.type), name)
             return pa.DictionaryArray.from_arrays(
                 arr.indices.cast(pa.int32()), values, ordered=t.ordered
             )
@@ -275,12 +298,18 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
         except pa.ArrowException:
             raise DataError(f"column {name!r} holds more than 2 GiB of text") from None
         t = pa.string()
+    elif _parquet_type(t) != t:
+        t = _parquet_type(t)
+        col = _cast_exact(col, t, name)
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if categories is None:
         return arr
     ordered, values = categories
     try:
-        dictionary = pa.array(values, type=t)
+        if _temporal(t):  # categories of dates and times travel as their integers
+            dictionary = pa.array(values, type=_int_view(t)).view(t)
+        else:
+            dictionary = pa.array(values, type=t)
     except (pa.ArrowException, TypeError, ValueError):
         raise DataError(f"the categories of column {name!r} are not of its type {t}") from None
     if len(pc.unique(dictionary)) != len(dictionary) or dictionary.null_count:
@@ -289,6 +318,15 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
     if codes.null_count != arr.null_count:
         raise DataError(f"column {name!r} holds values outside its categories")
     return pa.DictionaryArray.from_arrays(codes.cast(pa.int32()), dictionary, ordered=ordered)
+
+
+def _cast_exact(values: Any, t: Any, name: str) -> Any:
+    import pyarrow as pa
+
+    try:
+        return values.cast(t)  # safe: refuses to drop anything
+    except pa.ArrowException:
+        raise DataError(f"column {name!r} does not fit {t} exactly") from None
 
 
 def canonical_table(
@@ -304,6 +342,8 @@ def canonical_table(
     """
     import pyarrow as pa
 
+    if table.num_columns == 0:
+        raise DataError("the DataFrame has no columns")
     labels = table_labels(table) if labels is None else labels
     nones = table_nones(table) if nones is None else nones
     categories = _categories(table)
@@ -325,11 +365,13 @@ def wire_table(table: Any) -> Any:
     metadata, since Parquet keeps only those of strings."""
     import pyarrow as pa
 
-    cats = {
-        str(i): [f.type.ordered, table.column(i).combine_chunks().dictionary.to_pylist()]
-        for i, f in enumerate(table.schema)
-        if pa.types.is_dictionary(f.type)
-    }
+    cats = {}
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            values = table.column(i).combine_chunks().dictionary
+            if _temporal(values.type):
+                values = values.view(_int_view(values.type))
+            cats[str(i)] = [f.type.ordered, values.to_pylist()]
     if not cats:
         return table
     meta = dict(table.schema.metadata or {})
@@ -348,11 +390,11 @@ def table_frame(table: Any) -> Any:
     df = table.replace_schema_metadata(None).to_pandas()
     for i, field in enumerate(table.schema):
         col = table.column(i)
-        if pa.types.is_boolean(field.type) and col.null_count:
-            df.isetitem(i, df.iloc[:, i].astype("boolean"))
-        elif i in nones:
+        if i in nones:
             s = df.iloc[:, i].astype(object)
             df.isetitem(i, s.where(s.notna(), None))
+        elif pa.types.is_boolean(field.type) and col.null_count:
+            df.isetitem(i, df.iloc[:, i].astype("boolean"))
     if any(kind != "str" for kind, _ in labels):
         df.columns = [value for _, value in labels]
     return df
@@ -365,6 +407,9 @@ def _hash_values(h: Any, arr: Any) -> None:
     import pyarrow.compute as pc
 
     t = arr.type
+    if pa.types.is_floating(t) and pc.any(pc.is_nan(arr)).as_py():
+        # NaN and null are one missing value to pandas and scikit-learn
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
     h.update(f"{t}\0{len(arr)}\0{arr.null_count}\0".encode())
     if arr.null_count:
         h.update(np.packbits(arr.is_valid().to_numpy(zero_copy_only=False)).tobytes())

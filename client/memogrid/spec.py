@@ -976,7 +976,13 @@ def scorer_to_spec(scorer: Any, path: str = "scoring") -> dict[str, Any]:
 
 
 def is_scorer_spec(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"make_scorer"}
+    """Whether ``value`` is a scorer spec (a dict of names may call a metric
+    "make_scorer": its value is then a name, not an object)."""
+    return (
+        isinstance(value, Mapping)
+        and set(value) == {"make_scorer"}
+        and isinstance(value["make_scorer"], Mapping)
+    )
 
 
 def build_scorer(value: Any, path: str = "scoring") -> Any:

@@ -96,12 +96,14 @@ def code_token(obj: Any) -> Any:
 
     None for the versioned libraries and the standard library; an installed
     distribution's ``[name, version]``; for code of no distribution (a
-    notebook, a script, a local module) a digest of its bytecode and
-    constants (for a class, of every function defined in it and in its
-    bases outside the libraries). Functions it calls are not part of it.
+    notebook, a script, a local module) a digest of its bytecode, constants
+    and default arguments (for a class, of every function and plain class
+    attribute defined in it and in its bases outside the libraries),
+    computed afresh each time, since a notebook may edit it in place
+    (``%autoreload``). Functions it calls are not part of it.
     """
     try:
-        return _code_tokens[obj]
+        return _code_tokens[obj]  # the libraries' and installed packages' only
     except (KeyError, TypeError):
         pass
     root = (getattr(obj, "__module__", None) or "").partition(".")[0]
@@ -112,7 +114,7 @@ def code_token(obj: Any) -> Any:
         if token is None:
             h = hashlib.sha256()
             _digest_code(obj, h)
-            token = ["code", h.hexdigest()[:_HEX]]
+            return ["code", h.hexdigest()[:_HEX]]
     try:
         _code_tokens[obj] = token
     except TypeError:  # not weakly referenceable: computed each time
@@ -141,19 +143,35 @@ def _digest_code(obj: Any, h: Any) -> None:
             h.update(f"class {klass.__qualname__}\0".encode())
             for name in sorted(vars(klass)):
                 attr = inspect.getattr_static(klass, name)
-                for fn in (getattr(attr, a, None) for a in ("__func__", "fget", "fset")):
-                    if fn is not None:
+                for fn in (getattr(attr, a, None) for a in ("__func__", "fget", "fset", "func")):
+                    if fn is not None:  # classmethod, staticmethod, property, cached_property
                         attr = fn
                 if callable(attr):  # past decorators (scikit-learn wraps transform)
                     attr = inspect.unwrap(attr)
-                code = getattr(attr, "__code__", None)
-                if code is not None:
+                if getattr(attr, "__code__", None) is not None:
                     h.update(f"def {name}\0".encode())
-                    _digest_code_object(code, h)
+                    _digest_function(attr, h)
+                elif not (name.startswith("__") and name.endswith("__")):
+                    h.update(f"attr {name}\0".encode())  # a class-level constant
+                    _digest_value(attr, h)
         return
-    code = getattr(inspect.unwrap(obj), "__code__", None)
+    _digest_function(inspect.unwrap(obj), h)
+
+
+def _digest_function(fn: Any, h: Any) -> None:
+    code = getattr(fn, "__code__", None)
     if code is not None:
         _digest_code_object(code, h)
+    _digest_value(getattr(fn, "__defaults__", None), h)
+    _digest_value(getattr(fn, "__kwdefaults__", None), h)
+
+
+def _digest_value(value: Any, h: Any) -> None:
+    """A default argument or class attribute: by content where it has one."""
+    try:
+        h.update(json.dumps(canonical(value)).encode())
+    except (UnkeyableValue, TypeError, ValueError, RecursionError):
+        h.update(f"<{type(value).__qualname__}>".encode())
 
 
 def _digest_code_object(code: types.CodeType, h: Any) -> None:

@@ -286,3 +286,24 @@ def test_fitted_internals_load_but_partials_of_unnamed_functions_do_not():
     sneaky = FunctionTransformer(functools.partial(operator.mul, 2)).fit(X)
     with pytest.raises(memogrid.DataError, match="mul"):
         load_audited(sio.dumps(sneaky), {"estimator": to_spec(FunctionTransformer())})
+
+
+def test_private_functions_of_scikit_learn_are_not_trusted_in_a_refit():
+    """A compromised service sends a fitted model holding a partial of a
+    private scikit-learn function (one that runs scripts): refused on load."""
+    import functools
+
+    import skops.io as sio
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.utils._testing import assert_run_python_script_without_output
+
+    from memogrid.client import load_audited
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    est = HistGradientBoostingClassifier(max_iter=3).fit(X, y)
+    payload = functools.partial(assert_run_python_script_without_output, "raise SystemExit")
+    est._preprocessor = FunctionTransformer(func=payload).fit(X)  # an attribute, not a param
+    request = {"estimator": {"class": "sklearn.ensemble.HistGradientBoostingClassifier"}}
+    with pytest.raises(memogrid.DataError, match="assert_run_python_script_without_output"):
+        load_audited(sio.dumps(est), request)

@@ -364,3 +364,19 @@ def test_user_code_keys_agree_between_processes(tmp_path):
     ]
     assert runs[0] == runs[1]
     assert '"code"' in runs[0]
+
+
+def test_default_arguments_class_constants_and_in_place_edits_are_code():
+    edited_default = _user_module(2)
+    exec("def featurize(X, p=3):\n    return X * 2\n", edited_default.__dict__)
+    base = _user_module(2)
+    exec("def featurize(X, p=2):\n    return X * 2\n", base.__dict__)
+    assert keys.canonical(base.featurize) != keys.canonical(edited_default.featurize)
+    # a class-level constant
+    one, other = _user_module(2), _user_module(2)
+    one.Featurize.LIMIT, other.Featurize.LIMIT = 1, 5
+    assert keys.estimator_token(one.Featurize()) != keys.estimator_token(other.Featurize())
+    # code replaced in place (as IPython's autoreload does) is seen at once
+    before = keys.canonical(base.featurize)
+    base.featurize.__code__ = _user_module(7).featurize.__code__
+    assert keys.canonical(base.featurize) != before

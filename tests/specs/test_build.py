@@ -299,3 +299,9 @@ def test_scorer_specs_build_the_scorer_they_describe():
         get_scorer("neg_log_loss"),
     ):
         assert vars(build_scorer(scorer_to_spec(scorer))) == vars(scorer)
+
+
+def test_a_metric_named_make_scorer_is_a_name_in_a_dict():
+    from memogrid_service.specs.jobs import _scoring
+
+    assert _scoring({"make_scorer": "accuracy"}) == {"make_scorer": "accuracy"}

@@ -249,3 +249,51 @@ def test_date_and_time_columns_are_stored_exactly(store):
     pq.write_table(wire_table(frame_table(df)), buf)
     buf.seek(0)
     assert hash_table(canonical_table(pq.read_table(buf))) == dataset_id(df)
+
+
+def _through_parquet(df):
+    """The id the service computes for ``df`` uploaded as the client sends it."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from memogrid.data import canonical_table, frame_table, hash_table, wire_table
+
+    buf = io.BytesIO()
+    pq.write_table(wire_table(frame_table(df)), buf)
+    buf.seek(0)
+    return hash_table(canonical_table(pq.read_table(buf)))
+
+
+def test_edge_frames_keep_their_id_through_the_wire(store):
+    when = pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-01"]))
+    frames = {
+        "seconds": pd.DataFrame({"t": when.astype("datetime64[s]")}),
+        "zoned seconds": pd.DataFrame({"t": when.astype("datetime64[s]").dt.tz_localize("UTC")}),
+        "categorical dates": pd.DataFrame({"t": pd.Categorical(when)}),
+        "object bools with None": pd.DataFrame({"b": pd.Series([True, None, False], dtype=object)}),
+    }
+    for name, df in frames.items():
+        ref = store.put(df)
+        assert _through_parquet(df) == ref.dataset_id == dataset_id(df), name
+        back = DatasetStore(store.root).load(ref.dataset_id)
+        assert dataset_id(back) == ref.dataset_id, name
+    assert DatasetStore(store.root).load(store.put(frames["object bools with None"]).dataset_id)[
+        "b"
+    ].tolist() == [True, None, False]
+    # no columns is no data scikit-learn can fit: refused, not stored under a shared id
+    with pytest.raises(DatasetError, match="no columns"):
+        store.put(pd.DataFrame(index=range(3)))
+    # NaN and a missing value are one thing to pandas and scikit-learn
+    assert dataset_id(pd.DataFrame({"x": [1.0, np.nan]})) == dataset_id(
+        pd.DataFrame({"x": pd.array([1.0, None], dtype="Float64")})
+    )
+
+
+def test_deeply_nested_metadata_is_refused_not_a_crash():
+    from memogrid.data import LABELS_KEY, DataError, frame_table, table_frame
+
+    table = frame_table(pd.DataFrame([[1.0, 2.0]]))
+    bad = table.replace_schema_metadata({LABELS_KEY: b"[" * 100_000 + b"]" * 100_000})
+    with pytest.raises(DataError, match="not JSON"):
+        table_frame(bad)
