@@ -276,7 +276,7 @@ def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
             "scoring.make_scorer",
             "unknown keys",
         ),
-        ({"a": {"make_scorer": "f1_score"}}, "scoring.a", "a scorer is"),
+        ({"a": {"make_scorer": "f1_score"}}, "scoring.a", "unknown scorer"),
         (["accuracy", {"make_scorer": {"function": "f1_score"}}], "scoring", "holds names"),
     ],
 )
