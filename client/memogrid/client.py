@@ -695,14 +695,38 @@ def _fitted_internal(name: str) -> bool:
     names it or it is one of :data:`_FITTED_HELPERS`.
     """
     parts = name.split(".")
-    if parts[0] != "sklearn":
+    if parts[0] != "sklearn" or any(name.startswith(p) for p in _NOT_INTERNAL):
+        return False
+    if ".tests." in name or ".conftest" in name:
         return False
     if not (
         any(p.startswith("_") for p in parts[1:])
         or name.startswith("sklearn.gaussian_process.kernels.")
     ):
         return False
-    return isinstance(_resolve_sklearn(parts), type)
+    obj = _resolve_sklearn(parts)
+    # a class scikit-learn defines there, not one its module merely imports
+    # (itertools.chain, gzip.GzipFile, operator.itemgetter are reachable so)
+    return (
+        isinstance(obj, type)
+        and obj.__module__.startswith("sklearn.")
+        and f"{obj.__module__}.{obj.__qualname__}" == name
+    )
+
+
+#: scikit-learn modules whose classes are not fitted models' machinery:
+#: test helpers, data loaders, inter-process callbacks, vendored code
+_NOT_INTERNAL = (
+    "sklearn.utils._testing",
+    "sklearn.utils._show_versions",
+    "sklearn.callback",
+    "sklearn.datasets",
+    "sklearn.experimental",
+    "sklearn.externals",
+    "sklearn.conftest",
+    "sklearn._build_utils",
+    "sklearn.__check_build",
+)
 
 
 def _resolve_sklearn(parts: list[str]) -> Any:
@@ -806,7 +830,66 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
             "the best estimator is not what the job's spec describes, refusing it: "
             + ", ".join(stray)
         )
+    _audit_callables(loaded, trusted)
     return loaded
+
+
+def _audit_callables(root: Any, trusted: set[str]) -> None:
+    """Walk what was loaded: no object may shadow a method of its class with
+    an attribute of its own (a fitted model never does), and every function
+    held anywhere, inside partials too, must be a trusted one."""
+    import functools
+    import types
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, np.ndarray)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, np.ufunc)):
+            name = f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', '')}"
+            if name not in trusted and not _same_function(obj, trusted):
+                raise errors.DataError(
+                    f"the best estimator holds a function the job's spec does not name: {name}"
+                )
+            continue
+        if isinstance(obj, functools.partial):
+            stack.extend([obj.func, *obj.args, *obj.keywords.values()])
+            continue
+        if isinstance(obj, Mapping):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+            continue
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+            continue
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            for key, value in attrs.items():
+                if callable(getattr(type(obj), key, None)) and not isinstance(obj, type):
+                    raise errors.DataError(
+                        f"the best estimator's {type(obj).__name__} overrides its method "
+                        f"{key!r}: refusing it"
+                    )
+                stack.append(value)
+
+
+def _same_function(fn: Any, trusted: set[str]) -> bool:
+    """A trusted function reached under another module path (numpy re-exports)."""
+    name = getattr(fn, "__name__", "")
+    return any(t.rsplit(".", 1)[-1] == name and _resolves_to(t, fn) for t in trusted)
+
+
+def _resolves_to(dotted: str, fn: Any) -> bool:
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr, None) is fn
+    except ImportError:
+        return False
 
 
 #: ``sklearn.set_config`` settings a job carries when they differ from these

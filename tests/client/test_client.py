@@ -307,3 +307,37 @@ def test_private_functions_of_scikit_learn_are_not_trusted_in_a_refit():
     request = {"estimator": {"class": "sklearn.ensemble.HistGradientBoostingClassifier"}}
     with pytest.raises(memogrid.DataError, match="assert_run_python_script_without_output"):
         load_audited(sio.dumps(est), request)
+
+
+def test_only_classes_scikit_learn_defines_are_its_fitted_internals():
+    from memogrid.client import _fitted_internal
+
+    assert _fitted_internal("sklearn.tree._tree.Tree")
+    assert _fitted_internal("sklearn.calibration._CalibratedClassifier")
+    # reachable through a scikit-learn module, defined elsewhere: a file
+    # opener, itertools and operator helpers, a socket listener
+    for name in (
+        "sklearn.datasets._covtype.GzipFile",
+        "sklearn.compose._column_transformer.chain",
+        "sklearn.feature_extraction._dict_vectorizer.itemgetter",
+        "sklearn.callback._transport.Listener",
+        "sklearn.utils._testing.assert_run_python_script_without_output",
+    ):
+        assert not _fitted_internal(name), name
+
+
+def test_a_model_whose_attribute_shadows_a_method_is_refused():
+    import functools
+
+    import skops.io as sio
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.utils.validation import check_array
+
+    from memogrid.client import load_audited
+    from memogrid.spec import to_spec
+
+    X, _ = make_classification(n_samples=30, n_features=4, random_state=0)
+    scaler = StandardScaler().fit(X)
+    scaler.transform = functools.partial(check_array, accept_sparse=True)  # a trusted function
+    with pytest.raises(memogrid.DataError, match="overrides its method 'transform'"):
+        load_audited(sio.dumps(scaler), {"estimator": to_spec(StandardScaler())})
