@@ -45,6 +45,7 @@ import itertools
 import math
 import sys
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +131,9 @@ def _types_by_name() -> dict[str, type]:
         "float16 float32 float64 longdouble int8 int16 int32 int64 uint8 uint16 "
         "uint32 uint64 complex64 complex128 bool_ bool str_ intp"
     ).split():
-        t = getattr(np, name, None)
+        with warnings.catch_warnings():  # numpy 1.x warns on np.bool, then lacks it
+            warnings.simplefilter("ignore", FutureWarning)
+            t = getattr(np, name, None)
         if isinstance(t, type):
             out[f"numpy.{name}"] = t  # both numpy 1's and 2's names of bool
     return out
