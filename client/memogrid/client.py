@@ -704,7 +704,7 @@ def _fitted_internal(name: str) -> bool:
         or name.startswith("sklearn.gaussian_process.kernels.")
     ):
         return False
-    obj = _resolve_sklearn(parts)
+    obj = _resolve(parts)
     # a class scikit-learn defines there, not one its module merely imports
     # (itertools.chain, gzip.GzipFile, operator.itemgetter are reachable so)
     return (
@@ -729,9 +729,9 @@ _NOT_INTERNAL = (
 )
 
 
-def _resolve_sklearn(parts: list[str]) -> Any:
-    """The object a dotted scikit-learn name denotes, or None (nothing but
-    scikit-learn's own modules is imported)."""
+def _resolve(parts: list[str]) -> Any:
+    """The object a dotted name denotes, or None. Only modules of that name
+    are imported: callers pass scikit-learn names or names already trusted."""
     import importlib
 
     for split in range(len(parts) - 1, 0, -1):
@@ -879,17 +879,7 @@ def _audit_callables(root: Any, trusted: set[str]) -> None:
 def _same_function(fn: Any, trusted: set[str]) -> bool:
     """A trusted function reached under another module path (numpy re-exports)."""
     name = getattr(fn, "__name__", "")
-    return any(t.rsplit(".", 1)[-1] == name and _resolves_to(t, fn) for t in trusted)
-
-
-def _resolves_to(dotted: str, fn: Any) -> bool:
-    import importlib
-
-    module, _, attr = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr, None) is fn
-    except ImportError:
-        return False
+    return any(t.rsplit(".", 1)[-1] == name and _resolve(t.split(".")) is fn for t in trusted)
 
 
 #: ``sklearn.set_config`` settings a job carries when they differ from these

@@ -277,11 +277,7 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
         if categories is None:
             col = col.unify_dictionaries() if isinstance(col, pa.ChunkedArray) else col
             arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-            values = arr.dictionary
-            if _is_text(values.type):
-                values = values.cast(pa.string())
-            elif _parquet_type(values.type) != values.type:
-                values = _cast_exact(values, _parquet_type(values.type), name)
+            values = _normal_values(arr.dictionary, name)
             return pa.DictionaryArray.from_arrays(
                 arr.indices.cast(pa.int32()), values, ordered=t.ordered
             )
@@ -292,15 +288,8 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
             f"column {name!r} has unsupported type {t}; numeric, boolean, string, "
             "categorical and date/time columns are accepted"
         )
-    if _is_text(t):
-        try:
-            col = col.cast(pa.string())
-        except pa.ArrowException:
-            raise DataError(f"column {name!r} holds more than 2 GiB of text") from None
-        t = pa.string()
-    elif _parquet_type(t) != t:
-        t = _parquet_type(t)
-        col = _cast_exact(col, t, name)
+    col = _normal_values(col, name)
+    t = col.type
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if categories is None:
         return arr
@@ -320,13 +309,23 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
     return pa.DictionaryArray.from_arrays(codes.cast(pa.int32()), dictionary, ordered=ordered)
 
 
-def _cast_exact(values: Any, t: Any, name: str) -> Any:
+def _normal_values(values: Any, name: str) -> Any:
+    """Column (or categories) ``values`` in their canonical type: text as
+    ``string``, dates and times as Parquet keeps them (:func:`_parquet_type`)."""
     import pyarrow as pa
 
+    t = values.type
+    if _is_text(t):
+        try:
+            return values.cast(pa.string())
+        except pa.ArrowException:
+            raise DataError(f"column {name!r} holds more than 2 GiB of text") from None
+    if _parquet_type(t) == t:
+        return values
     try:
-        return values.cast(t)  # safe: refuses to drop anything
+        return values.cast(_parquet_type(t))  # safe: refuses to drop anything
     except pa.ArrowException:
-        raise DataError(f"column {name!r} does not fit {t} exactly") from None
+        raise DataError(f"column {name!r} does not fit {_parquet_type(t)} exactly") from None
 
 
 def canonical_table(
@@ -407,9 +406,10 @@ def _hash_values(h: Any, arr: Any) -> None:
     import pyarrow.compute as pc
 
     t = arr.type
-    if pa.types.is_floating(t) and pc.any(pc.is_nan(arr)).as_py():
-        # NaN and null are one missing value to pandas and scikit-learn
-        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
+    if pa.types.is_floating(t):
+        nan = pc.is_nan(arr)
+        if pc.any(nan).as_py():  # NaN and null are one missing value to pandas and scikit-learn
+            arr = pc.if_else(nan, pa.scalar(None, t), arr)
     h.update(f"{t}\0{len(arr)}\0{arr.null_count}\0".encode())
     if arr.null_count:
         h.update(np.packbits(arr.is_valid().to_numpy(zero_copy_only=False)).tobytes())
@@ -430,13 +430,11 @@ def _hash_values(h: Any, arr: Any) -> None:
             h.update(memoryview(data)[start:stop])
     else:
         if _temporal(t):  # by the integers under them (the unit and zone are in the type)
-            arr = arr.view(pa.int32() if pa.types.is_date32(t) else pa.int64())
+            arr = arr.view(_int_view(t))
         filled = (
             pc.fill_null(arr, False if pa.types.is_boolean(t) else 0) if arr.null_count else arr
         )
-        values = np.asarray(filled.to_numpy(zero_copy_only=False))
-        if values.dtype.kind == "f":
-            values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
+        values = np.asarray(filled.to_numpy(zero_copy_only=False))  # no NaN left: nulls above
         h.update(np.ascontiguousarray(values).tobytes())
 
 

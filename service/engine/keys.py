@@ -106,11 +106,11 @@ def code_token(obj: Any) -> Any:
         return _code_tokens[obj]  # the libraries' and installed packages' only
     except (KeyError, TypeError):
         pass
-    root = (getattr(obj, "__module__", None) or "").partition(".")[0]
-    if root in _VERSIONED or root in sys.stdlib_module_names or not root:
+    module = getattr(obj, "__module__", None) or ""
+    if not module or _versioned(module):
         token = None
     else:
-        token = _distribution(root)
+        token = _distribution(module.partition(".")[0])
         if token is None:
             h = hashlib.sha256()
             _digest_code(obj, h)
@@ -120,6 +120,12 @@ def code_token(obj: Any) -> Any:
     except TypeError:  # not weakly referenceable: computed each time
         pass
     return token
+
+
+def _versioned(module: str) -> bool:
+    """Whether LIBRARY_VERSIONS or Python's own version identifies ``module``'s code."""
+    root = module.partition(".")[0]
+    return root in _VERSIONED or root in sys.stdlib_module_names
 
 
 def _distribution(root: str) -> list[str] | None:
@@ -137,8 +143,7 @@ def _distribution(root: str) -> list[str] | None:
 def _digest_code(obj: Any, h: Any) -> None:
     if isinstance(obj, type):
         for klass in obj.__mro__:
-            root = (klass.__module__ or "").partition(".")[0]
-            if root in _VERSIONED or root in sys.stdlib_module_names:
+            if _versioned(klass.__module__ or ""):
                 continue
             h.update(f"class {klass.__qualname__}\0".encode())
             for name in sorted(vars(klass)):

@@ -20,14 +20,16 @@ Object dtype is refused: nothing here is ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,46 +55,34 @@ class DatasetError(DataError):
     """A dataset cannot be stored or read (bad dtype, unknown id, ...)."""
 
 
+_T = TypeVar("_T")
+
+
 # the canonical encoding is the client's, so both sides compute the same ids
 _is_frame = is_frame
 _hash_table = hash_table
 
 
-def _as_array(obj: Any) -> np.ndarray:
-    # object arrays of strings (pandas' string Series) become str arrays, as
-    # the client sends them; sparse input is refused
-    try:
-        return as_array(obj)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from None
+def _dataset_errors(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """``fn`` (a :mod:`memogrid.data` function) raising DatasetError for its DataErrors."""
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> _T:
+        try:
+            return fn(*args)
+        except DataError as exc:
+            raise DatasetError(str(exc)) from None
+
+    return run
 
 
-def _hash_array(arr: np.ndarray) -> str:
-    try:
-        return hash_array(arr)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from None
-
-
-def _frame_table(df: Any) -> Any:
-    try:
-        return frame_table(df)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from None
-
-
-def _canonical_table(table: Any) -> Any:
-    try:
-        return canonical_table(table)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from None
-
-
-def _table_frame(table: Any) -> Any:
-    try:
-        return table_frame(table)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from None
+# object arrays of strings (pandas' string Series) become str arrays, as the
+# client sends them; sparse input is refused
+_as_array = _dataset_errors(as_array)
+_hash_array = _dataset_errors(hash_array)
+_frame_table = _dataset_errors(frame_table)
+_canonical_table = _dataset_errors(canonical_table)
+_table_frame = _dataset_errors(table_frame)
 
 
 def _write_parquet(f: Any, table: Any) -> None:
