@@ -33,6 +33,9 @@ value that has no content encoding (a lambda, an open file) raises
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dis
 import functools
 import hashlib
 import importlib.metadata
@@ -43,7 +46,7 @@ import numbers
 import sys
 import types
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -100,12 +103,22 @@ def code_token(obj: Any) -> Any:
     and default arguments (for a class, of every function and plain class
     attribute defined in it and in its bases outside the libraries),
     computed afresh each time, since a notebook may edit it in place
-    (``%autoreload``). Functions it calls are not part of it.
+    (``%autoreload``). The digest follows what the code refers to: the
+    module-level functions and classes it calls (recursively, by code when
+    they are user code too), the module-level values it reads (by content:
+    numbers, strings, arrays, containers of them) and its closure's cells;
+    a helper edited in a notebook thus changes the key of every estimator
+    whose code calls it. Inside :func:`code_scope` each object's digest is
+    computed once.
     """
     try:
         return _code_tokens[obj]  # the libraries' and installed packages' only
     except (KeyError, TypeError):
         pass
+    scope = _code_scope.get()
+    held = scope.get(id(obj)) if scope is not None else None
+    if held is not None:
+        return held[1]
     module = getattr(obj, "__module__", None) or ""
     if not module or _versioned(module):
         token = None
@@ -113,8 +126,11 @@ def code_token(obj: Any) -> Any:
         token = _distribution(module.partition(".")[0])
         if token is None:
             h = hashlib.sha256()
-            _digest_code(obj, h)
-            return ["code", h.hexdigest()[:_HEX]]
+            _digest_code(obj, h, {id(obj)})
+            token = ["code", h.hexdigest()[:_HEX]]
+            if scope is not None:
+                scope[id(obj)] = (obj, token)  # holding obj keeps its id unique
+            return token
     try:
         _code_tokens[obj] = token
     except TypeError:  # not weakly referenceable: computed each time
@@ -140,7 +156,24 @@ def _distribution(root: str) -> list[str] | None:
     return None
 
 
-def _digest_code(obj: Any, h: Any) -> None:
+@contextlib.contextmanager
+def code_scope() -> Iterator[None]:
+    """Within this block, each user class's or function's code digest is
+    computed once (a search keys the same classes for every candidate);
+    code edited inside the block is not seen until the next one."""
+    token = _code_scope.set({})
+    try:
+        yield
+    finally:
+        _code_scope.reset(token)
+
+
+_code_scope: contextvars.ContextVar[dict[int, tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "memogrid_code_scope", default=None
+)
+
+
+def _digest_code(obj: Any, h: Any, seen: set[int]) -> None:
     if isinstance(obj, type):
         for klass in obj.__mro__:
             if _versioned(klass.__module__ or ""):
@@ -151,28 +184,108 @@ def _digest_code(obj: Any, h: Any) -> None:
                 for fn in (getattr(attr, a, None) for a in ("__func__", "fget", "fset", "func")):
                     if fn is not None:  # classmethod, staticmethod, property, cached_property
                         attr = fn
-                if callable(attr):  # past decorators (scikit-learn wraps transform)
-                    attr = inspect.unwrap(attr)
                 if getattr(attr, "__code__", None) is not None:
                     h.update(f"def {name}\0".encode())
-                    _digest_function(attr, h)
+                    _digest_function(attr, h, seen)
                 elif not (name.startswith("__") and name.endswith("__")):
                     h.update(f"attr {name}\0".encode())  # a class-level constant
                     _digest_value(attr, h)
         return
-    _digest_function(inspect.unwrap(obj), h)
+    _digest_function(obj, h, seen)
 
 
-def _digest_function(fn: Any, h: Any) -> None:
+def _digest_function(fn: Any, h: Any, seen: set[int]) -> None:
+    """A function's code, defaults, what it reads and its closure: a
+    decorator's wrapper (scikit-learn wraps ``transform``) is digested with
+    the function it wraps and the decorator's arguments in its cells."""
     code = getattr(fn, "__code__", None)
     if code is not None:
         _digest_code_object(code, h)
+        _digest_referents(code, getattr(fn, "__globals__", {}), h, seen)
     _digest_value(getattr(fn, "__defaults__", None), h)
     _digest_value(getattr(fn, "__kwdefaults__", None), h)
+    for i, cell in enumerate(getattr(fn, "__closure__", None) or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # a cell not yet filled
+            continue
+        _digest_referent(f"cell {i}", value, (), h, seen)
+    wrapped = getattr(fn, "__wrapped__", None)
+    if wrapped is not None:
+        _digest_referent("wrapped", wrapped, (), h, seen)
+
+
+def _code_names(code: types.CodeType) -> tuple[set[str], set[str]]:
+    """The global names ``code`` (and the code nested in it) reads, and every
+    name it uses (attributes too: a user module's are looked up by them)."""
+    read = {
+        ins.argval
+        for ins in dis.get_instructions(code)
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+    }
+    used = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner_read, inner_used = _code_names(const)
+            read |= inner_read
+            used |= inner_used
+    return read, used
+
+
+def _digest_referents(
+    code: types.CodeType, namespace: Mapping[str, Any], h: Any, seen: set[int]
+) -> None:
+    """The module-level objects ``code`` reads, as :func:`_digest_referent` keys them."""
+    read, used = _code_names(code)
+    for name in sorted(read):
+        if name in namespace:
+            _digest_referent(name, namespace[name], used, h, seen)
+
+
+#: module-level values keyed by content when user code reads them
+_DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, np.generic, np.ndarray)
+
+
+def _digest_referent(name: str, value: Any, names: Any, h: Any, seen: set[int]) -> None:
+    """One object user code refers to: a function or class by its own code
+    (or, from a library, by name), a user module by the attributes the
+    code names in it, data and estimators by content; anything else (a
+    DataFrame, a connection) by its type alone."""
+    h.update(f"ref {name}\0".encode())
+    if isinstance(value, types.ModuleType):
+        h.update(value.__name__.encode())
+        if (
+            not _versioned(value.__name__)
+            and _distribution(value.__name__.partition(".")[0]) is None
+        ):
+            for attr in sorted(n for n in names if n in vars(value)):
+                _digest_referent(f"{name}.{attr}", vars(value)[attr], (), h, seen)
+        return
+    if isinstance(value, type) or inspect.isfunction(value):
+        module = getattr(value, "__module__", None) or ""
+        h.update(f"{module}.{getattr(value, '__qualname__', '')}\0".encode())
+        if not module or _versioned(module):
+            return
+        if _distribution(module.partition(".")[0]) is not None:
+            h.update(json.dumps(code_token(value)).encode())
+        elif id(value) not in seen:  # recursion and cycles: named once, digested once
+            seen.add(id(value))
+            _digest_code(value, h, seen)
+        return
+    if (
+        isinstance(value, _DATA_TYPES)
+        or (isinstance(value, (list, tuple, dict, set, frozenset)) and len(value) <= 10_000)
+        or _is_estimator(value)
+        or callable(value)  # a ufunc or builtin by name; a partial or method by type
+    ):
+        _digest_value(value, h)
+        return
+    h.update(f"<{type(value).__qualname__}>".encode())
 
 
 def _digest_value(value: Any, h: Any) -> None:
-    """A default argument or class attribute: by content where it has one."""
+    """A default argument, class attribute or module-level value: by content
+    where it has one."""
     try:
         h.update(json.dumps(canonical(value)).encode())
     except (UnkeyableValue, TypeError, ValueError, RecursionError):

@@ -10,6 +10,7 @@ the same to the last bit. The refit on all rows uses the same keys.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -21,7 +22,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -632,6 +633,20 @@ class Reuse:
             future.release()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _in_code_scope(fn: _F) -> _F:
+    """``fn`` run inside :func:`keys.code_scope`: user code digested once a call."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with keys.code_scope():
+            return fn(*args, **kwargs)
+
+    return cast(_F, run)
+
+
 class SearchRunner:
     """Runs searches against one dataset store, one cache and one dask client."""
 
@@ -675,6 +690,7 @@ class SearchRunner:
         return self.store.put(value)
 
     # -- the search -----------------------------------------------------
+    @_in_code_scope
     def prepare(
         self,
         estimator: Any,

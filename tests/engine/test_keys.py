@@ -297,11 +297,19 @@ def test_resolver_follows_set_params_order():
         ChainResolver().resolve(pipe, {"clf__nope": 1})
 
 
+# the factor lives only in a module-level constant that a helper reads: an
+# edit reaches the keys through what the code calls and reads
 USER_CODE = """
 from sklearn.base import BaseEstimator, TransformerMixin
 
+FACTOR = {factor}
+UNUSED = [1, 2]
+
+def _scale(X):
+    return X * FACTOR
+
 def featurize(X):
-    return X * {factor}
+    return _scale(X)
 
 class Featurize(TransformerMixin, BaseEstimator):
     def __init__(self, k=1):
@@ -312,7 +320,7 @@ class Featurize(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         flags = {{"a", "b", "c"}}  # a frozenset constant: its repr order varies
-        return X[:, : self.k] * {factor} if "a" in flags else X
+        return _scale(X[:, : self.k]) if "a" in flags else X
 """
 
 
@@ -380,3 +388,78 @@ def test_default_arguments_class_constants_and_in_place_edits_are_code():
     before = keys.canonical(base.featurize)
     base.featurize.__code__ = _user_module(7).featurize.__code__
     assert keys.canonical(base.featurize) != before
+
+
+def test_code_keys_follow_helpers_constants_closures_and_user_modules():
+    import types
+
+    tok = keys.estimator_token
+    base = _user_module(2)
+    before = (keys.canonical(base.featurize), tok(base.Featurize()))
+
+    # a value the code never reads changes nothing
+    base.UNUSED = [3]
+    assert (keys.canonical(base.featurize), tok(base.Featurize())) == before
+    # the helper's code edited (not its constant): every caller's key moves
+    exec("def _scale(X):\n    return X + FACTOR\n", base.__dict__)
+    after = (keys.canonical(base.featurize), tok(base.Featurize()))
+    assert after[0] != before[0] and after[1] != before[1]
+
+    # a decorator's arguments (in its wrapper's closure) and super() calls
+    decorated = """
+import functools
+from sklearn.preprocessing import StandardScaler
+
+def scaled(factor):
+    def deco(f):
+        @functools.wraps(f)
+        def run(X):
+            return f(X) * factor
+        return run
+    return deco
+
+@scaled({factor})
+def featurize(X):
+    return X
+
+class Scaler(StandardScaler):
+    def fit(self, X, y=None):
+        return super().fit(X * {factor}, y)
+"""
+    made = []
+    for factor in (2, 2, 3):
+        mod = types.ModuleType("notebook_decorated")
+        exec(decorated.format(factor=factor), mod.__dict__)
+        made.append((keys.canonical(mod.featurize), tok(mod.Scaler())))
+    assert made[0] == made[1]
+    assert made[0][0] != made[2][0] and made[0][1] != made[2][1]
+
+    # a helper module of no distribution, reached through an attribute
+    helpers = types.ModuleType("notebook_helpers")
+    exec("def scale(X):\n    return X * 2\n", helpers.__dict__)
+    cell = _user_module(2)
+    cell.hp = helpers
+    exec("def featurize(X):\n    return hp.scale(X)\n", cell.__dict__)
+    was = keys.canonical(cell.featurize)
+    exec("def scale(X):\n    return X * 3\n", helpers.__dict__)
+    assert keys.canonical(cell.featurize) != was
+
+    # recursion and mutual recursion end; library code is keyed by name only
+    exec(
+        "import numpy as np\n"
+        "def even(n):\n    return True if n == 0 else odd(n - 1)\n"
+        "def odd(n):\n    return False if n == 0 else even(np.abs(n) - 1)\n",
+        cell.__dict__,
+    )
+    assert keys.canonical(cell.even) == keys.canonical(cell.even)
+    assert keys.canonical(cell.even) != keys.canonical(cell.odd)
+
+
+def test_code_scope_digests_once_and_sees_edits_afterwards():
+    cell = _user_module(2)
+    outside = keys.canonical(cell.featurize)
+    with keys.code_scope():
+        first = keys.canonical(cell.featurize)
+        cell.FACTOR = 9  # edited while one search is being planned
+        assert keys.canonical(cell.featurize) == first == outside
+    assert keys.canonical(cell.featurize) != outside  # the next search sees it
