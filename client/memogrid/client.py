@@ -36,7 +36,16 @@ from .data import (
     wire_table,
 )
 from .errors import MemogridError
-from .spec import SpecError, cv_to_spec, scorer_to_spec, to_distributions, to_grid, to_spec
+from .spec import (
+    JOB_SKLEARN_SETTINGS,
+    SpecError,
+    changed_sklearn_settings,
+    cv_to_spec,
+    scorer_to_spec,
+    to_distributions,
+    to_grid,
+    to_spec,
+)
 
 #: seconds to connect; to wait for an answer (uploads stream for as long as they need)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -882,18 +891,7 @@ def _same_function(fn: Any, trusted: set[str]) -> bool:
     return any(t.rsplit(".", 1)[-1] == name and _resolve(t.split(".")) is fn for t in trusted)
 
 
-#: ``sklearn.set_config`` settings a job carries when they differ from these
-SENT_SKLEARN_CONFIG = {"transform_output": "default", "assume_finite": False}
-
-
 def _sklearn_config() -> dict[str, Any]:
     """This thread's scikit-learn settings that change a search's results and
-    that the service runs it under (``transform_output``, ``assume_finite``)."""
-    import sklearn
-
-    current = sklearn.get_config()
-    return {
-        key: current[key]
-        for key, default in SENT_SKLEARN_CONFIG.items()
-        if key in current and current[key] != default
-    }
+    that the service runs it under (:data:`memogrid.spec.JOB_SKLEARN_SETTINGS`)."""
+    return changed_sklearn_settings({k: d for k, (d, _) in JOB_SKLEARN_SETTINGS.items()})

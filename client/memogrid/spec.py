@@ -42,6 +42,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import json
 import math
 import sys
 import threading
@@ -453,6 +454,41 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
 
 #: what ``set_output(transform=...)`` may be set to in a spec
 OUTPUT_CONTAINERS = ("default", "pandas", "polars")
+
+#: ``sklearn.set_config`` settings that change what a search computes or
+#: returns and that a job carries to the service: name -> (scikit-learn's
+#: default, the values a job may set). scikit-learn's configuration is per
+#: thread, so the client sends the caller's and the service runs the job
+#: under it; the engine also keys folds by it.
+JOB_SKLEARN_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "transform_output": ("default", OUTPUT_CONTAINERS),
+    "assume_finite": (False, (False, True)),
+}
+
+
+def changed_sklearn_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """This thread's scikit-learn settings named in ``defaults`` whose values
+    are not those (a setting older scikit-learn lacks is left out)."""
+    import sklearn
+
+    current = sklearn.get_config()
+    return {k: current[k] for k, d in defaults.items() if k in current and current[k] != d}
+
+
+def check_sklearn_settings(config: Any) -> dict[str, Any]:
+    """A job's ``sklearn_config``, checked against :data:`JOB_SKLEARN_SETTINGS`."""
+    if not isinstance(config, Mapping):
+        raise SpecError("sklearn_config", "sklearn_config is an object")
+    for key, value in config.items():
+        where = f"sklearn_config.{key}"
+        if key not in JOB_SKLEARN_SETTINGS:
+            allowed = " and ".join(JOB_SKLEARN_SETTINGS)
+            raise SpecError(where, f"{key!r} cannot be set: {allowed} can")
+        choices = JOB_SKLEARN_SETTINGS[key][1]
+        # by type as well as value: 1 is not True here
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise SpecError(where, f"{key} is one of {json.dumps(list(choices))}")
+    return dict(config)
 
 
 def _set_output(estimator: Any, output: Any, path: str) -> None:

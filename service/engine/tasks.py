@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from memogrid.spec import JOB_SKLEARN_SETTINGS, changed_sklearn_settings
+
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef
 
@@ -83,26 +85,20 @@ class TaskContext:
 
 
 #: scikit-learn settings (``sklearn.set_config``) that change what a fit
-#: computes or returns, with their defaults. scikit-learn's configuration is
-#: per thread, so a worker would not see the caller's: the engine reads it
-#: where a search is prepared, runs every task under it and keys folds by it.
+#: computes or returns, with their defaults: those a job may carry
+#: (:data:`memogrid.spec.JOB_SKLEARN_SETTINGS`) and array API dispatch. The
+#: configuration is per thread, so a worker would not see the caller's: the
+#: engine reads it where a search is prepared, runs every task under it and
+#: keys folds by it.
 RESULT_SETTINGS: dict[str, Any] = {
-    "transform_output": "default",
-    "assume_finite": False,
+    **{name: default for name, (default, _) in JOB_SKLEARN_SETTINGS.items()},
     "array_api_dispatch": False,
 }
 
 
 def result_settings() -> tuple[tuple[str, Any], ...]:
     """The calling thread's :data:`RESULT_SETTINGS` that are not the defaults."""
-    import sklearn
-
-    current = sklearn.get_config()
-    return tuple(
-        (name, current[name])
-        for name, default in RESULT_SETTINGS.items()
-        if name in current and current[name] != default
-    )
+    return tuple(changed_sklearn_settings(RESULT_SETTINGS).items())
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

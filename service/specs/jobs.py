@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memogrid.spec import splitter_allowlist
+from memogrid.spec import check_sklearn_settings, splitter_allowlist
 
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
@@ -245,7 +245,7 @@ def compile_job(
     x_order = request.get("x_order", "C")
     if x_order not in ("C", "F"):
         raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
-    sklearn_config = _sklearn_config(request.get("sklearn_config") or {})
+    sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
     error_score = request.get("error_score", "nan")
     if error_score == "nan" or error_score is None:
         error_score = float("nan")
@@ -272,25 +272,6 @@ def compile_job(
         x_order=x_order,
         sklearn_config=sklearn_config,
     )
-
-
-def _sklearn_config(config: Any) -> dict[str, Any]:
-    """The caller's ``sklearn.set_config`` settings a job may carry, checked."""
-    from memogrid.spec import OUTPUT_CONTAINERS
-
-    if not isinstance(config, Mapping):
-        raise SpecError("sklearn_config", "sklearn_config is an object")
-    for key, value in config.items():
-        where = f"sklearn_config.{key}"
-        if key == "transform_output":
-            if value not in OUTPUT_CONTAINERS:
-                raise SpecError(where, f"transform_output is one of {list(OUTPUT_CONTAINERS)}")
-        elif key == "assume_finite":
-            if not isinstance(value, bool):
-                raise SpecError(where, "assume_finite is true or false")
-        else:
-            raise SpecError(where, f"{key!r} cannot be set: transform_output and assume_finite can")
-    return dict(config)
 
 
 def _uses_column_names(spec: Any) -> bool:

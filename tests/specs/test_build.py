@@ -230,16 +230,17 @@ def test_set_output_round_trips_through_a_spec(allow):
     ("config", "path", "message"),
     [
         ({"transform_output": "xml"}, "sklearn_config.transform_output", "one of"),
-        ({"assume_finite": "yes"}, "sklearn_config.assume_finite", "true or false"),
+        ({"assume_finite": "yes"}, "sklearn_config.assume_finite", "one of [false, true]"),
+        ({"assume_finite": 1}, "sklearn_config.assume_finite", "one of [false, true]"),
         ({"array_api_dispatch": True}, "sklearn_config.array_api_dispatch", "cannot be set"),
         (["transform_output"], "sklearn_config", "is an object"),
     ],
 )
 def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
-    from memogrid_service.specs.jobs import _sklearn_config
+    from memogrid.spec import check_sklearn_settings
 
     with pytest.raises(SpecError) as err:
-        _sklearn_config(config)
+        check_sklearn_settings(config)
     assert err.value.path == path and message in err.value.message
 
 
