@@ -4,18 +4,22 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v3\\0"``, the JSON of each column's
-  label (as ``[kind, label]``), Arrow type and how its nulls read
-  (``None`` or missing), then each column's logical content: its validity
-  bitmap and its values with nulls zeroed and NaNs made one NaN; a
-  categorical's codes and its categories. The index is not content.
+- DataFrames: ``b"memogrid-frame-v4\\0"``, the JSON of each column's
+  label (as ``[kind, label]``), Arrow type, how its nulls read (``None``
+  or missing) and pandas dtype where the Arrow type does not say it, then
+  each column's logical content: its validity bitmap and its values with
+  nulls zeroed and NaNs made one NaN; a categorical's codes and its
+  categories. The index is not content.
 
 That is the canonical Arrow table (:func:`canonical_table`): string columns
 as ``string``, categoricals as ``dictionary<int32 codes>``, and no metadata
-but memogrid's own, so pandas 2 and 3, object and ``str`` columns, and
-pyarrow's versions (which pandas' metadata names) all give one id. What a
-frame reads back as (:func:`table_frame`) follows from that table alone,
-whoever uploaded it first.
+but memogrid's own, so the way pandas or Arrow lays a column out (Python or
+Arrow string storage, large strings, what lies under a null) and pyarrow's
+versions (which pandas' metadata names) give one id. A column's pandas
+dtype among :data:`DTYPES` is content (``memogrid.dtypes``): scikit-learn
+treats ``object``, ``str`` and ``string`` columns, and nullable and plain
+numbers, differently. What a frame reads back as (:func:`table_frame`)
+follows from that table alone, whoever uploaded it first.
 
 Column labels are strings, integers or finite floats, and their kind is
 content: scikit-learn records string labels as ``feature_names_in_`` and
@@ -49,13 +53,31 @@ ARRAY_MAGIC = b"memogrid-array-v1\0"
 # v1 hashed the schema metadata pandas writes (its version and pyarrow's),
 # lost numeric column labels and hashed Arrow's bytes as found (large or
 # small strings, whatever lay under nulls); v2 (never released) kept the bytes
-FRAME_MAGIC = b"memogrid-frame-v3\0"
+# v3 gave str, string and object columns (and nullable and plain numbers)
+# one id, but scikit-learn does not treat them alike
+FRAME_MAGIC = b"memogrid-frame-v4\0"
 #: schema metadata key of a frame's column labels, when not all are strings
 LABELS_KEY = b"memogrid.columns"
 #: schema metadata key of the columns whose missing values are None
 NONE_KEY = b"memogrid.none"
 #: schema metadata key of every categorical's categories, on the wire
 CATEGORIES_KEY = b"memogrid.categories"
+#: schema metadata key of the pandas dtypes columns had, where the Arrow type
+#: alone does not say it (position -> dtype name; see :data:`DTYPES`)
+DTYPES_KEY = b"memogrid.dtypes"
+#: pandas dtypes a column keeps through the store, by name: scikit-learn
+#: treats them differently (``string`` holds pd.NA, which its imputers and
+#: encoders refuse where ``str`` and ``object`` hold NaN; nullable numbers
+#: are converted where plain ones are not; an ``object`` column of numbers
+#: gives ``object`` categories), so each is content. Arrow type -> the
+#: dtype names it may carry.
+DTYPES: dict[str, tuple[str, ...]] = {
+    "text": ("object", "str", "string"),
+    "integer": ("object", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"),
+    "floating": ("object", "Float32", "Float64"),
+    "boolean": ("object", "boolean"),
+    "temporal": ("object",),
+}
 _CHUNK = 1 << 22
 
 
@@ -138,13 +160,15 @@ def frame_table(df: Any) -> Any:
 
     labels = [_label(c) for c in df.columns]
     nones = [i for i in range(df.shape[1]) if _holds_none(df.iloc[:, i])]
+    names = [str(t) for t in df.dtypes]
+    dtypes = {i: n for i, n in enumerate(names) if any(n in ok for ok in DTYPES.values())}
     if any(kind != "str" for kind, _ in labels):  # fields named as table_labels expects
         df = df.set_axis([v if k == "str" else str(v) for k, v in labels], axis=1)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
-    return canonical_table(table, labels=labels, nones=nones)
+    return canonical_table(table, labels=labels, nones=nones, dtypes=dtypes)
 
 
 def _json_meta(table: Any, key: bytes) -> Any:
@@ -196,6 +220,69 @@ def table_nones(table: Any) -> list[int]:
     if not (isinstance(nones, list) and all(type(i) is int and 0 <= i < n for i in nones)):
         raise DataError(f"the table's {NONE_KEY.decode()} metadata must list column positions")
     return sorted(set(nones))
+
+
+def _arrow_kind(t: Any) -> str | None:
+    """Which :data:`DTYPES` entry an Arrow type falls under (None: categorical)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return None
+    if _is_text(t):
+        return "text"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "floating"
+    return "temporal"
+
+
+def table_dtypes(table: Any) -> dict[int, str]:
+    """The columns (by position) whose pandas dtype :data:`DTYPES_KEY` names,
+    checked against their Arrow types."""
+    raw = _json_meta(table, DTYPES_KEY)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError(f"the table's {DTYPES_KEY.decode()} metadata must be an object")
+    out: dict[int, str] = {}
+    for pos, name in raw.items():
+        if not (pos.isdigit() and int(pos) < table.num_columns):
+            raise DataError(f"a dtype given for no column: {pos!r}")
+        kind = _arrow_kind(table.schema.field(int(pos)).type)
+        allowed = DTYPES.get(kind, ()) if kind is not None else ()
+        if name not in allowed:
+            field = table.schema.field(int(pos))
+            raise DataError(
+                f"column {field.name!r} of type {field.type} cannot have dtype {name!r}"
+                + (f" (one of {list(allowed)})" if allowed else "")
+            )
+        out[int(pos)] = name
+    return out
+
+
+def _pandas_dtypes(table: Any) -> dict[int, str]:
+    """The :data:`DTYPES` a table written by pandas itself (``to_parquet``,
+    no memogrid metadata) names in pandas' metadata, so that such an upload
+    gets the id its frame has; anything malformed there is ignored."""
+    try:
+        meta = json.loads((table.schema.metadata or {})[b"pandas"])
+        entries = meta["columns"]
+        names = table.schema.names
+        out = {}
+        for entry in entries:
+            field, dtype = entry.get("field_name"), entry.get("numpy_type")
+            if not isinstance(field, str) or names.count(field) != 1:
+                continue
+            pos = names.index(field)
+            kind = _arrow_kind(table.schema.field(pos).type)
+            if kind is not None and dtype in DTYPES[kind]:
+                out[pos] = dtype
+        return out
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        return {}
 
 
 def _is_text(t: Any) -> bool:
@@ -329,15 +416,21 @@ def _normal_values(values: Any, name: str) -> Any:
 
 
 def canonical_table(
-    table: Any, *, labels: list[list[Any]] | None = None, nones: list[int] | None = None
+    table: Any,
+    *,
+    labels: list[list[Any]] | None = None,
+    nones: list[int] | None = None,
+    dtypes: dict[int, str] | None = None,
 ) -> Any:
     """``table`` in the canonical form ids and the store use.
 
     String columns become ``string``, categoricals ``dictionary<int32>``
     (rebuilt from :data:`CATEGORIES_KEY` when an upload gives them), and
-    the schema metadata is memogrid's own labels and None columns only.
-    ``labels`` and ``nones`` default to what the table's metadata says
-    (checked like any input); other column types are a DataError.
+    the schema metadata is memogrid's own labels, None columns and pandas
+    dtypes only. ``labels``, ``nones`` and ``dtypes`` default to what the
+    table's metadata says (checked like any input; the dtypes of a table
+    pandas wrote without memogrid are read from pandas' metadata); other
+    column types are a DataError.
     """
     import pyarrow as pa
 
@@ -345,6 +438,10 @@ def canonical_table(
         raise DataError("the DataFrame has no columns")
     labels = table_labels(table) if labels is None else labels
     nones = table_nones(table) if nones is None else nones
+    dtypes_given = dtypes is not None
+    if dtypes is None:
+        ours = DTYPES_KEY in (table.schema.metadata or {})
+        dtypes = table_dtypes(table) if ours else _pandas_dtypes(table)
     categories = _categories(table)
     arrays, fields = [], []
     for i, field in enumerate(table.schema):
@@ -356,7 +453,12 @@ def canonical_table(
         meta[LABELS_KEY] = json.dumps(labels).encode()
     if nones:
         meta[NONE_KEY] = json.dumps(nones).encode()
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
+    if dtypes:
+        meta[DTYPES_KEY] = json.dumps({str(i): n for i, n in sorted(dtypes.items())}).encode()
+    out = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
+    if dtypes_given:
+        table_dtypes(out)  # the client's own: checked against the canonical types
+    return out
 
 
 def wire_table(table: Any) -> Any:
@@ -382,16 +484,22 @@ def table_frame(table: Any) -> Any:
     """A stored table as a DataFrame: its dtypes follow from its Arrow types
     (pandas' own metadata, from whoever wrote it first, is not read), with
     its column labels and None columns restored."""
+    import pandas as pd
     import pyarrow as pa
 
     labels = table_labels(table)
     nones = table_nones(table)
+    dtypes = table_dtypes(table)
     df = table.replace_schema_metadata(None).to_pandas()
     for i, field in enumerate(table.schema):
         col = table.column(i)
-        if i in nones:
+        name = dtypes.get(i)
+        if name == "object" or i in nones:
             s = df.iloc[:, i].astype(object)
-            df.isetitem(i, s.where(s.notna(), None))
+            df.isetitem(i, s.where(s.notna(), None) if i in nones else s)
+        elif name is not None:  # by pandas' own Arrow conversion: large integers stay exact
+            dtype = pd.api.types.pandas_dtype(name)
+            df.isetitem(i, col.to_pandas(types_mapper=lambda _, d=dtype: d))
         elif pa.types.is_boolean(field.type) and col.null_count:
             df.isetitem(i, df.iloc[:, i].astype("boolean"))
     if any(kind != "str" for kind, _ in labels):
@@ -443,8 +551,9 @@ def hash_table(table: Any) -> str:
     h = hashlib.sha256(FRAME_MAGIC)
     labels = table_labels(table)
     nones = set(table_nones(table))
+    dtypes = table_dtypes(table)
     head = [
-        [label, str(f.type), "none" if i in nones else "missing"]
+        [label, str(f.type), "none" if i in nones else "missing", dtypes.get(i)]
         for i, (label, f) in enumerate(zip(labels, table.schema, strict=True))
     ]
     h.update(json.dumps(head).encode())

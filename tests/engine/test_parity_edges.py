@@ -303,3 +303,37 @@ def test_scorer_objects_and_callables_score_as_in_scikit_learn(runner):
         scoring=make_scorer(fbeta_score, beta=0.5),
     )
     assert half.stats.final_fits == 6 and half.stats.score_hits == 0
+
+
+def test_pandas_string_dtypes_reach_the_fits_as_given(runner):
+    """A ``string`` column holds pd.NA, which scikit-learn's SimpleImputer
+    cannot compare: every fit fails in scikit-learn, so must it here; the
+    same text as ``str`` or ``object`` (NaN) fits, as in scikit-learn."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 2, 90)
+    texts = pd.Series(np.array(["a", "b", None], dtype=object)[rng.randint(0, 3, 90)])
+    impute = Pipeline(
+        [("impute", SimpleImputer(strategy="most_frequent")), ("onehot", OneHotEncoder())]
+    )
+    pipe = Pipeline(
+        [
+            ("ct", ColumnTransformer([("city", impute, ["city"]), ("x", "passthrough", ["x"])])),
+            ("lr", LogisticRegression()),
+        ]
+    )
+    grid = {"lr__C": [0.5, 1.0]}
+    for dtype in ("string", "str", object):
+        X = pd.DataFrame({"city": texts.astype(dtype), "x": rng.normal(size=90)})
+        if dtype == "string":
+            with pytest.raises(ValueError, match="All the 6 fits failed") as sk_err:
+                sklearn.model_selection.GridSearchCV(pipe, grid, cv=3).fit(X, y)
+            with pytest.raises(ValueError, match="All the 6 fits failed") as ours_err:
+                runner.search(pipe, X, y, param_grid=grid, cv=3)
+            assert "boolean value of NA is ambiguous" in str(sk_err.value)
+            assert "boolean value of NA is ambiguous" in str(ours_err.value)
+        else:
+            ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
+            assert_same_search(ours, sk, X)

@@ -107,49 +107,102 @@ def test_frame_ids_do_not_depend_on_library_metadata():
 
     import pyarrow as pa
 
-    from memogrid.data import canonical_table, hash_table
+    from memogrid.data import canonical_table, frame_table, hash_table
 
     df = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    ours = frame_table(df).schema.metadata  # the column dtypes memogrid records
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = json.loads(table.schema.metadata[b"pandas"])
     meta["pandas_version"], meta["creator"]["version"] = "1.0.0", "9.9.9"
-    other = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+    other = table.replace_schema_metadata({**ours, b"pandas": json.dumps(meta).encode()})
     assert hash_table(canonical_table(other)) == dataset_id(df)
-    assert hash_table(canonical_table(table.replace_schema_metadata(None))) == dataset_id(df)
-    assert canonical_table(other).schema.metadata is None  # nothing of pandas is kept
+    assert hash_table(canonical_table(table.replace_schema_metadata(ours))) == dataset_id(df)
+    assert hash_table(canonical_table(table)) == dataset_id(df)  # as pandas wrote it
+    assert canonical_table(other).schema.metadata == ours  # nothing of pandas is kept
 
 
 def _same_frames():
-    """Frames that are one dataset, however pandas or Arrow lays them out."""
-    import pyarrow as pa
-
+    """Groups of frames that are one dataset each, however pandas or Arrow
+    lays them out (the groups differ in pandas dtypes: different data)."""
     base = pd.DataFrame({"s": ["a", "b", None, "a"], "x": [0.5, np.nan, 2.0, 3.0]})
     base["s"] = base["s"].astype("str")
     # NaN with its sign bit set, as 0.0 / 0.0 gives on x86
     neg_nan = base.assign(x=np.array([0.5, np.copysign(np.nan, -1.0), 2.0, 3.0]))
     masked = base.assign(x=pd.array([0.5, None, 2.0, 3.0], dtype="Float64"))
-    masked["x"].array._data[1] = 123.0  # garbage under the mask
-    large_strings = pa.array(["a", "b", None, "a"], pa.large_string())
-    large = base.assign(s=pd.Series(pd.arrays.ArrowExtensionArray(large_strings)))
+    garbage = masked.copy()
+    garbage["x"].array._data[1] = 123.0  # garbage under the mask
     return {
-        "str": base,
-        "string[pyarrow]": base.assign(s=base["s"].astype("string[pyarrow]")),
-        "string[python]": base.assign(s=base["s"].astype(pd.StringDtype("python"))),
-        "large_string": large,
-        "negative NaN": neg_nan,
-        "masked Float64": masked,
+        "str": {"str": base, "negative NaN": neg_nan},
+        "string": {
+            "string[pyarrow]": base.assign(s=base["s"].astype("string[pyarrow]")),
+            "string[python]": base.assign(s=base["s"].astype(pd.StringDtype("python"))),
+        },
+        "Float64": {"masked": masked, "garbage under the mask": garbage},
     }
 
 
 def test_equal_frames_get_one_id_whatever_their_layout(store):
-    frames = _same_frames()
-    ids = {name: dataset_id(df) for name, df in frames.items()}
-    assert len(set(ids.values())) == 1, ids
+    import pyarrow as pa
+
+    from memogrid.data import canonical_table, hash_table
+
+    groups = {
+        kind: {dataset_id(df) for df in frames.values()} for kind, frames in _same_frames().items()
+    }
+    assert all(len(ids) == 1 for ids in groups.values()), groups
+    assert len(set.union(*groups.values())) == len(groups)  # the dtypes are content
+    # Arrow's large strings are strings
+    small = pa.table({"s": pa.array(["a", None], pa.string())})
+    large = pa.table({"s": pa.array(["a", None], pa.large_string())})
+    assert hash_table(canonical_table(small)) == hash_table(canonical_table(large))
     # and read back the same whoever stored them first
-    loaded = store.load(store.put(frames["string[pyarrow]"]).dataset_id)
-    assert str(loaded["s"].dtype) == str(pd.Series(["a"]).dtype)  # pandas' default strings
+    loaded = store.load(store.put(_same_frames()["string"]["string[pyarrow]"]).dataset_id)
+    assert str(loaded["s"].dtype) == "string"
     assert loaded["s"].isna().tolist() == [False, False, True, False]
     assert loaded["x"].dtype == np.float64 and np.isnan(loaded["x"][1])
+
+
+def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
+    """str, string and object columns, nullable and plain numbers: different
+    data to scikit-learn (its imputers refuse pd.NA, it converts nullable
+    numbers, object numbers give object categories), each read back as sent."""
+    texts = ["a", None, "b", "a"]
+    df = pd.DataFrame(
+        {
+            "str": pd.Series(texts, dtype="str"),
+            "string": pd.Series(texts, dtype="string"),
+            "object": pd.Series(["a", np.nan, "b", "a"], dtype=object),
+            "object ints": pd.Series([1, 2, 3, 4], dtype=object),
+            "Int64": pd.array([1, None, 3, 2**60], dtype="Int64"),  # beyond float precision
+            "UInt8": pd.array([1, 2, None, 4], dtype="UInt8"),
+            "Float64": pd.array([0.5, None, 1.5, 2.5], dtype="Float64"),
+            "boolean": pd.array([True, None, False, True], dtype="boolean"),
+            "int64": [1, 2, 3, 4],
+        }
+    )
+    back = DatasetStore(store.root).load(store.put(df).dataset_id)
+    pd.testing.assert_frame_equal(back, df)
+    assert back["Int64"][3] == 2**60
+    ids = {dataset_id(df[[c]].set_axis(["c"], axis=1)) for c in ("str", "string", "object")}
+    assert len(ids) == 3
+    assert dataset_id(df[["int64"]]) != dataset_id(df[["int64"]].astype("Int64"))
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "problem"),
+    [
+        (b'{"0": "Int64"}', "cannot have dtype 'Int64'"),
+        (b'{"0": "category"}', "cannot have dtype 'category'"),
+        (b'{"5": "str"}', "no column"),
+        (b'["str"]', "must be an object"),
+    ],
+)
+def test_malformed_dtype_metadata_is_refused(dtypes, problem):
+    from memogrid.data import DTYPES_KEY, DataError, canonical_table, frame_table
+
+    table = frame_table(pd.DataFrame({"s": ["a", "b"]}))
+    with pytest.raises(DataError, match=problem):
+        canonical_table(table.replace_schema_metadata({DTYPES_KEY: dtypes}))
 
 
 def test_categoricals_keep_their_categories_and_codes(store):
@@ -185,7 +238,7 @@ def test_nullable_booleans_read_back_nullable(store):
     assert str(back["b"].dtype) == "boolean" and back["b"].isna().tolist() == [False, True, False]
     plain = pd.DataFrame({"b": [True, False]})
     assert DatasetStore(store.root).load(store.put(plain).dataset_id)["b"].dtype == bool
-    assert dataset_id(plain) == dataset_id(plain.astype("boolean"))
+    assert dataset_id(plain) != dataset_id(plain.astype("boolean"))  # other data to pandas
 
 
 @pytest.mark.parametrize(
@@ -284,8 +337,8 @@ def test_edge_frames_keep_their_id_through_the_wire(store):
     # no columns is no data scikit-learn can fit: refused, not stored under a shared id
     with pytest.raises(DatasetError, match="no columns"):
         store.put(pd.DataFrame(index=range(3)))
-    # NaN and a missing value are one thing to pandas and scikit-learn
-    assert dataset_id(pd.DataFrame({"x": [1.0, np.nan]})) == dataset_id(
+    # NaN and pd.NA: different dtypes, different data
+    assert dataset_id(pd.DataFrame({"x": [1.0, np.nan]})) != dataset_id(
         pd.DataFrame({"x": pd.array([1.0, None], dtype="Float64")})
     )
 
