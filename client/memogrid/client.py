@@ -85,7 +85,11 @@ def _error_for(response: httpx.Response) -> MemogridError:
     status = response.status_code
     cls = _STATUS_ERRORS.get(status)
     if cls is SpecError:
-        path = items[0]["path"] if items and isinstance(items[0], dict) else "<request>"
+        first = items[0] if items and isinstance(items[0], dict) else {}
+        path = first.get("path") or "<request>"
+        # the problem's detail already names the path: SpecError adds it once
+        if message.startswith(f"{path}: "):
+            message = message[len(path) + 2 :]
         err: MemogridError = SpecError(path, message, errors=items)
         err.status = status
         return err

@@ -200,7 +200,7 @@ def compile_job(
         except Exception:  # an estimator whose tags cannot be read: let fit decide
             needs_y = False
         if needs_y:
-            raise SpecError("y", f"{type(estimator).__name__} is supervised: give y (a dataset id)")
+            raise SpecError("y", f"{type(estimator).__name__} is supervised: y is required")
     fit_params = {}
     for name, did in (request.get("fit_params") or {}).items():
         dataset(f"fit:{name}", did, f"fit_params.{name}")

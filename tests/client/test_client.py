@@ -151,6 +151,11 @@ def test_error_types(mg, seed_data, monkeypatch):
     with pytest.raises(memogrid.SpecError) as info:
         mg.submit(seed_pipe(), {"svm__C": [1.0]}, X, y)
     assert "svm__C" in str(info.value) and info.value.status == 422
+    path = info.value.path
+    assert str(info.value).startswith(f"{path}: ") and not info.value.message.startswith(path)
+    with pytest.raises(memogrid.SpecError) as info:  # checked by the service only
+        mg.submit(seed_pipe(), GRID, X, y[:-5])
+    assert str(info.value).count("y: ") == 1, str(info.value)
     # a failing job
     job = mg.submit(seed_pipe(), {"pca__n_components": [500]}, X, y, error_score="raise")
     with pytest.raises(memogrid.JobFailed) as failed:
