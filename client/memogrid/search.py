@@ -78,6 +78,8 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     client: Client | None
     refit: bool | str
     _sklearn_name: str  # the scikit-learn search this one stands in for
+    best_index_: Any
+    best_params_: dict[str, Any]
 
     def __sklearn_tags__(self) -> Any:
         # what scikit-learn's searches take from the searched estimator: a
@@ -97,7 +99,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             return self.client, False
         return Client(), True
 
-    def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
+    def _submit(
+        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+    ) -> Job:
+        """Submit this search (``refit`` false: refit nothing, whatever ``self.refit`` says)."""
         raise NotImplementedError
 
     def _sklearn_search(self) -> Any:
@@ -126,35 +131,83 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         """Run the search on the service and wait for it; returns self."""
         candidates = self._check()
         client, owned = self._client()
+        # a callable refit runs here, on the results: the service searches
+        # without refitting, then refits the candidate it picks (whose fold
+        # results the first job left in the cache) as a one-candidate search
+        chosen = callable(self.refit)
         try:
-            job = self._submit_waiting(client, X, y, groups, fit_params)
-            try:
-                job.wait(progress=self.progress)
-            except KeyboardInterrupt:
-                # the user stopped waiting: stop the job too, or it would keep
-                # the service's workers busy for nobody
-                try:
-                    job.cancel()
-                except errors.MemogridError:
-                    pass
-                raise
+            job = self._run_job(
+                client, lambda: self._submit(client, X, y, groups, fit_params, not chosen)
+            )
             self.job_ = job
             self._adopt(job, candidates)
+            if chosen:
+                grid = {key: [value] for key, value in self.best_params_.items()}
+                refit_job = self._run_job(
+                    client, lambda: self._submit_one(client, grid, X, y, groups, fit_params)
+                )
+                self.best_estimator_ = refit_job.best_estimator_
+                self.refit_time_ = float(refit_job.stats.get("refit_time", np.nan))
+                self._adopt_features()
+                self.refit_job_ = refit_job
         finally:
             if owned:
                 client.close()
         return self
 
-    def _submit_waiting(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
-        """Submit; while this user's running-jobs cap is reached, wait and retry
-        (several searches fitted at once, by ``cross_val_score(n_jobs=...)`` say)."""
+    def _run_job(self, client: Client, submit: Any) -> Job:
+        """Submit (retrying while this user's running-jobs cap is reached:
+        several searches fitted at once, by ``cross_val_score(n_jobs=...)``
+        say) and wait for the job to end."""
         delay = 1.0
         while True:
             try:
-                return self._submit(client, X, y, groups, fit_params)
+                job = submit()
+                break
             except errors.RateLimited as exc:
                 time.sleep(min(exc.retry_after or delay, SUBMIT_RETRY_MAX))
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
+        try:
+            job.wait(progress=self.progress)
+        except KeyboardInterrupt:
+            # the user stopped waiting: stop the job too, or it would keep
+            # the service's workers busy for nobody
+            try:
+                job.cancel()
+            except errors.MemogridError:
+                pass
+            raise
+        return job
+
+    def _submit_one(
+        self,
+        client: Client,
+        grid: dict[str, list[Any]],
+        X: Any,
+        y: Any,
+        groups: Any,
+        fit_params: dict,
+    ) -> Job:
+        """The refit of one chosen candidate, as a search of it alone with
+        this search's settings (so its folds are the cache's)."""
+        refit: bool | str = True
+        if isinstance(self.scoring, dict):
+            refit = next(iter(self.scoring))
+        elif isinstance(self.scoring, (list, tuple, set)):
+            refit = next(iter(self.scoring))
+        return client.submit(
+            self.estimator,
+            grid,
+            X,
+            y,
+            groups=groups,
+            cv=self.cv,
+            scoring=self.scoring,
+            refit=refit,
+            error_score=self.error_score,
+            return_train_score=self.return_train_score,
+            **fit_params,
+        )
 
     def _adopt(self, job: Job, candidates: list[dict[str, Any]] | None) -> None:
         """Take scikit-learn's attributes from a finished job (``candidates``
@@ -165,20 +218,29 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         self.cv_results_ = results
         self.n_splits_ = job.n_splits_
         self.multimetric_ = job.multimetric_
-        if job.results().get("best_index") is not None:
+        if callable(self.refit):
+            # scikit-learn's own choice and checks; no best_score_, as there
+            from sklearn.model_selection._search import BaseSearchCV
+
+            self.best_index_ = BaseSearchCV._select_best_index(self.refit, None, results)
+            self.best_params_ = results["params"][self.best_index_]
+        elif job.results().get("best_index") is not None:
             # as scikit-learn sets them: a numpy integer, the refit metric's
             # mean score of that row, and that row's params
             metric = self.refit if self.multimetric_ else "score"
             self.best_index_ = np.intp(job.best_index_)
             self.best_score_ = results[f"mean_test_{metric}"][self.best_index_]
             self.best_params_ = results["params"][self.best_index_]
-        if self.refit:
+        if self.refit and not callable(self.refit):
             self.best_estimator_ = job.best_estimator_
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+            self._adopt_features()
         self.scorer_ = self._scorer()
         _reemit(job.warnings)
+
+    def _adopt_features(self) -> None:
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
 
     def _scorer(self) -> Any:
         from sklearn.metrics import check_scoring
@@ -326,7 +388,9 @@ class GridSearchCV(_ServiceSearch):
 
         return list(ParameterGrid(self.param_grid))
 
-    def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
+    def _submit(
+        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+    ) -> Job:
         return client.submit(
             self.estimator,
             self.param_grid,
@@ -335,7 +399,7 @@ class GridSearchCV(_ServiceSearch):
             groups=groups,
             cv=self.cv,
             scoring=self.scoring,
-            refit=self.refit,
+            refit=self.refit if refit else False,
             error_score=self.error_score,
             return_train_score=self.return_train_score,
             **fit_params,
@@ -399,7 +463,9 @@ class RandomizedSearchCV(_ServiceSearch):
                 )
             )
 
-    def _submit(self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict) -> Job:
+    def _submit(
+        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+    ) -> Job:
         return client.submit_random(
             self.estimator,
             self.param_distributions,
@@ -410,7 +476,7 @@ class RandomizedSearchCV(_ServiceSearch):
             groups=groups,
             cv=self.cv,
             scoring=self.scoring,
-            refit=self.refit,
+            refit=self.refit if refit else False,
             error_score=self.error_score,
             return_train_score=self.return_train_score,
             **fit_params,

@@ -292,3 +292,49 @@ def test_make_scorer_of_a_metric_runs_on_the_service(mg, data):
         GridSearchCV(
             LogisticRegression(), grid, scoring=accuracy_over_chance, client=mg, progress=False
         ).fit(X, y)
+
+
+def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
+    """scikit-learn calls ``refit(cv_results_)`` for the best index and sets
+    no best_score_; the service searches without refitting, then refits the
+    chosen candidate from its cached folds (no fold is fit again)."""
+    from scipy.stats import randint
+
+    X, y = data
+
+    def simplest_within_a_point(results):  # the lowest C within 0.01 of the best
+        scores = results["mean_test_score"]
+        ok = np.flatnonzero(scores >= scores.max() - 0.01)
+        return int(ok[np.argmin(np.asarray(results["param_C"], dtype=float)[ok])])
+
+    grid = {"C": [0.01, 0.1, 1.0, 10.0]}
+    ours = GridSearchCV(
+        LogisticRegression(), grid, cv=3, refit=simplest_within_a_point, client=mg, progress=False
+    ).fit(X, y)
+    sk = SkGridSearchCV(LogisticRegression(), grid, cv=3, refit=simplest_within_a_point).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_index_ == sk.best_index_ and ours.best_params_ == sk.best_params_
+    assert not hasattr(ours, "best_score_") and not hasattr(sk, "best_score_")
+    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    assert ours.refit_job_.stats["final_fits"] == 0  # its folds came from the cache
+    assert ours.refit_job_.stats["refit"] == "fit"
+
+    # multimetric, randomized with numpy-valued draws: the refit job names a metric
+    dist = {"C": [0.1, 1.0, 3.0], "max_iter": randint(50, 200)}
+    scoring = {"acc": "accuracy", "bal": "balanced_accuracy"}
+
+    def last(results):
+        return len(results["params"]) - 1
+
+    kw = dict(n_iter=3, random_state=0, cv=3, scoring=scoring, refit=last)
+    ours = RandomizedSearchCV(LogisticRegression(), dist, client=mg, progress=False, **kw)
+    sk = SkRandomizedSearchCV(LogisticRegression(), dist, **kw).fit(X, y)
+    ours.fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_params_ == sk.best_params_
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+    # scikit-learn's checks of what the callable returns
+    with pytest.raises(IndexError, match="out of range"):
+        GridSearchCV(
+            LogisticRegression(), grid, cv=3, refit=lambda r: 99, client=mg, progress=False
+        ).fit(X, y)
