@@ -31,6 +31,7 @@ from .data import (
     dataset_id,
     frame_table,
     is_frame,
+    is_object_strings,
     memory_order,
     npy_header,
     wire_table,
@@ -341,6 +342,10 @@ class Client:
             body["y"] = self._dataset_ref(y)
         if groups is not None:
             body["groups"] = self._dataset_ref(groups)
+        # text the caller holds as object (pandas labels): the service loads it so
+        objects = [r for r, v in (("X", X), ("y", y), ("groups", groups)) if is_object_strings(v)]
+        if objects:
+            body["object_arrays"] = objects
         body["fit_params"] = {k: self._dataset_ref(v) for k, v in fit_params.items()}
         return body
 

@@ -101,6 +101,17 @@ def as_array(obj: Any) -> np.ndarray:
     return arr
 
 
+def is_object_strings(obj: Any) -> bool:
+    """Whether an array-like reads as an ``object`` array of strings (a list
+    of labels, pandas text): stored as numpy text, it is loaded back as
+    ``object`` for scikit-learn, whose classifiers keep labels in the
+    dtype they came in."""
+    if is_frame(obj):
+        return False
+    arr = np.asarray(obj)
+    return arr.dtype.hasobject and bool(arr.size) and all(isinstance(v, str) for v in arr.ravel())
+
+
 def hash_array(arr: np.ndarray) -> str:
     if arr.dtype.hasobject:
         raise DataError("object dtype arrays are not accepted")

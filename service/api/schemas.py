@@ -64,6 +64,12 @@ class JobRequest(BaseModel):
         description="the caller's sklearn.set_config settings the search runs under "
         '(transform_output, assume_finite), e.g. {"transform_output": "pandas"}',
     )
+    object_arrays: list[Literal["X", "y", "groups"]] = Field(
+        default_factory=list,
+        description="the datasets (string arrays) the caller held as object dtype, "
+        "e.g. pandas labels: loaded as object, so that classes_ and predictions are "
+        "object arrays as in scikit-learn",
+    )
 
 
 class JobAccepted(BaseModel):

@@ -363,7 +363,7 @@ def _is_array_like(value: Any) -> bool:
 
 def _param_token(value: Any) -> Any:
     if isinstance(value, DataRef):
-        return ["data", value.dataset_id]
+        return ["data", value.key_id]
     return keys.canonical(value)
 
 
@@ -792,14 +792,12 @@ class SearchRunner:
                 "cv.split and cv.get_n_splits return inconsistent results. "
                 f"Expected {n_splits} splits, got {len(splits)}"
             )
-        gid = g_ref.dataset_id if g_ref is not None else None
-        yid = y_ref.dataset_id if y_ref is not None else None
+        gid = g_ref.key_id if g_ref is not None else None
+        yid = y_ref.key_id if y_ref is not None else None
         sk_config = result_settings()
         folds = [
             Fold(
-                keys.fold_key(
-                    x_ref.dataset_id, yid, gid, tr, te, self.blas_threads, "C", sk_config
-                ),
+                keys.fold_key(x_ref.key_id, yid, gid, tr, te, self.blas_threads, "C", sk_config),
                 np.asarray(tr),
                 np.asarray(te),
             )
@@ -852,7 +850,7 @@ class SearchRunner:
         order = x_order if x_order is not None else memory_order(X)
         refit_fold = Fold(
             keys.fold_key(
-                x_ref.dataset_id,
+                x_ref.key_id,
                 yid,
                 gid,
                 all_rows,

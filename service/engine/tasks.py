@@ -48,13 +48,11 @@ class DataSpec:
     pairwise_estimator: Any = None
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        refs = [
-            (n, v.dataset_id if isinstance(v, DataRef) else repr(v)) for n, v in self.fit_params
-        ]
+        refs = [(n, v.key_id if isinstance(v, DataRef) else repr(v)) for n, v in self.fit_params]
         return (
             "DataSpec",
-            self.X.dataset_id,
-            self.y.dataset_id if self.y is not None else None,
+            self.X.key_id,
+            self.y.key_id if self.y is not None else None,
             refs,
             [n for n, _ in self.score_params],
             self.pairwise_estimator is not None,
@@ -143,7 +141,7 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
     from sklearn.utils import _safe_indexing
     from sklearn.utils.metaestimators import _safe_split
 
-    memo = (fold.key, which, ctx.data.X.dataset_id)
+    memo = (fold.key, which, ctx.data.X.key_id)
     with _fold_rows_lock:
         hit = _fold_rows.get(memo)
         if hit is not None:

@@ -56,7 +56,7 @@ def dataset_lookup(
                 return None
             if owner_id is not None and s.get(DatasetOwner, (did, owner_id)) is None:
                 return None
-            return DatasetShape(int(ds.shape[0]), ds.kind)
+            return DatasetShape(int(ds.shape[0]), ds.kind, ds.dtype)
 
     return lookup
 
@@ -415,10 +415,9 @@ class JobRunner:
         compiled = compile_job(request, self.allow, dataset_lookup(self.db), grid_max_fits=2**62)
         root = str(self.search.store.root)
 
-        def resolve(did: str) -> DataRef:
-            return DataRef(root, did)
+        def resolve(did: str, as_object: bool) -> DataRef:
+            return DataRef(root, did, as_object)
 
-        y = compiled.datasets.get("y")
         t0 = time.perf_counter()
         import sklearn
 
@@ -426,8 +425,8 @@ class JobRunner:
         with sklearn.config_context(**compiled.sklearn_config):
             prepared = self.search.prepare(
                 compiled.estimator,
-                resolve(compiled.datasets["X"]),
-                resolve(y) if y is not None else None,
+                compiled.data("X", resolve),
+                compiled.data("y", resolve),
                 **compiled.engine_kwargs(resolve),
             )
         fits = len(prepared.candidates) * prepared.n_splits

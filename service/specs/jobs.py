@@ -24,6 +24,7 @@ class DatasetShape:
 
     n_rows: int
     kind: str  # "array" | "frame"
+    dtype: str | None = None  # numpy dtype string (arrays)
 
 
 @dataclass
@@ -47,17 +48,26 @@ class CompiledJob:
     x_order: str = "C"  # memory order of the caller's X, for the refit
     #: the caller's scikit-learn settings (``set_config``) the search runs under
     sklearn_config: dict[str, Any] = field(default_factory=dict)
+    #: the roles whose string arrays are loaded as ``object`` dtype
+    object_arrays: frozenset[str] = frozenset()
 
-    def engine_kwargs(self, resolve: Callable[[str], Any]) -> dict[str, Any]:
-        """Keyword arguments for ``SearchRunner.prepare``, datasets resolved."""
+    def data(self, role: str, resolve: Callable[[str, bool], Any]) -> Any:
+        """The dataset of ``role`` resolved (None if the job has none), as
+        ``resolve(dataset_id, as_object)``."""
+        did = self.datasets.get(role)
+        return None if did is None else resolve(did, role in self.object_arrays)
+
+    def engine_kwargs(self, resolve: Callable[[str, bool], Any]) -> dict[str, Any]:
+        """Keyword arguments for ``SearchRunner.prepare`` but X and y, datasets
+        resolved (see :meth:`data`)."""
         out: dict[str, Any] = dict(
             cv=self.cv,
             scoring=self.scoring,
             refit=self.refit,
             error_score=self.error_score,
             return_train_score=self.return_train_score,
-            groups=resolve(self.datasets["groups"]) if "groups" in self.datasets else None,
-            fit_params={k: resolve(v) for k, v in self.fit_params.items()},
+            groups=self.data("groups", resolve),
+            fit_params={k: resolve(v, False) for k, v in self.fit_params.items()},
             x_order=self.x_order,
         )
         if self.kind == "grid":
@@ -246,6 +256,15 @@ def compile_job(
     if x_order not in ("C", "F"):
         raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
+    object_arrays = frozenset(request.get("object_arrays") or ())
+    for role in sorted(object_arrays):
+        if role not in shapes:
+            raise SpecError("object_arrays", f"{role!r} names no dataset of this job")
+        found = shapes[role]
+        if found.kind != "array" or not (found.dtype or "").lstrip("<>|=").startswith("U"):
+            raise SpecError(
+                "object_arrays", f"{role} is not a string array: only those load as object"
+            )
     error_score = request.get("error_score", "nan")
     if error_score == "nan" or error_score is None:
         error_score = float("nan")
@@ -271,6 +290,7 @@ def compile_job(
         fit_params=fit_params,
         x_order=x_order,
         sklearn_config=sklearn_config,
+        object_arrays=object_arrays,
     )
 
 

@@ -44,6 +44,7 @@ from memogrid.data import (
     hash_array,
     hash_table,
     is_frame,
+    is_object_strings,
     table_frame,
     wire_table,
 )
@@ -97,13 +98,27 @@ SUFFIXES = (".npy", ".parquet")
 
 @dataclass(frozen=True)
 class DataRef:
-    """A reference to a stored dataset that workers resolve from disk."""
+    """A reference to a stored dataset that workers resolve from disk.
+
+    ``as_object``: a string array the caller held as ``object`` dtype (pandas
+    text, lists of labels), stored as numpy text and loaded back as
+    ``object``, which is what scikit-learn sees in-process: a classifier's
+    ``classes_`` and predictions are ``object`` arrays then. It is part of
+    the data's identity in keys (:attr:`key_id`).
+    """
 
     root: str
     dataset_id: str
+    as_object: bool = False
+
+    @property
+    def key_id(self) -> str:
+        """What keys name this data by: its id, and how it is loaded."""
+        return f"{self.dataset_id}:object" if self.as_object else self.dataset_id
 
     def load(self) -> Any:
-        return open_store(self.root).load(self.dataset_id)
+        store = open_store(self.root)
+        return store.load_object(self.dataset_id) if self.as_object else store.load(self.dataset_id)
 
 
 class DatasetStore:
@@ -134,14 +149,13 @@ class DatasetStore:
         """Store an array or DataFrame (no-op when present); return its ref."""
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
-        else:
-            arr = _as_array(obj)
-            did = _hash_array(arr)
-            path = self._path(did, ".npy")
-            if not path.exists():
-                contiguous = np.ascontiguousarray(arr)
-                self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
-        return DataRef(str(self.root), did)
+        arr = _as_array(obj)
+        did = _hash_array(arr)
+        path = self._path(did, ".npy")
+        if not path.exists():
+            contiguous = np.ascontiguousarray(arr)
+            self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
+        return DataRef(str(self.root), did, as_object=is_object_strings(obj))
 
     def put_table(self, table: Any) -> DataRef:
         """Store a frame already in its canonical Arrow form (see :func:`_frame_table`)."""
@@ -153,6 +167,27 @@ class DatasetStore:
 
     def exists(self, dataset_id: str) -> bool:
         return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
+
+    def load_object(self, dataset_id: str) -> Any:
+        """A stored string array as ``object`` dtype (see :attr:`DataRef.as_object`)."""
+        memo = f"{dataset_id}:object"
+        with self._lock:
+            if memo in self._loaded:
+                self._loaded.move_to_end(memo)
+                return self._loaded[memo]
+        arr = self.load(dataset_id)
+        if not (isinstance(arr, np.ndarray) and arr.dtype.kind == "U"):
+            raise DatasetError(f"dataset {dataset_id} is not a string array: cannot be object")
+        value = arr.astype(object)
+        value.flags.writeable = False  # shared by every task, as the memory map is
+        self._remember(memo, value)
+        return value
+
+    def _remember(self, memo: str, value: Any) -> None:
+        with self._lock:
+            self._loaded[memo] = value
+            while len(self._loaded) > 16:
+                self._loaded.popitem(last=False)
 
     def load(self, dataset_id: str) -> Any:
         """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
@@ -172,10 +207,7 @@ class DatasetStore:
             value = _table_frame(_canonical_table(table))  # categories restored
         else:
             raise DatasetError(f"unknown dataset id {dataset_id!r}")
-        with self._lock:
-            self._loaded[dataset_id] = value
-            while len(self._loaded) > 16:
-                self._loaded.popitem(last=False)
+        self._remember(dataset_id, value)
         return value
 
 

@@ -319,3 +319,15 @@ def test_nul_characters_are_refused_by_name(api, data):
         r = api.get(path, params=params)
         assert r.status_code == 422 and "NUL" in r.json()["detail"], (path, r.text)
     _nothing_queued(api)
+
+
+def test_object_arrays_must_name_string_arrays_of_the_job(api, data):
+    for roles, problem in [
+        (["y"], "not a string array"),  # y holds integers
+        (["groups"], "names no dataset"),
+    ]:
+        r = _job(api, data, object_arrays=roles)
+        assert r.status_code == 422 and problem in r.json()["detail"], r.text
+    r = _job(api, data, object_arrays=["weights"])  # not a role at all
+    assert r.status_code == 422 and "object_arrays" in r.text
+    _nothing_queued(api)

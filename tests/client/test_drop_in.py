@@ -338,3 +338,21 @@ def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
         GridSearchCV(
             LogisticRegression(), grid, cv=3, refit=lambda r: 99, client=mg, progress=False
         ).fit(X, y)
+
+
+def test_text_labels_keep_the_dtype_scikit_learn_sees(mg, data):
+    """pandas labels (object or str Series) and object arrays reach the
+    service's fits as object arrays, so ``classes_`` and predictions are
+    object arrays, as scikit-learn's; numpy text stays numpy text."""
+    X, y = data
+    names = np.array(["neg", "pos"], dtype=object)[y]
+    grid = {"C": [0.1, 1.0]}
+    for labels in (names, pd.Series(names, dtype="str"), names.astype(str)):
+        ours = GridSearchCV(LogisticRegression(), grid, cv=3, client=mg, progress=False)
+        ours.fit(X, labels)
+        sk = SkGridSearchCV(LogisticRegression(), grid, cv=3).fit(X, labels)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.classes_.dtype == sk.classes_.dtype, type(labels)
+        assert ours.predict(X).dtype == sk.predict(X).dtype
+        assert np.array_equal(ours.predict(X), sk.predict(X))
+    assert ours.classes_.dtype.kind == "U"

@@ -145,10 +145,14 @@ def test_a_callable_refit_picks_the_candidate_and_leaves_no_best_score(runner, s
 def test_string_labels_in_object_arrays_and_series(runner):
     X, y = make_classification(n_samples=120, n_features=5, random_state=4)
     labels = np.array(["ant", "bee"], dtype=object)[y]
-    for y_in in (labels, pd.Series(labels)):
+    for y_in in (labels, pd.Series(labels), pd.Series(labels, dtype="str"), labels.astype(str)):
         ours, sk = both(runner, LogisticRegression(), X, y_in, param_grid={"C": [0.1, 1.0]}, cv=3)
         assert_cv_results_only(ours, sk)
-        assert list(ours.best_estimator_.predict(X[:5])) == list(sk.best_estimator_.predict(X[:5]))
+        # labels keep the dtype scikit-learn saw: object, or numpy text
+        assert ours.best_estimator_.classes_.dtype == sk.best_estimator_.classes_.dtype
+        ours_pred, sk_pred = ours.best_estimator_.predict(X), sk.best_estimator_.predict(X)
+        assert ours_pred.dtype == sk_pred.dtype and np.array_equal(ours_pred, sk_pred)
+    assert ours.best_estimator_.classes_.dtype.kind == "U"  # the last: numpy text stays text
 
 
 def assert_cv_results_only(ours, sk):
