@@ -28,6 +28,7 @@ from . import errors
 from .data import (
     array_chunks,
     as_array,
+    as_target,
     dataset_id,
     frame_table,
     is_frame,
@@ -339,7 +340,7 @@ class Client:
         if memory_order(X) == "F":
             body["x_order"] = "F"  # the service's refit sees X as scikit-learn's would
         if y is not None:
-            body["y"] = self._dataset_ref(y)
+            body["y"] = self._dataset_ref(as_target(y))
         if groups is not None:
             body["groups"] = self._dataset_ref(groups)
         # text the caller holds as object (pandas labels): the service loads it so

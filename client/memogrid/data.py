@@ -101,6 +101,26 @@ def as_array(obj: Any) -> np.ndarray:
     return arr
 
 
+def as_target(y: Any) -> Any:
+    """``y`` as scikit-learn's estimators read it, where storing it as it is
+    would differ: a pandas Series of a nullable (extension) number or boolean
+    dtype (``Int64``, ``boolean``, ``Float64``, ``int64[pyarrow]``) is read
+    as float64 with NaN for NA, so ``classes_`` and predictions are float64
+    there; anything else is returned as given."""
+    dtype = getattr(y, "dtype", None)
+    if dtype is None or isinstance(dtype, np.dtype) or is_frame(y):
+        return y
+    if not type(dtype).__module__.startswith("pandas"):
+        return y
+    from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype
+
+    if type(dtype).__name__ != "SparseDtype" and (
+        is_bool_dtype(dtype) or is_integer_dtype(dtype) or is_float_dtype(dtype)
+    ):
+        return y.to_numpy(dtype=np.float64, na_value=np.nan)
+    return y
+
+
 def is_object_strings(obj: Any) -> bool:
     """Whether an array-like reads as an ``object`` array of strings (a list
     of labels, pandas text): stored as numpy text, it is loaded back as

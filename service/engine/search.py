@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from memogrid.data import memory_order
+from memogrid.data import as_target, memory_order
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -759,7 +759,7 @@ class SearchRunner:
         scorers_token = [_scorers_token(scoring), keys.canonical(error_score)]
 
         x_ref = self._ref(X)
-        y_ref = self._ref(y)
+        y_ref = self._ref(as_target(y))
         g_ref = self._ref(groups)
         assert x_ref is not None
         X_local = x_ref.load()

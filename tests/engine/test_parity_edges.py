@@ -341,3 +341,16 @@ def test_pandas_string_dtypes_reach_the_fits_as_given(runner):
         else:
             ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
             assert_same_search(ours, sk, X)
+
+
+def test_nullable_pandas_targets_are_read_as_scikit_learn_reads_them(runner):
+    """scikit-learn reads a nullable (extension) Series y as float64:
+    ``classes_`` and predictions are float64 there, and so here."""
+    X, y = make_classification(n_samples=90, n_features=4, random_state=5)
+    for dtype in ("Int64", "boolean", "UInt8", "int64"):
+        y_in = pd.Series(y.astype(bool) if dtype == "boolean" else y, dtype=dtype)
+        ours, sk = both(runner, LogisticRegression(), X, y_in, param_grid={"C": [1.0]}, cv=3)
+        assert_cv_results_only(ours, sk)
+        assert ours.best_estimator_.classes_.dtype == sk.best_estimator_.classes_.dtype, dtype
+        assert np.array_equal(ours.best_estimator_.predict(X), sk.best_estimator_.predict(X))
+    assert ours.best_estimator_.classes_.dtype == np.int64  # a plain int64 Series stays
