@@ -43,6 +43,7 @@ from .spec import (
     SpecError,
     changed_sklearn_settings,
     cv_to_spec,
+    folds_to_splitter,
     scorer_to_spec,
     to_distributions,
     to_grid,
@@ -320,7 +321,7 @@ class Client:
             raise SpecError("refit", "refit is a bool or a scorer name; callables cannot be sent")
         body: dict[str, Any] = {
             "estimator": to_spec(estimator, path="estimator"),
-            "cv": cv_to_spec(cv),
+            "cv": cv_to_spec(folds_to_splitter(cv, None if isinstance(X, str) else len(X))),
             "scoring": _scoring(scoring),
             "refit": refit,
             "error_score": _error_score(error_score),

@@ -356,3 +356,30 @@ def test_text_labels_keep_the_dtype_scikit_learn_sees(mg, data):
         assert ours.predict(X).dtype == sk.predict(X).dtype
         assert np.array_equal(ours.predict(X), sk.predict(X))
     assert ours.classes_.dtype.kind == "U"
+
+
+def test_explicit_folds_run_on_the_service_as_given(mg, data):
+    """cv as (train, test) pairs, a list or a generator, as scikit-learn takes
+    it: sent as the PredefinedSplit that yields exactly those folds."""
+    from sklearn.model_selection import KFold
+
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    folds = list(KFold(4, shuffle=True, random_state=0).split(X))
+    narrow = [(tr.astype(np.int32), te) for tr, te in folds]
+    for make in (lambda: folds, lambda: KFold(3).split(X), lambda: narrow):
+        ours = GridSearchCV(LogisticRegression(), grid, cv=make(), client=mg, progress=False)
+        sk = SkGridSearchCV(LogisticRegression(), grid, cv=make()).fit(X, y)
+        assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
+        assert ours.n_splits_ == sk.n_splits_
+    # folds no PredefinedSplit yields are refused before anything is sent, by fold
+    forward = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(0, 60), np.arange(60, 90))]
+    overlapping = [(np.arange(20, 90), np.arange(0, 20)), (np.arange(10, 90), np.arange(0, 10))]
+    for cv, problem in [
+        (forward, "train rows must be all the rows outside"),
+        (overlapping, "must not be another fold's"),
+        ([(np.arange(10, 90), np.arange(0, 10)[::-1])], "increasing"),
+        ([(np.arange(0, 85), np.arange(85, 95))], "outside the 90 rows"),
+    ]:
+        with pytest.raises(SpecError, match=problem):
+            GridSearchCV(LogisticRegression(), grid, cv=cv, client=mg, progress=False).fit(X, y)
