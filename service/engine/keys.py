@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dis
+import enum
 import functools
 import hashlib
 import importlib.metadata
@@ -105,8 +106,8 @@ def code_token(obj: Any) -> Any:
     computed afresh each time, since a notebook may edit it in place
     (``%autoreload``). The digest follows what the code refers to: the
     module-level functions and classes it calls (recursively, by code when
-    they are user code too), the module-level values it reads (by content:
-    numbers, strings, arrays, containers of them) and its closure's cells;
+    they are user code too), the module-level values it reads (by what they
+    hold: see :func:`_digest_referent`) and its closure's cells;
     a helper edited in a notebook thus changes the key of every estimator
     whose code calls it. Inside :func:`code_scope` each object's digest is
     computed once.
@@ -115,22 +116,13 @@ def code_token(obj: Any) -> Any:
         return _code_tokens[obj]  # the libraries' and installed packages' only
     except (KeyError, TypeError):
         pass
-    scope = _code_scope.get()
-    held = scope.get(id(obj)) if scope is not None else None
-    if held is not None:
-        return held[1]
     module = getattr(obj, "__module__", None) or ""
     if not module or _versioned(module):
         token = None
     else:
         token = _distribution(module.partition(".")[0])
         if token is None:
-            h = hashlib.sha256()
-            _digest_code(obj, h, {id(obj)})
-            token = ["code", h.hexdigest()[:_HEX]]
-            if scope is not None:
-                scope[id(obj)] = (obj, token)  # holding obj keeps its id unique
-            return token
+            return _user_code_token(obj)
     try:
         _code_tokens[obj] = token
     except TypeError:  # not weakly referenceable: computed each time
@@ -154,6 +146,44 @@ def _distribution(root: str) -> list[str] | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def _user_code_token(obj: Any) -> Any:
+    """The digest token of code of no distribution (see :func:`code_token`).
+
+    One walk shares one set of the objects it has reached: an object
+    reached again (recursion, a class whose members refer to it, a
+    dispatch table holding the function reading it) is named, not walked,
+    so the token depends only on the code and what it refers to, never on
+    the stack. Inside :func:`code_scope` a walk's result is kept per object.
+    """
+    walk = _code_walk.get()
+    if walk is not None and id(obj) in walk:
+        return [
+            "code",
+            "again",
+            f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}",
+        ]
+    scope = _code_scope.get()
+    if walk is None and scope is not None and id(obj) in scope:
+        return scope[id(obj)][1]
+    seen = {id(obj)} if walk is None else walk
+    seen.add(id(obj))
+    reset = _code_walk.set(seen)
+    try:
+        h = hashlib.sha256()
+        _digest_code(obj, h, seen)
+    finally:
+        _code_walk.reset(reset)
+    token = ["code", h.hexdigest()[:_HEX]]
+    if walk is None and scope is not None:
+        scope[id(obj)] = (obj, token)  # holding obj keeps its id unique
+    return token
+
+
+_code_walk: contextvars.ContextVar[set[int] | None] = contextvars.ContextVar(
+    "memogrid_code_walk", default=None
+)
 
 
 @contextlib.contextmanager
@@ -188,8 +218,7 @@ def _digest_code(obj: Any, h: Any, seen: set[int]) -> None:
                     h.update(f"def {name}\0".encode())
                     _digest_function(attr, h, seen)
                 elif not (name.startswith("__") and name.endswith("__")):
-                    h.update(f"attr {name}\0".encode())  # a class-level constant
-                    _digest_value(attr, h)
+                    _digest_referent(f"attr {name}", attr, (), h, seen)  # a class-level value
         return
     _digest_function(obj, h, seen)
 
@@ -243,14 +272,20 @@ def _digest_referents(
 
 
 #: module-level values keyed by content when user code reads them
-_DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, np.generic, np.ndarray)
+_DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, np.generic, np.ndarray, range)
 
 
 def _digest_referent(name: str, value: Any, names: Any, h: Any, seen: set[int]) -> None:
-    """One object user code refers to: a function or class by its own code
-    (or, from a library, by name), a user module by the attributes the
-    code names in it, data and estimators by content; anything else (a
-    DataFrame, a connection) by its type alone."""
+    """One object user code refers to, keyed by what it holds.
+
+    A function or class by its own code (from a library: by name and
+    version); a user module by the attributes the code names in it; data,
+    scikit-learn estimators (with their fitted attributes) and pandas
+    objects by content; a partial, a bound method or a decorated callable by
+    what it wraps and binds; containers and plain objects element by
+    element. Only an object with none of these (a connection, a C object)
+    enters by its type alone. Every object is walked once per key.
+    """
     h.update(f"ref {name}\0".encode())
     if isinstance(value, types.ModuleType):
         h.update(value.__name__.encode())
@@ -272,15 +307,56 @@ def _digest_referent(name: str, value: Any, names: Any, h: Any, seen: set[int]) 
             seen.add(id(value))
             _digest_code(value, h, seen)
         return
-    if (
-        isinstance(value, _DATA_TYPES)
-        or (isinstance(value, (list, tuple, dict, set, frozenset)) and len(value) <= 10_000)
-        or _is_estimator(value)
-        or callable(value)  # a ufunc or builtin by name; a partial or method by type
-    ):
+    if isinstance(value, _DATA_TYPES) or isinstance(value, enum.Enum):
         _digest_value(value, h)
         return
-    h.update(f"<{type(value).__qualname__}>".encode())
+    if id(value) in seen:  # a container or object that holds itself
+        h.update(b"again")
+        return
+    seen.add(id(value))
+    parts = _referent_parts(value)
+    if parts is None:
+        _digest_value(value, h)  # by content where it has one, else by type
+        return
+    h.update(f"<{type(value).__module__}.{type(value).__qualname__}>".encode())
+    for part, held in parts:
+        _digest_referent(f"{name}{part}", held, names, h, seen)
+
+
+def _referent_parts(value: Any) -> list[tuple[str, Any]] | None:
+    """What a composite referent holds, as (label, object) pairs; None for a
+    value :func:`_digest_value` keys by itself."""
+    if isinstance(value, (list, tuple)):
+        return [(f"[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return [(f"[{k!r}]", v) for k, v in value.items()]  # the code's own order
+    if isinstance(value, (set, frozenset)):
+        return None  # canonical sorts them
+    if isinstance(value, functools.partial):
+        return [(".func", value.func), (".args", value.args), (".keywords", value.keywords)]
+    if inspect.ismethod(value):
+        return [(".__func__", value.__func__), (".__self__", value.__self__)]
+    if type(value).__module__.partition(".")[0] == "pandas" and hasattr(value, "dtypes"):
+        return [(".content", _pandas_content(value))]
+    if _is_estimator(value):
+        fitted = {k: v for k, v in vars(value).items() if k.endswith("_") and not k.startswith("_")}
+        return [(".params", estimator_token(value)), *sorted(fitted.items())]
+    if hasattr(value, "__wrapped__"):  # functools.lru_cache and other wrappers
+        return [(".__wrapped__", value.__wrapped__)]
+    d = getattr(value, "__dict__", None)
+    if isinstance(d, dict) and not callable(value):
+        return sorted(d.items())
+    return None
+
+
+def _pandas_content(value: Any) -> list[Any]:
+    """A Series' or DataFrame's content: its labels, dtypes and row hashes."""
+    from pandas.util import hash_pandas_object
+
+    labels = [str(c) for c in getattr(value, "columns", [getattr(value, "name", None)])]
+    dtypes = [str(t) for t in np.atleast_1d(getattr(value, "dtypes", value.dtype))]
+    rows = hash_pandas_object(value, index=True).to_numpy()
+    return [labels, dtypes, rows]
 
 
 def _digest_value(value: Any, h: Any) -> None:
@@ -288,7 +364,7 @@ def _digest_value(value: Any, h: Any) -> None:
     where it has one."""
     try:
         h.update(json.dumps(canonical(value)).encode())
-    except (UnkeyableValue, TypeError, ValueError, RecursionError):
+    except (UnkeyableValue, TypeError, ValueError):
         h.update(f"<{type(value).__qualname__}>".encode())
 
 
@@ -362,6 +438,8 @@ def canonical(value: Any) -> Any:
         return ["range", canonical((value.start, value.stop, value.step))]
     if isinstance(value, np.dtype):
         return ["dtype", value.str]
+    if isinstance(value, enum.Enum):  # a member: by its class and name
+        return ["enum", named(type(value)), value.name]
     if isinstance(value, type):
         return ["type", named(value)]
     if isinstance(value, np.random.RandomState):

@@ -463,3 +463,69 @@ def test_code_scope_digests_once_and_sees_edits_afterwards():
         cell.FACTOR = 9  # edited while one search is being planned
         assert keys.canonical(cell.featurize) == first == outside
     assert keys.canonical(cell.featurize) != outside  # the next search sees it
+
+
+def _cell(source: str, name: str = "notebook_refs"):
+    import types
+
+    mod = types.ModuleType(name)
+    exec(source, mod.__dict__)
+    return mod
+
+
+def test_cycles_through_enums_and_dispatch_tables_end_and_do_not_depend_on_the_stack():
+    enum_cell = (
+        "import enum\n"
+        "class Mode(enum.Enum):\n    A = 1\n    B = 2\n"
+        "MODE = Mode.A\n"
+        "def featurize(X):\n    return X if MODE is Mode.A else -X\n"
+    )
+    assert keys.canonical(_cell(enum_cell).featurize) == keys.canonical(_cell(enum_cell).featurize)
+    table = (
+        "def a(x):\n    return DISPATCH['b'](x)\n"
+        "def b(x):\n    return DISPATCH['a'](x)\n"
+        "DISPATCH = {'a': a, 'b': b}\n"
+    )
+    cell = _cell(table)
+    assert keys.canonical(cell.a) != keys.canonical(cell.b)
+
+    def at_depth(n):
+        return keys.canonical(cell.a) if n == 0 else at_depth(n - 1)
+
+    assert at_depth(0) == at_depth(60) == at_depth(300)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import functools\ndef _s(X, f):\n    return X * f\nscale = functools.partial(_s, f={f})\n"
+        "def g(X):\n    return scale(X)\n",
+        "import functools\n@functools.lru_cache\ndef coef():\n    return {f}\n"
+        "def g(X):\n    return X * coef()\n",
+        "class H:\n    def __init__(self, k):\n        self.k = k\n"
+        "    def apply(self, X):\n        return X * self.k\n"
+        "scale = H({f}).apply\ndef g(X):\n    return scale(X)\n",
+        "import types\nCFG = types.SimpleNamespace(factor={f})\n"
+        "def g(X):\n    return X * CFG.factor\n",
+        "L = [1] * 20000 + [{f}]\ndef g(X):\n    return X * L[-1]\n",
+        "D = {{'f': lambda x: x * {f}}}\ndef g(X):\n    return D['f'](X)\n",
+        "import pandas as pd\nS = pd.Series([1, {f}])\ndef g(X):\n    return X * S[1]\n",
+        "import numpy as np\nfrom sklearn.preprocessing import StandardScaler\n"
+        "SC = StandardScaler().fit(np.arange({f} * 2.0).reshape(-1, 1))\n"
+        "def g(X):\n    return SC.transform(X)\n",
+    ],
+    ids=[
+        "partial",
+        "lru_cache",
+        "bound method",
+        "namespace",
+        "long list",
+        "dict of lambdas",
+        "pandas",
+        "fitted estimator",
+    ],
+)
+def test_what_user_code_reads_is_keyed_by_what_it_holds(source):
+    two, again, three = (_cell(source.format(f=f)) for f in (2, 2, 3))
+    assert keys.canonical(two.g) == keys.canonical(again.g)
+    assert keys.canonical(two.g) != keys.canonical(three.g)
