@@ -270,6 +270,15 @@ def _arrow_kind(t: Any) -> str | None:
     return "temporal"
 
 
+#: the Arrow type a nullable pandas dtype is written as, and must be read from
+_NULLABLE_ARROW = {
+    **{n: n.lower() for n in DTYPES["integer"] if n != "object"},
+    "Float32": "float",
+    "Float64": "double",
+    "boolean": "bool",
+}
+
+
 def table_dtypes(table: Any) -> dict[int, str]:
     """The columns (by position) whose pandas dtype :data:`DTYPES_KEY` names,
     checked against their Arrow types."""
@@ -280,15 +289,21 @@ def table_dtypes(table: Any) -> dict[int, str]:
         raise DataError(f"the table's {DTYPES_KEY.decode()} metadata must be an object")
     out: dict[int, str] = {}
     for pos, name in raw.items():
-        if not (pos.isdigit() and int(pos) < table.num_columns):
+        if not (pos.isascii() and pos.isdigit() and int(pos) < table.num_columns):
             raise DataError(f"a dtype given for no column: {pos!r}")
-        kind = _arrow_kind(table.schema.field(int(pos)).type)
+        field = table.schema.field(int(pos))
+        kind = _arrow_kind(field.type)
         allowed = DTYPES.get(kind, ()) if kind is not None else ()
         if name not in allowed:
-            field = table.schema.field(int(pos))
             raise DataError(
                 f"column {field.name!r} of type {field.type} cannot have dtype {name!r}"
                 + (f" (one of {list(allowed)})" if allowed else "")
+            )
+        exact = _NULLABLE_ARROW.get(name)
+        if exact is not None and str(field.type) != exact:  # 300 is no UInt8
+            raise DataError(
+                f"column {field.name!r} of type {field.type} cannot have dtype {name!r} "
+                f"(which holds {exact})"
             )
         out[int(pos)] = name
     return out

@@ -45,6 +45,11 @@ def _reemit(recorded: list[str]) -> None:
             warnings.warn(message, errors.warning_category(name), stacklevel=3)
 
 
+def _iter_once(value: Any) -> bool:
+    """Whether ``value`` is an iterator (a generator of folds): read once."""
+    return hasattr(value, "__next__") and iter(value) is value
+
+
 def _best_has(attr: str) -> Any:
     """Available when the refit best estimator (or, before fit, the estimator) has ``attr``."""
 
@@ -100,7 +105,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         return Client(), True
 
     def _submit(
-        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+        self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
         """Submit this search (``refit`` false: refit nothing, whatever ``self.refit`` says)."""
         raise NotImplementedError
@@ -135,17 +140,20 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         # without refitting, then refits the candidate it picks (whose fold
         # results the first job left in the cache) as a one-candidate search
         chosen = callable(self.refit)
+        # folds given as an iterator are read once, for every job of this fit
+        cv = list(self.cv) if _iter_once(self.cv) else self.cv
         try:
             job = self._run_job(
-                client, lambda: self._submit(client, X, y, groups, fit_params, not chosen)
+                client, lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen)
             )
             self.job_ = job
             self._adopt(job, candidates)
             if chosen:
                 grid = {key: [value] for key, value in self.best_params_.items()}
                 refit_job = self._run_job(
-                    client, lambda: self._submit_one(client, grid, X, y, groups, fit_params)
+                    client, lambda: self._submit_one(client, grid, X, y, groups, cv, fit_params)
                 )
+                _reemit(refit_job.warnings)
                 self.best_estimator_ = refit_job.best_estimator_
                 self.refit_time_ = float(refit_job.stats.get("refit_time", np.nan))
                 self._adopt_features()
@@ -186,6 +194,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         X: Any,
         y: Any,
         groups: Any,
+        cv: Any,
         fit_params: dict,
     ) -> Job:
         """The refit of one chosen candidate, as a search of it alone with
@@ -201,7 +210,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             X,
             y,
             groups=groups,
-            cv=self.cv,
+            cv=cv,
             scoring=self.scoring,
             refit=refit,
             error_score=self.error_score,
@@ -389,7 +398,7 @@ class GridSearchCV(_ServiceSearch):
         return list(ParameterGrid(self.param_grid))
 
     def _submit(
-        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+        self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
         return client.submit(
             self.estimator,
@@ -397,7 +406,7 @@ class GridSearchCV(_ServiceSearch):
             X,
             y,
             groups=groups,
-            cv=self.cv,
+            cv=cv,
             scoring=self.scoring,
             refit=self.refit if refit else False,
             error_score=self.error_score,
@@ -464,7 +473,7 @@ class RandomizedSearchCV(_ServiceSearch):
             )
 
     def _submit(
-        self, client: Client, X: Any, y: Any, groups: Any, fit_params: dict, refit: bool
+        self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
         return client.submit_random(
             self.estimator,
@@ -474,7 +483,7 @@ class RandomizedSearchCV(_ServiceSearch):
             n_iter=self.n_iter,
             random_state=self.random_state,
             groups=groups,
-            cv=self.cv,
+            cv=cv,
             scoring=self.scoring,
             refit=self.refit if refit else False,
             error_score=self.error_score,

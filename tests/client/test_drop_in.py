@@ -299,6 +299,7 @@ def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
     no best_score_; the service searches without refitting, then refits the
     chosen candidate from its cached folds (no fold is fit again)."""
     from scipy.stats import randint
+    from sklearn.model_selection import KFold
 
     X, y = data
 
@@ -333,6 +334,19 @@ def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
     assert ours.best_params_ == sk.best_params_
     assert np.array_equal(ours.predict(X), sk.predict(X))
+    # folds from a generator serve both jobs
+    gen = GridSearchCV(
+        LogisticRegression(),
+        grid,
+        cv=KFold(3).split(X),
+        refit=simplest_within_a_point,
+        client=mg,
+        progress=False,
+    ).fit(X, y)
+    sk = SkGridSearchCV(
+        LogisticRegression(), grid, cv=KFold(3).split(X), refit=simplest_within_a_point
+    ).fit(X, y)
+    assert gen.best_index_ == sk.best_index_ and gen.refit_job_.stats["final_fits"] == 0
     # scikit-learn's checks of what the callable returns
     with pytest.raises(IndexError, match="out of range"):
         GridSearchCV(

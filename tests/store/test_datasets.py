@@ -194,6 +194,7 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
         (b'{"0": "Int64"}', "cannot have dtype 'Int64'"),
         (b'{"0": "category"}', "cannot have dtype 'category'"),
         (b'{"5": "str"}', "no column"),
+        (b'{"\xc2\xb2": "str"}', "no column"),  # a superscript two is a digit to isdigit()
         (b'["str"]', "must be an object"),
     ],
 )
@@ -350,3 +351,18 @@ def test_deeply_nested_metadata_is_refused_not_a_crash():
     bad = table.replace_schema_metadata({LABELS_KEY: b"[" * 100_000 + b"]" * 100_000})
     with pytest.raises(DataError, match="not JSON"):
         table_frame(bad)
+
+
+def test_a_nullable_dtype_must_match_its_arrow_type():
+    import pyarrow as pa
+
+    from memogrid.data import DTYPES_KEY, DataError, canonical_table
+
+    table = pa.table({"n": pa.array([1, 300], pa.int64())})
+    for name in ("UInt8", "Int32", "Float64"):
+        with pytest.raises(DataError, match=f"cannot have dtype '{name}'"):
+            canonical_table(
+                table.replace_schema_metadata({DTYPES_KEY: f'{{"0": "{name}"}}'.encode()})
+            )
+    ok = canonical_table(table.replace_schema_metadata({DTYPES_KEY: b'{"0": "Int64"}'}))
+    assert ok.schema.metadata[DTYPES_KEY] == b'{"0": "Int64"}'
