@@ -199,11 +199,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     ) -> Job:
         """The refit of one chosen candidate, as a search of it alone with
         this search's settings (so its folds are the cache's)."""
-        refit: bool | str = True
-        if isinstance(self.scoring, dict):
-            refit = next(iter(self.scoring))
-        elif isinstance(self.scoring, (list, tuple, set)):
-            refit = next(iter(self.scoring))
+        # several metrics: refit must name one (any: there is one candidate)
+        several = isinstance(self.scoring, (dict, list, tuple, set))
+        refit: bool | str = next(iter(self.scoring)) if several else True
         return client.submit(
             self.estimator,
             grid,
