@@ -39,7 +39,7 @@ from .data import (
 )
 from .errors import MemogridError
 from .spec import (
-    JOB_SKLEARN_SETTINGS,
+    JOB_SKLEARN_DEFAULTS,
     SpecError,
     changed_sklearn_settings,
     cv_to_spec,
@@ -905,4 +905,4 @@ def _same_function(fn: Any, trusted: set[str]) -> bool:
 def _sklearn_config() -> dict[str, Any]:
     """This thread's scikit-learn settings that change a search's results and
     that the service runs it under (:data:`memogrid.spec.JOB_SKLEARN_SETTINGS`)."""
-    return changed_sklearn_settings({k: d for k, (d, _) in JOB_SKLEARN_SETTINGS.items()})
+    return changed_sklearn_settings(JOB_SKLEARN_DEFAULTS)

@@ -95,7 +95,7 @@ def as_array(obj: Any) -> np.ndarray:
     arr = np.asarray(obj)
     if arr.dtype.hasobject:
         # string labels often come as objects (pandas): those become str
-        if arr.size and all(isinstance(v, str) for v in arr.ravel()):
+        if _all_strings(arr):
             return arr.astype(str)
         raise DataError("object dtype arrays are not accepted (only numbers, booleans and strings)")
     return arr
@@ -126,10 +126,14 @@ def is_object_strings(obj: Any) -> bool:
     of labels, pandas text): stored as numpy text, it is loaded back as
     ``object`` for scikit-learn, whose classifiers keep labels in the
     dtype they came in."""
-    if is_frame(obj):
+    if obj is None or is_frame(obj):
         return False
     arr = np.asarray(obj)
-    return arr.dtype.hasobject and bool(arr.size) and all(isinstance(v, str) for v in arr.ravel())
+    return arr.dtype.hasobject and _all_strings(arr)
+
+
+def _all_strings(arr: np.ndarray) -> bool:
+    return bool(arr.size) and all(isinstance(v, str) for v in arr.ravel())
 
 
 def hash_array(arr: np.ndarray) -> str:

@@ -467,6 +467,10 @@ JOB_SKLEARN_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
 }
 
 
+#: scikit-learn's defaults of :data:`JOB_SKLEARN_SETTINGS`
+JOB_SKLEARN_DEFAULTS = {name: default for name, (default, _) in JOB_SKLEARN_SETTINGS.items()}
+
+
 def changed_sklearn_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
     """This thread's scikit-learn settings named in ``defaults`` whose values
     are not those (a setting older scikit-learn lacks is left out)."""

@@ -299,13 +299,9 @@ def _digest_referent(name: str, value: Any, names: Any, h: Any, seen: set[int]) 
     if isinstance(value, type) or inspect.isfunction(value):
         module = getattr(value, "__module__", None) or ""
         h.update(f"{module}.{getattr(value, '__qualname__', '')}\0".encode())
-        if not module or _versioned(module):
-            return
-        if _distribution(module.partition(".")[0]) is not None:
-            h.update(json.dumps(code_token(value)).encode())
-        elif id(value) not in seen:  # recursion and cycles: named once, digested once
-            seen.add(id(value))
-            _digest_code(value, h, seen)
+        # its code as code_token keys it: within this walk, so recursion and
+        # cycles name an object reached again instead of walking it
+        h.update(json.dumps(code_token(value)).encode())
         return
     if isinstance(value, _DATA_TYPES) or isinstance(value, enum.Enum):
         _digest_value(value, h)

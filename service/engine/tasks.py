@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from memogrid.spec import JOB_SKLEARN_SETTINGS, changed_sklearn_settings
+from memogrid.spec import JOB_SKLEARN_DEFAULTS, changed_sklearn_settings
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef
@@ -84,12 +84,12 @@ class TaskContext:
 
 #: scikit-learn settings (``sklearn.set_config``) that change what a fit
 #: computes or returns, with their defaults: those a job may carry
-#: (:data:`memogrid.spec.JOB_SKLEARN_SETTINGS`) and array API dispatch. The
+#: (:data:`memogrid.spec.JOB_SKLEARN_DEFAULTS`) and array API dispatch. The
 #: configuration is per thread, so a worker would not see the caller's: the
 #: engine reads it where a search is prepared, runs every task under it and
 #: keys folds by it.
 RESULT_SETTINGS: dict[str, Any] = {
-    **{name: default for name, (default, _) in JOB_SKLEARN_SETTINGS.items()},
+    **JOB_SKLEARN_DEFAULTS,
     "array_api_dispatch": False,
 }
 

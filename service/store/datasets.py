@@ -44,7 +44,6 @@ from memogrid.data import (
     hash_array,
     hash_table,
     is_frame,
-    is_object_strings,
     table_frame,
     wire_table,
 )
@@ -155,7 +154,9 @@ class DatasetStore:
         if not path.exists():
             contiguous = np.ascontiguousarray(arr)
             self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
-        return DataRef(str(self.root), did, as_object=is_object_strings(obj))
+        # text as_array made of an object array (it checked every value is a str)
+        as_object = arr.dtype.kind == "U" and np.asarray(obj).dtype.hasobject
+        return DataRef(str(self.root), did, as_object=as_object)
 
     def put_table(self, table: Any) -> DataRef:
         """Store a frame already in its canonical Arrow form (see :func:`_frame_table`)."""
