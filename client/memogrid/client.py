@@ -43,7 +43,7 @@ from .spec import (
     SpecError,
     changed_sklearn_settings,
     cv_to_spec,
-    folds_to_splitter,
+    explicit_folds,
     scorer_to_spec,
     to_distributions,
     to_grid,
@@ -321,7 +321,6 @@ class Client:
             raise SpecError("refit", "refit is a bool or a scorer name; callables cannot be sent")
         body: dict[str, Any] = {
             "estimator": to_spec(estimator, path="estimator"),
-            "cv": cv_to_spec(folds_to_splitter(cv, None if isinstance(X, str) else len(X))),
             "scoring": _scoring(scoring),
             "refit": refit,
             "error_score": _error_score(error_score),
@@ -336,6 +335,9 @@ class Client:
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",
                 )
+        folds = explicit_folds(cv, X, y, groups)
+        if not isinstance(folds, list):
+            body["cv"] = cv_to_spec(folds)
         # everything expressible: only now touch the network
         body["X"] = self._dataset_ref(X)
         if memory_order(X) == "F":
@@ -349,6 +351,10 @@ class Client:
         if objects:
             body["object_arrays"] = objects
         body["fit_params"] = {k: self._dataset_ref(v) for k, v in fit_params.items()}
+        if isinstance(folds, list):  # one array: each fold's train then test indices
+            indices = np.concatenate([part for fold in folds for part in fold])
+            sizes = [[len(train), len(test)] for train, test in folds]
+            body["cv"] = {"folds": self.upload(indices), "sizes": sizes}
         return body
 
     def submit(

@@ -65,7 +65,7 @@ __all__ = [
     "build_grid",
     "build_value",
     "cv_to_spec",
-    "folds_to_splitter",
+    "explicit_folds",
     "default_allowlist",
     "SPLITTERS",
     "splitter_allowlist",
@@ -843,51 +843,52 @@ def splitter_allowlist() -> Allowlist:
     return allow
 
 
-def folds_to_splitter(cv: Any, n_rows: int | None, path: str = "cv") -> Any:
-    """``cv`` given as (train, test) index pairs (a list, a generator) as the
-    ``PredefinedSplit`` that yields exactly those folds; any other ``cv`` as is.
+def explicit_folds(cv: Any, X: Any, y: Any = None, groups: Any = None, path: str = "cv") -> Any:
+    """``cv`` as what travels: its (train, test) folds as a list of int64
+    index pairs when it is given as folds (a list, a generator) or is a
+    splitter the service does not know (split here, as scikit-learn would
+    split it, with ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
 
-    That splitter exists when the folds are a partition: test rows disjoint,
-    each fold's test and train rows in increasing order, and its train rows
-    every row of the ``n_rows`` (if known) outside its test rows, as KFold-
-    style splitters give them. Other folds are refused with what differs.
+    A fold's parts are integer indices or boolean masks (as scikit-learn
+    indexes with either), kept in their order.
     """
-    from sklearn.model_selection import PredefinedSplit
-
-    if cv is None or isinstance(cv, (int, str, bytes, Mapping)) or hasattr(cv, "split"):
+    if cv is None or isinstance(cv, (int, str, bytes, Mapping)):
         return cv
+    if hasattr(cv, "split"):
+        if splitter_allowlist().name_of_class(type(cv)) is not None:
+            return cv
+        if isinstance(X, str):
+            raise SpecError(
+                path,
+                f"{type(cv).__name__} is not a splitter the service knows, and X is a "
+                "dataset id, so it cannot split X here: pass its folds instead",
+            )
+        found = list(cv.split(X, y, groups=groups))
+        if hasattr(cv, "get_n_splits"):
+            n_splits = cv.get_n_splits(X, y, groups=groups)
+            if n_splits != len(found):
+                raise SpecError(
+                    path,
+                    "cv.split and cv.get_n_splits returned inconsistent results: "
+                    f"expected {n_splits} splits, got {len(found)}",
+                )
+        cv = found
     if not isinstance(cv, Iterable):
         return cv  # cv_to_spec names what is wrong
-    folds = [tuple(np.asarray(part) for part in fold) for fold in cv]
-    why = "explicit folds travel as a PredefinedSplit"
+    folds = []
+    for i, fold in enumerate(cv):
+        parts = [np.asarray(part) for part in fold] if isinstance(fold, Iterable) else []
+        if len(parts) != 2 or any(p.ndim != 1 or p.dtype.kind not in "iub" for p in parts):
+            raise SpecError(f"{path}[{i}]", "a fold is a pair of integer index arrays (or masks)")
+        train, test = (
+            np.flatnonzero(p) if p.dtype.kind == "b" else p.astype(np.int64) for p in parts
+        )
+        if not test.size:
+            raise SpecError(f"{path}[{i}]", "a fold has no test rows")
+        folds.append((train, test))
     if not folds:
         raise SpecError(path, "cv holds no folds")
-    for i, fold in enumerate(folds):
-        if len(fold) != 2 or any(part.ndim != 1 or part.dtype.kind not in "iu" for part in fold):
-            raise SpecError(f"{path}[{i}]", "a fold is a pair of integer index arrays")
-    seen = max(int(max(part.max(initial=-1) for part in fold)) for fold in folds) + 1
-    n = seen if n_rows is None else n_rows
-    test_fold = np.full(n, -1, dtype=np.int64)
-    for i, (train, test) in enumerate(folds):
-        where = f"{path}[{i}]"
-        for part in (train, test):
-            if part.size and (part.min() < 0 or part.max() >= n):
-                raise SpecError(where, f"an index is outside the {n} rows of X")
-            if np.any(np.diff(part) <= 0):
-                raise SpecError(where, f"{why}: its indices must be increasing")
-        if not test.size:
-            raise SpecError(where, "a fold has no test rows")
-        if np.any(test_fold[test] != -1):
-            raise SpecError(where, f"{why}: its test rows must not be another fold's")
-        test_fold[test] = i
-    for i, (train, _) in enumerate(folds):
-        if not np.array_equal(train, np.flatnonzero(test_fold != i)):
-            raise SpecError(
-                f"{path}[{i}]",
-                f"{why}: each fold's train rows must be all the rows outside its test "
-                "rows; pass a splitter instead (e.g. TimeSeriesSplit)",
-            )
-    return PredefinedSplit(test_fold)
+    return folds
 
 
 def cv_to_spec(cv: Any, path: str = "cv") -> Any:

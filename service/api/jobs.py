@@ -132,6 +132,7 @@ def submit_job(
         body.model_dump(exclude_unset=True),
         svc.allow,
         dataset_lookup(svc.db, user.user_id),
+        svc.store.load,
         grid_max_fits=svc.settings.grid_max_fits,
     )
     # ... and stored as JSON (error_score NaN becomes null, read back as NaN)
@@ -145,7 +146,7 @@ def submit_job(
         lock_user(s, user.user_id)
         for role, did in compiled.datasets.items():
             if s.get(DatasetOwner, (did, user.user_id)) is None:
-                where = role.replace("fit:", "fit_params.")
+                where = "cv.folds" if role == "cv" else role.replace("fit:", "fit_params.")
                 raise Problem(
                     422,
                     f"{where}: dataset {did!r} was deleted while the job was being submitted",

@@ -45,7 +45,11 @@ class JobRequest(BaseModel):
     y: DatasetId | None = None
     groups: DatasetId | None = None
     cv: int | dict[str, JSONValue] | None = Field(
-        None, description="number of folds or a splitter spec; null means 5 (stratified)"
+        None,
+        description="number of folds, a splitter spec, or explicit folds "
+        '{"folds": <dataset id>, "sizes": [[n_train, n_test], ...]}: each fold\'s train '
+        "then test row indices, one fold after the other, in an uploaded integer array; "
+        "null means 5 (stratified for classifiers)",
     )
     scoring: Name | list[Name] | dict[Name, Name | dict[str, JSONValue]] | None = Field(
         None,

@@ -56,7 +56,7 @@ def dataset_lookup(
                 return None
             if owner_id is not None and s.get(DatasetOwner, (did, owner_id)) is None:
                 return None
-            return DatasetShape(int(ds.shape[0]), ds.kind, ds.dtype)
+            return DatasetShape(int(ds.shape[0]), ds.kind, ds.dtype, len(ds.shape))
 
     return lookup
 
@@ -412,7 +412,13 @@ class JobRunner:
             owner_id = job.owner_id
         if cancel_requested:
             raise SearchCancelled()
-        compiled = compile_job(request, self.allow, dataset_lookup(self.db), grid_max_fits=2**62)
+        compiled = compile_job(
+            request,
+            self.allow,
+            dataset_lookup(self.db),
+            self.search.store.load,
+            grid_max_fits=2**62,
+        )
         root = str(self.search.store.root)
 
         def resolve(did: str, as_object: bool) -> DataRef:

@@ -25,6 +25,28 @@ class DatasetShape:
     n_rows: int
     kind: str  # "array" | "frame"
     dtype: str | None = None  # numpy dtype string (arrays)
+    ndim: int = 1
+
+
+@dataclass(frozen=True)
+class ExplicitFolds:
+    """``cv`` given as its folds: (train, test) row indices, one after the
+    other in an uploaded integer array, cut by ``sizes``."""
+
+    dataset_id: str
+    sizes: tuple[tuple[int, int], ...]
+
+    def split(self, indices: Any) -> list[tuple[Any, Any]]:
+        """The folds out of the loaded array, as scikit-learn's iterable ``cv``."""
+        import numpy as np
+
+        out, at = [], 0
+        for n_train, n_test in self.sizes:
+            train = np.asarray(indices[at : at + n_train])
+            test = np.asarray(indices[at + n_train : at + n_train + n_test])
+            out.append((train, test))
+            at += n_train + n_test
+        return out
 
 
 @dataclass
@@ -60,8 +82,11 @@ class CompiledJob:
     def engine_kwargs(self, resolve: Callable[[str, bool], Any]) -> dict[str, Any]:
         """Keyword arguments for ``SearchRunner.prepare`` but X and y, datasets
         resolved (see :meth:`data`)."""
+        cv = self.cv
+        if isinstance(cv, ExplicitFolds):
+            cv = cv.split(resolve(cv.dataset_id, False).load())
         out: dict[str, Any] = dict(
-            cv=self.cv,
+            cv=cv,
             scoring=self.scoring,
             refit=self.refit,
             error_score=self.error_score,
@@ -127,11 +152,57 @@ def _scoring(value: Any) -> Any:
     )
 
 
+_FOLDS_FORM = 'explicit folds are {"folds": <dataset id>, "sizes": [[n_train, n_test], ...]}'
+
+
+def _explicit_folds(value: Mapping[str, Any]) -> ExplicitFolds:
+    if set(value) != {"folds", "sizes"}:
+        raise SpecError("cv", _FOLDS_FORM)
+    sizes = value["sizes"]
+    if not isinstance(value["folds"], str) or not isinstance(sizes, list) or not sizes:
+        raise SpecError("cv", _FOLDS_FORM)
+    for i, pair in enumerate(sizes):
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in pair)
+        ):
+            raise SpecError(f"cv.sizes[{i}]", "a fold's sizes are [n_train, n_test], counts")
+        if pair[1] == 0:
+            raise SpecError(f"cv.sizes[{i}]", "a fold has no test rows")
+    return ExplicitFolds(value["folds"], tuple((a, b) for a, b in sizes))
+
+
+def _check_folds(
+    folds: ExplicitFolds, shape: DatasetShape, n_rows: int, load: Callable[[str], Any]
+) -> None:
+    """The uploaded indices fit the sizes and index rows of X."""
+    import numpy as np
+
+    kind = np.dtype(shape.dtype).kind if shape.kind == "array" and shape.dtype else None
+    if kind not in ("i", "u") or shape.ndim != 1:
+        raise SpecError("cv.folds", "the folds are a one-dimensional integer array")
+    total = sum(a + b for a, b in folds.sizes)
+    if shape.n_rows != total:
+        raise SpecError(
+            "cv.folds", f"the folds array has {shape.n_rows} indices but the sizes add to {total}"
+        )
+    indices = np.asarray(load(folds.dataset_id))
+    at = 0
+    for i, (n_train, n_test) in enumerate(folds.sizes):
+        part = indices[at : at + n_train + n_test]
+        at += n_train + n_test
+        if part.size and (int(part.min()) < 0 or int(part.max()) >= n_rows):
+            raise SpecError(f"cv.folds[{i}]", f"an index is outside the {n_rows} rows of X")
+
+
 def _cv(value: Any, allow: Allowlist) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, Mapping)):
-        raise SpecError("cv", "cv is null, a number of folds, or a splitter spec")
+        raise SpecError("cv", "cv is null, a number of folds, a splitter spec, or explicit folds")
+    if isinstance(value, Mapping) and "folds" in value:
+        return _explicit_folds(value)
     if isinstance(value, int):
         if value < 2:
             raise SpecError("cv", f"cv must be at least 2 folds, got {value}")
@@ -152,13 +223,15 @@ def compile_job(
     request: Mapping[str, Any],
     allow: Allowlist,
     lookup: Callable[[str], DatasetShape | None],
+    load: Callable[[str], Any],
     *,
     grid_max_fits: int,
 ) -> CompiledJob:
     """Validate a job request and build its objects; raise :class:`SpecError`.
 
     ``lookup(dataset_id)`` answers a dataset's shape, or ``None`` when the
-    id is unknown (to the asking user).
+    id is unknown (to the asking user); ``load(dataset_id)`` its content
+    (read only for explicit folds, to check their indices).
     """
     from memogrid.spec import build_distributions
 
@@ -235,6 +308,12 @@ def compile_job(
         raise SpecError("X", "columns are selected by name, so X must be a DataFrame")
 
     cv = _cv(request.get("cv"), splitter_allowlist())
+    if isinstance(cv, ExplicitFolds):
+        found = lookup(cv.dataset_id)
+        if found is None:
+            raise SpecError("cv.folds", f"unknown dataset {cv.dataset_id!r}; upload it first")
+        _check_folds(cv, found, n_rows, load)
+        datasets["cv"] = cv.dataset_id  # read by the job, as X is
     n_splits = _n_splits(cv, datasets, n_rows)
     if n_candidates * n_splits > grid_max_fits:
         raise SpecError(
@@ -325,6 +404,8 @@ _GROUP_SPLITTERS = frozenset(
 
 def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     """The number of folds, without loading data where the splitter knows it."""
+    if isinstance(cv, ExplicitFolds):
+        return len(cv.sizes)
     if cv is None or isinstance(cv, int):
         folds = 5 if cv is None else cv
         if folds > n_rows:

@@ -126,3 +126,56 @@ def test_column_names_need_a_frame(api):
         },
     )
     assert r.status_code == 422 and "DataFrame" in r.json()["detail"]
+
+
+def test_explicit_folds_any_shape_as_scikit_learn_takes_them(api, api_as, data):
+    """cv as explicit (train, test) index pairs, uploaded as one integer array:
+    forward-chaining, overlapping, repeated or unordered folds all run as
+    scikit-learn runs them, in the order given."""
+    X, y, _, _ = data
+    folds = [
+        (np.arange(0, 60), np.arange(60, 90)),  # forward: train is not the rest
+        (np.arange(0, 90)[::-1], np.arange(90, 150)),  # train rows in reverse
+        (np.r_[0:40, 0:40], np.arange(100, 150)),  # a row twice (bootstrap-like)
+        (np.arange(20, 150), np.arange(0, 40)),  # overlaps the third fold's train
+    ]
+    pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())])
+    grid = {"svc__C": [0.5, 2.0]}
+    sk = GridSearchCV(pipe, grid, cv=folds, return_train_score=True).fit(X, y)
+    indices = np.concatenate([part for fold in folds for part in fold])
+    body = {
+        "estimator": to_spec(pipe),
+        "param_grid": to_grid(grid),
+        "X": upload(api, X),
+        "y": upload(api, y),
+        "cv": {"folds": upload(api, indices), "sizes": [[len(a), len(b)] for a, b in folds]},
+        "return_train_score": True,
+    }
+    res = run(api, body)
+    check(res, sk)
+    assert res["n_splits"] == 4 == sk.n_splits_
+
+    def refused(cv, path, words, client=api):
+        r = client.post("/v1/jobs", json={**body, "cv": cv})
+        assert r.status_code == 422, r.text
+        problem = r.json()
+        assert words in problem["detail"] and problem["errors"][0]["path"] == path, problem
+
+    sizes = body["cv"]["sizes"]
+    refused({"folds": body["cv"]["folds"]}, "cv", "sizes")
+    refused({**body["cv"], "sizes": [[60, 0]]}, "cv.sizes[0]", "no test rows")
+    refused({**body["cv"], "sizes": [[60, "30"]]}, "cv.sizes[0]", "[n_train, n_test]")
+    refused({**body["cv"], "sizes": sizes[:3]}, "cv.folds", "sizes add to")
+    refused({**body["cv"], "folds": body["X"]}, "cv.folds", "one-dimensional integer array")
+    refused({**body["cv"], "folds": upload(api, indices.astype(float))}, "cv.folds", "integer")
+    bad = indices.copy()
+    bad[-1] = 150
+    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[3]", "outside the 150 rows")
+    bad[-1] = -1
+    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[3]", "outside the 150 rows")
+    refused({**body["cv"], "folds": "0" * 64}, "cv.folds", "unknown dataset")
+    # another user cannot name alice's folds: they are hers, as X is
+    bob = api_as("bob")
+    mine = {r: upload(bob, v) for r, v in (("X", X), ("y", y))}
+    r = bob.post("/v1/jobs", json={**body, **mine})
+    assert r.status_code == 422 and "unknown dataset" in r.json()["detail"], r.text

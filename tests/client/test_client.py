@@ -139,7 +139,7 @@ def test_inexpressible_objects_fail_before_anything_is_sent(mg, seed_data):
     with pytest.raises(memogrid.SpecError, match="scoring"):
         mg.submit(seed_pipe(), GRID, X, y, scoring=lambda est, X, y: 1.0)
     with pytest.raises(memogrid.SpecError, match="cv"):
-        mg.submit(seed_pipe(), GRID, X, y, cv=[(np.arange(10), np.arange(10, 20))])
+        mg.submit(seed_pipe(), GRID, X, y, cv=[(np.arange(10), np.linspace(0, 1, 3))])
     assert mg.uploads == 0 and mg.jobs() == []
 
 

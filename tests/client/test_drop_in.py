@@ -4,6 +4,7 @@ tags, warnings, errors, types, pickling, waiting."""
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -372,28 +373,67 @@ def test_text_labels_keep_the_dtype_scikit_learn_sees(mg, data):
     assert ours.classes_.dtype.kind == "U"
 
 
+class EveryOtherRow:
+    """A splitter of the user's own (not one the service knows): it is split
+    on the client, as scikit-learn would split it, and its folds sent."""
+
+    def __init__(self, n_splits=3):
+        self.n_splits = n_splits
+
+    def split(self, X, y=None, groups=None):
+        rows = np.arange(len(X))
+        for i in range(self.n_splits):
+            test = rows[i :: self.n_splits]
+            yield rows[~np.isin(rows, test)][::-1], test  # train rows reversed
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return self.n_splits
+
+
 def test_explicit_folds_run_on_the_service_as_given(mg, data):
-    """cv as (train, test) pairs, a list or a generator, as scikit-learn takes
-    it: sent as the PredefinedSplit that yields exactly those folds."""
+    """cv as (train, test) pairs (a list, a generator, masks) or a splitter of
+    the user's own, as scikit-learn takes them: the folds are sent as given,
+    whatever their shape (forward-chaining, overlapping, unordered)."""
     from sklearn.model_selection import KFold
 
     X, y = data
     grid = {"C": [0.1, 1.0]}
     folds = list(KFold(4, shuffle=True, random_state=0).split(X))
     narrow = [(tr.astype(np.int32), te) for tr, te in folds]
-    for make in (lambda: folds, lambda: KFold(3).split(X), lambda: narrow):
+    masks = [(np.isin(np.arange(90), tr), np.isin(np.arange(90), te)) for tr, te in folds]
+    forward = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(0, 60), np.arange(60, 90))]
+    overlapping = [(np.arange(20, 90), np.arange(0, 20)), (np.arange(10, 90), np.arange(0, 10))]
+    for make in (
+        lambda: folds,
+        lambda: KFold(3).split(X),
+        lambda: narrow,
+        lambda: masks,
+        lambda: forward,
+        lambda: overlapping,
+        lambda: [(np.arange(10, 90)[::-1], np.arange(0, 10)[::-1])],
+        lambda: EveryOtherRow(),
+    ):
         ours = GridSearchCV(LogisticRegression(), grid, cv=make(), client=mg, progress=False)
         sk = SkGridSearchCV(LogisticRegression(), grid, cv=make()).fit(X, y)
         assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
         assert ours.n_splits_ == sk.n_splits_
-    # folds no PredefinedSplit yields are refused before anything is sent, by fold
-    forward = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(0, 60), np.arange(60, 90))]
-    overlapping = [(np.arange(20, 90), np.arange(0, 20)), (np.arange(10, 90), np.arange(0, 10))]
-    for cv, problem in [
-        (forward, "train rows must be all the rows outside"),
-        (overlapping, "must not be another fold's"),
-        ([(np.arange(10, 90), np.arange(0, 10)[::-1])], "increasing"),
-        ([(np.arange(0, 85), np.arange(85, 95))], "outside the 90 rows"),
+        assert np.array_equal(ours.predict(X), sk.predict(X))
+    # the same folds as a list or as KFold's spec are the same fits: all cached
+    job = mg.submit(LogisticRegression(), grid, X, y, cv=KFold(4, shuffle=True, random_state=0))
+    assert job.wait().stats["final_fits"] == 0 and job.stats["score_hits"] == 8
+    # what cannot be folds is refused before anything is sent, by fold
+    sent = mg.uploads
+    for cv, path, problem in [
+        ([(np.arange(10, 90), np.arange(0, 0))], r"cv\[0\]", "no test rows"),
+        ([(np.arange(10, 90),)], r"cv\[0\]", "pair of integer index arrays"),
+        ([(np.arange(10, 90), np.linspace(0, 1, 5))], r"cv\[0\]", "pair of integer"),
+        ([], "cv", "no folds"),
     ]:
-        with pytest.raises(SpecError, match=problem):
+        with pytest.raises(SpecError, match=problem) as err:
             GridSearchCV(LogisticRegression(), grid, cv=cv, client=mg, progress=False).fit(X, y)
+        assert re.fullmatch(path, err.value.path)
+    assert mg.uploads == sent
+    # an index past X's rows is the service's 422, by fold
+    with pytest.raises(SpecError, match="outside the 90 rows") as err:
+        mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(0, 85), np.arange(85, 95))])
+    assert err.value.path == "cv.folds[0]"
