@@ -662,6 +662,22 @@ class Job:
     def n_splits_(self) -> int:
         return int(self.results()["n_splits"])
 
+    def splits(self) -> list[dict[str, Any]]:
+        """Every (candidate, split) result the job wrote so far (also while it
+        runs), in candidate then split order: ``test_scores`` and
+        ``train_scores`` by metric (floats), ``fit_time``, ``score_time``,
+        ``fit_failed`` and ``cached`` (the result came from the cache)."""
+        from .wire import float_from_token
+
+        rows = list(self.client._json("GET", f"/v1/jobs/{self.id}/splits"))
+        for row in rows:
+            for side in ("test_scores", "train_scores"):
+                if row[side] is not None:
+                    row[side] = {
+                        k: float_from_token(v, f"{side}.{k}") for k, v in row[side].items()
+                    }
+        return rows
+
     @property
     def multimetric_(self) -> bool:
         return bool(self.results()["multimetric"])

@@ -2,8 +2,9 @@
 
 Replace ``from sklearn.model_selection import GridSearchCV`` with
 ``from memogrid import GridSearchCV``: the same constructor arguments (plus
-``client`` and ``progress``; ``n_jobs``, ``verbose`` and ``pre_dispatch``
-are accepted and checked, the service deciding its own parallelism), ``fit``
+``client`` and ``progress``; ``n_jobs`` and ``pre_dispatch`` are accepted
+and checked, the service deciding its own parallelism; ``verbose`` prints
+what scikit-learn's does, once the search is done), ``fit``
 returns self, and afterwards the same attributes and the prediction methods
 of the best estimator. They are scikit-learn estimators: ``get_params`` /
 ``set_params`` / ``clone`` work as usual, and a search over a classifier is
@@ -148,6 +149,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             )
             self.job_ = job
             self._adopt(job, candidates)
+            self._report(job)
             if chosen:
                 grid = {key: [value] for key, value in self.best_params_.items()}
                 refit_job = self._run_job(
@@ -244,6 +246,49 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             self._adopt_features()
         self.scorer_ = self._scorer()
         _reemit(job.warnings)
+
+    def _report(self, job: Job) -> None:
+        """scikit-learn's ``verbose`` printout of the search, once it is done:
+        the count of fits (``verbose > 0``) and a line per fit (``> 1``),
+        with its scores (``> 2``) and its candidate (``> 9``), as
+        ``_fit_and_score`` prints them, in candidate then split order."""
+        verbose = self.verbose or 0
+        if verbose <= 0:
+            return
+        n_splits, params = self.n_splits_, self.cv_results_["params"]
+        n = len(params)
+        print(f"Fitting {n_splits} folds for each of {n} candidates, totalling {n * n_splits} fits")
+        if verbose <= 1:
+            return
+        from joblib.logger import short_format_time
+
+        for row in job.splits():
+            candidate, split = row["candidate"], row["split"]
+            given = params[candidate]
+            said = ", ".join(f"{k}={given[k]}" for k in sorted(given))
+            where = ""
+            if verbose > 2:
+                where = f" {split + 1}/{n_splits}"
+                if verbose > 9:
+                    where += f"; {candidate + 1}/{n}"
+                    start = f"[CV{where}] START {said}"
+                    print(f"{start}{(80 - len(start)) * '.'}")
+            end = f"[CV{where}] END "
+            result = said + (";" if said else "")
+            if verbose > 2:
+                test, train = row["test_scores"], row["train_scores"]
+                if self.multimetric_:
+                    for name in sorted(test):
+                        result += f" {name}: ("
+                        if train is not None:
+                            result += f"train={train[name]:.3f}, "
+                        result += f"test={test[name]:.3f})"
+                elif train is not None:
+                    result += f", score=(train={train['score']:.3f}, test={test['score']:.3f})"
+                else:
+                    result += f", score={test['score']:.3f}"
+            result += f" total time={short_format_time(row['fit_time'] + row['score_time'])}"
+            print(end + "." * (80 - len(end) - len(result)) + result)
 
     def _adopt_features(self) -> None:
         if hasattr(self.best_estimator_, "feature_names_in_"):

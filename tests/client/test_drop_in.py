@@ -437,3 +437,47 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
     with pytest.raises(SpecError, match="outside the 90 rows") as err:
         mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(0, 85), np.arange(85, 95))])
     assert err.value.path == "cv.folds[0]"
+
+
+def _printed(text: str) -> list[str]:
+    """Printed lines without what differs run to run (the fit times, and the
+    dots padding them to 80 columns)."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r" total time=.*$", "", line)
+        lines.append(re.sub(r"^(\[CV[^\]]*\] (?:END|START) )\.*|\.+$", r"\1", line))
+    return lines
+
+
+@pytest.mark.parametrize("verbose", [1, 2, 3, 10])
+def test_verbose_prints_what_scikit_learn_prints(mg, data, capsys, verbose):
+    X, y = data
+    grid = {"C": [0.1, 1.0], "class_weight": [None, "balanced"]}
+    for scoring, train in [(None, False), (["accuracy", "f1"], True)]:
+        refit = "f1" if scoring else True
+        SkGridSearchCV(
+            LogisticRegression(),
+            grid,
+            cv=3,
+            scoring=scoring,
+            refit=refit,
+            return_train_score=train,
+            verbose=verbose,
+        ).fit(X, y)
+        theirs = capsys.readouterr().out
+        GridSearchCV(
+            LogisticRegression(),
+            grid,
+            cv=3,
+            scoring=scoring,
+            refit=refit,
+            return_train_score=train,
+            verbose=verbose,
+            client=mg,
+            progress=False,
+        ).fit(X, y)
+        ours = capsys.readouterr().out
+        assert _printed(ours) == _printed(theirs)
+        assert len(ours.splitlines()) == (1 if verbose == 1 else 13 if verbose < 10 else 25)
+        if verbose > 1:
+            assert all(len(line) >= 80 for line in ours.splitlines()[1:])
