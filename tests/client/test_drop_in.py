@@ -454,28 +454,16 @@ def test_verbose_prints_what_scikit_learn_prints(mg, data, capsys, verbose):
     X, y = data
     grid = {"C": [0.1, 1.0], "class_weight": [None, "balanced"]}
     for scoring, train in [(None, False), (["accuracy", "f1"], True)]:
-        refit = "f1" if scoring else True
-        SkGridSearchCV(
-            LogisticRegression(),
-            grid,
+        kw = dict(
             cv=3,
             scoring=scoring,
-            refit=refit,
+            refit="f1" if scoring else True,
             return_train_score=train,
             verbose=verbose,
-        ).fit(X, y)
+        )
+        SkGridSearchCV(LogisticRegression(), grid, **kw).fit(X, y)
         theirs = capsys.readouterr().out
-        GridSearchCV(
-            LogisticRegression(),
-            grid,
-            cv=3,
-            scoring=scoring,
-            refit=refit,
-            return_train_score=train,
-            verbose=verbose,
-            client=mg,
-            progress=False,
-        ).fit(X, y)
+        GridSearchCV(LogisticRegression(), grid, client=mg, progress=False, **kw).fit(X, y)
         ours = capsys.readouterr().out
         assert _printed(ours) == _printed(theirs)
         assert len(ours.splitlines()) == (1 if verbose == 1 else 13 if verbose < 10 else 25)
