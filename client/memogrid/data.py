@@ -4,7 +4,7 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v4\\0"``, the JSON of each column's
+- DataFrames: ``b"memogrid-frame-v5\\0"``, the JSON of each column's
   label (as ``[kind, label]``), Arrow type, how its nulls read (``None``
   or missing) and pandas dtype where the Arrow type does not say it, then
   each column's logical content: its validity bitmap and its values with
@@ -54,8 +54,9 @@ ARRAY_MAGIC = b"memogrid-array-v1\0"
 # lost numeric column labels and hashed Arrow's bytes as found (large or
 # small strings, whatever lay under nulls); v2 (never released) kept the bytes
 # v3 gave str, string and object columns (and nullable and plain numbers)
-# one id, but scikit-learn does not treat them alike
-FRAME_MAGIC = b"memogrid-frame-v4\0"
+# one id, but scikit-learn does not treat them alike; v4 read an object
+# column of numbers or booleans with missing values back as floats and None
+FRAME_MAGIC = b"memogrid-frame-v5\0"
 #: schema metadata key of a frame's column labels, when not all are strings
 LABELS_KEY = b"memogrid.columns"
 #: schema metadata key of the columns whose missing values are None
@@ -545,8 +546,13 @@ def table_frame(table: Any) -> Any:
         col = table.column(i)
         name = dtypes.get(i)
         if name == "object" or i in nones:
-            s = df.iloc[:, i].astype(object)
-            df.isetitem(i, s.where(s.notna(), None) if i in nones else s)
+            if pa.types.is_integer(field.type) or pa.types.is_boolean(field.type):
+                # Python ints and bools, as the caller's column held them
+                # (pandas reads an integer column with nulls as floats)
+                s = pd.Series(col.to_pylist(), dtype=object, index=df.index)
+            else:
+                s = df.iloc[:, i].astype(object)
+            df.isetitem(i, s.where(s.notna(), None if i in nones else np.nan))
         elif name is not None:  # by pandas' own Arrow conversion: large integers stay exact
             dtype = pd.api.types.pandas_dtype(name)
             df.isetitem(i, col.to_pandas(types_mapper=lambda _, d=dtype: d))

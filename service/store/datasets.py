@@ -6,7 +6,7 @@ in :mod:`memogrid.data`, shared with the client):
 
 - arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
   the shape, then the C-ordered bytes;
-- DataFrames: ``b"memogrid-frame-v4\\0"``, then each column's label, Arrow
+- DataFrames: ``b"memogrid-frame-v5\\0"``, then each column's label, Arrow
   type, kind of missing values and pandas dtype, then its logical content (validity,
   values with nulls zeroed, categories): see :mod:`memogrid.data`.
 

@@ -173,6 +173,10 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
             "string": pd.Series(texts, dtype="string"),
             "object": pd.Series(["a", np.nan, "b", "a"], dtype=object),
             "object ints": pd.Series([1, 2, 3, 4], dtype=object),
+            # missing values of object numbers and bools stay NaN, the rest
+            # Python ints and bools (not floats, not None)
+            "object ints with NaN": pd.Series([1, np.nan, 3, 2**60], dtype=object),
+            "object bools with NaN": pd.Series([True, np.nan, False, True], dtype=object),
             "Int64": pd.array([1, None, 3, 2**60], dtype="Int64"),  # beyond float precision
             "UInt8": pd.array([1, 2, None, 4], dtype="UInt8"),
             "Float64": pd.array([0.5, None, 1.5, 2.5], dtype="Float64"),
@@ -183,6 +187,8 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
     back = DatasetStore(store.root).load(store.put(df).dataset_id)
     pd.testing.assert_frame_equal(back, df)
     assert back["Int64"][3] == 2**60
+    for name in ("object ints with NaN", "object bools with NaN"):
+        assert [type(v) for v in back[name]] == [type(v) for v in df[name]], name
     ids = {dataset_id(df[[c]].set_axis(["c"], axis=1)) for c in ("str", "string", "object")}
     assert len(ids) == 3
     assert dataset_id(df[["int64"]]) != dataset_id(df[["int64"]].astype("Int64"))
