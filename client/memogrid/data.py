@@ -25,9 +25,9 @@ Column labels are strings, integers or finite floats, and their kind is
 content: scikit-learn records string labels as ``feature_names_in_`` and
 ignores numeric ones, so ``0`` and ``"0"`` are different datasets (Arrow
 names fields by strings; non-string labels ride in ``memogrid.columns``).
-An object column whose missing values are ``None`` reads back with
-``None`` (``memogrid.none``): scikit-learn's imputers and encoders tell
-``None`` from NaN. Parquet, the upload format, keeps only string
+An object column's missing values read back as they were held, ``None``,
+``pd.NA``, ``pd.NaT`` or NaN, each null its own (``memogrid.nulls``):
+scikit-learn's imputers and encoders tell them apart. Parquet, the upload format, keeps only string
 categoricals' codes, so an upload carries every categorical's categories
 in ``memogrid.categories`` and the service rebuilds them exactly.
 
@@ -59,8 +59,14 @@ ARRAY_MAGIC = b"memogrid-array-v1\0"
 FRAME_MAGIC = b"memogrid-frame-v5\0"
 #: schema metadata key of a frame's column labels, when not all are strings
 LABELS_KEY = b"memogrid.columns"
-#: schema metadata key of the columns whose missing values are None
+#: schema metadata key of which missing value each null of an object column
+#: is, where not NaN: position -> one letter of :data:`NULL_KINDS` for all
+#: its nulls, or one per null in row order
+NULLS_KEY = b"memogrid.nulls"
+#: before v5 (read still): the positions of object columns whose nulls are None
 NONE_KEY = b"memogrid.none"
+#: the missing values an object column may hold: None, pd.NA, pd.NaT, NaN
+NULL_KINDS = "natf"
 #: schema metadata key of every categorical's categories, on the wire
 CATEGORIES_KEY = b"memogrid.categories"
 #: schema metadata key of the pandas dtypes columns had, where the Arrow type
@@ -177,17 +183,34 @@ def _label(value: Any) -> list[Any]:
     )
 
 
-def _holds_none(col: Any) -> bool:
-    """Whether an object column's missing values are None (and none is NaN)."""
+def _null_kind(value: Any) -> str:
+    import pandas as pd
+
+    if value is None:
+        return "n"
+    if value is pd.NA:
+        return "a"
+    if value is pd.NaT:
+        return "t"
+    return "f"  # NaN
+
+
+def _missing_value(kind: str) -> Any:
+    """The missing value a letter of :data:`NULL_KINDS` stands for."""
+    import pandas as pd
+
+    return {"n": None, "a": pd.NA, "t": pd.NaT, "f": np.nan}[kind]
+
+
+def _null_kinds(col: Any) -> str | None:
+    """Which missing value each null of an object column is (see
+    :data:`NULLS_KEY`), or None when all are NaN (or it has none)."""
     if getattr(col, "dtype", None) != np.dtype(object):
-        return False
-    seen = False
-    for v in col:
-        if v is None:
-            seen = True
-        elif isinstance(v, float) and math.isnan(v):
-            return False
-    return seen
+        return None
+    kinds = "".join(_null_kind(v) for v in col[col.isna()])
+    if not kinds.strip("f"):
+        return None
+    return kinds[0] if kinds == kinds[0] * len(kinds) else kinds
 
 
 def frame_table(df: Any) -> Any:
@@ -195,7 +218,7 @@ def frame_table(df: Any) -> Any:
     import pyarrow as pa
 
     labels = [_label(c) for c in df.columns]
-    nones = [i for i in range(df.shape[1]) if _holds_none(df.iloc[:, i])]
+    nulls = {i: k for i in range(df.shape[1]) if (k := _null_kinds(df.iloc[:, i])) is not None}
     names = [str(t) for t in df.dtypes]
     dtypes = {i: n for i, n in enumerate(names) if any(n in ok for ok in DTYPES.values())}
     if any(kind != "str" for kind, _ in labels):  # fields named as table_labels expects
@@ -204,7 +227,7 @@ def frame_table(df: Any) -> Any:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
-    return canonical_table(table, labels=labels, nones=nones, dtypes=dtypes)
+    return canonical_table(table, labels=labels, nulls=nulls, dtypes=dtypes)
 
 
 def _json_meta(table: Any, key: bytes) -> Any:
@@ -247,15 +270,38 @@ def table_labels(table: Any) -> list[list[Any]]:
     return out
 
 
-def table_nones(table: Any) -> list[int]:
-    """The columns (by position) whose missing values read back as None."""
-    nones = _json_meta(table, NONE_KEY)
-    if nones is None:
-        return []
+def table_nulls(table: Any) -> dict[int, str]:
+    """Which missing value the nulls of object columns are, where not NaN:
+    position -> kinds (see :data:`NULLS_KEY`), checked against the table."""
     n = table.num_columns
-    if not (isinstance(nones, list) and all(type(i) is int and 0 <= i < n for i in nones)):
-        raise DataError(f"the table's {NONE_KEY.decode()} metadata must list column positions")
-    return sorted(set(nones))
+    out: dict[int, str] = {}
+    legacy = _json_meta(table, NONE_KEY)
+    if legacy is not None:
+        if not (isinstance(legacy, list) and all(type(i) is int and 0 <= i < n for i in legacy)):
+            raise DataError(f"the table's {NONE_KEY.decode()} metadata must list column positions")
+        out.update((i, "n") for i in legacy)
+    raw = _json_meta(table, NULLS_KEY)
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise DataError(f"the table's {NULLS_KEY.decode()} metadata must be an object")
+    for pos, kinds in raw.items():
+        if not (isinstance(pos, str) and pos.isascii() and pos.isdigit() and int(pos) < n):
+            raise DataError(f"null kinds given for no column: {pos!r}")
+        nulls = table.column(int(pos)).null_count
+        if not (
+            isinstance(kinds, str)
+            and kinds
+            and not kinds.strip(NULL_KINDS)
+            and len(kinds) in (1, nulls)
+            and nulls
+        ):
+            raise DataError(
+                f"malformed null kinds for column {pos}: give one of {NULL_KINDS!r} "
+                f"or one per null ({nulls})"
+            )
+        out[int(pos)] = kinds
+    return out
 
 
 def _arrow_kind(t: Any) -> str | None:
@@ -470,15 +516,15 @@ def canonical_table(
     table: Any,
     *,
     labels: list[list[Any]] | None = None,
-    nones: list[int] | None = None,
+    nulls: dict[int, str] | None = None,
     dtypes: dict[int, str] | None = None,
 ) -> Any:
     """``table`` in the canonical form ids and the store use.
 
     String columns become ``string``, categoricals ``dictionary<int32>``
     (rebuilt from :data:`CATEGORIES_KEY` when an upload gives them), and
-    the schema metadata is memogrid's own labels, None columns and pandas
-    dtypes only. ``labels``, ``nones`` and ``dtypes`` default to what the
+    the schema metadata is memogrid's own labels, null kinds and pandas
+    dtypes only. ``labels``, ``nulls`` and ``dtypes`` default to what the
     table's metadata says (checked like any input; the dtypes of a table
     pandas wrote without memogrid are read from pandas' metadata); other
     column types are a DataError.
@@ -488,7 +534,6 @@ def canonical_table(
     if table.num_columns == 0:
         raise DataError("the DataFrame has no columns")
     labels = table_labels(table) if labels is None else labels
-    nones = table_nones(table) if nones is None else nones
     dtypes_given = dtypes is not None
     if dtypes is None:
         ours = DTYPES_KEY in (table.schema.metadata or {})
@@ -502,11 +547,17 @@ def canonical_table(
     meta: dict[bytes, bytes] = {}
     if any(kind != "str" for kind, _ in labels):
         meta[LABELS_KEY] = json.dumps(labels).encode()
-    if nones:
-        meta[NONE_KEY] = json.dumps(nones).encode()
     if dtypes:
         meta[DTYPES_KEY] = json.dumps({str(i): n for i, n in sorted(dtypes.items())}).encode()
     out = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
+    nulls = table_nulls(table) if nulls is None else nulls
+    for i in nulls:
+        if dtypes.get(i) != "object":
+            raise DataError(f"null kinds are given for column {i}, which is not an object column")
+    if nulls:
+        meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(nulls.items())}).encode()
+        out = out.replace_schema_metadata(meta)
+        table_nulls(out)  # as many as the columns' nulls
     if dtypes_given:
         table_dtypes(out)  # the client's own: checked against the canonical types
     return out
@@ -539,20 +590,26 @@ def table_frame(table: Any) -> Any:
     import pyarrow as pa
 
     labels = table_labels(table)
-    nones = table_nones(table)
+    nulls = table_nulls(table)
     dtypes = table_dtypes(table)
     df = table.replace_schema_metadata(None).to_pandas()
     for i, field in enumerate(table.schema):
         col = table.column(i)
         name = dtypes.get(i)
-        if name == "object" or i in nones:
+        if name == "object" or i in nulls:
             if pa.types.is_integer(field.type) or pa.types.is_boolean(field.type):
                 # Python ints and bools, as the caller's column held them
                 # (pandas reads an integer column with nulls as floats)
-                s = pd.Series(col.to_pylist(), dtype=object, index=df.index)
+                values = np.array(col.to_pylist(), dtype=object)
             else:
-                s = df.iloc[:, i].astype(object)
-            df.isetitem(i, s.where(s.notna(), None if i in nones else np.nan))
+                values = df.iloc[:, i].to_numpy(dtype=object, copy=True)
+            if col.null_count:  # each missing value as it was held
+                kinds = nulls.get(i, "f")
+                fill = [_missing_value(k) for k in kinds]
+                values[col.is_null().to_numpy(zero_copy_only=False)] = (
+                    fill[0] if len(fill) == 1 else np.array(fill, dtype=object)
+                )
+            df.isetitem(i, pd.Series(values, index=df.index, dtype=object))
         elif name is not None:  # by pandas' own Arrow conversion: large integers stay exact
             dtype = pd.api.types.pandas_dtype(name)
             df.isetitem(i, col.to_pandas(types_mapper=lambda _, d=dtype: d))
@@ -606,10 +663,10 @@ def hash_table(table: Any) -> str:
     """The id of a canonical table (see :func:`canonical_table`)."""
     h = hashlib.sha256(FRAME_MAGIC)
     labels = table_labels(table)
-    nones = set(table_nones(table))
+    nulls = table_nulls(table)
     dtypes = table_dtypes(table)
     head = [
-        [label, str(f.type), "none" if i in nones else "missing", dtypes.get(i)]
+        [label, str(f.type), nulls.get(i, "missing"), dtypes.get(i)]
         for i, (label, f) in enumerate(zip(labels, table.schema, strict=True))
     ]
     h.update(json.dumps(head).encode())

@@ -217,6 +217,37 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
             SkGridSearchCV(pipe, grid).fit(X, y)
 
 
+def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
+    """An object column holding None and NaN (two categories to OneHotEncoder)
+    or pd.NA (which scikit-learn's encoders refuse): the same results, the
+    same failures, and a best estimator that takes the user's own frame."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    city = ["paris", None, np.nan, "lyon"] * 30
+    y = np.array([0, 1, 0, 1] * 30)
+    pipe = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["city"]), remainder="passthrough"),
+        LogisticRegression(),
+    )
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    X = pd.DataFrame({"city": pd.Series(city, dtype=object), "n": np.arange(120) % 7})
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+    X_na = X.assign(city=pd.Series(["paris", pd.NA, "lyon", "nice"] * 30, dtype=object))
+    for search in (
+        GridSearchCV(pipe, grid, cv=3, client=mg, progress=False),
+        SkGridSearchCV(pipe, grid, cv=3),
+    ):
+        with pytest.raises(ValueError, match="All the 6 fits failed"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search.fit(X_na, y)
+
+
 def _categorical_frame():
     rng = np.random.default_rng(0)
     X = pd.DataFrame(

@@ -194,6 +194,55 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
     assert dataset_id(df[["int64"]]) != dataset_id(df[["int64"]].astype("Int64"))
 
 
+def test_each_missing_value_of_an_object_column_reads_back_as_held(store):
+    """None, NaN, pd.NA and NaT are different values to scikit-learn's
+    encoders (None and NaN are two categories) and imputers: each null of an
+    object column is restored as the value it was, also mixed in one column."""
+    df = pd.DataFrame(
+        {
+            "mixed": pd.Series(["a", None, np.nan, "b", pd.NA, None], dtype=object),
+            "nones": pd.Series(["a", None, "b", None, "c", "d"], dtype=object),
+            "NA": pd.Series(["a", pd.NA, "b", "c", "d", "e"], dtype=object),
+            "ints": pd.Series([1, None, 2, np.nan, 3, 4], dtype=object),
+            "times": pd.Series([pd.Timestamp("2024-01-01"), pd.NaT, np.nan] * 2, dtype=object),
+        }
+    )
+    back = DatasetStore(store.root).load(store.put(df).dataset_id)
+    for name in df:
+        assert [type(v) for v in back[name]] == [type(v) for v in df[name]], name
+        assert [v for v in back[name] if not pd.isna(v)] == [v for v in df[name] if not pd.isna(v)]
+    # which value a null is, is content
+    ids = {
+        dataset_id(pd.DataFrame({"s": pd.Series(["a", *missing], dtype=object)}))
+        for missing in ([None, np.nan], [np.nan, None], [None, None], [np.nan, np.nan])
+    }
+    assert len(ids) == 4
+    assert _through_parquet(df) == dataset_id(df)
+
+
+@pytest.mark.parametrize(
+    ("nulls", "problem"),
+    [
+        (b'{"0": "nn"}', "one per null"),  # 3 nulls
+        (b'{"0": "x"}', "malformed null kinds"),
+        (b'{"1": "n"}', "not an object column"),
+        (b'{"7": "n"}', "no column"),
+        (b'["n"]', "must be an object"),
+    ],
+)
+def test_malformed_null_kinds_are_refused(nulls, problem):
+    from memogrid.data import NULLS_KEY, DataError, canonical_table, frame_table
+
+    df = pd.DataFrame(
+        {"s": pd.Series([None, "a", None, None], dtype=object), "x": [1.0, np.nan, 2.0, 3.0]}
+    )
+    table = frame_table(df)
+    meta = dict(table.schema.metadata)
+    meta[NULLS_KEY] = nulls
+    with pytest.raises(DataError, match=problem):
+        canonical_table(table.replace_schema_metadata(meta))
+
+
 @pytest.mark.parametrize(
     ("dtypes", "problem"),
     [
