@@ -297,6 +297,12 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
+    def _n_rows(self, data: Any) -> int:
+        """Rows of an array, a frame or an uploaded dataset (by id)."""
+        if isinstance(data, str):
+            return int(self.dataset(data)["shape"][0])
+        return len(data)
+
     def _dataset_ref(self, data: Any) -> str:
         if isinstance(data, str):
             return data
@@ -335,7 +341,7 @@ class Client:
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",
                 )
-        folds = explicit_folds(cv, X, y, groups)
+        folds = explicit_folds(cv, X, y, groups, n_rows=lambda: self._n_rows(X))
         if not isinstance(folds, list):
             body["cv"] = cv_to_spec(folds)
         # everything expressible: only now touch the network

@@ -47,7 +47,7 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -843,18 +843,30 @@ def splitter_allowlist() -> Allowlist:
     return allow
 
 
-def explicit_folds(cv: Any, X: Any, y: Any = None, groups: Any = None, path: str = "cv") -> Any:
+def explicit_folds(
+    cv: Any,
+    X: Any,
+    y: Any = None,
+    groups: Any = None,
+    path: str = "cv",
+    n_rows: Callable[[], int] | None = None,
+) -> Any:
     """``cv`` as what travels: its (train, test) folds as a list of int64
     index pairs when it is given as folds (a list, a generator) or is a
     splitter the service does not know (split here, as scikit-learn would
     split it, with ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
 
     A fold's parts are integer indices or boolean masks (as scikit-learn
-    indexes with either), kept in their order.
+    indexes with either), kept in their order; a mask must have X's
+    ``n_rows()`` (by default ``len(X)``).
     """
     if cv is None or isinstance(cv, (int, str, bytes, Mapping)):
         return cv
     if hasattr(cv, "split"):
+        if not hasattr(cv, "get_n_splits"):
+            raise SpecError(
+                path, f"{type(cv).__name__} has split but no get_n_splits: a splitter has both"
+            )
         if splitter_allowlist().name_of_class(type(cv)) is not None:
             return cv
         if isinstance(X, str):
@@ -864,14 +876,13 @@ def explicit_folds(cv: Any, X: Any, y: Any = None, groups: Any = None, path: str
                 "dataset id, so it cannot split X here: pass its folds instead",
             )
         found = list(cv.split(X, y, groups=groups))
-        if hasattr(cv, "get_n_splits"):
-            n_splits = cv.get_n_splits(X, y, groups=groups)
-            if n_splits != len(found):
-                raise SpecError(
-                    path,
-                    "cv.split and cv.get_n_splits returned inconsistent results: "
-                    f"expected {n_splits} splits, got {len(found)}",
-                )
+        n_splits = cv.get_n_splits(X, y, groups=groups)
+        if n_splits != len(found):
+            raise SpecError(
+                path,
+                "cv.split and cv.get_n_splits returned inconsistent results: "
+                f"expected {n_splits} splits, got {len(found)}",
+            )
         cv = found
     if not isinstance(cv, Iterable):
         return cv  # cv_to_spec names what is wrong
@@ -880,6 +891,11 @@ def explicit_folds(cv: Any, X: Any, y: Any = None, groups: Any = None, path: str
         parts = [np.asarray(part) for part in fold] if isinstance(fold, Iterable) else []
         if len(parts) != 2 or any(p.ndim != 1 or p.dtype.kind not in "iub" for p in parts):
             raise SpecError(f"{path}[{i}]", "a fold is a pair of integer index arrays (or masks)")
+        for p in parts:
+            if p.dtype.kind == "b" and len(p) != (n := len(X) if n_rows is None else n_rows()):
+                raise SpecError(
+                    f"{path}[{i}]", f"a boolean mask of {len(p)} rows does not match X's {n}"
+                )
         train, test = (
             np.flatnonzero(p) if p.dtype.kind == "b" else p.astype(np.int64) for p in parts
         )

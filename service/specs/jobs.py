@@ -192,7 +192,8 @@ def _check_folds(
     for i, (n_train, n_test) in enumerate(folds.sizes):
         part = indices[at : at + n_train + n_test]
         at += n_train + n_test
-        if part.size and (int(part.min()) < 0 or int(part.max()) >= n_rows):
+        # negative indices count from the end, as numpy's (and scikit-learn's)
+        if part.size and (int(part.min()) < -n_rows or int(part.max()) >= n_rows):
             raise SpecError(f"cv.folds[{i}]", f"an index is outside the {n_rows} rows of X")
 
 

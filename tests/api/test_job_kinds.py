@@ -138,6 +138,7 @@ def test_explicit_folds_any_shape_as_scikit_learn_takes_them(api, api_as, data):
         (np.arange(0, 90)[::-1], np.arange(90, 150)),  # train rows in reverse
         (np.r_[0:40, 0:40], np.arange(100, 150)),  # a row twice (bootstrap-like)
         (np.arange(20, 150), np.arange(0, 40)),  # overlaps the third fold's train
+        (np.arange(0, 100), np.arange(-50, 0)),  # negative: from the end, as numpy's
     ]
     pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())])
     grid = {"svc__C": [0.5, 2.0]}
@@ -153,7 +154,7 @@ def test_explicit_folds_any_shape_as_scikit_learn_takes_them(api, api_as, data):
     }
     res = run(api, body)
     check(res, sk)
-    assert res["n_splits"] == 4 == sk.n_splits_
+    assert res["n_splits"] == 5 == sk.n_splits_
 
     def refused(cv, path, words, client=api):
         r = client.post("/v1/jobs", json={**body, "cv": cv})
@@ -165,14 +166,14 @@ def test_explicit_folds_any_shape_as_scikit_learn_takes_them(api, api_as, data):
     refused({"folds": body["cv"]["folds"]}, "cv", "sizes")
     refused({**body["cv"], "sizes": [[60, 0]]}, "cv.sizes[0]", "no test rows")
     refused({**body["cv"], "sizes": [[60, "30"]]}, "cv.sizes[0]", "[n_train, n_test]")
-    refused({**body["cv"], "sizes": sizes[:3]}, "cv.folds", "sizes add to")
+    refused({**body["cv"], "sizes": sizes[:4]}, "cv.folds", "sizes add to")
     refused({**body["cv"], "folds": body["X"]}, "cv.folds", "one-dimensional integer array")
     refused({**body["cv"], "folds": upload(api, indices.astype(float))}, "cv.folds", "integer")
     bad = indices.copy()
     bad[-1] = 150
-    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[3]", "outside the 150 rows")
-    bad[-1] = -1
-    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[3]", "outside the 150 rows")
+    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[4]", "outside the 150 rows")
+    bad[-1] = -151
+    refused({**body["cv"], "folds": upload(api, bad)}, "cv.folds[4]", "outside the 150 rows")
     refused({**body["cv"], "folds": "0" * 64}, "cv.folds", "unknown dataset")
     # another user cannot name alice's folds: they are hers, as X is
     bob = api_as("bob")

@@ -404,6 +404,13 @@ def test_text_labels_keep_the_dtype_scikit_learn_sees(mg, data):
     assert ours.classes_.dtype.kind == "U"
 
 
+class NoCount:
+    """Has split but no get_n_splits: not a splitter to scikit-learn."""
+
+    def split(self, X, y=None, groups=None):
+        yield np.arange(10, 90), np.arange(10)
+
+
 class EveryOtherRow:
     """A splitter of the user's own (not one the service knows): it is split
     on the client, as scikit-learn would split it, and its folds sent."""
@@ -442,6 +449,7 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
         lambda: forward,
         lambda: overlapping,
         lambda: [(np.arange(10, 90)[::-1], np.arange(0, 10)[::-1])],
+        lambda: [(np.arange(0, 60), np.arange(-30, 0))],  # negative: from the end
         lambda: EveryOtherRow(),
     ):
         ours = GridSearchCV(LogisticRegression(), grid, cv=make(), client=mg, progress=False)
@@ -459,6 +467,7 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
         ([(np.arange(10, 90),)], r"cv\[0\]", "pair of integer index arrays"),
         ([(np.arange(10, 90), np.linspace(0, 1, 5))], r"cv\[0\]", "pair of integer"),
         ([], "cv", "no folds"),
+        ([(np.arange(90) < 50, np.arange(80) >= 50)], r"cv\[0\]", "mask of 80 rows"),
     ]:
         with pytest.raises(SpecError, match=problem) as err:
             GridSearchCV(LogisticRegression(), grid, cv=cv, client=mg, progress=False).fit(X, y)
@@ -468,6 +477,13 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
     with pytest.raises(SpecError, match="outside the 90 rows") as err:
         mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(0, 85), np.arange(85, 95))])
     assert err.value.path == "cv.folds[0]"
+    # Client.submit refuses what scikit-learn's parameter check refuses in the drop-in
+    with pytest.raises(SpecError, match="no get_n_splits"):
+        mg.submit(LogisticRegression(), grid, X, y, cv=NoCount())
+    # masks are checked against X's rows also when X is given by its id
+    short = [(np.arange(60) < 40, np.arange(60) >= 40)]
+    with pytest.raises(SpecError, match="mask of 60 rows does not match X's 90"):
+        mg.submit(LogisticRegression(), grid, mg.upload(X), y, cv=short)
 
 
 def _printed(text: str) -> list[str]:
