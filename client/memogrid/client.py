@@ -801,7 +801,7 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
     These are trusted when loading the job's best estimator: they are what
     the user asked for.
     """
-    from .spec import default_allowlist
+    from .spec import TYPE_VALUES, default_allowlist
 
     allow = default_allowlist()
     found: set[str] = set()
@@ -813,6 +813,9 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                 if cls is not None:
                     found.add(f"{cls.__module__}.{cls.__qualname__}")
                     found.update(_default_functions(cls))
+            if set(value) == {"type"} and value["type"] in TYPE_VALUES:  # dtype=np.number
+                t = TYPE_VALUES[value["type"]]
+                found.add(f"{t.__module__}.{t.__qualname__}")
             if set(value) == {"function"} and isinstance(value["function"], str):
                 fn = allow.functions.get(value["function"])
                 if fn is not None:

@@ -58,6 +58,7 @@ from .errors import MemogridError
 __all__ = [
     "DEFAULT_DISTRIBUTIONS",
     "DEFAULT_FUNCTIONS",
+    "DEFAULT_HELPERS",
     "Allowlist",
     "SpecError",
     "build_distributions",
@@ -90,6 +91,11 @@ DEFAULT_FUNCTIONS = (
     "numpy.abs",
     "numpy.square",
 )
+
+#: Classes other than estimators a spec may name: their instances are
+#: values (a ColumnTransformer's columns), their parameters read from the
+#: attributes named after the constructor's arguments.
+DEFAULT_HELPERS = ("sklearn.compose.make_column_selector",)
 
 #: ``scipy.stats`` distributions a randomized search may name (exact names).
 DEFAULT_DISTRIBUTIONS = (
@@ -128,10 +134,11 @@ _SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 def _types_by_name() -> dict[str, type]:
     """The types a spec may hold as values (``dtype=np.float32``), by name."""
-    out: dict[str, type] = {f"builtins.{t.__name__}": t for t in (float, int, bool, str)}
+    out: dict[str, type] = {f"builtins.{t.__name__}": t for t in (float, int, bool, str, object)}
     for name in (
         "float16 float32 float64 longdouble int8 int16 int32 int64 uint8 uint16 "
-        "uint32 uint64 complex64 complex128 bool_ bool str_ intp"
+        "uint32 uint64 complex64 complex128 bool_ bool str_ intp object_ datetime64 "
+        "timedelta64 number integer signedinteger unsignedinteger floating complexfloating"
     ).split():
         with warnings.catch_warnings():  # numpy 1.x warns on np.bool, then lacks it
             warnings.simplefilter("ignore", FutureWarning)
@@ -286,7 +293,7 @@ class Allowlist:
             path = _public_path(est_cls)
             if path is not None:
                 allow.add(path, est_cls)
-        for name in (*DEFAULT_FUNCTIONS, *extra):
+        for name in (*DEFAULT_FUNCTIONS, *DEFAULT_HELPERS, *extra):
             module, _, attr = name.rpartition(".")
             allow.add(name, getattr(importlib.import_module(module), attr))
         return allow
@@ -793,6 +800,9 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
         raise SpecError(path, f"a class ({value.__qualname__}) is not a value a spec can hold")
     if hasattr(value, "get_params"):
         return _estimator_spec(value, allow, path)
+    name = allow.name_of_class(type(value))
+    if name is not None:  # a helper object, such as make_column_selector(...)
+        return {"class": name, "params": _attribute_params(value, allow, path)}
     if isinstance(value, slice):
         raise SpecError(path, "a slice is not expressible; list the columns or indices instead")
     if isinstance(value, Mapping):
@@ -923,16 +933,23 @@ def cv_to_spec(cv: Any, path: str = "cv") -> Any:
             f"{type(cv).__name__} is not a splitter the service knows; use a number of "
             f"folds or one of {', '.join(n.rsplit('.', 1)[1] for n in SPLITTERS)}",
         )
+    return {"class": name, "params": _attribute_params(cv, allow, path)}
+
+
+def _attribute_params(obj: Any, allow: Allowlist, path: str) -> dict[str, Any]:
+    """The non-default parameters of an object without ``get_params`` (a
+    splitter, a column selector), read as its repr reads them: from the
+    attributes named after its constructor's arguments."""
     params = {}
-    for p in inspect.signature(type(cv).__init__).parameters.values():
+    for p in inspect.signature(type(obj).__init__).parameters.values():
         if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        value = getattr(cv, p.name, p.default)
-        if p.name == "n_splits" and hasattr(cv, "cvargs"):  # Repeated*KFold keep it there
-            value = cv.cvargs.get("n_splits", value)
+        value = getattr(obj, p.name, p.default)
+        if p.name == "n_splits" and hasattr(obj, "cvargs"):  # Repeated*KFold keep it there
+            value = obj.cvargs.get("n_splits", value)
         if not _is_default(value, p.default):
-            params[p.name] = _to_spec(value, allow, f"{path}.params.{p.name}")
-    return {"class": name, "params": params}
+            params[p.name] = _to_spec(value, allow, _join(path, f"params.{p.name}"))
+    return params
 
 
 def to_spec(obj: Any, allow: Allowlist | None = None, path: str = "") -> Any:

@@ -374,6 +374,9 @@ def compile_job(
     )
 
 
+_SELECTOR = "sklearn.compose.make_column_selector"
+
+
 def _uses_column_names(spec: Any) -> bool:
     """Whether a ColumnTransformer in the spec selects columns by name."""
     if isinstance(spec, Mapping):
@@ -385,6 +388,8 @@ def _uses_column_names(spec: Any) -> bool:
                         isinstance(cols, list) and any(isinstance(c, str) for c in cols)
                     ):
                         return True
+                    if isinstance(cols, Mapping) and cols.get("class") == _SELECTOR:
+                        return True  # it selects by dtype or by name
         return any(_uses_column_names(v) for v in spec.values())
     if isinstance(spec, list):
         return any(_uses_column_names(v) for v in spec)

@@ -248,6 +248,52 @@ def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
                 search.fit(X_na, y)
 
 
+def test_column_selectors_pick_the_columns_scikit_learn_picks(mg):
+    """make_column_selector by dtype and by pattern, as a ColumnTransformer's
+    columns: the same search as scikit-learn's, keyed by what it selects."""
+    from sklearn.compose import make_column_selector, make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "city": pd.Series(rng.choice(["paris", "lyon", "nice"], 120), dtype=object),
+            "x_size": rng.normal(size=120),
+            "x_age": rng.integers(0, 90, 120),
+            "other": rng.normal(size=120),
+        }
+    )
+    y = (X["city"] == "lyon").to_numpy() ^ (X["x_size"] > 1)
+
+    def pipe(numbers):
+        return make_pipeline(
+            make_column_transformer(
+                (OneHotEncoder(), make_column_selector(dtype_include=object)),
+                (StandardScaler(), numbers),
+            ),
+            LogisticRegression(),
+        )
+
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    results = []
+    for numbers in (
+        make_column_selector(dtype_include=np.number),
+        make_column_selector(pattern="^x_", dtype_exclude=[object, "category"]),
+    ):
+        ours = GridSearchCV(pipe(numbers), grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(pipe(numbers), grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+        results.append(ours.job_.stats["final_fits"])
+    assert results == [6, 6]  # another selection is another search, not a cache hit
+    # selecting by dtype needs a DataFrame, as scikit-learn's does
+    with pytest.raises(SpecError, match="must be a DataFrame"):
+        mg.submit(
+            pipe(make_column_selector(dtype_include=np.number)), grid, X[["x_age"]].to_numpy(), y
+        )
+
+
 def _categorical_frame():
     rng = np.random.default_rng(0)
     X = pd.DataFrame(

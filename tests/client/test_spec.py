@@ -189,6 +189,21 @@ def test_every_default_constructible_allowlisted_class_round_trips(allow):
     assert seen > 150
 
 
+def test_column_selectors_round_trip(allow):
+    """make_column_selector is a value a spec can hold: by dtype (numpy's
+    abstract types, builtins, names) and by pattern."""
+    for selector in (
+        make_column_selector(dtype_include=np.number),
+        make_column_selector(pattern="^x_", dtype_exclude=[object, "category"]),
+        make_column_selector(dtype_include=[np.integer, bool, np.datetime64]),
+    ):
+        spec, rebuilt = round_trip(ColumnTransformer([("s", "passthrough", selector)]), allow)
+        again = rebuilt.transformers[0][2]
+        assert type(again) is make_column_selector
+        assert vars(again) == vars(selector)
+        assert to_spec(rebuilt, allow) == spec
+
+
 class NotAllowed(PCA):
     """A subclass nobody put on the allowlist."""
 
@@ -209,9 +224,9 @@ class NotAllowed(PCA):
             "slice is not expressible",
         ),
         (
-            ColumnTransformer([("a", "drop", make_column_selector(dtype_include=float))]),
-            "params.transformers[0][2]",
-            "not on the allowlist",
+            ColumnTransformer([("a", "drop", make_column_selector(dtype_include=NotAllowed))]),
+            "params.transformers[0][2].params.dtype_include",
+            "a class (NotAllowed) is not a value",
         ),
         (LogisticRegression(C=10**30), "params.C", "out of range"),
         (SelectKBest(np.sin), "params.score_func", "not on the allowlist"),
