@@ -5,8 +5,8 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
 - DataFrames: ``b"memogrid-frame-v5\\0"``, the JSON of each column's
-  label (as ``[kind, label]``), Arrow type, how its nulls read (``None``
-  or missing) and pandas dtype where the Arrow type does not say it, then
+  label (as ``[kind, label]``), Arrow type, which missing value its nulls
+  are (object columns) and pandas dtype where the Arrow type does not say it, then
   each column's logical content: its validity bitmap and its values with
   nulls zeroed and NaNs made one NaN; a categorical's codes and its
   categories. The index is not content.
@@ -27,9 +27,10 @@ ignores numeric ones, so ``0`` and ``"0"`` are different datasets (Arrow
 names fields by strings; non-string labels ride in ``memogrid.columns``).
 An object column's missing values read back as they were held, ``None``,
 ``pd.NA``, ``pd.NaT`` or NaN, each null its own (``memogrid.nulls``):
-scikit-learn's imputers and encoders tell them apart. Parquet, the upload format, keeps only string
-categoricals' codes, so an upload carries every categorical's categories
-in ``memogrid.categories`` and the service rebuilds them exactly.
+scikit-learn's imputers and encoders tell them apart. Parquet, the upload
+format, keeps only string categoricals' codes, so an upload carries every
+categorical's categories in ``memogrid.categories`` and the service
+rebuilds them exactly.
 
 The client hashes locally to skip uploads the service already holds; the
 service hashes what it receives with this same code. Object arrays and
