@@ -26,15 +26,19 @@ import numpy as np
 
 from . import errors
 from .data import (
+    TEXT_TYPE,
     array_chunks,
     as_array,
     as_target,
     dataset_id,
     frame_table,
+    hash_text,
     is_frame,
     is_object_strings,
+    is_text,
     memory_order,
     npy_header,
+    text_parts,
     wire_table,
 )
 from .errors import MemogridError
@@ -239,7 +243,7 @@ class Client:
 
     # -- datasets ---------------------------------------------------------
     def upload(self, data: Any) -> str:
-        """Store an array or DataFrame on the service (if it lacks it); its id."""
+        """Store an array, text or a DataFrame on the service (if it lacks it); its id."""
         if is_frame(data):
             table = frame_table(data)
             from .data import hash_table
@@ -253,6 +257,12 @@ class Client:
                 buf = io.BytesIO()
                 pq.write_table(wire_table(table), buf)
                 self._post_dataset(buf.getvalue(), "application/vnd.apache.parquet", did)
+            return did
+        if is_text(data):  # its own size, not the longest string's width in every row
+            offsets, text = text_parts(data)
+            did = hash_text(offsets, text)
+            if not self.has_dataset(did):
+                self._post_dataset(npy_header(offsets) + offsets.tobytes() + text, TEXT_TYPE, did)
             return did
         arr = as_array(data)
         did = dataset_id(arr)
@@ -280,8 +290,27 @@ class Client:
         if got["id"] != expected:
             raise errors.DataError(
                 f"the service stored the upload as {got['id']}, not {expected}: "
-                "client and service disagree on the content encoding"
+                f"client and service disagree on the content encoding{self._encodings_differ()}"
             )
+
+    def _encodings_differ(self) -> str:
+        """What differs between the client's and the service's encodings, if it says."""
+        from .data import ENCODINGS
+
+        try:
+            health = self._json("GET", "/v1/health")
+        except errors.MemogridError:
+            return ""
+        theirs = health.get("encodings") or []
+        mine = [e for e in ENCODINGS if e not in theirs]
+        if not mine:
+            return ""
+        other = [e for e in theirs if e not in ENCODINGS]
+        return (
+            f" (this client hashes with {', '.join(mine)}, the service (memogrid "
+            f"{health.get('version')}) with {', '.join(other) or 'older ones'}: "
+            "install the same memogrid on both)"
+        )
 
     def has_dataset(self, dataset_id: str) -> bool:
         """Whether the service holds this dataset (for this user)."""
@@ -353,7 +382,13 @@ class Client:
         if groups is not None:
             body["groups"] = self._dataset_ref(groups)
         # text the caller holds as object (pandas labels): the service loads it so
-        objects = [r for r, v in (("X", X), ("y", y), ("groups", groups)) if is_object_strings(v)]
+        # (and X as a list of documents: a text vectorizer reads it as it
+        # reads the list, and the workers hold it at its own size)
+        objects = [
+            r
+            for r, v in (("X", X), ("y", y), ("groups", groups))
+            if is_object_strings(v) or (r == "X" and is_text(v))
+        ]
         if objects:
             body["object_arrays"] = objects
         body["fit_params"] = {k: self._dataset_ref(v) for k, v in fit_params.items()}

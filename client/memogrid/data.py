@@ -4,6 +4,12 @@ A dataset's id is the SHA-256 of a canonical encoding of its content:
 
 - arrays: ``b"memogrid-array-v1\\0"``, the JSON of ``[dtype.str, shape]``,
   then the C-ordered bytes;
+- text (a list, object array or pandas Series of strings: documents,
+  labels): ``b"memogrid-text-v1\\0"``, the JSON of ``[n]``, the ``n + 1``
+  little-endian int64 offsets of each string's UTF-8 bytes, then those
+  bytes. Stored and sent as those offsets (a ``.npy``) followed by the
+  bytes, it takes its content's size, where a numpy text array takes the
+  longest string's width in every row;
 - DataFrames: ``b"memogrid-frame-v5\\0"``, the JSON of each column's
   label (as ``[kind, label]``), Arrow type, which missing value its nulls
   are (object columns) and pandas dtype where the Arrow type does not say it, then
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -58,6 +65,12 @@ ARRAY_MAGIC = b"memogrid-array-v1\0"
 # one id, but scikit-learn does not treat them alike; v4 read an object
 # column of numbers or booleans with missing values back as floats and None
 FRAME_MAGIC = b"memogrid-frame-v5\0"
+TEXT_MAGIC = b"memogrid-text-v1\0"
+#: every content encoding ids are hashed with, by name and version: client
+#: and service must share them (the service lists its own in /v1/health)
+ENCODINGS = tuple(m.rstrip(b"\0").decode() for m in (ARRAY_MAGIC, FRAME_MAGIC, TEXT_MAGIC))
+#: the upload content type of text (see :func:`text_parts`)
+TEXT_TYPE = "application/x-memogrid-text"
 #: schema metadata key of a frame's column labels, when not all are strings
 LABELS_KEY = b"memogrid.columns"
 #: schema metadata key of which missing value each null of an object column
@@ -87,6 +100,7 @@ DTYPES: dict[str, tuple[str, ...]] = {
     "temporal": ("object",),
 }
 _CHUNK = 1 << 22
+_MAX_TEXT_HEADER = 10_000
 
 
 def is_frame(obj: Any) -> bool:
@@ -134,14 +148,83 @@ def is_object_strings(obj: Any) -> bool:
     of labels, pandas text): stored as numpy text, it is loaded back as
     ``object`` for scikit-learn, whose classifiers keep labels in the
     dtype they came in."""
-    if obj is None or is_frame(obj):
-        return False
+    if obj is None or is_frame(obj) or isinstance(obj, (list, tuple)):
+        return False  # numpy reads a list of strings as numpy text
     arr = np.asarray(obj)
     return arr.dtype.hasobject and _all_strings(arr)
 
 
 def _all_strings(arr: np.ndarray) -> bool:
     return bool(arr.size) and all(isinstance(v, str) for v in arr.ravel())
+
+
+def is_text(obj: Any) -> bool:
+    """Whether ``obj`` is one-dimensional text not held as a numpy text
+    array: a list or tuple, an object array or a pandas Series of strings
+    (stored as text, :func:`text_parts`)."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype != object:
+            return False
+    elif not isinstance(obj, (list, tuple)) and type(obj).__name__ != "Series":
+        return False
+    try:
+        arr = np.asarray(obj, dtype=object)
+    except ValueError:  # ragged nesting
+        return False
+    return arr.ndim == 1 and _all_strings(arr)
+
+
+def text_parts(obj: Any) -> tuple[np.ndarray, bytes]:
+    """Text as its strings' UTF-8 bytes, one after the other, and the
+    ``n + 1`` int64 offsets that cut them."""
+    try:
+        encoded = [s.encode("utf-8") for s in np.asarray(obj, dtype=object)]
+    except UnicodeEncodeError as exc:
+        raise DataError(f"a string is not valid Unicode text: {exc}") from None
+    offsets = np.zeros(len(encoded) + 1, dtype="<i8")
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return offsets, b"".join(encoded)
+
+
+def hash_text(offsets: np.ndarray, data: bytes | memoryview) -> str:
+    h = hashlib.sha256(TEXT_MAGIC)
+    h.update(json.dumps([len(offsets) - 1]).encode())
+    h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())
+    h.update(data)
+    return h.hexdigest()
+
+
+def read_text(body: bytes | memoryview) -> tuple[np.ndarray, list[str]]:
+    """The offsets and strings of text as sent and stored (a ``.npy`` of
+    int64 offsets, then the bytes), checked: a DataError says what is wrong."""
+    view = memoryview(body)
+    fp = io.BytesIO(view[:_MAX_TEXT_HEADER])
+    try:
+        version = np.lib.format.read_magic(fp)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(fp, _MAX_TEXT_HEADER)
+    except Exception as exc:  # numpy parses untrusted text: tokenize errors too
+        raise DataError(f"the text's offsets are not a readable .npy header: {exc}") from None
+    if dtype != np.dtype("<i8") or len(shape) != 1 or shape[0] < 2:
+        raise DataError("the text's offsets are a one-dimensional int64 array of n + 1 >= 2")
+    start = fp.tell()
+    end = start + 8 * shape[0]
+    if len(view) < end:
+        raise DataError("the text ends within its offsets")
+    offsets = np.frombuffer(view[start:end], dtype="<i8")
+    data = view[end:]
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(data):
+        raise DataError(f"the text's offsets must rise from 0 to its {len(data)} bytes of strings")
+    raw = bytes(data)
+    try:
+        strings = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the text is not UTF-8 cut at its offsets: {exc}") from None
+    return offsets, strings
 
 
 def hash_array(arr: np.ndarray) -> str:
@@ -678,9 +761,11 @@ def hash_table(table: Any) -> str:
 
 
 def dataset_id(obj: Any) -> str:
-    """The content id of an array or DataFrame, as the service computes it."""
+    """The content id of an array, text or DataFrame, as the service computes it."""
     if is_frame(obj):
         return hash_table(frame_table(obj))
+    if is_text(obj):
+        return hash_text(*text_parts(obj))
     return hash_array(as_array(obj))
 
 

@@ -12,7 +12,15 @@ from ..db.models import Dataset, DatasetOwner, Job, JobDataset
 from ..db.ops import aware, lock_user, utcnow
 from ..runner.states import JobState
 from ..store.datasets import SUFFIXES
-from ..store.uploads import NPY_TYPES, PARQUET_TYPES, DatasetInfo, Upload, UploadError, media_kind
+from ..store.uploads import (
+    NPY_TYPES,
+    PARQUET_TYPES,
+    TEXT_TYPE,
+    DatasetInfo,
+    Upload,
+    UploadError,
+    media_kind,
+)
 from .app import Services, services
 from .auth import CurrentUser, Principal, current_user
 from .problems import Problem, known_query
@@ -67,10 +75,12 @@ def _owned_bytes(s: Any, user: Principal) -> int:
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "description": "an array as .npy, or a DataFrame as Parquet, streamed",
+        "description": "an array as .npy, a DataFrame as Parquet, or text (strings) as "
+        "their int64 offsets (.npy) followed by their UTF-8 bytes, streamed",
         "content": {
             NPY_TYPES[0]: {"schema": {"type": "string", "format": "binary"}},
             PARQUET_TYPES[0]: {"schema": {"type": "string", "format": "binary"}},
+            TEXT_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -84,7 +94,7 @@ _UPLOAD_BODY = {
     responses={
         200: {"model": DatasetOut, "description": "already stored: nothing written"},
         413: {"description": "larger than the upload limit"},
-        415: {"description": "neither .npy nor Parquet"},
+        415: {"description": "neither .npy, Parquet nor text"},
         422: {"description": "the content is refused (object dtype, bad header, ...)"},
     },
 )
@@ -94,7 +104,7 @@ async def upload_dataset(
     svc: Annotated[Services, Depends(services)],
     user: CurrentUser,
 ) -> DatasetOut:
-    """Upload an array or DataFrame; its id is the SHA-256 of its content."""
+    """Upload an array, text or a DataFrame; its id is the SHA-256 of its content."""
     limit = svc.settings.upload_max_bytes
     quota = svc.settings.user_max_bytes
     try:

@@ -9,6 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
+from memogrid.data import ENCODINGS
+
 from ..db.models import Candidate, CandidateParam, Job
 from ..db.ops import aware
 from ..runner.jobs import param_key, param_text
@@ -126,4 +128,9 @@ def health(svc: Annotated[Services, Depends(services)]) -> Health:
 
     with svc.db.read() as s:
         s.execute(text("SELECT 1"))
-    return Health(status="ok", version=_version(), schema_revision=svc.schema_revision)
+    return Health(
+        status="ok",
+        version=_version(),
+        schema_revision=svc.schema_revision,
+        encodings=list(ENCODINGS),
+    )

@@ -16,7 +16,7 @@ JSONValue = Any
 
 class DatasetOut(BaseModel):
     id: str
-    kind: Literal["array", "frame"]
+    kind: Literal["array", "text", "frame"]
     shape: list[int]
     dtype: str | None = Field(None, description="numpy dtype string (arrays)")
     columns: list[list[str]] | None = Field(None, description="[[name, arrow type], ...] (frames)")
@@ -164,3 +164,8 @@ class Health(BaseModel):
     status: str
     version: str
     schema_revision: str | None
+    encodings: list[str] = Field(
+        default_factory=list,
+        description="the dataset content encodings this service hashes with "
+        "(memogrid.data.ENCODINGS): a client on other ones computes other ids",
+    )

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from memogrid.data import as_target, memory_order
+from memogrid.data import as_target, is_text, memory_order
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -759,6 +759,10 @@ class SearchRunner:
         scorers_token = [_scorers_token(scoring), keys.canonical(error_score)]
 
         x_ref = self._ref(X)
+        if x_ref is not None and is_text(X):
+            # documents: a vectorizer reads an object array as it reads a
+            # list, and workers hold it at its own size, not as numpy text
+            x_ref = DataRef(x_ref.root, x_ref.dataset_id, as_object=True)
         y_ref = self._ref(as_target(y))
         g_ref = self._ref(groups)
         assert x_ref is not None

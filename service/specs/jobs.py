@@ -23,7 +23,7 @@ class DatasetShape:
     """What compiling a job needs to know about a dataset."""
 
     n_rows: int
-    kind: str  # "array" | "frame"
+    kind: str  # "array" | "text" | "frame"
     dtype: str | None = None  # numpy dtype string (arrays)
     ndim: int = 1
 
@@ -341,7 +341,8 @@ def compile_job(
         if role not in shapes:
             raise SpecError("object_arrays", f"{role!r} names no dataset of this job")
         found = shapes[role]
-        if found.kind != "array" or not (found.dtype or "").lstrip("<>|=").startswith("U"):
+        text = found.kind in ("array", "text")
+        if not text or not (found.dtype or "").lstrip("<>|=").startswith("U"):
             raise SpecError(
                 "object_arrays", f"{role} is not a string array: only those load as object"
             )

@@ -6,11 +6,15 @@ in :mod:`memogrid.data`, shared with the client):
 
 - arrays: ``b"memogrid-array-v1\\0"``, the dtype string (``arr.dtype.str``),
   the shape, then the C-ordered bytes;
+- text: ``b"memogrid-text-v1\\0"``, the count, the strings' offsets and
+  their UTF-8 bytes;
 - DataFrames: ``b"memogrid-frame-v5\\0"``, then each column's label, Arrow
   type, kind of missing values and pandas dtype, then its logical content (validity,
   values with nulls zeroed, categories): see :mod:`memogrid.data`.
 
-Arrays are stored as ``<id>.npy`` and loaded memory-mapped; DataFrames as
+Arrays are stored as ``<id>.npy`` and loaded memory-mapped; text as
+``<id>.text`` (the offsets, then the UTF-8 bytes) and loaded as numpy text
+or, where the caller held it so, as an ``object`` array; DataFrames as
 ``<id>.parquet``, written as uploads travel (:func:`memogrid.data.wire_table`:
 the canonical table with its categoricals' categories in its metadata,
 since Parquet keeps only string ones) and read back through
@@ -43,8 +47,12 @@ from memogrid.data import (
     frame_table,
     hash_array,
     hash_table,
+    hash_text,
     is_frame,
+    is_text,
+    read_text,
     table_frame,
+    text_parts,
     wire_table,
 )
 
@@ -83,6 +91,8 @@ _hash_array = _dataset_errors(hash_array)
 _frame_table = _dataset_errors(frame_table)
 _canonical_table = _dataset_errors(canonical_table)
 _table_frame = _dataset_errors(table_frame)
+_read_text = _dataset_errors(read_text)
+_text_parts = _dataset_errors(text_parts)
 
 
 def _write_parquet(f: Any, table: Any) -> None:
@@ -92,7 +102,7 @@ def _write_parquet(f: Any, table: Any) -> None:
 
 
 #: the files a dataset may be stored as
-SUFFIXES = (".npy", ".parquet")
+SUFFIXES = (".npy", ".parquet", ".text")
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,17 @@ class DatasetStore:
         """Store an array or DataFrame (no-op when present); return its ref."""
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
+        if is_text(obj):
+            offsets, data = _text_parts(obj)
+            did = hash_text(offsets, data)
+            path = self._path(did, ".text")
+            if not path.exists():
+                header = io.BytesIO()
+                np.save(header, offsets, allow_pickle=False)
+                self._write_atomic(path, lambda f: f.write(header.getvalue() + data))
+            # as scikit-learn sees it: a list reads as numpy text, an object
+            # array or a Series as object
+            return DataRef(str(self.root), did, as_object=not isinstance(obj, (list, tuple)))
         arr = _as_array(obj)
         did = _hash_array(arr)
         path = self._path(did, ".npy")
@@ -176,13 +197,22 @@ class DatasetStore:
             if memo in self._loaded:
                 self._loaded.move_to_end(memo)
                 return self._loaded[memo]
-        arr = self.load(dataset_id)
-        if not (isinstance(arr, np.ndarray) and arr.dtype.kind == "U"):
-            raise DatasetError(f"dataset {dataset_id} is not a string array: cannot be object")
-        value = arr.astype(object)
+        text = self._path(dataset_id, ".text")
+        if text.exists():
+            value = np.array(self._text(text), dtype=object)
+        else:
+            arr = self.load(dataset_id)
+            if not (isinstance(arr, np.ndarray) and arr.dtype.kind == "U"):
+                raise DatasetError(f"dataset {dataset_id} is not a string array: cannot be object")
+            value = arr.astype(object)
         value.flags.writeable = False  # shared by every task, as the memory map is
         self._remember(memo, value)
         return value
+
+    @staticmethod
+    def _text(path: Path) -> list[str]:
+        with open(path, "rb") as f:
+            return _read_text(f.read())[1]
 
     def _remember(self, memo: str, value: Any) -> None:
         with self._lock:
@@ -198,8 +228,12 @@ class DatasetStore:
                 return self._loaded[dataset_id]
         npy = self._path(dataset_id, ".npy")
         parquet = self._path(dataset_id, ".parquet")
+        text = self._path(dataset_id, ".text")
         if npy.exists():
             value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
+        elif text.exists():  # as numpy text, as scikit-learn reads a list of strings
+            value = np.array(self._text(text))
+            value.flags.writeable = False
         elif parquet.exists():
             import pyarrow.parquet as pq
 

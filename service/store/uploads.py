@@ -6,7 +6,9 @@ bytes (``allow_pickle`` never arises: the header is a literal and object,
 structured and date dtypes are refused), then the data is hashed while it is
 written, so the dataset id is known the moment the last byte lands. Parquet
 bodies are spooled to a temporary file, then read and stored through the
-same route as an in-process DataFrame, so both give the same id.
+same route as an in-process DataFrame, so both give the same id; text
+bodies (int64 offsets as ``.npy``, then UTF-8 bytes) are spooled, checked
+and kept as they came.
 
 Every refusal is an :class:`UploadError` carrying the HTTP status it deserves
 (413 too large, 415 unknown format, 422 bad content); a refused upload
@@ -27,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table
+from memogrid.data import TEXT_TYPE, hash_text
+
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table, _read_text
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -51,7 +55,7 @@ class DatasetInfo:
     """What the service records about a stored dataset."""
 
     id: str
-    kind: str  # "array" | "frame"
+    kind: str  # "array" | "text" | "frame"
     shape: list[int]
     dtype: str | None
     columns: list[list[str]] | None
@@ -59,16 +63,19 @@ class DatasetInfo:
 
 
 def media_kind(content_type: str | None) -> str:
-    """``"npy"`` or ``"parquet"`` for a Content-Type, else a 415."""
+    """``"npy"``, ``"parquet"`` or ``"text"`` for a Content-Type, else a 415."""
     base = (content_type or "").split(";")[0].strip().lower()
     if base in NPY_TYPES:
         return "npy"
     if base in PARQUET_TYPES:
         return "parquet"
+    if base == TEXT_TYPE:
+        return "text"
     raise UploadError(
         415,
         f"unsupported content type {content_type!r}: send an array as "
-        f"{NPY_TYPES[0]!r} (.npy) or a DataFrame as {PARQUET_TYPES[0]!r} (Parquet)",
+        f"{NPY_TYPES[0]!r} (.npy), a DataFrame as {PARQUET_TYPES[0]!r} (Parquet) or "
+        f"text as {TEXT_TYPE!r} (int64 offsets as .npy, then the UTF-8 bytes)",
     )
 
 
@@ -181,6 +188,8 @@ class Upload:
         try:
             if self.kind == "npy":
                 return self._finish_npy()
+            if self.kind == "text":
+                return self._finish_text()
             return self._finish_parquet()
         finally:
             self._tmp.unlink(missing_ok=True)
@@ -200,6 +209,20 @@ class Upload:
         if not final.exists():
             os.replace(self._tmp, final)
         return DatasetInfo(did, "array", list(shape), dtype.str, None, final.stat().st_size)
+
+    def _finish_text(self) -> DatasetInfo:
+        body = self._tmp.read_bytes()
+        try:
+            offsets, strings = _read_text(body)
+        except DatasetError as exc:
+            raise UploadError(422, str(exc)) from None
+        did = hash_text(offsets, memoryview(body)[len(body) - int(offsets[-1]) :])
+        final = self.store._path(did, ".text")
+        if not final.exists():
+            os.replace(self._tmp, final)
+        # what it loads as: numpy text of its longest string's width
+        width = max(1, max(map(len, strings)))
+        return DatasetInfo(did, "text", [len(strings)], f"<U{width}", None, final.stat().st_size)
 
     def _finish_parquet(self) -> DatasetInfo:
         import pyarrow as pa

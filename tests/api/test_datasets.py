@@ -177,6 +177,53 @@ def test_bad_parquet_is_refused(api, settings):
     assert _files(settings) == []
 
 
+TEXT = {"content-type": "application/x-memogrid-text"}
+
+
+def _text_body(offsets, data: bytes) -> bytes:
+    return npy_bytes(np.asarray(offsets, dtype="<i8")) + data
+
+
+def test_upload_text_gets_its_content_id_at_its_own_size(api, settings, store):
+    """A list of documents travels and is stored at its UTF-8 size, where a
+    numpy text array would hold the longest document's width in every row."""
+    from memogrid.data import hash_text, text_parts
+
+    docs = ["short", "ünïcödé ✓", "", "x" * 100_000] + [f"doc {i}" for i in range(996)]
+    offsets, data = text_parts(docs)
+    r = api.post("/v1/datasets", content=_text_body(offsets, data), headers=TEXT)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["id"] == hash_text(offsets, data) == dataset_id(docs) == store.put(docs).dataset_id
+    assert body["kind"] == "text" and body["shape"] == [1000] and body["dtype"] == "<U100000"
+    # the whole corpus is ~110 KB; as numpy text it would be 1000 x 400 KB
+    assert body["size"] < 2 * len(data) + 10_000
+    assert _files(settings) == [f"{body['id']}.text"]
+    # a Series or an object array of the same strings is the same text
+    assert dataset_id(pd.Series(docs)) == dataset_id(np.array(docs, dtype=object)) == body["id"]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not npy at all", "readable .npy header"),
+        (npy_bytes(np.array([0, 3], dtype="<i4")) + b"abc", "int64"),
+        (npy_bytes(np.array([[0, 3]], dtype="<i8")) + b"abc", "one-dimensional"),
+        (_text_body([0, 3], b"ab"), "rise from 0 to its 2 bytes"),
+        (_text_body([1, 3], b"abc"), "rise from 0"),
+        (_text_body([0, 2, 1, 3], b"abc"), "rise from 0"),
+        (_text_body([0, 2], b"\xff\xfe"), "not UTF-8"),
+        (_text_body([0, 1, 2], "é".encode()), "not UTF-8"),  # cut within a character
+        (npy_bytes(np.arange(4, dtype="<i8"))[:-4], "ends within its offsets"),
+    ],
+)
+def test_bad_text_is_refused_and_leaves_nothing(api, settings, body, message):
+    r = api.post("/v1/datasets", content=body, headers=TEXT)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert _files(settings) == []
+
+
 def test_unknown_content_type_is_415(api):
     r = api.post("/v1/datasets", content=b"1,2,3", headers={"content-type": "text/csv"})
     assert r.status_code == 415 and "text/csv" in r.json()["detail"]

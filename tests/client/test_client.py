@@ -6,6 +6,7 @@ import io
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import loguniform
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -141,6 +142,26 @@ def test_inexpressible_objects_fail_before_anything_is_sent(mg, seed_data):
     with pytest.raises(memogrid.SpecError, match="cv"):
         mg.submit(seed_pipe(), GRID, X, y, cv=[(np.arange(10), np.linspace(0, 1, 3))])
     assert mg.uploads == 0 and mg.jobs() == []
+
+
+def test_a_client_on_another_encoding_is_told_which(mg, monkeypatch):
+    """A client whose frame ids differ from the service's (one memogrid
+    ahead of the other) is told which encodings differ, not only that ids do."""
+    import memogrid.data
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
+    monkeypatch.setattr(memogrid.data, "hash_table", lambda table: "f" * 64)
+    monkeypatch.setattr(
+        memogrid.data, "ENCODINGS", ("memogrid-array-v1", "memogrid-frame-v9", "memogrid-text-v1")
+    )
+    with pytest.raises(memogrid.DataError, match="disagree on the content encoding") as err:
+        mg.upload(df)
+    assert "memogrid-frame-v9" in str(err.value) and "memogrid-frame-v5" in str(err.value)
+    assert mg._json("GET", "/v1/health")["encodings"] == [
+        "memogrid-array-v1",
+        "memogrid-frame-v5",
+        "memogrid-text-v1",
+    ]
 
 
 def test_error_types(mg, seed_data, monkeypatch):

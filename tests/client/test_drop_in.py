@@ -294,6 +294,30 @@ def test_column_selectors_pick_the_columns_scikit_learn_picks(mg):
         )
 
 
+def test_text_documents_search_as_in_scikit_learn(mg):
+    """A list (or Series) of documents into a text vectorizer, labels as a
+    list of strings: the same search, classes_ of scikit-learn's dtype, and
+    the documents held at their own size on the service."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "fine", "awful", "great", "meh", "ok", "poor"]
+    docs = [" ".join(rng.choice(words, rng.integers(3, 30))) for _ in range(150)]
+    docs[7] = "good " * 5000  # one long document
+    labels = ["pos" if d.count("good") + d.count("great") > d.count("bad") else "neg" for d in docs]
+    pipe = make_pipeline(TfidfVectorizer(), LogisticRegression())
+    grid = {"tfidfvectorizer__ngram_range": [(1, 1), (1, 2)], "logisticregression__C": [1.0, 10.0]}
+    for X in (docs, pd.Series(docs)):
+        ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, labels)
+        sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, labels)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.classes_.dtype == sk.classes_.dtype
+        assert np.array_equal(ours.predict(X), sk.predict(X))
+        assert "X" in ours.job_.results()["request"]["object_arrays"]
+    assert mg.dataset(mg.upload(docs))["kind"] == "text"
+
+
 def _categorical_frame():
     rng = np.random.default_rng(0)
     X = pd.DataFrame(

@@ -42,6 +42,16 @@ schemathesis.openapi.media_type(
     st.one_of(_arrays, _arrays.map(lambda b: b[:-3]), st.binary(max_size=200)),
 )
 schemathesis.openapi.media_type("application/vnd.apache.parquet", st.binary(max_size=200))
+# text: valid offsets and strings, cut short, and noise
+_texts = st.lists(st.text(max_size=10), min_size=1, max_size=10).map(
+    lambda xs: (
+        _npy(np.cumsum([0] + [len(x.encode()) for x in xs], dtype="<i8")) + "".join(xs).encode()
+    )
+)
+schemathesis.openapi.media_type(
+    "application/x-memogrid-text",
+    st.one_of(_texts, _texts.map(lambda b: b[:-1]), st.binary(max_size=200)),
+)
 
 # the schema as the app builds it (no server needed to read it)
 schema = schemathesis.openapi.from_dict(create_app(Settings(data_dir="/nonexistent")).openapi())

@@ -43,6 +43,22 @@ def test_object_arrays_are_refused(store):
     assert list(store.root.iterdir()) == []
 
 
+def test_text_loads_as_numpy_text_or_object_as_the_caller_held_it(store):
+    """A list of strings reads as numpy text (as numpy reads it), an object
+    array or a Series as object; both from the one stored copy."""
+    docs = ["a", "bb", "ccc", "ünï"]
+    listed, held = store.put(docs), store.put(pd.Series(docs))
+    assert listed.dataset_id == held.dataset_id
+    assert not listed.as_object and held.as_object
+    fresh = DatasetStore(store.root)
+    as_text, as_object = fresh.load(listed.dataset_id), fresh.load_object(listed.dataset_id)
+    assert as_text.dtype == np.array(docs).dtype and as_text.tolist() == docs
+    assert as_object.dtype == object and as_object.tolist() == docs
+    assert not as_text.flags.writeable and not as_object.flags.writeable
+    # numpy text stays an array, with its own id
+    assert store.put(np.array(docs)).dataset_id != listed.dataset_id
+
+
 def test_frames_keep_column_names_and_types(store):
     df = pd.DataFrame(
         {
