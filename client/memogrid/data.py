@@ -45,6 +45,7 @@ columns of other kinds are refused: nothing here is ever pickled.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import itertools
@@ -194,9 +195,11 @@ def hash_text(offsets: np.ndarray, data: bytes | memoryview) -> str:
     return h.hexdigest()
 
 
-def read_text(body: bytes | memoryview) -> tuple[np.ndarray, list[str]]:
-    """The offsets and strings of text as sent and stored (a ``.npy`` of
-    int64 offsets, then the bytes), checked: a DataError says what is wrong."""
+def check_text(body: bytes | memoryview) -> tuple[np.ndarray, memoryview]:
+    """The offsets and bytes of text as sent and stored (a ``.npy`` of int64
+    offsets, then the bytes), checked without decoding a string: the bytes
+    are UTF-8 and every offset starts a character. A DataError says what
+    is wrong."""
     view = memoryview(body)
     fp = io.BytesIO(view[:_MAX_TEXT_HEADER])
     try:
@@ -219,12 +222,23 @@ def read_text(body: bytes | memoryview) -> tuple[np.ndarray, list[str]]:
     data = view[end:]
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(data):
         raise DataError(f"the text's offsets must rise from 0 to its {len(data)} bytes of strings")
-    raw = bytes(data)
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        strings = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+        for at in range(0, len(data), _CHUNK):
+            decoder.decode(data[at : at + _CHUNK])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        raise DataError(f"the text is not UTF-8 cut at its offsets: {exc}") from None
-    return offsets, strings
+        raise DataError(f"the text is not UTF-8: {exc.reason}") from None
+    inner = offsets[(offsets > 0) & (offsets < len(data))]
+    if inner.size and np.any(np.frombuffer(data, dtype=np.uint8)[inner] & 0xC0 == 0x80):
+        raise DataError("the text's offsets cut a UTF-8 character")
+    return offsets, data
+
+
+def decode_text(offsets: np.ndarray, data: bytes | memoryview) -> list[str]:
+    """The strings of checked text (:func:`check_text`)."""
+    raw = bytes(data)
+    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
 
 
 def hash_array(arr: np.ndarray) -> str:

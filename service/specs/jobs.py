@@ -341,8 +341,8 @@ def compile_job(
         if role not in shapes:
             raise SpecError("object_arrays", f"{role!r} names no dataset of this job")
         found = shapes[role]
-        text = found.kind in ("array", "text")
-        if not text or not (found.dtype or "").lstrip("<>|=").startswith("U"):
+        numpy_text = found.kind == "array" and (found.dtype or "").lstrip("<>|=").startswith("U")
+        if not (numpy_text or found.kind == "text"):
             raise SpecError(
                 "object_arrays", f"{role} is not a string array: only those load as object"
             )

@@ -43,14 +43,15 @@ from memogrid.data import (
     DataError,
     as_array,
     canonical_table,
+    check_text,
     dataset_id,
+    decode_text,
     frame_table,
     hash_array,
     hash_table,
     hash_text,
     is_frame,
     is_text,
-    read_text,
     table_frame,
     text_parts,
     wire_table,
@@ -91,7 +92,7 @@ _hash_array = _dataset_errors(hash_array)
 _frame_table = _dataset_errors(frame_table)
 _canonical_table = _dataset_errors(canonical_table)
 _table_frame = _dataset_errors(table_frame)
-_read_text = _dataset_errors(read_text)
+_check_text = _dataset_errors(check_text)
 _text_parts = _dataset_errors(text_parts)
 
 
@@ -212,7 +213,7 @@ class DatasetStore:
     @staticmethod
     def _text(path: Path) -> list[str]:
         with open(path, "rb") as f:
-            return _read_text(f.read())[1]
+            return decode_text(*_check_text(f.read()))
 
     def _remember(self, memo: str, value: Any) -> None:
         with self._lock:

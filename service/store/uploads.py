@@ -31,7 +31,7 @@ import numpy as np
 
 from memogrid.data import TEXT_TYPE, hash_text
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table, _read_text
+from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table, _check_text
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -213,16 +213,14 @@ class Upload:
     def _finish_text(self) -> DatasetInfo:
         body = self._tmp.read_bytes()
         try:
-            offsets, strings = _read_text(body)
+            offsets, data = _check_text(body)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
-        did = hash_text(offsets, memoryview(body)[len(body) - int(offsets[-1]) :])
+        did = hash_text(offsets, data)
         final = self.store._path(did, ".text")
         if not final.exists():
             os.replace(self._tmp, final)
-        # what it loads as: numpy text of its longest string's width
-        width = max(1, max(map(len, strings)))
-        return DatasetInfo(did, "text", [len(strings)], f"<U{width}", None, final.stat().st_size)
+        return DatasetInfo(did, "text", [len(offsets) - 1], None, None, final.stat().st_size)
 
     def _finish_parquet(self) -> DatasetInfo:
         import pyarrow as pa
