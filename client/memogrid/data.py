@@ -33,7 +33,10 @@ ignores numeric ones, so ``0`` and ``"0"`` are different datasets (Arrow
 names fields by strings; non-string labels ride in ``memogrid.columns``).
 An object column's missing values read back as they were held, ``None``,
 ``pd.NA``, ``pd.NaT`` or NaN, each null its own (``memogrid.nulls``):
-scikit-learn's imputers and encoders tell them apart. Parquet, the upload
+scikit-learn's imputers and encoders tell them apart. An object column
+mixing kinds of values (str and int ids, ints and floats), which Arrow
+refuses or converts, is stored as typed tokens (``memogrid.mixed``,
+:func:`_token`) and read back as the values it held. Parquet, the upload
 format, keeps only string categoricals' codes, so an upload carries every
 categorical's categories in ``memogrid.categories`` and the service
 rebuilds them exactly.
@@ -80,6 +83,10 @@ LABELS_KEY = b"memogrid.columns"
 NULLS_KEY = b"memogrid.nulls"
 #: before v5 (read still): the positions of object columns whose nulls are None
 NONE_KEY = b"memogrid.none"
+#: schema metadata key of the object columns whose values are of several
+#: kinds (str and int ids, ints and floats): positions; stored as typed
+#: tokens (:func:`_token`), read back as the Python values they were
+MIXED_KEY = b"memogrid.mixed"
 #: the missing values an object column may hold: None, pd.NA, pd.NaT, NaN
 NULL_KINDS = "natf"
 #: schema metadata key of every categorical's categories, on the wire
@@ -311,21 +318,79 @@ def _null_kinds(col: Any) -> str | None:
     return kinds[0] if kinds == kinds[0] * len(kinds) else kinds
 
 
+def _token(value: Any) -> str | None:
+    """A value of a mixed object column as a typed token, or None if it is
+    of no kind a token holds."""
+    if isinstance(value, (bool, np.bool_)):
+        return "b1" if value else "b0"
+    if isinstance(value, (int, np.integer)):
+        return f"i{int(value)}"
+    if isinstance(value, (float, np.floating)):
+        return f"f{float(value)!r}"
+    if isinstance(value, str):
+        return f"s{value}"
+    return None
+
+
+def _untoken(token: str, name: str) -> Any:
+    """The value a token stands for; a DataError unless it is one
+    :func:`_token` writes (so equal values always have one token)."""
+    kind, rest = token[:1], token[1:]
+    value: Any = None
+    try:
+        if kind == "s":
+            return rest
+        if kind == "b" and rest in ("0", "1"):
+            return rest == "1"
+        if kind == "i":
+            value = int(rest)
+        elif kind == "f":
+            value = float(rest)
+    except ValueError:
+        value = None
+    if value is None or _token(value) != token:
+        raise DataError(f"column {name!r} holds a malformed mixed value token {token[:40]!r}")
+    return value
+
+
+def _mixed_tokens(col: Any) -> list[str | None] | None:
+    """An object column holding values of several kinds (str and int ids,
+    ints and floats), as tokens (None where missing); None for any other
+    column (Arrow stores it, or refuses what it cannot)."""
+    from pandas.api.types import infer_dtype
+
+    if getattr(col, "dtype", None) != np.dtype(object):
+        return None
+    if infer_dtype(col, skipna=True) not in ("mixed", "mixed-integer", "mixed-integer-float"):
+        return None
+    missing = col.isna().to_numpy()
+    tokens = [None if gone else _token(v) for v, gone in zip(col, missing, strict=True)]
+    if any(t is None for t, gone in zip(tokens, missing, strict=True) if not gone):
+        return None
+    return tokens
+
+
 def frame_table(df: Any) -> Any:
     """A DataFrame as its canonical Arrow table; refuses other column kinds."""
+    import pandas as pd
     import pyarrow as pa
 
     labels = [_label(c) for c in df.columns]
     nulls = {i: k for i in range(df.shape[1]) if (k := _null_kinds(df.iloc[:, i])) is not None}
     names = [str(t) for t in df.dtypes]
     dtypes = {i: n for i, n in enumerate(names) if any(n in ok for ok in DTYPES.values())}
+    mixed = {i: t for i in range(df.shape[1]) if (t := _mixed_tokens(df.iloc[:, i])) is not None}
+    if mixed:
+        df = df.copy(deep=False)  # the caller's frame keeps its values
+        for i, tokens in mixed.items():
+            df.isetitem(i, pd.Series(tokens, index=df.index, dtype=object))
     if any(kind != "str" for kind, _ in labels):  # fields named as table_labels expects
         df = df.set_axis([v if k == "str" else str(v) for k, v in labels], axis=1)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
-    return canonical_table(table, labels=labels, nulls=nulls, dtypes=dtypes)
+    return canonical_table(table, labels=labels, nulls=nulls, dtypes=dtypes, mixed=sorted(mixed))
 
 
 def _json_meta(table: Any, key: bytes) -> Any:
@@ -400,6 +465,17 @@ def table_nulls(table: Any) -> dict[int, str]:
             )
         out[int(pos)] = kinds
     return out
+
+
+def table_mixed(table: Any) -> list[int]:
+    """The positions of the object columns stored as typed tokens."""
+    mixed = _json_meta(table, MIXED_KEY)
+    if mixed is None:
+        return []
+    n = table.num_columns
+    if not (isinstance(mixed, list) and all(type(i) is int and 0 <= i < n for i in mixed)):
+        raise DataError(f"the table's {MIXED_KEY.decode()} metadata must list column positions")
+    return sorted(set(mixed))
 
 
 def _arrow_kind(t: Any) -> str | None:
@@ -616,6 +692,7 @@ def canonical_table(
     labels: list[list[Any]] | None = None,
     nulls: dict[int, str] | None = None,
     dtypes: dict[int, str] | None = None,
+    mixed: list[int] | None = None,
 ) -> Any:
     """``table`` in the canonical form ids and the store use.
 
@@ -656,6 +733,17 @@ def canonical_table(
         meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(nulls.items())}).encode()
         out = out.replace_schema_metadata(meta)
         table_nulls(out)  # as many as the columns' nulls
+    mixed = table_mixed(table) if mixed is None else mixed
+    for i in mixed:
+        name = table.schema.field(i).name
+        if dtypes.get(i) != "object" or not pa.types.is_string(out.schema.field(i).type):
+            raise DataError(f"mixed column {name!r} must be an object column of tokens")
+        for token in out.column(i).to_pylist():
+            if token is not None:
+                _untoken(token, name)
+    if mixed:
+        meta[MIXED_KEY] = json.dumps(mixed).encode()
+        out = out.replace_schema_metadata(meta)
     if dtypes_given:
         table_dtypes(out)  # the client's own: checked against the canonical types
     return out
@@ -690,12 +778,18 @@ def table_frame(table: Any) -> Any:
     labels = table_labels(table)
     nulls = table_nulls(table)
     dtypes = table_dtypes(table)
+    mixed = set(table_mixed(table))
     df = table.replace_schema_metadata(None).to_pandas()
     for i, field in enumerate(table.schema):
         col = table.column(i)
         name = dtypes.get(i)
         if name == "object" or i in nulls:
-            if pa.types.is_integer(field.type) or pa.types.is_boolean(field.type):
+            if i in mixed:
+                values = np.array(
+                    [None if t is None else _untoken(t, field.name) for t in col.to_pylist()],
+                    dtype=object,
+                )
+            elif pa.types.is_integer(field.type) or pa.types.is_boolean(field.type):
                 # Python ints and bools, as the caller's column held them
                 # (pandas reads an integer column with nulls as floats)
                 values = np.array(col.to_pylist(), dtype=object)
@@ -763,8 +857,9 @@ def hash_table(table: Any) -> str:
     labels = table_labels(table)
     nulls = table_nulls(table)
     dtypes = table_dtypes(table)
+    mixed = set(table_mixed(table))
     head = [
-        [label, str(f.type), nulls.get(i, "missing"), dtypes.get(i)]
+        [label, str(f.type), nulls.get(i, "missing"), dtypes.get(i), i in mixed]
         for i, (label, f) in enumerate(zip(labels, table.schema, strict=True))
     ]
     h.update(json.dumps(head).encode())

@@ -248,6 +248,43 @@ def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
                 search.fit(X_na, y)
 
 
+def test_a_column_of_mixed_ids_is_data_as_in_scikit_learn(mg):
+    """An object column of str and int ids (read_csv's "mixed types"):
+    dropped by the ColumnTransformer, the search is scikit-learn's; fed to
+    OneHotEncoder, every fit fails as scikit-learn's do."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(
+        {
+            "id": pd.Series([i if i % 3 else f"c{i}" for i in range(120)], dtype=object),
+            "n": rng.normal(size=120),
+        }
+    )
+    y = (X["n"] > 0).to_numpy().astype(int)
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    for encode, fails in ((["n"], False), (["id"], True)):
+        pipe = make_pipeline(
+            make_column_transformer(
+                (StandardScaler() if not fails else OneHotEncoder(), encode), remainder="drop"
+            ),
+            LogisticRegression(),
+        )
+        ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False)
+        sk = SkGridSearchCV(pipe, grid, cv=3)
+        if fails:
+            for search in (ours, sk):
+                with pytest.raises(ValueError, match="All the 6 fits failed"):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        search.fit(X, y)
+        else:
+            assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.fit(X, y).cv_results_)
+            assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
 def test_column_selectors_pick_the_columns_scikit_learn_picks(mg):
     """make_column_selector by dtype and by pattern, as a ColumnTransformer's
     columns: the same search as scikit-learn's, keyed by what it selects."""

@@ -236,6 +236,44 @@ def test_each_missing_value_of_an_object_column_reads_back_as_held(store):
     assert _through_parquet(df) == dataset_id(df)
 
 
+def test_object_columns_of_several_kinds_read_back_as_held(store):
+    """str and int ids, ints and floats, bools among numbers: each value
+    back as the Python value it was (Arrow alone refuses the first and makes
+    floats of the second)."""
+    df = pd.DataFrame(
+        {
+            "ids": pd.Series([1, "a7", 3, None, np.nan, 2**70, True], dtype=object),
+            "numbers": pd.Series([1, 2.5, -0.0, 1e300, float("inf"), 7, 0], dtype=object),
+            "x": np.arange(7.0),
+        }
+    )
+    ref = store.put(df)
+    back = DatasetStore(store.root).load(ref.dataset_id)
+    for name in ("ids", "numbers"):
+        assert [type(v) for v in back[name]] == [type(v) for v in df[name]], name
+        assert [repr(v) for v in back[name]] == [repr(v) for v in df[name]], name
+    assert _through_parquet(df) == ref.dataset_id == dataset_id(back)
+    # a value's kind is content: 1 and "1" and 1.0 are different data
+    ids = {
+        dataset_id(pd.DataFrame({"c": pd.Series(["a", v], dtype=object)})) for v in (1, "1", 1.0)
+    }
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize("token", ["i007", "f1.50", "b2", "x1", "i"])
+def test_malformed_mixed_tokens_are_refused(token):
+    import pyarrow as pa
+
+    from memogrid.data import MIXED_KEY, DataError, canonical_table, frame_table
+
+    table = frame_table(pd.DataFrame({"c": pd.Series(["a", 1], dtype=object)}))
+    tokens = pa.array(["sa", token])
+    table = table.set_column(0, "c", tokens).replace_schema_metadata(table.schema.metadata)
+    with pytest.raises(DataError, match="malformed mixed value token"):
+        canonical_table(table)
+    assert MIXED_KEY in table.schema.metadata
+
+
 @pytest.mark.parametrize(
     ("nulls", "problem"),
     [
