@@ -675,8 +675,9 @@ class Job:
         return self._cv_results
 
     @property
-    def best_index_(self) -> int:
-        return self._best("best_index")
+    def best_index_(self) -> Any:
+        """As scikit-learn's: a numpy integer."""
+        return np.intp(self._best("best_index"))
 
     @property
     def best_params_(self) -> dict[str, Any]:
@@ -689,7 +690,7 @@ class Job:
     def best_score_(self) -> float:
         from .wire import float_from_token
 
-        return float_from_token(self._best("best_score"), "best_score")
+        return np.float64(float_from_token(self._best("best_score"), "best_score"))
 
     def _best(self, key: str) -> Any:
         value = self.results().get(key)

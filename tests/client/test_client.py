@@ -60,6 +60,8 @@ def test_seed_example_through_submit(mg, seed_data):
     assert_cv_results_equal(job.cv_results_, sk.cv_results_)
     assert job.best_params_ == sk.best_params_
     assert job.best_score_ == sk.best_score_ and job.best_index_ == sk.best_index_
+    assert type(job.best_score_) is type(sk.best_score_)
+    assert type(job.best_index_) is type(sk.best_index_)
     assert job.n_splits_ == 5 and not job.multimetric_
     best = job.best_estimator_
     assert type(best) is Pipeline
