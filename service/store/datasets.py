@@ -102,6 +102,10 @@ def _write_parquet(f: Any, table: Any) -> None:
     pq.write_table(wire_table(table), f)
 
 
+#: the most a text dataset may take when read as numpy text (every row as
+#: wide as its longest string): a small upload must not become a large array
+MAX_NUMPY_TEXT = 2 * 2**30
+
 #: the files a dataset may be stored as
 SUFFIXES = (".npy", ".parquet", ".text")
 
@@ -233,7 +237,15 @@ class DatasetStore:
         if npy.exists():
             value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
         elif text.exists():  # as numpy text, as scikit-learn reads a list of strings
-            value = np.array(self._text(text))
+            strings = self._text(text)
+            width = max(1, max(map(len, strings), default=0))
+            if len(strings) * width * 4 > MAX_NUMPY_TEXT:
+                raise DatasetError(
+                    f"dataset {dataset_id} would take {len(strings) * width * 4} bytes as "
+                    f"numpy text ({len(strings)} strings as wide as the longest, {width} "
+                    "characters): send it as an object array or a pandas Series"
+                )
+            value = np.array(strings)
             value.flags.writeable = False
         elif parquet.exists():
             import pyarrow.parquet as pq

@@ -57,6 +57,12 @@ def test_text_loads_as_numpy_text_or_object_as_the_caller_held_it(store):
     assert not as_text.flags.writeable and not as_object.flags.writeable
     # numpy text stays an array, with its own id
     assert store.put(np.array(docs)).dataset_id != listed.dataset_id
+    # a small upload may not become a huge array: 1,000 rows as wide as one
+    # 1 MiB string would be 4 GiB as numpy text
+    bomb = store.put(["x" * 2**20] + ["y"] * 999)
+    with pytest.raises(DatasetError, match="as numpy text"):
+        DatasetStore(store.root).load(bomb.dataset_id)
+    assert len(DatasetStore(store.root).load_object(bomb.dataset_id)) == 1000
 
 
 def test_frames_keep_column_names_and_types(store):
