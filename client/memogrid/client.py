@@ -301,15 +301,17 @@ class Client:
             health = self._json("GET", "/v1/health")
         except errors.MemogridError:
             return ""
-        theirs = health.get("encodings") or []
-        mine = [e for e in ENCODINGS if e not in theirs]
-        if not mine:
+        theirs = health.get("encodings")
+        service = f"the service (memogrid {health.get('version')})"
+        if not theirs:
+            return f" ({service} does not list its encodings: install the same memogrid on both)"
+        only_here = [e for e in ENCODINGS if e not in theirs]
+        only_there = [e for e in theirs if e not in ENCODINGS]
+        if not only_here:
             return ""
-        other = [e for e in theirs if e not in ENCODINGS]
         return (
-            f" (this client hashes with {', '.join(mine)}, the service (memogrid "
-            f"{health.get('version')}) with {', '.join(other) or 'older ones'}: "
-            "install the same memogrid on both)"
+            f" (this client hashes with {', '.join(only_here)}, {service} with "
+            f"{', '.join(only_there) or 'others'}: install the same memogrid on both)"
         )
 
     def has_dataset(self, dataset_id: str) -> bool:

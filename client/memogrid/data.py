@@ -152,10 +152,10 @@ def as_target(y: Any) -> Any:
 
 
 def is_object_strings(obj: Any) -> bool:
-    """Whether an array-like reads as an ``object`` array of strings (a list
-    of labels, pandas text): stored as numpy text, it is loaded back as
-    ``object`` for scikit-learn, whose classifiers keep labels in the
-    dtype they came in."""
+    """Whether an array-like reads as an ``object`` array of strings (pandas
+    text, an object array): the service loads it back as ``object`` for
+    scikit-learn, whose classifiers keep labels in the dtype they came in
+    (a list of labels reads as numpy text, as numpy reads it)."""
     if obj is None or is_frame(obj) or isinstance(obj, (list, tuple)):
         return False  # numpy reads a list of strings as numpy text
     arr = np.asarray(obj)
@@ -171,9 +171,12 @@ def is_text(obj: Any) -> bool:
     array: a list or tuple, an object array or a pandas Series of strings
     (stored as text, :func:`text_parts`)."""
     if isinstance(obj, np.ndarray):
-        if obj.dtype != object:
+        if obj.dtype != object or obj.ndim != 1:
             return False
-    elif not isinstance(obj, (list, tuple)) and type(obj).__name__ != "Series":
+    elif isinstance(obj, (list, tuple)):
+        if obj and not isinstance(obj[0], str):  # rows of numbers: not text
+            return False
+    elif type(obj).__name__ != "Series":
         return False
     try:
         arr = np.asarray(obj, dtype=object)
@@ -185,10 +188,8 @@ def is_text(obj: Any) -> bool:
 def text_parts(obj: Any) -> tuple[np.ndarray, bytes]:
     """Text as its strings' UTF-8 bytes, one after the other, and the
     ``n + 1`` int64 offsets that cut them."""
-    try:
-        encoded = [s.encode("utf-8") for s in np.asarray(obj, dtype=object)]
-    except UnicodeEncodeError as exc:
-        raise DataError(f"a string is not valid Unicode text: {exc}") from None
+    # a lone surrogate (os.fsdecode's) passes through, as numpy text holds it
+    encoded = [s.encode("utf-8", "surrogatepass") for s in np.asarray(obj, dtype=object)]
     offsets = np.zeros(len(encoded) + 1, dtype="<i8")
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
     return offsets, b"".join(encoded)
@@ -229,7 +230,7 @@ def check_text(body: bytes | memoryview) -> tuple[np.ndarray, memoryview]:
     data = view[end:]
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(data):
         raise DataError(f"the text's offsets must rise from 0 to its {len(data)} bytes of strings")
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
     try:
         for at in range(0, len(data), _CHUNK):
             decoder.decode(data[at : at + _CHUNK])
@@ -245,7 +246,9 @@ def check_text(body: bytes | memoryview) -> tuple[np.ndarray, memoryview]:
 def decode_text(offsets: np.ndarray, data: bytes | memoryview) -> list[str]:
     """The strings of checked text (:func:`check_text`)."""
     raw = bytes(data)
-    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+    return [
+        raw[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(offsets.tolist())
+    ]
 
 
 def hash_array(arr: np.ndarray) -> str:
@@ -436,6 +439,20 @@ def table_labels(table: Any) -> list[list[Any]]:
 def table_nulls(table: Any) -> dict[int, str]:
     """Which missing value the nulls of object columns are, where not NaN:
     position -> kinds (see :data:`NULLS_KEY`), checked against the table."""
+    out = _nulls_meta(table)
+    for pos, kinds in out.items():
+        nulls = table.column(pos).null_count
+        if not (nulls and len(kinds) in (1, nulls)):
+            raise DataError(
+                f"malformed null kinds for column {pos}: give one of {NULL_KINDS!r} "
+                f"or one per null ({nulls})"
+            )
+    return out
+
+
+def _nulls_meta(table: Any) -> dict[int, str]:
+    """:data:`NULLS_KEY` (and the older :data:`NONE_KEY`) as written, each
+    kinds string of :data:`NULL_KINDS` letters; not checked against the data."""
     n = table.num_columns
     out: dict[int, str] = {}
     legacy = _json_meta(table, NONE_KEY)
@@ -451,17 +468,9 @@ def table_nulls(table: Any) -> dict[int, str]:
     for pos, kinds in raw.items():
         if not (isinstance(pos, str) and pos.isascii() and pos.isdigit() and int(pos) < n):
             raise DataError(f"null kinds given for no column: {pos!r}")
-        nulls = table.column(int(pos)).null_count
-        if not (
-            isinstance(kinds, str)
-            and kinds
-            and not kinds.strip(NULL_KINDS)
-            and len(kinds) in (1, nulls)
-            and nulls
-        ):
+        if not (isinstance(kinds, str) and kinds and not kinds.strip(NULL_KINDS)):
             raise DataError(
-                f"malformed null kinds for column {pos}: give one of {NULL_KINDS!r} "
-                f"or one per null ({nulls})"
+                f"malformed null kinds for column {pos}: give one of {NULL_KINDS!r} or one per null"
             )
         out[int(pos)] = kinds
     return out
@@ -649,6 +658,10 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
     col = _normal_values(col, name)
     t = col.type
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_floating(t) and pc.any(pc.is_nan(arr)).as_py():
+        # NaN and null are one missing value to pandas and scikit-learn, and
+        # to the id: one in the table too, so one id reads back one way
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
     if categories is None:
         return arr
     ordered, values = categories
@@ -725,14 +738,21 @@ def canonical_table(
     if dtypes:
         meta[DTYPES_KEY] = json.dumps({str(i): n for i, n in sorted(dtypes.items())}).encode()
     out = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
-    nulls = table_nulls(table) if nulls is None else nulls
+    nulls = _nulls_meta(table) if nulls is None else nulls
     for i in nulls:
         if dtypes.get(i) != "object":
             raise DataError(f"null kinds are given for column {i}, which is not an object column")
     if nulls:
         meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(nulls.items())}).encode()
         out = out.replace_schema_metadata(meta)
-        table_nulls(out)  # as many as the columns' nulls
+        # as many as the columns' nulls; then one way of writing each: a
+        # letter for a column whose nulls are all alike, nothing for NaN
+        normal = {i: k[0] if k == k[0] * len(k) else k for i, k in table_nulls(out).items()}
+        normal = {i: k for i, k in normal.items() if k != "f"}
+        meta.pop(NULLS_KEY)
+        if normal:
+            meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(normal.items())}).encode()
+        out = out.replace_schema_metadata(meta or None)
     mixed = table_mixed(table) if mixed is None else mixed
     for i in mixed:
         name = table.schema.field(i).name
@@ -771,7 +791,7 @@ def wire_table(table: Any) -> Any:
 def table_frame(table: Any) -> Any:
     """A stored table as a DataFrame: its dtypes follow from its Arrow types
     (pandas' own metadata, from whoever wrote it first, is not read), with
-    its column labels and None columns restored."""
+    its column labels, missing values and mixed values restored."""
     import pandas as pd
     import pyarrow as pa
 

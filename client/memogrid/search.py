@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import errors
 from .client import Client, Job
+from .spec import explicit_folds
 
 
 def _reemit(recorded: list[str]) -> None:
@@ -44,11 +45,6 @@ def _reemit(recorded: list[str]) -> None:
         name, sep, message = text.partition(": ")
         if sep and name.isidentifier() and name.endswith("Warning"):
             warnings.warn(message, errors.warning_category(name), stacklevel=3)
-
-
-def _iter_once(value: Any) -> bool:
-    """Whether ``value`` is an iterator (a generator of folds): read once."""
-    return hasattr(value, "__next__") and iter(value) is value
 
 
 def _best_has(attr: str) -> Any:
@@ -141,9 +137,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         # without refitting, then refits the candidate it picks (whose fold
         # results the first job left in the cache) as a one-candidate search
         chosen = callable(self.refit)
-        # folds given as an iterator are read once, for every job of this fit
-        cv = list(self.cv) if _iter_once(self.cv) else self.cv
+        # folds given as an iterator, or by a splitter of the user's own, are
+        # drawn once, for every job of this fit (an unseeded splitter would
+        # give the refit job other folds)
         try:
+            cv = explicit_folds(self.cv, X, y, groups, n_rows=lambda: client._n_rows(X))
             job = self._run_job(
                 client, lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen)
             )

@@ -44,6 +44,7 @@ import inspect
 import itertools
 import json
 import math
+import re
 import sys
 import threading
 import warnings
@@ -124,6 +125,11 @@ _NAMED_ENTRIES = frozenset({"steps", "transformer_list", "transformers", "estima
 #: (Pipeline, AgglomerativeClustering, ...), ``input="filename"`` makes a
 #: text vectorizer open the paths it is given as data.
 _SAFE_VALUES: dict[str, tuple[Any, ...]] = {"memory": (None,), "input": ("content",)}
+
+#: The path of a ColumnTransformer entry's columns, in a spec
+#: (``...transformers[0][2]``) or a grid value (``ct__transformers[1][0][2]``):
+#: the one place a helper class (:data:`DEFAULT_HELPERS`) may stand.
+_COLUMNS_SLOT = re.compile(r"transformers(\[\d+\])?\[\d+\]\[2\]$")
 
 #: Deepest nesting of lists and specs a request may have.
 _MAX_DEPTH = 32
@@ -429,6 +435,13 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
     if not isinstance(name, str) or name not in allow.classes:
         raise SpecError(_join(path, "class"), f"{name!r} is not on the allowlist")
     cls = allow.classes[name]
+    if name in DEFAULT_HELPERS and not _COLUMNS_SLOT.search(path):
+        # a helper (make_column_selector) is a ColumnTransformer's columns,
+        # never an estimator or a step
+        raise SpecError(
+            _join(path, "class"),
+            f"{name} is not an estimator: it goes where a ColumnTransformer takes columns",
+        )
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise SpecError(_join(path, "params"), "params must be an object")
@@ -899,9 +912,13 @@ def explicit_folds(
     folds = []
     for i, fold in enumerate(cv):
         parts = [np.asarray(part) for part in fold] if isinstance(fold, Iterable) else []
+        # an empty list reads as float64: it is an empty index all the same
+        parts = [p.astype(np.int64) if p.size == 0 else p for p in parts]
         if len(parts) != 2 or any(p.ndim != 1 or p.dtype.kind not in "iub" for p in parts):
             raise SpecError(f"{path}[{i}]", "a fold is a pair of integer index arrays (or masks)")
         for p in parts:
+            if p.dtype.kind == "u" and p.size and int(p.max()) > np.iinfo(np.int64).max:
+                raise SpecError(f"{path}[{i}]", f"index {int(p.max())} is outside X's rows")
             if p.dtype.kind == "b" and len(p) != (n := len(X) if n_rows is None else n_rows()):
                 raise SpecError(
                     f"{path}[{i}]", f"a boolean mask of {len(p)} rows does not match X's {n}"

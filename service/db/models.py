@@ -163,7 +163,8 @@ class Job(Base):
 
 
 class JobDataset(Base):
-    """Which datasets a job reads, by role (``X``, ``y``, ``groups``, ``fit:<name>``)."""
+    """Which datasets a job reads, by role (``X``, ``y``, ``groups``, ``fit:<name>``,
+    ``cv`` for explicit folds)."""
 
     __tablename__ = "job_datasets"
 

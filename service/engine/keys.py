@@ -54,7 +54,10 @@ import numpy as np
 
 #: Bumped whenever the encoding or the task semantics change, so that old
 #: cache entries are never read with new meaning.
-KEY_SCHEMA = "memogrid-keys-v2"  # v2: folds carry their BLAS thread limit
+# v2: folds carry their BLAS thread limit; v3: frames stored before (v4
+# ids) read some object columns back differently (ints with NaN as ints,
+# each null as held), so their cached fits are not reused
+KEY_SCHEMA = "memogrid-keys-v3"
 
 _HEX = 40
 

@@ -114,11 +114,11 @@ SUFFIXES = (".npy", ".parquet", ".text")
 class DataRef:
     """A reference to a stored dataset that workers resolve from disk.
 
-    ``as_object``: a string array the caller held as ``object`` dtype (pandas
-    text, lists of labels), stored as numpy text and loaded back as
-    ``object``, which is what scikit-learn sees in-process: a classifier's
-    ``classes_`` and predictions are ``object`` arrays then. It is part of
-    the data's identity in keys (:attr:`key_id`).
+    ``as_object``: strings the caller held as ``object`` dtype (pandas text,
+    an object array; documents in X), stored as text (or numpy text) and
+    loaded as ``object``, which is what scikit-learn sees in-process: a
+    classifier's ``classes_`` and predictions are ``object`` arrays then.
+    It is part of the data's identity in keys (:attr:`key_id`).
     """
 
     root: str
@@ -160,7 +160,7 @@ class DatasetStore:
             raise
 
     def put(self, obj: Any) -> DataRef:
-        """Store an array or DataFrame (no-op when present); return its ref."""
+        """Store an array, text or a DataFrame (no-op when present); return its ref."""
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
         if is_text(obj):

@@ -324,6 +324,13 @@ def test_column_selectors_pick_the_columns_scikit_learn_picks(mg):
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
         results.append(ours.job_.stats["final_fits"])
     assert results == [6, 6]  # another selection is another search, not a cache hit
+    # a selector is a ColumnTransformer's columns, never an estimator or a step
+    for estimator in (
+        make_column_selector(),
+        make_pipeline(make_column_selector(), LogisticRegression()),
+    ):
+        with pytest.raises(SpecError, match="not an estimator"):
+            mg.submit(estimator, {"logisticregression__C": [1.0]}, X, y)
     # selecting by dtype needs a DataFrame, as scikit-learn's does
     with pytest.raises(SpecError, match="must be a DataFrame"):
         mg.submit(
@@ -518,6 +525,18 @@ class NoCount:
         yield np.arange(10, 90), np.arange(10)
 
 
+class Unseeded:
+    """A splitter of the user's own that draws new folds on every split."""
+
+    def split(self, X, y=None, groups=None):
+        rows = np.random.permutation(len(X))
+        yield np.sort(rows[30:]), np.sort(rows[:30])
+        yield np.sort(rows[:60]), np.sort(rows[60:])
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return 2
+
+
 class EveryOtherRow:
     """A splitter of the user's own (not one the service knows): it is split
     on the client, as scikit-learn would split it, and its folds sent."""
@@ -564,6 +583,12 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
         assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
         assert ours.n_splits_ == sk.n_splits_
         assert np.array_equal(ours.predict(X), sk.predict(X))
+    # a splitter of the user's own is split once per fit: a callable refit's
+    # job then refits on folds the search's job left in the cache
+    search = GridSearchCV(
+        LogisticRegression(), grid, cv=Unseeded(), refit=lambda r: 0, client=mg, progress=False
+    ).fit(X, y)
+    assert search.refit_job_.stats["final_fits"] == 0
     # the same folds as a list or as KFold's spec are the same fits: all cached
     job = mg.submit(LogisticRegression(), grid, X, y, cv=KFold(4, shuffle=True, random_state=0))
     assert job.wait().stats["final_fits"] == 0 and job.stats["score_hits"] == 8
@@ -584,6 +609,12 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
     with pytest.raises(SpecError, match="outside the 90 rows") as err:
         mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(0, 85), np.arange(85, 95))])
     assert err.value.path == "cv.folds[0]"
+    # an empty list is an empty index; uint64 past int64 is outside X, not wrapped
+    with pytest.raises(SpecError, match="no test rows"):
+        mg.submit(LogisticRegression(), grid, X, y, cv=[(list(range(10, 90)), [])])
+    huge = np.array([2**63 + 5], dtype=np.uint64)
+    with pytest.raises(SpecError, match="outside X's rows"):
+        mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(10, 90, dtype=np.uint64), huge)])
     # Client.submit refuses what scikit-learn's parameter check refuses in the drop-in
     with pytest.raises(SpecError, match="no get_n_splits"):
         mg.submit(LogisticRegression(), grid, X, y, cv=NoCount())

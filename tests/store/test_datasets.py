@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from memogrid.data import hash_table
 from memogrid_service.store.datasets import DatasetError, DatasetStore, dataset_id
 
 
@@ -264,6 +265,48 @@ def test_object_columns_of_several_kinds_read_back_as_held(store):
         dataset_id(pd.DataFrame({"c": pd.Series(["a", v], dtype=object)})) for v in (1, "1", 1.0)
     }
     assert len(ids) == 3
+
+
+def test_one_id_reads_back_one_way_whatever_the_metadata_spells(store):
+    """NaN values and nulls of a float column are one missing value to the
+    id, so they are one in the stored table too; null kinds written in
+    several equivalent ways give one id; a table of before v5 naming its
+    None columns (``memogrid.none``) still reads them as None."""
+    import pyarrow as pa
+
+    from memogrid.data import DTYPES_KEY, NONE_KEY, NULLS_KEY, canonical_table, table_frame
+
+    def table(values, key=None, value=None):
+        meta = {DTYPES_KEY: b'{"0": "object"}'}
+        if key is not None:
+            meta[key] = value
+        return pa.table({"c": pa.array(values, from_pandas=False)}).replace_schema_metadata(meta)
+
+    def ids(*tables):
+        return {hash_table(canonical_table(t)) for t in tables}
+
+    crafted = [
+        table([1.5, None, None], NULLS_KEY, b'{"0": "n"}'),
+        table([1.5, float("nan"), None], NULLS_KEY, b'{"0": "n"}'),
+    ]
+    assert len(ids(*crafted)) == 1
+    assert [table_frame(canonical_table(t))["c"].tolist() for t in crafted] == [
+        [1.5, None, None]
+    ] * 2
+    assert (
+        len(ids(*(table(["a", None, None], NULLS_KEY, m) for m in (b'{"0": "n"}', b'{"0": "nn"}'))))
+        == 1
+    )
+    assert len(ids(table(["a", None]), table(["a", None], NULLS_KEY, b'{"0": "f"}'))) == 1
+    legacy = canonical_table(table(["a", None], NONE_KEY, b"[0]"))
+    assert table_frame(legacy)["c"].tolist() == ["a", None]
+
+
+def test_text_keeps_lone_surrogates_as_numpy_text_does(store):
+    docs = ["caf\udce9 ok", "plain"]
+    ref = store.put(docs)
+    assert DatasetStore(store.root).load(ref.dataset_id).tolist() == docs
+    assert dataset_id(docs) == ref.dataset_id
 
 
 @pytest.mark.parametrize("token", ["i007", "f1.50", "b2", "x1", "i"])
