@@ -315,7 +315,12 @@ def _null_kinds(col: Any) -> str | None:
     :data:`NULLS_KEY`), or None when all are NaN (or it has none)."""
     if getattr(col, "dtype", None) != np.dtype(object):
         return None
-    kinds = "".join(_null_kind(v) for v in col[col.isna()])
+    return _normal_kinds("".join(_null_kind(v) for v in col[col.isna()]))
+
+
+def _normal_kinds(kinds: str) -> str | None:
+    """Null kinds written one way: one letter when all are alike, None when
+    all are NaN (the default)."""
     if not kinds.strip("f"):
         return None
     return kinds[0] if kinds == kinds[0] * len(kinds) else kinds
@@ -454,12 +459,7 @@ def _nulls_meta(table: Any) -> dict[int, str]:
     """:data:`NULLS_KEY` (and the older :data:`NONE_KEY`) as written, each
     kinds string of :data:`NULL_KINDS` letters; not checked against the data."""
     n = table.num_columns
-    out: dict[int, str] = {}
-    legacy = _json_meta(table, NONE_KEY)
-    if legacy is not None:
-        if not (isinstance(legacy, list) and all(type(i) is int and 0 <= i < n for i in legacy)):
-            raise DataError(f"the table's {NONE_KEY.decode()} metadata must list column positions")
-        out.update((i, "n") for i in legacy)
+    out = {i: "n" for i in _positions_meta(table, NONE_KEY)}
     raw = _json_meta(table, NULLS_KEY)
     if raw is None:
         return out
@@ -478,13 +478,18 @@ def _nulls_meta(table: Any) -> dict[int, str]:
 
 def table_mixed(table: Any) -> list[int]:
     """The positions of the object columns stored as typed tokens."""
-    mixed = _json_meta(table, MIXED_KEY)
-    if mixed is None:
+    return _positions_meta(table, MIXED_KEY)
+
+
+def _positions_meta(table: Any, key: bytes) -> list[int]:
+    """Metadata ``key`` as the column positions it must list."""
+    positions = _json_meta(table, key)
+    if positions is None:
         return []
     n = table.num_columns
-    if not (isinstance(mixed, list) and all(type(i) is int and 0 <= i < n for i in mixed)):
-        raise DataError(f"the table's {MIXED_KEY.decode()} metadata must list column positions")
-    return sorted(set(mixed))
+    if not (isinstance(positions, list) and all(type(i) is int and 0 <= i < n for i in positions)):
+        raise DataError(f"the table's {key.decode()} metadata must list column positions")
+    return sorted(set(positions))
 
 
 def _arrow_kind(t: Any) -> str | None:
@@ -747,8 +752,7 @@ def canonical_table(
         out = out.replace_schema_metadata(meta)
         # as many as the columns' nulls; then one way of writing each: a
         # letter for a column whose nulls are all alike, nothing for NaN
-        normal = {i: k[0] if k == k[0] * len(k) else k for i, k in table_nulls(out).items()}
-        normal = {i: k for i, k in normal.items() if k != "f"}
+        normal = {i: k for i, kinds in table_nulls(out).items() if (k := _normal_kinds(kinds))}
         meta.pop(NULLS_KEY)
         if normal:
             meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(normal.items())}).encode()
