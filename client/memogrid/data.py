@@ -22,7 +22,8 @@ as ``string``, categoricals as ``dictionary<int32 codes>``, and no metadata
 but memogrid's own, so the way pandas or Arrow lays a column out (Python or
 Arrow string storage, large strings, what lies under a null) and pyarrow's
 versions (which pandas' metadata names) give one id. A column's pandas
-dtype among :data:`DTYPES` is content (``memogrid.dtypes``): scikit-learn
+dtype among :data:`DTYPES` (or Arrow-backed numbers and booleans,
+``int64[pyarrow]``) is content (``memogrid.dtypes``): scikit-learn
 treats ``object``, ``str`` and ``string`` columns, and nullable and plain
 numbers, differently. What a frame reads back as (:func:`table_frame`)
 follows from that table alone, whoever uploaded it first.
@@ -386,7 +387,11 @@ def frame_table(df: Any) -> Any:
     labels = [_label(c) for c in df.columns]
     nulls = {i: k for i in range(df.shape[1]) if (k := _null_kinds(df.iloc[:, i])) is not None}
     names = [str(t) for t in df.dtypes]
-    dtypes = {i: n for i, n in enumerate(names) if any(n in ok for ok in DTYPES.values())}
+    dtypes = {
+        i: n
+        for i, (n, t) in enumerate(zip(names, df.dtypes, strict=True))
+        if any(n in ok for ok in DTYPES.values()) or _arrow_backed(t)
+    }
     mixed = {i: t for i in range(df.shape[1]) if (t := _mixed_tokens(df.iloc[:, i])) is not None}
     if mixed:
         df = df.copy(deep=False)  # the caller's frame keeps its values
@@ -518,6 +523,25 @@ _NULLABLE_ARROW = {
 }
 
 
+def _arrow_backed(dtype: Any) -> bool:
+    """Whether a pandas dtype is Arrow-backed numbers or booleans
+    (``int64[pyarrow]``, ``dtype_backend="pyarrow"``): scikit-learn converts
+    them as other extension dtypes (an int64[pyarrow] column's categories
+    are floats), so they are kept (their name is their Arrow type's)."""
+    import pyarrow as pa
+
+    t = getattr(dtype, "pyarrow_dtype", None)
+    if not isinstance(t, pa.DataType) or type(dtype).__name__ != "ArrowDtype":
+        return False
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _names_arrow_type(name: Any, t: Any) -> bool:
+    """Whether ``name`` is the Arrow-backed dtype of numbers or booleans of
+    Arrow type ``t`` (see :func:`_arrow_backed`)."""
+    return _arrow_kind(t) in ("integer", "floating", "boolean") and name == f"{t}[pyarrow]"
+
+
 def table_dtypes(table: Any) -> dict[int, str]:
     """The columns (by position) whose pandas dtype :data:`DTYPES_KEY` names,
     checked against their Arrow types."""
@@ -533,6 +557,9 @@ def table_dtypes(table: Any) -> dict[int, str]:
         field = table.schema.field(int(pos))
         kind = _arrow_kind(field.type)
         allowed = DTYPES.get(kind, ()) if kind is not None else ()
+        if _names_arrow_type(name, field.type):
+            out[int(pos)] = name
+            continue
         if name not in allowed:
             raise DataError(
                 f"column {field.name!r} of type {field.type} cannot have dtype {name!r}"
@@ -562,8 +589,9 @@ def _pandas_dtypes(table: Any) -> dict[int, str]:
             if not isinstance(field, str) or names.count(field) != 1:
                 continue
             pos = names.index(field)
-            kind = _arrow_kind(table.schema.field(pos).type)
-            if kind is not None and dtype in DTYPES[kind]:
+            t = table.schema.field(pos).type
+            kind = _arrow_kind(t)
+            if kind is not None and (dtype in DTYPES[kind] or _names_arrow_type(dtype, t)):
                 out[pos] = dtype
         return out
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError):

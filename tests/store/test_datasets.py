@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -210,6 +211,36 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
     back = DatasetStore(store.root).load(store.put(df).dataset_id)
     pd.testing.assert_frame_equal(back, df)
     assert back["Int64"][3] == 2**60
+    # numbers and booleans backed by Arrow (dtype_backend="pyarrow"): kept,
+    # as scikit-learn converts them (an int64[pyarrow] column's categories
+    # are floats, a plain int64's ints), also through pandas' own to_parquet
+    import pyarrow.parquet as pq
+    from sklearn.preprocessing import OneHotEncoder
+
+    from memogrid.data import canonical_table
+
+    arrow = pd.DataFrame(
+        {
+            name: pd.array(values, dtype=name)
+            for name, values in [
+                ("int64[pyarrow]", [1, 2, None, 4]),
+                ("double[pyarrow]", [0.5, None, 1.5, 2.5]),
+                ("float[pyarrow]", [0.5, 1.0, None, 2.5]),
+                ("bool[pyarrow]", [True, None, False, True]),
+            ]
+        }
+    )
+    ref = store.put(arrow)
+    arrow_back = DatasetStore(store.root).load(ref.dataset_id)
+    pd.testing.assert_frame_equal(arrow_back, arrow)
+    assert dataset_id(arrow) != dataset_id(arrow.astype({"int64[pyarrow]": "Int64"}))
+    raw = io.BytesIO()
+    arrow.to_parquet(raw)
+    raw.seek(0)
+    assert hash_table(canonical_table(pq.read_table(raw))) == ref.dataset_id
+    column = arrow[["int64[pyarrow]"]].dropna()
+    ours = OneHotEncoder().fit(arrow_back[["int64[pyarrow]"]].dropna()).categories_[0]
+    assert ours.dtype == OneHotEncoder().fit(column).categories_[0].dtype
     for name in ("object ints with NaN", "object bools with NaN"):
         assert [type(v) for v in back[name]] == [type(v) for v in df[name]], name
     ids = {dataset_id(df[[c]].set_axis(["c"], axis=1)) for c in ("str", "string", "object")}
