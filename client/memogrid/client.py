@@ -38,6 +38,7 @@ from .data import (
     is_text,
     memory_order,
     npy_header,
+    text_body,
     text_parts,
     wire_table,
 )
@@ -262,7 +263,7 @@ class Client:
             offsets, text = text_parts(data)
             did = hash_text(offsets, text)
             if not self.has_dataset(did):
-                self._post_dataset(npy_header(offsets) + offsets.tobytes() + text, TEXT_TYPE, did)
+                self._post_dataset(text_body(offsets, text), TEXT_TYPE, did)
             return did
         arr = as_array(data)
         did = dataset_id(arr)

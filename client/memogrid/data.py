@@ -196,6 +196,12 @@ def text_parts(obj: Any) -> tuple[np.ndarray, bytes]:
     return offsets, b"".join(encoded)
 
 
+def text_body(offsets: np.ndarray, data: bytes) -> bytes:
+    """Text as sent and stored: its offsets as a ``.npy``, then its bytes
+    (read back by :func:`check_text`)."""
+    return npy_header(offsets) + np.ascontiguousarray(offsets, dtype="<i8").tobytes() + data
+
+
 def hash_text(offsets: np.ndarray, data: bytes | memoryview) -> str:
     h = hashlib.sha256(TEXT_MAGIC)
     h.update(json.dumps([len(offsets) - 1]).encode())
@@ -450,14 +456,18 @@ def table_nulls(table: Any) -> dict[int, str]:
     """Which missing value the nulls of object columns are, where not NaN:
     position -> kinds (see :data:`NULLS_KEY`), checked against the table."""
     out = _nulls_meta(table)
-    for pos, kinds in out.items():
-        nulls = table.column(pos).null_count
-        if not (nulls and len(kinds) in (1, nulls)):
+    _check_null_counts(out, [c.null_count for c in table.columns])
+    return out
+
+
+def _check_null_counts(nulls: dict[int, str], counts: list[int]) -> None:
+    """Each column's null kinds: one for all its nulls, or one per null."""
+    for pos, kinds in nulls.items():
+        if not (counts[pos] and len(kinds) in (1, counts[pos])):
             raise DataError(
                 f"malformed null kinds for column {pos}: give one of {NULL_KINDS!r} "
-                f"or one per null ({nulls})"
+                f"or one per null ({counts[pos]})"
             )
-    return out
 
 
 def _nulls_meta(table: Any) -> dict[int, str]:
@@ -744,11 +754,11 @@ def canonical_table(
 
     String columns become ``string``, categoricals ``dictionary<int32>``
     (rebuilt from :data:`CATEGORIES_KEY` when an upload gives them), and
-    the schema metadata is memogrid's own labels, null kinds and pandas
-    dtypes only. ``labels``, ``nulls`` and ``dtypes`` default to what the
-    table's metadata says (checked like any input; the dtypes of a table
-    pandas wrote without memogrid are read from pandas' metadata); other
-    column types are a DataError.
+    the schema metadata is memogrid's own labels, null kinds, mixed columns
+    and pandas dtypes only. ``labels``, ``nulls``, ``dtypes`` and ``mixed``
+    default to what the table's metadata says (checked like any input; the
+    dtypes of a table pandas wrote without memogrid are read from pandas'
+    metadata); other column types are a DataError.
     """
     import pyarrow as pa
 
@@ -765,37 +775,32 @@ def canonical_table(
         arr = _canonical_column(table.column(i), field.name, categories.get(i))
         arrays.append(arr)
         fields.append(pa.field(field.name, arr.type))
+    nulls = _nulls_meta(table) if nulls is None else nulls
+    for i in nulls:
+        if dtypes.get(i) != "object":
+            raise DataError(f"null kinds are given for column {i}, which is not an object column")
+    _check_null_counts(nulls, [a.null_count for a in arrays])
+    mixed = table_mixed(table) if mixed is None else mixed
+    for i in mixed:
+        name = fields[i].name
+        if dtypes.get(i) != "object" or not pa.types.is_string(fields[i].type):
+            raise DataError(f"mixed column {name!r} must be an object column of tokens")
+        for token in arrays[i].to_pylist():
+            if token is not None:
+                _untoken(token, name)
     meta: dict[bytes, bytes] = {}
     if any(kind != "str" for kind, _ in labels):
         meta[LABELS_KEY] = json.dumps(labels).encode()
     if dtypes:
         meta[DTYPES_KEY] = json.dumps({str(i): n for i, n in sorted(dtypes.items())}).encode()
-    out = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
-    nulls = _nulls_meta(table) if nulls is None else nulls
-    for i in nulls:
-        if dtypes.get(i) != "object":
-            raise DataError(f"null kinds are given for column {i}, which is not an object column")
-    if nulls:
-        meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(nulls.items())}).encode()
-        out = out.replace_schema_metadata(meta)
-        # as many as the columns' nulls; then one way of writing each: a
-        # letter for a column whose nulls are all alike, nothing for NaN
-        normal = {i: k for i, kinds in table_nulls(out).items() if (k := _normal_kinds(kinds))}
-        meta.pop(NULLS_KEY)
-        if normal:
-            meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(normal.items())}).encode()
-        out = out.replace_schema_metadata(meta or None)
-    mixed = table_mixed(table) if mixed is None else mixed
-    for i in mixed:
-        name = table.schema.field(i).name
-        if dtypes.get(i) != "object" or not pa.types.is_string(out.schema.field(i).type):
-            raise DataError(f"mixed column {name!r} must be an object column of tokens")
-        for token in out.column(i).to_pylist():
-            if token is not None:
-                _untoken(token, name)
+    # null kinds written one way: a letter for a column whose nulls are all
+    # alike, nothing for NaN
+    normal = {i: k for i, kinds in nulls.items() if (k := _normal_kinds(kinds))}
+    if normal:
+        meta[NULLS_KEY] = json.dumps({str(i): k for i, k in sorted(normal.items())}).encode()
     if mixed:
         meta[MIXED_KEY] = json.dumps(mixed).encode()
-        out = out.replace_schema_metadata(meta)
+    out = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
     if dtypes_given:
         table_dtypes(out)  # the client's own: checked against the canonical types
     return out

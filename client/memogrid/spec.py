@@ -924,7 +924,8 @@ def explicit_folds(
                     f"{path}[{i}]", f"a boolean mask of {len(p)} rows does not match X's {n}"
                 )
         train, test = (
-            np.flatnonzero(p) if p.dtype.kind == "b" else p.astype(np.int64) for p in parts
+            np.flatnonzero(p) if p.dtype.kind == "b" else p.astype(np.int64, copy=False)
+            for p in parts
         )
         if not test.size:
             raise SpecError(f"{path}[{i}]", "a fold has no test rows")

@@ -187,14 +187,11 @@ def _check_folds(
         raise SpecError(
             "cv.folds", f"the folds array has {shape.n_rows} indices but the sizes add to {total}"
         )
-    indices = np.asarray(load(folds.dataset_id))
-    at = 0
-    for i, (n_train, n_test) in enumerate(folds.sizes):
-        part = indices[at : at + n_train + n_test]
-        at += n_train + n_test
-        # negative indices count from the end, as numpy's (and scikit-learn's)
-        if part.size and (int(part.min()) < -n_rows or int(part.max()) >= n_rows):
-            raise SpecError(f"cv.folds[{i}]", f"an index is outside the {n_rows} rows of X")
+    for i, fold in enumerate(folds.split(load(folds.dataset_id))):
+        for part in fold:
+            # negative indices count from the end, as numpy's (and scikit-learn's)
+            if part.size and (int(part.min()) < -n_rows or int(part.max()) >= n_rows):
+                raise SpecError(f"cv.folds[{i}]", f"an index is outside the {n_rows} rows of X")
 
 
 def _cv(value: Any, allow: Allowlist) -> Any:

@@ -53,6 +53,7 @@ from memogrid.data import (
     is_frame,
     is_text,
     table_frame,
+    text_body,
     text_parts,
     wire_table,
 )
@@ -168,9 +169,7 @@ class DatasetStore:
             did = hash_text(offsets, data)
             path = self._path(did, ".text")
             if not path.exists():
-                header = io.BytesIO()
-                np.save(header, offsets, allow_pickle=False)
-                self._write_atomic(path, lambda f: f.write(header.getvalue() + data))
+                self._write_atomic(path, lambda f: f.write(text_body(offsets, data)))
             # as scikit-learn sees it: a list reads as numpy text, an object
             # array or a Series as object
             return DataRef(str(self.root), did, as_object=not isinstance(obj, (list, tuple)))
