@@ -14,7 +14,9 @@ infinity: they are ``{"float": "nan"}``, ``{"float": "inf"}`` and
 parameter is ``{"type": "numpy.float32"}`` (numpy's scalar types and
 Python's ``float``, ``int``, ``bool`` and ``str`` only); a dict
 (``class_weight={0: 1, 1: 5}``) is ``{"dict": [[key, value], ...]}`` with
-number, string or boolean keys.
+number, string or boolean keys; a tuple (``ngram_range=(1, 2)``) is
+``{"tuple": [1, 2]}``, and a plain list where scikit-learn takes only a
+tuple is read as one.
 
 Building (:func:`build_estimator`, :func:`build_grid`,
 :func:`build_distributions`) never imports anything by a name taken from a
@@ -399,6 +401,11 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             if value["type"] not in TYPE_VALUES:
                 raise SpecError(path, f"type {value['type']!r} is not one a spec can name")
             return TYPE_VALUES[value["type"]]
+        if set(value) == {"tuple"}:
+            entries = value["tuple"]
+            if not isinstance(entries, list):
+                raise SpecError(path, '{"tuple": ...} holds a list of values')
+            return tuple(build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(entries))
         if set(value) == {"dict"}:
             items = value["dict"]
             if not isinstance(items, list) or not all(
@@ -417,7 +424,7 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
         raise SpecError(
             path,
             "an object must be an estimator spec, a function reference, "
-            '{"float": ...}, {"type": ...} or {"dict": ...}',
+            '{"float": ...}, {"type": ...}, {"tuple": ...} or {"dict": ...}',
         )
     if isinstance(value, list):
         return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -460,8 +467,9 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         _check_safe(key, built[key], where)
         if key in _NAMED_ENTRIES and isinstance(built[key], list):
             built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
-        elif isinstance(built[key], list) and isinstance(signature[key].default, tuple):
-            # JSON has no tuples: a pair like ngram_range=(1, 2) arrives as a list
+        elif isinstance(built[key], list) and _wants_tuple(
+            cls, key, built[key], signature[key].default
+        ):
             built[key] = tuple(built[key])
     try:
         estimator = cls(**built)
@@ -613,16 +621,44 @@ def _check_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> 
                 raise SpecError(f"{path}.{key}[{i}]", str(exc)) from None
 
 
-def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:
-    """Lists become tuples for parameters whose current value is a tuple.
+def _wants_tuple(cls: type, key: str, value: list[Any], current: Any) -> bool:
+    """Whether a plain JSON list given for ``cls``'s parameter ``key`` stands for a tuple.
 
-    JSON has no tuples, so ``{"vect__ngram_range": [[1, 1], [1, 2]]}``
-    arrives as lists; scikit-learn validates such parameters as tuples.
+    :func:`to_spec` writes tuples as ``{"tuple": [...]}``, but a spec written
+    by hand has only lists: ``"ngram_range": [1, 2]``. Such a list becomes a
+    tuple where the parameter holds a tuple by default (or now) and
+    scikit-learn's constraints refuse the list but take the tuple; a list
+    scikit-learn takes as it is (``hidden_layer_sizes=[50]``) stays a list.
+    """
+    if not isinstance(current, tuple):
+        return False
+    constraints = getattr(cls, "_parameter_constraints", {}).get(key)
+    if not isinstance(constraints, list):
+        return True
+    from sklearn.utils._param_validation import make_constraint
+
+    def takes(v: Any) -> bool:
+        return any(make_constraint(c).is_satisfied_by(v) for c in constraints)
+
+    return not takes(value) and takes(tuple(value))
+
+
+def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:
+    """Grid lists become tuples where the parameter they set wants one (see :func:`_wants_tuple`).
+
+    ``{"vect__ngram_range": [[1, 1], [1, 2]]}`` written by hand arrives as
+    lists; scikit-learn validates such parameters as tuples.
     """
     current = estimator.get_params(deep=True)
     for key, values in space.items():
-        if isinstance(values, list) and isinstance(current.get(key), tuple):
-            space[key] = [tuple(v) if isinstance(v, list) else v for v in values]
+        if not isinstance(values, list) or not isinstance(current.get(key), tuple):
+            continue
+        owner_key, _, name = key.rpartition("__")
+        owner = current.get(owner_key) if owner_key else estimator
+        space[key] = [
+            tuple(v) if isinstance(v, list) and _wants_tuple(type(owner), name, v, ()) else v
+            for v in values
+        ]
 
 
 def _number(value: Any, path: str) -> int | float:
@@ -781,10 +817,18 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
             _join(path, "class"),
             f"{cls.__module__}.{cls.__qualname__} is not on the allowlist",
         )
-    params = {
-        key: _to_spec(value, allow, _join(path, f"params.{key}"))
-        for key, value in _changed_params(estimator).items()
-    }
+    params = {}
+    for key, value in _changed_params(estimator).items():
+        where = _join(path, f"params.{key}")
+        if key in _NAMED_ENTRIES and isinstance(value, list):
+            # (name, estimator[, columns]) entries stay plain lists: the
+            # builder makes them the tuples scikit-learn expects
+            params[key] = [
+                _to_spec(list(e) if isinstance(e, tuple) else e, allow, f"{where}[{i}]")
+                for i, e in enumerate(value)
+            ]
+        else:
+            params[key] = _to_spec(value, allow, where)
     spec: dict[str, Any] = {"class": name, "params": params}
     config = getattr(estimator, "_sklearn_output_config", None)
     transform = config.get("transform") if isinstance(config, Mapping) else None
@@ -799,7 +843,8 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
     if value is None or isinstance(value, (bool, str, int, float, np.generic)):
         return _to_literal(value, path)
     if isinstance(value, (list, tuple)):
-        return [_to_spec(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [_to_spec(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
+        return {"tuple": items} if isinstance(value, tuple) else items
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufU":
             raise SpecError(path, f"an array of dtype {value.dtype} is not expressible")
@@ -974,8 +1019,8 @@ def to_spec(obj: Any, allow: Allowlist | None = None, path: str = "") -> Any:
     """The JSON spec value for ``obj``: an estimator spec, a function reference or a literal.
 
     Estimators keep only the parameters that differ from their constructor
-    defaults; tuples and numeric arrays become lists and numpy scalars Python
-    ones. Anything a server could not build back (a lambda, a class off the
+    defaults; tuples become ``{"tuple": [...]}``, numeric arrays lists and
+    numpy scalars Python ones. Anything a server could not build back (a lambda, a class off the
     allowlist, a dict, a slice, a non-finite float, ...) raises
     :class:`SpecError` with its path (``path`` prefixes it).
     """

@@ -597,6 +597,35 @@ def test_tuple_parameters_survive_json():
     rebuilt.named_steps["vect"].fit(["alpha beta gamma", "beta gamma delta"])
 
 
+def test_tuples_and_lists_keep_their_type(allow):
+    """A tuple comes back a tuple and a list a list: scikit-learn judges the value given."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    for sizes in ([50], (50,), [20, 10]):
+        built = build_estimator(json.loads(json.dumps(to_spec(MLPClassifier(sizes)))), allow)
+        assert type(built.hidden_layer_sizes) is type(sizes) and built.hidden_layer_sizes == sizes
+    pipe = Pipeline([("mlp", MLPClassifier())])
+    grid = {"mlp__hidden_layer_sizes": [[50], (50,), (20, 10)]}
+    built_grid = build_grid(pipe, json.loads(json.dumps(to_grid(grid, allow))), allow)
+    assert [type(v) for v in built_grid["mlp__hidden_layer_sizes"]] == [list, tuple, tuple]
+    # scikit-learn refuses a tuple class_weight (a list of dicts is the multi-output form);
+    # so does the builder, rather than quietly turning it into a list it would take
+    tree = DecisionTreeClassifier(class_weight=(None, None))
+    with pytest.raises(InvalidParameterError):
+        tree.fit([[0.0], [1.0]], [0, 1])
+    with pytest.raises(SpecError, match="parameter of") as err:
+        build_estimator(json.loads(json.dumps(to_spec(tree))), allow)
+    assert err.value.path == "params.class_weight"
+    # a spec written by hand has only lists: where only a tuple will do, a list is read as one
+    hand = {"class": "sklearn.feature_extraction.text.CountVectorizer"}
+    vect = build_estimator({**hand, "params": {"ngram_range": [1, 2]}}, allow)
+    assert vect.ngram_range == (1, 2) and isinstance(vect, CountVectorizer)
+    with pytest.raises(SpecError, match=r"\{\"tuple\": \.\.\.\} holds a list") as err:
+        build_estimator({**hand, "params": {"ngram_range": {"tuple": 1}}}, allow)
+    assert err.value.path == "params.ngram_range"
+
+
 def test_nan_infinity_types_and_dicts_round_trip(allow):
     import json
 
