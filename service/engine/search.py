@@ -787,10 +787,14 @@ class SearchRunner:
             score_params["sample_weight"] = fp_refs["sample_weight"]
         score_tokens = sorted((k, _param_token(v)) for k, v in score_params.items())
 
-        cv_checked = check_cv(cv, y_local, classifier=is_classifier(estimator))
-        split_kw = {"groups": g_local}
-        n_splits = cv_checked.get_n_splits(X_local, y_local, **split_kw)
-        splits = list(cv_checked.split(X_local, y_local, **split_kw))
+        # a splitter warns as it splits (StratifiedKFold about a class with
+        # fewer members than folds): kept for the result like the sampler's
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as split_warned:
+            warnings.simplefilter("always")
+            cv_checked = check_cv(cv, y_local, classifier=is_classifier(estimator))
+            split_kw = {"groups": g_local}
+            n_splits = cv_checked.get_n_splits(X_local, y_local, **split_kw)
+            splits = list(cv_checked.split(X_local, y_local, **split_kw))
         if len(splits) != n_splits:
             raise ValueError(
                 "cv.split and cv.get_n_splits return inconsistent results. "
@@ -885,7 +889,7 @@ class SearchRunner:
             fit_param_tokens=fp_tokens,
             refit_fold=refit_fold,
             warnings=warn,
-            sk_warnings=list(drawn),
+            sk_warnings=[*split_warned, *drawn],
             train_cells=max(len(f.train) for f in folds) * _n_columns(X_local),
         )
 

@@ -482,7 +482,6 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             else:
                 Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
             fit_time = time.perf_counter() - start
-            Xt_test = transformer.transform(X_test) if X_test is not None else None
         except Exception as exc:
             return StepOutput(
                 node.key,
@@ -492,6 +491,17 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
                 failed_label=node.link.label,
                 warnings=(*prior_warned, *warned),
             )
+        fitted_warned = len(warned)
+        try:
+            Xt_test = transformer.transform(X_test) if X_test is not None else None
+        except Exception:
+            # the fit stands: scikit-learn meets this only when it scores the
+            # pipeline on the test rows. Xt_test stays None, and the score
+            # task scores the fitted chain on raw test rows, failing (and
+            # warning) there as scikit-learn does; this attempt's warnings
+            # would come again then
+            Xt_test = None
+            del warned[fitted_warned:]
     Xt_train, Xt_test = compact(Xt_train), compact(Xt_test)
     freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
     if cache is not None:
@@ -660,10 +670,7 @@ def run_score(
     with recording_warnings(ctx) as warned:
         start = time.perf_counter()
         try:
-            if y_train is None:
-                estimator.fit(X_train, **params)
-            else:
-                estimator.fit(X_train, y_train, **params)
+            _fit_final(node, estimator, X_train, y_train, params)
         except Exception as exc:
             fit_time = time.perf_counter() - start
             result = _error_scores(scorer, error_score, return_train_score)
@@ -678,8 +685,13 @@ def run_score(
         fit_time = time.perf_counter() - start
         result["fit_error"] = None
         try:
+            tested, X_tested = estimator, X_test
+            if parent is not None and X_test is None and n_test:
+                # a step could not transform the test rows (see run_step)
+                tested = _as_pipeline(parent.models, estimator)
+                X_tested = fold_rows(ctx, fold, "test")[0]
             result["test_scores"] = _score(
-                estimator, X_test, y_test, scorer, score_test, error_score
+                tested, X_tested, y_test, scorer, score_test, error_score
             )
             score_time = time.perf_counter() - start - fit_time
             if return_train_score:
@@ -730,6 +742,19 @@ def run_score_batch(
     return [run_score(ctx, node, scoring, fold, parent, ttrain) for node in nodes]
 
 
+def _fit_final(node: Any, estimator: Any, X: Any, y: Any, params: dict[str, Any]) -> None:
+    """Fit a chain's final estimator as scikit-learn's search would.
+
+    A bare estimator without y gets ``fit(X)``; a pipeline's last step always
+    gets y, None included (``Pipeline.fit`` passes it on), so a supervised
+    one says it needs y instead of failing on a missing argument.
+    """
+    if y is None and not node.link.path:
+        estimator.fit(X, **params)
+    else:
+        estimator.fit(X, y, **params)
+
+
 def _as_pipeline(models: tuple[Any, ...], final: Any) -> Any:
     from sklearn.pipeline import Pipeline
 
@@ -778,10 +803,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     start = time.perf_counter()
     _Blas.apply(ctx.blas_threads)
     with recording_warnings(ctx) as warned:
-        if y is None:
-            estimator.fit(X, **params)
-        else:
-            estimator.fit(X, y, **params)
+        _fit_final(node, estimator, X, y, params)
     fit_time = time.perf_counter() - start
     if cache is not None:
         cache.set_later(node.key, _pack_model(estimator, fit_time, warned))

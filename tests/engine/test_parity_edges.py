@@ -354,3 +354,89 @@ def test_nullable_pandas_targets_are_read_as_scikit_learn_reads_them(runner):
         assert ours.best_estimator_.classes_.dtype == sk.best_estimator_.classes_.dtype, dtype
         assert np.array_equal(ours.best_estimator_.predict(X), sk.best_estimator_.predict(X))
     assert ours.best_estimator_.classes_.dtype == np.int64  # a plain int64 Series stays
+
+
+def _caught(search):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = search()
+    return out, {(w.category.__name__, str(w.message).split(".")[0]) for w in caught}
+
+
+def test_a_step_failing_only_on_test_rows_is_a_scoring_failure(runner):
+    """A transformer that fits but cannot transform the test rows (a category
+    it never saw) fails the score, not the fit, as in scikit-learn: the train
+    score stands, "Scoring failed" is warned, no FitFailedWarning. Its later
+    steps fit on; a second search replays the cached step the same way."""
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 49 + ["rare"], "x": rng.normal(size=100)})
+    y = rng.randint(0, 2, 100)
+    ct = ColumnTransformer([("oh", OneHotEncoder(), ["c"])], remainder="passthrough")
+    pipe = Pipeline([("ct", ct), ("sc", StandardScaler()), ("clf", LogisticRegression())])
+    kw = dict(cv=KFold(4), return_train_score=True, refit=False)
+    grid = {"clf__C": [0.5, 1.0]}
+    sk, expected = _caught(lambda: GridSearchCV(pipe, grid, **kw).fit(X, y))
+    assert ("UserWarning", "Scoring failed") in expected
+    assert not any(c == "FitFailedWarning" for c, _ in expected)
+    for run in ("cold", "warm"):
+        ours, got = _caught(lambda: runner.search(pipe, X, y, param_grid=grid, **kw))
+        assert got == expected, run
+        assert np.isfinite(ours.cv_results_["split3_train_score"]).all()
+        assert_same_search(ours, sk)
+    assert ours.stats.step_fits == 0
+
+
+def test_some_folds_fail_to_fit_and_one_to_score(runner):
+    """A NaN in one row: the folds training on it fail to fit, the fold
+    testing on it fails to score; not every fit failed, so results come back."""
+    from sklearn.model_selection import KFold
+
+    rng = np.random.RandomState(1)
+    X, y = rng.normal(size=(90, 4)), rng.randint(0, 2, 90)
+    X[3, 2] = np.nan
+    pipe = Pipeline([("pca", PCA(2)), ("clf", LogisticRegression())])
+    kw = dict(param_grid={"clf__C": [1.0]}, cv=KFold(3), refit=False)
+    (ours, sk), got = _caught(lambda: both(runner, pipe, X, y, **kw))
+    # each kind from both searches: the fit failures and the scoring failure
+    assert ("FitFailedWarning", "\n2 fits failed out of a total of 3") in got
+    assert ("UserWarning", "Scoring failed") in got
+    assert_same_search(ours, sk)
+    assert np.isnan(ours.cv_results_["mean_test_score"]).all()
+    assert any("Scoring failed" in w for w in ours.warnings)
+
+
+def test_a_pipeline_without_y_tells_its_supervised_step_needs_y(runner):
+    """Pipeline.fit passes y=None on to its last step, which then says it
+    needs y, as scikit-learn's search reports it; a bare estimator gets fit(X)."""
+    from sklearn.model_selection import GridSearchCV
+
+    X, _ = make_classification(n_samples=60, random_state=0)
+    pipe = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression())])
+    grid = {"clf__C": [1.0]}
+    with pytest.raises(ValueError) as theirs:
+        GridSearchCV(pipe, grid, cv=3, error_score="raise").fit(X)
+    assert "requires y to be passed" in str(theirs.value)
+    with pytest.raises(ValueError) as ours:
+        runner.search(pipe, X, None, param_grid=grid, cv=3, error_score="raise")
+    assert str(ours.value) == str(theirs.value)
+    single = Pipeline([("clf", LogisticRegression())])  # no step before the final one
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        runner.search(single, X, None, param_grid=grid, cv=3, error_score="raise")
+
+
+def test_a_splitters_warnings_reach_the_caller_and_the_result(runner):
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    X, _ = make_classification(n_samples=60, random_state=0)
+    y = np.array([0] * 30 + [1] * 28 + [2] * 2)
+    search = dict(param_grid={"C": [1.0]}, cv=StratifiedKFold(5))
+    sk, expected = _caught(lambda: GridSearchCV(LogisticRegression(), **search).fit(X, y))
+    text = "The least populated class in y has only 2 members, which is less than n_splits=5"
+    assert ("UserWarning", text) in expected
+    ours, got = _caught(lambda: runner.search(LogisticRegression(), X, y, **search))
+    assert ("UserWarning", text) in got
+    assert any(w.startswith("UserWarning: " + text) for w in ours.warnings)
+    assert_same_search(ours, sk, X)
