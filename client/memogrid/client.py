@@ -840,7 +840,7 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
     These are trusted when loading the job's best estimator: they are what
     the user asked for.
     """
-    from .spec import TYPE_VALUES, default_allowlist
+    from .spec import CONSTANTS, TYPE_VALUES, constant_value, default_allowlist
 
     allow = default_allowlist()
     found: set[str] = set()
@@ -854,6 +854,9 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                     found.update(_default_functions(cls))
             if set(value) == {"type"} and value["type"] in TYPE_VALUES:  # dtype=np.number
                 t = TYPE_VALUES[value["type"]]
+                found.add(f"{t.__module__}.{t.__qualname__}")
+            if set(value) == {"constant"} and value["constant"] in CONSTANTS:  # pd.NA
+                t = type(constant_value(value["constant"], ""))
                 found.add(f"{t.__module__}.{t.__qualname__}")
             if set(value) == {"function"} and isinstance(value["function"], str):
                 fn = allow.functions.get(value["function"])

@@ -16,7 +16,7 @@ Python's ``float``, ``int``, ``bool`` and ``str`` only); a dict
 (``class_weight={0: 1, 1: 5}``) is ``{"dict": [[key, value], ...]}`` with
 number, string or boolean keys; a tuple (``ngram_range=(1, 2)``) is
 ``{"tuple": [1, 2]}``, and a plain list where scikit-learn takes only a
-tuple is read as one.
+tuple is read as one; ``pd.NA`` is ``{"constant": "pandas.NA"}``.
 
 Building (:func:`build_estimator`, :func:`build_grid`,
 :func:`build_distributions`) never imports anything by a name taken from a
@@ -138,6 +138,29 @@ _MAX_DEPTH = 32
 
 #: the non-finite floats a spec writes as ``{"float": ...}``
 _SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+#: Singletons a spec names as ``{"constant": "package.name"}``, with the name
+#: of their type: pandas' missing-value marker
+#: (``SimpleImputer(missing_values=pd.NA)``). Told by type name and package
+#: so that the client need not import pandas to spot one.
+CONSTANTS: dict[str, str] = {"pandas.NA": "NAType"}
+
+
+def constant_name(value: Any) -> str | None:
+    """The :data:`CONSTANTS` name of ``value``, or None."""
+    t = type(value)
+    package = t.__module__.partition(".")[0]
+    for name, type_name in CONSTANTS.items():
+        if t.__name__ == type_name and name.startswith(package + "."):
+            return name
+    return None
+
+
+def constant_value(name: Any, path: str) -> Any:
+    if not isinstance(name, str) or name not in CONSTANTS:
+        raise SpecError(path, f"constant {name!r} is not one a spec can name ({sorted(CONSTANTS)})")
+    package, _, attr = name.partition(".")
+    return getattr(importlib.import_module(package), attr)
 
 
 def _types_by_name() -> dict[str, type]:
@@ -397,6 +420,8 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             if value["float"] not in _SPECIAL_FLOATS:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
             return _SPECIAL_FLOATS[value["float"]]
+        if set(value) == {"constant"}:
+            return constant_value(value["constant"], path)
         if set(value) == {"type"}:
             if value["type"] not in TYPE_VALUES:
                 raise SpecError(path, f"type {value['type']!r} is not one a spec can name")
@@ -424,7 +449,7 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
         raise SpecError(
             path,
             "an object must be an estimator spec, a function reference, "
-            '{"float": ...}, {"type": ...}, {"tuple": ...} or {"dict": ...}',
+            '{"float": ...}, {"type": ...}, {"constant": ...}, {"tuple": ...} or {"dict": ...}',
         )
     if isinstance(value, list):
         return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -842,6 +867,9 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
 def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
     if value is None or isinstance(value, (bool, str, int, float, np.generic)):
         return _to_literal(value, path)
+    constant = constant_name(value)
+    if constant is not None:
+        return {"constant": constant}
     if isinstance(value, (list, tuple)):
         items = [_to_spec(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
         return {"tuple": items} if isinstance(value, tuple) else items

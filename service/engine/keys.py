@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from memogrid.spec import constant_name
+
 #: Bumped whenever the encoding or the task semantics change, so that old
 #: cache entries are never read with new meaning.
 # v2: folds carry their BLAS thread limit; v3: frames stored before (v4
@@ -457,6 +459,9 @@ def canonical(value: Any) -> Any:
         # plain Python functions: by importable name and, outside the
         # versioned libraries, their code
         return ["func", named(value)]
+    constant = constant_name(value)
+    if constant is not None:  # pd.NA
+        return ["const", constant]
     d = getattr(value, "__dict__", None)
     if d is not None and not callable(getattr(value, "__code__", None)):
         # A small configuration object (e.g. make_column_selector): its

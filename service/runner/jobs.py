@@ -14,6 +14,7 @@ Every state change goes through :func:`~memogrid_service.runner.states.transitio
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -490,6 +491,7 @@ class JobRunner:
         if result.best_estimator_ is not None:
             import skops.io as sio
 
+            _skops_stores_constants()
             path = self.estimators_dir / f"{job_id}.skops"
             tmp = path.with_suffix(".tmp")
             sio.dump(result.best_estimator_, tmp)
@@ -556,6 +558,36 @@ class JobRunner:
 
 class LeaseLost(RuntimeError):
     """Another runner took over this job: its results are not ours to write."""
+
+
+@functools.cache
+def _skops_stores_constants() -> None:
+    """Teach skops to store the :data:`memogrid.spec.CONSTANTS` (pd.NA).
+
+    skops cannot store pd.NA (it rebuilds objects from their state, and the
+    singleton has none): a best estimator holding one
+    (``SimpleImputer(missing_values=pd.NA)``) is written as a call of its
+    type with no arguments, which gives the singleton back, and loads under
+    skops' own loader once the client trusts the type (the spec named it).
+    skops has no public hook for this; its dispatcher is the one place.
+    """
+    from skops.io._utils import _get_state, get_module, get_state
+
+    from memogrid.spec import CONSTANTS, constant_value
+
+    for name in CONSTANTS:
+        kind = type(constant_value(name, ""))
+        assert kind() is constant_value(name, ""), name  # a singleton type
+
+        def state(obj: Any, save_context: Any, kind: type = kind) -> dict[str, Any]:
+            return {
+                "__class__": kind.__name__,
+                "__module__": get_module(kind),
+                "__loader__": "ConstructorFromReduceNode",
+                "content": get_state((), save_context),
+            }
+
+        _get_state.register(kind)(state)
 
 
 def param_text(value: Any) -> str:

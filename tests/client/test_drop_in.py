@@ -248,6 +248,35 @@ def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
                 search.fit(X_na, y)
 
 
+def test_pd_na_as_a_parameter_imputes_as_in_scikit_learn(mg):
+    """SimpleImputer(missing_values=pd.NA) on a string column: the spec names
+    pd.NA, the service imputes what scikit-learn imputes."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    city = pd.Series(["paris", pd.NA, "lyon", "nice", "lyon"] * 24, dtype="string")
+    X = pd.DataFrame({"city": city, "n": np.arange(120) % 7})
+    y = np.array([0, 1, 0, 1, 1] * 24)
+    impute = make_pipeline(
+        SimpleImputer(missing_values=pd.NA, strategy="constant"), OneHotEncoder()
+    )
+    pipe = make_pipeline(
+        make_column_transformer((impute, ["city"]), remainder="passthrough"), LogisticRegression()
+    )
+    grid = {
+        "columntransformer__pipeline__simpleimputer__fill_value": ["zz", "lyon"],
+        "logisticregression__C": [0.1, 1.0],
+    }
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    imputer = ours.best_estimator_[0].named_transformers_["pipeline"][0]
+    assert imputer.missing_values is pd.NA
+
+
 def test_a_column_of_mixed_ids_is_data_as_in_scikit_learn(mg):
     """An object column of str and int ids (read_csv's "mixed types"):
     dropped by the ColumnTransformer, the search is scikit-learn's; fed to

@@ -626,6 +626,26 @@ def test_tuples_and_lists_keep_their_type(allow):
     assert err.value.path == "params.ngram_range"
 
 
+def test_pd_na_is_a_named_constant(allow):
+    import pandas as pd
+    from sklearn.impute import SimpleImputer
+
+    from memogrid_service.engine import keys
+
+    spec = to_spec(SimpleImputer(missing_values=pd.NA), allow)
+    assert spec["params"] == {"missing_values": {"constant": "pandas.NA"}}
+    assert build_estimator(json.loads(json.dumps(spec)), allow).missing_values is pd.NA
+    grid = to_grid({"missing_values": [pd.NA, np.nan]}, allow)
+    built = build_grid(SimpleImputer(), json.loads(json.dumps(grid)), allow)
+    assert built["missing_values"][0] is pd.NA and math.isnan(built["missing_values"][1])
+    assert keys.canonical(pd.NA) != keys.canonical(np.nan)
+    for name in ("os.system", "pandas.NaT", 1):
+        bad = {"class": spec["class"], "params": {"missing_values": {"constant": name}}}
+        with pytest.raises(SpecError, match="is not one a spec can name") as err:
+            build_estimator(bad, allow)
+        assert err.value.path == "params.missing_values"
+
+
 def test_nan_infinity_types_and_dicts_round_trip(allow):
     import json
 
