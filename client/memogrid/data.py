@@ -128,7 +128,12 @@ def as_array(obj: Any) -> np.ndarray:
         # string labels often come as objects (pandas): those become str
         if _all_strings(arr):
             return arr.astype(str)
-        raise DataError("object dtype arrays are not accepted (only numbers, booleans and strings)")
+        kinds = sorted({type(v).__name__ for v in arr.flat})
+        raise DataError(
+            f"an object dtype array holding {', '.join(kinds[:5])} values is not accepted: "
+            "an array is numbers, booleans or strings of one dtype; for columns of "
+            "different kinds pass a pandas DataFrame (each column keeps its type)"
+        )
     return arr
 
 

@@ -190,8 +190,10 @@ def test_error_types(mg, seed_data, monkeypatch):
     with pytest.raises(memogrid.TooLarge, match="exceeds"):
         mg.upload(np.zeros(2 << 20))
     # refused data
-    with pytest.raises(memogrid.DataError, match="object"):
+    with pytest.raises(memogrid.DataError, match="holding dict values"):
         mg.upload(np.array([{"a": 1}], dtype=object))
+    with pytest.raises(memogrid.DataError, match="holding float, str values.*DataFrame"):
+        mg.upload(np.array([["a", 1.0], ["b", 2.0]], dtype=object))
     # nobody there: retried, then a TransportError
     monkeypatch.setattr("memogrid.client.RETRY_BACKOFF", 0.01)
     with Client("http://127.0.0.1:9") as nowhere, pytest.raises(memogrid.TransportError):
