@@ -1000,8 +1000,6 @@ def explicit_folds(
             np.flatnonzero(p) if p.dtype.kind == "b" else p.astype(np.int64, copy=False)
             for p in parts
         )
-        if not test.size:
-            raise SpecError(f"{path}[{i}]", "a fold has no test rows")
         folds.append((train, test))
     if not folds:
         raise SpecError(path, "cv holds no folds")

@@ -686,8 +686,9 @@ def run_score(
         result["fit_error"] = None
         try:
             tested, X_tested = estimator, X_test
-            if parent is not None and X_test is None and n_test:
-                # a step could not transform the test rows (see run_step)
+            if parent is not None and X_test is None:
+                # a step could not transform the test rows (see run_step), or
+                # there are none: the chain meets them as scikit-learn's does
                 tested = _as_pipeline(parent.models, estimator)
                 X_tested = fold_rows(ctx, fold, "test")[0]
             result["test_scores"] = _score(

@@ -168,8 +168,6 @@ def _explicit_folds(value: Mapping[str, Any]) -> ExplicitFolds:
             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in pair)
         ):
             raise SpecError(f"cv.sizes[{i}]", "a fold's sizes are [n_train, n_test], counts")
-        if pair[1] == 0:
-            raise SpecError(f"cv.sizes[{i}]", "a fold has no test rows")
     return ExplicitFolds(value["folds"], tuple((a, b) for a, b in sizes))
 
 

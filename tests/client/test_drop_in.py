@@ -624,7 +624,6 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
     # what cannot be folds is refused before anything is sent, by fold
     sent = mg.uploads
     for cv, path, problem in [
-        ([(np.arange(10, 90), np.arange(0, 0))], r"cv\[0\]", "no test rows"),
         ([(np.arange(10, 90),)], r"cv\[0\]", "pair of integer index arrays"),
         ([(np.arange(10, 90), np.linspace(0, 1, 5))], r"cv\[0\]", "pair of integer"),
         ([], "cv", "no folds"),
@@ -638,9 +637,24 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
     with pytest.raises(SpecError, match="outside the 90 rows") as err:
         mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(0, 85), np.arange(85, 95))])
     assert err.value.path == "cv.folds[0]"
-    # an empty list is an empty index; uint64 past int64 is outside X, not wrapped
-    with pytest.raises(SpecError, match="no test rows"):
-        mg.submit(LogisticRegression(), grid, X, y, cv=[(list(range(10, 90)), [])])
+    # a fold without test rows scores nan with scikit-learn's warnings, bare
+    # estimator or pipeline
+    empty = [(np.arange(0, 60), np.arange(60, 90)), (list(range(10, 90)), np.arange(0))]
+    for est in (LogisticRegression(), Pipeline([("pca", PCA(2)), ("lr", LogisticRegression())])):
+        prefix = "lr__" if isinstance(est, Pipeline) else ""
+        g = {prefix + "C": grid["C"]}
+        found = []
+        for search in (
+            GridSearchCV(est, g, cv=empty, client=mg, progress=False),
+            SkGridSearchCV(est, g, cv=empty),
+        ):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                found.append(search.fit(X, y))
+            assert any(str(w.message).startswith("Scoring failed") for w in caught)
+        assert_cv_results_equal(found[0].cv_results_, found[1].cv_results_)
+        assert np.isnan(found[0].cv_results_["split1_test_score"]).all()
+    # uint64 past int64 is outside X, not wrapped
     huge = np.array([2**63 + 5], dtype=np.uint64)
     with pytest.raises(SpecError, match="outside X's rows"):
         mg.submit(LogisticRegression(), grid, X, y, cv=[(np.arange(10, 90, dtype=np.uint64), huge)])
