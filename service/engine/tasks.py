@@ -685,7 +685,9 @@ def run_score(
         fit_time = time.perf_counter() - start
         result["fit_error"] = None
         try:
-            tested, X_tested = estimator, X_test
+            # a pipeline's scorer meets the pipeline: its errors name it
+            facing = _as_pipeline((), estimator) if node.link.path else estimator
+            tested, X_tested = facing, X_test
             if parent is not None and X_test is None:
                 # a step could not transform the test rows (see run_step), or
                 # there are none: the chain meets them as scikit-learn's does
@@ -696,7 +698,7 @@ def run_score(
             )
             score_time = time.perf_counter() - start - fit_time
             if return_train_score:
-                scored, X_scored = estimator, X_train_scored
+                scored, X_scored = facing, X_train_scored
                 if parent is not None and X_scored is None:
                     # the memoized train transform failed: score the whole
                     # pipeline on raw rows so _score reports it as sklearn does

@@ -440,3 +440,30 @@ def test_a_splitters_warnings_reach_the_caller_and_the_result(runner):
     assert ("UserWarning", text) in got
     assert any(w.startswith("UserWarning: " + text) for w in ours.warnings)
     assert_same_search(ours, sk, X)
+
+
+def test_a_pipelines_scoring_errors_name_the_pipeline(runner):
+    """The scorer meets the pipeline, as in scikit-learn: an SVC without
+    probabilities fails neg_log_loss with "Pipeline has none of ...", the
+    same words in the warning and in the error error_score="raise" gives."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    pipe = Pipeline([("sc", StandardScaler()), ("svc", SVC())])
+    kw = dict(param_grid={"svc__C": [1.0]}, cv=3, scoring="neg_log_loss", refit=False)
+
+    def last_lines(search):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search()
+        return {str(w.message).strip().splitlines()[-1] for w in caught}
+
+    expected = last_lines(lambda: GridSearchCV(pipe, **kw).fit(X, y))
+    assert any("Pipeline has none of the following attributes" in m for m in expected)
+    assert last_lines(lambda: runner.search(pipe, X, y, **kw)) == expected
+    with pytest.raises(AttributeError) as theirs:
+        GridSearchCV(pipe, **kw, error_score="raise").fit(X, y)
+    with pytest.raises(AttributeError) as ours:
+        runner.search(pipe, X, y, **kw, error_score="raise")
+    assert str(ours.value) == str(theirs.value)
