@@ -852,12 +852,14 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                 if cls is not None:
                     found.add(f"{cls.__module__}.{cls.__qualname__}")
                     found.update(_default_functions(cls))
-            if set(value) == {"type"} and value["type"] in TYPE_VALUES:  # dtype=np.number
+            if set(value) == {"type"} and TYPE_VALUES.get(str(value["type"])):  # dtype=np.number
                 t = TYPE_VALUES[value["type"]]
                 found.add(f"{t.__module__}.{t.__qualname__}")
-            if set(value) == {"constant"} and value["constant"] in CONSTANTS:  # pd.NA
+            if set(value) == {"constant"} and str(value["constant"]) in CONSTANTS:  # pd.NA
                 t = type(constant_value(value["constant"], ""))
                 found.add(f"{t.__module__}.{t.__qualname__}")
+                # older pandas name NAType's module as its home module
+                found.add(f"pandas._libs.missing.{t.__qualname__}")
             if set(value) == {"function"} and isinstance(value["function"], str):
                 fn = allow.functions.get(value["function"])
                 if fn is not None:

@@ -153,7 +153,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 refit_job = self._run_job(
                     client, lambda: self._submit_one(client, grid, X, y, groups, cv, fit_params)
                 )
-                _reemit(refit_job.warnings)
+                # the refit's own: the rest (the folds' warnings, replayed
+                # from the cache, the splitter's) were raised with the search
+                _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
                 self.best_estimator_ = refit_job.best_estimator_
                 self.refit_time_ = float(refit_job.stats.get("refit_time", np.nan))
                 self._adopt_features()

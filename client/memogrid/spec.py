@@ -15,8 +15,8 @@ parameter is ``{"type": "numpy.float32"}`` (numpy's scalar types and
 Python's ``float``, ``int``, ``bool`` and ``str`` only); a dict
 (``class_weight={0: 1, 1: 5}``) is ``{"dict": [[key, value], ...]}`` with
 number, string or boolean keys; a tuple (``ngram_range=(1, 2)``) is
-``{"tuple": [1, 2]}``, and a plain list where scikit-learn takes only a
-tuple is read as one; ``pd.NA`` is ``{"constant": "pandas.NA"}``.
+``{"tuple": [1, 2]}`` (a list stays a list, as scikit-learn judges the
+two apart); ``pd.NA`` is ``{"constant": "pandas.NA"}``.
 
 Building (:func:`build_estimator`, :func:`build_grid`,
 :func:`build_distributions`) never imports anything by a name taken from a
@@ -185,7 +185,10 @@ TYPE_VALUES = _types_by_name()
 def _check_safe(name: str, value: Any, path: str) -> None:
     """Refuse a value that would let a spec touch the server's files."""
     allowed = _SAFE_VALUES.get(name)
-    if allowed is not None and not any(value is a or value == a for a in allowed):
+    # compared only with values of their own type: pd.NA == "content" is no bool
+    if allowed is not None and not any(
+        value is a or (type(value) is type(a) and value == a) for a in allowed
+    ):
         raise SpecError(
             path,
             f"{name}={value!r} is not accepted: it would reach the server's file system "
@@ -477,12 +480,11 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise SpecError(_join(path, "params"), "params must be an object")
-    signature = {
-        p.name: p
+    accepted = {
+        p.name
         for p in inspect.signature(cls).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
-    accepted = set(signature)
     built = {}
     for key, value in params.items():
         where = _join(path, f"params.{key}")
@@ -492,10 +494,6 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         _check_safe(key, built[key], where)
         if key in _NAMED_ENTRIES and isinstance(built[key], list):
             built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
-        elif isinstance(built[key], list) and _wants_tuple(
-            cls, key, built[key], signature[key].default
-        ):
-            built[key] = tuple(built[key])
     try:
         estimator = cls(**built)
     except Exception as exc:  # constructors only store arguments; be safe anyway
@@ -576,7 +574,14 @@ def _validate(estimator: Any, path: str) -> None:
         message = str(exc)
         name = message.split("'")[1] if message.startswith("The '") else ""
         where = _join(path, f"params.{name}") if name else path
-        raise SpecError(where, message) from None
+        raise SpecError(where, _tuple_hint(message)) from None
+
+
+def _tuple_hint(message: str) -> str:
+    """scikit-learn's refusal, telling a spec's author how a tuple is written."""
+    if "instance of 'tuple'" in message and "Got [" in message:
+        return message + ' (a spec writes a tuple as {"tuple": [...]})'
+    return message
 
 
 def _check_keys(estimator: Any, space: Mapping[str, Any], path: str) -> None:
@@ -617,7 +622,6 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
         _check_safe_entries(key, out[key], where)
-    _tuples_where_expected(estimator, out)
     _check_keys(estimator, out, path)
     _check_values(estimator, out, path)
     return out
@@ -643,47 +647,7 @@ def _check_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> 
             try:
                 owner._validate_params()
             except (ValueError, TypeError) as exc:
-                raise SpecError(f"{path}.{key}[{i}]", str(exc)) from None
-
-
-def _wants_tuple(cls: type, key: str, value: list[Any], current: Any) -> bool:
-    """Whether a plain JSON list given for ``cls``'s parameter ``key`` stands for a tuple.
-
-    :func:`to_spec` writes tuples as ``{"tuple": [...]}``, but a spec written
-    by hand has only lists: ``"ngram_range": [1, 2]``. Such a list becomes a
-    tuple where the parameter holds a tuple by default (or now) and
-    scikit-learn's constraints refuse the list but take the tuple; a list
-    scikit-learn takes as it is (``hidden_layer_sizes=[50]``) stays a list.
-    """
-    if not isinstance(current, tuple):
-        return False
-    constraints = getattr(cls, "_parameter_constraints", {}).get(key)
-    if not isinstance(constraints, list):
-        return True
-    from sklearn.utils._param_validation import make_constraint
-
-    def takes(v: Any) -> bool:
-        return any(make_constraint(c).is_satisfied_by(v) for c in constraints)
-
-    return not takes(value) and takes(tuple(value))
-
-
-def _tuples_where_expected(estimator: Any, space: dict[str, Any]) -> None:
-    """Grid lists become tuples where the parameter they set wants one (see :func:`_wants_tuple`).
-
-    ``{"vect__ngram_range": [[1, 1], [1, 2]]}`` written by hand arrives as
-    lists; scikit-learn validates such parameters as tuples.
-    """
-    current = estimator.get_params(deep=True)
-    for key, values in space.items():
-        if not isinstance(values, list) or not isinstance(current.get(key), tuple):
-            continue
-        owner_key, _, name = key.rpartition("__")
-        owner = current.get(owner_key) if owner_key else estimator
-        space[key] = [
-            tuple(v) if isinstance(v, list) and _wants_tuple(type(owner), name, v, ()) else v
-            for v in values
-        ]
+                raise SpecError(f"{path}.{key}[{i}]", _tuple_hint(str(exc))) from None
 
 
 def _number(value: Any, path: str) -> int | float:

@@ -49,6 +49,7 @@ from .tasks import (
     Warned,
     caller_identity,
     load_refit,
+    module_of,
     result_settings,
     run_cached_step,
     run_refit,
@@ -165,11 +166,18 @@ def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
 
 def _report_caught(caught: Iterable[Any], reemit: bool, into: list[str]) -> None:
     """List warnings caught in this process in ``into`` and, if ``reemit``,
-    raise them again as they were raised."""
+    raise them again as they were raised (from their module, for filters
+    that name one)."""
     for w in caught:
         into.append(f"{w.category.__name__}: {w.message}")
         if reemit:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            module = module_of(w.filename)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module)
+
+
+def _text(item: Warned) -> str:
+    """How a warning is listed in a result: ``"ConvergenceWarning: ..."``."""
+    return f"{item[0]}: {item[1]}"
 
 
 def _raise_warned(
@@ -193,7 +201,7 @@ def _raise_warned(
         name, message, filename, lineno = item[:4]
         module = item[4] if len(item) > 4 else None
         category = warning_category(name)
-        text = f"{name}: {message}"
+        text = _text(item)
         if into is not None and text not in seen:
             seen.add(text)
             into.append(text)
@@ -308,6 +316,9 @@ class SearchResult:
     best_estimator_: Any = None
     refit_time_: float | None = None
     warnings: list[str] = field(default_factory=list)
+    #: of ``warnings``, those the refit raised (a client that refits a
+    #: candidate it picked, as a search of its own, raises only these again)
+    refit_warnings: list[str] = field(default_factory=list)
     stats: SearchStats = field(default_factory=SearchStats)
 
 
@@ -979,6 +990,7 @@ class SearchRunner:
                 p.ctx,
                 cancel,
             )
+            res.refit_warnings = list(dict.fromkeys(_text(w) for w in refit_warned))
             _raise_warned(refit_warned, reemit_warnings, result_warnings)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start

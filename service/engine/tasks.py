@@ -314,13 +314,13 @@ class _WarningRouter:
         if sink is None:
             self.original(message, category, filename, lineno, file, line)
         else:
-            sink.append((category.__name__, str(message), filename, lineno, _module(filename)))
+            sink.append((category.__name__, str(message), filename, lineno, module_of(filename)))
 
 
 _modules: dict[str, str | None] = {}
 
 
-def _module(filename: str) -> str | None:
+def module_of(filename: str) -> str | None:
     """The name of the module loaded from ``filename`` (as ``warnings.warn``
     gives it to filters that name a module), or None."""
     if filename not in _modules:
@@ -502,6 +502,8 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             # would come again then
             Xt_test = None
             del warned[fitted_warned:]
+        else:
+            warned[fitted_warned:] = [(*w, TEST_PHASE) for w in warned[fitted_warned:]]
     Xt_train, Xt_test = compact(Xt_train), compact(Xt_test)
     freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
     if cache is not None:
@@ -516,6 +518,31 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
         (*prior, (node.key, "fit", fit_time)),
         warnings=(*prior_warned, *warned),
     )
+
+
+#: the tag that ends a :data:`Warned` a step raised as it transformed the
+#: test rows: scikit-learn raises those only when it scores the fitted
+#: pipeline, after the final fit (see :func:`_in_order`)
+TEST_PHASE = "test rows"
+
+
+def _in_order(
+    chain: tuple[Warned, ...], final: list[Warned], n_fit: int | None, rescored: bool
+) -> tuple[Warned, ...]:
+    """A fold's warnings in the order scikit-learn raises them.
+
+    ``chain`` is what the steps raised, ``final`` what the final estimator's
+    fit (its first ``n_fit``) and the scoring raised. The steps' fits come
+    first, then the final fit, then, only if the fit succeeded (``n_fit`` is
+    not None), the steps' test-row transforms (unless the scoring ran the
+    whole chain on raw rows again, ``rescored``, which raised them anew),
+    then the scoring.
+    """
+    fits = tuple(w for w in chain if w[5:] != (TEST_PHASE,))
+    if n_fit is None:
+        return (*fits, *final)
+    tests = () if rescored else tuple(w for w in chain if w[5:] == (TEST_PHASE,))
+    return (*fits, *final[:n_fit], *tests, *final[n_fit:])
 
 
 def _load_step(
@@ -649,7 +676,11 @@ def run_score(
             score_time=0.0,
             fit_error=parent.error,
         )
-        return ScoreOutput(_warned(failed, prior_warned), prior, "skipped", parent.exception)
+        failed = _warned(failed, _in_order(prior_warned, [], None, False))
+        return ScoreOutput(failed, prior, "skipped", parent.exception)
+    # a step could not transform the test rows (see run_step), or there are
+    # none: the scorer meets the chain and the raw rows, as scikit-learn's does
+    rescored = parent is not None and parent.Xt_test is None
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
         X_test, y_test = fold_rows(ctx, fold, "test")
@@ -680,17 +711,17 @@ def run_score(
                 fit_time=upstream + fit_time,
                 score_time=0.0,
             )
-            result = _warned(result, (*prior_warned, *warned))
+            result = _warned(result, _in_order(prior_warned, warned, None, False))
             return ScoreOutput(result, prior, "fit", exc, nbytes)
         fit_time = time.perf_counter() - start
+        n_fit = len(warned)
         result["fit_error"] = None
         try:
             # a pipeline's scorer meets the pipeline: its errors name it
             facing = _as_pipeline((), estimator) if node.link.path else estimator
             tested, X_tested = facing, X_test
-            if parent is not None and X_test is None:
-                # a step could not transform the test rows (see run_step), or
-                # there are none: the chain meets them as scikit-learn's does
+            if rescored:
+                assert parent is not None
                 tested = _as_pipeline(parent.models, estimator)
                 X_tested = fold_rows(ctx, fold, "test")[0]
             result["test_scores"] = _score(
@@ -708,10 +739,11 @@ def run_score(
                     scored, X_scored, y_train, scorer, score_train, error_score
                 )
         except Exception as exc:  # error_score="raise" in _score
-            failed = _warned({"fit_error": traceback.format_exc()}, (*prior_warned, *warned))
+            failed = {"fit_error": traceback.format_exc()}
+            failed = _warned(failed, _in_order(prior_warned, warned, n_fit, rescored))
             return ScoreOutput(failed, prior, "fit", exc, nbytes)
     result.update(n_test_samples=n_test, fit_time=upstream + fit_time, score_time=score_time)
-    result = _warned(result, (*prior_warned, *warned))
+    result = _warned(result, _in_order(prior_warned, warned, n_fit, rescored))
     if cache is not None:  # with every warning that led to it, replayed on hits
         cache.set_later(node.key, result)
     return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)

@@ -533,7 +533,12 @@ class JobRunner:
             None if result.best_params_ is None else encode_value(result.best_params_, value_json)
         )
         timings["store"] = time.perf_counter() - t0
-        stats = dict(result.stats.as_dict(), refit_time=result.refit_time_, timings=timings)
+        stats = dict(
+            result.stats.as_dict(),
+            refit_time=result.refit_time_,
+            refit_warnings=result.refit_warnings,
+            timings=timings,
+        )
         # the candidates become visible together with the success, or not at all
         with self.db.write() as s:
             if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):

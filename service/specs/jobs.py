@@ -373,13 +373,21 @@ def compile_job(
 _SELECTOR = "sklearn.compose.make_column_selector"
 
 
+def _listed(value: Any) -> Any:
+    """The entries of a spec's ``{"tuple": [...]}``; anything else as it is."""
+    if isinstance(value, Mapping) and set(value) == {"tuple"}:
+        return value["tuple"]
+    return value
+
+
 def _uses_column_names(spec: Any) -> bool:
     """Whether a ColumnTransformer in the spec selects columns by name."""
     if isinstance(spec, Mapping):
         if spec.get("class") == "sklearn.compose.ColumnTransformer":
-            for entry in (spec.get("params") or {}).get("transformers") or []:
+            for entry in _listed((spec.get("params") or {}).get("transformers")) or []:
+                entry = _listed(entry)
                 if isinstance(entry, list) and len(entry) == 3:
-                    cols = entry[2]
+                    cols = _listed(entry[2])
                     if isinstance(cols, str) or (
                         isinstance(cols, list) and any(isinstance(c, str) for c in cols)
                     ):

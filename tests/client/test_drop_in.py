@@ -522,6 +522,24 @@ def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
         LogisticRegression(), grid, cv=KFold(3).split(X), refit=simplest_within_a_point
     ).fit(X, y)
     assert gen.best_index_ == sk.best_index_ and gen.refit_job_.stats["final_fits"] == 0
+    # the refit job raises only the refit's own warnings again: the splitter's
+    # and the folds' came with the search (and would come again from its cache)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+
+    y3 = np.r_[np.zeros(45), np.ones(43), np.full(2, 2)]
+    kw = dict(cv=StratifiedKFold(3), refit=lambda r: 0)
+    found = []
+    mine = GridSearchCV(LogisticRegression(max_iter=3), grid, client=mg, progress=False, **kw)
+    for search in (mine, SkGridSearchCV(LogisticRegression(max_iter=3), grid, **kw)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search.fit(X, y3)
+        found.append([w for w in caught if "least populated" in str(w.message)])
+        assert caught[-1].category is ConvergenceWarning  # the refit's
+    assert len(found[0]) == len(found[1]) == 1
+    refit_warned = mine.refit_job_.stats["refit_warnings"]
+    assert [w.split(":")[0] for w in refit_warned] == ["ConvergenceWarning"]
     # scikit-learn's checks of what the callable returns
     with pytest.raises(IndexError, match="out of range"):
         GridSearchCV(

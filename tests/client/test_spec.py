@@ -579,7 +579,7 @@ def test_grid_keys_are_checked_against_the_steps_the_grid_swaps_in(allow):
 
 
 def test_tuple_parameters_survive_json():
-    """JSON lists become the tuples scikit-learn validates (ngram_range, feature_range)."""
+    """Tuples come back the tuples scikit-learn validates (ngram_range, feature_range)."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler
@@ -617,10 +617,18 @@ def test_tuples_and_lists_keep_their_type(allow):
     with pytest.raises(SpecError, match="parameter of") as err:
         build_estimator(json.loads(json.dumps(to_spec(tree))), allow)
     assert err.value.path == "params.class_weight"
-    # a spec written by hand has only lists: where only a tuple will do, a list is read as one
+    # a list where only a tuple will do is refused as scikit-learn refuses it, written
+    # by hand or from the user's own list; the message says how a tuple is written
     hand = {"class": "sklearn.feature_extraction.text.CountVectorizer"}
-    vect = build_estimator({**hand, "params": {"ngram_range": [1, 2]}}, allow)
+    vect = build_estimator({**hand, "params": {"ngram_range": {"tuple": [1, 2]}}}, allow)
     assert vect.ngram_range == (1, 2) and isinstance(vect, CountVectorizer)
+    with pytest.raises(SpecError, match=r"instance of 'tuple'.*\{\"tuple\": \[\.\.\.\]\}") as err:
+        build_estimator(json.loads(json.dumps(to_spec(CountVectorizer(ngram_range=[1, 2])))), allow)
+    assert err.value.path == "params.ngram_range"
+    grid = json.loads(json.dumps(to_grid({"ngram_range": [(1, 1), [1, 2]]}, allow)))
+    with pytest.raises(SpecError, match="instance of 'tuple'") as err:
+        build_grid(CountVectorizer(), grid, allow)
+    assert err.value.path == "param_grid.ngram_range[1]"
     with pytest.raises(SpecError, match=r"\{\"tuple\": \.\.\.\} holds a list") as err:
         build_estimator({**hand, "params": {"ngram_range": {"tuple": 1}}}, allow)
     assert err.value.path == "params.ngram_range"
@@ -639,6 +647,15 @@ def test_pd_na_is_a_named_constant(allow):
     built = build_grid(SimpleImputer(), json.loads(json.dumps(grid)), allow)
     assert built["missing_values"][0] is pd.NA and math.isnan(built["missing_values"][1])
     assert keys.canonical(pd.NA) != keys.canonical(np.nan)
+    # where only named values go (input="content"), pd.NA is refused like any other
+    vect = {"class": "sklearn.feature_extraction.text.CountVectorizer"}
+    na = {"constant": "pandas.NA"}
+    with pytest.raises(SpecError, match="file system") as err:
+        build_estimator({**vect, "params": {"input": na}}, allow)
+    assert err.value.path == "params.input"
+    with pytest.raises(SpecError, match="file system") as err:
+        build_grid(Pipeline([("v", build_estimator(vect, allow))]), {"v__input": [na]}, allow)
+    assert err.value.path == "param_grid.v__input[0]"
     for name in ("os.system", "pandas.NaT", 1):
         bad = {"class": spec["class"], "params": {"missing_values": {"constant": name}}}
         with pytest.raises(SpecError, match="is not one a spec can name") as err:

@@ -306,3 +306,25 @@ def test_a_metric_named_make_scorer_is_a_name_in_a_dict():
     from memogrid_service.specs.jobs import _scoring
 
     assert _scoring({"make_scorer": "accuracy"}) == {"make_scorer": "accuracy"}
+
+
+def test_columns_by_name_are_found_in_every_form_a_spec_writes():
+    """The check that X is a DataFrame sees names in lists and in tuples,
+    entries written as lists or as tuples, a transformers tuple too."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler
+
+    from memogrid.spec import to_spec
+    from memogrid_service.specs.jobs import _uses_column_names
+
+    def ct(columns):
+        return ColumnTransformer([("sc", StandardScaler(), columns)])
+
+    for columns in (["a"], ("a", "b"), "a"):
+        spec = to_spec(ct(columns))
+        assert _uses_column_names(spec)
+        entries = spec["params"]["transformers"]
+        as_tuples = {**spec, "params": {"transformers": {"tuple": [{"tuple": e} for e in entries]}}}
+        assert _uses_column_names(as_tuples)
+    assert not _uses_column_names(to_spec(ct([0, 1])))
+    assert not _uses_column_names(to_spec(ct((0, 1))))
