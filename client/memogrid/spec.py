@@ -1010,8 +1010,8 @@ def to_spec(obj: Any, allow: Allowlist | None = None, path: str = "") -> Any:
 
     Estimators keep only the parameters that differ from their constructor
     defaults; tuples become ``{"tuple": [...]}``, numeric arrays lists and
-    numpy scalars Python ones. Anything a server could not build back (a lambda, a class off the
-    allowlist, a dict, a slice, a non-finite float, ...) raises
+    numpy scalars Python ones. Anything a server could not build back (a
+    lambda, a class off the allowlist, a slice, ...) raises
     :class:`SpecError` with its path (``path`` prefixes it).
     """
     return _to_spec(obj, default_allowlist() if allow is None else allow, path)

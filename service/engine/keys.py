@@ -58,8 +58,10 @@ from memogrid.spec import constant_name
 #: cache entries are never read with new meaning.
 # v2: folds carry their BLAS thread limit; v3: frames stored before (v4
 # ids) read some object columns back differently (ints with NaN as ints,
-# each null as held), so their cached fits are not reused
-KEY_SCHEMA = "memogrid-keys-v3"
+# each null as held), so their cached fits are not reused; v4: a score
+# keeps other warnings (in scikit-learn's order, a pipeline's scorer errors
+# name the Pipeline) and a step keeps a fit whose test rows fail to transform
+KEY_SCHEMA = "memogrid-keys-v4"
 
 _HEX = 40
 
