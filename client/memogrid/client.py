@@ -54,6 +54,7 @@ from .spec import (
     to_grid,
     to_spec,
 )
+from .wire import ESTIMATOR_NOT_STORED
 
 #: seconds to connect; to wait for an answer (uploads stream for as long as they need)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -740,8 +741,17 @@ class Job:
         """The refit best estimator, downloaded once as skops, types audited."""
         if self._best_estimator is None:
             if not self.results()["has_estimator"]:
+                if not self.stats.get("refit"):
+                    raise AttributeError(
+                        "best_estimator_ is not available: the job ran with refit=False"
+                    )
+                why = next(
+                    (w for w in self.warnings if w.startswith(ESTIMATOR_NOT_STORED)),
+                    ESTIMATOR_NOT_STORED,
+                )
                 raise AttributeError(
-                    "best_estimator_ is not available: the job ran with refit=False"
+                    f"best_estimator_ is not available: {why}; refit it here with "
+                    "clone(estimator).set_params(**job.best_params_).fit(X, y)"
                 )
             blob = self.client._request("GET", f"/v1/jobs/{self.id}/estimator").content
             self._best_estimator = load_audited(blob, self.results()["request"])
@@ -869,6 +879,11 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
         elif isinstance(value, list):
             for v in value:
                 visit(v)
+        elif value == "passthrough":
+            # a FeatureUnion fits a "passthrough" entry as an identity
+            # FunctionTransformer, which its fitted transformer_list holds
+            cls = allow.classes["sklearn.preprocessing.FunctionTransformer"]
+            found.add(f"{cls.__module__}.{cls.__qualname__}")
 
     visit(request.get("estimator"))
     visit(request.get("param_grid"))
@@ -932,7 +947,10 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
 def _audit_callables(root: Any, trusted: set[str]) -> None:
     """Walk what was loaded: no object may shadow a method of its class with
     an attribute of its own (a fitted model never does), and every function
-    held anywhere, inside partials too, must be a trusted one."""
+    held anywhere, inside partials too, must be a trusted one, or one of the
+    holding object's own class (scipy's ``interp1d`` keeps the method it
+    interpolates with, as IsotonicRegression's ``f_``): the class is
+    trusted, so is its code."""
     import functools
     import types
 
@@ -968,7 +986,13 @@ def _audit_callables(root: Any, trusted: set[str]) -> None:
                         f"the best estimator's {type(obj).__name__} overrides its method "
                         f"{key!r}: refusing it"
                     )
-                stack.append(value)
+                if not isinstance(value, types.FunctionType) or not _own_method(obj, value):
+                    stack.append(value)
+
+
+def _own_method(obj: Any, fn: Any) -> bool:
+    """Whether ``fn`` is a function defined by ``obj``'s class (or a base)."""
+    return any(vars(c).get(fn.__name__) is fn for c in type(obj).__mro__)
 
 
 def _same_function(fn: Any, trusted: set[str]) -> bool:

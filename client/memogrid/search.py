@@ -147,7 +147,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             )
             self.job_ = job
             self._adopt(job, candidates)
+            self.scorer_ = self._scorer()
+            _reemit(job.warnings)
             self._report(job)
+            if self.refit and not chosen:
+                self._take_best(job, X, y, fit_params)
             if chosen:
                 grid = {key: [value] for key, value in self.best_params_.items()}
                 refit_job = self._run_job(
@@ -156,9 +160,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 # the refit's own: the rest (the folds' warnings, replayed
                 # from the cache, the splitter's) were raised with the search
                 _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
-                self.best_estimator_ = refit_job.best_estimator_
-                self.refit_time_ = float(refit_job.stats.get("refit_time", np.nan))
-                self._adopt_features()
+                self._take_best(refit_job, X, y, fit_params)
                 self.refit_job_ = refit_job
         finally:
             if owned:
@@ -240,12 +242,24 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             self.best_index_ = np.intp(job.best_index_)
             self.best_score_ = results[f"mean_test_{metric}"][self.best_index_]
             self.best_params_ = results["params"][self.best_index_]
-        if self.refit and not callable(self.refit):
+
+    def _take_best(self, job: Job, X: Any, y: Any, fit_params: dict) -> None:
+        """The refit best estimator the job made, or, where the service could
+        not store it (skops holds not every model), the same refit done here."""
+        if job.results()["has_estimator"]:
             self.best_estimator_ = job.best_estimator_
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
-            self._adopt_features()
-        self.scorer_ = self._scorer()
-        _reemit(job.warnings)
+        else:
+            from sklearn.base import clone
+
+            best = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+            start = time.time()
+            if y is not None:
+                best.fit(X, y, **fit_params)
+            else:
+                best.fit(X, **fit_params)
+            self.best_estimator_, self.refit_time_ = best, time.time() - start
+        self._adopt_features()
 
     def _report(self, job: Job) -> None:
         """scikit-learn's ``verbose`` printout of the search, once it is done:
@@ -338,12 +352,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self)
         return self.best_estimator_.score_samples(X)
 
-    def score(self, X: Any, y: Any = None, **params: Any) -> float:
-        """The refit metric's score of the best estimator, as scikit-learn computes it."""
+    def score(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """The refit metric's score of the best estimator, as scikit-learn
+        computes it (of the type the scorer gives: ``estimator.score`` may
+        give a numpy float)."""
         _check_refit(self, "score")
         check_is_fitted(self)
         scorer = self.scorer_[self.refit] if self.multimetric_ else self.scorer_
-        return float(scorer(self.best_estimator_, X, y, **params))
+        return scorer(self.best_estimator_, X, y, **params)
 
     @property
     def classes_(self) -> Any:
@@ -358,7 +374,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             raise AttributeError(
                 f"{type(self).__name__} object has no n_features_in_ attribute."
             ) from exc
-        return int(self.best_estimator_.n_features_in_)
+        return self.best_estimator_.n_features_in_
 
 
 def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> bool:

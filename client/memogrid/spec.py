@@ -613,8 +613,8 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
     """Build a parameter grid (dict or list of dicts), checking every key exists."""
     if isinstance(grid, list):
         return [build_grid(estimator, g, allow, f"{path}[{i}]") for i, g in enumerate(grid)]
-    if not isinstance(grid, Mapping) or not grid:
-        raise SpecError(path, "a parameter grid is a non-empty object of lists")
+    if not isinstance(grid, Mapping):  # {} is the estimator as it is, as in scikit-learn
+        raise SpecError(path, "a parameter grid is an object of lists")
     out: dict[str, list[Any]] = {}
     for key, values in grid.items():
         where = f"{path}.{key}"
@@ -707,8 +707,8 @@ def build_distributions(
         return [
             build_distributions(estimator, d, allow, f"{path}[{i}]") for i, d in enumerate(dists)
         ]
-    if not isinstance(dists, Mapping) or not dists:
-        raise SpecError(path, "parameter distributions are a non-empty object")
+    if not isinstance(dists, Mapping):
+        raise SpecError(path, "parameter distributions are an object")
     out: dict[str, Any] = {}
     for key, value in dists.items():
         where = f"{path}.{key}"
@@ -1030,8 +1030,8 @@ def to_grid(grid: Any, allow: Allowlist | None = None, path: str = "param_grid")
     allow = default_allowlist() if allow is None else allow
     if isinstance(grid, (list, tuple)):
         return [to_grid(g, allow, f"{path}[{i}]") for i, g in enumerate(grid)]
-    if not isinstance(grid, Mapping) or not grid:
-        raise SpecError(path, "a parameter grid is a non-empty dict of lists")
+    if not isinstance(grid, Mapping):
+        raise SpecError(path, "a parameter grid is a dict of lists")
     out: dict[str, list[Any]] = {}
     for key, values in grid.items():
         where = f"{path}.{key}"
@@ -1086,8 +1086,8 @@ def to_distributions(
     allow = default_allowlist() if allow is None else allow
     if isinstance(dists, (list, tuple)):
         return [to_distributions(d, allow, f"{path}[{i}]") for i, d in enumerate(dists)]
-    if not isinstance(dists, Mapping) or not dists:
-        raise SpecError(path, "parameter distributions are a non-empty dict")
+    if not isinstance(dists, Mapping):
+        raise SpecError(path, "parameter distributions are a dict")
     out: dict[str, Any] = {}
     for key, value in dists.items():
         where = f"{path}.{key}"

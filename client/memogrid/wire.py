@@ -57,6 +57,11 @@ __all__ = [
 
 WIRE_VERSION = 1
 
+#: how a job's warnings begin the note that the service refit the best
+#: candidate but could not store the model (skops cannot hold every
+#: estimator, Birch for one); the reason follows
+ESTIMATOR_NOT_STORED = "the refit best estimator could not be stored"
+
 #: dtype names a column may carry (anything else is refused when decoding)
 _NUMERIC_DTYPES = frozenset(
     {

@@ -474,29 +474,40 @@ class JobRunner:
         job_id: str,
         owner_id: str,
         x_id: str,
-        metric: str,
+        metric: Any,
         result: Any,
         timings: dict[str, float],
     ) -> None:
         t0 = time.perf_counter()
         from memogrid.spec import to_spec
-        from memogrid.wire import encode_cv_results, encode_value
+        from memogrid.wire import ESTIMATOR_NOT_STORED, encode_cv_results, encode_value
 
         def value_json(v: Any) -> Any:
             return to_spec(v, self.allow)
 
         cv = result.cv_results_
+        if not isinstance(metric, str) or f"mean_test_{metric}" not in cv:
+            # several metrics and none to refit by (refit=False or a
+            # callable): the candidates are stored and ranked by the first
+            metric = next(k.removeprefix("mean_test_") for k in cv if k.startswith("mean_test_"))
         encoded = encode_cv_results(cv, value_json)
         has_estimator = False
+        notes = []
         if result.best_estimator_ is not None:
             import skops.io as sio
 
             _skops_stores_constants()
             path = self.estimators_dir / f"{job_id}.skops"
             tmp = path.with_suffix(".tmp")
-            sio.dump(result.best_estimator_, tmp)
-            os.replace(tmp, path)
-            has_estimator = True
+            try:
+                sio.dump(result.best_estimator_, tmp)
+            except Exception as exc:  # skops cannot store every model (Birch)
+                tmp.unlink(missing_ok=True)
+                # the search stands; the drop-in refits the best candidate itself
+                notes.append(f"{ESTIMATOR_NOT_STORED}: {_describe(exc)}")
+            else:
+                os.replace(tmp, path)
+                has_estimator = True
         means = cv.get(f"mean_test_{metric}")
         stds = cv.get(f"std_test_{metric}")
         ranks = cv.get(f"rank_test_{metric}")
@@ -553,7 +564,7 @@ class JobRunner:
                 best_index=None if result.best_index_ is None else int(result.best_index_),
                 best_score=None if best_score is None else _finite_or_none(best_score),
                 best_params=best_params,
-                warnings=list(result.warnings),
+                warnings=[*result.warnings, *notes],
                 stats=stats,
                 has_estimator=has_estimator,
             )

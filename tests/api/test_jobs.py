@@ -313,3 +313,33 @@ def test_seeds_left_to_chance_are_drawn_once_and_kept(api, seed_data):
     # the drawn seeds are part of the job, so a rerun draws the same candidates and folds
     assert isinstance(request["random_state"], int)
     assert isinstance(request["cv"]["params"]["random_state"], int)
+
+
+def test_whole_numbers_match_as_int_or_float_and_every_job_ranks(api):
+    """C=1 and C=1.0 fit alike, so a query for either finds both; a job with
+    several metrics and no refit metric keeps its scores, by the first metric."""
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    ints = submit(api, estimator=lr, param_grid={"C": [1, 10]}, X=xid, y=yid, cv=3)
+    floats = submit(
+        api,
+        estimator=lr,
+        param_grid={"C": [1.0]},
+        X=xid,
+        y=yid,
+        cv=3,
+        scoring=["f1", "accuracy"],
+        refit=False,
+    )
+    for job in (ints, floats):
+        assert wait_job(api, job)["state"] == "succeeded"
+    for value in ("1", "1.0"):
+        rows = api.get("/v1/results", params={"param": "C", "value": value}).json()
+        assert sorted(r["job_id"] for r in rows) == sorted([ints, floats]), value
+    tens = api.get("/v1/results", params={"param": "C", "value": "10.0"}).json()
+    assert [r["job_id"] for r in tens] == [ints]
+    board = api.get(f"/v1/datasets/{xid}/leaderboard", params={"limit": 50}).json()
+    mine = [row for row in board if row["job_id"] == floats]
+    sk = GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3, scoring="f1").fit(X, y)
+    assert [(r["metric"], r["mean_score"]) for r in mine] == [("f1", sk.best_score_)]

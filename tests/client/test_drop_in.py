@@ -138,6 +138,14 @@ def test_values_keep_scikit_learns_types(mg, data):
     assert [repr(p) for p in ours.cv_results_["params"]] == [
         repr(p) for p in sk.cv_results_["params"]
     ]
+    # score() gives what the estimator's score gives (a numpy float here)
+    from sklearn.neighbors import KernelDensity
+
+    grid = {"bandwidth": [0.5, 1.0]}
+    ours = GridSearchCV(KernelDensity(), grid, cv=3, client=mg, progress=False).fit(X)
+    sk = SkGridSearchCV(KernelDensity(), grid, cv=3).fit(X)
+    assert repr(ours.score(X)) == repr(sk.score(X))
+    assert type(ours.n_features_in_) is type(sk.n_features_in_)
 
 
 def test_a_pickled_search_carries_no_token(api, data, monkeypatch):
@@ -715,3 +723,72 @@ def test_verbose_prints_what_scikit_learn_prints(mg, data, capsys, verbose):
         assert len(ours.splitlines()) == (1 if verbose == 1 else 13 if verbose < 10 else 25)
         if verbose > 1:
             assert all(len(line) >= 80 for line in ours.splitlines()[1:])
+
+
+def test_fitted_internals_of_calibration_and_feature_unions_load(mg):
+    """What fitting puts in a model and no spec names loads all the same:
+    isotonic calibration keeps scipy's interp1d with its own method, and a
+    FeatureUnion fits "passthrough" as an identity FunctionTransformer."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.datasets import load_iris
+    from sklearn.pipeline import FeatureUnion
+    from sklearn.svm import LinearSVC
+
+    X, y = load_iris(return_X_y=True)
+    calibrated = CalibratedClassifierCV(LinearSVC(random_state=0), cv=3, method="isotonic")
+    union = Pipeline(
+        [
+            ("fu", FeatureUnion([("pca", PCA(n_components=1)), ("raw", PCA(n_components=2))])),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
+    )
+    for est, grid in (
+        (calibrated, {"estimator__C": [0.1, 1.0]}),
+        (union, {"fu__raw": ["passthrough"]}),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+
+
+def test_a_model_skops_cannot_store_is_refit_here(mg):
+    """The service refits Birch but skops cannot store it: the job succeeds
+    with a note, and the drop-in refits the best candidate itself, as
+    scikit-learn does, rather than failing after every fit has run."""
+    from sklearn.cluster import Birch
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)
+    grid = {"n_clusters": [2, 3], "threshold": [0.3, 0.5]}
+    kw = dict(cv=3, scoring="adjusted_rand_score")
+    ours = GridSearchCV(Birch(), grid, client=mg, progress=False, **kw).fit(X, y)
+    sk = SkGridSearchCV(Birch(), grid, **kw).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_params_ == sk.best_params_
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+    assert ours.refit_time_ > 0
+    note = [w for w in ours.job_.warnings if w.startswith("the refit best estimator could not")]
+    assert note and "Birch" in note[0]
+    with pytest.raises(AttributeError, match="could not be stored.*refit it here"):
+        ours.job_.best_estimator_  # noqa: B018
+
+
+def test_an_empty_grid_scores_the_estimator_as_it_is(mg, data):
+    """``{}`` is one candidate, the estimator as given, in a grid, in a list
+    of grids and as distributions, as in scikit-learn."""
+    X, y = data
+    lr = LogisticRegression(C=0.5)
+    for ours, sk in (
+        (GridSearchCV(lr, {}, cv=3), SkGridSearchCV(lr, {}, cv=3)),
+        (GridSearchCV(lr, [{}, {"C": [2.0]}], cv=3), SkGridSearchCV(lr, [{}, {"C": [2.0]}], cv=3)),
+        (
+            RandomizedSearchCV(lr, {}, n_iter=1, cv=3, random_state=0),
+            SkRandomizedSearchCV(lr, {}, n_iter=1, cv=3, random_state=0),
+        ),
+    ):
+        ours.set_params(client=mg, progress=False).fit(X, y)
+        sk.fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.best_params_ == sk.best_params_
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))

@@ -395,7 +395,7 @@ def test_grids_with_estimators_passthrough_and_arrays_round_trip(allow):
 @pytest.mark.parametrize(
     "grid, path, message",
     [
-        ({}, "param_grid", "non-empty"),
+        ([{"C": [1]}, "C"], "param_grid[1]", "a dict of lists"),
         ({"C": []}, "param_grid.C", "non-empty list"),
         ({"C": 1.0}, "param_grid.C", "non-empty list"),
         ({"C": "abc"}, "param_grid.C", "non-empty list"),
@@ -471,7 +471,7 @@ class Fake:
         ({"C": Fake()}, "param_distributions.C.distribution", "only frozen"),
         ({"C": scipy.stats.norm(0, math.inf)}, "param_distributions.C.args[1]", "non-finite"),
         ({"C": []}, "param_distributions.C", "non-empty list"),
-        ([{"C": [1]}, {}], "param_distributions[1]", "non-empty dict"),
+        ([{"C": [1]}, "C"], "param_distributions[1]", "a dict"),
     ],
 )
 def test_bad_distributions_are_refused_by_path(allow, dists, path, message):
