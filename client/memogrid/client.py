@@ -379,8 +379,11 @@ class Client:
             body["cv"] = cv_to_spec(folds)
         # everything expressible: only now touch the network
         body["X"] = self._dataset_ref(X)
-        if memory_order(X) == "F":
-            body["x_order"] = "F"  # the service's refit sees X as scikit-learn's would
+        order = memory_order(X)
+        if order == "F" or is_frame(X):
+            # the service's folds and refit see X as scikit-learn's would (a
+            # frame by reference is taken as pandas lays frames out, "F")
+            body["x_order"] = order
         if y is not None:
             body["y"] = self._dataset_ref(as_target(y))
         if groups is not None:

@@ -116,6 +116,24 @@ def is_frame(obj: Any) -> bool:
     return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
 
 
+def one_number_dtype(frame: Any) -> bool:
+    """Whether every column of a DataFrame has the same numpy number dtype
+    (its values are then one array, not assembled anew by pandas)."""
+    dtypes = set(frame.dtypes)
+    dtype = next(iter(dtypes), None)
+    return len(dtypes) == 1 and isinstance(dtype, np.dtype) and dtype.kind in "biuf"
+
+
+def rows_first(frame: Any) -> bool:
+    """Whether a DataFrame of one numpy number dtype is laid out row by row:
+    its values are a C-ordered (and not also F-ordered) array. Frames of
+    several dtypes (whose values pandas assembles anew) never are."""
+    if not one_number_dtype(frame):
+        return False
+    values = np.asarray(frame)  # one block: a view, no copy
+    return bool(values.flags.c_contiguous and not values.flags.f_contiguous)
+
+
 def as_array(obj: Any) -> np.ndarray:
     """An array-like as the array the service stores (Series and lists included)."""
     if hasattr(obj, "tocsr") and hasattr(obj, "nnz"):  # scipy.sparse, without importing it
@@ -942,12 +960,18 @@ def dataset_id(obj: Any) -> str:
 
 def memory_order(X: Any) -> str:
     """ "F" for a 2-D array laid out column by column (Fortran order, or a
-    view of one), else "C".
+    view of one), else "C"; for a DataFrame, "C" only if it holds one numpy
+    number dtype laid out row by row (built on a C-ordered array, as
+    ``load_iris(as_frame=True)``), else "F", pandas' own layout.
 
     A dataset's id and stored copy do not depend on it, but scikit-learn's
     refit runs on X itself and some estimators' last bits do (Ridge,
-    StandardScaler): a search sends it along so the refit can match.
+    StandardScaler): a search sends it along so the refit can match. pandas
+    keeps a frame's layout in every row selection, so a frame's folds see it
+    too.
     """
+    if is_frame(X):
+        return "C" if rows_first(X) else "F"
     if (
         isinstance(X, np.ndarray)
         and X.ndim == 2

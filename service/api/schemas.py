@@ -37,10 +37,12 @@ class JobRequest(BaseModel):
     n_iter: int = Field(10, ge=1, le=10_000_000)
     random_state: int | None = Field(None, ge=0, le=2**32 - 1)
     X: DatasetId
-    x_order: Literal["C", "F"] = Field(
-        "C",
+    x_order: Literal["C", "F"] | None = Field(
+        None,
         description="memory order of the caller's X: the refit sees X in it, as "
-        "scikit-learn's refit on X itself does (some estimators' last bits depend on it)",
+        "scikit-learn's refit on X itself does (some estimators' last bits depend on it); "
+        'for a DataFrame, "C" if it holds one number dtype laid out row by row, which '
+        'its folds keep too. Absent: "C" for an array, "F" (pandas\' layout) for a frame',
     )
     y: DatasetId | None = None
     groups: DatasetId | None = None

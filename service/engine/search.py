@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from memogrid.data import as_target, is_text, memory_order
+from memogrid.data import as_target, is_frame, is_text, memory_order, one_number_dtype
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -728,8 +728,10 @@ class SearchRunner:
         and fit-param values may be arrays or DataFrames (stored
         content-addressed first) or :class:`DataRef`. ``x_order`` is the
         memory order ("C" or "F") of the caller's X, which the refit
-        reproduces as scikit-learn refits on X itself; by default it is read
-        off X (and "C" for a :class:`DataRef`). Nothing runs yet.
+        reproduces as scikit-learn refits on X itself (and, for a DataFrame,
+        which every fold keeps: see :func:`memogrid.data.memory_order`); by
+        default it is read off X ("C" for an array by :class:`DataRef`, "F",
+        pandas' own layout, for a frame by reference). Nothing runs yet.
         """
         from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
@@ -778,6 +780,13 @@ class SearchRunner:
         g_ref = self._ref(groups)
         assert x_ref is not None
         X_local = x_ref.load()
+        order = x_order if x_order is not None else memory_order(X)
+        if is_frame(X_local):
+            if x_order is None and not is_frame(X):
+                order = "F"  # a frame by reference, as pandas lays frames out
+            if order == "C" and one_number_dtype(X_local):
+                x_ref = replace(x_ref, rows_first=True)
+                X_local = x_ref.load()
         y_local = y_ref.load() if y_ref is not None else None
         g_local = g_ref.load() if g_ref is not None else None
         X_local, y_local = indexable(X_local, y_local)
@@ -866,7 +875,6 @@ class SearchRunner:
             )
         all_rows = np.arange(len(X_local))
         no_rows = np.arange(0)
-        order = x_order if x_order is not None else memory_order(X)
         refit_fold = Fold(
             keys.fold_key(
                 x_ref.key_id,

@@ -67,7 +67,9 @@ class CompiledJob:
     n_candidates: int
     n_splits: int
     fit_params: dict[str, str] = field(default_factory=dict)  # name -> dataset id
-    x_order: str = "C"  # memory order of the caller's X, for the refit
+    #: memory order of the caller's X, for the refit (and a frame's folds);
+    #: None: "C" for an array, "F" for a frame
+    x_order: str | None = None
     #: the caller's scikit-learn settings (``set_config``) the search runs under
     sklearn_config: dict[str, Any] = field(default_factory=dict)
     #: the roles whose string arrays are loaded as ``object`` dtype
@@ -327,8 +329,8 @@ def compile_job(
             "with several metrics in scoring, refit must name the one to pick the best "
             "candidate by (or be false), as in scikit-learn",
         )
-    x_order = request.get("x_order", "C")
-    if x_order not in ("C", "F"):
+    x_order = request.get("x_order")
+    if x_order not in (None, "C", "F"):
         raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
     object_arrays = frozenset(request.get("object_arrays") or ())

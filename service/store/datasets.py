@@ -52,6 +52,8 @@ from memogrid.data import (
     hash_text,
     is_frame,
     is_text,
+    one_number_dtype,
+    rows_first,
     table_frame,
     text_body,
     text_parts,
@@ -119,21 +121,31 @@ class DataRef:
     an object array; documents in X), stored as text (or numpy text) and
     loaded as ``object``, which is what scikit-learn sees in-process: a
     classifier's ``classes_`` and predictions are ``object`` arrays then.
-    It is part of the data's identity in keys (:attr:`key_id`).
+    ``rows_first``: a DataFrame of one numpy number dtype the caller held
+    laid out row by row (:func:`memogrid.data.rows_first`), loaded so:
+    pandas keeps the layout in every row selection, and some estimators'
+    last bits depend on it. Also part of the data's identity in keys.
     """
 
     root: str
     dataset_id: str
     as_object: bool = False
+    rows_first: bool = False
 
     @property
     def key_id(self) -> str:
         """What keys name this data by: its id, and how it is loaded."""
-        return f"{self.dataset_id}:object" if self.as_object else self.dataset_id
+        if self.as_object:
+            return f"{self.dataset_id}:object"
+        return f"{self.dataset_id}:rows" if self.rows_first else self.dataset_id
 
     def load(self) -> Any:
         store = open_store(self.root)
-        return store.load_object(self.dataset_id) if self.as_object else store.load(self.dataset_id)
+        if self.as_object:
+            return store.load_object(self.dataset_id)
+        if self.rows_first:
+            return store.load_rows_first(self.dataset_id)
+        return store.load(self.dataset_id)
 
 
 class DatasetStore:
@@ -210,6 +222,26 @@ class DatasetStore:
                 raise DatasetError(f"dataset {dataset_id} is not a string array: cannot be object")
             value = arr.astype(object)
         value.flags.writeable = False  # shared by every task, as the memory map is
+        self._remember(memo, value)
+        return value
+
+    def load_rows_first(self, dataset_id: str) -> Any:
+        """A stored frame of one numpy number dtype laid out row by row (see
+        :attr:`DataRef.rows_first`); any other frame as :meth:`load` gives it."""
+        memo = f"{dataset_id}:rows"
+        with self._lock:
+            if memo in self._loaded:
+                self._loaded.move_to_end(memo)
+                return self._loaded[memo]
+        frame = self.load(dataset_id)
+        if not _is_frame(frame):
+            raise DatasetError(f"dataset {dataset_id} is not a DataFrame: it has no row layout")
+        value = frame
+        if one_number_dtype(frame) and not rows_first(frame):
+            import pandas as pd
+
+            values = np.ascontiguousarray(np.asarray(frame))
+            value = pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
         self._remember(memo, value)
         return value
 

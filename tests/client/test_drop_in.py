@@ -792,3 +792,20 @@ def test_an_empty_grid_scores_the_estimator_as_it_is(mg, data):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert ours.best_params_ == sk.best_params_
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+
+
+def test_a_frame_laid_out_row_by_row_searches_to_the_last_bit(mg):
+    """The client tells the service a frame's layout (pandas keeps it in each
+    fold, and StandardScaler's last bits depend on it)."""
+    from sklearn.datasets import load_iris
+    from sklearn.preprocessing import StandardScaler
+
+    rows, y = load_iris(return_X_y=True, as_frame=True)
+    columns = pd.DataFrame({c: rows[c].to_numpy().copy() for c in rows.columns})
+    pipe = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression(max_iter=500))])
+    for X in (rows, columns):
+        ours = GridSearchCV(pipe, {"clf__C": [0.1, 1.0]}, cv=3, client=mg, progress=False)
+        sk = SkGridSearchCV(pipe, {"clf__C": [0.1, 1.0]}, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
+        assert ours.best_estimator_[0].mean_.tobytes() == sk.best_estimator_[0].mean_.tobytes()
+        assert ours.predict_proba(X).tobytes() == sk.predict_proba(X).tobytes()

@@ -528,7 +528,7 @@ def test_bad_distributions_are_refused_by_path(allow, dists, path, message):
         ({"clf__nope": {"distribution": "norm"}}, "param_distributions.clf__nope", "no parameter"),
         ({"clf__C": [1.0], "pca__nope": [1]}, "param_distributions.pca__nope", "no parameter"),
         ({"clf__C": 1.0}, "param_distributions.clf__C", "non-empty list"),
-        ({}, "param_distributions", "non-empty"),
+        ("C", "param_distributions", "an object"),
     ],
 )
 def test_bad_distribution_specs_are_refused_by_path(allow, dists, path, message):

@@ -486,3 +486,25 @@ def test_a_pipelines_scoring_errors_name_the_pipeline(runner):
     with pytest.raises(AttributeError) as ours:
         runner.search(pipe, X, y, **kw, error_score="raise")
     assert str(ours.value) == str(theirs.value)
+
+
+def test_a_frames_row_layout_reaches_folds_and_refit(runner):
+    """pandas keeps a frame's layout in every row selection, and StandardScaler's
+    and PCA's last bits depend on it: a frame of one number dtype laid out row
+    by row (load_iris(as_frame=True)) and one laid out column by column each
+    search to scikit-learn's last bit, folds and refit."""
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import GridSearchCV
+
+    rows, y = load_iris(return_X_y=True, as_frame=True)
+    columns = pd.DataFrame({c: rows[c].to_numpy().copy() for c in rows.columns})
+    assert np.asarray(rows).flags.c_contiguous and np.asarray(columns).flags.f_contiguous
+    supervised = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression(max_iter=500))])
+    unsupervised = Pipeline([("sc", StandardScaler()), ("pca", PCA())])
+    for X in (rows, columns):
+        ours, sk = both(runner, supervised, X, y, param_grid={"clf__C": [0.1, 1.0]}, cv=3)
+        assert_same_search(ours, sk, X)
+        assert ours.best_estimator_[0].mean_.tobytes() == sk.best_estimator_[0].mean_.tobytes()
+        grid = {"pca__n_components": [2, 3]}
+        ours = runner.search(unsupervised, X, None, param_grid=grid, cv=3)
+        assert_same_search(ours, GridSearchCV(unsupervised, grid, cv=3).fit(X), X)
