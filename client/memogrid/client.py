@@ -632,7 +632,7 @@ class Job:
                 bar.close()
         if raise_on_failure:
             if st["state"] == "failed":
-                raise errors.job_failed(self.id, st.get("error"))
+                raise errors.job_failed(self.id, st.get("error"), st.get("warnings"))
             if st["state"] == "cancelled":
                 raise errors.JobCancelled(self.id)
         return self
@@ -667,7 +667,7 @@ class Job:
             except errors.Conflict:
                 st = self.status()
                 if st["state"] == "failed":
-                    raise errors.job_failed(self.id, st.get("error")) from None
+                    raise errors.job_failed(self.id, st.get("error"), st.get("warnings")) from None
                 if st["state"] == "cancelled":
                     raise errors.JobCancelled(self.id) from None
                 raise

@@ -73,12 +73,14 @@ class TransportError(MemogridError, ConnectionError):
 
 
 class JobFailed(MemogridError):
-    """The job ended ``failed``; ``error`` holds the service's reason."""
+    """The job ended ``failed``; ``error`` holds the service's reason and
+    ``warnings`` what the search warned about before it failed."""
 
-    def __init__(self, job_id: str, error: str | None):
+    def __init__(self, job_id: str, error: str | None, warnings: list[str] | None = None):
         super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
         self.job_id = job_id
         self.error = error
+        self.warnings = list(warnings or ())
 
 
 #: builtin exceptions a failed job's error may name, which :func:`job_failed`
@@ -100,7 +102,7 @@ _BUILTIN_ERRORS = (
 _mixed: dict[str, type[JobFailed]] = {}
 
 
-def job_failed(job_id: str, error: str | None) -> JobFailed:
+def job_failed(job_id: str, error: str | None, warnings: list[str] | None = None) -> JobFailed:
     """The JobFailed to raise for a job that ended with ``error``.
 
     When the error names a builtin exception ("ValueError: All the 5 fits
@@ -110,14 +112,14 @@ def job_failed(job_id: str, error: str | None) -> JobFailed:
     """
     name = (error or "").split(":", 1)[0].strip()
     if name not in _BUILTIN_ERRORS:
-        return JobFailed(job_id, error)
+        return JobFailed(job_id, error, warnings)
     cls = _mixed.get(name)
     if cls is None:
         import builtins
 
         base = getattr(builtins, name)
         cls = _mixed[name] = type(f"JobFailed{name}", (JobFailed, base), {})
-    return cls(job_id, error)
+    return cls(job_id, error, warnings)
 
 
 class JobCancelled(MemogridError):

@@ -181,6 +181,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
         try:
             job.wait(progress=self.progress)
+        except errors.JobFailed as exc:
+            _reemit(exc.warnings)  # raised before the error, as scikit-learn's were
+            raise
         except KeyboardInterrupt:
             # the user stopped waiting: stop the job too, or it would keep
             # the service's workers busy for nobody

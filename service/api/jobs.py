@@ -197,8 +197,14 @@ def submit_job(
 def read_job(
     job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> JobOut:
-    """A job's state, times, error and progress (fits done of total, cache hits)."""
-    return job_out(get_job(svc, user, job_id))
+    """A job's state, times, error and progress (fits done of total, cache
+    hits) and, if it failed, what it warned about before."""
+    job = get_job(svc, user, job_id)
+    out = job_out(job)
+    if job.state == JobState.FAILED.value:
+        with svc.db.read() as s:
+            out.warnings = s.scalar(select(Job.warnings).where(Job.id == job_id)) or []
+    return out
 
 
 def _encode_cursor(job: Job) -> str:

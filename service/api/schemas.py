@@ -110,6 +110,11 @@ class JobOut(BaseModel):
     progress: Progress
     cancel_requested: bool
     attempts: int
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="a failed job's: what the search warned about before it failed "
+        "(a finished job's are in its results)",
+    )
 
 
 class JobList(BaseModel):

@@ -920,6 +920,7 @@ class SearchRunner:
         cancel: threading.Event | None = None,
         on_result: ResultFn | None = None,
         reemit_warnings: bool = True,
+        warnings_into: list[str] | None = None,
     ) -> SearchResult:
         """Run a prepared search to its scikit-learn shaped result.
 
@@ -933,7 +934,9 @@ class SearchRunner:
         The warnings scikit-learn gives while formatting results (failed
         fits, non-finite scores) land in ``SearchResult.warnings`` and are
         also re-emitted here unless ``reemit_warnings`` is false (a service
-        records them instead).
+        records them instead). ``warnings_into`` collects them as they come,
+        so that a search whose refit fails keeps what came before, as
+        scikit-learn's raised it before the error.
         """
         from sklearn.base import clone
         from sklearn.model_selection._validation import (
@@ -945,7 +948,8 @@ class SearchRunner:
         error_score, refit = sk.error_score, sk.refit
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
-        result_warnings = list(p.warnings)
+        result_warnings = warnings_into if warnings_into is not None else []
+        result_warnings.extend(p.warnings)
         _report_caught(p.sk_warnings, reemit_warnings, result_warnings)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells

@@ -147,6 +147,8 @@ class _Recorder:
 class _Active:
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    #: what the search warned about so far: kept if it fails after all
+    warnings: list[str] = field(default_factory=list)
 
 
 class JobRunner:
@@ -375,7 +377,8 @@ class JobRunner:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
             log.info("job %s failed: %s", job_id, exc)
-            self._finish(job_id, JobEvent.FAIL, error=_describe(exc))
+            warned = active.warnings or None  # what came before the failure
+            self._finish(job_id, JobEvent.FAIL, error=_describe(exc), warnings=warned)
         finally:
             with self._lock:
                 self._active.pop(job_id, None)
@@ -462,6 +465,7 @@ class JobRunner:
             cancel=active.cancel,
             on_result=recorder.on_result,
             reemit_warnings=False,
+            warnings_into=active.warnings,
         )
         recorder.flush()
         timings = {"prepare": t1 - t0, "run": time.perf_counter() - t1}

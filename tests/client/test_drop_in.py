@@ -809,3 +809,23 @@ def test_a_frame_laid_out_row_by_row_searches_to_the_last_bit(mg):
         assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
         assert ours.best_estimator_[0].mean_.tobytes() == sk.best_estimator_[0].mean_.tobytes()
         assert ours.predict_proba(X).tobytes() == sk.predict_proba(X).tobytes()
+
+
+def test_a_failed_refit_raises_the_searchs_warnings_first(mg, data):
+    """Folds that failed (a NaN in one row) warn, then the refit on all rows
+    fails: the failed job keeps the warnings, raised before its error."""
+    X, y = data
+    X = X.copy()
+    X[3, 1] = np.nan
+    kinds = []
+    for search in (
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ValueError, match="Input X contains NaN"):
+                search.fit(X, y)
+        kinds.append({(w.category.__name__, str(w.message)[:30]) for w in caught})
+    assert kinds[0] == kinds[1]
+    assert ("FitFailedWarning", "\n2 fits failed out of a total ") in kinds[0]
