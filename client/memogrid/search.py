@@ -36,15 +36,17 @@ from .client import Client, Job
 from .spec import explicit_folds
 
 
-def _reemit(recorded: list[str]) -> None:
+def _reemit(recorded: list[str], counts: dict[str, int] | None = None) -> None:
     """Raise the warnings scikit-learn gave on the service as the user's own,
-    by class. memogrid's own notes (estimators left with random_state=None
-    are memoized) stay in ``job_.warnings``: scikit-learn gives no such
-    warning, and the drop-in should not either."""
+    by class, each as often as it came (``counts``: scikit-learn's search
+    raises one per fit). memogrid's own notes (estimators left with
+    random_state=None are memoized) stay in ``job_.warnings``:
+    scikit-learn gives no such warning, and the drop-in should not either."""
     for text in recorded:
         name, sep, message = text.partition(": ")
         if sep and name.isidentifier() and name.endswith("Warning"):
-            warnings.warn(message, errors.warning_category(name), stacklevel=3)
+            for _ in range((counts or {}).get(text, 1)):
+                warnings.warn(message, errors.warning_category(name), stacklevel=3)
 
 
 def _best_has(attr: str) -> Any:
@@ -148,7 +150,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             self.job_ = job
             self._adopt(job, candidates)
             self.scorer_ = self._scorer()
-            _reemit(job.warnings)
+            _reemit(job.warnings, job.stats.get("warning_counts"))
             self._report(job)
             if self.refit and not chosen:
                 self._take_best(job, X, y, fit_params)

@@ -164,12 +164,17 @@ def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
     return own
 
 
-def _report_caught(caught: Iterable[Any], reemit: bool, into: list[str]) -> None:
-    """List warnings caught in this process in ``into`` and, if ``reemit``,
-    raise them again as they were raised (from their module, for filters
-    that name one)."""
+def _report_caught(
+    caught: Iterable[Any], reemit: bool, into: list[str], counts: Counter[str] | None = None
+) -> None:
+    """List warnings caught in this process in ``into`` (and count each in
+    ``counts``) and, if ``reemit``, raise them again as they were raised
+    (from their module, for filters that name one)."""
     for w in caught:
-        into.append(f"{w.category.__name__}: {w.message}")
+        text = f"{w.category.__name__}: {w.message}"
+        into.append(text)
+        if counts is not None:
+            counts[text] += 1
         if reemit:
             module = module_of(w.filename)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module)
@@ -184,10 +189,11 @@ def _raise_warned(
     warned: list[Warned] | tuple[Warned, ...],
     reemit: bool,
     into: list[str] | None,
+    counts: Counter[str] | None = None,
 ) -> None:
     """Raise the warnings fits gave in worker processes here, where
-    scikit-learn's own search would have raised them, and list each distinct
-    one in ``into``.
+    scikit-learn's own search would have raised them, list each distinct
+    one in ``into`` and count how often each came in ``counts``.
 
     Each keeps its class, module, file and line, so the caller's filters
     treat it as scikit-learn's, and each is raised once per fit: scikit-
@@ -202,6 +208,8 @@ def _raise_warned(
         module = item[4] if len(item) > 4 else None
         category = warning_category(name)
         text = _text(item)
+        if counts is not None:
+            counts[text] += 1
         if into is not None and text not in seen:
             seen.add(text)
             into.append(text)
@@ -319,6 +327,9 @@ class SearchResult:
     #: of ``warnings``, those the refit raised (a client that refits a
     #: candidate it picked, as a search of its own, raises only these again)
     refit_warnings: list[str] = field(default_factory=list)
+    #: of ``warnings``, those raised more than once, by how often
+    #: (scikit-learn's search raises a warning once per fit that gave it)
+    warning_counts: dict[str, int] = field(default_factory=dict)
     stats: SearchStats = field(default_factory=SearchStats)
 
 
@@ -950,7 +961,8 @@ class SearchRunner:
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
         result_warnings = warnings_into if warnings_into is not None else []
         result_warnings.extend(p.warnings)
-        _report_caught(p.sk_warnings, reemit_warnings, result_warnings)
+        counts: Counter[str] = Counter()
+        _report_caught(p.sk_warnings, reemit_warnings, result_warnings, counts)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
         )
@@ -965,14 +977,14 @@ class SearchRunner:
                     _raise_warned(warned, reemit_warnings, None)
                     raise o.exception
                 out.append(r)
-        _raise_warned(warned, reemit_warnings, result_warnings)
+        _raise_warned(warned, reemit_warnings, result_warnings, counts)
 
         # catch_warnings swaps process-wide state: one search at a time
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
             results = sk._format_results(p.candidates, p.n_splits, out)
-        _report_caught(caught, reemit_warnings, result_warnings)
+        _report_caught(caught, reemit_warnings, result_warnings, counts)
 
         multimetric = isinstance(out[0]["test_scores"], dict)
         res = SearchResult(
@@ -1003,9 +1015,10 @@ class SearchRunner:
                 cancel,
             )
             res.refit_warnings = list(dict.fromkeys(_text(w) for w in refit_warned))
-            _raise_warned(refit_warned, reemit_warnings, result_warnings)
+            _raise_warned(refit_warned, reemit_warnings, result_warnings, counts)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
+        res.warning_counts = {text: n for text, n in counts.items() if n > 1}
         if stats.fits or stats.refit == "fit":
             self._drain_writes()
         return res

@@ -552,6 +552,7 @@ class JobRunner:
             result.stats.as_dict(),
             refit_time=result.refit_time_,
             refit_warnings=result.refit_warnings,
+            warning_counts=result.warning_counts,
             timings=timings,
         )
         # the candidates become visible together with the success, or not at all

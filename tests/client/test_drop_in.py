@@ -67,6 +67,19 @@ def test_warnings_recorded_by_the_service_reach_the_caller(mg, data):
         warnings.simplefilter("ignore")
         sk = SkGridSearchCV(pipe, grid, cv=5).fit(X, y)
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    # each as often as scikit-learn raises it: once per fit that gave it
+    from collections import Counter
+
+    seen = []
+    for search in (
+        GridSearchCV(LogisticRegression(max_iter=2), {"C": [0.1, 1.0]}, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(max_iter=2), {"C": [0.1, 1.0]}),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search.fit(X, y)
+        seen.append(Counter(w.category.__name__ for w in caught))
+    assert seen[0] == seen[1] and seen[0]["ConvergenceWarning"] == 11  # 10 fits, 1 refit
     with pytest.warns(UserWarning, match="The total space of parameters 2 is smaller"):
         RandomizedSearchCV(
             LogisticRegression(),
