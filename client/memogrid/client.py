@@ -632,7 +632,7 @@ class Job:
                 bar.close()
         if raise_on_failure:
             if st["state"] == "failed":
-                raise errors.job_failed(self.id, st.get("error"), st.get("warnings"))
+                raise errors.job_failed(self.id, st.get("error"), st)
             if st["state"] == "cancelled":
                 raise errors.JobCancelled(self.id)
         return self
@@ -667,7 +667,7 @@ class Job:
             except errors.Conflict:
                 st = self.status()
                 if st["state"] == "failed":
-                    raise errors.job_failed(self.id, st.get("error"), st.get("warnings")) from None
+                    raise errors.job_failed(self.id, st.get("error"), st) from None
                 if st["state"] == "cancelled":
                     raise errors.JobCancelled(self.id) from None
                 raise
@@ -883,14 +883,18 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
             for v in value:
                 visit(v)
         elif value == "passthrough":
-            # a FeatureUnion fits a "passthrough" entry as an identity
-            # FunctionTransformer, which its fitted transformer_list holds
-            cls = allow.classes["sklearn.preprocessing.FunctionTransformer"]
-            found.add(f"{cls.__module__}.{cls.__qualname__}")
+            passthrough.append(value)
 
+    passthrough: list[str] = []
     visit(request.get("estimator"))
     visit(request.get("param_grid"))
     visit(request.get("param_distributions"))
+    union = allow.classes["sklearn.pipeline.FeatureUnion"]
+    if passthrough and f"{union.__module__}.{union.__qualname__}" in found:
+        # a FeatureUnion fits a "passthrough" entry as an identity
+        # FunctionTransformer, which its fitted transformer_list holds
+        cls = allow.classes["sklearn.preprocessing.FunctionTransformer"]
+        found.add(f"{cls.__module__}.{cls.__qualname__}")
     return found
 
 

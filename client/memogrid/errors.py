@@ -74,13 +74,21 @@ class TransportError(MemogridError, ConnectionError):
 
 class JobFailed(MemogridError):
     """The job ended ``failed``; ``error`` holds the service's reason and
-    ``warnings`` what the search warned about before it failed."""
+    ``warnings`` what the search warned about before it failed
+    (``warning_counts``: those that came more than once, by how often)."""
 
-    def __init__(self, job_id: str, error: str | None, warnings: list[str] | None = None):
+    def __init__(
+        self,
+        job_id: str,
+        error: str | None,
+        warnings: list[str] | None = None,
+        warning_counts: dict[str, int] | None = None,
+    ):
         super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
         self.job_id = job_id
         self.error = error
         self.warnings = list(warnings or ())
+        self.warning_counts = dict(warning_counts or {})
 
 
 #: builtin exceptions a failed job's error may name, which :func:`job_failed`
@@ -102,24 +110,26 @@ _BUILTIN_ERRORS = (
 _mixed: dict[str, type[JobFailed]] = {}
 
 
-def job_failed(job_id: str, error: str | None, warnings: list[str] | None = None) -> JobFailed:
+def job_failed(job_id: str, error: str | None, status: dict[str, Any] | None = None) -> JobFailed:
     """The JobFailed to raise for a job that ended with ``error``.
 
     When the error names a builtin exception ("ValueError: All the 5 fits
     failed...", as scikit-learn raises it), the exception is an instance of
     that class too, so code written against scikit-learn's search (``except
-    ValueError``) catches it as it would scikit-learn's.
+    ValueError``) catches it as it would scikit-learn's. ``status`` is the
+    job's status answer, with what it warned about before it failed.
     """
     name = (error or "").split(":", 1)[0].strip()
+    warned = (status or {}).get("warnings"), (status or {}).get("warning_counts")
     if name not in _BUILTIN_ERRORS:
-        return JobFailed(job_id, error, warnings)
+        return JobFailed(job_id, error, *warned)
     cls = _mixed.get(name)
     if cls is None:
         import builtins
 
         base = getattr(builtins, name)
         cls = _mixed[name] = type(f"JobFailed{name}", (JobFailed, base), {})
-    return cls(job_id, error, warnings)
+    return cls(job_id, error, *warned)
 
 
 class JobCancelled(MemogridError):

@@ -49,6 +49,21 @@ def _reemit(recorded: list[str], counts: dict[str, int] | None = None) -> None:
                 warnings.warn(message, errors.warning_category(name), stacklevel=3)
 
 
+def _search_warnings(job: Job, refit_here: bool) -> tuple[list[str], dict[str, int]]:
+    """A finished job's warnings to raise, and how often each; without the
+    refit's own when the refit is done again here (the service could not
+    store its model): that refit raises them itself."""
+    texts, counts = list(job.warnings), dict(job.stats.get("warning_counts") or {})
+    if refit_here:
+        for text in job.stats.get("refit_warnings") or ():
+            left = counts.get(text, 1) - 1
+            if left > 0:
+                counts[text] = left
+            elif text in texts:
+                texts.remove(text)
+    return texts, counts
+
+
 def _best_has(attr: str) -> Any:
     """Available when the refit best estimator (or, before fit, the estimator) has ``attr``."""
 
@@ -150,7 +165,8 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             self.job_ = job
             self._adopt(job, candidates)
             self.scorer_ = self._scorer()
-            _reemit(job.warnings, job.stats.get("warning_counts"))
+            refit_here = bool(self.refit) and not chosen and not job.results()["has_estimator"]
+            _reemit(*_search_warnings(job, refit_here))
             self._report(job)
             if self.refit and not chosen:
                 self._take_best(job, X, y, fit_params)
@@ -159,9 +175,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 refit_job = self._run_job(
                     client, lambda: self._submit_one(client, grid, X, y, groups, cv, fit_params)
                 )
-                # the refit's own: the rest (the folds' warnings, replayed
-                # from the cache, the splitter's) were raised with the search
-                _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
+                # the refit's own (unless it is done again here): the rest
+                # (the folds' warnings, replayed from the cache, the
+                # splitter's) were raised with the search
+                if refit_job.results()["has_estimator"]:
+                    _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
                 self._take_best(refit_job, X, y, fit_params)
                 self.refit_job_ = refit_job
         finally:
@@ -184,7 +202,8 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         try:
             job.wait(progress=self.progress)
         except errors.JobFailed as exc:
-            _reemit(exc.warnings)  # raised before the error, as scikit-learn's were
+            # raised before the error, as scikit-learn's were
+            _reemit(exc.warnings, exc.warning_counts)
             raise
         except KeyboardInterrupt:
             # the user stopped waiting: stop the job too, or it would keep

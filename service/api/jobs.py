@@ -203,7 +203,9 @@ def read_job(
     out = job_out(job)
     if job.state == JobState.FAILED.value:
         with svc.db.read() as s:
-            out.warnings = s.scalar(select(Job.warnings).where(Job.id == job_id)) or []
+            row = s.execute(select(Job.warnings, Job.stats).where(Job.id == job_id)).one()
+        out.warnings = row.warnings or []
+        out.warning_counts = (row.stats or {}).get("warning_counts") or {}
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
@@ -69,17 +69,6 @@ def leaderboard(
     return [_candidate_out(c, created) for c, created in rows]
 
 
-def _same_value_texts(value: Any) -> list[str]:
-    """The stored texts of ``value`` and of the values that fit alike: a whole
-    number as an int and as a float (``C=1`` and ``C=1.0``)."""
-    forms = [value]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
-        forms.append(float(value))
-    elif isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        forms.append(int(value))
-    return [param_text(f) for f in forms]
-
-
 @router.get("/results", response_model=list[CandidateOut], responses={422: _PROBLEM})
 def results_by_param(
     svc: Annotated[Services, Depends(services)],
@@ -91,7 +80,7 @@ def results_by_param(
 ) -> list[CandidateOut]:
     """Every candidate, over all jobs, whose parameter ``param`` had ``value``."""
     try:
-        texts = _same_value_texts(json.loads(value))
+        text = param_text(json.loads(value))
     except (ValueError, RecursionError):
         raise Problem(
             422,
@@ -108,7 +97,7 @@ def results_by_param(
         .where(
             CandidateParam.owner_id == user.user_id,
             CandidateParam.name == param,
-            CandidateParam.value_key.in_([param_key(t) for t in texts]),
+            CandidateParam.value_key == param_key(text),
             Job.state == "succeeded",
         )
     )

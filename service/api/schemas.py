@@ -115,6 +115,10 @@ class JobOut(BaseModel):
         description="a failed job's: what the search warned about before it failed "
         "(a finished job's are in its results)",
     )
+    warning_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="of a failed job's warnings, those that came more than once, by how often",
+    )
 
 
 class JobList(BaseModel):

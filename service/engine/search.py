@@ -164,17 +164,30 @@ def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
     return own
 
 
-def _report_caught(
-    caught: Iterable[Any], reemit: bool, into: list[str], counts: Counter[str] | None = None
-) -> None:
-    """List warnings caught in this process in ``into`` (and count each in
-    ``counts``) and, if ``reemit``, raise them again as they were raised
-    (from their module, for filters that name one)."""
+@dataclass
+class WarningLog:
+    """What a search warned about: each text once, in the order they first
+    came, and how often each came (scikit-learn's search raises a warning
+    once per fit that gave it)."""
+
+    texts: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, text: str) -> None:
+        if text not in self.counts:
+            self.texts.append(text)
+        self.counts[text] += 1
+
+    def repeated(self) -> dict[str, int]:
+        """The texts that came more than once, by how often."""
+        return {text: n for text, n in self.counts.items() if n > 1}
+
+
+def _report_caught(caught: Iterable[Any], reemit: bool, log: WarningLog) -> None:
+    """Log warnings caught in this process and, if ``reemit``, raise them
+    again as they were raised (from their module, for filters that name one)."""
     for w in caught:
-        text = f"{w.category.__name__}: {w.message}"
-        into.append(text)
-        if counts is not None:
-            counts[text] += 1
+        log.add(f"{w.category.__name__}: {w.message}")
         if reemit:
             module = module_of(w.filename)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module)
@@ -188,12 +201,10 @@ def _text(item: Warned) -> str:
 def _raise_warned(
     warned: list[Warned] | tuple[Warned, ...],
     reemit: bool,
-    into: list[str] | None,
-    counts: Counter[str] | None = None,
+    log: WarningLog | None,
 ) -> None:
     """Raise the warnings fits gave in worker processes here, where
-    scikit-learn's own search would have raised them, list each distinct
-    one in ``into`` and count how often each came in ``counts``.
+    scikit-learn's own search would have raised them, and log them.
 
     Each keeps its class, module, file and line, so the caller's filters
     treat it as scikit-learn's, and each is raised once per fit: scikit-
@@ -202,17 +213,13 @@ def _raise_warned(
     """
     from memogrid.errors import warning_category
 
-    seen = set(into or ())
     for item in warned:
         name, message, filename, lineno = item[:4]
         module = item[4] if len(item) > 4 else None
         category = warning_category(name)
         text = _text(item)
-        if counts is not None:
-            counts[text] += 1
-        if into is not None and text not in seen:
-            seen.add(text)
-            into.append(text)
+        if log is not None:
+            log.add(text)
         if reemit:
             if category is UserWarning and name != "UserWarning":
                 message = text  # a class not raised by name keeps it in the text
@@ -931,7 +938,7 @@ class SearchRunner:
         cancel: threading.Event | None = None,
         on_result: ResultFn | None = None,
         reemit_warnings: bool = True,
-        warnings_into: list[str] | None = None,
+        warnings_into: WarningLog | None = None,
     ) -> SearchResult:
         """Run a prepared search to its scikit-learn shaped result.
 
@@ -959,10 +966,10 @@ class SearchRunner:
         error_score, refit = sk.error_score, sk.refit
         scorers = p.scoring.scorer
         stats = SearchStats(candidates=len(p.candidates), splits=p.n_splits)
-        result_warnings = warnings_into if warnings_into is not None else []
-        result_warnings.extend(p.warnings)
-        counts: Counter[str] = Counter()
-        _report_caught(p.sk_warnings, reemit_warnings, result_warnings, counts)
+        log = warnings_into if warnings_into is not None else WarningLog()
+        for note in p.warnings:
+            log.add(note)
+        _report_caught(p.sk_warnings, reemit_warnings, log)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
         )
@@ -977,14 +984,14 @@ class SearchRunner:
                     _raise_warned(warned, reemit_warnings, None)
                     raise o.exception
                 out.append(r)
-        _raise_warned(warned, reemit_warnings, result_warnings, counts)
+        _raise_warned(warned, reemit_warnings, log)
 
         # catch_warnings swaps process-wide state: one search at a time
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
             results = sk._format_results(p.candidates, p.n_splits, out)
-        _report_caught(caught, reemit_warnings, result_warnings, counts)
+        _report_caught(caught, reemit_warnings, log)
 
         multimetric = isinstance(out[0]["test_scores"], dict)
         res = SearchResult(
@@ -992,7 +999,7 @@ class SearchRunner:
             n_splits_=p.n_splits,
             multimetric_=multimetric,
             scorer_=scorers._scorers if multimetric else scorers,
-            warnings=result_warnings,
+            warnings=log.texts,
             stats=stats,
         )
         if refit or not multimetric:
@@ -1015,10 +1022,10 @@ class SearchRunner:
                 cancel,
             )
             res.refit_warnings = list(dict.fromkeys(_text(w) for w in refit_warned))
-            _raise_warned(refit_warned, reemit_warnings, result_warnings, counts)
+            _raise_warned(refit_warned, reemit_warnings, log)
             res.best_estimator_ = assemble(best, fitted)
             res.refit_time_ = time.perf_counter() - start
-        res.warning_counts = {text: n for text, n in counts.items() if n > 1}
+        res.warning_counts = log.repeated()
         if stats.fits or stats.refit == "fit":
             self._drain_writes()
         return res

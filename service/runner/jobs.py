@@ -36,7 +36,7 @@ from memogrid.wire import float_token
 from ..db.models import Candidate, CandidateParam, Dataset, DatasetOwner, Job, SplitResult
 from ..db.ops import insert_ignoring_duplicates, rowcount, utcnow
 from ..db.session import Database
-from ..engine.search import SearchCancelled, SearchRunner, SearchStats
+from ..engine.search import SearchCancelled, SearchRunner, SearchStats, WarningLog
 from ..engine.tasks import ScoreOutput
 from ..specs.jobs import DatasetShape, compile_job
 from ..store.datasets import DataRef
@@ -148,7 +148,7 @@ class _Active:
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     #: what the search warned about so far: kept if it fails after all
-    warnings: list[str] = field(default_factory=list)
+    warnings: WarningLog = field(default_factory=WarningLog)
 
 
 class JobRunner:
@@ -377,8 +377,15 @@ class JobRunner:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
             log.info("job %s failed: %s", job_id, exc)
-            warned = active.warnings or None  # what came before the failure
-            self._finish(job_id, JobEvent.FAIL, error=_describe(exc), warnings=warned)
+            # what came before the failure, and how often
+            warned = active.warnings
+            self._finish(
+                job_id,
+                JobEvent.FAIL,
+                error=_describe(exc),
+                warnings=warned.texts or None,
+                stats={"warning_counts": warned.repeated()} if warned.texts else None,
+            )
         finally:
             with self._lock:
                 self._active.pop(job_id, None)

@@ -242,6 +242,8 @@ class DatasetStore:
 
             values = np.ascontiguousarray(np.asarray(frame))
             value = pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
+            with self._lock:  # the column-ordered frame is not kept twice
+                self._loaded.pop(dataset_id, None)
         self._remember(memo, value)
         return value
 

@@ -769,14 +769,25 @@ def test_a_model_skops_cannot_store_is_refit_here(mg):
     """The service refits Birch but skops cannot store it: the job succeeds
     with a note, and the drop-in refits the best candidate itself, as
     scikit-learn does, rather than failing after every fit has run."""
+    from collections import Counter
+
     from sklearn.cluster import Birch
     from sklearn.datasets import make_blobs
 
     X, y = make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)
-    grid = {"n_clusters": [2, 3], "threshold": [0.3, 0.5]}
+    # 5 clusters asked, fewer subclusters found at 3.0: every fit warns, the refit too
+    grid = {"n_clusters": [5], "threshold": [3.0, 3.5]}
     kw = dict(cv=3, scoring="adjusted_rand_score")
-    ours = GridSearchCV(Birch(), grid, client=mg, progress=False, **kw).fit(X, y)
-    sk = SkGridSearchCV(Birch(), grid, **kw).fit(X, y)
+    ours = GridSearchCV(Birch(), grid, client=mg, progress=False, **kw)
+    sk = SkGridSearchCV(Birch(), grid, **kw)
+    counts = []
+    for search in (ours, sk):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search.fit(X, y)
+        counts.append(Counter(w.category.__name__ for w in caught))
+    assert counts[0] == counts[1]  # the refit's warnings once: the one done here
+    assert counts[1]["ConvergenceWarning"] == 7
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
     assert ours.best_params_ == sk.best_params_
     assert np.array_equal(ours.predict(X), sk.predict(X))
@@ -827,18 +838,44 @@ def test_a_frame_laid_out_row_by_row_searches_to_the_last_bit(mg):
 def test_a_failed_refit_raises_the_searchs_warnings_first(mg, data):
     """Folds that failed (a NaN in one row) warn, then the refit on all rows
     fails: the failed job keeps the warnings, raised before its error."""
+    from collections import Counter
+
     X, y = data
     X = X.copy()
     X[3, 1] = np.nan
+    grid = {"C": [0.1, 1.0, 10.0]}
     kinds = []
     for search in (
-        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3, client=mg, progress=False),
-        SkGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3),
+        GridSearchCV(LogisticRegression(max_iter=2), grid, cv=3, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(max_iter=2), grid, cv=3),
     ):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with pytest.raises(ValueError, match="Input X contains NaN"):
                 search.fit(X, y)
-        kinds.append({(w.category.__name__, str(w.message)[:30]) for w in caught})
-    assert kinds[0] == kinds[1]
-    assert ("FitFailedWarning", "\n2 fits failed out of a total ") in kinds[0]
+        kinds.append(Counter((w.category.__name__, str(w.message)[:30]) for w in caught))
+    assert kinds[0] == kinds[1]  # each as often: a ConvergenceWarning per fit that gave it
+    assert kinds[0][("FitFailedWarning", "\n6 fits failed out of a total ")] == 1
+    assert kinds[0][("UserWarning", "Scoring failed. The score on t")] == 3
+
+
+def test_a_warning_each_fold_gives_comes_as_often(mg):
+    """A repeated stratified splitter warns at each split of a rare class:
+    as often through the service as in scikit-learn."""
+    from collections import Counter
+
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.array([0] * 20 + [1] * 18 + [2] * 2)
+    cv = RepeatedStratifiedKFold(n_splits=3, n_repeats=3, random_state=0)
+    counts = []
+    for search in (
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=cv, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=cv),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search.fit(X, y)
+        counts.append(Counter(w.category.__name__ for w in caught))
+    assert counts[0] == counts[1] and counts[0]["UserWarning"] == 3
