@@ -112,8 +112,8 @@ class JobOut(BaseModel):
     attempts: int
     warnings: list[str] = Field(
         default_factory=list,
-        description="a failed job's: what the search warned about before it failed "
-        "(a finished job's are in its results)",
+        description="a failed job's (GET /v1/jobs/{id} only): what the search warned about "
+        "before it failed (a finished job's are in its results)",
     )
     warning_counts: dict[str, int] = Field(
         default_factory=dict,

@@ -981,7 +981,7 @@ class SearchRunner:
                 r = dict(o.result)
                 warned.extend(r.pop(WARNINGS_KEY, ()))
                 if o.exception is not None and (error_score == "raise" or "test_scores" not in r):
-                    _raise_warned(warned, reemit_warnings, None)
+                    _raise_warned(warned, reemit_warnings, log)
                     raise o.exception
                 out.append(r)
         _raise_warned(warned, reemit_warnings, log)
