@@ -49,6 +49,27 @@ def _reemit(recorded: list[str], counts: dict[str, int] | None = None) -> None:
                 warnings.warn(message, errors.warning_category(name), stacklevel=3)
 
 
+def _numpy_typed(estimator: Any, params: dict[str, Any]) -> Any:
+    """``estimator`` with the numpy scalar types of the chosen ``params``.
+
+    The service builds the best estimator from JSON, so a grid's numpy
+    values (``np.array([0.1, 1.0])``) come back as Python numbers; scikit-
+    learn sets the grid's own values. Equal values only change type.
+    """
+    current = estimator.get_params(deep=True)
+    typed = {
+        key: value
+        for key, value in params.items()
+        if isinstance(value, np.generic)
+        and key in current
+        and type(current[key]) is not type(value)
+        and current[key] == value
+    }
+    if typed:
+        estimator.set_params(**typed)
+    return estimator
+
+
 def _search_warnings(job: Job, refit_here: bool) -> tuple[list[str], dict[str, int]]:
     """A finished job's warnings to raise, and how often each; without the
     refit's own when the refit is done again here (the service could not
@@ -271,7 +292,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         """The refit best estimator the job made, or, where the service could
         not store it (skops holds not every model), the same refit done here."""
         if job.results()["has_estimator"]:
-            self.best_estimator_ = job.best_estimator_
+            self.best_estimator_ = _numpy_typed(job.best_estimator_, self.best_params_)
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
         else:
             from sklearn.base import clone

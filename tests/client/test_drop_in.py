@@ -140,6 +140,7 @@ def test_values_keep_scikit_learns_types(mg, data):
         repr(p) for p in sk.cv_results_["params"]
     ]
     assert repr(ours.best_params_) == repr(sk.best_params_)
+    assert repr(ours.best_estimator_.get_params()) == repr(sk.best_estimator_.get_params())
     assert type(ours.best_index_) is type(sk.best_index_)
     assert type(ours.best_score_) is type(sk.best_score_) and ours.best_score_ == sk.best_score_
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
