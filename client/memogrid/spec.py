@@ -420,13 +420,13 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
                 raise SpecError(path, f"function {name!r} is not on the allowlist")
             return allow.functions[name]
         if set(value) == {"float"}:
-            if value["float"] not in _SPECIAL_FLOATS:
+            if not isinstance(value["float"], str) or value["float"] not in _SPECIAL_FLOATS:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
             return _SPECIAL_FLOATS[value["float"]]
         if set(value) == {"constant"}:
             return constant_value(value["constant"], path)
         if set(value) == {"type"}:
-            if value["type"] not in TYPE_VALUES:
+            if not isinstance(value["type"], str) or value["type"] not in TYPE_VALUES:
                 raise SpecError(path, f"type {value['type']!r} is not one a spec can name")
             return TYPE_VALUES[value["type"]]
         if set(value) == {"tuple"}:
@@ -477,7 +477,9 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
             _join(path, "class"),
             f"{name} is not an estimator: it goes where a ColumnTransformer takes columns",
         )
-    params = spec.get("params") or {}
+    params = spec.get("params")
+    if params is None:
+        params = {}
     if not isinstance(params, Mapping):
         raise SpecError(_join(path, "params"), "params must be an object")
     accepted = {
@@ -494,6 +496,7 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         _check_safe(key, built[key], where)
         if key in _NAMED_ENTRIES and isinstance(built[key], list):
             built[key] = [tuple(e) if isinstance(e, list) else e for e in built[key]]
+            _check_entries(key, built[key], where)
     try:
         estimator = cls(**built)
     except Exception as exc:  # constructors only store arguments; be safe anyway
@@ -559,6 +562,40 @@ def _set_output(estimator: Any, output: Any, path: str) -> None:
     estimator.set_output(transform=transform)
 
 
+def _is_step(value: Any) -> bool:
+    """An estimator, or what scikit-learn takes in a step's place."""
+    if isinstance(value, str):
+        return value in ("passthrough", "drop")
+    return value is None or (hasattr(value, "get_params") and not isinstance(value, type))
+
+
+def _check_entries(key: str, entries: list[Any], path: str) -> None:
+    """Each entry of ``steps``, ``transformers``, ... is (name, step[, columns])."""
+    three = key == "transformers"
+    arity, form = (3, "[name, transformer, columns]") if three else (2, "[name, step]")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, tuple) or len(entry) != arity or not isinstance(entry[0], str):
+            raise SpecError(f"{path}[{i}]", f"an entry of {key} is {form} with a string name")
+        if not _is_step(entry[1]):
+            raise SpecError(
+                f"{path}[{i}][1]", 'a step is an estimator, "passthrough", "drop" or null'
+            )
+
+
+def _check_step_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> None:
+    """Where the estimator holds a step (an estimator), the grid sets steps too."""
+    current = estimator.get_params(deep=True)
+    for key, values in space.items():
+        if not hasattr(current.get(key), "get_params"):
+            continue
+        for i, value in enumerate(values):
+            if not _is_step(value):
+                raise SpecError(
+                    f"{path}.{key}[{i}]",
+                    f'{key} holds a step: an estimator, "passthrough", "drop" or null',
+                )
+
+
 def _validate(estimator: Any, path: str) -> None:
     """scikit-learn's own parameter checks, now rather than at fit time.
 
@@ -622,6 +659,7 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
         _check_safe_entries(key, out[key], where)
+    _check_step_values(estimator, out, path)
     _check_keys(estimator, out, path)
     _check_values(estimator, out, path)
     return out
@@ -1175,7 +1213,8 @@ def build_scorer(value: Any, path: str = "scoring") -> Any:
     if unknown:
         raise SpecError(where, f"unknown keys {sorted(unknown)}")
     functions = _scorer_functions()
-    fn = functions.get(spec.get("function"))  # type: ignore[arg-type]
+    named = spec.get("function")
+    fn = functions.get(named) if isinstance(named, str) else None
     if fn is None:
         raise SpecError(_join(where, "function"), f"{spec.get('function')!r} is not a metric")
     greater = spec.get("greater_is_better", True)

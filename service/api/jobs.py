@@ -90,7 +90,9 @@ def fix_randomness(request: dict) -> dict:
         request["random_state"] = secrets.randbelow(2**32)
     cv = request.get("cv")
     if isinstance(cv, dict) and isinstance(cv.get("class"), str):
-        params = cv.setdefault("params", {})
+        if cv.get("params") is None:  # a spec may write no params as null
+            cv["params"] = {}
+        params = cv["params"]
         name = cv["class"].rsplit(".", 1)[-1]
         shuffles = params.get("shuffle") is True or name.endswith(_SHUFFLING)
         if shuffles and params.get("random_state") is None:

@@ -194,6 +194,23 @@ def _check_folds(
                 raise SpecError(f"cv.folds[{i}]", f"an index is outside the {n_rows} rows of X")
 
 
+#: splitter parameters that count (folds, repeats, groups, rows), with their
+#: least value; their constructors do not all check them, and they are
+#: counted before anything splits
+_SPLITTER_COUNTS = {"n_splits": 1, "n_repeats": 1, "n_groups": 1, "gap": 0, "max_train_size": 1}
+
+
+def _check_splitter_counts(splitter: Any) -> None:
+    for name, least in _SPLITTER_COUNTS.items():
+        value = getattr(splitter, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SpecError(
+                f"cv.params.{name}", f"{name} is an integer of at least {least}, not {value!r}"
+            )
+
+
 def _cv(value: Any, allow: Allowlist) -> Any:
     if value is None:
         return None
@@ -206,6 +223,7 @@ def _cv(value: Any, allow: Allowlist) -> Any:
             raise SpecError("cv", f"cv must be at least 2 folds, got {value}")
         return value
     splitter = build_estimator(value, allow, "cv")
+    _check_splitter_counts(splitter)
     seed = getattr(splitter, "random_state", None)
     if seed is not None:
         from sklearn.utils import check_random_state

@@ -331,3 +331,67 @@ def test_object_arrays_must_name_string_arrays_of_the_job(api, data):
     r = _job(api, data, object_arrays=["weights"])  # not a role at all
     assert r.status_code == 422 and "object_arrays" in r.text
     _nothing_queued(api)
+
+
+_NA = {"constant": "pandas.NA"}
+_SC = {"class": "sklearn.preprocessing.StandardScaler"}
+_PIPE = "sklearn.pipeline.Pipeline"
+_SPLIT = "sklearn.model_selection."
+
+
+def _steps(*steps):
+    return {"class": _PIPE, "params": {"steps": list(steps)}}
+
+
+@pytest.mark.parametrize(
+    "over, where",
+    [
+        # a name slot holding a structure instead of a name
+        ({"param_grid": {"C": [{"type": _NA}]}}, "param_grid.C[0]"),
+        ({"param_grid": {"C": [{"float": {"tuple": []}}]}}, "param_grid.C[0]"),
+        ({"scoring": {"make_scorer": {"function": _NA}}}, "scoring.make_scorer.function"),
+        ({"scoring": {"m": {"make_scorer": {"function": ["f1_score"]}}}}, "scoring.m"),
+        # splitter counts their constructors do not check
+        ({"cv": {"class": _SPLIT + "ShuffleSplit", "params": {"n_splits": _NA}}}, "n_splits"),
+        ({"cv": {"class": _SPLIT + "ShuffleSplit", "params": {"n_splits": [3]}}}, "n_splits"),
+        (
+            {"cv": {"class": _SPLIT + "StratifiedShuffleSplit", "params": {"n_splits": True}}},
+            "n_splits",
+        ),
+        ({"cv": {"class": _SPLIT + "LeavePGroupsOut", "params": {"n_groups": -1}}}, "n_groups"),
+        ({"cv": {"class": _SPLIT + "KFold", "params": []}}, "cv.params"),
+        ({"cv": {"class": _SPLIT + "KFold", "params": ""}}, "cv.params"),
+        # malformed pipeline steps, in the estimator and in a grid
+        ({"estimator": _steps([{"tuple": ["sc"]}, _SC], ["lr", {"class": LR}])}, "steps[0]"),
+        ({"estimator": _steps([_NA, _SC], ["lr", {"class": LR}])}, "steps[0]"),
+        ({"estimator": _steps(["sc", {"tuple": [_SC]}], ["lr", {"class": LR}])}, "steps[0][1]"),
+        ({"estimator": _steps(["sc", _NA], ["lr", {"class": LR}])}, "steps[0][1]"),
+        ({"estimator": _steps({"tuple": ["sc", _SC, 1]}, ["lr", {"class": LR}])}, "steps[0]"),
+        ({"estimator": _steps({"tuple": ["sc"]}, ["lr", {"class": LR}])}, "steps[0]"),
+    ],
+)
+def test_malformed_names_steps_and_splitters_are_a_422(api, data, over, where):
+    body = {"param_grid": {"C": [1.0]}, **over}
+    if "estimator" in over:
+        body["param_grid"] = {"lr__C": [1.0]}
+    r = _job(api, data, **body)
+    assert r.status_code == 422, r.text
+    assert any(where in e["path"] for e in r.json()["errors"]), r.text
+    _nothing_queued(api)
+
+
+def test_a_grid_sets_a_step_only_to_a_step(api, data):
+    pipe = _steps(["sc", _SC], ["lr", {"class": LR}])
+    for bad in ({"tuple": [_SC]}, _NA, 3):
+        r = _job(api, data, estimator=pipe, param_grid={"sc": [bad], "lr__C": [1.0]})
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["path"] == "param_grid.sc[0]", r.text
+    _nothing_queued(api)
+    r = _job(api, data, estimator=pipe, param_grid={"sc": ["passthrough", None, _SC]})
+    assert r.status_code == 202, r.text
+    assert wait_job(api, r.json()["id"])["state"] == "succeeded"
+    # a splitter's params written as null are no params, shuffled or not
+    shuffled = {"class": _SPLIT + "ShuffleSplit", "params": None}
+    r = _job(api, data, cv=shuffled)
+    assert r.status_code == 202, r.text
+    assert wait_job(api, r.json()["id"])["state"] == "succeeded"
