@@ -8,11 +8,7 @@ scikit-learn's own ``_score``) and stores the result.
 
 A step that fails does not raise: it returns a :class:`StepOutput` carrying
 the traceback, so each candidate depending on it scores ``error_score``
-exactly as scikit-learn's ``_fit_and_score`` would. Such a score (the fold's
-result: ``error_score``, the traceback, the warnings) is cached like any
-other when the failure would come again (not a MemoryError or an OS
-error), so a search run again does not fit its failing candidates again;
-failed steps and failures under ``error_score="raise"`` are not.
+exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
 """
 
 from __future__ import annotations
@@ -681,7 +677,6 @@ def run_score(
             fit_error=parent.error,
         )
         failed = _warned(failed, _in_order(prior_warned, [], None, False))
-        _keep_failure(cache, node.key, failed, error_score, parent.exception)
         return ScoreOutput(failed, prior, "skipped", parent.exception)
     # a step could not transform the test rows (see run_step), or there are
     # none: the scorer meets the chain and the raw rows, as scikit-learn's does
@@ -717,7 +712,6 @@ def run_score(
                 score_time=0.0,
             )
             result = _warned(result, _in_order(prior_warned, warned, None, False))
-            _keep_failure(cache, node.key, result, error_score, exc)
             return ScoreOutput(result, prior, "fit", exc, nbytes)
         fit_time = time.perf_counter() - start
         n_fit = len(warned)
@@ -753,26 +747,6 @@ def run_score(
     if cache is not None:  # with every warning that led to it, replayed on hits
         cache.set_later(node.key, result)
     return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
-
-
-#: failures that may not come again: never cached
-_PASSING_FAILURES = (MemoryError, OSError, TimeoutError, KeyboardInterrupt, SystemExit)
-
-
-def _keep_failure(
-    cache: ResultCache | None,
-    key: str,
-    result: dict[str, Any],
-    error_score: Any,
-    exc: BaseException | None,
-) -> None:
-    """Cache a failed fold's result (``error_score`` in place of scores)
-    unless the failure may not come again or the search raises it."""
-    if cache is None or exc is None or isinstance(exc, _PASSING_FAILURES):
-        return
-    if isinstance(error_score, str):  # "raise": the search ends with it
-        return
-    cache.set_later(key, result)
 
 
 #: the key under which a score result carries its chain's warnings

@@ -279,32 +279,3 @@ def test_edited_user_code_is_fit_again_not_replayed(runner):
             sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
             assert ours.stats.final_fits == 6 and ours.stats.step_fits == 3
             assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
-
-
-def test_failing_fits_are_remembered_not_fit_again(runner, fit_log):
-    """A failing candidate's folds (a PCA asking for more components than
-    there are features; a final estimator failing its fit) are results too:
-    the same search again fits nothing and reports the same failures."""
-    import warnings
-
-    from sklearn.exceptions import FitFailedWarning
-
-    X, y = seed_data()
-    grid = {"pca__n_components": [5, 500], "logistic__C": [1.0, -1.0]}
-    runs = []
-    for _ in range(2):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
-        runs.append((res, [str(w.message) for w in caught if w.category is FitFailedWarning]))
-    (cold, cold_warned), (warm, warm_warned) = runs
-    assert cold.stats.fits > 0 and warm.stats.fits == 0
-    assert warm.stats.score_hits == 12
-    assert cold_warned == warm_warned and "9 fits failed out of a total of 12" in cold_warned[0]
-    assert_cv_results_equal(cold.cv_results_, warm.cv_results_)
-    counts = fit_counts(fit_log)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = GridSearchCV(seed_pipeline(), grid, cv=3, refit=False).fit(X, y)
-    assert_cv_results_equal(warm.cv_results_, sk.cv_results_)
-    assert counts["CountingPCA"] == 6  # 3 folds x 2 settings, once: the failing ones too
