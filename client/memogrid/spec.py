@@ -583,10 +583,21 @@ def _check_entries(key: str, entries: list[Any], path: str) -> None:
 
 
 def _check_step_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> None:
-    """Where the estimator holds a step (an estimator), the grid sets steps too."""
+    """A key naming an entry of ``steps``, ``transformers``, ... (``sc`` of a
+    Pipeline, ``pre__num`` of a nested ColumnTransformer) is set to steps
+    only. Other estimator-valued params (``init``, ``kernel``) also take
+    strings, and scikit-learn checks those."""
     current = estimator.get_params(deep=True)
     for key, values in space.items():
-        if not hasattr(current.get(key), "get_params"):
+        owner_key, _, name = key.rpartition("__")
+        owner = current.get(owner_key) if owner_key else estimator
+        named = {
+            entry[0]
+            for attr in _NAMED_ENTRIES
+            for entry in (getattr(owner, attr, None) or ())
+            if isinstance(entry, tuple) and entry
+        }
+        if name not in named:
             continue
         for i, value in enumerate(values):
             if not _is_step(value):

@@ -197,12 +197,20 @@ def _check_folds(
 #: splitter parameters that count (folds, repeats, groups, rows), with their
 #: least value; their constructors do not all check them, and they are
 #: counted before anything splits
-_SPLITTER_COUNTS = {"n_splits": 1, "n_repeats": 1, "n_groups": 1, "gap": 0, "max_train_size": 1}
+_SPLITTER_COUNTS = {"n_splits": 1, "n_repeats": 1, "n_groups": 1, "gap": 0, "max_train_size": 0}
+
+
+def _splitter_value(splitter: Any, name: str) -> Any:
+    """A splitter's parameter; Repeated(Stratified)KFold keep n_splits in ``cvargs``."""
+    value = getattr(splitter, name, None)
+    if value is None:
+        value = (getattr(splitter, "cvargs", None) or {}).get(name)
+    return value
 
 
 def _check_splitter_counts(splitter: Any) -> None:
     for name, least in _SPLITTER_COUNTS.items():
-        value = getattr(splitter, name, None)
+        value = _splitter_value(splitter, name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -445,7 +453,7 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     name = type(cv).__name__
     if name in _GROUP_SPLITTERS and "groups" not in datasets:
         raise SpecError("groups", f"{name} needs groups")
-    n = getattr(cv, "n_splits", None)
+    n = _splitter_value(cv, "n_splits")
     if name.endswith("KFold") and isinstance(n, int) and n > n_rows:
         raise SpecError("cv", f"{name} with n_splits={n} is more folds than the {n_rows} samples")
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):

@@ -250,6 +250,10 @@ def test_grid_cap_counts_group_splitters_and_huge_grids_early(api, data):
     }
     r = api.post("/v1/jobs", json=body)
     assert r.status_code == 422 and "above the limit" in r.json()["detail"]
+    # RepeatedKFold keeps n_splits apart (in cvargs): 40 x 20 x 3 = 2400 fits
+    repeated = {"class": _SPLIT + "RepeatedKFold", "params": {"n_splits": 20, "n_repeats": 3}}
+    r = api.post("/v1/jobs", json={**body, "groups": None, "cv": repeated})
+    assert r.status_code == 422 and "2400 fits" in r.json()["detail"], r.text
     # a grid far past the cap is refused from its JSON, before anything is built
     huge = {"C": list(range(1, 101)), "tol": [1e-4] * 100}
     started = __import__("time").perf_counter()
@@ -359,6 +363,7 @@ def _steps(*steps):
             "n_splits",
         ),
         ({"cv": {"class": _SPLIT + "LeavePGroupsOut", "params": {"n_groups": -1}}}, "n_groups"),
+        ({"cv": {"class": _SPLIT + "RepeatedKFold", "params": {"n_splits": "x"}}}, "n_splits"),
         ({"cv": {"class": _SPLIT + "KFold", "params": []}}, "cv.params"),
         ({"cv": {"class": _SPLIT + "KFold", "params": ""}}, "cv.params"),
         # malformed pipeline steps, in the estimator and in a grid
@@ -390,8 +395,12 @@ def test_a_grid_sets_a_step_only_to_a_step(api, data):
     r = _job(api, data, estimator=pipe, param_grid={"sc": ["passthrough", None, _SC]})
     assert r.status_code == 202, r.text
     assert wait_job(api, r.json()["id"])["state"] == "succeeded"
-    # a splitter's params written as null are no params, shuffled or not
-    shuffled = {"class": _SPLIT + "ShuffleSplit", "params": None}
-    r = _job(api, data, cv=shuffled)
-    assert r.status_code == 202, r.text
-    assert wait_job(api, r.json()["id"])["state"] == "succeeded"
+    # a splitter's params written as null are no params, shuffled or not; a
+    # max_train_size of 0 is no limit, as scikit-learn reads it
+    for cv in (
+        {"class": _SPLIT + "ShuffleSplit", "params": None},
+        {"class": _SPLIT + "TimeSeriesSplit", "params": {"max_train_size": 0}},
+    ):
+        r = _job(api, data, cv=cv)
+        assert r.status_code == 202, r.text
+        assert wait_job(api, r.json()["id"])["state"] == "succeeded"

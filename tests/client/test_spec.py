@@ -701,3 +701,19 @@ def test_bad_tagged_values_are_refused(allow, value, message):
     with pytest.raises(SpecError) as err:
         build_value(value, allow, "params.x")
     assert message in err.value.message
+
+
+def test_estimator_valued_params_that_take_strings_keep_them(allow):
+    """Only a key naming a pipeline step (or another named entry) is held to
+    steps; GradientBoosting's init takes "zero" as well as an estimator."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    base = GradientBoostingClassifier(init=DummyClassifier())
+    grid = to_grid({"init": ["zero", DummyClassifier()]}, allow)
+    assert build_grid(base, json.loads(json.dumps(grid)), allow)["init"][0] == "zero"
+    pipe = Pipeline([("gb", base)])
+    with pytest.raises(SpecError, match="holds a step") as err:
+        build_grid(pipe, {"gb": ["zero"]}, allow)
+    assert err.value.path == "param_grid.gb[0]"
+    assert build_grid(pipe, {"gb__init": ["zero"]}, allow) == {"gb__init": ["zero"]}
