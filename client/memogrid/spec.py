@@ -770,6 +770,7 @@ def build_distributions(
             raise SpecError(where, "each entry is a non-empty list of values or a distribution")
         if key.rsplit("__", 1)[-1] in _SAFE_VALUES and not isinstance(out[key], list):
             raise SpecError(where, f"{key} cannot be drawn from a distribution")
+    _check_step_values(estimator, {k: v for k, v in out.items() if isinstance(v, list)}, path)
     _check_keys(estimator, out, path)
     return out
 

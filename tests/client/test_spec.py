@@ -717,3 +717,7 @@ def test_estimator_valued_params_that_take_strings_keep_them(allow):
         build_grid(pipe, {"gb": ["zero"]}, allow)
     assert err.value.path == "param_grid.gb[0]"
     assert build_grid(pipe, {"gb__init": ["zero"]}, allow) == {"gb__init": ["zero"]}
+    # distributions' lists too
+    with pytest.raises(SpecError, match="holds a step") as err:
+        build_distributions(pipe, {"gb": [1, {"class": "sklearn.dummy.DummyClassifier"}]}, allow)
+    assert err.value.path == "param_distributions.gb[0]"
