@@ -865,11 +865,13 @@ def spec_types(request: Mapping[str, Any]) -> set[str]:
                 if cls is not None:
                     found.add(f"{cls.__module__}.{cls.__qualname__}")
                     found.update(_default_functions(cls))
-            if set(value) == {"type"} and TYPE_VALUES.get(str(value["type"])):  # dtype=np.number
-                t = TYPE_VALUES[value["type"]]
+            named = value.get("type")
+            if set(value) == {"type"} and isinstance(named, str) and named in TYPE_VALUES:
+                t = TYPE_VALUES[named]  # dtype=np.number
                 found.add(f"{t.__module__}.{t.__qualname__}")
-            if set(value) == {"constant"} and str(value["constant"]) in CONSTANTS:  # pd.NA
-                t = type(constant_value(value["constant"], ""))
+            named = value.get("constant")
+            if set(value) == {"constant"} and isinstance(named, str) and named in CONSTANTS:
+                t = type(constant_value(named, ""))  # pd.NA
                 found.add(f"{t.__module__}.{t.__qualname__}")
                 # older pandas name NAType's module as its home module
                 found.add(f"pandas._libs.missing.{t.__qualname__}")

@@ -717,24 +717,15 @@ def run_score(
         n_fit = len(warned)
         result["fit_error"] = None
         try:
-            # a pipeline's scorer meets the pipeline: its errors name it
-            facing = _as_pipeline((), estimator) if node.link.path else estimator
-            tested, X_tested = facing, X_test
-            if rescored:
-                assert parent is not None
-                tested = _as_pipeline(parent.models, estimator)
-                X_tested = fold_rows(ctx, fold, "test")[0]
+            tested, X_tested = _scored(ctx, node, fold, "test", parent, estimator, X_test)
             result["test_scores"] = _score(
                 tested, X_tested, y_test, scorer, score_test, error_score
             )
             score_time = time.perf_counter() - start - fit_time
             if return_train_score:
-                scored, X_scored = facing, X_train_scored
-                if parent is not None and X_scored is None:
-                    # the memoized train transform failed: score the whole
-                    # pipeline on raw rows so _score reports it as sklearn does
-                    scored = _as_pipeline(parent.models, estimator)
-                    X_scored = fold_rows(ctx, fold, "train")[0]
+                scored, X_scored = _scored(
+                    ctx, node, fold, "train", parent, estimator, X_train_scored
+                )
                 result["train_scores"] = _score(
                     scored, X_scored, y_train, scorer, score_train, error_score
                 )
@@ -775,6 +766,28 @@ def run_score_batch(
     only spares the scheduler a task per cheap fit.
     """
     return [run_score(ctx, node, scoring, fold, parent, ttrain) for node in nodes]
+
+
+def _scored(
+    ctx: TaskContext,
+    node: Any,
+    fold: Any,
+    which: str,
+    parent: StepOutput | None,
+    estimator: Any,
+    X: Any,
+) -> tuple[Any, Any]:
+    """What the scorer meets on a fold's ``which`` rows, as scikit-learn's.
+
+    A pipeline's final estimator is met as a pipeline (its errors name the
+    Pipeline) on the steps' output ``X``; where that output is missing (a
+    step could not transform those rows, or there are none) the whole
+    fitted chain is met on the raw rows, failing and warning as
+    scikit-learn's does.
+    """
+    if parent is not None and X is None:
+        return _as_pipeline(parent.models, estimator), fold_rows(ctx, fold, which)[0]
+    return (_as_pipeline((), estimator) if node.link.path else estimator), X
 
 
 def _fit_final(node: Any, estimator: Any, X: Any, y: Any, params: dict[str, Any]) -> None:

@@ -604,8 +604,9 @@ def _skops_stores_constants() -> None:
     from memogrid.spec import CONSTANTS, constant_value
 
     for name in CONSTANTS:
-        kind = type(constant_value(name, ""))
-        assert kind() is constant_value(name, ""), name  # a singleton type
+        value = constant_value(name, "")
+        kind = type(value)
+        assert kind() is value, name  # a singleton type
 
         def state(obj: Any, save_context: Any, kind: type = kind) -> dict[str, Any]:
             return {

@@ -209,10 +209,9 @@ class DatasetStore:
     def load_object(self, dataset_id: str) -> Any:
         """A stored string array as ``object`` dtype (see :attr:`DataRef.as_object`)."""
         memo = f"{dataset_id}:object"
-        with self._lock:
-            if memo in self._loaded:
-                self._loaded.move_to_end(memo)
-                return self._loaded[memo]
+        hit = self._recall(memo)
+        if hit is not None:
+            return hit
         text = self._path(dataset_id, ".text")
         if text.exists():
             value = np.array(self._text(text), dtype=object)
@@ -229,10 +228,9 @@ class DatasetStore:
         """A stored frame of one numpy number dtype laid out row by row (see
         :attr:`DataRef.rows_first`); any other frame as :meth:`load` gives it."""
         memo = f"{dataset_id}:rows"
-        with self._lock:
-            if memo in self._loaded:
-                self._loaded.move_to_end(memo)
-                return self._loaded[memo]
+        hit = self._recall(memo)
+        if hit is not None:
+            return hit
         frame = self.load(dataset_id)
         if not _is_frame(frame):
             raise DatasetError(f"dataset {dataset_id} is not a DataFrame: it has no row layout")
@@ -252,6 +250,14 @@ class DatasetStore:
         with open(path, "rb") as f:
             return decode_text(*_check_text(f.read()))
 
+    def _recall(self, memo: str) -> Any:
+        """What :meth:`_remember` kept under ``memo`` (the latest used), or None."""
+        with self._lock:
+            value = self._loaded.get(memo)
+            if value is not None:
+                self._loaded.move_to_end(memo)
+            return value
+
     def _remember(self, memo: str, value: Any) -> None:
         with self._lock:
             self._loaded[memo] = value
@@ -260,10 +266,9 @@ class DatasetStore:
 
     def load(self, dataset_id: str) -> Any:
         """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
-        with self._lock:
-            if dataset_id in self._loaded:
-                self._loaded.move_to_end(dataset_id)
-                return self._loaded[dataset_id]
+        hit = self._recall(dataset_id)
+        if hit is not None:
+            return hit
         npy = self._path(dataset_id, ".npy")
         parquet = self._path(dataset_id, ".parquet")
         text = self._path(dataset_id, ".text")
