@@ -43,6 +43,7 @@ from .data import (
     wire_table,
 )
 from .errors import MemogridError
+from .sparse import SPARSE_TYPE, as_csr, hash_sparse, is_sparse, sparse_body
 from .spec import (
     JOB_SKLEARN_DEFAULTS,
     SpecError,
@@ -245,7 +246,14 @@ class Client:
 
     # -- datasets ---------------------------------------------------------
     def upload(self, data: Any) -> str:
-        """Store an array, text or a DataFrame on the service (if it lacks it); its id."""
+        """Store an array, text, a DataFrame or a sparse X on the service (if it
+        lacks it); its id."""
+        if is_sparse(data):
+            csr = as_csr(data)
+            did = hash_sparse(csr)
+            if not self.has_dataset(did):
+                self._post_dataset(sparse_body(csr), SPARSE_TYPE, did)
+            return did
         if is_frame(data):
             table = frame_table(data)
             from .data import hash_table
@@ -334,7 +342,7 @@ class Client:
         """Rows of an array, a frame or an uploaded dataset (by id)."""
         if isinstance(data, str):
             return int(self.dataset(data)["shape"][0])
-        return len(data)
+        return data.shape[0] if is_sparse(data) else len(data)
 
     def _dataset_ref(self, data: Any) -> str:
         if isinstance(data, str):
@@ -369,7 +377,7 @@ class Client:
         if config:
             body["sklearn_config"] = config
         for name, value in fit_params.items():
-            if np.ndim(value) == 0:
+            if np.ndim(value) == 0 and not is_sparse(value):
                 raise SpecError(
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",

@@ -42,6 +42,9 @@ format, keeps only string categoricals' codes, so an upload carries every
 categorical's categories in ``memogrid.categories`` and the service
 rebuilds them exactly.
 
+Sparse X (scipy's matrices and arrays) is stored as the CSR matrix
+scikit-learn's searches index: see :mod:`memogrid.sparse`.
+
 The client hashes locally to skip uploads the service already holds; the
 service hashes what it receives with this same code. Object arrays and
 columns of other kinds are refused: nothing here is ever pickled.
@@ -61,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .sparse import SPARSE_MAGIC, as_csr, hash_sparse, is_sparse
 
 ARRAY_MAGIC = b"memogrid-array-v1\0"
 # v1 hashed the schema metadata pandas writes (its version and pyarrow's),
@@ -73,7 +77,9 @@ FRAME_MAGIC = b"memogrid-frame-v5\0"
 TEXT_MAGIC = b"memogrid-text-v1\0"
 #: every content encoding ids are hashed with, by name and version: client
 #: and service must share them (the service lists its own in /v1/health)
-ENCODINGS = tuple(m.rstrip(b"\0").decode() for m in (ARRAY_MAGIC, FRAME_MAGIC, TEXT_MAGIC))
+ENCODINGS = tuple(
+    m.rstrip(b"\0").decode() for m in (ARRAY_MAGIC, FRAME_MAGIC, TEXT_MAGIC, SPARSE_MAGIC)
+)
 #: the upload content type of text (see :func:`text_parts`)
 TEXT_TYPE = "application/x-memogrid-text"
 #: schema metadata key of a frame's column labels, when not all are strings
@@ -136,10 +142,10 @@ def rows_first(frame: Any) -> bool:
 
 def as_array(obj: Any) -> np.ndarray:
     """An array-like as the array the service stores (Series and lists included)."""
-    if hasattr(obj, "tocsr") and hasattr(obj, "nnz"):  # scipy.sparse, without importing it
+    if is_sparse(obj):
         raise DataError(
-            f"sparse input ({type(obj).__name__}) is not supported: pass a dense array "
-            "(X.toarray()) or a DataFrame"
+            f"sparse input ({type(obj).__name__}) is accepted as X only: pass a dense "
+            "array (.toarray()) here"
         )
     arr = np.asarray(obj)
     if arr.dtype.hasobject:
@@ -950,7 +956,10 @@ def hash_table(table: Any) -> str:
 
 
 def dataset_id(obj: Any) -> str:
-    """The content id of an array, text or DataFrame, as the service computes it."""
+    """The content id of an array, text, a DataFrame or a sparse matrix, as
+    the service computes it."""
+    if is_sparse(obj):
+        return hash_sparse(as_csr(obj))
     if is_frame(obj):
         return hash_table(frame_table(obj))
     if is_text(obj):

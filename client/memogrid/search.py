@@ -131,7 +131,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         tags.classifier_tags = deepcopy(sub.classifier_tags)
         tags.regressor_tags = deepcopy(sub.regressor_tags)
         tags.input_tags.pairwise = sub.input_tags.pairwise
-        tags.input_tags.sparse = False  # the service stores dense arrays and frames
+        tags.input_tags.sparse = sub.input_tags.sparse
         return tags
 
     def _client(self) -> tuple[Client, bool]:

@@ -15,6 +15,7 @@ from ..store.datasets import SUFFIXES
 from ..store.uploads import (
     NPY_TYPES,
     PARQUET_TYPES,
+    SPARSE_TYPE,
     TEXT_TYPE,
     DatasetInfo,
     Upload,
@@ -75,12 +76,14 @@ def _owned_bytes(s: Any, user: Principal) -> int:
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "description": "an array as .npy, a DataFrame as Parquet, or text (strings) as "
-        "their int64 offsets (.npy) followed by their UTF-8 bytes, streamed",
+        "description": "an array as .npy, a DataFrame as Parquet, text (strings) as "
+        "their int64 offsets (.npy) followed by their UTF-8 bytes, or a sparse X as "
+        "memogrid's CSR body (memogrid.sparse), streamed",
         "content": {
             NPY_TYPES[0]: {"schema": {"type": "string", "format": "binary"}},
             PARQUET_TYPES[0]: {"schema": {"type": "string", "format": "binary"}},
             TEXT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            SPARSE_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -94,7 +97,7 @@ _UPLOAD_BODY = {
     responses={
         200: {"model": DatasetOut, "description": "already stored: nothing written"},
         413: {"description": "larger than the upload limit"},
-        415: {"description": "neither .npy, Parquet nor text"},
+        415: {"description": "neither .npy, Parquet, text nor a sparse matrix"},
         422: {"description": "the content is refused (object dtype, bad header, ...)"},
     },
 )
@@ -104,7 +107,8 @@ async def upload_dataset(
     svc: Annotated[Services, Depends(services)],
     user: CurrentUser,
 ) -> DatasetOut:
-    """Upload an array, text or a DataFrame; its id is the SHA-256 of its content."""
+    """Upload an array, text, a DataFrame or a sparse X; its id is the SHA-256
+    of its content."""
     limit = svc.settings.upload_max_bytes
     quota = svc.settings.user_max_bytes
     try:

@@ -16,9 +16,9 @@ JSONValue = Any
 
 class DatasetOut(BaseModel):
     id: str
-    kind: Literal["array", "text", "frame"]
+    kind: Literal["array", "text", "frame", "sparse"]
     shape: list[int]
-    dtype: str | None = Field(None, description="numpy dtype string (arrays)")
+    dtype: str | None = Field(None, description="numpy dtype string (arrays, sparse values)")
     columns: list[list[str]] | None = Field(None, description="[[name, arrow type], ...] (frames)")
     size: int = Field(description="bytes on disk")
     created_at: datetime

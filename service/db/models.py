@@ -85,7 +85,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "array" | "text" | "frame"
+    kind: Mapped[str] = mapped_column(String(16))  # "array" | "text" | "frame" | "sparse"
     shape: Mapped[list[int]] = mapped_column(JSON)
     #: numpy dtype string for arrays; ``None`` for frames
     dtype: Mapped[str | None] = mapped_column(String(64))

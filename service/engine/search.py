@@ -760,7 +760,7 @@ class SearchRunner:
             RandomizedSearchCV,
             check_cv,
         )
-        from sklearn.utils.validation import indexable
+        from sklearn.utils.validation import _num_samples, indexable
 
         if (param_grid is None) == (param_distributions is None):
             raise ValueError("give exactly one of param_grid and param_distributions")
@@ -891,7 +891,7 @@ class SearchRunner:
                 "cached fit is reused instead of drawing new randomness: "
                 + ", ".join(plan.unseeded)
             )
-        all_rows = np.arange(len(X_local))
+        all_rows = np.arange(_num_samples(X_local))
         no_rows = np.arange(0)
         refit_fold = Fold(
             keys.fold_key(

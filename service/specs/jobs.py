@@ -23,7 +23,7 @@ class DatasetShape:
     """What compiling a job needs to know about a dataset."""
 
     n_rows: int
-    kind: str  # "array" | "text" | "frame"
+    kind: str  # "array" | "text" | "frame" | "sparse"
     dtype: str | None = None  # numpy dtype string (arrays)
     ndim: int = 1
 
@@ -293,6 +293,8 @@ def compile_job(
         shape = lookup(did)
         if shape is None:
             raise SpecError(path, f"unknown dataset {did!r}; upload it first")
+        if shape.kind == "sparse" and role != "X":
+            raise SpecError(path, f"{path} is a sparse matrix: only X may be sparse")
         datasets[role], shapes[role] = did, shape
 
     dataset("X", request.get("X"), "X")

@@ -12,7 +12,11 @@ in :mod:`memogrid.data`, shared with the client):
   type, kind of missing values and pandas dtype, then its logical content (validity,
   values with nulls zeroed, categories): see :mod:`memogrid.data`.
 
-Arrays are stored as ``<id>.npy`` and loaded memory-mapped; text as
+- sparse X: ``b"memogrid-sparse-v1\\0"``, its class, shape, nnz and dtypes,
+  then the CSR arrays as they are (:mod:`memogrid.sparse`).
+
+Arrays are stored as ``<id>.npy`` and loaded memory-mapped; sparse X as
+``<id>.sparse``, its three arrays mapped from the file; text as
 ``<id>.text`` (the offsets, then the UTF-8 bytes) and loaded as numpy text
 or, where the caller held it so, as an ``object`` array; DataFrames as
 ``<id>.parquet``, written as uploads travel (:func:`memogrid.data.wire_table`:
@@ -59,6 +63,7 @@ from memogrid.data import (
     text_parts,
     wire_table,
 )
+from memogrid.sparse import as_csr, hash_sparse, is_sparse, read_sparse, sparse_body
 
 __all__ = ["ARRAY_MAGIC", "FRAME_MAGIC", "DataRef", "DatasetError", "DatasetStore", "dataset_id"]
 
@@ -89,7 +94,7 @@ def _dataset_errors(fn: Callable[..., _T]) -> Callable[..., _T]:
 
 
 # object arrays of strings (pandas' string Series) become str arrays, as the
-# client sends them; sparse input is refused
+# client sends them; sparse matrices take their own route in put
 _as_array = _dataset_errors(as_array)
 _hash_array = _dataset_errors(hash_array)
 _frame_table = _dataset_errors(frame_table)
@@ -97,6 +102,8 @@ _canonical_table = _dataset_errors(canonical_table)
 _table_frame = _dataset_errors(table_frame)
 _check_text = _dataset_errors(check_text)
 _text_parts = _dataset_errors(text_parts)
+_as_csr = _dataset_errors(as_csr)
+_read_sparse = _dataset_errors(read_sparse)
 
 
 def _write_parquet(f: Any, table: Any) -> None:
@@ -110,7 +117,7 @@ def _write_parquet(f: Any, table: Any) -> None:
 MAX_NUMPY_TEXT = 2 * 2**30
 
 #: the files a dataset may be stored as
-SUFFIXES = (".npy", ".parquet", ".text")
+SUFFIXES = (".npy", ".parquet", ".text", ".sparse")
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,15 @@ class DatasetStore:
             raise
 
     def put(self, obj: Any) -> DataRef:
-        """Store an array, text or a DataFrame (no-op when present); return its ref."""
+        """Store an array, text, a DataFrame or a sparse matrix (no-op when
+        present); return its ref."""
+        if is_sparse(obj):
+            csr = _as_csr(obj)
+            did = hash_sparse(csr)
+            path = self._path(did, ".sparse")
+            if not path.exists():
+                self._write_atomic(path, lambda f: f.writelines(sparse_body(csr)))
+            return DataRef(str(self.root), did)
         if _is_frame(obj):
             return self.put_table(_frame_table(obj))
         if is_text(obj):
@@ -265,15 +280,19 @@ class DatasetStore:
                 self._loaded.popitem(last=False)
 
     def load(self, dataset_id: str) -> Any:
-        """Load a dataset: arrays memory-mapped read-only, frames from Parquet."""
+        """Load a dataset: arrays and sparse matrices memory-mapped read-only,
+        frames from Parquet."""
         hit = self._recall(dataset_id)
         if hit is not None:
             return hit
         npy = self._path(dataset_id, ".npy")
         parquet = self._path(dataset_id, ".parquet")
         text = self._path(dataset_id, ".text")
+        sparse = self._path(dataset_id, ".sparse")
         if npy.exists():
             value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
+        elif sparse.exists():
+            value = _read_sparse(sparse)
         elif text.exists():  # as numpy text, as scikit-learn reads a list of strings
             strings = self._text(text)
             width = max(1, max(map(len, strings), default=0))

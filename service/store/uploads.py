@@ -7,8 +7,8 @@ structured and date dtypes are refused), then the data is hashed while it is
 written, so the dataset id is known the moment the last byte lands. Parquet
 bodies are spooled to a temporary file, then read and stored through the
 same route as an in-process DataFrame, so both give the same id; text
-bodies (int64 offsets as ``.npy``, then UTF-8 bytes) are spooled, checked
-and kept as they came.
+bodies (int64 offsets as ``.npy``, then UTF-8 bytes) and sparse matrices
+(:mod:`memogrid.sparse`) are spooled, checked and kept as they came.
 
 Every refusal is an :class:`UploadError` carrying the HTTP status it deserves
 (413 too large, 415 unknown format, 422 bad content); a refused upload
@@ -30,8 +30,16 @@ from typing import Any
 import numpy as np
 
 from memogrid.data import TEXT_TYPE, hash_text
+from memogrid.sparse import SPARSE_TYPE, hash_sparse
 
-from .datasets import ARRAY_MAGIC, DatasetError, DatasetStore, _canonical_table, _check_text
+from .datasets import (
+    ARRAY_MAGIC,
+    DatasetError,
+    DatasetStore,
+    _canonical_table,
+    _check_text,
+    _read_sparse,
+)
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
@@ -55,7 +63,7 @@ class DatasetInfo:
     """What the service records about a stored dataset."""
 
     id: str
-    kind: str  # "array" | "text" | "frame"
+    kind: str  # "array" | "text" | "frame" | "sparse"
     shape: list[int]
     dtype: str | None
     columns: list[list[str]] | None
@@ -63,7 +71,7 @@ class DatasetInfo:
 
 
 def media_kind(content_type: str | None) -> str:
-    """``"npy"``, ``"parquet"`` or ``"text"`` for a Content-Type, else a 415."""
+    """``"npy"``, ``"parquet"``, ``"text"`` or ``"sparse"`` for a Content-Type, else a 415."""
     base = (content_type or "").split(";")[0].strip().lower()
     if base in NPY_TYPES:
         return "npy"
@@ -71,11 +79,14 @@ def media_kind(content_type: str | None) -> str:
         return "parquet"
     if base == TEXT_TYPE:
         return "text"
+    if base == SPARSE_TYPE:
+        return "sparse"
     raise UploadError(
         415,
         f"unsupported content type {content_type!r}: send an array as "
-        f"{NPY_TYPES[0]!r} (.npy), a DataFrame as {PARQUET_TYPES[0]!r} (Parquet) or "
-        f"text as {TEXT_TYPE!r} (int64 offsets as .npy, then the UTF-8 bytes)",
+        f"{NPY_TYPES[0]!r} (.npy), a DataFrame as {PARQUET_TYPES[0]!r} (Parquet), "
+        f"text as {TEXT_TYPE!r} (int64 offsets as .npy, then the UTF-8 bytes) or a "
+        f"sparse matrix as {SPARSE_TYPE!r} (see memogrid.sparse)",
     )
 
 
@@ -190,6 +201,8 @@ class Upload:
                 return self._finish_npy()
             if self.kind == "text":
                 return self._finish_text()
+            if self.kind == "sparse":
+                return self._finish_sparse()
             return self._finish_parquet()
         finally:
             self._tmp.unlink(missing_ok=True)
@@ -221,6 +234,18 @@ class Upload:
         if not final.exists():
             os.replace(self._tmp, final)
         return DatasetInfo(did, "text", [len(offsets) - 1], None, None, final.stat().st_size)
+
+    def _finish_sparse(self) -> DatasetInfo:
+        try:
+            csr = _read_sparse(self._tmp, True)
+        except DatasetError as exc:
+            raise UploadError(422, str(exc)) from None
+        did, shape, dtype = hash_sparse(csr), list(csr.shape), csr.dtype.str
+        del csr  # its arrays map the file about to move
+        final = self.store._path(did, ".sparse")
+        if not final.exists():
+            os.replace(self._tmp, final)
+        return DatasetInfo(did, "sparse", shape, dtype, None, final.stat().st_size)
 
     def _finish_parquet(self) -> DatasetInfo:
         import pyarrow as pa

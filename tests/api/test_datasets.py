@@ -225,6 +225,104 @@ def test_bad_text_is_refused_and_leaves_nothing(api, settings, body, message):
     assert _files(settings) == []
 
 
+SPARSE = {"content-type": "application/x-memogrid-sparse"}
+
+
+def _sparse_matrix():
+    from scipy import sparse
+
+    rng = np.random.default_rng(3)
+    return sparse.random(30, 12, density=0.2, format="csr", random_state=rng)
+
+
+def _sparse_body(m) -> bytes:
+    from memogrid.sparse import sparse_body
+
+    return b"".join(sparse_body(m))
+
+
+def _raw_sparse(head, *arrays, pad: int = 64) -> bytes:
+    """A sparse body laid out by hand: any header, any arrays."""
+    import json
+
+    from memogrid.sparse import SPARSE_MAGIC
+
+    text = json.dumps(head).encode() if not isinstance(head, bytes) else head
+    out = bytearray(SPARSE_MAGIC + struct.pack("<I", len(text)) + text)
+    for arr in arrays:
+        out += b"\0" * (-len(out) % pad)
+        out += np.asarray(arr).tobytes()
+    return bytes(out)
+
+
+def test_upload_sparse_gets_its_content_id(api, settings, store):
+    from scipy import sparse
+
+    m = _sparse_matrix()
+    r = api.post("/v1/datasets", content=_sparse_body(m), headers=SPARSE)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["id"] == dataset_id(m) == store.put(m).dataset_id == dataset_id(m.tocoo())
+    assert body["kind"] == "sparse" and body["shape"] == [30, 12] and body["dtype"] == "<f8"
+    assert _files(settings) == [f"{body['id']}.sparse"]
+    again = api.post("/v1/datasets", content=_sparse_body(m.copy()), headers=SPARSE)
+    assert again.status_code == 200 and again.json()["id"] == body["id"]
+    # an array of the same class scipy calls csr_array is another dataset
+    other = api.post("/v1/datasets", content=_sparse_body(sparse.csr_array(m)), headers=SPARSE)
+    assert other.status_code == 201 and other.json()["id"] != body["id"]
+
+
+def _tampered(change):
+    m = _sparse_matrix()
+    change(m)  # scipy checks nothing when attributes are set directly
+    return _raw_sparse(
+        ["csr_matrix", list(m.shape), int(m.nnz), "<f8", "<i4"], m.data, m.indices, m.indptr
+    )
+
+
+def _set(name, at, value):
+    return lambda m: getattr(m, name).__setitem__(at, value)
+
+
+_HEAD = ["csr_matrix", [2, 3], 1, "<f8", "<i4"]
+_ARRAYS = (np.array([1.0]), np.array([2], "<i4"), np.array([0, 1, 1], "<i4"))
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not a sparse matrix", "bad magic bytes"),
+        (_raw_sparse(b"{oops", *_ARRAYS), "not JSON"),
+        (_raw_sparse(b"[" * 5000 + b"]" * 5000, *_ARRAYS), "not JSON"),
+        (_raw_sparse(_HEAD[:4], *_ARRAYS), "[class, [rows, columns], nnz"),
+        (_raw_sparse(["coo_matrix", *_HEAD[1:]], *_ARRAYS), "csr_matrix, csr_array"),
+        (_raw_sparse([*_HEAD[:1], [2, -3], *_HEAD[2:]], *_ARRAYS), "[class, [rows, columns]"),
+        (_raw_sparse([*_HEAD[:4], "<i2"], *_ARRAYS), "index dtype"),
+        (_raw_sparse([*_HEAD[:3], "|O", "<i4"], *_ARRAYS), "numbers or booleans"),
+        (_raw_sparse([*_HEAD[:3], "<M8[ns]", "<i4"], *_ARRAYS), "numbers or booleans"),
+        (_raw_sparse([*_HEAD[:3], "i4,i4", "<i4"], *_ARRAYS), "numbers or booleans"),
+        (_raw_sparse([*_HEAD[:3], "not a dtype", "<i4"], *_ARRAYS), "numbers or booleans"),
+        (_raw_sparse(_HEAD, *_ARRAYS)[:-4], "where its header describes"),
+        (_raw_sparse(_HEAD, *_ARRAYS) + b"\0" * 8, "where its header describes"),
+        (_raw_sparse(_HEAD, *_ARRAYS, pad=8), "where its header describes"),
+        (_tampered(_set("indices", 0, 12)), "column indices lie in [0, 12)"),
+        (_tampered(_set("indices", 0, -1)), "column indices lie in [0, 12)"),
+        (_tampered(_set("indptr", 3, 0)), "row pointers rise from 0"),
+        (_tampered(_set("indptr", 0, 1)), "row pointers rise from 0"),
+        (
+            _raw_sparse([*_HEAD[:2], 0, *_HEAD[3:]], [], np.array([], "<i4"), _ARRAYS[2]),
+            "row pointers",
+        ),
+        (_raw_sparse([*_HEAD[:2], 2**40, *_HEAD[3:]], *_ARRAYS), "does not fit <i4"),
+    ],
+)
+def test_bad_sparse_is_refused_and_leaves_nothing(api, settings, body, message):
+    r = api.post("/v1/datasets", content=body, headers=SPARSE)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert _files(settings) == []
+
+
 def test_unknown_content_type_is_415(api):
     r = api.post("/v1/datasets", content=b"1,2,3", headers={"content-type": "text/csv"})
     assert r.status_code == 415 and "text/csv" in r.json()["detail"]

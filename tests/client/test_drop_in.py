@@ -413,6 +413,33 @@ def test_text_documents_search_as_in_scikit_learn(mg):
     assert mg.dataset(mg.upload(docs))["kind"] == "text"
 
 
+def test_sparse_x_searches_as_in_scikit_learn(mg):
+    """A scipy sparse X travels as the CSR matrix scikit-learn's search
+    indexes (a CSC matrix too), is stored at its own size, and gives
+    scikit-learn's results; only X may be sparse."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.pipeline import make_pipeline
+
+    X, y = make_classification(n_samples=150, n_features=300, n_informative=10, random_state=2)
+    dense = np.where(np.random.default_rng(2).random(X.shape) < 0.95, 0.0, np.abs(X))
+    pipe = make_pipeline(TfidfTransformer(), LogisticRegression())
+    grid = {"tfidftransformer__norm": ["l1", "l2"], "logisticregression__C": [1.0, 10.0]}
+    for X in (sparse.csr_matrix(dense), sparse.csc_array(dense)):
+        ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.best_params_ == sk.best_params_
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    info = mg.dataset(mg.upload(sparse.csr_matrix(dense)))
+    assert info["kind"] == "sparse" and info["shape"] == [150, 300]
+    assert info["size"] < dense.nbytes / 5  # its entries, not every cell
+    with pytest.raises(SpecError, match="only X may be sparse"):
+        mg.submit(LogisticRegression(), {"C": [1.0]}, dense, sparse.csr_matrix(y[:, None]))
+    with pytest.raises(SpecError, match="fit_params.sample_weight is a sparse matrix"):
+        mg.submit(LogisticRegression(), {"C": [1.0]}, dense, y, sample_weight=sparse.csr_matrix(y))
+
+
 def _categorical_frame():
     rng = np.random.default_rng(0)
     X = pd.DataFrame(

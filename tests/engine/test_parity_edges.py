@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
-from scipy import sparse
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
@@ -18,7 +17,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from memogrid_service.engine import keys
-from memogrid_service.store.datasets import DatasetError
 from tests.engine.test_parity import assert_same_search, both
 
 
@@ -160,12 +158,6 @@ def assert_cv_results_only(ours, sk):
 
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
     assert ours.best_index_ == sk.best_index_
-
-
-def test_sparse_input_is_refused_by_name(runner):
-    X, y = make_classification(n_samples=40, random_state=0)
-    with pytest.raises(DatasetError, match="sparse input .*csr_matrix.* is not supported"):
-        runner.search(LogisticRegression(), sparse.csr_matrix(X), y, param_grid={"C": [1.0]})
 
 
 def test_n_iter_beyond_the_grid_warns_as_scikit_learn_does(runner):
