@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from memogrid.sparse import is_sparse
 from memogrid.spec import JOB_SKLEARN_DEFAULTS, changed_sklearn_settings
 
 from ..store.cache import ResultCache
@@ -163,7 +164,7 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
     else:
         Xs, ys = _safe_split(est, X, y, fold.test, fold.train)
     rows = (freeze(_as_ndarray(Xs)), freeze(_as_ndarray(ys)))
-    if isinstance(rows[0], np.ndarray):
+    if isinstance(rows[0], np.ndarray) or is_sparse(rows[0]):
         with _fold_rows_lock:
             _fold_rows[memo] = rows
             while len(_fold_rows) > 4:
@@ -172,14 +173,39 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
 
 
 def freeze(value: Any) -> Any:
-    """Make an array shared between tasks read-only.
+    """Make an array or CSR/CSC matrix shared between tasks read-only.
 
     One fold slice or step output feeds many tasks in a worker; a
     ``copy=False`` estimator must not alter it for the others. scikit-learn
-    estimators that write in place copy read-only input (``force_writeable``).
+    estimators that write in place copy read-only input (``force_writeable``),
+    sparse input included; the one change they make in place regardless,
+    sorting a sparse matrix's indices (and summing its duplicates), is
+    :func:`private`'s to answer.
     """
     if isinstance(value, np.ndarray):
         value.flags.writeable = False
+    elif getattr(value, "format", None) in _COMPRESSED and is_sparse(value):
+        for part in (value.data, value.indices, value.indptr):
+            part.flags.writeable = False
+    return value
+
+
+#: the sparse formats :func:`freeze` and :func:`private` know
+_COMPRESSED = ("csr", "csc")
+
+
+def private(value: Any) -> Any:
+    """A shared value as an estimator may be handed it: a CSR/CSC matrix
+    whose indices are unsorted or repeated becomes a copy of its own, since
+    estimators sort such a matrix in place (SVC, trees), which a frozen one
+    refuses and a shared one would pass on to the next estimator; anything
+    else is itself."""
+    if (
+        getattr(value, "format", None) in _COMPRESSED
+        and is_sparse(value)
+        and not value.has_canonical_format
+    ):
+        return value.copy()
     return value
 
 
@@ -471,6 +497,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     else:
         X_train, X_test = parent.Xt_train, parent.Xt_test
         y_train = _y_rows(ctx, fold.train)
+    X_train, X_test = private(X_train), private(X_test)
     params = routed_params(ctx, node.fit_params, fold.train)
     transformer = node.link.build()
     start = time.perf_counter()
@@ -617,7 +644,7 @@ def run_train_transform(
         hit = cache.get(node.key)
         if hit is not None:
             return freeze(hit)
-    X_train = fold_rows(ctx, fold, "train")[0] if parent is None else parent
+    X_train = private(fold_rows(ctx, fold, "train")[0] if parent is None else parent)
     if X_train is None:
         return None
     try:
@@ -684,12 +711,13 @@ def run_score(
     if parent is None:
         X_train, y_train = fold_rows(ctx, fold, "train")
         X_test, y_test = fold_rows(ctx, fold, "test")
-        X_train_scored = X_train
+        X_train = X_train_scored = private(X_train)  # one object, as scikit-learn's
     else:
-        X_train, X_test = parent.Xt_train, parent.Xt_test
+        X_train, X_test = private(parent.Xt_train), parent.Xt_test
         y_train = _y_rows(ctx, fold.train)
         y_test = _y_rows(ctx, fold.test)
-        X_train_scored = ttrain
+        X_train_scored = private(ttrain)
+    X_test = private(X_test)
     params = routed_params(ctx, node.fit_params, fold.train)
     score_test = sliced_params(ctx, ctx.data.score_params, fold.test)
     score_train = sliced_params(ctx, ctx.data.score_params, fold.train)
@@ -786,7 +814,7 @@ def _scored(
     scikit-learn's does.
     """
     if parent is not None and X is None:
-        return _as_pipeline(parent.models, estimator), fold_rows(ctx, fold, which)[0]
+        return _as_pipeline(parent.models, estimator), private(fold_rows(ctx, fold, which)[0])
     return (_as_pipeline((), estimator) if node.link.path else estimator), X
 
 
@@ -846,6 +874,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     else:
         X = parent.Xt_train
         y = _y_rows(ctx, fold.train)
+    X = private(X)
     params = routed_params(ctx, node.fit_params, fold.train)
     estimator = node.link.build()
     start = time.perf_counter()

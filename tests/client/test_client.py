@@ -154,7 +154,9 @@ def test_a_client_on_another_encoding_is_told_which(mg, monkeypatch):
     df = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
     monkeypatch.setattr(memogrid.data, "hash_table", lambda table: "f" * 64)
     monkeypatch.setattr(
-        memogrid.data, "ENCODINGS", ("memogrid-array-v1", "memogrid-frame-v9", "memogrid-text-v1")
+        memogrid.data,
+        "ENCODINGS",
+        ("memogrid-array-v1", "memogrid-frame-v9", "memogrid-text-v1", "memogrid-sparse-v1"),
     )
     with pytest.raises(memogrid.DataError, match="disagree on the content encoding") as err:
         mg.upload(df)
@@ -163,6 +165,7 @@ def test_a_client_on_another_encoding_is_told_which(mg, monkeypatch):
         "memogrid-array-v1",
         "memogrid-frame-v5",
         "memogrid-text-v1",
+        "memogrid-sparse-v1",
     ]
 
 

@@ -53,6 +53,24 @@ schemathesis.openapi.media_type(
     st.one_of(_texts, _texts.map(lambda b: b[:-1]), st.binary(max_size=200)),
 )
 
+# sparse X: valid CSR bodies of a few entries, cut short, and noise
+
+
+def _sparse(seed: int) -> bytes:
+    from scipy import sparse
+
+    from memogrid.sparse import sparse_body
+
+    m = sparse.random(4, 3, density=0.4, format="csr", random_state=seed)
+    return b"".join(sparse_body(m))
+
+
+_sparses = st.integers(0, 2**16).map(_sparse)
+schemathesis.openapi.media_type(
+    "application/x-memogrid-sparse",
+    st.one_of(_sparses, _sparses.map(lambda b: b[:-1]), st.binary(max_size=200)),
+)
+
 # the schema as the app builds it (no server needed to read it)
 schema = schemathesis.openapi.from_dict(create_app(Settings(data_dir="/nonexistent")).openapi())
 

@@ -119,3 +119,37 @@ def test_keys_follow_every_part_of_a_sparse_matrix(store, counts):
     assert type(loaded) is sparse.csr_matrix
     assert (loaded != X).nnz == 0 and loaded.indices.dtype == X.indices.dtype
     assert not loaded.data.flags.writeable
+
+
+def test_a_step_writing_in_place_leaves_shared_sparse_outputs_alone(runner):
+    """A one-hot encoder's sparse output feeds every candidate of its fold;
+    a later ``copy=False`` step must not rescale it for the others (in
+    scikit-learn each candidate has an output of its own)."""
+    from sklearn.preprocessing import Normalizer, OneHotEncoder
+
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 6, size=(200, 4))
+    y = (X[:, 0] + rng.integers(0, 3, 200) > 3).astype(int)
+    pipe = Pipeline(
+        [
+            ("ohe", OneHotEncoder()),
+            ("scale", Normalizer(copy=False)),
+            ("clf", LogisticRegression(C=0.3)),
+        ]
+    )
+    grid = {"scale": ["passthrough", Normalizer(copy=False)], "clf__C": [0.3, 3.0]}
+    ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, X)
+
+
+def test_shared_unsorted_rows_reach_each_fit_as_scikit_learn_gives_them(runner, counts):
+    """An estimator that sorts its input in place (SVC) and one that reads
+    it as it is (liblinear) share a fold's unsorted rows in one task."""
+    from sklearn.svm import LinearSVC
+
+    X, y = counts
+    X = _unsorted(X)
+    pipe = Pipeline([("clf", SVC())])
+    grid = {"clf": [SVC(C=1.0), LinearSVC(C=0.01), SVC(C=2.0), LinearSVC(C=0.02)]}
+    ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, _unsorted(counts[0]))
