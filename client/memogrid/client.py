@@ -376,8 +376,13 @@ class Client:
         config = _sklearn_config()
         if config:
             body["sklearn_config"] = config
+        named = [("y", y), ("groups", groups)]
+        named += [(f"fit_params.{k}", v) for k, v in fit_params.items()]
+        for where, value in named:
+            if is_sparse(value):  # refused before anything is uploaded
+                raise SpecError(where, "a sparse matrix is accepted as X only")
         for name, value in fit_params.items():
-            if np.ndim(value) == 0 and not is_sparse(value):
+            if np.ndim(value) == 0:
                 raise SpecError(
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",
@@ -788,6 +793,13 @@ _FITTED_HELPERS = frozenset(
         # that is trusted itself.
         "functools.partial",
         "sklearn.utils.validation.check_array",
+        # training rows some models keep (SVC's support vectors, neighbors'
+        # rows) of a sparse X: skops stores them as .npz, read without pickle
+        *(
+            f"scipy.sparse._{fmt}.{fmt}_{kind}"
+            for fmt in ("csr", "csc", "coo")
+            for kind in ("matrix", "array")
+        ),
     }
 )
 

@@ -296,8 +296,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
         else:
             from sklearn.base import clone
+            from sklearn.utils.validation import indexable
 
             best = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+            X, y = indexable(X, y)  # as scikit-learn's search refits (a sparse X as CSR)
             start = time.time()
             if y is not None:
                 best.fit(X, y, **fit_params)

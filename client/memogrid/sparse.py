@@ -61,16 +61,31 @@ def as_csr(obj: Any) -> Any:
             f"a sparse X is two-dimensional ({', '.join(CLASSES)}), not {kind} of shape {csr.shape}"
         )
     dtype = csr.data.dtype
-    if dtype.kind not in VALUE_KINDS or dtype.fields is not None:
+    if not _storable(dtype):
         raise DataError(f"a sparse X of dtype {dtype} is not accepted: numbers and booleans are")
-    index = np.result_type(csr.indices.dtype, csr.indptr.dtype)
-    if index.newbyteorder("<").str not in INDEX_DTYPES:
-        raise DataError(f"a sparse X's indices are int32 or int64, not {index}")
+    index = csr.indices.dtype
+    if index != csr.indptr.dtype or index.newbyteorder("<").str not in INDEX_DTYPES:
+        raise DataError(
+            "a sparse X's indices and row pointers are both int32 or both int64, "
+            f"not {csr.indices.dtype} and {csr.indptr.dtype}"
+        )
     return csr
 
 
+def _storable(dtype: np.dtype) -> bool:
+    """Whether scipy.sparse holds values of ``dtype``: booleans and numbers
+    in this machine's byte order, float16 excepted."""
+    return (
+        dtype.kind in VALUE_KINDS
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.isnative
+        and dtype.char != "e"
+    )
+
+
 def _header(csr: Any) -> list[Any]:
-    index = np.result_type(csr.indices.dtype, csr.indptr.dtype).newbyteorder("<")
+    index = csr.indices.dtype.newbyteorder("<")
     return [
         type(csr).__name__,
         [int(n) for n in csr.shape],
@@ -164,8 +179,11 @@ def _read_header(first: bytes) -> tuple[list[Any], int]:
         values = np.dtype(dtype) if isinstance(dtype, str) else None
     except Exception:  # numpy parses untrusted text
         values = None
-    if values is None or values.kind not in VALUE_KINDS or values.fields or values.subdtype:
-        raise DataError(f"a sparse matrix's values are numbers or booleans, not dtype {dtype!r}")
+    if values is None or not _storable(values):
+        raise DataError(
+            "a sparse matrix's values are numbers or booleans of a dtype scipy.sparse "
+            f"supports (native byte order, no float16), not dtype {dtype!r}"
+        )
     largest = np.iinfo(np.int32 if index == "<i4" else np.int64).max
     if nnz > largest or counts[1] > largest:
         raise DataError(f"a sparse matrix of this size does not fit {index} indices")
@@ -200,7 +218,10 @@ def read_sparse(path: Any, check: bool = False) -> Any:
             raise DataError(f"a sparse matrix's row pointers rise from 0 to its {nnz} entries")
         if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_cols):
             raise DataError(f"a sparse matrix's column indices lie in [0, {n_cols})")
-    csr = getattr(sp, head[0])((n_rows, n_cols), dtype=data.dtype)
+    try:
+        csr = getattr(sp, head[0])((n_rows, n_cols), dtype=data.dtype)
+    except ValueError as exc:  # what scipy refuses that the header check let by
+        raise DataError(f"scipy.sparse cannot hold this matrix: {exc}") from None
     # set as stored: the constructor would pick its own index dtype
     csr.data, csr.indices, csr.indptr = data, indices, indptr
     for arr in (data, indices, indptr):

@@ -744,8 +744,9 @@ class SearchRunner:
         Arguments are scikit-learn's (a grid search with ``param_grid``, a
         randomized one with ``param_distributions``). ``X``, ``y``, ``groups``
         and fit-param values may be arrays or DataFrames (stored
-        content-addressed first) or :class:`DataRef`. ``x_order`` is the
-        memory order ("C" or "F") of the caller's X, which the refit
+        content-addressed first) or :class:`DataRef`; X may also be a scipy
+        sparse matrix (stored as the CSR one scikit-learn searches).
+        ``x_order`` is the memory order ("C" or "F") of the caller's X, which the refit
         reproduces as scikit-learn refits on X itself (and, for a DataFrame,
         which every fold keeps: see :func:`memogrid.data.memory_order`); by
         default it is read off X ("C" for an array by :class:`DataRef`, "F",

@@ -156,6 +156,10 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
         # scikit-learn refits on X itself: same rows, same memory order (a
         # copy, as a row selection would be: the stored X is read-only)
         Xs, ys = np.array(X, order=fold.order), y
+    elif fold.whole and is_sparse(X):
+        # X itself, its index dtypes kept (a row selection makes int64
+        # indices int32): every use takes a copy (private)
+        Xs, ys = X, y
     elif est is None:  # what _safe_split does for estimators without pairwise input
         Xs = _safe_indexing(X, rows_of)
         ys = _safe_indexing(y, rows_of) if y is not None else None
@@ -173,40 +177,32 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
 
 
 def freeze(value: Any) -> Any:
-    """Make an array or CSR/CSC matrix shared between tasks read-only.
+    """Make an array shared between tasks read-only.
 
     One fold slice or step output feeds many tasks in a worker; a
     ``copy=False`` estimator must not alter it for the others. scikit-learn
-    estimators that write in place copy read-only input (``force_writeable``),
-    sparse input included; the one change they make in place regardless,
-    sorting a sparse matrix's indices (and summing its duplicates), is
-    :func:`private`'s to answer.
+    estimators that write in place copy read-only input (``force_writeable``).
+    A sparse matrix cannot be shared so (KMeans and PolynomialFeatures refuse
+    read-only sparse arrays; SVC and trees sort indices in place): each
+    estimator gets a copy of its own instead (:func:`private`).
     """
     if isinstance(value, np.ndarray):
         value.flags.writeable = False
-    elif getattr(value, "format", None) in _COMPRESSED and is_sparse(value):
-        for part in (value.data, value.indices, value.indptr):
-            part.flags.writeable = False
     return value
-
-
-#: the sparse formats :func:`freeze` and :func:`private` know
-_COMPRESSED = ("csr", "csc")
 
 
 def private(value: Any) -> Any:
-    """A shared value as an estimator may be handed it: a CSR/CSC matrix
-    whose indices are unsorted or repeated becomes a copy of its own, since
-    estimators sort such a matrix in place (SVC, trees), which a frozen one
-    refuses and a shared one would pass on to the next estimator; anything
-    else is itself."""
-    if (
-        getattr(value, "format", None) in _COMPRESSED
-        and is_sparse(value)
-        and not value.has_canonical_format
-    ):
-        return value.copy()
-    return value
+    """A shared value as an estimator may be handed it: a sparse matrix as a
+    copy of its own (as a row selection in scikit-learn's search is one),
+    with its index dtypes; anything else as itself (arrays are frozen)."""
+    if not is_sparse(value):
+        return value
+    own = value.copy()
+    for name in ("indices", "indptr"):  # copy() lets scipy narrow them to int32
+        kept = getattr(value, name, None)
+        if kept is not None and getattr(own, name).dtype != kept.dtype:
+            setattr(own, name, kept.copy())
+    return own
 
 
 def compact(value: Any) -> Any:
@@ -455,15 +451,24 @@ def _model_nbytes(model: Any) -> int:
     from dask.sizeof import sizeof
 
     attrs = getattr(model, "__dict__", {})
-    return 1000 + sum(sizeof(v) for v in attrs.values() if hasattr(v, "nbytes"))
+    return 1000 + sum(sizeof(v) for v in attrs.values() if hasattr(v, "nbytes") or is_sparse(v))
 
 
 def _register_sizeof() -> None:
     # dask's default guess (sys.getsizeof) sees a few hundred bytes; the
     # workers' memory accounting and the runner's resident set need the real size
     from dask.sizeof import sizeof
+    from scipy.sparse import sparray
 
     sizeof.register(StepOutput)(_sizeof_step)
+    # dask knows scipy's sparse matrices but not its sparse arrays (csr_array)
+    sizeof.register(sparray)(_sparse_nbytes)
+
+
+def _sparse_nbytes(value: Any) -> int:
+    parts = [getattr(value, a, None) for a in ("data", "indices", "indptr")]
+    parts += list(getattr(value, "coords", ()))  # COO
+    return 100 + sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
 
 
 _register_sizeof()

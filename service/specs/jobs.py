@@ -294,7 +294,7 @@ def compile_job(
         if shape is None:
             raise SpecError(path, f"unknown dataset {did!r}; upload it first")
         if shape.kind == "sparse" and role != "X":
-            raise SpecError(path, f"{path} is a sparse matrix: only X may be sparse")
+            raise SpecError(path, "a sparse matrix is accepted as X only")
         datasets[role], shapes[role] = did, shape
 
     dataset("X", request.get("X"), "X")

@@ -242,6 +242,15 @@ class Upload:
             raise UploadError(422, str(exc)) from None
         did, shape, dtype = hash_sparse(csr), list(csr.shape), csr.dtype.str
         del csr  # its arrays map the file about to move
+        if shape[1] * 8 > self.max_bytes:
+            # a few bytes may declare any width; estimators keep arrays as
+            # wide as X (a mean, a coefficient per column), so the width is
+            # held to what a dense row of the size limit could hold
+            raise UploadError(
+                413,
+                f"a sparse matrix of {shape[1]} columns: one float64 per column would "
+                f"exceed the size limit of {self.max_bytes} bytes",
+            )
         final = self.store._path(did, ".sparse")
         if not final.exists():
             os.replace(self._tmp, final)

@@ -302,6 +302,8 @@ _ARRAYS = (np.array([1.0]), np.array([2], "<i4"), np.array([0, 1, 1], "<i4"))
         (_raw_sparse([*_HEAD[:3], "<M8[ns]", "<i4"], *_ARRAYS), "numbers or booleans"),
         (_raw_sparse([*_HEAD[:3], "i4,i4", "<i4"], *_ARRAYS), "numbers or booleans"),
         (_raw_sparse([*_HEAD[:3], "not a dtype", "<i4"], *_ARRAYS), "numbers or booleans"),
+        (_raw_sparse([*_HEAD[:3], "<f2", "<i4"], [1.0], *_ARRAYS[1:]), "no float16"),
+        (_raw_sparse([*_HEAD[:3], ">f8", "<i4"], *_ARRAYS), "native byte order"),
         (_raw_sparse(_HEAD, *_ARRAYS)[:-4], "where its header describes"),
         (_raw_sparse(_HEAD, *_ARRAYS) + b"\0" * 8, "where its header describes"),
         (_raw_sparse(_HEAD, *_ARRAYS, pad=8), "where its header describes"),
@@ -321,6 +323,18 @@ def test_bad_sparse_is_refused_and_leaves_nothing(api, settings, body, message):
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
     assert _files(settings) == []
+
+
+def test_a_sparse_matrix_wider_than_the_size_limit_allows_is_413(api, settings):
+    """A few bytes may declare any number of columns, but estimators keep
+    arrays as wide as X: the width is held to the upload limit's."""
+    width = settings.upload_max_bytes // 8 + 1
+    body = _raw_sparse(["csr_matrix", [1, width], 0, "<f8", "<i8"], [], [], np.zeros(2, "<i8"))
+    r = api.post("/v1/datasets", content=body, headers=SPARSE)
+    assert r.status_code == 413 and f"{width} columns" in r.json()["detail"]
+    assert _files(settings) == []
+    narrow = _raw_sparse(["csr_matrix", [1, width - 1], 0, "<f8", "<i8"], [], [], [0, 0])
+    assert api.post("/v1/datasets", content=narrow, headers=SPARSE).status_code == 201
 
 
 def test_unknown_content_type_is_415(api):

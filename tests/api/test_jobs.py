@@ -48,6 +48,17 @@ def seed_data():
     return make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
 
 
+def _upload_sparse(api, dense) -> str:
+    from scipy import sparse
+
+    from memogrid.sparse import SPARSE_TYPE, sparse_body
+
+    body = b"".join(sparse_body(sparse.csr_matrix(dense)))
+    r = api.post("/v1/datasets", content=body, headers={"content-type": SPARSE_TYPE})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def submit(api, **body):
     r = api.post("/v1/jobs", json=body)
     assert r.status_code == 202, r.text
@@ -188,6 +199,11 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         api, dict(base, param_grid={"logistic__C": [1], "__class__": [1]}), "__class__", "parameter"
     )
     _bad(api, dict(base, y=upload(api, y[:-5])), "y", "inconsistent numbers of samples")
+    sparse_y = _upload_sparse(api, y[:, None])
+    _bad(api, dict(base, y=sparse_y), "y", "a sparse matrix is accepted as X only")
+    _bad(api, dict(base, groups=sparse_y), "groups", "accepted as X only")
+    weights = dict(base, fit_params={"logistic__sample_weight": sparse_y})
+    _bad(api, weights, "fit_params.logistic__sample_weight", "accepted as X only")
     _bad(api, dict(base, X="0" * 64), "X", "unknown dataset")
     _bad(
         api,

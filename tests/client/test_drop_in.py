@@ -416,7 +416,7 @@ def test_text_documents_search_as_in_scikit_learn(mg):
 def test_sparse_x_searches_as_in_scikit_learn(mg):
     """A scipy sparse X travels as the CSR matrix scikit-learn's search
     indexes (a CSC matrix too), is stored at its own size, and gives
-    scikit-learn's results; only X may be sparse."""
+    scikit-learn's results; only X may be sparse (refused before any upload)."""
     from scipy import sparse
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.pipeline import make_pipeline
@@ -434,10 +434,12 @@ def test_sparse_x_searches_as_in_scikit_learn(mg):
     info = mg.dataset(mg.upload(sparse.csr_matrix(dense)))
     assert info["kind"] == "sparse" and info["shape"] == [150, 300]
     assert info["size"] < dense.nbytes / 5  # its entries, not every cell
-    with pytest.raises(SpecError, match="only X may be sparse"):
+    uploads = mg.uploads
+    with pytest.raises(SpecError, match="^y: a sparse matrix is accepted as X only"):
         mg.submit(LogisticRegression(), {"C": [1.0]}, dense, sparse.csr_matrix(y[:, None]))
-    with pytest.raises(SpecError, match="fit_params.sample_weight is a sparse matrix"):
+    with pytest.raises(SpecError, match="^fit_params.sample_weight: a sparse matrix is accepted"):
         mg.submit(LogisticRegression(), {"C": [1.0]}, dense, y, sample_weight=sparse.csr_matrix(y))
+    assert mg.uploads == uploads  # refused before anything was sent
 
 
 def _categorical_frame():
@@ -907,3 +909,24 @@ def test_a_warning_each_fold_gives_comes_as_often(mg):
             search.fit(X, y)
         counts.append(Counter(w.category.__name__ for w in caught))
     assert counts[0] == counts[1] and counts[0]["UserWarning"] == 3
+
+
+def test_models_keeping_sparse_training_rows_load(mg):
+    """SVC keeps its support vectors and a neighbors model its training rows
+    as the sparse matrices they came as; the best estimator loads with them
+    and predicts as scikit-learn's."""
+    from scipy import sparse
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    X, y = make_classification(n_samples=120, n_features=30, random_state=4)
+    X = sparse.csr_matrix(np.where(np.abs(X) < 1.0, 0.0, X))
+    for est, grid in (
+        (SVC(), {"C": [1.0, 2.0]}),
+        (KNeighborsClassifier(), {"n_neighbors": [3, 5]}),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict(X), sk.predict(X))
+    assert sparse.issparse(ours.best_estimator_._fit_X)

@@ -153,3 +153,38 @@ def test_shared_unsorted_rows_reach_each_fit_as_scikit_learn_gives_them(runner, 
     grid = {"clf": [SVC(C=1.0), LinearSVC(C=0.01), SVC(C=2.0), LinearSVC(C=0.02)]}
     ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
     assert_same_search(ours, sk, _unsorted(counts[0]))
+
+
+def test_the_refit_sees_x_itself_with_its_index_dtypes(runner, counts):
+    """Fold rows of a CSR matrix with int64 indices have int32 ones (scipy's
+    row selection), X itself keeps int64: liblinear refuses it in
+    scikit-learn's refit, and so in the engine's."""
+    from sklearn.svm import LinearSVC
+
+    X, y = counts
+    X = X.copy()
+    X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+    grid = {"C": [0.1, 1.0]}
+    with pytest.raises(ValueError, match="32-bit integer indices") as theirs:
+        GridSearchCV(LinearSVC(), grid, cv=3).fit(X, y)
+    with pytest.raises(ValueError, match="32-bit integer indices") as ours:
+        runner.search(LinearSVC(), X, y, param_grid=grid, cv=3)
+    assert str(ours.value) == str(theirs.value)
+    # without the refit, the folds search as scikit-learn's do
+    ours, sk = both(runner, LinearSVC(), X, y, param_grid=grid, cv=3, refit=False)
+    assert_same_search(ours, sk)
+
+
+def test_memory_accounting_sees_sparse_values(counts):
+    """The resident budget and dask's memory accounting count a sparse step
+    output and a model holding sparse rows at their size (dask alone sees a
+    csr_array as a few dozen bytes)."""
+    from dask.sizeof import sizeof
+    from sklearn.neighbors import KNeighborsTransformer
+
+    from memogrid_service.engine.tasks import _model_nbytes
+
+    X, _ = counts
+    size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    assert sizeof(sparse.csr_array(X)) >= size
+    assert _model_nbytes(KNeighborsTransformer().fit(X)) >= size
