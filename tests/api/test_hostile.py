@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from memogrid.wire import decode_cv_results
 from tests.api.conftest import NPY, PARQUET, npy_bytes, upload, wait_job
 
 LR = "sklearn.linear_model.LogisticRegression"
@@ -55,11 +56,17 @@ def test_hostile_specs(api, data, spec, where):
     _nothing_queued(api)
 
 
-def test_grid_values_get_sklearns_checks(api, data):
+def test_a_grid_value_scikit_learn_refuses_fails_its_fits_not_the_job(api, data):
+    """As in scikit-learn's search, where C=-1 fails at fit: that candidate
+    scores NaN with a FitFailedWarning naming the check, the others run."""
     r = _job(api, data, param_grid={"C": [1.0, -1.0], "penalty": ["l2"]})
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["path"] == "param_grid.C[1]" and "C" in r.json()["detail"]
-    _nothing_queued(api)
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    assert wait_job(api, job)["state"] == "succeeded"
+    res = api.get(f"/v1/jobs/{job}/results").json()
+    scores = decode_cv_results(res["cv_results"])["mean_test_score"]
+    assert np.isnan(scores[1]) and np.isfinite(scores[0]), scores
+    assert any("'C' parameter" in w for w in res["warnings"]), res["warnings"]
 
 
 def test_non_finite_numbers_in_params(api, data):

@@ -930,3 +930,43 @@ def test_models_keeping_sparse_training_rows_load(mg):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert np.array_equal(ours.predict(X), sk.predict(X))
     assert sparse.issparse(ours.best_estimator_._fit_X)
+
+
+def test_a_grid_swapping_a_step_and_tuning_it_reports_the_values_it_swapped_in(mg, data):
+    """``{"clf": [est], "clf__C": [...]}``: scikit-learn sets clones, so the
+    grid's estimator keeps its own parameters in params and best_params_;
+    drawn from a distribution the same, and the search runs."""
+    from scipy.stats import loguniform
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = data
+    pipe = Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression())])
+    grid = [
+        {"clf": [LogisticRegression()], "clf__C": [0.1, 1.0]},
+        {"clf": [RandomForestClassifier(n_estimators=3, random_state=0)], "clf__max_depth": [2, 3]},
+    ]
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert repr(ours.best_params_) == repr(sk.best_params_)
+    dists = {"clf": [LogisticRegression()], "clf__C": loguniform(1e-2, 1e2)}
+    kw = dict(n_iter=3, cv=3, random_state=0)
+    ours = RandomizedSearchCV(pipe, dists, client=mg, progress=False, **kw).fit(X, y)
+    sk = SkRandomizedSearchCV(pipe, dists, **kw).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+
+
+def test_a_grid_value_scikit_learn_refuses_fails_as_in_scikit_learn(mg, data):
+    X, y = data
+    grid = {"C": [-1.0, 1.0]}
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        sk = SkGridSearchCV(LogisticRegression(), grid, cv=3).fit(X, y)
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        ours = GridSearchCV(LogisticRegression(), grid, cv=3, client=mg, progress=False).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_params_ == sk.best_params_ == {"C": 1.0}
+    assert [type(w.message) for w in ours_warned] == [type(w.message) for w in theirs]
+    assert FitFailedWarning in [type(w.message) for w in ours_warned]
