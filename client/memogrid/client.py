@@ -14,6 +14,7 @@ and uploaded only when the service does not hold them yet.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -936,6 +937,17 @@ def _default_functions(cls: type) -> set[str]:
     }
 
 
+@functools.cache
+def _scorer_functions() -> frozenset[str]:
+    """The scikit-learn metric functions behind its scorer names: a fitted
+    search or threshold tuner inside the best estimator keeps the scorer it
+    was given by name (``scoring="roc_auc"`` holds ``roc_auc_score``)."""
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    functions = (getattr(get_scorer(name), "_score_func", None) for name in get_scorer_names())
+    return frozenset(f"{f.__module__}.{f.__qualname__}" for f in functions if f is not None)
+
+
 def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
     """Load a skops file trusting only the types the job's spec names."""
     import skops.io as sio
@@ -943,9 +955,13 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
     from .spec import default_allowlist
 
     named = spec_types(request)
-    trusted = named | _FITTED_HELPERS
+    trusted = named | _FITTED_HELPERS | _scorer_functions()
     # an estimator class must be one the spec names, private module or not
-    estimators = {f"{c.__module__}.{c.__qualname__}" for c in default_allowlist().classes.values()}
+    estimators = {
+        f"{c.__module__}.{c.__qualname__}"
+        for c in default_allowlist().classes.values()
+        if hasattr(c, "get_params")  # not splitters or column selectors
+    }
     untrusted = set(sio.get_untrusted_types(data=blob))
     unexpected = sorted(
         t for t in untrusted - trusted if t in estimators or not _fitted_internal(t)

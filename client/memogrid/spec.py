@@ -133,6 +133,11 @@ _SAFE_VALUES: dict[str, tuple[Any, ...]] = {"memory": (None,), "input": ("conten
 #: the one place a helper class (:data:`DEFAULT_HELPERS`) may stand.
 _COLUMNS_SLOT = re.compile(r"transformers(\[\d+\])?\[\d+\]\[2\]$")
 
+#: The path of an estimator's ``cv`` parameter, in a spec (``...params.cv``)
+#: or a grid value (``cal__cv[0]``, ``param_cv[0]`` in results): where a
+#: splitter (:data:`SPLITTERS`) may stand besides the search's own ``cv``.
+_CV_SLOT = re.compile(r"(^|\.|_)cv(\[\d+\])?$")
+
 #: Deepest nesting of lists and specs a request may have.
 _MAX_DEPTH = 32
 
@@ -327,7 +332,7 @@ class Allowlist:
             path = _public_path(est_cls)
             if path is not None:
                 allow.add(path, est_cls)
-        for name in (*DEFAULT_FUNCTIONS, *DEFAULT_HELPERS, *extra):
+        for name in (*DEFAULT_FUNCTIONS, *DEFAULT_HELPERS, *SPLITTERS, *extra):
             module, _, attr = name.rpartition(".")
             allow.add(name, getattr(importlib.import_module(module), attr))
         return allow
@@ -476,6 +481,11 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         raise SpecError(
             _join(path, "class"),
             f"{name} is not an estimator: it goes where a ColumnTransformer takes columns",
+        )
+    if name in SPLITTERS and not _CV_SLOT.search(path):
+        raise SpecError(
+            _join(path, "class"),
+            f"{name} is not an estimator: it goes where an estimator or the search takes cv",
         )
     params = spec.get("params")
     if params is None:
@@ -832,6 +842,16 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
         raise SpecError(
             _join(path, "class"),
             f"{cls.__module__}.{cls.__qualname__} is not on the allowlist",
+        )
+    from sklearn.base import BaseEstimator
+
+    if getattr(cls, "__sklearn_clone__", None) not in (None, BaseEstimator.__sklearn_clone__):
+        # its clones keep what it holds (FrozenEstimator keeps a fitted model):
+        # a spec carries parameters only, so the service's would be unfitted
+        raise SpecError(
+            _join(path, "class"),
+            f"{cls.__name__} keeps its state through clone (a fitted model): a spec "
+            "carries parameters only, so it cannot be sent; fit the model within the search",
         )
     params = {}
     for key, value in _changed_params(estimator).items():

@@ -84,7 +84,8 @@ _STR_DTYPE = re.compile(r"^[<>|=]?U[0-9]{1,9}$")
 _TAGS = ("float", "numpy", "tuple", "dict")
 
 ToJson = Callable[[Any], Any]
-FromJson = Callable[[Any], Any]
+#: rebuilds a spec found at a path (the path says where a helper may stand)
+FromJson = Callable[[Any, str], Any]
 
 
 class WireError(ValueError):
@@ -236,20 +237,21 @@ def _decode(value: Any, build: FromJson, path: str) -> Any:
             out = {}
             for i, (k, v) in enumerate(items):
                 key = _decode(k, build, f"{path}<key {i}>")
+                where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]"
                 try:
-                    out[key] = _decode(v, build, f"{path}[{key!r}]")
+                    out[key] = _decode(v, build, where)
                 except TypeError:
                     raise WireError(f"{path}: unhashable key {key!r}") from None
             return out
         raise WireError(f"{path}: a dict is an object or a list of [key, value] pairs")
     try:
-        return build(value)
-    except SpecError as exc:
-        raise _wrap(exc, path) from None
+        return build(value, path)
+    except SpecError as exc:  # its path is under ``path`` already
+        raise SpecError(exc.path, exc.message) from None
 
 
-def _default_build(spec: Any) -> Any:
-    return build_value(spec, default_allowlist(), "")
+def _default_build(spec: Any, path: str) -> Any:
+    return build_value(spec, default_allowlist(), path)
 
 
 def encode_value(value: Any, value_to_json: ToJson = to_spec) -> Any:

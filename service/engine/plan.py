@@ -294,6 +294,8 @@ def _unseeded(cls_name: str, params: Mapping[str, Any], label: str, out: set[str
     if "random_state" in params and params["random_state"] is None:
         out.add(f"{label} ({cls_name})")
     for name, value in params.items():
+        if _unseeded_splitter(value):  # CalibratedClassifierCV(cv=KFold(shuffle=True))
+            out.add(f"{label}__{name} ({type(value).__name__})")
         nested: list[tuple[str, Any]] = []
         if hasattr(value, "get_params") and not isinstance(value, type):
             nested.append((name, value))
@@ -306,6 +308,17 @@ def _unseeded(cls_name: str, params: Mapping[str, Any], label: str, out: set[str
         for sub, est in nested:
             sub_params = est.get_params(deep=False)
             _unseeded(type(est).__name__, sub_params, f"{label}__{sub}", out)
+
+
+def _unseeded_splitter(value: Any) -> bool:
+    """A splitter that draws its folds at random with no seed (a shuffled
+    KFold, a ShuffleSplit left with ``random_state=None``)."""
+    return (
+        not hasattr(value, "get_params")
+        and callable(getattr(value, "split", None))
+        and getattr(value, "random_state", 0) is None
+        and getattr(value, "shuffle", True) is not False
+    )
 
 
 def _routed_tokens(routed: Mapping[str, str], tokens: Mapping[str, Any]) -> str | None:

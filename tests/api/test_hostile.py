@@ -46,6 +46,9 @@ def _nothing_queued(api):
         ({"class": LR, "params": {"C": "__import__('os').system('id')"}}, "params.C"),
         ({"class": LR, "params": {"solver": "__import__('os')"}}, "params.solver"),
         ({"class": LR, "extra": 1}, "estimator"),
+        # a splitter goes only where cv is taken
+        ({"class": "sklearn.model_selection.KFold"}, "class"),
+        ({"class": LR, "params": {"C": {"class": "sklearn.model_selection.KFold"}}}, "C.class"),
     ],
 )
 def test_hostile_specs(api, data, spec, where):

@@ -970,3 +970,62 @@ def test_a_grid_value_scikit_learn_refuses_fails_as_in_scikit_learn(mg, data):
     assert ours.best_params_ == sk.best_params_ == {"C": 1.0}
     assert [type(w.message) for w in ours_warned] == [type(w.message) for w in theirs]
     assert FitFailedWarning in [type(w.message) for w in ours_warned]
+
+
+def test_a_best_estimator_holding_a_named_scorer_loads(mg, data):
+    """A search or a threshold tuner inside the searched estimator keeps the
+    scorer it was given by name, and so its metric function."""
+    from sklearn.model_selection import GridSearchCV as Inner
+    from sklearn.model_selection import TunedThresholdClassifierCV
+
+    X, y = data
+    for est, grid in (
+        (
+            Inner(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3),
+            {"scoring": ["accuracy", "roc_auc"]},
+        ),
+        (TunedThresholdClassifierCV(LogisticRegression(), cv=3), {"scoring": ["f1", "recall"]}),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_splitters_as_estimator_parameters(mg, data):
+    """``cv=`` of a calibrator or a stacker may be a splitter, in the
+    estimator or in the grid, as in scikit-learn."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = data
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    cases = [
+        (
+            CalibratedClassifierCV(LogisticRegression(), cv=folds),
+            {"method": ["sigmoid", "isotonic"]},
+        ),
+        (CalibratedClassifierCV(LogisticRegression()), {"cv": [3, folds, KFold(4)]}),
+        (
+            StackingClassifier(
+                [("lr", LogisticRegression()), ("dt", DecisionTreeClassifier(random_state=0))],
+                final_estimator=LogisticRegression(),
+                cv=KFold(3, shuffle=True, random_state=1),
+            ),
+            {"final_estimator__C": [0.1, 1.0]},
+        ),
+    ]
+    for est, grid in cases:
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    # folds drawn afresh at every fit are memoized all the same: the job says so
+    unseeded = CalibratedClassifierCV(LogisticRegression(), cv=KFold(3, shuffle=True))
+    ours = GridSearchCV(unseeded, {"method": ["sigmoid"]}, cv=3, client=mg, progress=False)
+    notes = ours.fit(X, y).job_.warnings
+    assert any("memoized" in n and "cv (KFold)" in n for n in notes), notes
+    seeded = GridSearchCV(cases[0][0], {"method": ["sigmoid"]}, cv=3, client=mg, progress=False)
+    assert not any("(StratifiedKFold)" in n for n in seeded.fit(X, y).job_.warnings)

@@ -720,3 +720,15 @@ def test_estimator_valued_params_that_take_strings_keep_them(allow):
     with pytest.raises(SpecError, match="holds a step") as err:
         build_distributions(pipe, {"gb": [1, {"class": "sklearn.dummy.DummyClassifier"}]}, allow)
     assert err.value.path == "param_distributions.gb[0]"
+
+
+def test_an_estimator_whose_clones_keep_a_fitted_model_is_refused(allow):
+    """FrozenEstimator's clone is itself, fitted model and all; a spec holds
+    parameters only, so the service would search an unfitted copy."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    fitted = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    with pytest.raises(SpecError, match="FrozenEstimator keeps its state through clone") as err:
+        to_spec(CalibratedClassifierCV(FrozenEstimator(fitted)))
+    assert err.value.path == "params.estimator.class"

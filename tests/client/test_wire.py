@@ -265,12 +265,12 @@ def test_the_server_side_allowlist_is_used_when_given():
     assert err.value.path == "params[0].clf.class"
     seen = []
 
-    def build(spec):
-        seen.append(spec)
+    def build(spec, path):
+        seen.append((spec, path))
         return allow.classes["sklearn.svm.SVC"]()
 
     assert isinstance(decode_cv_results(encode_cv_results(results), build)["params"][0]["clf"], SVC)
-    assert seen == [{"class": "sklearn.svm.SVC", "params": {}}]
+    assert seen == [({"class": "sklearn.svm.SVC", "params": {}}, "params[0].clf")]
 
 
 @pytest.mark.parametrize(
