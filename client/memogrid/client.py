@@ -44,6 +44,7 @@ from .data import (
     wire_table,
 )
 from .errors import MemogridError
+from .layout import restore_strides
 from .sparse import SPARSE_TYPE, as_csr, hash_sparse, is_sparse, sparse_body
 from .spec import (
     JOB_SKLEARN_DEFAULTS,
@@ -986,6 +987,7 @@ def load_audited(blob: bytes, request: Mapping[str, Any]) -> Any:
             + ", ".join(stray)
         )
     _audit_callables(loaded, trusted)
+    restore_strides(loaded)  # the layouts the file kept beside the arrays
     return loaded
 
 

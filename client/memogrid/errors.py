@@ -107,28 +107,56 @@ _BUILTIN_ERRORS = (
     "FloatingPointError",
     "OverflowError",
 )
+#: the library exceptions a failed job's error may name (by qualified name,
+#: as the service writes them), mixed in like the builtins: scikit-learn's
+#: parameter check is a ValueError and a TypeError, NotFittedError a
+#: ValueError and an AttributeError, numpy's LinAlgError a ValueError. A
+#: fixed table of modules: nothing is imported by a name taken from input.
+_LIBRARY_ERRORS = {
+    "sklearn.utils._param_validation.InvalidParameterError": "sklearn.utils._param_validation",
+    "sklearn.exceptions.NotFittedError": "sklearn.exceptions",
+    "numpy.linalg.LinAlgError": "numpy.linalg",
+    "numpy.linalg.linalg.LinAlgError": "numpy.linalg",
+}
 _mixed: dict[str, type[JobFailed]] = {}
+
+
+def _error_class(name: str) -> type[BaseException] | None:
+    """The exception class a failed job's error names, if one to mix in."""
+    import builtins
+    import importlib
+
+    if name in _BUILTIN_ERRORS:
+        return getattr(builtins, name)  # type: ignore[no-any-return]
+    module = _LIBRARY_ERRORS.get(name)
+    if module is None:
+        return None
+    try:
+        found = getattr(importlib.import_module(module), name.rsplit(".", 1)[1], None)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) and issubclass(found, Exception) else None
 
 
 def job_failed(job_id: str, error: str | None, status: dict[str, Any] | None = None) -> JobFailed:
     """The JobFailed to raise for a job that ended with ``error``.
 
     When the error names a builtin exception ("ValueError: All the 5 fits
-    failed...", as scikit-learn raises it), the exception is an instance of
-    that class too, so code written against scikit-learn's search (``except
-    ValueError``) catches it as it would scikit-learn's. ``status`` is the
+    failed...", as scikit-learn raises it) or one of :data:`_LIBRARY_ERRORS`,
+    the exception is an instance of that class too, so code written against
+    scikit-learn's search (``except ValueError``) catches it as it would
+    scikit-learn's. ``status`` is the
     job's status answer, with what it warned about before it failed.
     """
     name = (error or "").split(":", 1)[0].strip()
     warned = (status or {}).get("warnings"), (status or {}).get("warning_counts")
-    if name not in _BUILTIN_ERRORS:
-        return JobFailed(job_id, error, *warned)
     cls = _mixed.get(name)
     if cls is None:
-        import builtins
-
-        base = getattr(builtins, name)
-        cls = _mixed[name] = type(f"JobFailed{name}", (JobFailed, base), {})
+        base = _error_class(name)
+        if base is None:
+            return JobFailed(job_id, error, *warned)
+        short = name.rsplit(".", 1)[-1]
+        cls = _mixed[name] = type(f"JobFailed{short}", (JobFailed, base), {})
     return cls(job_id, error, *warned)
 
 

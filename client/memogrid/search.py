@@ -36,6 +36,12 @@ from .client import Client, Job
 from .spec import explicit_folds
 
 
+def _all_fits_failed(error: str | None) -> bool:
+    """Whether a job ended as scikit-learn's search does when every fit failed."""
+    name, _, message = (error or "").partition(":")
+    return name == "ValueError" and message.lstrip().startswith("All the ")
+
+
 def _reemit(recorded: list[str], counts: dict[str, int] | None = None) -> None:
     """Raise the warnings scikit-learn gave on the service as the user's own,
     by class, each as often as it came (``counts``: scikit-learn's search
@@ -162,9 +168,12 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     def _check(self) -> list[dict[str, Any]] | None:
         """scikit-learn's checks of the search's own parameters, before
         anything is sent; the candidates drawn here (:meth:`_candidates`)."""
+        import joblib
+
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
+        joblib.effective_n_jobs(self.n_jobs)  # n_jobs=0, which joblib refuses as it starts
         return self._candidates()  # a grid or distributions scikit-learn would refuse
 
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
@@ -193,25 +202,39 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 self._take_best(job, X, y, fit_params)
             if chosen:
                 grid = {key: [value] for key, value in self.best_params_.items()}
-                refit_job = self._run_job(
-                    client, lambda: self._submit_one(client, grid, X, y, groups, cv, fit_params)
-                )
-                # the refit's own (unless it is done again here): the rest
-                # (the folds' warnings, replayed from the cache, the
-                # splitter's) were raised with the search
-                if refit_job.results()["has_estimator"]:
-                    _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
-                self._take_best(refit_job, X, y, fit_params)
-                self.refit_job_ = refit_job
+                try:
+                    refit_job = self._run_job(
+                        client,
+                        lambda: self._submit_one(client, grid, X, y, groups, cv, fit_params),
+                        reemit=False,
+                    )
+                except errors.JobFailed as exc:
+                    if not _all_fits_failed(exc.error):
+                        _reemit(exc.warnings, exc.warning_counts)
+                        raise
+                    # every fold of the chosen candidate failed, so its search
+                    # ends before a refit: refit here, failing (or not) as
+                    # scikit-learn's refit does
+                    self._refit_here(X, y, fit_params)
+                    self.refit_job_ = None
+                else:
+                    # the refit's own (unless it is done again here): the rest
+                    # (the folds' warnings, replayed from the cache, the
+                    # splitter's) were raised with the search
+                    if refit_job.results()["has_estimator"]:
+                        _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
+                    self._take_best(refit_job, X, y, fit_params)
+                    self.refit_job_ = refit_job
         finally:
             if owned:
                 client.close()
         return self
 
-    def _run_job(self, client: Client, submit: Any) -> Job:
+    def _run_job(self, client: Client, submit: Any, reemit: bool = True) -> Job:
         """Submit (retrying while this user's running-jobs cap is reached:
         several searches fitted at once, by ``cross_val_score(n_jobs=...)``
-        say) and wait for the job to end."""
+        say) and wait for the job to end (a failure raised after the
+        warnings before it, unless ``reemit`` is off)."""
         delay = 1.0
         while True:
             try:
@@ -224,7 +247,8 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             job.wait(progress=self.progress)
         except errors.JobFailed as exc:
             # raised before the error, as scikit-learn's were
-            _reemit(exc.warnings, exc.warning_counts)
+            if reemit:
+                _reemit(exc.warnings, exc.warning_counts)
             raise
         except KeyboardInterrupt:
             # the user stopped waiting: stop the job too, or it would keep
@@ -294,18 +318,24 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         if job.results()["has_estimator"]:
             self.best_estimator_ = _numpy_typed(job.best_estimator_, self.best_params_)
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
+            self._adopt_features()
         else:
-            from sklearn.base import clone
-            from sklearn.utils.validation import indexable
+            self._refit_here(X, y, fit_params)
 
-            best = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
-            X, y = indexable(X, y)  # as scikit-learn's search refits (a sparse X as CSR)
-            start = time.time()
-            if y is not None:
-                best.fit(X, y, **fit_params)
-            else:
-                best.fit(X, **fit_params)
-            self.best_estimator_, self.refit_time_ = best, time.time() - start
+    def _refit_here(self, X: Any, y: Any, fit_params: dict) -> None:
+        """The refit of the chosen candidate, done in this process as
+        scikit-learn's search does it."""
+        from sklearn.base import clone
+        from sklearn.utils.validation import indexable
+
+        best = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+        X, y = indexable(X, y)  # as scikit-learn's search refits (a sparse X as CSR)
+        start = time.time()
+        if y is not None:
+            best.fit(X, y, **fit_params)
+        else:
+            best.fit(X, **fit_params)
+        self.best_estimator_, self.refit_time_ = best, time.time() - start
         self._adopt_features()
 
     def _report(self, job: Job) -> None:

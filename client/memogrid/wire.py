@@ -84,7 +84,8 @@ _STR_DTYPE = re.compile(r"^[<>|=]?U[0-9]{1,9}$")
 _TAGS = ("float", "numpy", "tuple", "dict")
 
 ToJson = Callable[[Any], Any]
-#: rebuilds a spec found at a path (the path says where a helper may stand)
+#: rebuilds a spec found at a path (the path says where a helper such as a
+#: splitter may stand, and names the place in errors)
 FromJson = Callable[[Any, str], Any]
 
 
@@ -246,8 +247,8 @@ def _decode(value: Any, build: FromJson, path: str) -> Any:
         raise WireError(f"{path}: a dict is an object or a list of [key, value] pairs")
     try:
         return build(value, path)
-    except SpecError as exc:  # its path is under ``path`` already
-        raise SpecError(exc.path, exc.message) from None
+    except SpecError as exc:  # under ``path``, unless the builder put it there
+        raise (exc if exc.path.startswith(path) else _wrap(exc, path)) from None
 
 
 def _default_build(spec: Any, path: str) -> Any:

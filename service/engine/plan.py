@@ -29,6 +29,14 @@ def _is_pipeline(est: Any) -> bool:
     return isinstance(est, Pipeline)
 
 
+def _identity(value: Any) -> Any:
+    """A memo key part for a parameter value: literals by value (and type),
+    anything else by the object itself (kept alive by the caller)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    return ("id", id(value))
+
+
 def _skipped(step: Any) -> bool:
     return step is None or (isinstance(step, str) and step == "passthrough")
 
@@ -88,6 +96,8 @@ class ChainResolver:
         #: per estimator: its token's JSON for each param, encoded once
         self._fragments: dict[int, dict[str, str]] = {}
         self._keep: list[Any] = []  # objects whose id() is memoized stay alive
+        #: whether a pipeline with some of its own parameters set would fit
+        self._accepted: dict[tuple[Any, ...], bool] = {}
         #: labels of resolved estimators left with ``random_state=None``
         self.unseeded: set[str] = set()
 
@@ -145,6 +155,27 @@ class ChainResolver:
         self._links[memo_key] = spec
         return spec
 
+    def _fits_as_pipeline(self, est: Any, own: Mapping[str, Any]) -> bool:
+        """Whether ``clone(est).set_params(**own)`` passes the checks
+        ``Pipeline.fit`` makes before fitting a step: its own parameters and
+        its steps. Memoized by the objects given (grids reuse them)."""
+        memo = (id(est), tuple(sorted((k, _identity(v)) for k, v in own.items())))
+        ok = self._accepted.get(memo)
+        if ok is None:
+            from sklearn.base import clone
+
+            self._keep.extend((est, *own.values()))
+            try:
+                configured = clone(est).set_params(**clone(dict(own), safe=False))
+                configured._validate_params()
+                configured._validate_steps()
+            except Exception:
+                ok = False
+            else:
+                ok = True
+            self._accepted[memo] = ok
+        return ok
+
     def resolve(
         self, est: Any, params: Mapping[str, Any], path: tuple[str, ...] = ()
     ) -> list[LinkSpec]:
@@ -153,6 +184,11 @@ class ChainResolver:
             return [self.link(path, est, params)]
         names = [name for name, _ in est.steps]
         own = {k: v for k, v in params.items() if "__" not in k}
+        if not self._fits_as_pipeline(est, own):
+            # Pipeline.fit would refuse it (a parameter of its own out of
+            # range, a step that is no estimator): one link, the pipeline
+            # itself, whose fit fails each fold as scikit-learn's does
+            return [self.link(path, est, params)]
         if any(k not in names for k in own):
             # the pipeline's own params (steps, memory, ...): configure it
             from sklearn.base import clone

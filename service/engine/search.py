@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from memogrid.data import as_target, is_frame, is_text, memory_order, one_number_dtype
+from memogrid.layout import restore_strides
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -1024,7 +1025,9 @@ class SearchRunner:
             )
             res.refit_warnings = list(dict.fromkeys(_text(w) for w in refit_warned))
             _raise_warned(refit_warned, reemit_warnings, log)
+            # the fitted models' strided views, laid out as they were fitted
             res.best_estimator_ = assemble(best, fitted)
+            restore_strides(res.best_estimator_)
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()
         if stats.fits or stats.refit == "fit":

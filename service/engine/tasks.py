@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from memogrid.layout import mark_strides
 from memogrid.sparse import is_sparse
 from memogrid.spec import JOB_SKLEARN_DEFAULTS, changed_sklearn_settings
 
@@ -538,6 +539,9 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
             warned[fitted_warned:] = [(*w, TEST_PHASE) for w in warned[fitted_warned:]]
     Xt_train, Xt_test = compact(Xt_train), compact(Xt_test)
     freeze(Xt_train), freeze(Xt_test)  # before queuing: the writer reads them later
+    # pickling (to the cache, to the caller) lays strided views out anew:
+    # their strides go along, for the refit's model (memogrid.layout)
+    mark_strides(transformer)
     if cache is not None:
         # the step's own warnings are kept with it, to be raised on every hit
         cache.set_later(_model_key(node.key), _pack_model(transformer, fit_time, warned))
@@ -887,6 +891,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     with recording_warnings(ctx) as warned:
         _fit_final(node, estimator, X, y, params)
     fit_time = time.perf_counter() - start
+    mark_strides(estimator)  # as run_step's models
     if cache is not None:
         cache.set_later(node.key, _pack_model(estimator, fit_time, warned))
     return RefitOutput(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select, update
 
+from memogrid.layout import mark_strides, unmark
 from memogrid.spec import Allowlist, SpecError
 from memogrid.wire import float_token
 
@@ -510,6 +511,9 @@ class JobRunner:
             _skops_stores_constants()
             path = self.estimators_dir / f"{job_id}.skops"
             tmp = path.with_suffix(".tmp")
+            # views with strides of their own (PCA's components_) are stored
+            # C-ordered: their strides go along, for the client to restore
+            marked = mark_strides(result.best_estimator_)
             try:
                 sio.dump(result.best_estimator_, tmp)
             except Exception as exc:  # skops cannot store every model (Birch)
@@ -519,6 +523,8 @@ class JobRunner:
             else:
                 os.replace(tmp, path)
                 has_estimator = True
+            finally:
+                unmark(marked)
         means = cv.get(f"mean_test_{metric}")
         stds = cv.get(f"std_test_{metric}")
         ranks = cv.get(f"rank_test_{metric}")

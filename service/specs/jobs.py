@@ -340,7 +340,7 @@ def compile_job(
             raise SpecError("cv.folds", f"unknown dataset {cv.dataset_id!r}; upload it first")
         _check_folds(cv, found, n_rows, load)
         datasets["cv"] = cv.dataset_id  # read by the job, as X is
-    n_splits = _n_splits(cv, datasets, n_rows)
+    n_splits = _n_splits(cv, datasets, n_rows, load)
     if n_candidates * n_splits > grid_max_fits:
         raise SpecError(
             "param_grid" if grid is not None else "n_iter",
@@ -442,8 +442,8 @@ _GROUP_SPLITTERS = frozenset(
 )
 
 
-def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
-    """The number of folds, without loading data where the splitter knows it."""
+def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any]) -> int:
+    """The number of folds, loading groups only where the splitter counts them."""
     if isinstance(cv, ExplicitFolds):
         return len(cv.sizes)
     if cv is None or isinstance(cv, int):
@@ -461,11 +461,12 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int) -> int:
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
         if name == "LeaveOneOut":
             return n_rows
-        # these depend on the values of groups (or test_fold): bound the count
-        # by the rows here, so the grid cap holds; the runner checks the
-        # exact count once it has split
-        if name == "LeavePGroupsOut":
-            return math.comb(n_rows, int(getattr(cv, "n_groups", 1)))
-        return n_rows
+        # these count the distinct groups (or test_fold values): the
+        # splitter's own count, over the uploaded groups
+        groups = load(datasets["groups"]) if "groups" in datasets else None
+        try:
+            return int(cv.get_n_splits(None, None, groups))
+        except Exception:  # groups it cannot count: the split will say why
+            return 1
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)

@@ -104,6 +104,10 @@ def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
         )
     with pytest.raises(TypeError, match="Parameter grid for parameter 'C' needs to be a list"):
         GridSearchCV(LogisticRegression(), {"C": 1.0}, client=mg).fit(X, y)
+    with pytest.raises(ValueError, match="n_jobs == 0 in Parallel has no meaning"):
+        SkGridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=0).fit(X, y)
+    with pytest.raises(ValueError, match="n_jobs == 0 in Parallel has no meaning"):
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=0, client=mg).fit(X, y)
     assert _jobs(mg) == before
     # scikit-learn's other constructor arguments are accepted (and checked)
     search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=-1, verbose=0, client=mg)
@@ -1029,3 +1033,93 @@ def test_splitters_as_estimator_parameters(mg, data):
     assert any("memoized" in n and "cv (KFold)" in n for n in notes), notes
     seeded = GridSearchCV(cases[0][0], {"method": ["sigmoid"]}, cv=3, client=mg, progress=False)
     assert not any("(StratifiedKFold)" in n for n in seeded.fit(X, y).job_.warnings)
+
+
+def _pick_last(cv_results):
+    return len(cv_results["params"]) - 1
+
+
+def test_a_callable_refit_on_a_candidate_whose_fits_all_failed_raises_the_refits_error(mg, data):
+    X, y = data
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    grid = {"pca__n_components": [2, 10]}  # 10 > the 5 features: every fold fails
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as theirs:
+            SkGridSearchCV(pipe, grid, cv=3, refit=_pick_last).fit(X, y)
+        with pytest.raises(ValueError) as ours:
+            GridSearchCV(pipe, grid, cv=3, refit=_pick_last, client=mg, progress=False).fit(X, y)
+    assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
+
+
+def test_library_errors_of_a_failed_job_are_caught_as_scikit_learns(mg, data):
+    """A refit failing with scikit-learn's parameter error (the failing
+    candidate scored best by error_score) is caught as that error is."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = data
+    grid = {"C": [0.1, 1.0, -1.0]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InvalidParameterError):
+            SkGridSearchCV(LogisticRegression(), grid, cv=3, error_score=5).fit(X, y)
+        with pytest.raises(InvalidParameterError, match="'C' parameter"):
+            ours = GridSearchCV(LogisticRegression(), grid, cv=3, error_score=5, client=mg)
+            ours.set_params(progress=False).fit(X, y)
+
+
+def test_group_splitters_count_the_groups_not_the_rows(mg):
+    """LeavePGroupsOut(3) over 5 groups of 200 rows is 10 folds (not C(200, 3),
+    which the fit cap would refuse); a count beyond the cap is refused."""
+    from sklearn.model_selection import LeavePGroupsOut
+
+    X, y = make_classification(n_samples=200, n_features=4, random_state=0)
+    groups = np.repeat(np.arange(5), 40)
+    grid = {"C": [0.5, 1.0]}
+    ours = GridSearchCV(LogisticRegression(), grid, cv=LeavePGroupsOut(3), client=mg)
+    ours.set_params(progress=False).fit(X, y, groups=groups)
+    sk = SkGridSearchCV(LogisticRegression(), grid, cv=LeavePGroupsOut(3)).fit(X, y, groups=groups)
+    assert ours.n_splits_ == sk.n_splits_ == 10
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    many = np.arange(200) % 40  # C(40, 3) = 9880 folds
+    with pytest.raises(SpecError, match="9880 folds"):
+        GridSearchCV(LogisticRegression(), grid, cv=LeavePGroupsOut(3), client=mg).fit(
+            X, y, groups=many
+        )
+
+
+@pytest.mark.parametrize("solver", ["randomized", "arpack"])
+def test_a_best_estimator_computes_with_the_layout_it_was_fitted_with(mg, solver):
+    """PCA keeps components_ as a strided view (rows of a Fortran matrix, or
+    reversed); pickles and model files keep it C-ordered, so transform's
+    last bits differed from scikit-learn's until the strides travelled with
+    it: a searched PCA (the refit's final model) and one as a step."""
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=120, n_features=5, centers=3, random_state=0)
+    pca = PCA(svd_solver=solver, random_state=0)
+    pipe = Pipeline([("pca", pca), ("lr", LogisticRegression())])
+    for est, grid, target in (
+        (pca, {"n_components": [1, 2]}, None),
+        (pipe, {"pca__n_components": [1, 2]}, y),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, target)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, target)
+        fitted, theirs = ours.best_estimator_, sk.best_estimator_
+        if target is not None:
+            fitted, theirs = fitted[0], theirs[0]
+        assert fitted.components_.strides == theirs.components_.strides
+        assert fitted.transform(X).tobytes() == theirs.transform(X).tobytes()
+        assert not hasattr(fitted, "_memogrid_strides")
+
+
+def test_strides_that_describe_no_layout_of_the_array_are_dropped():
+    from memogrid.layout import with_strides
+
+    values = np.arange(6.0).reshape(2, 3)
+    assert with_strides(values, [8, 8]) is None  # elements would overlap
+    assert with_strides(values, [8]) is None
+    assert with_strides(values, [8, 5]) is None  # not whole elements
+    assert with_strides(values, [8, 10**12]) is None  # spans far more than the array
+    laid = with_strides(values, [8, -16])
+    assert laid.strides == (8, -16) and np.array_equal(laid, values)

@@ -13,6 +13,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -500,3 +501,43 @@ def test_a_frames_row_layout_reaches_folds_and_refit(runner):
         grid = {"pca__n_components": [2, 3]}
         ours = runner.search(unsupervised, X, None, param_grid=grid, cv=3)
         assert_same_search(ours, GridSearchCV(unsupervised, grid, cv=3).fit(X), X)
+
+
+def _flat():
+    return Pipeline([("sc", StandardScaler()), ("clf", LogisticRegression())])
+
+
+def _nested():
+    return Pipeline([("pre", Pipeline([("sc", StandardScaler())])), ("clf", LogisticRegression())])
+
+
+@pytest.mark.parametrize(
+    "pipe, grid",
+    [
+        (_flat(), {"verbose": [False, "x"]}),
+        (_flat(), {"transform_input": [None, "abc"]}),
+        (_nested(), {"pre__verbose": [False, 3.5]}),
+        (
+            _flat(),
+            [
+                {"clf": [LogisticRegression()]},
+                {
+                    "clf": [Pipeline([("inner", StandardScaler()), ("lr", LogisticRegression())])],
+                    "clf__inner": [KFold(3)],
+                },
+            ],
+        ),
+        (_flat(), {"steps": [_flat().steps, [("sc", StandardScaler()), ("clf", None), ("x", 3)]]}),
+    ],
+    ids=["verbose", "transform_input", "nested", "step-not-estimator", "steps"],
+)
+def test_a_pipeline_its_fit_would_refuse_fails_its_fits_as_in_scikit_learn(runner, pipe, grid):
+    """The engine fits a pipeline step by step, so Pipeline.fit never runs;
+    where it would refuse the pipeline (a bad parameter of its own, a step
+    that is no estimator), that candidate's fits fail as scikit-learn's do."""
+    X, y = make_classification(n_samples=90, n_features=5, random_state=0)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
+    assert_same_search(ours, sk, X)
+    assert np.isnan(ours.cv_results_["mean_test_score"]).sum() == 1
