@@ -21,8 +21,10 @@ import numpy as np
 
 #: the attribute a marked object carries: attribute name -> byte strides
 STRIDES_ATTR = "_memogrid_strides"
-#: the most memory a re-laid array may span, over its own size
-_MAX_SPAN = 64
+#: the most memory re-laid arrays may take beyond their own size, per model
+#: loaded (a file names the strides: it must not make the loader allocate
+#: at will); a layout past it is dropped, its array kept C-ordered
+EXTRA_BYTES = 256 * 2**20
 
 
 def _objects(root: Any) -> Iterator[Any]:
@@ -70,7 +72,9 @@ def unmark(marked: list[Any]) -> None:
 
 def restore_strides(root: Any) -> None:
     """Lay out again the arrays :func:`mark_strides` marked, in a loaded
-    model (a mark that does not fit its array is dropped, the array kept)."""
+    model (a mark that does not fit its array, or would take more than
+    :data:`EXTRA_BYTES` in all, is dropped and the array kept)."""
+    budget = EXTRA_BYTES
     for obj in list(_objects(root)):
         strides = vars(obj).pop(STRIDES_ATTR, None)
         if not isinstance(strides, dict):
@@ -78,34 +82,42 @@ def restore_strides(root: Any) -> None:
         for name, wanted in strides.items():
             value = vars(obj).get(name) if isinstance(name, str) else None
             if isinstance(value, np.ndarray) and isinstance(wanted, list):
-                laid = with_strides(value, wanted)
+                laid = with_strides(value, wanted, budget)
                 if laid is not None:
+                    budget -= _extra_bytes(value, wanted)
                     setattr(obj, name, laid)
 
 
-def with_strides(values: np.ndarray, strides: list[Any]) -> np.ndarray | None:
+def with_strides(
+    values: np.ndarray, strides: list[Any], extra: int = EXTRA_BYTES
+) -> np.ndarray | None:
     """``values`` copied into memory laid out with ``strides`` (bytes, as
-    numpy's), or None if they do not describe a layout of its shape."""
+    numpy's), or None if they do not describe a layout of its shape or it
+    would take more than ``extra`` bytes beyond the values' own."""
     item = values.itemsize
     if (
-        len(strides) != values.ndim
+        item == 0
+        or len(strides) != values.ndim
         or not all(type(s) is int and s % item == 0 for s in strides)
         or values.size == 0
     ):
         return None
+    if not _disjoint(values.shape, strides, item) or _extra_bytes(values, strides) > extra:
+        return None
     low = sum((n - 1) * s for n, s in zip(values.shape, strides, strict=True) if s < 0)
-    high = sum((n - 1) * s for n, s in zip(values.shape, strides, strict=True) if s > 0)
-    span = (high - low) // item + 1
-    if span > _MAX_SPAN * values.size:
-        return None
-    if not _disjoint(values.shape, strides, item):
-        return None
-    buffer = np.zeros(span, dtype=values.dtype)
+    buffer = np.zeros(_extra_bytes(values, strides) // item + values.size, dtype=values.dtype)
     laid = np.lib.stride_tricks.as_strided(
         buffer[-low // item :], shape=values.shape, strides=tuple(strides)
     )
     laid[...] = values
     return laid
+
+
+def _extra_bytes(values: np.ndarray, strides: list[int]) -> int:
+    """The memory a layout spans beyond the values' own (checked strides)."""
+    pairs = list(zip(values.shape, strides, strict=True))
+    width = sum((n - 1) * abs(s) for n, s in pairs) + values.itemsize
+    return width - values.nbytes
 
 
 def _disjoint(shape: tuple[int, ...], strides: list[int], item: int) -> bool:

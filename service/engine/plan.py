@@ -29,6 +29,13 @@ def _is_pipeline(est: Any) -> bool:
     return isinstance(est, Pipeline)
 
 
+def routing_enabled() -> bool:
+    """Whether scikit-learn's metadata routing is on (in this thread)."""
+    from sklearn import get_config
+
+    return bool(get_config().get("enable_metadata_routing"))
+
+
 def _identity(value: Any) -> Any:
     """A memo key part for a parameter value: literals by value (and type),
     anything else by the object itself (kept alive by the caller)."""
@@ -172,7 +179,9 @@ class ChainResolver:
             except Exception:
                 ok = False
             else:
-                ok = True
+                # transform_input is for metadata routing, which Pipeline.fit
+                # requires for it (the engine refuses routing's fit params)
+                ok = configured.transform_input is None or routing_enabled()
             self._accepted[memo] = ok
         return ok
 

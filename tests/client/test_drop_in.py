@@ -1120,6 +1120,11 @@ def test_strides_that_describe_no_layout_of_the_array_are_dropped():
     assert with_strides(values, [8, 8]) is None  # elements would overlap
     assert with_strides(values, [8]) is None
     assert with_strides(values, [8, 5]) is None  # not whole elements
-    assert with_strides(values, [8, 10**12]) is None  # spans far more than the array
+    assert with_strides(values, [8, 10**12]) is None  # spans more than allowed
+    assert with_strides(np.zeros(3, dtype="V0"), [0]) is None  # no bytes to step by
     laid = with_strides(values, [8, -16])
     assert laid.strides == (8, -16) and np.array_equal(laid, values)
+    # a row of a matrix of many rows: a span of 100 times the row is allowed
+    wide = with_strides(values[:1], [8, 800])
+    assert wide is not None and wide.strides == (8, 800)
+    assert with_strides(values[:1], [8, 800], extra=1000) is None

@@ -516,6 +516,7 @@ def _nested():
     [
         (_flat(), {"verbose": [False, "x"]}),
         (_flat(), {"transform_input": [None, "abc"]}),
+        (_flat(), {"transform_input": [None, ["sample_weight"]]}),  # needs metadata routing
         (_nested(), {"pre__verbose": [False, 3.5]}),
         (
             _flat(),
@@ -529,7 +530,7 @@ def _nested():
         ),
         (_flat(), {"steps": [_flat().steps, [("sc", StandardScaler()), ("clf", None), ("x", 3)]]}),
     ],
-    ids=["verbose", "transform_input", "nested", "step-not-estimator", "steps"],
+    ids=["verbose", "transform_input", "routing", "nested", "step-not-estimator", "steps"],
 )
 def test_a_pipeline_its_fit_would_refuse_fails_its_fits_as_in_scikit_learn(runner, pipe, grid):
     """The engine fits a pipeline step by step, so Pipeline.fit never runs;
