@@ -592,31 +592,6 @@ def _check_entries(key: str, entries: list[Any], path: str) -> None:
             )
 
 
-def _check_step_values(estimator: Any, space: Mapping[str, list[Any]], path: str) -> None:
-    """A key naming an entry of ``steps``, ``transformers``, ... (``sc`` of a
-    Pipeline, ``pre__num`` of a nested ColumnTransformer) is set to steps
-    only. Other estimator-valued params (``init``, ``kernel``) also take
-    strings, and scikit-learn checks those."""
-    current = estimator.get_params(deep=True)
-    for key, values in space.items():
-        owner_key, _, name = key.rpartition("__")
-        owner = current.get(owner_key) if owner_key else estimator
-        named = {
-            entry[0]
-            for attr in _NAMED_ENTRIES
-            for entry in (getattr(owner, attr, None) or ())
-            if isinstance(entry, tuple) and entry
-        }
-        if name not in named:
-            continue
-        for i, value in enumerate(values):
-            if not _is_step(value):
-                raise SpecError(
-                    f"{path}.{key}[{i}]",
-                    f'{key} holds a step: an estimator, "passthrough", "drop" or null',
-                )
-
-
 def _validate(estimator: Any, path: str) -> None:
     """scikit-learn's own parameter checks, now rather than at fit time.
 
@@ -681,7 +656,6 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
         _check_safe_entries(key, out[key], where)
-    _check_step_values(estimator, out, path)
     _check_keys(estimator, out, path)
     return out
 
@@ -757,7 +731,6 @@ def build_distributions(
             raise SpecError(where, "each entry is a non-empty list of values or a distribution")
         if key.rsplit("__", 1)[-1] in _SAFE_VALUES and not isinstance(out[key], list):
             raise SpecError(where, f"{key} cannot be drawn from a distribution")
-    _check_step_values(estimator, {k: v for k, v in out.items() if isinstance(v, list)}, path)
     _check_keys(estimator, out, path)
     return out
 

@@ -529,8 +529,19 @@ def _nested():
             ],
         ),
         (_flat(), {"steps": [_flat().steps, [("sc", StandardScaler()), ("clf", None), ("x", 3)]]}),
+        (_flat(), {"clf": [LogisticRegression(), "zero"]}),
+        (_flat(), {"sc": [StandardScaler(), 3]}),
     ],
-    ids=["verbose", "transform_input", "routing", "nested", "step-not-estimator", "steps"],
+    ids=[
+        "verbose",
+        "transform_input",
+        "routing",
+        "nested",
+        "step-not-estimator",
+        "steps",
+        "final-not-estimator",
+        "step-a-number",
+    ],
 )
 def test_a_pipeline_its_fit_would_refuse_fails_its_fits_as_in_scikit_learn(runner, pipe, grid):
     """The engine fits a pipeline step by step, so Pipeline.fit never runs;
