@@ -73,6 +73,9 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
             written,
         )
     store = DatasetStore(settings.datasets_dir)
+    swept = store.sweep_temporary()  # what a killed upload left behind
+    if swept:
+        log.info("removed %d temporary file(s) of interrupted uploads", len(swept))
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     made = None
     if dask_client is None:

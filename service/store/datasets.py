@@ -33,6 +33,7 @@ import io
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,6 +164,27 @@ class DatasetStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+
+    #: prefixes of the files an upload or a write keeps until it lands
+    TEMPORARY = (".upload-", ".tmp-")
+
+    def sweep_temporary(self, older_than: float = 3600.0) -> list[str]:
+        """Remove what uploads and writes left behind when their process was
+        killed (a finished or refused one removes its own): temporary files
+        untouched for ``older_than`` seconds, so that one still arriving in
+        another process stays. Returns the names removed."""
+        removed = []
+        cutoff = time.time() - older_than
+        for path in self.root.iterdir():
+            if not path.name.startswith(self.TEMPORARY):
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.name)
+            except FileNotFoundError:  # landed or swept meanwhile
+                continue
+        return removed
 
     def _path(self, dataset_id: str, suffix: str) -> Path:
         if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):

@@ -555,3 +555,28 @@ def test_a_nullable_dtype_must_match_its_arrow_type():
             )
     ok = canonical_table(table.replace_schema_metadata({DTYPES_KEY: b'{"0": "Int64"}'}))
     assert ok.schema.metadata[DTYPES_KEY] == b'{"0": "Int64"}'
+
+
+def test_a_killed_uploads_leftovers_are_swept_when_the_service_starts(settings, dask_client):
+    """An upload spools to a temporary file its own process removes; a
+    killed process leaves it. The service sweeps those untouched for an
+    hour as it starts, and leaves one another process may still be writing."""
+    import os
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from memogrid_service.api.app import create_app
+
+    root = settings.datasets_dir
+    root.mkdir(parents=True, exist_ok=True)
+    stale, fresh, kept = root / ".upload-dead", root / ".upload-live", root / f"{'a' * 64}.npy"
+    for path in (stale, fresh, kept, root / ".tmp-dead"):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    for path in (stale, kept, root / ".tmp-dead"):
+        os.utime(path, (hours_ago, hours_ago))
+    with TestClient(create_app(settings, dask_client=dask_client)):
+        pass
+    assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, kept.name])
+    assert DatasetStore(root).sweep_temporary(older_than=0) == [fresh.name]
