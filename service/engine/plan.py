@@ -203,6 +203,8 @@ class ChainResolver:
             from sklearn.base import clone
 
             configured = clone(est).set_params(**clone(dict(params), safe=False))
+            self._keep.append(configured)
+            self._accepted[(id(configured), ())] = True  # checked just above
             return self.resolve(configured, {}, path)
         links: list[LinkSpec] = []
         steps = [(name, own.get(name, step)) for name, step in est.steps]
