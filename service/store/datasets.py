@@ -170,21 +170,9 @@ class DatasetStore:
 
     def sweep_temporary(self, older_than: float = 3600.0) -> list[str]:
         """Remove what uploads and writes left behind when their process was
-        killed (a finished or refused one removes its own): temporary files
-        untouched for ``older_than`` seconds, so that one still arriving in
-        another process stays. Returns the names removed."""
-        removed = []
-        cutoff = time.time() - older_than
-        for path in self.root.iterdir():
-            if not path.name.startswith(self.TEMPORARY):
-                continue
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed.append(path.name)
-            except FileNotFoundError:  # landed or swept meanwhile
-                continue
-        return removed
+        killed (a finished or refused one removes its own): see
+        :func:`sweep_stale`. Returns the names removed."""
+        return sweep_stale(self.root, lambda name: name.startswith(self.TEMPORARY), older_than)
 
     def _path(self, dataset_id: str, suffix: str) -> Path:
         if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
@@ -336,6 +324,27 @@ class DatasetStore:
             raise DatasetError(f"unknown dataset id {dataset_id!r}")
         self._remember(dataset_id, value)
         return value
+
+
+def sweep_stale(
+    directory: Path, temporary: Callable[[str], bool], older_than: float = 3600.0
+) -> list[str]:
+    """Remove the files of ``directory`` that ``temporary`` names and that
+    nothing touched for ``older_than`` seconds: a write killed with its
+    process leaves them, one still under way in another process stays.
+    Returns the names removed."""
+    removed = []
+    cutoff = time.time() - older_than
+    for path in directory.iterdir():
+        if not temporary(path.name):
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # landed or swept meanwhile
+            continue
+    return removed
 
 
 _stores: dict[str, DatasetStore] = {}

@@ -576,7 +576,14 @@ def test_a_killed_uploads_leftovers_are_swept_when_the_service_starts(settings, 
     hours_ago = time.time() - 7200
     for path in (stale, kept, root / ".tmp-dead"):
         os.utime(path, (hours_ago, hours_ago))
+    models = settings.estimators_dir
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "job.tmp").write_bytes(b"x")
+    (models / "job.skops").write_bytes(b"x")
+    for path in models.iterdir():
+        os.utime(path, (hours_ago, hours_ago))
     with TestClient(create_app(settings, dask_client=dask_client)):
         pass
     assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, kept.name])
+    assert [p.name for p in models.iterdir()] == ["job.skops"]  # a killed dump's .tmp went
     assert DatasetStore(root).sweep_temporary(older_than=0) == [fresh.name]
