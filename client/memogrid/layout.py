@@ -102,10 +102,13 @@ def with_strides(
         or values.size == 0
     ):
         return None
-    if not _disjoint(values.shape, strides, item) or _extra_bytes(values, strides) > extra:
+    if not _disjoint(values.shape, strides, item):
+        return None
+    beyond = _extra_bytes(values, strides)
+    if beyond > extra:
         return None
     low = sum((n - 1) * s for n, s in zip(values.shape, strides, strict=True) if s < 0)
-    buffer = np.zeros(_extra_bytes(values, strides) // item + values.size, dtype=values.dtype)
+    buffer = np.zeros(beyond // item + values.size, dtype=values.dtype)
     laid = np.lib.stride_tricks.as_strided(
         buffer[-low // item :], shape=values.shape, strides=tuple(strides)
     )

@@ -15,9 +15,9 @@ shape and its dtypes.
   length (uint32, little-endian), the header, then ``data``, ``indices``
   and ``indptr``, each starting at a multiple of 64 bytes of the body
   (zeros between), so that a worker maps each array from the file in place
-  (:func:`read_sparse`). What a body holds is checked before it is stored
-  (:func:`check_sparse`): row pointers rising from 0 to ``nnz``, column
-  indices inside the shape.
+  (:func:`read_sparse`). What an uploaded body holds is checked before it
+  is stored (``read_sparse(path, check=True)``): its length, row pointers
+  rising from 0 to ``nnz``, column indices inside the shape.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ..engine.search import SearchRunner
 from ..runner.jobs import JobRunner
 from ..settings import Settings, get_settings
 from ..store.cache import ResultCache
-from ..store.datasets import DatasetStore, sweep_stale
+from ..store.datasets import DatasetStore
 from . import problems
 
 log = logging.getLogger("memogrid.api")
@@ -73,10 +73,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
             written,
         )
     store = DatasetStore(settings.datasets_dir)
-    # what an upload, or a best estimator's write, left when killed
-    swept = store.sweep_temporary()
-    if settings.estimators_dir.exists():
-        swept += sweep_stale(settings.estimators_dir, lambda name: name.endswith(".tmp"))
+    swept = store.sweep_temporary()  # what a killed upload or write left
     if swept:
         log.info("removed %d temporary file(s) of interrupted writes", len(swept))
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)

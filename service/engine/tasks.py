@@ -31,7 +31,7 @@ from memogrid.layout import mark_strides
 from memogrid.sparse import is_sparse
 from memogrid.spec import JOB_SKLEARN_DEFAULTS, changed_sklearn_settings
 
-from ..store.cache import ResultCache
+from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef
 
 # -- inputs ---------------------------------------------------------------
@@ -463,13 +463,7 @@ def _register_sizeof() -> None:
 
     sizeof.register(StepOutput)(_sizeof_step)
     # dask knows scipy's sparse matrices but not its sparse arrays (csr_array)
-    sizeof.register(sparray)(_sparse_nbytes)
-
-
-def _sparse_nbytes(value: Any) -> int:
-    parts = [getattr(value, a, None) for a in ("data", "indices", "indptr")]
-    parts += list(getattr(value, "coords", ()))  # COO
-    return 100 + sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
+    sizeof.register(sparray)(approx_nbytes)
 
 
 _register_sizeof()

@@ -40,10 +40,13 @@ from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats, WarningLog
 from ..engine.tasks import ScoreOutput
 from ..specs.jobs import DatasetShape, compile_job
-from ..store.datasets import DataRef
+from ..store.datasets import DataRef, sweep_stale
 from .states import InvalidTransition, JobEvent, JobState, transition
 
 log = logging.getLogger("memogrid.runner")
+
+#: the suffix of a best estimator's file while it is written
+PARTIAL_SUFFIX = ".tmp"
 
 
 def dataset_lookup(
@@ -174,6 +177,8 @@ class JobRunner:
         self.allow = allow
         self.estimators_dir = Path(estimators_dir)
         self.estimators_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # a best estimator's write killed with its process (see _store_result)
+        sweep_stale(self.estimators_dir, lambda name: name.endswith(PARTIAL_SUFFIX))
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=lease_seconds)
@@ -510,7 +515,7 @@ class JobRunner:
 
             _skops_stores_constants()
             path = self.estimators_dir / f"{job_id}.skops"
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(PARTIAL_SUFFIX)
             # views with strides of their own (PCA's components_) are stored
             # C-ordered: their strides go along, for the client to restore
             marked = mark_strides(result.best_estimator_)

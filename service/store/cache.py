@@ -321,15 +321,17 @@ class _PartsReader:
 # -- deferred writes ---------------------------------------------------------
 
 
-def _approx_nbytes(value: Any, depth: int = 0) -> int:
+def approx_nbytes(value: Any, depth: int = 0) -> int:
     """Roughly how much memory ``value`` holds (arrays, sparse, frames, tuples)."""
     nbytes = getattr(value, "nbytes", None)
     if isinstance(nbytes, (int, np.integer)):
         return int(nbytes)
-    if all(hasattr(value, a) for a in ("data", "indices", "indptr")):  # scipy sparse
+    if all(hasattr(value, a) for a in ("data", "indices", "indptr")):  # scipy CSR, CSC
         return sum(
-            _approx_nbytes(getattr(value, a), depth + 1) for a in ("data", "indices", "indptr")
+            approx_nbytes(getattr(value, a), depth + 1) for a in ("data", "indices", "indptr")
         )
+    if hasattr(value, "coords") and hasattr(value, "data"):  # scipy COO
+        return sum(approx_nbytes(a, depth + 1) for a in (value.data, *value.coords))
     usage = getattr(value, "memory_usage", None)
     if callable(usage):  # a DataFrame
         try:
@@ -337,7 +339,7 @@ def _approx_nbytes(value: Any, depth: int = 0) -> int:
         except Exception:
             return 0
     if depth < 2 and isinstance(value, (tuple, list)):
-        return sum(_approx_nbytes(v, depth + 1) for v in value)
+        return sum(approx_nbytes(v, depth + 1) for v in value)
     return 0
 
 
@@ -371,7 +373,7 @@ class _Writer:
             return self._index.get((cache.directory, key), _MISSING)
 
     def submit(self, cache: ResultCache, key: str, value: Any) -> None:
-        size = _approx_nbytes(value)
+        size = approx_nbytes(value)
         with self._cond:
             inline = self._bytes + size > self.max_pending and bool(self._queue)
             if not inline:

@@ -165,8 +165,11 @@ class DatasetStore:
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    #: prefixes of the files an upload or a write keeps until it lands
-    TEMPORARY = (".upload-", ".tmp-")
+    #: prefixes of the files an upload (:class:`Upload`) or a write keeps
+    #: until it lands
+    UPLOAD_PREFIX = ".upload-"
+    WRITE_PREFIX = ".tmp-"
+    TEMPORARY = (UPLOAD_PREFIX, WRITE_PREFIX)
 
     def sweep_temporary(self, older_than: float = 3600.0) -> list[str]:
         """Remove what uploads and writes left behind when their process was
@@ -180,7 +183,7 @@ class DatasetStore:
         return self.root / f"{dataset_id}{suffix}"
 
     def _write_atomic(self, final: Path, write: Any) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=self.WRITE_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)

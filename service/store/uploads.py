@@ -98,7 +98,7 @@ class Upload:
         self.kind = kind
         self.max_bytes = max_bytes
         self.received = 0
-        fd, tmp = tempfile.mkstemp(dir=store.root, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=store.root, prefix=store.UPLOAD_PREFIX)
         self._file = os.fdopen(fd, "wb")
         self._tmp = Path(tmp)
         self._head = bytearray()  # .npy bytes until the header is parsed
@@ -240,8 +240,7 @@ class Upload:
             csr = _read_sparse(self._tmp, True)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
-        did, shape, dtype = hash_sparse(csr), list(csr.shape), csr.dtype.str
-        del csr  # its arrays map the file about to move
+        shape, dtype = list(csr.shape), csr.dtype.str
         if shape[1] * 8 > self.max_bytes:
             # a few bytes may declare any width; estimators keep arrays as
             # wide as X (a mean, a coefficient per column), so the width is
@@ -251,6 +250,8 @@ class Upload:
                 f"a sparse matrix of {shape[1]} columns: one float64 per column would "
                 f"exceed the size limit of {self.max_bytes} bytes",
             )
+        did = hash_sparse(csr)
+        del csr  # its arrays map the file about to move
         final = self.store._path(did, ".sparse")
         if not final.exists():
             os.replace(self._tmp, final)

@@ -187,11 +187,11 @@ def test_back_pressure_counts_sparse_and_frame_outputs():
     import scipy.sparse as sp
 
     dense = np.zeros((100, 10))
-    assert cache_mod._approx_nbytes((dense, dense[:10])) == dense.nbytes * 11 // 10
+    assert cache_mod.approx_nbytes((dense, dense[:10])) == dense.nbytes * 11 // 10
     m = sp.random(1000, 50, density=0.1, format="csr", random_state=0)
-    assert cache_mod._approx_nbytes(m) == m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    assert cache_mod.approx_nbytes(m) == m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
     frame = pd.DataFrame({"a": np.arange(1000.0)})
-    assert cache_mod._approx_nbytes((frame, None)) >= 8000
+    assert cache_mod.approx_nbytes((frame, None)) >= 8000
 
 
 def test_drain_does_not_wait_for_entries_submitted_after_it(tmp_path, monkeypatch):
