@@ -48,6 +48,7 @@ from .tasks import (
     ScoreOutput,
     TaskContext,
     Warned,
+    cached_score,
     caller_identity,
     load_refit,
     module_of,
@@ -1064,9 +1065,9 @@ class SearchRunner:
         outputs: dict[str, ScoreOutput] = {}
         pending = []
         for skey in plan.scores:
-            hit = self.cache.get(skey) if self.cache is not None else None
+            hit = cached_score(self.cache, skey) if self.cache is not None else None
             if hit is not None:
-                outputs[skey] = ScoreOutput(dict(hit), (), "hit")
+                outputs[skey] = ScoreOutput(hit, (), "hit")
             else:
                 pending.append(skey)
         stats.score_hits = len(outputs)

@@ -8,13 +8,20 @@ scikit-learn's own ``_score``) and stores the result.
 
 A step that fails does not raise: it returns a :class:`StepOutput` carrying
 the traceback, so each candidate depending on it scores ``error_score``
-exactly as scikit-learn's ``_fit_and_score`` would; failures are never cached.
+exactly as scikit-learn's ``_fit_and_score`` would. A fold that fails is a
+result too: its score (``error_score``, the traceback, the warnings) is
+cached when the failure is the estimator's own and would come again
+(:func:`repeatable`), and used only where its traceback names the same
+installation (:func:`cached_score`). Failed steps, and failures under
+``error_score="raise"``, are not cached.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import sys
 import threading
 import time
 import traceback
@@ -693,9 +700,9 @@ def run_score(
     nbytes = _sizeof_step(parent) if parent is not None else 0
     cache = ctx.cache
     if cache is not None:
-        hit = cache.get(node.key)
+        hit = cached_score(cache, node.key)
         if hit is not None:
-            return ScoreOutput(dict(hit), prior, "hit", parent_nbytes=nbytes)
+            return ScoreOutput(hit, prior, "hit", parent_nbytes=nbytes)
     n_test = len(fold.test)
     if parent is not None and parent.error is not None:
         failed = _error_scores(scorer, error_score, return_train_score)
@@ -707,6 +714,7 @@ def run_score(
             fit_error=parent.error,
         )
         failed = _warned(failed, _in_order(prior_warned, [], None, False))
+        _keep_failure(cache, node.key, failed, error_score, parent.exception)
         return ScoreOutput(failed, prior, "skipped", parent.exception)
     # a step could not transform the test rows (see run_step), or there are
     # none: the scorer meets the chain and the raw rows, as scikit-learn's does
@@ -743,6 +751,7 @@ def run_score(
                 score_time=0.0,
             )
             result = _warned(result, _in_order(prior_warned, warned, None, False))
+            _keep_failure(cache, node.key, result, error_score, exc)
             return ScoreOutput(result, prior, "fit", exc, nbytes)
         fit_time = time.perf_counter() - start
         n_fit = len(warned)
@@ -769,6 +778,87 @@ def run_score(
     if cache is not None:  # with every warning that led to it, replayed on hits
         cache.set_later(node.key, result)
     return ScoreOutput(result, prior, "fit", parent_nbytes=nbytes)
+
+
+#: failures that are the estimator's own: a parameter or the data refused,
+#: a computation that cannot go on (LinAlgError is a ValueError)
+_REPEATABLE = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError)
+#: ... except those that depend on process state (numpy's error settings)
+_TRANSIENT = (FloatingPointError,)
+
+
+def repeatable(exc: BaseException | None) -> bool:
+    """Whether a fit's failure would come again on the same key anywhere.
+
+    Only failures of the estimator's own kind (a refused parameter or
+    input, a singular matrix) qualify, and only when nothing in their
+    chain (``raise ... from``, or raised while handling) is of another
+    kind: a missing optional library may be installed later, memory or a
+    file may be there next time, and a warning raised as an error depends
+    on the filters of the process that fitted it.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (
+            isinstance(exc, Warning)
+            or isinstance(exc, _TRANSIENT)
+            or not isinstance(exc, _REPEATABLE)
+        ):
+            return False
+        exc = exc.__cause__ or exc.__context__
+    return bool(seen)
+
+
+#: the key under which a cached failure names the installation whose files
+#: its traceback shows
+ENV_KEY = "_env"
+
+
+@functools.cache
+def _installation() -> str:
+    """What a traceback from this process names: the interpreter, its
+    prefix, where scikit-learn and this module are, and this module's
+    code (its line numbers are in every fit's traceback)."""
+    import sklearn
+
+    h = hashlib.blake2b(digest_size=16)
+    for part in (sys.version, sys.prefix, os.path.dirname(sklearn.__file__), __file__):
+        h.update(part.encode() + b"\0")
+    with open(__file__, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def _keep_failure(
+    cache: ResultCache | None,
+    key: str,
+    result: dict[str, Any],
+    error_score: Any,
+    exc: BaseException | None,
+) -> None:
+    """Cache a failed fold's result when its failure would come again and
+    the search goes on past it (not under ``error_score="raise"``)."""
+    if cache is None or isinstance(error_score, str) or not repeatable(exc):
+        return
+    cache.set_later(key, {**result, ENV_KEY: _installation()})
+
+
+def cached_score(cache: ResultCache, key: str) -> dict[str, Any] | None:
+    """A fold's cached score result, or None to compute it.
+
+    A cached failure from another installation is not used: its
+    traceback would name other files than a fresh one, and scikit-learn's
+    FitFailedWarning groups failures by their traceback's text.
+    """
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    hit = dict(hit)
+    env = hit.pop(ENV_KEY, None)
+    if hit.get("fit_error") is not None and env != _installation():
+        return None
+    return hit
 
 
 #: the key under which a score result carries its chain's warnings

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
@@ -279,3 +280,81 @@ def test_edited_user_code_is_fit_again_not_replayed(runner):
             sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
             assert ours.stats.final_fits == 6 and ours.stats.step_fits == 3
             assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+
+
+def test_failing_fits_are_remembered_not_fit_again(runner, fit_log):
+    """A failing candidate's folds (a PCA asking for more components than
+    there are features; a final estimator refusing its C) are results too:
+    the same search again fits nothing and reports the same failures."""
+    import warnings
+
+    from sklearn.exceptions import FitFailedWarning
+
+    X, y = seed_data()
+    grid = {"pca__n_components": [5, 500], "logistic__C": [1.0, -1.0]}
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = runner.search(seed_pipeline(), X, y, param_grid=grid, cv=3, refit=False)
+        runs.append((res, [str(w.message) for w in caught if w.category is FitFailedWarning]))
+    (cold, cold_warned), (warm, warm_warned) = runs
+    assert cold.stats.fits > 0 and warm.stats.fits == 0
+    assert warm.stats.score_hits == 12
+    assert cold_warned == warm_warned and "9 fits failed out of a total of 12" in cold_warned[0]
+    assert_cv_results_equal(cold.cv_results_, warm.cv_results_)
+    counts = fit_counts(fit_log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = GridSearchCV(seed_pipeline(), grid, cv=3, refit=False).fit(X, y)
+    assert_cv_results_equal(warm.cv_results_, sk.cv_results_)
+    assert counts["CountingPCA"] == 6  # 3 folds x 2 settings, once: the failing ones too
+
+
+@pytest.mark.parametrize("kind", ["import", "memory", "warning"])
+def test_failures_that_may_not_come_again_are_fit_again(runner, fit_log, kind):
+    """A failure that depends on the process, not the estimator (a missing
+    optional library, memory, a warning raised as an error) is not kept:
+    the next search fits again. The estimator's own refusal is kept."""
+    import warnings
+
+    from tests.helpers.counting import FailingClassifier
+
+    X, y = seed_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for failing in (kind, "value"):
+            for _ in range(2):
+                grid = {"kind": [failing, "none"]}
+                runner.search(FailingClassifier(), X, y, param_grid=grid, cv=3, refit=False)
+    counts = fit_counts(fit_log)
+    assert counts[f"FailingClassifier-{kind}"] == 6  # both searches fit it
+    assert counts["FailingClassifier-value"] == 3  # the second found it cached
+    assert counts["FailingClassifier-none"] == 3
+
+
+def test_a_failure_cached_by_another_installation_is_fit_again(runner, cache, fit_log):
+    """A cached failure's traceback names the files of the installation
+    that fitted it; scikit-learn groups failures by that text, so one from
+    elsewhere is not mixed with fresh ones: it is fit again here."""
+    import warnings
+
+    from memogrid_service.engine.tasks import ENV_KEY
+    from tests.helpers.counting import FailingClassifier
+
+    X, y = seed_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        grid = {"kind": ["value", "none"]}
+        first = runner.search(FailingClassifier(), X, y, param_grid=grid, cv=3, refit=False)
+        moved = 0
+        for key in list(cache._cache.iterkeys()):
+            value = cache.get(key)
+            if isinstance(value, dict) and value.get("fit_error") is not None:
+                cache.set(key, {**value, ENV_KEY: "another installation"})
+                moved += 1
+        assert moved == 3
+        again = runner.search(FailingClassifier(), X, y, param_grid=grid, cv=3, refit=False)
+    assert first.stats.final_fits == 6 and again.stats.final_fits == 3
+    assert fit_counts(fit_log)["FailingClassifier-value"] == 6
+    assert first.cv_results_["split0_test_score"][0] != first.cv_results_["split0_test_score"][0]

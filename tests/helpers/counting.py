@@ -66,3 +66,32 @@ class CountingScaler(StandardScaler):
     def fit(self, X, y=None, sample_weight=None):
         record_fit("CountingScaler")
         return super().fit(X, y, sample_weight=sample_weight)
+
+
+class FailingClassifier(LogisticRegression):
+    """A classifier whose every fit is logged, then fails with ``kind``:
+    ``"value"`` a ValueError (the estimator's own refusal), ``"import"`` a
+    ValueError raised from a missing module, ``"memory"`` a MemoryError,
+    ``"warning"`` a warning raised as an error (as a filter set to
+    "error" raises it); ``"none"`` fits."""
+
+    def __init__(self, kind="value", C=1.0):
+        super().__init__(C=C)
+        self.kind = kind
+
+    def fit(self, X, y, sample_weight=None):
+        from sklearn.exceptions import ConvergenceWarning
+
+        record_fit(f"FailingClassifier-{self.kind}")
+        if self.kind == "none":
+            return super().fit(X, y, sample_weight=sample_weight)
+        if self.kind == "import":
+            try:
+                import memogrid_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+            except ModuleNotFoundError as exc:
+                raise ValueError("this solver needs an optional library") from exc
+        if self.kind == "memory":
+            raise MemoryError("no room for the Gram matrix")
+        if self.kind == "warning":
+            raise ConvergenceWarning("did not converge")
+        raise ValueError(f"kind={self.kind!r} refused")
