@@ -424,6 +424,10 @@ class StepOutput:
     provenance: tuple[tuple[str, str, float], ...] = ()
     error: str | None = None  # traceback of the failing step
     exception: BaseException | None = None
+    #: whether the failure would come again (:func:`repeatable`), decided
+    #: where it was raised: pickling to another worker drops an
+    #: exception's chain
+    repeatable: bool = False
     failed_label: str | None = None
     #: what fitting the steps up to this one warned about
     warnings: tuple[Warned, ...] = ()
@@ -522,6 +526,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
                 provenance=prior,
                 error=traceback.format_exc(),
                 exception=exc,
+                repeatable=repeatable(exc),
                 failed_label=node.link.label,
                 warnings=(*prior_warned, *warned),
             )
@@ -714,7 +719,7 @@ def run_score(
             fit_error=parent.error,
         )
         failed = _warned(failed, _in_order(prior_warned, [], None, False))
-        _keep_failure(cache, node.key, failed, error_score, parent.exception)
+        _keep_failure(cache, node.key, failed, error_score, parent.repeatable)
         return ScoreOutput(failed, prior, "skipped", parent.exception)
     # a step could not transform the test rows (see run_step), or there are
     # none: the scorer meets the chain and the raw rows, as scikit-learn's does
@@ -751,7 +756,7 @@ def run_score(
                 score_time=0.0,
             )
             result = _warned(result, _in_order(prior_warned, warned, None, False))
-            _keep_failure(cache, node.key, result, error_score, exc)
+            _keep_failure(cache, node.key, result, error_score, repeatable(exc))
             return ScoreOutput(result, prior, "fit", exc, nbytes)
         fit_time = time.perf_counter() - start
         n_fit = len(warned)
@@ -835,11 +840,11 @@ def _keep_failure(
     key: str,
     result: dict[str, Any],
     error_score: Any,
-    exc: BaseException | None,
+    repeats: bool,
 ) -> None:
     """Cache a failed fold's result when its failure would come again and
     the search goes on past it (not under ``error_score="raise"``)."""
-    if cache is None or isinstance(error_score, str) or not repeatable(exc):
+    if cache is None or isinstance(error_score, str) or not repeats:
         return
     cache.set_later(key, {**result, ENV_KEY: _installation()})
 

@@ -358,3 +358,35 @@ def test_a_failure_cached_by_another_installation_is_fit_again(runner, cache, fi
     assert first.stats.final_fits == 6 and again.stats.final_fits == 3
     assert fit_counts(fit_log)["FailingClassifier-value"] == 6
     assert first.cv_results_["split0_test_score"][0] != first.cv_results_["split0_test_score"][0]
+
+
+def test_a_step_failure_keeps_whether_it_repeats_across_workers(runner, cache):
+    """A step's failure reaches its score task pickled when the two run on
+    different workers, and plain pickling drops an exception's chain (dask
+    keeps it only while tblib's support is installed): whether it would
+    come again is decided where it was raised, so a step failing for a
+    missing library is not cached by a score task elsewhere."""
+    import pickle
+
+    from sklearn.linear_model import LogisticRegression
+
+    from memogrid_service.engine.tasks import run_score, run_step
+    from memogrid_service.store.cache import drain_writes
+    from tests.helpers.counting import FailingTransformer
+
+    X, y = seed_data()
+    for kind, kept in (("import", False), ("value", True)):
+        pipe = Pipeline([("f", FailingTransformer(kind)), ("lr", LogisticRegression())])
+        prepared = runner.prepare(pipe, X, y, param_grid={"lr__C": [1.0]}, cv=3)
+        plan = prepared.plan
+        score = plan.scores[plan.grid[0][0]]
+        node = plan.steps[score.parent]
+        fold = plan.folds[score.fold]
+        step = run_step(prepared.ctx, node, fold, None)
+        assert step.error is not None
+        moved = pickle.loads(pickle.dumps(step))
+        moved.exception.__cause__ = moved.exception.__context__ = None  # plain pickle's
+        out = run_score(prepared.ctx, score, prepared.scoring, fold, moved, None)
+        assert out.final == "skipped"
+        drain_writes()
+        assert (cache.get(score.key) is not None) is kept, kind

@@ -95,3 +95,15 @@ class FailingClassifier(LogisticRegression):
         if self.kind == "warning":
             raise ConvergenceWarning("did not converge")
         raise ValueError(f"kind={self.kind!r} refused")
+
+
+class FailingTransformer(StandardScaler):
+    """A transformer whose fit fails as :class:`FailingClassifier`'s does."""
+
+    def __init__(self, kind="value"):
+        super().__init__()
+        self.kind = kind
+
+    def fit(self, X, y=None, sample_weight=None):
+        FailingClassifier(self.kind).fit(X, y)
+        return super().fit(X, y, sample_weight=sample_weight)
