@@ -118,6 +118,25 @@ def _check_refit(search: Any, attr: str) -> None:
 SUBMIT_RETRY_MAX = 30.0
 
 
+def _check_pre_dispatch(pre_dispatch: Any, n_jobs: int) -> None:
+    """Refuse ``pre_dispatch`` where scikit-learn's parallel search would:
+    an expression joblib does not evaluate, a negative amount, or none at
+    all (nothing is dispatched, and scikit-learn finds no fits)."""
+    import itertools
+
+    from joblib.parallel import eval_expr
+
+    if pre_dispatch == "all":
+        return
+    if hasattr(pre_dispatch, "endswith"):
+        pre_dispatch = eval_expr(pre_dispatch.replace("n_jobs", str(n_jobs)))
+    amount = int(pre_dispatch)
+    itertools.islice((), amount)  # a negative amount: islice's own ValueError
+    if amount == 0:
+        raise ValueError(
+            "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+        )
+
 class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     """What the grid and randomized searches share: fitting through a service."""
 
@@ -173,7 +192,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
-        joblib.effective_n_jobs(self.n_jobs)  # n_jobs=0, which joblib refuses as it starts
+        # n_jobs=0, which joblib refuses as it starts
+        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        if n_jobs != 1:  # joblib reads pre_dispatch only for parallel loops
+            _check_pre_dispatch(self.pre_dispatch, n_jobs)
         return self._candidates()  # a grid or distributions scikit-learn would refuse
 
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:

@@ -114,6 +114,33 @@ def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
     assert search.get_params()["n_jobs"] == -1 and "pre_dispatch" in search.get_params()
 
 
+
+@pytest.mark.parametrize("pre_dispatch", ["abc", "2*n_jobs+", 0, -1, "n_jobs", 3, "all"])
+def test_pre_dispatch_refused_where_a_parallel_search_refuses_it(mg, data, pre_dispatch):
+    """joblib reads ``pre_dispatch`` only for a parallel loop: with
+    ``n_jobs=2`` scikit-learn's search refuses what joblib cannot use (with
+    its message), with ``n_jobs=None`` it takes anything; so does ours."""
+    import joblib
+
+    X, y = data
+    before = _jobs(mg)
+
+    def outcome(cls, n_jobs, **kw):
+        search = cls(LogisticRegression(), {"C": [1.0, 2.0]}, n_jobs=n_jobs, **kw)
+        try:
+            with joblib.parallel_backend("threading"):
+                search.pre_dispatch = pre_dispatch
+                search.fit(X, y)
+        except ValueError as exc:
+            return type(exc), str(exc)
+        return search.best_score_
+
+    theirs = outcome(SkGridSearchCV, 2)
+    assert outcome(GridSearchCV, 2, client=mg, progress=False) == theirs
+    submitted = _jobs(mg) - before
+    assert submitted == (0 if isinstance(theirs, tuple) else 1)
+    assert outcome(GridSearchCV, None, client=mg, progress=False) == outcome(SkGridSearchCV, None)
+
 def test_not_fitted_errors_and_fitted_only_attributes(mg, data):
     X, y = data
     frame = pd.DataFrame(X, columns=[f"c{i}" for i in range(5)])
