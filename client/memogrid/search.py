@@ -137,6 +137,7 @@ def _check_pre_dispatch(pre_dispatch: Any, n_jobs: int) -> None:
             "No fits were performed. Was the CV iterator empty? Were there no candidates?"
         )
 
+
 class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     """What the grid and randomized searches share: fitting through a service."""
 

@@ -114,7 +114,6 @@ def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
     assert search.get_params()["n_jobs"] == -1 and "pre_dispatch" in search.get_params()
 
 
-
 @pytest.mark.parametrize("pre_dispatch", ["abc", "2*n_jobs+", 0, -1, "n_jobs", 3, "all"])
 def test_pre_dispatch_refused_where_a_parallel_search_refuses_it(mg, data, pre_dispatch):
     """joblib reads ``pre_dispatch`` only for a parallel loop: with
@@ -140,6 +139,7 @@ def test_pre_dispatch_refused_where_a_parallel_search_refuses_it(mg, data, pre_d
     submitted = _jobs(mg) - before
     assert submitted == (0 if isinstance(theirs, tuple) else 1)
     assert outcome(GridSearchCV, None, client=mg, progress=False) == outcome(SkGridSearchCV, None)
+
 
 def test_not_fitted_errors_and_fitted_only_attributes(mg, data):
     X, y = data
