@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import sys
 import time
@@ -117,15 +118,20 @@ def _error_for(response: httpx.Response) -> MemogridError:
 
 
 def _error_score(value: Any) -> Any:
+    """``error_score`` as a job carries it: "raise", an integer as one (the
+    warnings print it as given), another number as a float, and NaN and
+    the infinities by name (JSON has no such numbers)."""
     if isinstance(value, str):
         if value != "raise":
             raise SpecError("error_score", f'error_score is "raise" or a number, not {value!r}')
         return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
     value = float(value)
     if math.isnan(value):
         return "nan"
-    if not math.isfinite(value):
-        raise SpecError("error_score", "error_score must be finite or NaN")
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return value
 
 
@@ -368,6 +374,8 @@ class Client:
     ) -> dict[str, Any]:
         if not isinstance(refit, (bool, str)):
             raise SpecError("refit", "refit is a bool or a scorer name; callables cannot be sent")
+        if refit == "" and not isinstance(scoring, (Mapping, list, tuple, set)):
+            refit = False  # one metric: scikit-learn refits by truth, and "" is false
         body: dict[str, Any] = {
             "estimator": to_spec(estimator, path="estimator"),
             "scoring": _scoring(scoring),

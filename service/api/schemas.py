@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 DatasetId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 content id")]
 #: a scorer, metric or fit-parameter name (stored in 128-character columns)
@@ -60,7 +60,11 @@ class JobRequest(BaseModel):
         '"greater_is_better": true, "response_method": "predict"}}',
     )
     refit: bool | Name = True
-    error_score: Literal["raise", "nan"] | float = "nan"
+    error_score: Literal["raise", "nan", "inf", "-inf"] | StrictInt | float = Field(
+        "nan",
+        description='"raise", a number, or "nan", "inf", "-inf" (JSON has no such numbers); '
+        "an integer stays one, as scikit-learn's warnings print it",
+    )
     return_train_score: bool = False
     fit_params: dict[Name, DatasetId] = Field(
         default_factory=dict, description="fit parameters (e.g. sample_weight) as dataset ids"

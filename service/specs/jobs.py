@@ -243,6 +243,10 @@ def _cv(value: Any, allow: Allowlist) -> Any:
     return splitter
 
 
+#: the error_score values JSON cannot carry as numbers
+_NAMED_SCORES = ("nan", "inf", "-inf")
+
+
 def compile_job(
     request: Mapping[str, Any],
     allow: Allowlist,
@@ -349,9 +353,11 @@ def compile_job(
         )
     refit = request.get("refit", True)
     scoring = _scoring(request.get("scoring"))
-    if isinstance(refit, str) and not (isinstance(scoring, (list, dict)) and refit in scoring):
+    # one metric: any string refits (scikit-learn checks names only among several)
+    several = isinstance(scoring, (list, dict))
+    if isinstance(refit, str) and several and refit not in scoring:
         raise SpecError("refit", f"refit={refit!r} must name one of the scorers in scoring")
-    if refit is True and isinstance(scoring, (list, dict)):
+    if refit is True and several:
         raise SpecError(
             "refit",
             "with several metrics in scoring, refit must name the one to pick the best "
@@ -372,13 +378,16 @@ def compile_job(
                 "object_arrays", f"{role} is not a string array: only those load as object"
             )
     error_score = request.get("error_score", "nan")
-    if error_score == "nan" or error_score is None:
-        error_score = float("nan")
+    if error_score is None or error_score in _NAMED_SCORES:
+        # JSON (and so the stored request) has no NaN or infinity: named
+        error_score = float(error_score or "nan")
     elif error_score != "raise" and not isinstance(error_score, (int, float)):
-        raise SpecError("error_score", 'error_score is "raise", "nan" or a number')
+        raise SpecError("error_score", 'error_score is "raise", "nan", "inf", "-inf" or a number')
     elif isinstance(error_score, float) and math.isinf(error_score):
-        # JSON (and so the stored request) has no infinity: it would run as NaN
-        raise SpecError("error_score", 'error_score must be finite, "nan" or "raise"')
+        # JSON's Infinity extension: stored, it would come back as null (NaN)
+        raise SpecError(
+            "error_score", 'error_score must be finite, "nan", "inf", "-inf" or "raise"'
+        )
     return CompiledJob(
         kind=kind,
         estimator=estimator,

@@ -1155,3 +1155,43 @@ def test_strides_that_describe_no_layout_of_the_array_are_dropped():
     wide = with_strides(values[:1], [8, 800])
     assert wide is not None and wide.strides == (8, 800)
     assert with_strides(values[:1], [8, 800], extra=1000) is None
+
+
+@pytest.mark.parametrize("error_score", [-np.inf, np.inf, 0, -1, 0.5])
+def test_error_score_infinities_and_integers_as_scikit_learns(mg, data, error_score):
+    """``error_score=-np.inf`` ranks failing candidates last (JSON has no
+    infinity: it travels by name); an integer is kept, so the warning says
+    "set to 0" as scikit-learn's does, not "0.0"."""
+    X, y = data
+    grid = {"C": [0.1, 1.0, -1.0]}
+
+    def run(cls, **kw):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            kw.update(cv=3, error_score=error_score, refit=False)
+            search = cls(LogisticRegression(), grid, **kw).fit(X, y)
+        texts = sorted(str(w.message) for w in caught if w.category is FitFailedWarning)
+        return search, [t[: t.index("Below")] if "Below" in t else t for t in texts]
+
+    ours, ours_warned = run(GridSearchCV, client=mg, progress=False)
+    sk, sk_warned = run(SkGridSearchCV)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_index_ == sk.best_index_ and ours_warned == sk_warned
+    assert f"will be set to {error_score}." in ours_warned[0]
+
+
+@pytest.mark.parametrize("scoring", [None, "f1", "accuracy"])
+def test_one_metric_refits_by_any_name(mg, data, scoring):
+    """With one metric scikit-learn refits on any ``refit`` string (names are
+    checked only among several metrics); an empty string does not refit."""
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    for refit in ("f1", "anything", ""):
+        ours = GridSearchCV(LogisticRegression(), grid, scoring=scoring, refit=refit, client=mg)
+        ours.set_params(progress=False).fit(X, y)
+        sk = SkGridSearchCV(LogisticRegression(), grid, scoring=scoring, refit=refit).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert hasattr(ours, "best_estimator_") == hasattr(sk, "best_estimator_") == bool(refit)
+        assert ours.best_score_ == sk.best_score_ and ours.best_params_ == sk.best_params_
+        if refit:
+            assert np.array_equal(ours.predict(X), sk.predict(X))
