@@ -10,7 +10,9 @@ as ``[name, spec, columns]``); the entries of ``steps``, ``transformer_list``,
 An estimator configured with ``set_output(transform="pandas")`` carries
 ``"output": {"transform": "pandas"}`` beside its params. JSON has no NaN or
 infinity: they are ``{"float": "nan"}``, ``{"float": "inf"}`` and
-``{"float": "-inf"}`` (``OrdinalEncoder(unknown_value=np.nan)``); a dtype
+``{"float": "-inf"}`` (``OrdinalEncoder(unknown_value=np.nan)``); a numpy
+float32 or float16 value keeps its type as ``{"numpy": "float32", "value":
+0.10000000149011612}`` (it computes unlike a Python float); a dtype
 parameter is ``{"type": "numpy.float32"}`` (numpy's scalar types and
 Python's ``float``, ``int``, ``bool`` and ``str`` only); a dict
 (``class_weight={0: 1, 1: 5}``) is ``{"dict": [[key, value], ...]}`` with
@@ -140,6 +142,10 @@ _CV_SLOT = re.compile(r"(^|\.|_)cv(\[\d+\])?$")
 
 #: Deepest nesting of lists and specs a request may have.
 _MAX_DEPTH = 32
+
+#: the numpy float types a spec keeps as ``{"numpy": "float32", "value": 0.5}``:
+#: they compute unlike Python's float (float64 and numpy's integers do not)
+NUMPY_FLOATS: dict[str, Any] = {"float16": np.float16, "float32": np.float32}
 
 #: the non-finite floats a spec writes as ``{"float": ...}``
 _SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -428,6 +434,13 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             if not isinstance(value["float"], str) or value["float"] not in _SPECIAL_FLOATS:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
             return _SPECIAL_FLOATS[value["float"]]
+        if set(value) == {"numpy", "value"}:
+            name, number = value["numpy"], build_value(value["value"], allow, path)
+            if name not in NUMPY_FLOATS or isinstance(number, bool):
+                raise SpecError(path, f'{{"numpy": ...}} is one of {sorted(NUMPY_FLOATS)}')
+            if not isinstance(number, (int, float)):
+                raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
+            return NUMPY_FLOATS[name](number)
         if set(value) == {"constant"}:
             return constant_value(value["constant"], path)
         if set(value) == {"type"}:
@@ -457,7 +470,8 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
         raise SpecError(
             path,
             "an object must be an estimator spec, a function reference, "
-            '{"float": ...}, {"type": ...}, {"constant": ...}, {"tuple": ...} or {"dict": ...}',
+            '{"float": ...}, {"numpy": ..., "value": ...}, {"type": ...}, {"constant": ...}, '
+            '{"tuple": ...} or {"dict": ...}',
         )
     if isinstance(value, list):
         return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -798,6 +812,9 @@ def _to_literal(value: Any, path: str) -> Any:
         return str(value)
     if isinstance(value, (int, np.integer)):
         return _check_literal(int(value), path)
+    if isinstance(value, np.floating) and value.dtype.name in NUMPY_FLOATS:
+        # its own arithmetic (scikit-learn sets the grid's float32 as it is)
+        return {"numpy": value.dtype.name, "value": _to_literal(float(value), path)}
     if isinstance(value, (float, np.floating)):
         number = float(value)
         if math.isfinite(number) and number != value:  # a longdouble beyond float64

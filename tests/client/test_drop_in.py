@@ -1195,3 +1195,22 @@ def test_one_metric_refits_by_any_name(mg, data, scoring):
         assert ours.best_score_ == sk.best_score_ and ours.best_params_ == sk.best_params_
         if refit:
             assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_float32_values_are_fitted_as_float32(mg, data):
+    """scikit-learn sets a grid's float32 values (and keeps an estimator's
+    own) as they are, and some fits compute differently with them: the last
+    bits of scores, coefficients and predictions follow."""
+    X, y = data
+    searches = [
+        (LogisticRegression(), {"C": np.array([0.1, 1.0], dtype=np.float32)}),
+        (LogisticRegression(C=np.float32(0.3)), {"max_iter": [100, 200]}),
+    ]
+    for est, grid in searches:
+        kw = dict(cv=3, scoring="neg_log_loss")
+        ours = GridSearchCV(est, grid, client=mg, progress=False, **kw).fit(X, y)
+        sk = SkGridSearchCV(est, grid, **kw).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.best_score_ == sk.best_score_
+        assert type(ours.best_estimator_.C) is type(sk.best_estimator_.C)
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))

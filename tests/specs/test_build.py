@@ -152,6 +152,20 @@ def test_functions_column_transformers_and_estimator_valued_grids(allow):
             "has no set_output",
         ),
         ("__import__('os').system('true')", "<root>", "an estimator spec is an object"),
+        *(
+            (
+                {"class": "sklearn.linear_model.LogisticRegression", "params": {"C": bad}},
+                "params.C",
+                message,
+            )
+            for bad, message in (
+                ({"numpy": "object", "value": 1.0}, "is one of ['float16', 'float32']"),
+                ({"numpy": "float64", "value": 1.0}, "is one of"),
+                ({"numpy": "float32", "value": True}, "is one of"),
+                ({"numpy": "float32", "value": "1"}, "holds a number"),
+                ({"numpy": "float32", "value": [1.0]}, "holds a number"),
+            )
+        ),
     ],
 )
 def test_bad_specs_are_refused_by_path(allow, spec, path, message):
@@ -328,3 +342,17 @@ def test_columns_by_name_are_found_in_every_form_a_spec_writes():
         assert _uses_column_names(as_tuples)
     assert not _uses_column_names(to_spec(ct([0, 1])))
     assert not _uses_column_names(to_spec(ct((0, 1))))
+
+
+def test_a_numpy_float32_value_round_trips_with_its_type(allow):
+    """It computes unlike a Python float, so a spec keeps its type."""
+    import numpy as np
+
+    from memogrid.spec import to_spec
+
+    for value in (np.float32(0.3), np.float16(2.5), np.float32("inf")):
+        spec = to_spec(LogisticRegression(C=value))
+        json.dumps(spec, allow_nan=False)  # plain JSON
+        built = build_estimator(json.loads(json.dumps(spec)), allow).C
+        assert type(built) is type(value) and built == value
+    assert type(build_estimator(to_spec(LogisticRegression(C=np.float64(0.3))), allow).C) is float
