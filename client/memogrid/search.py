@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import errors
 from .client import Client, Job
-from .spec import explicit_folds
+from .spec import SpecError, explicit_folds
 
 
 def _all_fits_failed(error: str | None) -> bool:
@@ -199,9 +199,55 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             _check_pre_dispatch(self.pre_dispatch, n_jobs)
         return self._candidates()  # a grid or distributions scikit-learn would refuse
 
+    def _check_routing(self, groups: Any, fit_params: dict[str, Any]) -> None:
+        """With scikit-learn's metadata routing on, route ``fit``'s params as
+        its search would (raising its errors for requests left unset), and
+        refuse what the service cannot do the same way.
+
+        The service routes as scikit-learn does without routing: every
+        param to the estimator's ``fit``, and ``sample_weight`` to the
+        scorers too where they take it. Under routing that is the same only
+        when the requests route exactly so, to a plain estimator (a
+        Pipeline routes by its steps' requests, not ``step__param``);
+        ``groups`` goes to the splitter alike.
+        """
+        from sklearn.utils.metadata_routing import (
+            MetadataRequest,
+            _routing_enabled,
+            get_routing_for_object,
+            process_routing,
+        )
+
+        params = dict(fit_params, **({} if groups is None else {"groups": groups}))
+        if not _routing_enabled() or not params:
+            return
+        sk = self._sklearn_search()
+        routed = process_routing(sk, "fit", **params)
+        to_fit, to_score = set(routed.estimator.fit), set(routed.scorer.score)
+        plain = isinstance(get_routing_for_object(self.estimator), MetadataRequest)
+        weighted = fit_params.get("sample_weight") is not None
+        unrouted = (
+            {"sample_weight"} if weighted and sk._check_scorers_accept_sample_weight() else set()
+        )
+        if to_fit != set(fit_params) or to_score != unrouted or (to_fit and not plain):
+            routes = (
+                f"{sorted(to_fit)} to the estimator's fit" if to_fit else "",
+                f"{sorted(to_score)} to the scorers" if to_score else "",
+            )
+            raise SpecError(
+                "fit_params",
+                "with enable_metadata_routing=True scikit-learn's search routes "
+                + " and ".join(r for r in routes if r)
+                + " by their requests; memogrid routes fit params as scikit-learn does "
+                "without routing (each to the estimator's fit, `step__param` for a "
+                "Pipeline's step, sample_weight to the scorers that take it too): "
+                "turn routing off, or request them so",
+            )
+
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
         """Run the search on the service and wait for it; returns self."""
         candidates = self._check()
+        self._check_routing(groups, fit_params)
         client, owned = self._client()
         # a callable refit runs here, on the results: the service searches
         # without refitting, then refits the candidate it picks (whose fold
@@ -456,8 +502,18 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         """The refit metric's score of the best estimator, as scikit-learn
         computes it (of the type the scorer gives: ``estimator.score`` may
         give a numpy float)."""
+        from sklearn.utils.metadata_routing import (
+            _raise_for_params,
+            _routing_enabled,
+            process_routing,
+        )
+
         _check_refit(self, "score")
         check_is_fitted(self)
+        # params only under routing, routed by the requests, as scikit-learn's
+        _raise_for_params(params, self, "score")
+        if _routing_enabled():
+            params = process_routing(self._sklearn_search(), "score", **params).scorer["score"]
         scorer = self.scorer_[self.refit] if self.multimetric_ else self.scorer_
         return scorer(self.best_estimator_, X, y, **params)
 

@@ -1214,3 +1214,90 @@ def test_float32_values_are_fitted_as_float32(mg, data):
         assert ours.best_score_ == sk.best_score_
         assert type(ours.best_estimator_.C) is type(sk.best_estimator_.C)
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+
+
+def _routed_outcome(search, X, y, **params):
+    try:
+        search.fit(X, y, **params)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    return search.cv_results_
+
+
+def test_metadata_routing_is_followed_or_refused_never_ignored(mg, data):
+    """Under ``enable_metadata_routing=True`` scikit-learn routes fit params
+    by their requests: errors for requests left unset are scikit-learn's own;
+    a weight requested by a plain estimator's fit only searches as
+    scikit-learn's; a weight routed to a scorer (which the service would not
+    do) is refused before anything is sent, not searched differently."""
+    import sklearn
+    from sklearn.metrics import get_scorer
+    from sklearn.model_selection import KFold
+
+    X, y = data
+    w = np.random.RandomState(0).uniform(0.1, 3, size=len(y))
+    grid = {"C": [0.1, 10.0]}
+    before = _jobs(mg)
+    with sklearn.config_context(enable_metadata_routing=True):
+        unset = LogisticRegression()
+        weighted = LogisticRegression().set_fit_request(sample_weight=True)
+        weighted.set_score_request(sample_weight=True)  # the default scorer: .score
+        for est, params, cv in (
+            (unset, {"sample_weight": w}, 3),  # UnsetMetadataPassedError
+            (weighted, {"sample_weight": w}, 3),  # routed as without routing
+            (LogisticRegression(), {"groups": w > 1}, KFold(3)),  # groups routed nowhere
+        ):
+            theirs = _routed_outcome(SkGridSearchCV(est, grid, cv=cv), X, y, **params)
+            ours = GridSearchCV(est, grid, cv=cv, client=mg, progress=False)
+            got = _routed_outcome(ours, X, y, **params)
+            if isinstance(theirs, tuple):
+                assert got == theirs
+            else:
+                assert_cv_results_equal(got, theirs)
+                sk = SkGridSearchCV(est, grid, cv=cv).fit(X, y, **params)
+                assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+        assert _jobs(mg) == before + 1
+        # fit unweighted, scored weighted (or the other way): the service
+        # would weigh both
+        est = LogisticRegression().set_fit_request(sample_weight=False)
+        scorer = get_scorer("accuracy").set_score_request(sample_weight=True)
+        with pytest.raises(SpecError, match=r"routes \['sample_weight'\] to the scorers"):
+            GridSearchCV(est, grid, scoring=scorer, client=mg).fit(X, y, sample_weight=w)
+        est = LogisticRegression().set_fit_request(sample_weight=True)
+        scorer = get_scorer("accuracy").set_score_request(sample_weight=False)
+        with pytest.raises(SpecError, match="to the estimator's fit by their requests"):
+            GridSearchCV(est, grid, scoring=scorer, client=mg).fit(X, y, sample_weight=w)
+        pipe = Pipeline([("lr", LogisticRegression().set_fit_request(sample_weight=True))])
+        pipe.steps[0][1].set_score_request(sample_weight=False)
+        with pytest.raises(SpecError, match="to the estimator's fit"):
+            GridSearchCV(pipe, {"lr__C": [1.0]}, client=mg).fit(X, y, sample_weight=w)
+        assert _jobs(mg) == before + 1
+
+
+def test_score_takes_params_as_scikit_learns_does(mg, data):
+    """``search.score(X, y, sample_weight=w)`` is refused without routing
+    (scikit-learn's message); under it the weight reaches the scorer only
+    by its request."""
+    import sklearn
+    from sklearn.metrics import get_scorer
+
+    X, y = data
+    w = np.random.RandomState(1).uniform(0.1, 3, size=len(y))
+    grid = {"C": [0.1, 10.0]}
+    scorer = get_scorer("accuracy")
+    ours = GridSearchCV(LogisticRegression(), grid, scoring=scorer, client=mg, progress=False)
+    ours.fit(X, y)
+    sk = SkGridSearchCV(LogisticRegression(), grid, scoring=scorer).fit(X, y)
+
+    def scored(search, **kw):
+        try:
+            return search.score(X, y, **kw)
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    assert scored(ours, sample_weight=w) == scored(sk, sample_weight=w)
+    assert "only supported if enable_metadata_routing=True" in scored(ours, sample_weight=w)[1]
+    with sklearn.config_context(enable_metadata_routing=True):
+        assert scored(ours, sample_weight=w) == scored(sk, sample_weight=w)  # unset request
+        scorer.set_score_request(sample_weight=True)
+        assert scored(ours, sample_weight=w) == scored(sk, sample_weight=w) != scored(ours)
