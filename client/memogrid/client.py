@@ -409,6 +409,8 @@ class Client:
             body["x_order"] = order
         if y is not None:
             body["y"] = self._dataset_ref(as_target(y))
+            if memory_order(as_target(y)) == "F" and not is_frame(y):
+                body["y_order"] = "F"  # a 2-D y: the refit sees it so
         if groups is not None:
             body["groups"] = self._dataset_ref(groups)
         # text the caller holds as object (pandas labels): the service loads it so

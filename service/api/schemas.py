@@ -44,6 +44,11 @@ class JobRequest(BaseModel):
         'for a DataFrame, "C" if it holds one number dtype laid out row by row, which '
         'its folds keep too. Absent: "C" for an array, "F" (pandas\' layout) for a frame',
     )
+    y_order: Literal["C", "F"] | None = Field(
+        None,
+        description='"F" when the caller\'s y is a 2-D array laid out column by column: '
+        "the refit sees y so, as scikit-learn's refit on y itself does",
+    )
     y: DatasetId | None = None
     groups: DatasetId | None = None
     cv: int | dict[str, JSONValue] | None = Field(

@@ -566,12 +566,13 @@ def fold_key(
     blas_threads: int | None = 1,
     order: str = "C",
     sk_config: Any = (),
+    y_order: str = "C",
 ) -> str:
     """Key of one fold: the datasets, the exact rows on each side, the
     BLAS/OpenMP thread limit its fits run under (the last bits of a large
     matrix product depend on it; the refit's differs from the folds'),
-    when X reaches the fits in Fortran order (a refit on X as given), that
-    order, which some estimators' last bits depend on too, and the
+    when X or a 2-D y reaches the fits in Fortran order (a refit on them as
+    given), that order, which some estimators' last bits depend on too, and the
     scikit-learn settings the fits run under where they differ from the
     defaults (``transform_output="pandas"`` changes every step's output).
     Every key of a search descends from its fold keys."""
@@ -588,6 +589,8 @@ def fold_key(
     ]
     if order != "C":  # C-ordered folds keep the keys they always had
         parts.append(["order", order])
+    if y_order != "C":
+        parts.append(["y-order", y_order])
     if sk_config:  # likewise folds under scikit-learn's default configuration
         parts.append(["sklearn-config", canonical(dict(sk_config))])
     return "fold-" + digest(*parts)

@@ -293,6 +293,8 @@ class Fold(_Keyed):
     #: returns C-ordered)
     whole: bool = False
     order: str = "C"
+    #: the refit's y in the caller's memory order too (a 2-D y)
+    y_order: str = "C"
 
 
 @dataclass

@@ -740,6 +740,7 @@ class SearchRunner:
         return_train_score: bool = False,
         fit_params: Mapping[str, Any] | None = None,
         x_order: str | None = None,
+        y_order: str | None = None,
     ) -> PreparedSearch:
         """Validate a search, draw its candidates and folds, and plan its tasks.
 
@@ -752,7 +753,8 @@ class SearchRunner:
         reproduces as scikit-learn refits on X itself (and, for a DataFrame,
         which every fold keeps: see :func:`memogrid.data.memory_order`); by
         default it is read off X ("C" for an array by :class:`DataRef`, "F",
-        pandas' own layout, for a frame by reference). Nothing runs yet.
+        pandas' own layout, for a frame by reference); ``y_order`` likewise
+        for a 2-D y. Nothing runs yet.
         """
         from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
@@ -767,8 +769,9 @@ class SearchRunner:
 
         if (param_grid is None) == (param_distributions is None):
             raise ValueError("give exactly one of param_grid and param_distributions")
-        if x_order not in (None, "C", "F"):
-            raise ValueError(f"x_order must be 'C' or 'F', not {x_order!r}")
+        for name, given in (("x_order", x_order), ("y_order", y_order)):
+            if given not in (None, "C", "F"):
+                raise ValueError(f"{name} must be 'C' or 'F', not {given!r}")
         common = dict(
             scoring=scoring,
             refit=refit,
@@ -809,6 +812,8 @@ class SearchRunner:
                 x_ref = replace(x_ref, rows_first=True)
                 X_local = x_ref.load()
         y_local = y_ref.load() if y_ref is not None else None
+        if y_order is None:
+            y_order = memory_order(y) if isinstance(y, np.ndarray) else "C"
         g_local = g_ref.load() if g_ref is not None else None
         X_local, y_local = indexable(X_local, y_local)
         fit_params = dict(fit_params or {})
@@ -906,11 +911,13 @@ class SearchRunner:
                 self.refit_blas_threads,
                 order,
                 sk_config,
+                y_order,
             ),
             all_rows,
             no_rows,
             whole=True,
             order=order,
+            y_order=y_order,
         )
         return PreparedSearch(
             sk=sk,

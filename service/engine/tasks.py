@@ -175,6 +175,8 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
         Xs, ys = _safe_split(est, X, y, fold.train)
     else:
         Xs, ys = _safe_split(est, X, y, fold.test, fold.train)
+    if fold.whole and isinstance(ys, np.ndarray) and ys.ndim == 2:
+        ys = np.array(ys, order=fold.y_order)  # y itself, as laid out by the caller
     rows = (freeze(_as_ndarray(Xs)), freeze(_as_ndarray(ys)))
     if isinstance(rows[0], np.ndarray) or is_sparse(rows[0]):
         with _fold_rows_lock:

@@ -70,6 +70,7 @@ class CompiledJob:
     #: memory order of the caller's X, for the refit (and a frame's folds);
     #: None: "C" for an array, "F" for a frame
     x_order: str | None = None
+    y_order: str | None = None
     #: the caller's scikit-learn settings (``set_config``) the search runs under
     sklearn_config: dict[str, Any] = field(default_factory=dict)
     #: the roles whose string arrays are loaded as ``object`` dtype
@@ -96,6 +97,7 @@ class CompiledJob:
             groups=self.data("groups", resolve),
             fit_params={k: resolve(v, False) for k, v in self.fit_params.items()},
             x_order=self.x_order,
+            y_order=self.y_order,
         )
         if self.kind == "grid":
             out["param_grid"] = self.search_space
@@ -363,9 +365,10 @@ def compile_job(
             "with several metrics in scoring, refit must name the one to pick the best "
             "candidate by (or be false), as in scikit-learn",
         )
-    x_order = request.get("x_order")
-    if x_order not in (None, "C", "F"):
-        raise SpecError("x_order", f'x_order is "C" or "F", not {x_order!r}')
+    x_order, y_order = request.get("x_order"), request.get("y_order")
+    for name, order in (("x_order", x_order), ("y_order", y_order)):
+        if order not in (None, "C", "F"):
+            raise SpecError(name, f'{name} is "C" or "F", not {order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
     object_arrays = frozenset(request.get("object_arrays") or ())
     for role in sorted(object_arrays):
@@ -404,6 +407,7 @@ def compile_job(
         n_splits=n_splits,
         fit_params=fit_params,
         x_order=x_order,
+        y_order=y_order,
         sklearn_config=sklearn_config,
         object_arrays=object_arrays,
     )

@@ -1301,3 +1301,21 @@ def test_score_takes_params_as_scikit_learns_does(mg, data):
         assert scored(ours, sample_weight=w) == scored(sk, sample_weight=w)  # unset request
         scorer.set_score_request(sample_weight=True)
         assert scored(ours, sample_weight=w) == scored(sk, sample_weight=w) != scored(ours)
+
+
+def test_a_column_ordered_2d_y_is_refit_as_given(mg):
+    """scikit-learn refits on y itself: a 2-D y laid out column by column
+    (as a frame's ``to_numpy()`` gives it) reaches the refit so, and the
+    coefficients' last bits follow."""
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import LinearRegression
+
+    X, y = make_regression(n_samples=120, n_features=5, noise=3.0, random_state=0)
+    Y = pd.DataFrame({"a": y, "b": y**2 / 100}).to_numpy()
+    assert Y.flags.f_contiguous and not Y.flags.c_contiguous
+    for est, grid in ((Ridge(), {"alpha": [0.1, 10.0]}), (LinearRegression(), {})):
+        ours = GridSearchCV(est, grid, client=mg, progress=False).fit(X, Y)
+        sk = SkGridSearchCV(est, grid).fit(X, Y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.best_estimator_.coef_, sk.best_estimator_.coef_)
+        assert np.array_equal(ours.predict(X), sk.predict(X))

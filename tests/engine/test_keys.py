@@ -529,3 +529,18 @@ def test_what_user_code_reads_is_keyed_by_what_it_holds(source):
     two, again, three = (_cell(source.format(f=f)) for f in (2, 2, 3))
     assert keys.canonical(two.g) == keys.canonical(again.g)
     assert keys.canonical(two.g) != keys.canonical(three.g)
+
+
+def test_the_refits_memory_orders_are_in_its_fold_key():
+    """A refit sees X and a 2-D y as the caller laid them out (some fits'
+    last bits depend on it): each order is part of the fold key, and the
+    C-ordered keys stay as they were."""
+    rows, none = np.arange(10), np.arange(0)
+    base = keys.fold_key("x", "y", None, rows, none)
+    assert keys.fold_key("x", "y", None, rows, none, 1, "C", (), "C") == base
+    variants = {
+        keys.fold_key("x", "y", None, rows, none, 1, "F"),
+        keys.fold_key("x", "y", None, rows, none, 1, "C", (), "F"),
+        keys.fold_key("x", "y", None, rows, none, 1, "F", (), "F"),
+    }
+    assert len(variants) == 3 and base not in variants
