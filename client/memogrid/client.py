@@ -392,7 +392,7 @@ class Client:
             if is_sparse(value):  # refused before anything is uploaded
                 raise SpecError(where, "a sparse matrix is accepted as X only")
         for name, value in fit_params.items():
-            if np.ndim(value) == 0:
+            if value is not None and np.ndim(value) == 0:  # None: as not given, passed on
                 raise SpecError(
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",
@@ -423,7 +423,9 @@ class Client:
         ]
         if objects:
             body["object_arrays"] = objects
-        body["fit_params"] = {k: self._dataset_ref(v) for k, v in fit_params.items()}
+        body["fit_params"] = {
+            k: None if v is None else self._dataset_ref(v) for k, v in fit_params.items()
+        }
         if isinstance(folds, list):  # one array: each fold's train then test indices
             indices = np.concatenate([part for fold in folds for part in fold])
             sizes = [[len(train), len(test)] for train, test in folds]

@@ -71,8 +71,9 @@ class JobRequest(BaseModel):
         "an integer stays one, as scikit-learn's warnings print it",
     )
     return_train_score: bool = False
-    fit_params: dict[Name, DatasetId] = Field(
-        default_factory=dict, description="fit parameters (e.g. sample_weight) as dataset ids"
+    fit_params: dict[Name, DatasetId | None] = Field(
+        default_factory=dict,
+        description="fit parameters (e.g. sample_weight) as dataset ids; null passes None",
     )
     sklearn_config: dict[Name, JSONValue] = Field(
         default_factory=dict,

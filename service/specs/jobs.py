@@ -66,7 +66,8 @@ class CompiledJob:
     datasets: dict[str, str]  # role -> dataset id: X, y, groups, fit:<name>
     n_candidates: int
     n_splits: int
-    fit_params: dict[str, str] = field(default_factory=dict)  # name -> dataset id
+    #: name -> dataset id, or None for a param passed as None (as scikit-learn passes it)
+    fit_params: dict[str, str | None] = field(default_factory=dict)
     #: memory order of the caller's X, for the refit (and a frame's folds);
     #: None: "C" for an array, "F" for a frame
     x_order: str | None = None
@@ -95,7 +96,9 @@ class CompiledJob:
             error_score=self.error_score,
             return_train_score=self.return_train_score,
             groups=self.data("groups", resolve),
-            fit_params={k: resolve(v, False) for k, v in self.fit_params.items()},
+            fit_params={
+                k: None if v is None else resolve(v, False) for k, v in self.fit_params.items()
+            },
             x_order=self.x_order,
             y_order=self.y_order,
         )
@@ -316,9 +319,10 @@ def compile_job(
             needs_y = False
         if needs_y:
             raise SpecError("y", f"{type(estimator).__name__} is supervised: y is required")
-    fit_params = {}
+    fit_params: dict[str, str | None] = {}
     for name, did in (request.get("fit_params") or {}).items():
-        dataset(f"fit:{name}", did, f"fit_params.{name}")
+        if did is not None:
+            dataset(f"fit:{name}", did, f"fit_params.{name}")
         fit_params[name] = did
     if fit_params:
         from ..engine.plan import check_fit_param_names

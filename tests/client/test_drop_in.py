@@ -1319,3 +1319,20 @@ def test_a_column_ordered_2d_y_is_refit_as_given(mg):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert np.array_equal(ours.best_estimator_.coef_, sk.best_estimator_.coef_)
         assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_a_fit_param_given_as_none_is_passed_on_as_none(mg, data):
+    """Wrapper code passes an optional weight as ``sample_weight=None``:
+    scikit-learn hands None to the fits (and nothing to the scorers)."""
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = data
+    pipe = Pipeline([("sc", StandardScaler()), ("lr", LogisticRegression())])
+    for est, params, grid in (
+        (LogisticRegression(), {"sample_weight": None}, {"C": [0.1, 1.0]}),
+        (pipe, {"lr__sample_weight": None}, {"lr__C": [0.1, 1.0]}),
+    ):
+        ours = GridSearchCV(est, grid, client=mg, progress=False).fit(X, y, **params)
+        sk = SkGridSearchCV(est, grid).fit(X, y, **params)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
