@@ -214,12 +214,12 @@ class ChainResolver:
             prefix = name + "__"
             sub = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
             links.extend(self.resolve(step, sub, (*path, name)))
-        # only the searched pipeline needs a final estimator: a nested one
-        # ending in "passthrough" is a transformer, as in scikit-learn
+        # a nested pipeline ending in "passthrough" is a transformer, as in
+        # scikit-learn; the searched one then has no final estimator to fit
+        # and score alone: one link, the pipeline itself, which fits and
+        # fails to score as scikit-learn's does (error_score, "Scoring failed")
         if not path and (not links or _skipped(steps[-1][1])):
-            raise ValueError(
-                f"the final step of a searched Pipeline must be an estimator, not {steps[-1][1]!r}"
-            )
+            return [self.link(path, est, params)]
         return links
 
 

@@ -13,12 +13,13 @@ from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from memogrid_service.engine import keys
 from tests.engine.test_parity import assert_same_search, both
+from tests.helpers.parity import assert_cv_results_equal
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +109,19 @@ def test_a_nested_pipeline_may_end_in_passthrough(runner):
         runner, only, X, y, param_grid={"pre__scale": [StandardScaler(), "passthrough"]}, cv=3
     )
     assert_same_search(ours, sk, X)
-    # the searched pipeline itself still needs a final estimator
-    with pytest.raises(ValueError, match="final step of a searched Pipeline"):
-        runner.search(pipe, X, y, param_grid={"clf": ["passthrough"]}, cv=3)
+    # the searched pipeline without a final estimator fits, and its scoring
+    # fails (error_score, scikit-learn's warnings); the other candidates win
+    for grid in ({"clf": ["passthrough", LogisticRegression()]}, {"clf": [None, "passthrough"]}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ours = runner.search(pipe, X, y, param_grid=grid, cv=3, refit=False)
+        ours_warned = sorted(str(w.message)[:40] for w in caught)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sk = GridSearchCV(pipe, grid, cv=3, refit=False).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours_warned == sorted(str(w.message)[:40] for w in caught)
+        assert any("Scoring failed" in t for t in ours_warned)
 
 
 def _lowest_c_within_a_point(cv_results):
