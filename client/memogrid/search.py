@@ -633,8 +633,10 @@ class GridSearchCV(_ServiceSearch):
 class RandomizedSearchCV(_ServiceSearch):
     """scikit-learn's ``RandomizedSearchCV``, run by a memogrid service.
 
-    ``random_state`` must be an int or None (the service draws the same
-    candidates scikit-learn would with it).
+    ``random_state`` an int or None: the service draws the same candidates
+    scikit-learn would with it; a ``RandomState``: the candidates are drawn
+    here from it (advancing it as scikit-learn's search does) and searched as
+    those points.
     """
 
     _sklearn_name = "RandomizedSearchCV"
@@ -651,7 +653,7 @@ class RandomizedSearchCV(_ServiceSearch):
         n_jobs: int | None = None,
         verbose: int = 0,
         pre_dispatch: Any = "2*n_jobs",
-        random_state: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
         error_score: Any = np.nan,
         return_train_score: bool = False,
         client: Client | None = None,
@@ -675,9 +677,17 @@ class RandomizedSearchCV(_ServiceSearch):
     def _candidates(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler
 
+        if isinstance(self.random_state, np.random.RandomState):
+            # drawn here, from it, once per fit (advancing it as scikit-learn's
+            # search does), and searched as those points: see _submit
+            self._drawn = list(
+                ParameterSampler(
+                    self.param_distributions, self.n_iter, random_state=self.random_state
+                )
+            )
+            return self._drawn
         if not isinstance(self.random_state, (int, np.integer)):
-            # None: drawn at random by the service, only it knows them; a
-            # RandomState: refused when sent, and drawing here would advance it
+            # None: drawn at random by the service, only it knows them
             return None
         with warnings.catch_warnings():  # the service's run reports n_iter warnings
             warnings.simplefilter("ignore", UserWarning)
@@ -690,6 +700,22 @@ class RandomizedSearchCV(_ServiceSearch):
     def _submit(
         self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
+        if isinstance(self.random_state, np.random.RandomState):
+            # a generator's state cannot be sent: the points drawn from it
+            # are, as a grid of one-point entries (the same candidates, in order)
+            return client.submit(
+                self.estimator,
+                [{key: [value] for key, value in point.items()} for point in self._drawn],
+                X,
+                y,
+                groups=groups,
+                cv=cv,
+                scoring=self.scoring,
+                refit=self.refit if refit else False,
+                error_score=self.error_score,
+                return_train_score=self.return_train_score,
+                **fit_params,
+            )
         return client.submit_random(
             self.estimator,
             self.param_distributions,

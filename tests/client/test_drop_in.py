@@ -1336,3 +1336,23 @@ def test_a_fit_param_given_as_none_is_passed_on_as_none(mg, data):
         sk = SkGridSearchCV(est, grid).fit(X, y, **params)
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+
+
+def test_a_randomstate_draws_the_candidates_scikit_learn_draws(mg, data):
+    """``random_state=np.random.RandomState(0)``: the same candidates as
+    scikit-learn's, and the generator advanced as its search advances it."""
+    from scipy.stats import loguniform
+
+    X, y = data
+    space = {"C": loguniform(1e-3, 1e2), "fit_intercept": [True, False]}
+    ours_rng, sk_rng = np.random.RandomState(0), np.random.RandomState(0)
+    for _ in range(2):  # the second fit draws anew from the advanced generator
+        ours = RandomizedSearchCV(
+            LogisticRegression(), space, n_iter=4, random_state=ours_rng, client=mg, progress=False
+        ).fit(X, y)
+        sk = SkRandomizedSearchCV(LogisticRegression(), space, n_iter=4, random_state=sk_rng)
+        sk.fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.best_params_ == sk.best_params_
+        assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    assert ours_rng.randint(2**31) == sk_rng.randint(2**31)
