@@ -106,6 +106,8 @@ DEFAULT_HELPERS = ("sklearn.compose.make_column_selector",)
 DEFAULT_DISTRIBUTIONS = (
     "uniform",
     "loguniform",
+    "reciprocal",  # loguniform's older name, in many tutorials
+    "triang",
     "randint",
     "norm",
     "truncnorm",

@@ -432,6 +432,7 @@ DISTRIBUTIONS = [
         {"clf__max_iter": scipy.stats.geom(0.01), "clf__C": scipy.stats.truncnorm(-1, 1)},
         {"clf__C": scipy.stats.beta(2, 3), "clf__max_iter": scipy.stats.binom(10, 0.5, loc=50)},
         {"clf__fit_intercept": scipy.stats.bernoulli(0.3)},
+        {"clf__C": scipy.stats.reciprocal(1e-2, 1e2), "clf__tol": scipy.stats.triang(0.3)},
     ],
     {"pca__n_components": [1, 2, 3, 4], "clf__C": [0.1, 1.0, 10.0]},  # all lists
 ]
