@@ -20,6 +20,7 @@ grid) are raised again in the caller's process, by class. Interrupting
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from copy import deepcopy
@@ -248,6 +249,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         """Run the search on the service and wait for it; returns self."""
         candidates = self._check()
         self._check_routing(groups, fit_params)
+        if y is not None and (self.cv is None or isinstance(self.cv, numbers.Integral)):
+            from sklearn.base import is_classifier
+            from sklearn.model_selection import check_cv
+
+            # the target's type decides the folds: judged here, failing and
+            # warning as scikit-learn's search does (labels with None among
+            # strings, NaN labels) before anything is sent
+            check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         client, owned = self._client()
         # a callable refit runs here, on the results: the service searches
         # without refitting, then refits the candidate it picks (whose fold

@@ -1356,3 +1356,29 @@ def test_a_randomstate_draws_the_candidates_scikit_learn_draws(mg, data):
         assert ours.best_params_ == sk.best_params_
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
     assert ours_rng.randint(2**31) == sk_rng.randint(2**31)
+
+
+def test_a_target_scikit_learn_cannot_judge_fails_as_there(mg, data):
+    """Labels mixing None with strings fail where scikit-learn's search
+    judges the target (its TypeError, before anything is sent); NaN labels
+    warn as they are cast, as there."""
+    X, _ = data
+    labels = np.array(["a", "b", None] * 30, dtype=object)
+    nan_labels = np.array([0.0, 1.0, np.nan] * 30)
+    before = _jobs(mg)
+    for y in (labels, pd.Series(labels), nan_labels):
+        outcomes = []
+        for search in (
+            GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=mg, progress=False),
+            SkGridSearchCV(LogisticRegression(), {"C": [1.0]}),
+        ):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with pytest.raises((TypeError, ValueError)) as err:
+                    search.fit(X, y)
+            cast = [str(w.message) for w in caught if w.category is RuntimeWarning]
+            outcomes.append((isinstance(err.value, TypeError), str(err.value), cast))
+        (ours_type, ours_text, ours_cast), (sk_type, sk_text, sk_cast) = outcomes
+        assert ours_type == sk_type and ours_cast == sk_cast
+        assert ours_text.endswith(sk_text.splitlines()[-1])
+    assert _jobs(mg) == before
