@@ -1005,7 +1005,12 @@ def explicit_folds(
         )
         folds.append((train, test))
     if not folds:
-        raise SpecError(path, "cv holds no folds")
+        # scikit-learn's words (its search finds no fits), naming the item
+        raise SpecError(
+            path,
+            "cv holds no folds: No fits were performed. Was the CV iterator empty? "
+            "Were there no candidates?",
+        )
     return folds
 
 

@@ -335,10 +335,15 @@ def compile_job(
     for role, shape in shapes.items():
         if shape.n_rows != n_rows:
             where = role.replace("fit:", "fit_params.")
+            note = (
+                " (fit params are sliced per fold: each holds one value per sample)"
+                if role.startswith("fit:")
+                else ""
+            )
             raise SpecError(
                 where,
                 f"{where} has {shape.n_rows} rows but X has {n_rows}: "
-                "inconsistent numbers of samples",
+                f"inconsistent numbers of samples{note}",
             )
     if shapes["X"].kind != "frame" and _uses_column_names(request["estimator"]):
         raise SpecError("X", "columns are selected by name, so X must be a DataFrame")

@@ -712,6 +712,10 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
         assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
         assert ours.n_splits_ == sk.n_splits_
         assert np.array_equal(ours.predict(X), sk.predict(X))
+    # no folds (an exhausted generator): scikit-learn's words, before sending
+    for cls, kw in ((GridSearchCV, {"client": mg}), (SkGridSearchCV, {})):
+        with pytest.raises(ValueError, match="No fits were performed. Was the CV iterator"):
+            cls(LogisticRegression(), grid, cv=iter([]), **kw).fit(X, y)
     # a splitter of the user's own is split once per fit: a callable refit's
     # job then refits on folds the search's job left in the cache
     search = GridSearchCV(
