@@ -83,12 +83,26 @@ class JobFailed(MemogridError):
         error: str | None,
         warnings: list[str] | None = None,
         warning_counts: dict[str, int] | None = None,
+        *,
+        message: str | None = None,
     ):
-        super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
+        if message is None:
+            super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
+        else:  # the error's own message, as scikit-learn raises it
+            super().__init__(message)
+            self.add_note(f"(raised by memogrid job {job_id}, which failed with it)")
         self.job_id = job_id
         self.error = error
         self.warnings = list(warnings or ())
         self.warning_counts = dict(warning_counts or {})
+
+    def __reduce__(self) -> Any:
+        # rebuilt by job_failed, with its mixed-in class (loky sends a failed
+        # search's error back from a cross_val_score worker)
+        return job_failed, (self.job_id, self.error, self._status())
+
+    def _status(self) -> dict[str, Any]:
+        return {"warnings": self.warnings, "warning_counts": self.warning_counts}
 
 
 #: builtin exceptions a failed job's error may name, which :func:`job_failed`
@@ -143,12 +157,14 @@ def job_failed(job_id: str, error: str | None, status: dict[str, Any] | None = N
 
     When the error names a builtin exception ("ValueError: All the 5 fits
     failed...", as scikit-learn raises it) or one of :data:`_LIBRARY_ERRORS`,
-    the exception is an instance of that class too, so code written against
-    scikit-learn's search (``except ValueError``) catches it as it would
-    scikit-learn's. ``status`` is the
+    the exception is an instance of that class too, with that error's own
+    message (the job named in a note), so code written against
+    scikit-learn's search (``except ValueError``, ``match=``) catches it as
+    it would scikit-learn's. ``status`` is the
     job's status answer, with what it warned about before it failed.
     """
-    name = (error or "").split(":", 1)[0].strip()
+    text = error or ""
+    name = text.split(":", 1)[0].strip()
     warned = (status or {}).get("warnings"), (status or {}).get("warning_counts")
     cls = _mixed.get(name)
     if cls is None:
@@ -157,7 +173,9 @@ def job_failed(job_id: str, error: str | None, status: dict[str, Any] | None = N
             return JobFailed(job_id, error, *warned)
         short = name.rsplit(".", 1)[-1]
         cls = _mixed[name] = type(f"JobFailed{short}", (JobFailed, base), {})
-    return cls(job_id, error, *warned)
+    # "ValueError: <message>" as the service formats it: the message alone
+    message = text[len(name) + 2 :] if text.startswith(name + ": ") else ""
+    return cls(job_id, error, *warned, message=message)
 
 
 class JobCancelled(MemogridError):

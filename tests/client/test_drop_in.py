@@ -264,10 +264,20 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
     with pytest.raises(ValueError, match="All the 5 fits failed") as caught:
         GridSearchCV(pipe, grid, client=mg, progress=False).fit(X, y)
     assert isinstance(caught.value, errors.JobFailed)  # and still memogrid's
-    with pytest.raises(ValueError, match="All the 5 fits failed"):
+    with pytest.raises(ValueError, match="All the 5 fits failed") as theirs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             SkGridSearchCV(pipe, grid).fit(X, y)
+    # scikit-learn's message as it is (up to the fits' tracebacks, which name
+    # the service's files); the job in a note, shown with the traceback
+    ours_text, sk_text = str(caught.value), str(theirs.value)
+    assert ours_text.startswith("\nAll the 5 fits failed.\n")
+    assert ours_text.split("Traceback")[0] == sk_text.split("Traceback")[0]
+    assert caught.value.job_id in caught.value.__notes__[0]
+    # and it travels between processes (cross_val_score(n_jobs=2) sends it back)
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert type(back) is type(caught.value) and str(back) == ours_text
+    assert back.job_id == caught.value.job_id and back.error == caught.value.error
 
 
 def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
