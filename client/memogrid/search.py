@@ -119,6 +119,15 @@ def _check_refit(search: Any, attr: str) -> None:
 SUBMIT_RETRY_MAX = 30.0
 
 
+def _takes_weight(scorer: Any) -> bool:
+    """Whether a scorer takes ``sample_weight`` (scikit-learn's own test)."""
+    import inspect
+
+    if hasattr(scorer, "_accept_sample_weight"):
+        return bool(scorer._accept_sample_weight())
+    return "sample_weight" in inspect.signature(scorer).parameters
+
+
 def _check_pre_dispatch(pre_dispatch: Any, n_jobs: int) -> None:
     """Refuse ``pre_dispatch`` where scikit-learn's parallel search would:
     an expression joblib does not evaluate, a negative amount, or none at
@@ -186,31 +195,62 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         cannot be drawn here (a randomized search without a seed)."""
         raise NotImplementedError
 
+    def _draw(self) -> list[dict[str, Any]] | None:
+        """Candidates drawn once the checks have passed (from a generator,
+        which drawing advances), or None."""
+        return None
+
+    def _submit_grid(
+        self,
+        client: Client,
+        grid: Any,
+        X: Any,
+        y: Any,
+        groups: Any,
+        cv: Any,
+        fit_params: dict,
+        refit: bool | str,
+    ) -> Job:
+        """A job searching ``grid`` with this search's other settings."""
+        return client.submit(
+            self.estimator,
+            grid,
+            X,
+            y,
+            groups=groups,
+            cv=cv,
+            scoring=self.scoring,
+            refit=refit,
+            error_score=self.error_score,
+            return_train_score=self.return_train_score,
+            **fit_params,
+        )
+
     def _check(self) -> list[dict[str, Any]] | None:
         """scikit-learn's checks of the search's own parameters, before
         anything is sent; the candidates drawn here (:meth:`_candidates`)."""
-        import joblib
-
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
-        # n_jobs=0, which joblib refuses as it starts
-        n_jobs = joblib.effective_n_jobs(self.n_jobs)
-        if n_jobs != 1:  # joblib reads pre_dispatch only for parallel loops
-            _check_pre_dispatch(self.pre_dispatch, n_jobs)
-        return self._candidates()  # a grid or distributions scikit-learn would refuse
+        candidates = self._candidates()  # a grid or distributions scikit-learn would refuse
+        if candidates == []:  # param_grid=[]: scikit-learn's search finds no fits
+            raise ValueError(
+                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+            )
+        return candidates
 
-    def _check_routing(self, groups: Any, fit_params: dict[str, Any]) -> None:
-        """With scikit-learn's metadata routing on, route ``fit``'s params as
-        its search would (raising its errors for requests left unset), and
-        refuse what the service cannot do the same way.
+    def _routed(self, groups: Any, fit_params: dict[str, Any]) -> dict[str, Any]:
+        """The fit params to send: with scikit-learn's metadata routing on,
+        routed as its search routes them (its errors for requests left
+        unset; params given as None dropped, as it drops them), and refused
+        where the service cannot do the same.
 
         The service routes as scikit-learn does without routing: every
-        param to the estimator's ``fit``, and ``sample_weight`` to the
-        scorers too where they take it. Under routing that is the same only
-        when the requests route exactly so, to a plain estimator (a
-        Pipeline routes by its steps' requests, not ``step__param``);
-        ``groups`` goes to the splitter alike.
+        param to the estimator's ``fit``, and ``sample_weight`` to each
+        scorer that takes it. Under routing that is the same only when the
+        requests route exactly so, to a plain estimator (a Pipeline routes
+        by its steps' requests, not ``step__param``); ``groups`` goes to the
+        splitter alike.
         """
         from sklearn.utils.metadata_routing import (
             MetadataRequest,
@@ -221,34 +261,41 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
 
         params = dict(fit_params, **({} if groups is None else {"groups": groups}))
         if not _routing_enabled() or not params:
-            return
+            return fit_params
         sk = self._sklearn_search()
         routed = process_routing(sk, "fit", **params)
-        to_fit, to_score = set(routed.estimator.fit), set(routed.scorer.score)
+        given = {k: v for k, v in fit_params.items() if v is not None}
+        to_fit = set(routed.estimator.fit)
         plain = isinstance(get_routing_for_object(self.estimator), MetadataRequest)
-        weighted = fit_params.get("sample_weight") is not None
-        unrouted = (
-            {"sample_weight"} if weighted and sk._check_scorers_accept_sample_weight() else set()
-        )
-        if to_fit != set(fit_params) or to_score != unrouted or (to_fit and not plain):
-            routes = (
-                f"{sorted(to_fit)} to the estimator's fit" if to_fit else "",
-                f"{sorted(to_score)} to the scorers" if to_score else "",
-            )
+        scored_apart = []  # scorers the requests give other weights than the service
+        if given.get("sample_weight") is not None or routed.scorer.score:
+            scorers = sk._get_scorers()[0]
+            named = getattr(scorers, "_scorers", {"score": scorers})
+            for name, scorer in named.items():
+                asked = get_routing_for_object(scorer).consumes("score", ["sample_weight"])
+                if bool(asked) != ("sample_weight" in given and _takes_weight(scorer)):
+                    scored_apart.append(name)
+        if to_fit != set(given) or scored_apart or (to_fit and not plain):
+            routes = [f"{sorted(to_fit) or 'nothing'} to the estimator's fit"]
+            if scored_apart:
+                routes.append(f"sample_weight otherwise to the scorers {scored_apart}")
             raise SpecError(
                 "fit_params",
                 "with enable_metadata_routing=True scikit-learn's search routes "
-                + " and ".join(r for r in routes if r)
+                + " and ".join(routes)
                 + " by their requests; memogrid routes fit params as scikit-learn does "
                 "without routing (each to the estimator's fit, `step__param` for a "
-                "Pipeline's step, sample_weight to the scorers that take it too): "
+                "Pipeline's step, sample_weight to every scorer that takes it): "
                 "turn routing off, or request them so",
             )
+        return given
 
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
         """Run the search on the service and wait for it; returns self."""
+        import joblib
+
         candidates = self._check()
-        self._check_routing(groups, fit_params)
+        fit_params = self._routed(groups, fit_params)
         if y is not None and (self.cv is None or isinstance(self.cv, numbers.Integral)):
             from sklearn.base import is_classifier
             from sklearn.model_selection import check_cv
@@ -257,6 +304,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # warning as scikit-learn's search does (labels with None among
             # strings, NaN labels) before anything is sent
             check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        # what joblib refuses as its loop starts, after those checks: n_jobs=0,
+        # and pre_dispatch, which it reads only for a parallel loop
+        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        if n_jobs != 1:
+            _check_pre_dispatch(self.pre_dispatch, n_jobs)
+        drawn = self._draw()
+        if drawn is not None:
+            candidates = drawn
         client, owned = self._client()
         # a callable refit runs here, on the results: the service searches
         # without refitting, then refits the candidate it picks (whose fold
@@ -353,19 +408,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         # several metrics: refit must name one (any: there is one candidate)
         several = isinstance(self.scoring, (dict, list, tuple, set))
         refit: bool | str = next(iter(self.scoring)) if several else True
-        return client.submit(
-            self.estimator,
-            grid,
-            X,
-            y,
-            groups=groups,
-            cv=cv,
-            scoring=self.scoring,
-            refit=refit,
-            error_score=self.error_score,
-            return_train_score=self.return_train_score,
-            **fit_params,
-        )
+        return self._submit_grid(client, grid, X, y, groups, cv, fit_params, refit)
 
     def _adopt(self, job: Job, candidates: list[dict[str, Any]] | None) -> None:
         """Take scikit-learn's attributes from a finished job (``candidates``
@@ -624,19 +667,8 @@ class GridSearchCV(_ServiceSearch):
     def _submit(
         self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
-        return client.submit(
-            self.estimator,
-            self.param_grid,
-            X,
-            y,
-            groups=groups,
-            cv=cv,
-            scoring=self.scoring,
-            refit=self.refit if refit else False,
-            error_score=self.error_score,
-            return_train_score=self.return_train_score,
-            **fit_params,
-        )
+        refit_by = self.refit if refit else False
+        return self._submit_grid(client, self.param_grid, X, y, groups, cv, fit_params, refit_by)
 
 
 class RandomizedSearchCV(_ServiceSearch):
@@ -686,17 +718,9 @@ class RandomizedSearchCV(_ServiceSearch):
     def _candidates(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler
 
-        if isinstance(self.random_state, np.random.RandomState):
-            # drawn here, from it, once per fit (advancing it as scikit-learn's
-            # search does), and searched as those points: see _submit
-            self._drawn = list(
-                ParameterSampler(
-                    self.param_distributions, self.n_iter, random_state=self.random_state
-                )
-            )
-            return self._drawn
         if not isinstance(self.random_state, (int, np.integer)):
-            # None: drawn at random by the service, only it knows them
+            # None: drawn at random by the service, only it knows them; a
+            # RandomState: drawn from it once the checks pass (_draw)
             return None
         with warnings.catch_warnings():  # the service's run reports n_iter warnings
             warnings.simplefilter("ignore", UserWarning)
@@ -706,25 +730,27 @@ class RandomizedSearchCV(_ServiceSearch):
                 )
             )
 
+    def _draw(self) -> list[dict[str, Any]] | None:
+        from sklearn.model_selection import ParameterSampler
+
+        if not isinstance(self.random_state, np.random.RandomState):
+            return None
+        # once per fit, after the checks, advancing it as scikit-learn's
+        # search does; searched as those points (_submit)
+        self._drawn = list(
+            ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
+        )
+        return self._drawn
+
     def _submit(
         self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
         if isinstance(self.random_state, np.random.RandomState):
             # a generator's state cannot be sent: the points drawn from it
             # are, as a grid of one-point entries (the same candidates, in order)
-            return client.submit(
-                self.estimator,
-                [{key: [value] for key, value in point.items()} for point in self._drawn],
-                X,
-                y,
-                groups=groups,
-                cv=cv,
-                scoring=self.scoring,
-                refit=self.refit if refit else False,
-                error_score=self.error_score,
-                return_train_score=self.return_train_score,
-                **fit_params,
-            )
+            points = [{key: [value] for key, value in p.items()} for p in self._drawn]
+            refit_by = self.refit if refit else False
+            return self._submit_grid(client, points, X, y, groups, cv, fit_params, refit_by)
         return client.submit_random(
             self.estimator,
             self.param_distributions,

@@ -437,12 +437,17 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
             return _SPECIAL_FLOATS[value["float"]]
         if set(value) == {"numpy", "value"}:
-            name, number = value["numpy"], build_value(value["value"], allow, path)
-            if name not in NUMPY_FLOATS or isinstance(number, bool):
+            name = value["numpy"]
+            if not isinstance(name, str) or name not in NUMPY_FLOATS:
                 raise SpecError(path, f'{{"numpy": ...}} is one of {sorted(NUMPY_FLOATS)}')
-            if not isinstance(number, (int, float)):
+            number = build_value(value["value"], allow, path)
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
                 raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
-            return NUMPY_FLOATS[name](number)
+            with np.errstate(over="ignore"):
+                typed = NUMPY_FLOATS[name](number)
+            if math.isfinite(number) and not np.isfinite(typed):
+                raise SpecError(path, f"{number!r} does not fit a {name}")
+            return typed
         if set(value) == {"constant"}:
             return constant_value(value["constant"], path)
         if set(value) == {"type"}:
@@ -827,6 +832,14 @@ def _to_literal(value: Any, path: str) -> Any:
     raise SpecError(path, f"unsupported value of type {type(value).__name__}")
 
 
+def _plain(value: Any, path: str) -> Any:
+    """A literal where a spec takes plain numbers only (a dict key, a
+    distribution argument): a numpy float32 as the float it equals."""
+    if isinstance(value, np.floating):
+        value = float(value)
+    return _to_literal(value, path)
+
+
 def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, Any]:
     cls = type(estimator)
     name = allow.name_of_class(cls)
@@ -901,7 +914,7 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
                 raise SpecError(
                     f"{path}[{i}]", f"a dict key of type {type(k).__name__} is not expressible"
                 )
-            items.append([_to_literal(k, f"{path}[{i}][0]"), _to_spec(v, allow, f"{path}[{i}][1]")])
+            items.append([_plain(k, f"{path}[{i}][0]"), _to_spec(v, allow, f"{path}[{i}][1]")])
         return {"dict": items}
     if callable(value):
         name = allow.name_of_function(value)
@@ -1107,10 +1120,9 @@ def _distribution_spec(value: Any, allow: Allowlist, path: str) -> dict[str, Any
         raise SpecError(path, f"{name} is not the scipy.stats distribution of that name")
     return {
         "distribution": name,
-        "args": [_number(_to_literal(a, p), p) for a, p in _arg_paths(args, f"{path}.args")],
+        "args": [_number(_plain(a, p), p) for a, p in _arg_paths(args, f"{path}.args")],
         "kwds": {
-            k: _number(_to_literal(v, f"{path}.kwds.{k}"), f"{path}.kwds.{k}")
-            for k, v in kwds.items()
+            k: _number(_plain(v, f"{path}.kwds.{k}"), f"{path}.kwds.{k}") for k, v in kwds.items()
         },
     }
 

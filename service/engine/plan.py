@@ -48,6 +48,18 @@ def _skipped(step: Any) -> bool:
     return step is None or (isinstance(step, str) and step == "passthrough")
 
 
+def _fits_nothing(est: Any) -> bool:
+    """A step that fits nothing: passthrough, None, or a pipeline of such."""
+    return _skipped(est) or (_is_pipeline(est) and all(_fits_nothing(s) for _, s in est.steps))
+
+
+def _without_final(steps: Sequence[tuple[str, Any]]) -> bool:
+    """Whether a searched pipeline of ``steps`` has no final estimator to fit
+    and score alone: its last step passthrough or None, or no step fitting
+    anything. It is planned as one link, the pipeline itself."""
+    return not steps or _skipped(steps[-1][1]) or all(_fits_nothing(s) for _, s in steps)
+
+
 class _Keyed:
     """Nodes are named by their Merkle key; dask tokenizes them by it too."""
 
@@ -218,13 +230,16 @@ class ChainResolver:
         # scikit-learn; the searched one then has no final estimator to fit
         # and score alone: one link, the pipeline itself, which fits and
         # fails to score as scikit-learn's does (error_score, "Scoring failed")
-        if not path and (not links or _skipped(steps[-1][1])):
+        if not path and (not links or _without_final(steps)):
             return [self.link(path, est, params)]
         return links
 
 
 def assemble(configured: Any, fitted: Sequence[Any]) -> Any:
     """Put fitted chain estimators back into the configured estimator tree."""
+    if _is_pipeline(configured) and _without_final(configured.steps):
+        (whole,) = fitted  # planned as one link, itself (ChainResolver.resolve)
+        return whole
     fitted_iter = iter(fitted)
 
     def fill(est: Any) -> Any:

@@ -292,6 +292,12 @@ def compile_job(
             for v in g.values()
         )
         n_candidates = min(n_iter, _grid_size(space)) if all_lists else n_iter
+    if n_candidates == 0:  # an empty list of grids (a {} is the estimator as it is)
+        raise SpecError(
+            "param_grid" if grid is not None else "param_distributions",
+            "the search has no candidates: No fits were performed. Was the CV "
+            "iterator empty? Were there no candidates?",
+        )
 
     datasets: dict[str, str] = {}
     shapes: dict[str, DatasetShape] = {}

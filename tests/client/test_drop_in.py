@@ -722,10 +722,15 @@ def test_explicit_folds_run_on_the_service_as_given(mg, data):
         assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
         assert ours.n_splits_ == sk.n_splits_
         assert np.array_equal(ours.predict(X), sk.predict(X))
-    # no folds (an exhausted generator): scikit-learn's words, before sending
+    # no folds (an exhausted generator), no candidates: scikit-learn's words,
+    # before sending
+    before = _jobs(mg)
     for cls, kw in ((GridSearchCV, {"client": mg}), (SkGridSearchCV, {})):
         with pytest.raises(ValueError, match="No fits were performed. Was the CV iterator"):
             cls(LogisticRegression(), grid, cv=iter([]), **kw).fit(X, y)
+        with pytest.raises(ValueError, match="No fits were performed. Was the CV iterator"):
+            cls(LogisticRegression(), [], **kw).fit(X, y)
+    assert _jobs(mg) == before
     # a splitter of the user's own is split once per fit: a callable refit's
     # job then refits on folds the search's job left in the cache
     search = GridSearchCV(
@@ -1275,17 +1280,32 @@ def test_metadata_routing_is_followed_or_refused_never_ignored(mg, data):
         # would weigh both
         est = LogisticRegression().set_fit_request(sample_weight=False)
         scorer = get_scorer("accuracy").set_score_request(sample_weight=True)
-        with pytest.raises(SpecError, match=r"routes \['sample_weight'\] to the scorers"):
+        with pytest.raises(SpecError, match="routes nothing to the estimator's fit"):
             GridSearchCV(est, grid, scoring=scorer, client=mg).fit(X, y, sample_weight=w)
         est = LogisticRegression().set_fit_request(sample_weight=True)
         scorer = get_scorer("accuracy").set_score_request(sample_weight=False)
-        with pytest.raises(SpecError, match="to the estimator's fit by their requests"):
+        with pytest.raises(SpecError, match=r"otherwise to the scorers \['score'\]"):
             GridSearchCV(est, grid, scoring=scorer, client=mg).fit(X, y, sample_weight=w)
         pipe = Pipeline([("lr", LogisticRegression().set_fit_request(sample_weight=True))])
         pipe.steps[0][1].set_score_request(sample_weight=False)
         with pytest.raises(SpecError, match="to the estimator's fit"):
             GridSearchCV(pipe, {"lr__C": [1.0]}, client=mg).fit(X, y, sample_weight=w)
+        # several scorers, one asking for the weight: the other takes it
+        # without routing, so the service would weigh it too
+        scoring = {
+            "acc": get_scorer("accuracy").set_score_request(sample_weight=True),
+            "f1": get_scorer("f1").set_score_request(sample_weight=False),
+        }
+        est = LogisticRegression().set_fit_request(sample_weight=True)
+        with pytest.raises(SpecError, match=r"to the scorers \['f1'\]"):
+            search = GridSearchCV(est, grid, scoring=scoring, refit="acc", client=mg)
+            search.fit(X, y, sample_weight=w)
         assert _jobs(mg) == before + 1
+        # a weight given as None is dropped, as scikit-learn's routing drops it
+        weighted.set_score_request(sample_weight=True)
+        sk = SkGridSearchCV(weighted, grid, cv=3).fit(X, y, sample_weight=None)
+        ours = GridSearchCV(weighted, grid, cv=3, client=mg, progress=False)
+        assert_cv_results_equal(ours.fit(X, y, sample_weight=None).cv_results_, sk.cv_results_)
 
 
 def test_score_takes_params_as_scikit_learns_does(mg, data):
@@ -1369,6 +1389,14 @@ def test_a_randomstate_draws_the_candidates_scikit_learn_draws(mg, data):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert ours.best_params_ == sk.best_params_
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    assert ours_rng.randint(2**31) == sk_rng.randint(2**31)
+    # a fit failing its checks draws nothing, as scikit-learn's draws only
+    # once they pass
+    labels = np.array(["a", "b", None] * 30, dtype=object)
+    for rng in (ours_rng, sk_rng):
+        for cls, kw in ((RandomizedSearchCV, {"client": mg}), (SkRandomizedSearchCV, {})):
+            with pytest.raises(TypeError):
+                cls(LogisticRegression(), space, n_iter=4, random_state=rng, **kw).fit(X, labels)
     assert ours_rng.randint(2**31) == sk_rng.randint(2**31)
 
 

@@ -122,6 +122,21 @@ def test_a_nested_pipeline_may_end_in_passthrough(runner):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert ours_warned == sorted(str(w.message)[:40] for w in caught)
         assert any("Scoring failed" in t for t in ours_warned)
+    # refit on such a candidate: the best estimator is the pipeline itself,
+    # fitted as scikit-learn's (its steps in place, the last one passthrough)
+    for last in ("passthrough", None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            grid = {"clf": [last]}
+            ours = runner.search(pipe, X, y, param_grid=grid, cv=3)
+            sk = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+        best = ours.best_estimator_
+        assert [n for n, _ in best.steps] == [n for n, _ in sk.best_estimator_.steps]
+        assert best.steps[-1][1] == sk.best_estimator_.steps[-1][1]
+        assert np.array_equal(
+            best["pre"]["pca"].components_, sk.best_estimator_["pre"]["pca"].components_
+        )
+        assert np.array_equal(best.transform(X), sk.best_estimator_.transform(X))
 
 
 def _lowest_c_within_a_point(cv_results):

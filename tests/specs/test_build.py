@@ -161,9 +161,12 @@ def test_functions_column_transformers_and_estimator_valued_grids(allow):
             for bad, message in (
                 ({"numpy": "object", "value": 1.0}, "is one of ['float16', 'float32']"),
                 ({"numpy": "float64", "value": 1.0}, "is one of"),
-                ({"numpy": "float32", "value": True}, "is one of"),
+                ({"numpy": "float32", "value": True}, "holds a number"),
                 ({"numpy": "float32", "value": "1"}, "holds a number"),
                 ({"numpy": "float32", "value": [1.0]}, "holds a number"),
+                ({"numpy": ["float32"], "value": 1.0}, "is one of"),  # was a 500
+                ({"numpy": {"a": 1}, "value": 1.0}, "is one of"),
+                ({"numpy": "float32", "value": 1e300}, "does not fit a float32"),
             )
         ),
     ],
@@ -356,3 +359,21 @@ def test_a_numpy_float32_value_round_trips_with_its_type(allow):
         built = build_estimator(json.loads(json.dumps(spec)), allow).C
         assert type(built) is type(value) and built == value
     assert type(build_estimator(to_spec(LogisticRegression(C=np.float64(0.3))), allow).C) is float
+
+
+def test_float32_where_a_spec_takes_plain_numbers(allow):
+    """A dict key or a distribution argument holding a float32 is sent as
+    the float it equals (scikit-learn draws and looks up the same)."""
+    import numpy as np
+    import scipy.stats
+
+    from memogrid.spec import build_distributions, to_distributions, to_spec
+
+    weights = {np.float32(0): 1.0, np.float32(1): 2.0}
+    spec = json.loads(json.dumps(to_spec(LogisticRegression(class_weight=weights))))
+    assert build_estimator(spec, allow).class_weight == {0.0: 1.0, 1.0: 2.0}
+    dists = {"C": scipy.stats.uniform(np.float32(0.1), np.float32(1.0))}
+    encoded = json.loads(json.dumps(to_distributions(dists)))
+    assert encoded["C"]["args"] == [float(np.float32(0.1)), 1.0]
+    built = build_distributions(LogisticRegression(), encoded, allow)
+    assert built["C"].rvs(random_state=0) == dists["C"].rvs(random_state=0)
