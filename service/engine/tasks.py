@@ -11,8 +11,8 @@ the traceback, so each candidate depending on it scores ``error_score``
 exactly as scikit-learn's ``_fit_and_score`` would. A fold that fails is a
 result too: its score (``error_score``, the traceback, the warnings) is
 cached when the failure is the estimator's own and would come again
-(:func:`repeatable`), and used only where its traceback names the same
-installation (:func:`cached_score`). Failed steps, and failures under
+(:func:`repeatable`), and used only where its traceback would read the same
+(:func:`failure_record`, :func:`cached_score`). Failed steps, and failures under
 ``error_score="raise"``, are not cached.
 """
 
@@ -426,10 +426,10 @@ class StepOutput:
     provenance: tuple[tuple[str, str, float], ...] = ()
     error: str | None = None  # traceback of the failing step
     exception: BaseException | None = None
-    #: whether the failure would come again (:func:`repeatable`), decided
-    #: where it was raised: pickling to another worker drops an
-    #: exception's chain
-    repeatable: bool = False
+    #: what a cached failure must find unchanged (:func:`failure_record`),
+    #: or None not to cache it; decided where it was raised: pickling to
+    #: another worker may drop an exception's chain and traceback
+    record: dict[str, Any] | None = None
     failed_label: str | None = None
     #: what fitting the steps up to this one warned about
     warnings: tuple[Warned, ...] = ()
@@ -528,7 +528,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
                 provenance=prior,
                 error=traceback.format_exc(),
                 exception=exc,
-                repeatable=repeatable(exc),
+                record=failure_record(exc),
                 failed_label=node.link.label,
                 warnings=(*prior_warned, *warned),
             )
@@ -721,7 +721,7 @@ def run_score(
             fit_error=parent.error,
         )
         failed = _warned(failed, _in_order(prior_warned, [], None, False))
-        _keep_failure(cache, node.key, failed, error_score, parent.repeatable)
+        _keep_failure(cache, node.key, failed, error_score, parent.record)
         return ScoreOutput(failed, prior, "skipped", parent.exception)
     # a step could not transform the test rows (see run_step), or there are
     # none: the scorer meets the chain and the raw rows, as scikit-learn's does
@@ -758,7 +758,7 @@ def run_score(
                 score_time=0.0,
             )
             result = _warned(result, _in_order(prior_warned, warned, None, False))
-            _keep_failure(cache, node.key, result, error_score, repeatable(exc))
+            _keep_failure(cache, node.key, result, error_score, failure_record(exc))
             return ScoreOutput(result, prior, "fit", exc, nbytes)
         fit_time = time.perf_counter() - start
         n_fit = len(warned)
@@ -817,9 +817,72 @@ def repeatable(exc: BaseException | None) -> bool:
     return bool(seen)
 
 
-#: the key under which a cached failure names the installation whose files
-#: its traceback shows
+#: the key under which a cached failure keeps its :func:`failure_record`
 ENV_KEY = "_env"
+
+#: where installed code lives: its lines change only with its version
+_INSTALLED = tuple(
+    os.path.join(p, "") for p in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix))
+)
+
+
+def failure_record(exc: BaseException | None) -> dict[str, Any] | None:
+    """What a cached failure must find unchanged to be used again, or None
+    not to cache it (:func:`repeatable` says no, or its traceback names a
+    file that cannot be read back, such as a notebook cell's pseudo-file).
+
+    A failure's traceback is part of its result (scikit-learn's
+    FitFailedWarning groups failures by its text): it names this
+    installation's files, and the user's own code by file and line, which
+    can move without changing a key (a key holds code, not its place).
+    The record holds this installation and a digest of every other file
+    the traceback names.
+    """
+    if not repeatable(exc):
+        return None
+    files: dict[str, str] = {}
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            path = frame.f_code.co_filename
+            if path in files or path.startswith(_INSTALLED):
+                continue
+            digest = _file_digest(path)
+            if digest is None:
+                return None
+            files[path] = digest
+        exc = exc.__cause__ or exc.__context__
+    return {"installation": _installation(), "files": files}
+
+
+def _holds(record: Any) -> bool:
+    """Whether a :func:`failure_record` still holds in this process."""
+    return (
+        isinstance(record, dict)
+        and record.get("installation") == _installation()
+        and isinstance(record.get("files"), dict)
+        and all(_file_digest(path) == digest for path, digest in record["files"].items())
+    )
+
+
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: str) -> str | None:
+    """A digest of a source file's bytes (None if it cannot be read), kept
+    per process while its size and modification time stay."""
+    try:
+        st = os.stat(path)
+        memo = (path, st.st_mtime_ns, st.st_size)
+        found = _file_digests.get(memo)
+        if found is None:
+            with open(path, "rb") as f:
+                found = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+            _file_digests[memo] = found
+        return found
+    except OSError:
+        return None
 
 
 @functools.cache
@@ -842,28 +905,28 @@ def _keep_failure(
     key: str,
     result: dict[str, Any],
     error_score: Any,
-    repeats: bool,
+    record: dict[str, Any] | None,
 ) -> None:
-    """Cache a failed fold's result when its failure would come again and
-    the search goes on past it (not under ``error_score="raise"``)."""
-    if cache is None or isinstance(error_score, str) or not repeats:
+    """Cache a failed fold's result with its :func:`failure_record`, when it
+    has one and the search goes on past it (not under ``error_score="raise"``)."""
+    if cache is None or isinstance(error_score, str) or record is None:
         return
-    cache.set_later(key, {**result, ENV_KEY: _installation()})
+    cache.set_later(key, {**result, ENV_KEY: record})
 
 
 def cached_score(cache: ResultCache, key: str) -> dict[str, Any] | None:
     """A fold's cached score result, or None to compute it.
 
-    A cached failure from another installation is not used: its
-    traceback would name other files than a fresh one, and scikit-learn's
-    FitFailedWarning groups failures by their traceback's text.
+    A cached failure whose record no longer holds (another installation,
+    the user's code edited or moved) is not used: its traceback would read
+    otherwise than a fresh one's.
     """
     hit = cache.get(key)
     if hit is None:
         return None
     hit = dict(hit)
-    env = hit.pop(ENV_KEY, None)
-    if hit.get("fit_error") is not None and env != _installation():
+    record = hit.pop(ENV_KEY, None)
+    if hit.get("fit_error") is not None and not _holds(record):
         return None
     return hit
 

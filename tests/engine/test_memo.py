@@ -390,3 +390,57 @@ def test_a_step_failure_keeps_whether_it_repeats_across_workers(runner, cache):
         assert out.final == "skipped"
         drain_writes()
         assert (cache.get(score.key) is not None) is kept, kind
+
+
+PICKY = """
+from sklearn.linear_model import LogisticRegression
+
+
+class Picky(LogisticRegression):
+    def __init__(self, C=1.0):
+        super().__init__(C=C)
+
+    def fit(self, X, y, sample_weight=None):
+        if self.C < 0.5:
+            raise ValueError("C too small")
+        return super().fit(X, y)
+"""
+
+
+def test_a_failure_in_moved_or_unreadable_user_code_is_fit_again(runner, tmp_path):
+    """The key holds the user's code, not its place: moved down its file, a
+    failing estimator keeps its key, but a cached failure's traceback would
+    name the old line. The files a traceback names outside the installation
+    are checked on every hit; code that cannot be read back (sent by value,
+    as a notebook's is) leaves its failures uncached."""
+    import types
+    import warnings
+
+    from memogrid_service.engine.tasks import _holds, failure_record
+
+    X, y = seed_data()
+    path = tmp_path / "cell.py"
+
+    def failing(pad):
+        source = "\n" * pad + PICKY
+        path.write_text(source)
+        cell = types.ModuleType("cell")
+        exec(compile(source, str(path), "exec"), cell.__dict__)
+        try:
+            cell.Picky(C=0.1).fit(X, y)
+        except ValueError as exc:
+            return cell, failure_record(exc)
+        raise AssertionError("Picky(C=0.1) fits")
+
+    cell, record = failing(0)
+    assert record is not None and str(path) in record["files"] and _holds(record)
+    failing(10)  # the same code, ten lines down
+    assert not _holds(record)
+    # in a worker, the class came by value: its code names no file to read
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [
+            runner.search(cell.Picky(), X, y, param_grid={"C": [0.1, 1.0]}, cv=3, refit=False)
+            for _ in range(2)
+        ]
+    assert [r.stats.final_fits for r in runs] == [6, 3]
