@@ -54,6 +54,7 @@ from .spec import (
     cv_to_spec,
     explicit_folds,
     scorer_to_spec,
+    special_float_name,
     to_distributions,
     to_grid,
     to_spec,
@@ -128,11 +129,7 @@ def _error_score(value: Any) -> Any:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
+    return value if math.isfinite(value) else special_float_name(value)
 
 
 def _scoring(scoring: Any) -> Any:
@@ -487,7 +484,11 @@ class Client:
         candidates scikit-learn would with it.
         """
         if random_state is not None and not isinstance(random_state, (int, np.integer)):
-            raise SpecError("random_state", "random_state must be an int to be sent")
+            raise SpecError(
+                "random_state",
+                "random_state must be an int to be sent (memogrid.RandomizedSearchCV "
+                "takes a RandomState: it draws the candidates in this process)",
+            )
         dists = to_distributions(param_distributions)
         body = self._body(
             estimator,

@@ -150,7 +150,14 @@ _MAX_DEPTH = 32
 NUMPY_FLOATS: dict[str, Any] = {"float16": np.float16, "float32": np.float32}
 
 #: the non-finite floats a spec writes as ``{"float": ...}``
-_SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def special_float_name(number: float) -> str:
+    """The name JSON-bound specs give a non-finite float (a key of
+    :data:`SPECIAL_FLOATS`)."""
+    return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
 
 #: Singletons a spec names as ``{"constant": "package.name"}``, with the name
 #: of their type: pandas' missing-value marker
@@ -433,9 +440,9 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
                 raise SpecError(path, f"function {name!r} is not on the allowlist")
             return allow.functions[name]
         if set(value) == {"float"}:
-            if not isinstance(value["float"], str) or value["float"] not in _SPECIAL_FLOATS:
+            if not isinstance(value["float"], str) or value["float"] not in SPECIAL_FLOATS:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
-            return _SPECIAL_FLOATS[value["float"]]
+            return SPECIAL_FLOATS[value["float"]]
         if set(value) == {"numpy", "value"}:
             name = value["numpy"]
             if not isinstance(name, str) or name not in NUMPY_FLOATS:
@@ -827,7 +834,7 @@ def _to_literal(value: Any, path: str) -> Any:
         if math.isfinite(number) and number != value:  # a longdouble beyond float64
             raise SpecError(path, f"{value!r} does not fit a float64")
         if not math.isfinite(number):
-            return {"float": "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")}
+            return {"float": special_float_name(number)}
         return _check_literal(number, path)
     raise SpecError(path, f"unsupported value of type {type(value).__name__}")
 

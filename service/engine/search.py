@@ -1145,7 +1145,7 @@ class SearchRunner:
                         if parent is not None:
                             sizes[parent] = outs[0].parent_nbytes
                             if any(o.final == "skipped" for o in outs):
-                                failed.add(parent)  # failures are never memoized
+                                failed.add(parent)  # a failed step is not kept
                             waiting[parent] -= 1
                             if not waiting[parent]:
                                 finished.append(parent)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memogrid.spec import check_sklearn_settings, splitter_allowlist
+from memogrid.spec import SPECIAL_FLOATS, check_sklearn_settings, splitter_allowlist
 
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
@@ -248,10 +248,6 @@ def _cv(value: Any, allow: Allowlist) -> Any:
     return splitter
 
 
-#: the error_score values JSON cannot carry as numbers
-_NAMED_SCORES = ("nan", "inf", "-inf")
-
-
 def compile_job(
     request: Mapping[str, Any],
     allow: Allowlist,
@@ -396,9 +392,9 @@ def compile_job(
                 "object_arrays", f"{role} is not a string array: only those load as object"
             )
     error_score = request.get("error_score", "nan")
-    if error_score is None or error_score in _NAMED_SCORES:
+    if error_score is None or error_score in SPECIAL_FLOATS:
         # JSON (and so the stored request) has no NaN or infinity: named
-        error_score = float(error_score or "nan")
+        error_score = SPECIAL_FLOATS[error_score or "nan"]
     elif error_score != "raise" and not isinstance(error_score, (int, float)):
         raise SpecError("error_score", 'error_score is "raise", "nan", "inf", "-inf" or a number')
     elif isinstance(error_score, float) and math.isinf(error_score):
