@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 import sys
 import threading
 import time
@@ -846,7 +847,7 @@ def failure_record(exc: BaseException | None) -> dict[str, Any] | None:
         seen.add(id(exc))
         for frame, _ in traceback.walk_tb(exc.__traceback__):
             path = frame.f_code.co_filename
-            if path in files or path.startswith(_INSTALLED):
+            if path in files or _installed(path):
                 continue
             digest = _file_digest(path)
             if digest is None:
@@ -856,24 +857,45 @@ def failure_record(exc: BaseException | None) -> dict[str, Any] | None:
     return {"installation": _installation(), "files": files}
 
 
+def _installed(path: str) -> bool:
+    """Whether a traceback's file is installed code, whose lines change only
+    with its version: under this environment's prefixes, a frozen module
+    (``<frozen importlib._bootstrap>``), or a compiled extension's source,
+    which it names by a relative path (``sklearn/svm/_libsvm.pyx``). Other
+    ``<...>`` names are code that cannot be read back (``<dynamic-code>``:
+    a class sent by value, ``<string>``, a notebook's ``<ipython-input-1>``)."""
+    if path.startswith("<"):
+        return path.startswith("<frozen ")
+    return path.startswith(_INSTALLED) or not os.path.isabs(path)
+
+
 def _holds(record: Any) -> bool:
-    """Whether a :func:`failure_record` still holds in this process."""
-    return (
-        isinstance(record, dict)
-        and record.get("installation") == _installation()
-        and isinstance(record.get("files"), dict)
-        and all(_file_digest(path) == digest for path, digest in record["files"].items())
+    """Whether a :func:`failure_record` still holds in this process (a
+    malformed one does not)."""
+    if not isinstance(record, dict) or record.get("installation") != _installation():
+        return False
+    files = record.get("files")
+    return isinstance(files, dict) and all(
+        isinstance(path, str) and os.path.isabs(path) and _file_digest(path) == digest
+        for path, digest in files.items()
     )
 
 
 _file_digests: dict[tuple[str, int, int], str] = {}
 
 
+#: a source file larger than this is not read back: its failures stay uncached
+_SOURCE_MAX = 16 << 20
+
+
 def _file_digest(path: str) -> str | None:
-    """A digest of a source file's bytes (None if it cannot be read), kept
-    per process while its size and modification time stay."""
+    """A digest of a source file's bytes (None if it cannot be read, or is
+    no regular file of a source file's size), kept per process while its
+    size and modification time stay."""
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _SOURCE_MAX:
+            return None
         memo = (path, st.st_mtime_ns, st.st_size)
         found = _file_digests.get(memo)
         if found is None:

@@ -444,3 +444,35 @@ def test_a_failure_in_moved_or_unreadable_user_code_is_fit_again(runner, tmp_pat
             for _ in range(2)
         ]
     assert [r.stats.final_fits for r in runs] == [6, 3]
+
+
+def test_a_failure_raised_in_compiled_code_is_remembered(runner):
+    """libsvm's refusal of an infeasible nu is raised from a compiled
+    extension, whose traceback frame names its source by a relative path:
+    installed code, kept like any other failure."""
+    import warnings
+
+    from sklearn.svm import NuSVC
+
+    X, _ = seed_data()
+    X = X[:60]
+    y = np.array([0] * 48 + [1] * 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = [
+            runner.search(NuSVC(), X, y, param_grid={"nu": [0.9, 0.1]}, cv=3).stats.final_fits
+            for _ in range(2)
+        ]
+    assert fits == [6, 0]
+
+
+def test_a_malformed_failure_record_is_a_miss():
+    """Records come back from the cache: one that is not what the engine
+    writes (files not a mapping of absolute paths, a device, a descriptor
+    number) is not used, and reading it never blocks or fails."""
+    from memogrid_service.engine.tasks import _holds, _installation
+
+    for files in (None, 1.0, [], {0: "x"}, {"/dev/zero": "x"}, {"relative.py": "x"}):
+        assert not _holds({"installation": _installation(), "files": files})
+    assert _holds({"installation": _installation(), "files": {}})
+    assert not _holds({"installation": "elsewhere", "files": {}}) and not _holds("x")
