@@ -96,6 +96,10 @@ class JobFailed(MemogridError):
         self.warnings = list(warnings or ())
         self.warning_counts = dict(warning_counts or {})
 
+    def __str__(self) -> str:
+        # the text as given (a mixed-in KeyError would quote it again)
+        return self.message
+
     def __reduce__(self) -> Any:
         # rebuilt by job_failed, with its mixed-in class (loky sends a failed
         # search's error back from a cross_val_score worker)

@@ -650,8 +650,15 @@ def _finite_or_none(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+#: the longest error a job keeps (scikit-learn's "All the N fits failed"
+#: message holds a traceback per distinct failure)
+_ERROR_MAX = 64 << 10
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SpecError):
         return f"invalid job: {exc}"
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text[:4000]
+    # "Name: message" as it is (the client raises the message again as
+    # scikit-learn's search raised it), without the line end the formatter adds
+    text = "".join(traceback.format_exception_only(type(exc), exc)).removesuffix("\n")
+    return text[:_ERROR_MAX]

@@ -1424,3 +1424,37 @@ def test_a_target_scikit_learn_cannot_judge_fails_as_there(mg, data):
         assert ours_type == sk_type and ours_cast == sk_cast
         assert ours_text.endswith(sk_text.splitlines()[-1])
     assert _jobs(mg) == before
+
+
+def test_a_failed_jobs_long_error_reads_as_scikit_learns(mg, data):
+    """Every failure group of scikit-learn's "All the N fits failed" message
+    reaches the caller (it was cut at 4,000 characters), ending as it ends;
+    a KeyError's text is not quoted twice."""
+    from memogrid_service.runner.jobs import _describe
+
+    X, y = data
+    pipe = Pipeline([("pca", PCA()), ("lr", LogisticRegression())])
+    grid = [
+        {"pca__n_components": [10]},
+        {"lr__C": [-1.0]},
+        {"lr__solver": ["bogus"]},
+        {"lr__max_iter": [-1]},
+        {"lr__tol": [-1.0]},
+        {"pca__svd_solver": ["bogus"]},
+    ]
+    with pytest.raises(ValueError) as ours:
+        GridSearchCV(pipe, grid, client=mg, progress=False).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as theirs:
+            SkGridSearchCV(pipe, grid).fit(X, y)
+    groups = "fits failed with the following error"
+    assert len(str(ours.value)) > 4000
+    assert str(ours.value).count(groups) == str(theirs.value).count(groups) == 6
+    # (the last names a set of options, in its process's string-hash order)
+    last = [str(e.value).splitlines()[-1].split(" among ")[0] for e in (ours, theirs)]
+    assert last[0] == last[1]
+    assert str(ours.value).endswith("\n") == str(theirs.value).endswith("\n")
+    for key in ("C", 0):
+        raised = errors.job_failed("j1", _describe(KeyError(key)))
+        assert isinstance(raised, KeyError) and str(raised) == str(KeyError(key))
