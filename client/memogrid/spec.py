@@ -444,17 +444,7 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
                 raise SpecError(path, '{"float": ...} is "nan", "inf" or "-inf"')
             return SPECIAL_FLOATS[value["float"]]
         if set(value) == {"numpy", "value"}:
-            name = value["numpy"]
-            if not isinstance(name, str) or name not in NUMPY_FLOATS:
-                raise SpecError(path, f'{{"numpy": ...}} is one of {sorted(NUMPY_FLOATS)}')
-            number = build_value(value["value"], allow, path)
-            if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
-            with np.errstate(over="ignore"):
-                typed = NUMPY_FLOATS[name](number)
-            if math.isfinite(number) and not np.isfinite(typed):
-                raise SpecError(path, f"{number!r} does not fit a {name}")
-            return typed
+            return _numpy_float(value, allow, path)
         if set(value) == {"constant"}:
             return constant_value(value["constant"], path)
         if set(value) == {"type"}:
@@ -688,8 +678,31 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
     return out
 
 
-def _number(value: Any, path: str) -> int | float:
-    """A distribution argument: a finite int or float (no bool)."""
+def _numpy_float(value: Mapping[str, Any], allow: Allowlist | None, path: str) -> Any:
+    """The numpy float a ``{"numpy": "float32", "value": ...}`` tag names."""
+    name = value["numpy"]
+    if not isinstance(name, str) or name not in NUMPY_FLOATS:
+        raise SpecError(path, f'{{"numpy": ...}} is one of {sorted(NUMPY_FLOATS)}')
+    number = value["value"]
+    if isinstance(number, Mapping) and set(number) == {"float"} and allow is not None:
+        number = build_value(number, allow, path)  # NaN and the infinities
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
+    with np.errstate(over="ignore"):
+        typed = NUMPY_FLOATS[name](number)
+    if math.isfinite(number) and not np.isfinite(typed):
+        raise SpecError(path, f"{number!r} does not fit a {name}")
+    return typed
+
+
+def _number(value: Any, path: str) -> Any:
+    """A distribution argument: a finite int or float (no bool), or a numpy
+    float32 or float16 as its tag gives it (scipy computes with its type)."""
+    if isinstance(value, Mapping) and set(value) == {"numpy", "value"}:
+        typed = _numpy_float(value, None, path)
+        if not np.isfinite(typed):
+            raise SpecError(path, f"non-finite number {typed} is not a distribution argument")
+        return typed
     if isinstance(value, Mapping) and set(value) == {"float"}:
         raise SpecError(path, f"non-finite number {value['float']} is not a distribution argument")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -840,8 +853,8 @@ def _to_literal(value: Any, path: str) -> Any:
 
 
 def _plain(value: Any, path: str) -> Any:
-    """A literal where a spec takes plain numbers only (a dict key, a
-    distribution argument): a numpy float32 as the float it equals."""
+    """A literal where a spec takes plain numbers only (a dict key): a
+    numpy float32 as the float it equals."""
     if isinstance(value, np.floating):
         value = float(value)
     return _to_literal(value, path)
@@ -1127,11 +1140,17 @@ def _distribution_spec(value: Any, allow: Allowlist, path: str) -> dict[str, Any
         raise SpecError(path, f"{name} is not the scipy.stats distribution of that name")
     return {
         "distribution": name,
-        "args": [_number(_plain(a, p), p) for a, p in _arg_paths(args, f"{path}.args")],
-        "kwds": {
-            k: _number(_plain(v, f"{path}.kwds.{k}"), f"{path}.kwds.{k}") for k, v in kwds.items()
-        },
+        "args": [_argument(a, p) for a, p in _arg_paths(args, f"{path}.args")],
+        "kwds": {k: _argument(v, f"{path}.kwds.{k}") for k, v in kwds.items()},
     }
+
+
+def _argument(value: Any, path: str) -> Any:
+    """A distribution argument as a spec writes it: a number, or a numpy
+    float32 or float16 tagged with its type (scipy draws with it)."""
+    literal = _to_literal(value, path)
+    _number(literal, path)
+    return literal
 
 
 def _arg_paths(args: list[Any], path: str) -> list[tuple[Any, str]]:
