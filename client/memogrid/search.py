@@ -200,6 +200,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         which drawing advances), or None."""
         return None
 
+    def _no_candidates(self, candidates: list[dict[str, Any]] | None) -> bool:
+        """Whether the search has no candidate (``param_grid=[]``), warning as
+        scikit-learn's drawing them would."""
+        return candidates == []
+
     def _submit_grid(
         self,
         client: Client,
@@ -232,12 +237,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
-        candidates = self._candidates()  # a grid or distributions scikit-learn would refuse
-        if candidates == []:  # param_grid=[]: scikit-learn's search finds no fits
-            raise ValueError(
-                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
-            )
-        return candidates
+        return self._candidates()  # a grid or distributions scikit-learn would refuse
 
     def _routed(self, groups: Any, fit_params: dict[str, Any]) -> dict[str, Any]:
         """The fit params to send: with scikit-learn's metadata routing on,
@@ -264,12 +264,16 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             return fit_params
         sk = self._sklearn_search()
         routed = process_routing(sk, "fit", **params)
+        scorers = sk._get_scorers()[0]
+        if routed.scorer.score and hasattr(scorers, "_scorers"):
+            # several scorers route apart: their errors for a request left
+            # unset, as scikit-learn's fit meets them when it scores
+            process_routing(scorers, "score", **routed.scorer.score)
         given = {k: v for k, v in fit_params.items() if v is not None}
         to_fit = set(routed.estimator.fit)
         plain = isinstance(get_routing_for_object(self.estimator), MetadataRequest)
         scored_apart = []  # scorers the requests give other weights than the service
         if given.get("sample_weight") is not None or routed.scorer.score:
-            scorers = sk._get_scorers()[0]
             named = getattr(scorers, "_scorers", {"score": scorers})
             for name, scorer in named.items():
                 asked = get_routing_for_object(scorer).consumes("score", ["sample_weight"])
@@ -304,14 +308,20 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # warning as scikit-learn's search does (labels with None among
             # strings, NaN labels) before anything is sent
             check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        # what joblib refuses as its loop starts, after those checks: n_jobs=0,
-        # and pre_dispatch, which it reads only for a parallel loop
-        n_jobs = joblib.effective_n_jobs(self.n_jobs)
-        if n_jobs != 1:
-            _check_pre_dispatch(self.pre_dispatch, n_jobs)
+        # in scikit-learn's order: the candidates drawn, then what joblib
+        # refuses as its loop starts (n_jobs=0, and pre_dispatch, which it
+        # reads only for a parallel loop), then no fits to make
         drawn = self._draw()
         if drawn is not None:
             candidates = drawn
+        empty = self._no_candidates(candidates)
+        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        if n_jobs != 1:
+            _check_pre_dispatch(self.pre_dispatch, n_jobs)
+        if empty:
+            raise ValueError(
+                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+            )
         client, owned = self._client()
         # a callable refit runs here, on the results: the service searches
         # without refitting, then refits the candidate it picks (whose fold
@@ -729,6 +739,17 @@ class RandomizedSearchCV(_ServiceSearch):
                     self.param_distributions, self.n_iter, random_state=self.random_state
                 )
             )
+
+    def _no_candidates(self, candidates: list[dict[str, Any]] | None) -> bool:
+        from sklearn.model_selection import ParameterSampler
+
+        if isinstance(self.random_state, np.random.RandomState):
+            return candidates == []  # drawn here, its warnings with it
+        sampler = ParameterSampler(self.param_distributions, self.n_iter, random_state=0)
+        if len(sampler):
+            return False
+        list(sampler)  # scikit-learn's warning: fewer candidates than n_iter
+        return True
 
     def _draw(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler

@@ -1458,3 +1458,54 @@ def test_a_failed_jobs_long_error_reads_as_scikit_learns(mg, data):
     for key in ("C", 0):
         raised = errors.job_failed("j1", _describe(KeyError(key)))
         assert isinstance(raised, KeyError) and str(raised) == str(KeyError(key))
+
+
+def test_errors_come_in_scikit_learns_order(mg, data):
+    """No candidates: scikit-learn's warning (randomized) and error, for
+    every kind of random_state, before anything is sent; a RandomState is
+    drawn from before pre_dispatch is read, as there; under routing, a
+    scorer among several whose request is unset fails as there."""
+    import sklearn
+    from sklearn.exceptions import UnsetMetadataPassedError
+
+    X, y = data
+    before = _jobs(mg)
+
+    def outcome(search):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                search.fit(X, y)
+            except ValueError as exc:
+                error = (type(exc).__name__, str(exc))
+        return error, [str(w.message) for w in caught if w.category is UserWarning]
+
+    for state in (None, 0, np.random.RandomState(0)):
+        kw = dict(n_iter=3, random_state=state)
+        ours = outcome(RandomizedSearchCV(LogisticRegression(), [], client=mg, **kw))
+        theirs = outcome(SkRandomizedSearchCV(LogisticRegression(), [], **kw))
+        assert ours[0][1] == theirs[0][1] and ours[1] == theirs[1] != [], state
+    space = {"C": [0.1, 1.0, 10.0]}
+    rngs = []
+    for cls, kw in ((RandomizedSearchCV, {"client": mg}), (SkRandomizedSearchCV, {})):
+        rng = np.random.RandomState(0)
+        with pytest.raises(ValueError, match="not a valid or supported arithmetic"):
+            cls(
+                LogisticRegression(),
+                space,
+                n_iter=2,
+                random_state=rng,
+                n_jobs=2,
+                pre_dispatch="bogus",
+                **kw,
+            ).fit(X, y)
+        rngs.append(rng.uniform())
+    assert rngs[0] == rngs[1]
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = LogisticRegression().set_fit_request(sample_weight=True)
+        w = np.ones(len(y))
+        for cls, kw in ((GridSearchCV, {"client": mg}), (SkGridSearchCV, {})):
+            with pytest.raises(UnsetMetadataPassedError, match="accuracy_score"):
+                search = cls(est, {"C": [1.0]}, scoring=["accuracy"], refit="accuracy", **kw)
+                search.fit(X, y, sample_weight=w)
+    assert _jobs(mg) == before
