@@ -231,13 +231,12 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             **fit_params,
         )
 
-    def _check(self) -> list[dict[str, Any]] | None:
+    def _check(self) -> None:
         """scikit-learn's checks of the search's own parameters, before
-        anything is sent; the candidates drawn here (:meth:`_candidates`)."""
+        anything is sent."""
         sk = self._sklearn_search()
         sk._validate_params()
         sk._get_scorers()  # refit against several metrics, unknown scorer names
-        return self._candidates()  # a grid or distributions scikit-learn would refuse
 
     def _routed(self, groups: Any, fit_params: dict[str, Any]) -> dict[str, Any]:
         """The fit params to send: with scikit-learn's metadata routing on,
@@ -297,8 +296,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
         """Run the search on the service and wait for it; returns self."""
         import joblib
+        from sklearn.utils.validation import check_consistent_length
 
-        candidates = self._check()
+        self._check()
+        if not isinstance(X, str) and y is not None and not isinstance(y, str):
+            check_consistent_length(X, y)  # as scikit-learn's indexable(X, y)
         fit_params = self._routed(groups, fit_params)
         if y is not None and (self.cv is None or isinstance(self.cv, numbers.Integral)):
             from sklearn.base import is_classifier
@@ -308,14 +310,15 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # warning as scikit-learn's search does (labels with None among
             # strings, NaN labels) before anything is sent
             check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        # in scikit-learn's order: the candidates drawn, then what joblib
-        # refuses as its loop starts (n_jobs=0, and pre_dispatch, which it
-        # reads only for a parallel loop), then no fits to make
+        # in scikit-learn's order: n_jobs=0 (refused as joblib's pool is
+        # entered), the candidates drawn, pre_dispatch (read as joblib's
+        # parallel loop starts, only for one), then no fits to make
+        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        candidates = self._candidates()  # a grid or distributions scikit-learn would refuse
         drawn = self._draw()
         if drawn is not None:
             candidates = drawn
         empty = self._no_candidates(candidates)
-        n_jobs = joblib.effective_n_jobs(self.n_jobs)
         if n_jobs != 1:
             _check_pre_dispatch(self.pre_dispatch, n_jobs)
         if empty:

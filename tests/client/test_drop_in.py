@@ -1501,6 +1501,19 @@ def test_errors_come_in_scikit_learns_order(mg, data):
             ).fit(X, y)
         rngs.append(rng.uniform())
     assert rngs[0] == rngs[1]
+    # n_jobs=0 is refused before anything is drawn: no warning, no draw
+    rngs = []
+    for cls, kw in ((RandomizedSearchCV, {"client": mg}), (SkRandomizedSearchCV, {})):
+        rng = np.random.RandomState(0)
+        for space_or_none in (space, []):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with pytest.raises(ValueError, match="n_jobs == 0"):
+                    search = cls(LogisticRegression(), space_or_none, n_iter=2, n_jobs=0, **kw)
+                    search.set_params(random_state=rng).fit(X, y)
+            assert not [w for w in caught if w.category is UserWarning]
+        rngs.append(rng.uniform())
+    assert rngs[0] == rngs[1]
     with sklearn.config_context(enable_metadata_routing=True):
         est = LogisticRegression().set_fit_request(sample_weight=True)
         w = np.ones(len(y))
@@ -1509,3 +1522,11 @@ def test_errors_come_in_scikit_learns_order(mg, data):
                 search = cls(est, {"C": [1.0]}, scoring=["accuracy"], refit="accuracy", **kw)
                 search.fit(X, y, sample_weight=w)
     assert _jobs(mg) == before
+
+
+def test_x_and_y_of_different_lengths_fail_as_scikit_learns(mg, data):
+    """Before the distributions are read, as scikit-learn's indexable(X, y)."""
+    X, y = data
+    for cls, kw in ((RandomizedSearchCV, {"client": mg}), (SkRandomizedSearchCV, {})):
+        with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[90, 80\]"):
+            cls(LogisticRegression(), {"C": 5}, random_state=0, **kw).fit(X, y[:80])
