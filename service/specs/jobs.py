@@ -478,7 +478,10 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
         return folds
     name = type(cv).__name__
     if name in _GROUP_SPLITTERS and "groups" not in datasets:
-        raise SpecError("groups", f"{name} needs groups")
+        # scikit-learn's words, as its splitter raises them
+        raise SpecError(
+            "groups", f"{name} needs groups: The 'groups' parameter should not be None."
+        )
     n = _splitter_value(cv, "n_splits")
     if name.endswith("KFold") and isinstance(n, int) and n > n_rows:
         raise SpecError("cv", f"{name} with n_splits={n} is more folds than the {n_rows} samples")

@@ -1530,3 +1530,12 @@ def test_x_and_y_of_different_lengths_fail_as_scikit_learns(mg, data):
     for cls, kw in ((RandomizedSearchCV, {"client": mg}), (SkRandomizedSearchCV, {})):
         with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[90, 80\]"):
             cls(LogisticRegression(), {"C": 5}, random_state=0, **kw).fit(X, y[:80])
+
+
+def test_a_group_splitter_without_groups_fails_in_scikit_learns_words(mg, data):
+    from sklearn.model_selection import GroupKFold
+
+    X, y = data
+    for cls, kw in ((GridSearchCV, {"client": mg}), (SkGridSearchCV, {})):
+        with pytest.raises(ValueError, match="The 'groups' parameter should not be None."):
+            cls(LogisticRegression(), {"C": [1.0]}, cv=GroupKFold(3), **kw).fit(X, y)
