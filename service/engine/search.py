@@ -967,7 +967,9 @@ class SearchRunner:
         scikit-learn's raised it before the error.
         """
         from sklearn.base import clone
+        from sklearn.metrics._scorer import _MultimetricScorer
         from sklearn.model_selection._validation import (
+            _insert_error_scores,
             _warn_or_raise_about_fit_failures,
         )
 
@@ -1000,24 +1002,32 @@ class SearchRunner:
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _warn_or_raise_about_fit_failures(out, error_score)
+            if callable(sk.scoring):
+                # its results' shape is known only now: a failed fold's one
+                # error score becomes one per metric, as scikit-learn does
+                _insert_error_scores(out, error_score)
             results = sk._format_results(p.candidates, p.n_splits, out)
         _report_caught(caught, reemit_warnings, log)
 
         multimetric = isinstance(out[0]["test_scores"], dict)
+        refit_metric = p.refit_metric
+        if callable(sk.scoring) and multimetric:  # a callable giving several metrics
+            sk._check_refit_for_multimetric(out[0]["test_scores"])
+            refit_metric = refit
         res = SearchResult(
             cv_results_=results,
             n_splits_=p.n_splits,
             multimetric_=multimetric,
-            scorer_=scorers._scorers if multimetric else scorers,
+            scorer_=scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers,
             warnings=log.texts,
             stats=stats,
         )
         if refit or not multimetric:
             # scikit-learn's own types: a numpy integer, and no best_score_
             # when a callable refit picked the candidate
-            res.best_index_ = sk._select_best_index(refit, p.refit_metric, results)
+            res.best_index_ = sk._select_best_index(refit, refit_metric, results)
             if not callable(refit):
-                res.best_score_ = results[f"mean_test_{p.refit_metric}"][res.best_index_]
+                res.best_score_ = results[f"mean_test_{refit_metric}"][res.best_index_]
             res.best_params_ = results["params"][res.best_index_]
         if refit:
             assert res.best_params_ is not None

@@ -579,3 +579,23 @@ def test_a_pipeline_its_fit_would_refuse_fails_its_fits_as_in_scikit_learn(runne
         ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3)
     assert_same_search(ours, sk, X)
     assert np.isnan(ours.cv_results_["mean_test_score"]).sum() == 1
+
+
+@pytest.mark.parametrize("refit", [False, "acc"])
+def test_a_callable_giving_several_metrics_with_failing_fits(runner, refit):
+    """scikit-learn learns a callable's metrics from its results: a failed
+    fold's one error score becomes one per metric (it crashed the search),
+    and refit names one of them."""
+    from tests.helpers.parity import accuracy_and_error
+
+    X, y = make_classification(n_samples=150, n_features=6, random_state=1)
+    for grid in ({"C": [-1.0, 1.0]}, {"C": [1.0, -1.0]}):
+        kw = dict(param_grid=grid, cv=3, scoring=accuracy_and_error, refit=refit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = runner.search(LogisticRegression(), X, y, **kw)
+            sk = GridSearchCV(LogisticRegression(), **kw).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert ours.multimetric_ and ours.scorer_ is accuracy_and_error
+        if refit:
+            assert ours.best_index_ == sk.best_index_ and ours.best_score_ == sk.best_score_

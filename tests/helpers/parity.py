@@ -51,3 +51,9 @@ def assert_cv_results_equal(ours: dict, theirs: dict) -> None:
 def accuracy_over_chance(estimator, X, y):
     """A scoring callable as users write them: ``(estimator, X, y) -> float``."""
     return float((estimator.predict(X) == y).mean()) - 0.5
+
+
+def accuracy_and_error(estimator, X, y):
+    """A scoring callable giving several metrics as a dict."""
+    hits = float((estimator.predict(X) == y).mean())
+    return {"acc": hits, "err": 1.0 - hits}
