@@ -524,9 +524,11 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
                 Xt_train = transformer.fit(X_train, y_train, **params).transform(X_train)
             fit_time = time.perf_counter() - start
         except Exception as exc:
+            # a failed fit is a fit: counted, its time in the fold's fit_time
+            tried = (node.key, "fit", time.perf_counter() - start)
             return StepOutput(
                 node.key,
-                provenance=prior,
+                provenance=(*prior, tried),
                 error=traceback.format_exc(),
                 exception=exc,
                 record=failure_record(exc),

@@ -476,3 +476,23 @@ def test_a_malformed_failure_record_is_a_miss():
         assert not _holds({"installation": _installation(), "files": files})
     assert _holds({"installation": _installation(), "files": {}})
     assert not _holds({"installation": "elsewhere", "files": {}}) and not _holds("x")
+
+
+def test_a_failed_step_fit_is_counted(runner, fit_log):
+    """A step whose fit fails was fit all the same: the stats count it, so a
+    failure fit again (one that may not repeat) is not reported as a run
+    served from the cache."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.helpers.counting import FailingTransformer
+
+    X, y = seed_data()
+    pipe = Pipeline([("f", FailingTransformer()), ("lr", LogisticRegression())])
+    grid = {"f__kind": ["import", "none"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [runner.search(pipe, X, y, param_grid=grid, cv=3, refit=False) for _ in range(2)]
+    assert [r.stats.step_fits for r in runs] == [6, 3]
+    assert fit_counts(fit_log)["FailingClassifier-import"] == 6
