@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import errors
 from .client import Client, Job
-from .spec import SpecError, explicit_folds
+from .spec import NO_FITS, SpecError, explicit_folds
 
 
 def _all_fits_failed(error: str | None) -> bool:
@@ -143,9 +143,7 @@ def _check_pre_dispatch(pre_dispatch: Any, n_jobs: int) -> None:
     amount = int(pre_dispatch)
     itertools.islice((), amount)  # a negative amount: islice's own ValueError
     if amount == 0:
-        raise ValueError(
-            "No fits were performed. Was the CV iterator empty? Were there no candidates?"
-        )
+        raise ValueError(NO_FITS)
 
 
 class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
@@ -191,14 +189,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         return getattr(model_selection, self._sklearn_name)(**params)
 
     def _candidates(self) -> list[dict[str, Any]] | None:
-        """The candidates as scikit-learn draws them here, or None if they
+        """The candidates as scikit-learn draws them here, once the checks
+        have passed (a generator is advanced by drawing), or None if they
         cannot be drawn here (a randomized search without a seed)."""
         raise NotImplementedError
-
-    def _draw(self) -> list[dict[str, Any]] | None:
-        """Candidates drawn once the checks have passed (from a generator,
-        which drawing advances), or None."""
-        return None
 
     def _no_candidates(self, candidates: list[dict[str, Any]] | None) -> bool:
         """Whether the search has no candidate (``param_grid=[]``), warning as
@@ -315,16 +309,11 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         # parallel loop starts, only for one), then no fits to make
         n_jobs = joblib.effective_n_jobs(self.n_jobs)
         candidates = self._candidates()  # a grid or distributions scikit-learn would refuse
-        drawn = self._draw()
-        if drawn is not None:
-            candidates = drawn
         empty = self._no_candidates(candidates)
         if n_jobs != 1:
             _check_pre_dispatch(self.pre_dispatch, n_jobs)
         if empty:
-            raise ValueError(
-                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
-            )
+            raise ValueError(NO_FITS)
         client, owned = self._client()
         # a callable refit runs here, on the results: the service searches
         # without refitting, then refits the candidate it picks (whose fold
@@ -731,10 +720,17 @@ class RandomizedSearchCV(_ServiceSearch):
     def _candidates(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler
 
+        if isinstance(self.random_state, np.random.RandomState):
+            # once per fit, advancing it as scikit-learn's search does, its
+            # warnings with it; searched as those points (_submit)
+            self._drawn = list(
+                ParameterSampler(
+                    self.param_distributions, self.n_iter, random_state=self.random_state
+                )
+            )
+            return self._drawn
         if not isinstance(self.random_state, (int, np.integer)):
-            # None: drawn at random by the service, only it knows them; a
-            # RandomState: drawn from it once the checks pass (_draw)
-            return None
+            return None  # drawn at random by the service, only it knows them
         with warnings.catch_warnings():  # the service's run reports n_iter warnings
             warnings.simplefilter("ignore", UserWarning)
             return list(
@@ -753,18 +749,6 @@ class RandomizedSearchCV(_ServiceSearch):
             return False
         list(sampler)  # scikit-learn's warning: fewer candidates than n_iter
         return True
-
-    def _draw(self) -> list[dict[str, Any]] | None:
-        from sklearn.model_selection import ParameterSampler
-
-        if not isinstance(self.random_state, np.random.RandomState):
-            return None
-        # once per fit, after the checks, advancing it as scikit-learn's
-        # search does; searched as those points (_submit)
-        self._drawn = list(
-            ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
-        )
-        return self._drawn
 
     def _submit(
         self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool

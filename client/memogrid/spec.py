@@ -149,6 +149,9 @@ _MAX_DEPTH = 32
 #: they compute unlike Python's float (float64 and numpy's integers do not)
 NUMPY_FLOATS: dict[str, Any] = {"float16": np.float16, "float32": np.float32}
 
+#: scikit-learn's words for a search with no folds or no candidates
+NO_FITS = "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+
 #: the non-finite floats a spec writes as ``{"float": ...}``
 SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -1039,11 +1042,7 @@ def explicit_folds(
         folds.append((train, test))
     if not folds:
         # scikit-learn's words (its search finds no fits), naming the item
-        raise SpecError(
-            path,
-            "cv holds no folds: No fits were performed. Was the CV iterator empty? "
-            "Were there no candidates?",
-        )
+        raise SpecError(path, f"cv holds no folds: {NO_FITS}")
     return folds
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from memogrid.data import as_target, is_frame, is_text, memory_order, one_number_dtype
 from memogrid.layout import restore_strides
+from memogrid.spec import NO_FITS
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -870,9 +871,7 @@ class SearchRunner:
                     ParameterSampler(param_distributions, n_iter, random_state=random_state)
                 )
         if not candidates or not folds:
-            raise ValueError(
-                "No fits were performed. Was the CV iterator empty? Were there no candidates?"
-            )
+            raise ValueError(NO_FITS)
         base = clone(estimator)
         with gc_paused():
             plan = build_plan(

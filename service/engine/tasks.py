@@ -797,6 +797,15 @@ _REPEATABLE = (ValueError, TypeError, LookupError, AttributeError, ArithmeticErr
 _TRANSIENT = (FloatingPointError,)
 
 
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def repeatable(exc: BaseException | None) -> bool:
     """Whether a fit's failure would come again on the same key anywhere.
 
@@ -807,17 +816,10 @@ def repeatable(exc: BaseException | None) -> bool:
     file may be there next time, and a warning raised as an error depends
     on the filters of the process that fitted it.
     """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if (
-            isinstance(exc, Warning)
-            or isinstance(exc, _TRANSIENT)
-            or not isinstance(exc, _REPEATABLE)
-        ):
-            return False
-        exc = exc.__cause__ or exc.__context__
-    return bool(seen)
+    chain = list(_chain(exc))
+    return bool(chain) and all(
+        isinstance(e, _REPEATABLE) and not isinstance(e, (Warning, *_TRANSIENT)) for e in chain
+    )
 
 
 #: the key under which a cached failure keeps its :func:`failure_record`
@@ -844,10 +846,8 @@ def failure_record(exc: BaseException | None) -> dict[str, Any] | None:
     if not repeatable(exc):
         return None
     files: dict[str, str] = {}
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        for frame, _ in traceback.walk_tb(exc.__traceback__):
+    for raised in _chain(exc):
+        for frame, _ in traceback.walk_tb(raised.__traceback__):
             path = frame.f_code.co_filename
             if path in files or _installed(path):
                 continue
@@ -855,7 +855,6 @@ def failure_record(exc: BaseException | None) -> dict[str, Any] | None:
             if digest is None:
                 return None
             files[path] = digest
-        exc = exc.__cause__ or exc.__context__
     return {"installation": _installation(), "files": files}
 
 

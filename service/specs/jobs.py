@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memogrid.spec import SPECIAL_FLOATS, check_sklearn_settings, splitter_allowlist
+from memogrid.spec import NO_FITS, SPECIAL_FLOATS, check_sklearn_settings, splitter_allowlist
 
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
@@ -291,8 +291,7 @@ def compile_job(
     if n_candidates == 0:  # an empty list of grids (a {} is the estimator as it is)
         raise SpecError(
             "param_grid" if grid is not None else "param_distributions",
-            "the search has no candidates: No fits were performed. Was the CV "
-            "iterator empty? Were there no candidates?",
+            f"the search has no candidates: {NO_FITS}",
         )
 
     datasets: dict[str, str] = {}
