@@ -988,8 +988,9 @@ def explicit_folds(
 ) -> Any:
     """``cv`` as what travels: its (train, test) folds as a list of int64
     index pairs when it is given as folds (a list, a generator) or is a
-    splitter the service does not know (split here, as scikit-learn would
-    split it, with ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
+    splitter the service does not know or one whose ``random_state`` is a
+    RandomState (split here, as scikit-learn would split it, with
+    ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
 
     A fold's parts are integer indices or boolean masks (as scikit-learn
     indexes with either), kept in their order; a mask must have X's
@@ -1002,13 +1003,21 @@ def explicit_folds(
             raise SpecError(
                 path, f"{type(cv).__name__} has split but no get_n_splits: a splitter has both"
             )
-        if splitter_allowlist().name_of_class(type(cv)) is not None:
+        # a splitter drawing from a RandomState cannot travel: split here, once,
+        # advancing the generator as scikit-learn's search does
+        drawing = isinstance(getattr(cv, "random_state", None), np.random.RandomState)
+        if splitter_allowlist().name_of_class(type(cv)) is not None and not drawing:
             return cv
         if isinstance(X, str):
+            why = (
+                "draws its folds from a RandomState"
+                if drawing
+                else "is not a splitter the service knows"
+            )
             raise SpecError(
                 path,
-                f"{type(cv).__name__} is not a splitter the service knows, and X is a "
-                "dataset id, so it cannot split X here: pass its folds instead",
+                f"{type(cv).__name__} {why}, and X is a dataset id, so it cannot split X "
+                "here: pass its folds instead",
             )
         found = list(cv.split(X, y, groups=groups))
         n_splits = cv.get_n_splits(X, y, groups=groups)

@@ -1042,6 +1042,39 @@ def test_a_best_estimator_holding_a_named_scorer_loads(mg, data):
         assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
+def test_a_splitter_drawing_from_a_randomstate_splits_as_scikit_learns(mg, data):
+    """KFold/ShuffleSplit with ``random_state=np.random.RandomState(...)``:
+    split once in the caller, so the folds are scikit-learn's and the
+    generator advances as scikit-learn's search advances it (a second fit
+    draws other folds, in both)."""
+    from sklearn.model_selection import KFold, ShuffleSplit
+
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    for make in (
+        lambda rs: KFold(3, shuffle=True, random_state=rs),
+        lambda rs: ShuffleSplit(3, test_size=0.3, random_state=rs),
+    ):
+        ours_rs, sk_rs = np.random.RandomState(5), np.random.RandomState(5)
+        ours_cv, sk_cv = make(ours_rs), make(sk_rs)
+        for _ in range(2):
+            ours = GridSearchCV(LogisticRegression(), grid, cv=ours_cv, client=mg, progress=False)
+            sk = SkGridSearchCV(LogisticRegression(), grid, cv=sk_cv).fit(X, y)
+            assert_cv_results_equal(ours.fit(X, y).cv_results_, sk.cv_results_)
+            assert ours.best_score_ == sk.best_score_
+        assert ours_rs.randint(1 << 30) == sk_rs.randint(1 << 30)
+    # by dataset id there is no X here to split
+    dataset = mg.upload(X)
+    with pytest.raises(SpecError, match="draws its folds from a RandomState, and X is a dataset"):
+        mg.submit(
+            LogisticRegression(),
+            grid,
+            dataset,
+            y,
+            cv=KFold(3, shuffle=True, random_state=np.random.RandomState(0)),
+        )
+
+
 def test_splitters_as_estimator_parameters(mg, data):
     """``cv=`` of a calibrator or a stacker may be a splitter, in the
     estimator or in the grid, as in scikit-learn."""
