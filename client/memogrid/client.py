@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from sklearn.base import is_regressor
 
 from . import errors
 from .data import (
@@ -405,8 +406,9 @@ class Client:
             # frame by reference is taken as pandas lays frames out, "F")
             body["x_order"] = order
         if y is not None:
-            body["y"] = self._dataset_ref(as_target(y))
-            if memory_order(as_target(y)) == "F" and not is_frame(y):
+            target = as_target(y, numeric=is_regressor(estimator))
+            body["y"] = self._dataset_ref(target)
+            if memory_order(target) == "F" and not is_frame(y):
                 body["y_order"] = "F"  # a 2-D y: the refit sees it so
         if groups is not None:
             body["groups"] = self._dataset_ref(groups)

@@ -161,13 +161,22 @@ def as_array(obj: Any) -> np.ndarray:
     return arr
 
 
-def as_target(y: Any) -> Any:
+def as_target(y: Any, numeric: bool = False) -> Any:
     """``y`` as scikit-learn's estimators read it, where storing it as it is
     would differ: a pandas Series of a nullable (extension) number or boolean
     dtype (``Int64``, ``boolean``, ``Float64``, ``int64[pyarrow]``) is read
     as float64 with NaN for NA, so ``classes_`` and predictions are float64
-    there; anything else is returned as given."""
+    there; for a regressor (``numeric``) an object-dtype y of numbers is
+    float64, as scikit-learn's regressors convert it (``y_numeric``);
+    anything else is returned as given."""
     dtype = getattr(y, "dtype", None)
+    if numeric and isinstance(dtype, np.dtype) and dtype.kind == "O" and not is_frame(y):
+        values = np.asarray(y)
+        if not _all_strings(values):
+            try:
+                return values.astype(np.float64)
+            except (TypeError, ValueError):
+                return y  # refused by as_array, naming what it holds
     if dtype is None or isinstance(dtype, np.dtype) or is_frame(y):
         return y
     if not type(dtype).__module__.startswith("pandas"):

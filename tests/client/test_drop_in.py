@@ -280,6 +280,33 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
     assert back.job_id == caught.value.job_id and back.error == caught.value.error
 
 
+def test_an_object_target_of_numbers_regresses_as_in_scikit_learn(mg):
+    """A regressor's y held as objects (a numpy object array, a pandas
+    object Series): scikit-learn's regressors read it as float64; a
+    classifier's is still refused by name, before anything is sent."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    X = np.random.RandomState(3).normal(size=(60, 4))
+    y = X @ [1.0, -2.0, 0.5, 0.0] + np.random.RandomState(4).normal(size=60)
+    held = np.empty(60, dtype=object)
+    held[:] = [float(v) if i % 2 else int(v * 100) for i, v in enumerate(y)]
+    for target in (held, pd.Series(held, dtype=object)):
+        for est, grid in (
+            (Ridge(), {"alpha": [0.1, 10.0]}),
+            (RandomForestRegressor(n_estimators=5, random_state=0), {"max_depth": [2, 4]}),
+        ):
+            ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, target)
+            sk = SkGridSearchCV(est, grid, cv=3).fit(X, target)
+            assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+            assert np.array_equal(ours.predict(X), sk.predict(X))
+    sent = mg.uploads
+    with pytest.raises(errors.DataError, match="holding int values is not accepted"):
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=mg, progress=False).fit(
+            X, np.where(y > 0, 1, 0).astype(object)
+        )
+    assert mg.uploads == sent
+
+
 def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
     """An object column holding None and NaN (two categories to OneHotEncoder)
     or pd.NA (which scikit-learn's encoders refuse): the same results, the
