@@ -164,6 +164,15 @@ def _in_notebook() -> bool:
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
+def _regressor(estimator: Any) -> bool:
+    """Whether scikit-learn takes ``estimator`` for a regressor (anything the
+    service will refuse as no estimator is not one)."""
+    try:
+        return is_regressor(estimator)
+    except (AttributeError, TypeError):
+        return False
+
+
 class Client:
     """A connection to a memogrid service.
 
@@ -406,7 +415,7 @@ class Client:
             # frame by reference is taken as pandas lays frames out, "F")
             body["x_order"] = order
         if y is not None:
-            target = as_target(y, numeric=is_regressor(estimator))
+            target = as_target(y, numeric=_regressor(estimator))
             body["y"] = self._dataset_ref(target)
             if memory_order(target) == "F" and not is_frame(y):
                 body["y_order"] = "F"  # a 2-D y: the refit sees it so

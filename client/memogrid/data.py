@@ -994,7 +994,9 @@ def memory_order(X: Any) -> str:
         isinstance(X, np.ndarray)
         and X.ndim == 2
         and not X.flags.c_contiguous
-        and (X.flags.f_contiguous or X.strides[0] < X.strides[1])
+        # by the strides' sizes: a view with rows reversed (X[::-1]) is
+        # laid out row by row all the same
+        and (X.flags.f_contiguous or abs(X.strides[0]) < abs(X.strides[1]))
     ):
         return "F"
     return "C"

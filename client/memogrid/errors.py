@@ -20,6 +20,7 @@ text, the HTTP ``status`` and the problem's ``errors`` items.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 
@@ -85,6 +86,7 @@ class JobFailed(MemogridError):
         warning_counts: dict[str, int] | None = None,
         *,
         message: str | None = None,
+        warning_sources: dict[str, list[Any]] | None = None,
     ):
         if message is None:
             super().__init__(f"job {job_id} failed: {error or 'no reason given'}")
@@ -95,6 +97,7 @@ class JobFailed(MemogridError):
         self.error = error
         self.warnings = list(warnings or ())
         self.warning_counts = dict(warning_counts or {})
+        self.warning_sources = dict(warning_sources or {})
 
     def __str__(self) -> str:
         # the text as given (a mixed-in KeyError would quote it again)
@@ -106,7 +109,11 @@ class JobFailed(MemogridError):
         return job_failed, (self.job_id, self.error, self._status())
 
     def _status(self) -> dict[str, Any]:
-        return {"warnings": self.warnings, "warning_counts": self.warning_counts}
+        return {
+            "warnings": self.warnings,
+            "warning_counts": self.warning_counts,
+            "warning_sources": self.warning_sources,
+        }
 
 
 #: builtin exceptions a failed job's error may name, which :func:`job_failed`
@@ -170,16 +177,17 @@ def job_failed(job_id: str, error: str | None, status: dict[str, Any] | None = N
     text = error or ""
     name = text.split(":", 1)[0].strip()
     warned = (status or {}).get("warnings"), (status or {}).get("warning_counts")
+    sources = (status or {}).get("warning_sources")
     cls = _mixed.get(name)
     if cls is None:
         base = _error_class(name)
         if base is None:
-            return JobFailed(job_id, error, *warned)
+            return JobFailed(job_id, error, *warned, warning_sources=sources)
         short = name.rsplit(".", 1)[-1]
         cls = _mixed[name] = type(f"JobFailed{short}", (JobFailed, base), {})
     # "ValueError: <message>" as the service formats it: the message alone
     message = text[len(name) + 2 :] if text.startswith(name + ": ") else ""
-    return cls(job_id, error, *warned, message=message)
+    return cls(job_id, error, *warned, message=message, warning_sources=sources)
 
 
 class JobCancelled(MemogridError):
@@ -196,12 +204,14 @@ class WaitTimeout(MemogridError, TimeoutError):
 #: is raised again as, by name, and the fixed module each is found in; any
 #: other is raised as a UserWarning
 _WARNING_CLASSES = {
-    "UserWarning": "builtins",
-    "RuntimeWarning": "builtins",
-    "FutureWarning": "builtins",
-    "DeprecationWarning": "builtins",
-    "PendingDeprecationWarning": "builtins",
+    # every warning class Python itself defines
+    **{
+        name: "builtins"
+        for name, obj in vars(builtins).items()
+        if isinstance(obj, type) and issubclass(obj, Warning)
+    },
     "FitFailedWarning": "sklearn.exceptions",
+    "InconsistentVersionWarning": "sklearn.exceptions",
     "ConvergenceWarning": "sklearn.exceptions",
     "UndefinedMetricWarning": "sklearn.exceptions",
     "DataConversionWarning": "sklearn.exceptions",
@@ -212,6 +222,11 @@ _WARNING_CLASSES = {
     "ComplexWarning": "numpy.exceptions",
     "RankWarning": "numpy.exceptions",
     "VisibleDeprecationWarning": "numpy.exceptions",
+    "OptimizeWarning": "scipy.optimize",
+    "ConstantInputWarning": "scipy.stats",
+    "NearConstantInputWarning": "scipy.stats",
+    "DegenerateDataWarning": "scipy.stats",
+    "PerformanceWarning": "pandas.errors",
 }
 
 

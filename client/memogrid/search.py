@@ -21,6 +21,7 @@ grid) are raised again in the caller's process, by class. Interrupting
 from __future__ import annotations
 
 import numbers
+import sys
 import time
 import warnings
 from copy import deepcopy
@@ -43,17 +44,43 @@ def _all_fits_failed(error: str | None) -> bool:
     return name == "ValueError" and message.lstrip().startswith("All the ")
 
 
-def _reemit(recorded: list[str], counts: dict[str, int] | None = None) -> None:
-    """Raise the warnings scikit-learn gave on the service as the user's own,
-    by class, each as often as it came (``counts``: scikit-learn's search
-    raises one per fit). memogrid's own notes (estimators left with
+def _reemit(
+    recorded: list[str],
+    counts: dict[str, int] | None = None,
+    sources: dict[str, list[Any]] | None = None,
+) -> None:
+    """Raise the warnings scikit-learn gave on the service here, by class,
+    each as often as it came (``counts``: scikit-learn's search raises one
+    per fit) and from where it came (``sources``: the module, file and line
+    that raised it, so filters naming a module, ``module="sklearn"``, treat
+    it as scikit-learn's own). memogrid's own notes (estimators left with
     random_state=None are memoized) stay in ``job_.warnings``:
     scikit-learn gives no such warning, and the drop-in should not either."""
     for text in recorded:
         name, sep, message = text.partition(": ")
-        if sep and name.isidentifier() and name.endswith("Warning"):
-            for _ in range((counts or {}).get(text, 1)):
-                warnings.warn(message, errors.warning_category(name), stacklevel=3)
+        if not (sep and name.isidentifier() and name.endswith("Warning")):
+            continue
+        category = errors.warning_category(name)
+        source = _source((sources or {}).get(text))
+        for _ in range((counts or {}).get(text, 1)):
+            if source is None:
+                warnings.warn(message, category, stacklevel=3)
+            else:
+                module, filename, lineno = source
+                warnings.warn_explicit(message, category, filename, lineno, module=module)
+
+
+def _source(given: Any) -> tuple[str, str, int] | None:
+    """A warning's [module, file, line] from the service as ``warn_explicit``
+    takes them, or None if it is not that shape. The file is this process's
+    copy of the module where it is loaded (never imported for this)."""
+    if not (isinstance(given, list) and len(given) == 3):
+        return None
+    module, filename, lineno = given
+    if not (isinstance(module, str) and isinstance(filename, str) and isinstance(lineno, int)):
+        return None
+    here = getattr(sys.modules.get(module), "__file__", None)
+    return module, here if isinstance(here, str) else filename, lineno
 
 
 def _numpy_typed(estimator: Any, params: dict[str, Any]) -> Any:
@@ -77,10 +104,12 @@ def _numpy_typed(estimator: Any, params: dict[str, Any]) -> Any:
     return estimator
 
 
-def _search_warnings(job: Job, refit_here: bool) -> tuple[list[str], dict[str, int]]:
-    """A finished job's warnings to raise, and how often each; without the
-    refit's own when the refit is done again here (the service could not
-    store its model): that refit raises them itself."""
+def _search_warnings(
+    job: Job, refit_here: bool
+) -> tuple[list[str], dict[str, int], dict[str, list[Any]]]:
+    """A finished job's warnings to raise, how often and where from each;
+    without the refit's own when the refit is done again here (the service
+    could not store its model): that refit raises them itself."""
     texts, counts = list(job.warnings), dict(job.stats.get("warning_counts") or {})
     if refit_here:
         for text in job.stats.get("refit_warnings") or ():
@@ -89,7 +118,7 @@ def _search_warnings(job: Job, refit_here: bool) -> tuple[list[str], dict[str, i
                 counts[text] = left
             elif text in texts:
                 texts.remove(text)
-    return texts, counts
+    return texts, counts, dict(job.stats.get("warning_sources") or {})
 
 
 def _best_has(attr: str) -> Any:
@@ -345,7 +374,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                     )
                 except errors.JobFailed as exc:
                     if not _all_fits_failed(exc.error):
-                        _reemit(exc.warnings, exc.warning_counts)
+                        _reemit(exc.warnings, exc.warning_counts, exc.warning_sources)
                         raise
                     # every fold of the chosen candidate failed, so its search
                     # ends before a refit: refit here, failing (or not) as
@@ -357,7 +386,10 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                     # (the folds' warnings, replayed from the cache, the
                     # splitter's) were raised with the search
                     if refit_job.results()["has_estimator"]:
-                        _reemit(refit_job.stats.get("refit_warnings", refit_job.warnings))
+                        _reemit(
+                            refit_job.stats.get("refit_warnings", refit_job.warnings),
+                            sources=refit_job.stats.get("warning_sources"),
+                        )
                     self._take_best(refit_job, X, y, fit_params)
                     self.refit_job_ = refit_job
         finally:
@@ -383,7 +415,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         except errors.JobFailed as exc:
             # raised before the error, as scikit-learn's were
             if reemit:
-                _reemit(exc.warnings, exc.warning_counts)
+                _reemit(exc.warnings, exc.warning_counts, exc.warning_sources)
             raise
         except KeyboardInterrupt:
             # the user stopped waiting: stop the job too, or it would keep

@@ -996,7 +996,7 @@ def explicit_folds(
     indexes with either), kept in their order; a mask must have X's
     ``n_rows()`` (by default ``len(X)``).
     """
-    if cv is None or isinstance(cv, (int, str, bytes, Mapping)):
+    if cv is None or isinstance(cv, (int, np.integer, str, bytes, Mapping)):
         return cv
     if hasattr(cv, "split"):
         if not hasattr(cv, "get_n_splits"):
@@ -1061,8 +1061,8 @@ def cv_to_spec(cv: Any, path: str = "cv") -> Any:
     Splitters have no ``get_params``; like their repr, their parameters are
     read from the attributes named after the constructor's arguments.
     """
-    if cv is None or (isinstance(cv, int) and not isinstance(cv, bool)):
-        return cv
+    if cv is None or (isinstance(cv, (int, np.integer)) and not isinstance(cv, bool)):
+        return None if cv is None else int(cv)  # np.int64(3) as scikit-learn takes it
     allow = splitter_allowlist()
     name = allow.name_of_class(type(cv))
     if name is None:

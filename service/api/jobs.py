@@ -208,6 +208,7 @@ def read_job(
             row = s.execute(select(Job.warnings, Job.stats).where(Job.id == job_id)).one()
         out.warnings = row.warnings or []
         out.warning_counts = (row.stats or {}).get("warning_counts") or {}
+        out.warning_sources = (row.stats or {}).get("warning_sources") or {}
     return out
 
 

@@ -129,6 +129,10 @@ class JobOut(BaseModel):
         default_factory=dict,
         description="of a failed job's warnings, those that came more than once, by how often",
     )
+    warning_sources: dict[str, list[str | int]] = Field(
+        default_factory=dict,
+        description="of a failed job's warnings, where each was first raised: [module, file, line]",
+    )
 
 
 class JobList(BaseModel):

@@ -175,10 +175,15 @@ class WarningLog:
 
     texts: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    #: where each text was first raised: [module, file, line], for a client
+    #: raising it again from there (filters that name a module match it)
+    sources: dict[str, list[Any]] = field(default_factory=dict)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, source: tuple[str | None, str, int] | None = None) -> None:
         if text not in self.counts:
             self.texts.append(text)
+            if source is not None and source[0]:
+                self.sources[text] = list(source)
         self.counts[text] += 1
 
     def repeated(self) -> dict[str, int]:
@@ -190,9 +195,9 @@ def _report_caught(caught: Iterable[Any], reemit: bool, log: WarningLog) -> None
     """Log warnings caught in this process and, if ``reemit``, raise them
     again as they were raised (from their module, for filters that name one)."""
     for w in caught:
-        log.add(f"{w.category.__name__}: {w.message}")
+        module = module_of(w.filename)
+        log.add(f"{w.category.__name__}: {w.message}", (module, w.filename, w.lineno))
         if reemit:
-            module = module_of(w.filename)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module)
 
 
@@ -222,7 +227,7 @@ def _raise_warned(
         category = warning_category(name)
         text = _text(item)
         if log is not None:
-            log.add(text)
+            log.add(text, (module, filename, lineno))
         if reemit:
             if category is UserWarning and name != "UserWarning":
                 message = text  # a class not raised by name keeps it in the text
@@ -340,6 +345,8 @@ class SearchResult:
     #: of ``warnings``, those raised more than once, by how often
     #: (scikit-learn's search raises a warning once per fit that gave it)
     warning_counts: dict[str, int] = field(default_factory=dict)
+    #: of ``warnings``, where each was raised: [module, file, line]
+    warning_sources: dict[str, list[Any]] = field(default_factory=dict)
     stats: SearchStats = field(default_factory=SearchStats)
 
 
@@ -1047,6 +1054,7 @@ class SearchRunner:
             restore_strides(res.best_estimator_)
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()
+        res.warning_sources = log.sources
         if stats.fits or stats.refit == "fit":
             self._drain_writes()
         return res

@@ -176,8 +176,8 @@ def fold_rows(ctx: TaskContext, fold: Any, which: str) -> tuple[Any, Any]:
         Xs, ys = _safe_split(est, X, y, fold.train)
     else:
         Xs, ys = _safe_split(est, X, y, fold.test, fold.train)
-    if fold.whole and isinstance(ys, np.ndarray) and ys.ndim == 2:
-        ys = np.array(ys, order=fold.y_order)  # y itself, as laid out by the caller
+    if fold.whole:
+        ys = _y_itself(ys, fold)
     rows = (freeze(_as_ndarray(Xs)), freeze(_as_ndarray(ys)))
     if isinstance(rows[0], np.ndarray) or is_sparse(rows[0]):
         with _fold_rows_lock:
@@ -261,12 +261,21 @@ def routed_params(ctx: TaskContext, routing: dict[str, str], rows: Any) -> dict:
     )
 
 
-def _y_rows(ctx: TaskContext, rows: Any) -> Any:
+def _y_itself(y: Any, fold: Any) -> Any:
+    """A whole fold's y: y itself, a 2-D one as laid out by the caller."""
+    if isinstance(y, np.ndarray) and y.ndim == 2:
+        return np.array(y, order=fold.y_order)
+    return y
+
+
+def _y_rows(ctx: TaskContext, fold: Any, rows: Any) -> Any:
+    """y of ``rows`` of ``fold`` (y itself for the refit's whole fold)."""
     if ctx.data.y is None:
         return None
     from sklearn.utils import _safe_indexing
 
-    return _as_ndarray(_safe_indexing(ctx.data.y.load(), rows))
+    y = ctx.data.y.load()
+    return _as_ndarray(_y_itself(y, fold) if fold.whole else _safe_indexing(y, rows))
 
 
 #: ``TaskContext.blas_threads`` for "as many threads as BLAS and OpenMP use
@@ -403,6 +412,13 @@ def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
             _router.original = warnings.showwarning
             warnings.showwarning = _router.show
             warnings.simplefilter("always")
+            # joblib's note that an estimator's n_jobs runs as 1 in a dask
+            # worker's daemon process: where the fits run is the engine's
+            # choice, not the caller's to be warned about (n_jobs does not
+            # change scikit-learn's results)
+            warnings.filterwarnings(
+                "ignore", message="Inside a Dask worker with daemon=True", category=UserWarning
+            )
     router = _router
     prev = getattr(router.local, "sink", None)
     router.local.sink = sink
@@ -510,7 +526,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
         X_test = fold_rows(ctx, fold, "test")[0] if len(fold.test) else None
     else:
         X_train, X_test = parent.Xt_train, parent.Xt_test
-        y_train = _y_rows(ctx, fold.train)
+        y_train = _y_rows(ctx, fold, fold.train)
     X_train, X_test = private(X_train), private(X_test)
     params = routed_params(ctx, node.fit_params, fold.train)
     transformer = node.link.build()
@@ -735,8 +751,8 @@ def run_score(
         X_train = X_train_scored = private(X_train)  # one object, as scikit-learn's
     else:
         X_train, X_test = private(parent.Xt_train), parent.Xt_test
-        y_train = _y_rows(ctx, fold.train)
-        y_test = _y_rows(ctx, fold.test)
+        y_train = _y_rows(ctx, fold, fold.train)
+        y_test = _y_rows(ctx, fold, fold.test)
         X_train_scored = private(ttrain)
     X_test = private(X_test)
     params = routed_params(ctx, node.fit_params, fold.train)
@@ -1059,7 +1075,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
         X, y = fold_rows(ctx, fold, "train")
     else:
         X = parent.Xt_train
-        y = _y_rows(ctx, fold.train)
+        y = _y_rows(ctx, fold, fold.train)
     X = private(X)
     params = routed_params(ctx, node.fit_params, fold.train)
     estimator = node.link.build()

@@ -390,7 +390,11 @@ class JobRunner:
                 JobEvent.FAIL,
                 error=_describe(exc),
                 warnings=warned.texts or None,
-                stats={"warning_counts": warned.repeated()} if warned.texts else None,
+                stats=(
+                    {"warning_counts": warned.repeated(), "warning_sources": warned.sources}
+                    if warned.texts
+                    else None
+                ),
             )
         finally:
             with self._lock:
@@ -571,6 +575,7 @@ class JobRunner:
             refit_time=result.refit_time_,
             refit_warnings=result.refit_warnings,
             warning_counts=result.warning_counts,
+            warning_sources=result.warning_sources,
             timings=timings,
         )
         # the candidates become visible together with the success, or not at all

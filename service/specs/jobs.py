@@ -334,18 +334,22 @@ def compile_job(
             raise SpecError("fit_params", str(exc)) from None
     n_rows = shapes["X"].n_rows
     for role, shape in shapes.items():
-        if shape.n_rows != n_rows:
-            where = role.replace("fit:", "fit_params.")
-            note = (
-                " (fit params are sliced per fold: each holds one value per sample)"
-                if role.startswith("fit:")
-                else ""
-            )
+        if shape.n_rows == n_rows:
+            continue
+        if not role.startswith("fit:"):
+            # scikit-learn's words, as its search or splitter says them
+            lengths = [s.n_rows for r, s in shapes.items() if r in ("X", "y", "groups")]
             raise SpecError(
-                where,
-                f"{where} has {shape.n_rows} rows but X has {n_rows}: "
-                f"inconsistent numbers of samples{note}",
+                role,
+                f"{role} has {shape.n_rows} rows but X has {n_rows}: Found input variables "
+                f"with inconsistent numbers of samples: {lengths}",
             )
+        where = role.replace("fit:", "fit_params.")
+        raise SpecError(
+            where,
+            f"{where} has {shape.n_rows} rows but X has {n_rows}: inconsistent numbers "
+            "of samples (fit params are sliced per fold: each holds one value per sample)",
+        )
     if shapes["X"].kind != "frame" and _uses_column_names(request["estimator"]):
         raise SpecError("X", "columns are selected by name, so X must be a DataFrame")
 
@@ -465,6 +469,14 @@ _GROUP_SPLITTERS = frozenset(
 )
 
 
+def _too_many_splits(n_splits: int, n_rows: int) -> str:
+    """scikit-learn's words for more folds than rows (its splitters' ValueError)."""
+    return (
+        f"Cannot have number of splits n_splits={n_splits} greater than the number of "
+        f"samples: n_samples={n_rows}."
+    )
+
+
 def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any]) -> int:
     """The number of folds, loading groups only where the splitter counts them."""
     if isinstance(cv, ExplicitFolds):
@@ -473,7 +485,7 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
         folds = 5 if cv is None else cv
         if folds > n_rows:
             said = "the default cv of 5" if cv is None else f"cv={cv}"
-            raise SpecError("cv", f"{said} folds is more than the {n_rows} samples")
+            raise SpecError("cv", f"{said}: {_too_many_splits(folds, n_rows)}")
         return folds
     name = type(cv).__name__
     if name in _GROUP_SPLITTERS and "groups" not in datasets:
@@ -483,7 +495,7 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
         )
     n = _splitter_value(cv, "n_splits")
     if name.endswith("KFold") and isinstance(n, int) and n > n_rows:
-        raise SpecError("cv", f"{name} with n_splits={n} is more folds than the {n_rows} samples")
+        raise SpecError("cv", f"{name}: {_too_many_splits(n, n_rows)}")
     if name in ("LeaveOneGroupOut", "LeavePGroupsOut", "LeaveOneOut", "PredefinedSplit"):
         if name == "LeaveOneOut":
             return n_rows

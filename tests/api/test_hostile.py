@@ -98,7 +98,13 @@ def test_search_settings_scikit_learn_would_refuse_get_a_422(api, data):
     assert r.status_code == 422 and r.json()["errors"][0]["path"] == "y", r.text
     kfold = {"class": "sklearn.model_selection.KFold", "params": {"n_splits": 500}}
     r = _job(api, data, cv=kfold)
-    assert r.status_code == 422 and "more folds than the 60 samples" in r.text, r.text
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].endswith(
+        "KFold: Cannot have number of splits n_splits=500 greater than the number of "
+        "samples: n_samples=60."
+    ), r.text
+    r = _job(api, data, cv=61)
+    assert r.status_code == 422 and "cv=61: Cannot have number of splits n_splits=61" in r.text
     seeded = {
         "class": "sklearn.model_selection.KFold",
         "params": {"n_splits": 3, "shuffle": True, "random_state": -5},

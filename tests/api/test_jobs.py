@@ -199,6 +199,13 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         api, dict(base, param_grid={"logistic__C": [1], "__class__": [1]}), "__class__", "parameter"
     )
     _bad(api, dict(base, y=upload(api, y[:-5])), "y", "inconsistent numbers of samples")
+    # scikit-learn's words for groups of another length (its splitters' check)
+    _bad(
+        api,
+        dict(base, groups=upload(api, np.arange(len(y) - 1) % 3)),
+        "groups",
+        f"inconsistent numbers of samples: [{len(y)}, {len(y)}, {len(y) - 1}]",
+    )
     short = dict(base, fit_params={"logistic__coef_init": upload(api, np.zeros((1, 4)))})
     _bad(api, short, "fit_params.logistic__coef_init", "each holds one value per sample")
     _bad(api, dict(base, param_grid=[]), "param_grid", "No fits were performed")

@@ -91,6 +91,60 @@ def test_warnings_recorded_by_the_service_reach_the_caller(mg, data):
         ).fit(X, y)
 
 
+def test_warnings_come_from_where_scikit_learn_raises_them(mg, data):
+    """Each warning is raised from the module, file and line that raised it
+    on the service (filters naming a module treat it as scikit-learn's), by
+    its own class (SyntaxWarning included); joblib's note that an estimator's
+    n_jobs runs as 1 in a dask worker is not the caller's to see."""
+    from collections import Counter
+
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = data
+
+    def caught_by(search, *filters):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for f in filters:
+                warnings.filterwarnings(*f)
+            search.fit(X, y)
+        return caught
+
+    def both(est, grid, *filters, **kw):
+        ours = GridSearchCV(est, grid, client=mg, progress=False, **kw)
+        return caught_by(ours, *filters), caught_by(SkGridSearchCV(est, grid, **kw), *filters)
+
+    slow = LogisticRegression(max_iter=2)
+    ours, sk = both(slow, {"C": [0.1, 1.0]})
+    assert [w.category.__name__ for w in ours] == [w.category.__name__ for w in sk]
+    from sklearn.exceptions import ConvergenceWarning
+
+    converge = [w for w in ours if w.category is ConvergenceWarning]
+    assert len(converge) == 11
+    assert {w.filename for w in converge} == {
+        w.filename for w in sk if w.category is ConvergenceWarning
+    }
+    ignore = ("ignore", "", ConvergenceWarning, "sklearn")
+    ours, sk = both(slow, {"C": [0.1, 1.0]}, ignore)
+    assert ours == [] and sk == []
+    # a warning raised as the fits' own class, whatever builtin it is
+    knn = KNeighborsClassifier(metric_params={"p": 3})
+    ours, sk = both(knn, {"n_neighbors": [3, 5]}, cv=3)
+    assert Counter((w.category, str(w.message)) for w in ours) == Counter(
+        (w.category, str(w.message)) for w in sk
+    )
+    assert ours and all(w.category is SyntaxWarning for w in ours)
+    # an estimator's n_jobs, and cv as a numpy integer
+    forest = RandomForestClassifier(n_estimators=5, n_jobs=2, random_state=0)
+    ours_search = GridSearchCV(
+        forest, {"max_depth": [2, 3]}, cv=np.int64(3), client=mg, progress=False
+    )
+    sk_search = SkGridSearchCV(forest, {"max_depth": [2, 3]}, cv=np.int64(3))
+    assert caught_by(ours_search) == [] and caught_by(sk_search) == []
+    assert_cv_results_equal(ours_search.cv_results_, sk_search.cv_results_)
+
+
 def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
     X, y = data
     before = _jobs(mg)
@@ -305,6 +359,28 @@ def test_an_object_target_of_numbers_regresses_as_in_scikit_learn(mg):
             X, np.where(y > 0, 1, 0).astype(object)
         )
     assert mg.uploads == sent
+
+
+def test_the_refit_sees_x_and_y_laid_out_as_the_callers(mg):
+    """scikit-learn refits on X and y themselves: a Fortran-ordered 2-D y
+    behind a pipeline's steps, and views with their rows reversed (which
+    scikit-learn reads as their C-ordered copies), give its models to the
+    last bit."""
+    from sklearn.datasets import make_regression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, Y = make_regression(n_samples=120, n_features=6, n_targets=2, noise=3.0, random_state=1)
+    pipe = make_pipeline(StandardScaler(), Ridge())
+    for est, grid, Xc, Yc in (
+        (pipe, {"ridge__alpha": [0.1, 10.0]}, X, np.asfortranarray(Y)),
+        (Ridge(), {"alpha": [0.1, 10.0]}, X[::-1], np.ascontiguousarray(Y[::-1, 0])),
+        (Ridge(), {"alpha": [0.1, 10.0]}, X, Y[::-1]),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(Xc, Yc)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(Xc, Yc)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
 def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):

@@ -541,6 +541,8 @@ def test_memory_order_of_x():
     assert memory_order(X) == "C" and memory_order(np.asfortranarray(X)) == "F"
     assert memory_order(np.asfortranarray(np.ones((5, 6)))[:, ::2]) == "F"
     assert memory_order(np.ones((5, 6))[:, ::2]) == "C"
+    assert memory_order(np.ones((5, 6))[::-1]) == "C"  # rows reversed: row by row
+    assert memory_order(np.asfortranarray(np.ones((5, 6)))[:, ::-1]) == "F"
     assert memory_order(np.ones(5)) == "C" and memory_order([[1, 2]]) == "C"
     assert memory_order(np.ones((5, 1), order="F")) == "C"  # both at once: C
 
