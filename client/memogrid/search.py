@@ -24,6 +24,7 @@ import numbers
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from copy import deepcopy
 from typing import Any
 
@@ -35,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import errors
 from .client import Client, Job
-from .spec import NO_FITS, SpecError, explicit_folds
+from .spec import NO_FITS, SpecError, explicit_folds, to_spec
 
 
 def _all_fits_failed(error: str | None) -> bool:
@@ -83,25 +84,44 @@ def _source(given: Any) -> tuple[str, str, int] | None:
     return module, here if isinstance(here, str) else filename, lineno
 
 
-def _numpy_typed(estimator: Any, params: dict[str, Any]) -> Any:
-    """``estimator`` with the numpy scalar types of the chosen ``params``.
+def _callers_values(best: Any, estimator: Any, params: dict[str, Any]) -> Any:
+    """``best`` (the service's refit, built from JSON) holding the caller's
+    own parameter values, as scikit-learn's best estimator holds them.
 
-    The service builds the best estimator from JSON, so a grid's numpy
-    values (``np.array([0.1, 1.0])``) come back as Python numbers; scikit-
-    learn sets the grid's own values. Equal values only change type.
+    JSON brings back an equal value of another type: a grid's numpy scalar
+    as a Python number, an array (``RidgeCV(alphas=np.logspace(...))``) as a
+    list, numpy dict keys as Python ones. scikit-learn's refit is
+    ``clone(estimator).set_params(**best_params_)``: wherever that holds a
+    value (no estimator) whose spec is the service's, it is set on ``best``.
     """
-    current = estimator.get_params(deep=True)
-    typed = {
-        key: value
-        for key, value in params.items()
-        if isinstance(value, np.generic)
-        and key in current
-        and type(current[key]) is not type(value)
-        and current[key] == value
-    }
+    from sklearn.base import clone
+
+    local = clone(estimator).set_params(**clone(params, safe=False))
+    theirs = best.get_params(deep=True)
+    typed = {}
+    for key, value in local.get_params(deep=True).items():
+        if key not in theirs or _holds_estimator(value):
+            continue
+        try:
+            same = to_spec(value, path=key) == to_spec(theirs[key], path=key)
+        except SpecError:
+            same = False
+        if same:
+            typed[key] = value
     if typed:
-        estimator.set_params(**typed)
-    return estimator
+        best.set_params(**typed)
+    return best
+
+
+def _holds_estimator(value: Any) -> bool:
+    """Whether ``value`` is or holds an estimator (a pipeline's steps)."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_estimator(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_holds_estimator(v) for v in value.values())
+    return False
 
 
 def _search_warnings(
@@ -471,7 +491,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         """The refit best estimator the job made, or, where the service could
         not store it (skops holds not every model), the same refit done here."""
         if job.results()["has_estimator"]:
-            self.best_estimator_ = _numpy_typed(job.best_estimator_, self.best_params_)
+            self.best_estimator_ = _callers_values(
+                job.best_estimator_, self.estimator, self.best_params_
+            )
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
             self._adopt_features()
         else:
@@ -623,9 +645,15 @@ def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) 
     """Whether the service's candidates are these, in this order (by content)."""
     from .wire import encode_value
 
-    def plain(params: dict[str, Any]) -> dict[str, Any]:
-        # numpy scalars travel as plain numbers: compare them as such
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+    def plain(value: Any) -> Any:
+        # numpy scalars travel as plain numbers (dict keys too): compare them as such
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, dict):
+            return {plain(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value
 
     if len(local) != len(remote):
         return False

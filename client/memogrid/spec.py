@@ -416,6 +416,10 @@ def _join(path: str, child: str) -> str:
 # -- building: JSON -> objects ---------------------------------------------------------------
 
 
+#: what a spec's sets may hold (hashable literals)
+_SET_ITEMS = (str, int, float, bool, np.generic, type(None))
+
+
 def _check_literal(value: Any, path: str) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -459,6 +463,16 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             if not isinstance(entries, list):
                 raise SpecError(path, '{"tuple": ...} holds a list of values')
             return tuple(build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(entries))
+        if set(value) == {"RandomState"}:
+            return _random_state(value["RandomState"], path)
+        if set(value) in ({"set"}, {"frozenset"}):
+            ((kind, entries),) = value.items()
+            if not isinstance(entries, list):
+                raise SpecError(path, f'{{"{kind}": ...}} holds a list of values')
+            built = [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(entries)]
+            if not all(isinstance(v, _SET_ITEMS) for v in built):
+                raise SpecError(path, f"a {kind} holds numbers, strings or bools")
+            return set(built) if kind == "set" else frozenset(built)
         if set(value) == {"dict"}:
             items = value["dict"]
             if not isinstance(items, list) or not all(
@@ -478,7 +492,8 @@ def build_value(value: Any, allow: Allowlist, path: str) -> Any:
             path,
             "an object must be an estimator spec, a function reference, "
             '{"float": ...}, {"numpy": ..., "value": ...}, {"type": ...}, {"constant": ...}, '
-            '{"tuple": ...} or {"dict": ...}',
+            '{"tuple": ...}, {"set": ...}, {"frozenset": ...}, {"RandomState": ...} or '
+            '{"dict": ...}',
         )
     if isinstance(value, list):
         return [build_value(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -679,6 +694,30 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
         _check_safe_entries(key, out[key], where)
     _check_keys(estimator, out, path)
     return out
+
+
+def _random_state(state: Any, path: str) -> np.random.RandomState:
+    """The RandomState a ``{"RandomState": {"key", "pos", "has_gauss",
+    "cached_gaussian"}}`` tag holds (numpy's MT19937 state)."""
+    fields = {"key", "pos", "has_gauss", "cached_gaussian"}
+    if not isinstance(state, Mapping) or set(state) != fields:
+        raise SpecError(path, f'{{"RandomState": ...}} holds exactly {sorted(fields)}')
+    key, pos, has_gauss, cached = (state[f] for f in ("key", "pos", "has_gauss", "cached_gaussian"))
+    if not (
+        isinstance(key, list)
+        and len(key) == 624
+        and all(type(k) is int and 0 <= k < 2**32 for k in key)
+    ):
+        raise SpecError(_join(path, "key"), "an MT19937 key is 624 integers in [0, 2**32)")
+    if type(pos) is not int or not 0 <= pos <= 624:
+        raise SpecError(_join(path, "pos"), "pos is an integer in [0, 624]")
+    if has_gauss not in (0, 1) or type(has_gauss) is not int:
+        raise SpecError(_join(path, "has_gauss"), "has_gauss is 0 or 1")
+    if isinstance(cached, bool) or not isinstance(cached, (int, float)):
+        raise SpecError(_join(path, "cached_gaussian"), "cached_gaussian is a number")
+    rng = np.random.RandomState()
+    rng.set_state(("MT19937", np.array(key, dtype=np.uint32), pos, has_gauss, float(cached)))
+    return rng
 
 
 def _numpy_float(value: Mapping[str, Any], allow: Allowlist | None, path: str) -> Any:
@@ -912,6 +951,23 @@ def _to_spec(value: Any, allow: Allowlist, path: str) -> Any:
     if isinstance(value, (list, tuple)):
         items = [_to_spec(v, allow, f"{path}[{i}]") for i, v in enumerate(value)]
         return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, np.random.RandomState):
+        # its state, which every clone of the estimator copies (scikit-learn's
+        # search fits each clone from that state)
+        kind, key, pos, has_gauss, cached = value.get_state(legacy=True)
+        return {
+            "RandomState": {
+                "key": [int(k) for k in key],
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": _to_literal(float(cached), path),
+            }
+        }
+    if isinstance(value, (set, frozenset)):
+        if not all(isinstance(v, _SET_ITEMS) for v in value):
+            raise SpecError(path, "a set is expressible when it holds numbers, strings or bools")
+        items = sorted((_to_spec(v, allow, path) for v in value), key=json.dumps)
+        return {type(value).__name__: items}
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufU":
             raise SpecError(path, f"an array of dtype {value.dtype} is not expressible")

@@ -245,6 +245,33 @@ def test_values_keep_scikit_learns_types(mg, data):
     sk = SkGridSearchCV(KernelDensity(), grid, cv=3).fit(X)
     assert repr(ours.score(X)) == repr(sk.score(X))
     assert type(ours.n_features_in_) is type(sk.n_features_in_)
+    # arrays and numpy dict keys, in the estimator and in the grid, held by
+    # the best estimator and the results as scikit-learn holds them
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    weights = [{np.int64(0): 1.0, np.int64(1): 2.0}, None]
+    for est, grid in (
+        (RidgeCV(alphas=np.logspace(-2, 2, 5)), {"fit_intercept": [True, False]}),
+        (
+            make_pipeline(StandardScaler(), LogisticRegression()),
+            {"logisticregression__class_weight": weights},
+        ),
+        (RidgeCV(), {"alphas": [np.array([0.1, 1.0]), (1.0, 10.0)]}),
+        # sets (HistGradientBoosting's interaction constraints), given and searched
+        (
+            HistGradientBoostingClassifier(max_iter=5, interaction_cst=[{0, 1}, {2, 3, 4}]),
+            {"interaction_cst": [[{0, 1}, {2, 3, 4}], [frozenset({1, 2})], None]},
+        ),
+    ):
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, y)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
+        assert repr(ours.cv_results_["params"]) == repr(sk.cv_results_["params"])
+        assert repr(ours.best_params_) == repr(sk.best_params_)
+        assert repr(ours.best_estimator_.get_params()) == repr(sk.best_estimator_.get_params())
+        assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
 def test_a_pickled_search_carries_no_token(api, data, monkeypatch):
@@ -1143,6 +1170,38 @@ def test_a_best_estimator_holding_a_named_scorer_loads(mg, data):
         sk = SkGridSearchCV(est, grid, cv=3).fit(X, y)
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_an_estimator_drawing_from_a_randomstate_fits_as_in_scikit_learn(mg, data):
+    """``random_state=np.random.RandomState(...)`` on an estimator: its state
+    travels, every fit starts from it (scikit-learn clones copy it), the
+    caller's generator is left as it was, and the same state is the same
+    search (cached)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = data
+    grid = {"max_depth": [2, 4]}
+    rng = np.random.RandomState(7)
+    rng.normal(size=3)  # a state no integer seed gives
+    forest = RandomForestClassifier(n_estimators=5, random_state=rng)
+    before = rng.get_state(legacy=True)[1].copy()
+    ours = GridSearchCV(forest, grid, cv=3, client=mg, progress=False).fit(X, y)
+    assert np.array_equal(rng.get_state(legacy=True)[1], before)
+    sk = SkGridSearchCV(forest, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    again = GridSearchCV(forest, grid, cv=3, client=mg, progress=False).fit(X, y)
+    assert again.job_.stats["final_fits"] == 0
+    # a malformed state is the service's 422, by path
+    from memogrid.spec import to_spec
+
+    spec = to_spec(forest)
+    spec["params"]["random_state"]["RandomState"]["pos"] = 700
+    r = mg._http.post(
+        "/v1/jobs",
+        json={"estimator": spec, "param_grid": grid, "X": mg.upload(X), "y": mg.upload(y)},
+    )
+    assert r.status_code == 422 and "pos is an integer in [0, 624]" in r.text, r.text
 
 
 def test_a_splitter_drawing_from_a_randomstate_splits_as_scikit_learns(mg, data):

@@ -231,7 +231,7 @@ class NotAllowed(PCA):
         (LogisticRegression(C=10**30), "params.C", "out of range"),
         (SelectKBest(np.sin), "params.score_func", "not on the allowlist"),
         (LogisticRegression(C=object()), "params.C", "unsupported value of type object"),
-        (LogisticRegression(C={1, 2}), "params.C", "unsupported value of type set"),
+        (LogisticRegression(C={(1, 2)}), "params.C", "a set is expressible when it holds"),
         (LogisticRegression(C=PCA), "params.C", "a class"),
         (LogisticRegression(class_weight={(0, 1): 1.0}), "params.class_weight[0]", "dict key"),
         (LogisticRegression(C=np.array([1j])), "params.C", "dtype complex128"),
@@ -693,6 +693,44 @@ def test_nan_infinity_types_and_dicts_round_trip(allow):
         ({"dict": [[[1], 2]]}, "a dict key is"),
         ({"dict": [[1, 2], [1, 3]]}, "repeats the key"),
         ({"float": "nan", "x": 1}, "an object must be"),
+        ({"set": 1}, "holds a list of values"),
+        ({"set": [[1]]}, "a set holds numbers, strings or bools"),
+        ({"frozenset": [{"dict": []}]}, "a frozenset holds numbers"),
+        ({"RandomState": {"key": [0] * 624}}, "holds exactly"),
+        (
+            {"RandomState": {"key": [0] * 623, "pos": 0, "has_gauss": 0, "cached_gaussian": 0.0}},
+            "624 integers",
+        ),
+        (
+            {
+                "RandomState": {
+                    "key": [2**32] + [0] * 623,
+                    "pos": 0,
+                    "has_gauss": 0,
+                    "cached_gaussian": 0.0,
+                }
+            },
+            "624 integers",
+        ),
+        (
+            {"RandomState": {"key": [0] * 624, "pos": 625, "has_gauss": 0, "cached_gaussian": 0.0}},
+            "pos is",
+        ),
+        (
+            {
+                "RandomState": {
+                    "key": [0] * 624,
+                    "pos": 0,
+                    "has_gauss": True,
+                    "cached_gaussian": 0.0,
+                }
+            },
+            "has_gauss",
+        ),
+        (
+            {"RandomState": {"key": [0] * 624, "pos": 0, "has_gauss": 0, "cached_gaussian": "x"}},
+            "cached_gaussian",
+        ),
     ],
 )
 def test_bad_tagged_values_are_refused(allow, value, message):
@@ -701,6 +739,28 @@ def test_bad_tagged_values_are_refused(allow, value, message):
     with pytest.raises(SpecError) as err:
         build_value(value, allow, "params.x")
     assert message in err.value.message
+
+
+def test_sets_and_random_states_round_trip(allow):
+    """Sets keep their type and items (written in one order whatever their
+    iteration order); a RandomState its exact state, the caller's untouched."""
+    from memogrid.spec import build_value, to_spec
+
+    for value in ({3, 1, 2}, frozenset({"b", "a"}), set(), {1.5, np.int64(2)}):
+        spec = json.loads(json.dumps(to_spec(value)))
+        built = build_value(spec, allow, "x")
+        assert type(built) is type(value) and built == value
+    assert to_spec({2, 1}) == to_spec({1, 2}) == {"set": [1, 2]}
+    with pytest.raises(SpecError, match="holds numbers, strings or bools"):
+        to_spec({(1, 2)})
+    rng = np.random.RandomState(5)
+    rng.normal()  # a cached gaussian
+    spec = json.loads(json.dumps(to_spec(rng)))
+    assert spec["RandomState"]["has_gauss"] == 1
+    built = build_value(spec, allow, "x")
+    # the same draws from here on (the cached gaussian included)
+    assert built is not rng and built.normal() == rng.normal()
+    assert built.randint(1 << 30, size=5).tolist() == rng.randint(1 << 30, size=5).tolist()
 
 
 def test_estimator_valued_params_that_take_strings_keep_them(allow):
