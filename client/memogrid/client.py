@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sklearn.base import is_regressor
 
 from . import errors
 from .data import (
@@ -41,6 +40,7 @@ from .data import (
     is_text,
     memory_order,
     npy_header,
+    object_numbers,
     text_body,
     text_parts,
     wire_table,
@@ -162,15 +162,6 @@ def _in_notebook() -> bool:
         return False
     ip = getattr(shell, "get_ipython", lambda: None)()
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
-def _regressor(estimator: Any) -> bool:
-    """Whether scikit-learn takes ``estimator`` for a regressor (anything the
-    service will refuse as no estimator is not one)."""
-    try:
-        return is_regressor(estimator)
-    except (AttributeError, TypeError):
-        return False
 
 
 class Client:
@@ -404,31 +395,43 @@ class Client:
                     f"fit_params.{name}",
                     "only array-like fit parameters (one value per sample) can be sent",
                 )
+        if isinstance(X, np.matrix):
+            # scikit-learn's estimators refuse it in every fit (its words)
+            raise TypeError(
+                "np.matrix is not supported. Please convert to a numpy array with "
+                "np.asarray. For more information see: "
+                "https://numpy.org/doc/stable/reference/generated/numpy.matrix.html"
+            )
         folds = explicit_folds(cv, X, y, groups, n_rows=lambda: self._n_rows(X))
         if not isinstance(folds, list):
             body["cv"] = cv_to_spec(folds)
-        # everything expressible: only now touch the network
-        body["X"] = self._dataset_ref(X)
+        # everything expressible: only now touch the network. Objects the
+        # caller holds as object dtype load so on the service: text (pandas
+        # labels; X as a list of documents, which a text vectorizer reads as
+        # it reads the list) and numbers (stored as numbers)
+        objects = []
+        sent = {}
+        for role, value in (("X", X), ("y", y), ("groups", groups)):
+            if value is None:
+                continue
+            numbers = object_numbers(value)
+            if numbers is not None:
+                sent[role] = self._dataset_ref(numbers)
+                objects.append(role)
+                continue
+            if role == "y":
+                value = as_target(value)
+            sent[role] = self._dataset_ref(value)
+            if is_object_strings(value) or (role == "X" and is_text(value)):
+                objects.append(role)
+        body.update(sent)
         order = memory_order(X)
         if order == "F" or is_frame(X):
             # the service's folds and refit see X as scikit-learn's would (a
             # frame by reference is taken as pandas lays frames out, "F")
             body["x_order"] = order
-        if y is not None:
-            target = as_target(y, numeric=_regressor(estimator))
-            body["y"] = self._dataset_ref(target)
-            if memory_order(target) == "F" and not is_frame(y):
-                body["y_order"] = "F"  # a 2-D y: the refit sees it so
-        if groups is not None:
-            body["groups"] = self._dataset_ref(groups)
-        # text the caller holds as object (pandas labels): the service loads it so
-        # (and X as a list of documents: a text vectorizer reads it as it
-        # reads the list, and the workers hold it at its own size)
-        objects = [
-            r
-            for r, v in (("X", X), ("y", y), ("groups", groups))
-            if is_object_strings(v) or (r == "X" and is_text(v))
-        ]
+        if y is not None and memory_order(as_target(y)) == "F" and not is_frame(y):
+            body["y_order"] = "F"  # a 2-D y: the refit sees it so
         if objects:
             body["object_arrays"] = objects
         body["fit_params"] = {

@@ -161,22 +161,44 @@ def as_array(obj: Any) -> np.ndarray:
     return arr
 
 
-def as_target(y: Any, numeric: bool = False) -> Any:
+def object_numbers(obj: Any) -> np.ndarray | None:
+    """An ``object`` array (or pandas Series) of numbers as the array the
+    service stores, to load back as ``object`` (as it does object text):
+    bool if every value is a bool, int64 if every one is an integer, else
+    float64, so each value comes back as the Python number it equals and the
+    fits see what scikit-learn sees in-process (a regressor converting it,
+    a classifier refusing it as an unknown label type). None for anything
+    else (strings, mixed kinds)."""
+    dtype = getattr(obj, "dtype", None)
+    if not isinstance(dtype, np.dtype) or dtype.kind != "O" or is_frame(obj):
+        return None
+    values = np.asarray(obj)
+    if values.size == 0 or values.ndim > 2:
+        return None
+    flat = values.ravel().tolist()  # numpy scalars stay numpy scalars here
+    if all(isinstance(v, (bool, np.bool_)) for v in flat):
+        return values.astype(bool)
+    integers = (int, np.integer)
+    # float64s only: a float32 computes as a float32 in object arithmetic
+    if not all(
+        isinstance(v, (*integers, float)) and not isinstance(v, (bool, np.bool_)) for v in flat
+    ):
+        return None
+    try:
+        if all(isinstance(v, integers) for v in flat):
+            return values.astype(np.int64)
+    except OverflowError:
+        return None
+    return values.astype(np.float64)
+
+
+def as_target(y: Any) -> Any:
     """``y`` as scikit-learn's estimators read it, where storing it as it is
     would differ: a pandas Series of a nullable (extension) number or boolean
     dtype (``Int64``, ``boolean``, ``Float64``, ``int64[pyarrow]``) is read
     as float64 with NaN for NA, so ``classes_`` and predictions are float64
-    there; for a regressor (``numeric``) an object-dtype y of numbers is
-    float64, as scikit-learn's regressors convert it (``y_numeric``);
-    anything else is returned as given."""
+    there; anything else is returned as given."""
     dtype = getattr(y, "dtype", None)
-    if numeric and isinstance(dtype, np.dtype) and dtype.kind == "O" and not is_frame(y):
-        values = np.asarray(y)
-        if not _all_strings(values):
-            try:
-                return values.astype(np.float64)
-            except (TypeError, ValueError):
-                return y  # refused by as_array, naming what it holds
     if dtype is None or isinstance(dtype, np.dtype) or is_frame(y):
         return y
     if not type(dtype).__module__.startswith("pandas"):

@@ -62,6 +62,8 @@ def _reemit(
         if not (sep and name.isidentifier() and name.endswith("Warning")):
             continue
         category = errors.warning_category(name)
+        if category is UserWarning and name != "UserWarning":
+            message = text  # a class not raised by name keeps it in the text
         source = _source((sources or {}).get(text))
         for _ in range((counts or {}).get(text, 1)):
             if source is None:
@@ -73,15 +75,20 @@ def _reemit(
 
 def _source(given: Any) -> tuple[str, str, int] | None:
     """A warning's [module, file, line] from the service as ``warn_explicit``
-    takes them, or None if it is not that shape. The file is this process's
-    copy of the module where it is loaded (never imported for this)."""
+    takes them, or None if it is not that shape.
+
+    The file shown is this process's own copy of the module where it is
+    loaded (never imported for this), else a name no file has
+    (``<memogrid:module>``): showing a warning reads its file's line, and a
+    path the server names is not one to open here.
+    """
     if not (isinstance(given, list) and len(given) == 3):
         return None
-    module, filename, lineno = given
-    if not (isinstance(module, str) and isinstance(filename, str) and isinstance(lineno, int)):
+    module, _, lineno = given
+    if not (isinstance(module, str) and type(lineno) is int and lineno >= 0):
         return None
     here = getattr(sys.modules.get(module), "__file__", None)
-    return module, here if isinstance(here, str) else filename, lineno
+    return module, here if isinstance(here, str) else f"<memogrid:{module}>", lineno
 
 
 def _callers_values(best: Any, estimator: Any, params: dict[str, Any]) -> Any:

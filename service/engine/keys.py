@@ -60,8 +60,10 @@ from memogrid.spec import constant_name
 # ids) read some object columns back differently (ints with NaN as ints,
 # each null as held), so their cached fits are not reused; v4: a score
 # keeps other warnings (in scikit-learn's order, a pipeline's scorer errors
-# name the Pipeline) and a step keeps a fit whose test rows fail to transform
-KEY_SCHEMA = "memogrid-keys-v4"
+# name the Pipeline) and a step keeps a fit whose test rows fail to transform;
+# v5: a refit behind a pipeline's steps sees a 2-D y in the caller's layout,
+# and fits no longer record joblib's "Inside a Dask worker" note
+KEY_SCHEMA = "memogrid-keys-v5"
 
 _HEX = 40
 

@@ -182,8 +182,8 @@ class WarningLog:
     def add(self, text: str, source: tuple[str | None, str, int] | None = None) -> None:
         if text not in self.counts:
             self.texts.append(text)
-            if source is not None and source[0]:
-                self.sources[text] = list(source)
+        if source is not None and source[0] and text not in self.sources:
+            self.sources[text] = list(source)
         self.counts[text] += 1
 
     def repeated(self) -> dict[str, int]:

@@ -389,10 +389,13 @@ def compile_job(
         if role not in shapes:
             raise SpecError("object_arrays", f"{role!r} names no dataset of this job")
         found = shapes[role]
-        numpy_text = found.kind == "array" and (found.dtype or "").lstrip("<>|=").startswith("U")
-        if not (numpy_text or found.kind == "text"):
+        import numpy as np
+
+        held = np.dtype(found.dtype).kind if found.kind == "array" and found.dtype else None
+        if not (held in tuple("Ubiuf") or found.kind == "text"):
             raise SpecError(
-                "object_arrays", f"{role} is not a string array: only those load as object"
+                "object_arrays",
+                f"{role} is not an array of strings or numbers: only those load as object",
             )
     error_score = request.get("error_score", "nan")
     if error_score is None or error_score in SPECIAL_FLOATS:

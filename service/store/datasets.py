@@ -125,10 +125,11 @@ SUFFIXES = (".npy", ".parquet", ".text", ".sparse")
 class DataRef:
     """A reference to a stored dataset that workers resolve from disk.
 
-    ``as_object``: strings the caller held as ``object`` dtype (pandas text,
-    an object array; documents in X), stored as text (or numpy text) and
-    loaded as ``object``, which is what scikit-learn sees in-process: a
-    classifier's ``classes_`` and predictions are ``object`` arrays then.
+    ``as_object``: strings or numbers the caller held as ``object`` dtype
+    (pandas text, an object array; documents in X), stored as text (or
+    numpy text, or numbers) and loaded as ``object``, which is what
+    scikit-learn sees in-process: a classifier's ``classes_`` and
+    predictions are ``object`` arrays then.
     ``rows_first``: a DataFrame of one numpy number dtype the caller held
     laid out row by row (:func:`memogrid.data.rows_first`), loaded so:
     pandas keeps the layout in every row selection, and some estimators'
@@ -235,7 +236,9 @@ class DatasetStore:
         return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
 
     def load_object(self, dataset_id: str) -> Any:
-        """A stored string array as ``object`` dtype (see :attr:`DataRef.as_object`)."""
+        """A stored array of strings or numbers as ``object`` dtype (see
+        :attr:`DataRef.as_object`): each value the Python str, bool, int or
+        float it equals."""
         memo = f"{dataset_id}:object"
         hit = self._recall(memo)
         if hit is not None:
@@ -245,8 +248,10 @@ class DatasetStore:
             value = np.array(self._text(text), dtype=object)
         else:
             arr = self.load(dataset_id)
-            if not (isinstance(arr, np.ndarray) and arr.dtype.kind == "U"):
-                raise DatasetError(f"dataset {dataset_id} is not a string array: cannot be object")
+            if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "Ubiuf"):
+                raise DatasetError(
+                    f"dataset {dataset_id} is not an array of strings or numbers: cannot be object"
+                )
             value = arr.astype(object)
         value.flags.writeable = False  # shared by every task, as the memory map is
         self._remember(memo, value)

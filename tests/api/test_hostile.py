@@ -341,12 +341,13 @@ def test_nul_characters_are_refused_by_name(api, data):
     _nothing_queued(api)
 
 
-def test_object_arrays_must_name_string_arrays_of_the_job(api, data):
-    for roles, problem in [
-        (["y"], "not a string array"),  # y holds integers
-        (["groups"], "names no dataset"),
+def test_object_arrays_must_name_string_or_number_arrays_of_the_job(api, data):
+    frame = upload(api, pd.DataFrame({"a": np.arange(60.0)}))
+    for roles, over, problem in [
+        (["X"], {"X": frame}, "not an array of strings or numbers"),  # a DataFrame
+        (["groups"], {}, "names no dataset"),
     ]:
-        r = _job(api, data, object_arrays=roles)
+        r = _job(api, data, object_arrays=roles, **over)
         assert r.status_code == 422 and problem in r.json()["detail"], r.text
     r = _job(api, data, object_arrays=["weights"])  # not a role at all
     assert r.status_code == 422 and "object_arrays" in r.text

@@ -145,6 +145,42 @@ def test_warnings_come_from_where_scikit_learn_raises_them(mg, data):
     assert_cv_results_equal(ours_search.cv_results_, sk_search.cv_results_)
 
 
+def test_a_failed_jobs_warnings_come_from_where_they_were_raised(mg, data):
+    """A search whose refit fails: the folds' warnings, raised before the
+    error as scikit-learn's are, from scikit-learn's module and file."""
+    X, y = data
+    X = X.copy()
+    X[0, 0] = np.nan  # a row no fold uses: only the refit meets it
+    folds = [(np.arange(1, 60), np.arange(60, 90)), (np.arange(30, 90), np.arange(1, 30))]
+    seen = []
+    for search in (
+        GridSearchCV(
+            LogisticRegression(max_iter=2), {"C": [0.1]}, cv=folds, client=mg, progress=False
+        ),
+        SkGridSearchCV(LogisticRegression(max_iter=2), {"C": [0.1]}, cv=folds),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ValueError, match="Input X contains NaN"):
+                search.fit(X, y)
+        seen.append(sorted((w.category.__name__, w.filename) for w in caught))
+    assert seen[0] == seen[1] and len(seen[0]) == 2
+    # where it came from is a module name and a line: never a file the
+    # server names, unless this process holds that module itself
+    from memogrid.search import _reemit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _reemit(["UserWarning: hi"], None, {"UserWarning: hi": ["no.such.mod", "/etc/passwd", 1]})
+        _reemit(["UserWarning: hi"], None, {"UserWarning: hi": ["numpy", "/etc/passwd", 1]})
+    assert [w.filename for w in caught] == ["<memogrid:no.such.mod>", np.__file__]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", module=r"no\.such")
+        _reemit(["UserWarning: hi"], None, {"UserWarning: hi": ["no.such.mod", "x", 1]})
+    assert caught == []
+
+
 def test_parameters_fail_as_scikit_learns_before_anything_is_sent(mg, data):
     X, y = data
     before = _jobs(mg)
@@ -361,30 +397,55 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
     assert back.job_id == caught.value.job_id and back.error == caught.value.error
 
 
-def test_an_object_target_of_numbers_regresses_as_in_scikit_learn(mg):
-    """A regressor's y held as objects (a numpy object array, a pandas
-    object Series): scikit-learn's regressors read it as float64; a
-    classifier's is still refused by name, before anything is sent."""
+def test_objects_holding_numbers_search_as_in_scikit_learn(mg):
+    """y or X held as objects of numbers (a numpy object array, a pandas
+    object Series): stored as numbers, loaded as objects, so the fits see
+    what scikit-learn's see: regressors convert them (Ridge) or keep them
+    (KNeighborsRegressor predicts objects), a classifier fails every fit
+    on its unknown label type as scikit-learn's does."""
     from sklearn.ensemble import RandomForestRegressor
+    from sklearn.neighbors import KNeighborsRegressor
 
     X = np.random.RandomState(3).normal(size=(60, 4))
     y = X @ [1.0, -2.0, 0.5, 0.0] + np.random.RandomState(4).normal(size=60)
     held = np.empty(60, dtype=object)
     held[:] = [float(v) if i % 2 else int(v * 100) for i, v in enumerate(y)]
-    for target in (held, pd.Series(held, dtype=object)):
-        for est, grid in (
-            (Ridge(), {"alpha": [0.1, 10.0]}),
-            (RandomForestRegressor(n_estimators=5, random_state=0), {"max_depth": [2, 4]}),
-        ):
-            ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(X, target)
-            sk = SkGridSearchCV(est, grid, cv=3).fit(X, target)
-            assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
-            assert np.array_equal(ours.predict(X), sk.predict(X))
+    cases = [
+        (Ridge(), {"alpha": [0.1, 10.0]}, X, held),
+        (Ridge(), {"alpha": [0.1, 10.0]}, X, pd.Series(held, dtype=object)),
+        (RandomForestRegressor(n_estimators=5, random_state=0), {"max_depth": [2, 4]}, X, held),
+        (KNeighborsRegressor(), {"n_neighbors": [3, 5]}, X, held),
+        (Ridge(), {"alpha": [0.1, 10.0]}, X.astype(object), y),
+    ]
+    for est, grid, Xc, target in cases:
+        ours = GridSearchCV(est, grid, cv=3, client=mg, progress=False).fit(Xc, target)
+        sk = SkGridSearchCV(est, grid, cv=3).fit(Xc, target)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        ours_pred, sk_pred = ours.predict(X), sk.predict(X)
+        assert ours_pred.dtype == sk_pred.dtype and np.array_equal(ours_pred, sk_pred)
+    # integer labels held as objects: scikit-learn's "unknown" label type, every fit
+    labels = np.where(y > 0, 1, 0).astype(object)
+    failed = []
+    for search in (
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3),
+    ):
+        with pytest.raises(ValueError, match="All the 3 fits failed") as err:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search.fit(X, labels)
+        failed.append(str(err.value))
+    assert all("Unknown label type: unknown" in text for text in failed)
     sent = mg.uploads
-    with pytest.raises(errors.DataError, match="holding int values is not accepted"):
-        GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=mg, progress=False).fit(
-            X, np.where(y > 0, 1, 0).astype(object)
-        )
+    # an np.matrix X, which scikit-learn's estimators refuse in every fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        matrix = np.asmatrix(X)
+    with pytest.raises(TypeError, match="np.matrix is not supported"):
+        GridSearchCV(Ridge(), {"alpha": [1.0]}, client=mg, progress=False).fit(matrix, y)
+    with pytest.raises(ValueError, match="All the 5 fits failed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        SkGridSearchCV(Ridge(), {"alpha": [1.0]}).fit(matrix, y)
     assert mg.uploads == sent
 
 
