@@ -401,7 +401,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                     )
                 except errors.JobFailed as exc:
                     if not _all_fits_failed(exc.error):
-                        _reemit(exc.warnings, exc.warning_counts, exc.warning_sources)
+                        # what it warned about before failing is the chosen
+                        # candidate's folds (the search raised those) and
+                        # the search's own: nothing new to raise
                         raise
                     # every fold of the chosen candidate failed, so its search
                     # ends before a refit: refit here, failing (or not) as

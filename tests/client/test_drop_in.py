@@ -165,6 +165,28 @@ def test_a_failed_jobs_warnings_come_from_where_they_were_raised(mg, data):
                 search.fit(X, y)
         seen.append(sorted((w.category.__name__, w.filename) for w in caught))
     assert seen[0] == seen[1] and len(seen[0]) == 2
+    # the same through a callable refit: the chosen candidate's fold
+    # warnings are raised once, with the search's
+    seen = []
+    for search in (
+        GridSearchCV(
+            LogisticRegression(max_iter=2),
+            {"C": [0.1, 1.0]},
+            cv=folds,
+            refit=lambda r: 0,
+            client=mg,
+            progress=False,
+        ),
+        SkGridSearchCV(
+            LogisticRegression(max_iter=2), {"C": [0.1, 1.0]}, cv=folds, refit=lambda r: 0
+        ),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ValueError, match="Input X contains NaN"):
+                search.fit(X, y)
+        seen.append(sorted((w.category.__name__, w.filename) for w in caught))
+    assert seen[0] == seen[1] and len(seen[0]) == 4
     # where it came from is a module name and a line: never a file the
     # server names, unless this process holds that module itself
     from memogrid.search import _reemit
