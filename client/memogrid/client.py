@@ -51,6 +51,7 @@ from .sparse import SPARSE_TYPE, as_csr, hash_sparse, is_sparse, sparse_body
 from .spec import (
     JOB_SKLEARN_DEFAULTS,
     SpecError,
+    caller_warning_filters,
     changed_sklearn_settings,
     cv_to_spec,
     explicit_folds,
@@ -384,6 +385,9 @@ class Client:
         config = _sklearn_config()
         if config:
             body["sklearn_config"] = config
+        filters = caller_warning_filters()
+        if filters:
+            body["warning_filters"] = filters
         named = [("y", y), ("groups", groups)]
         named += [(f"fit_params.{k}", v) for k, v in fit_params.items()]
         for where, value in named:

@@ -52,13 +52,14 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import MemogridError
+from .errors import MemogridError, warning_category
 
 __all__ = [
     "DEFAULT_DISTRIBUTIONS",
@@ -594,6 +595,94 @@ def check_sklearn_settings(config: Any) -> dict[str, Any]:
         if not any(type(value) is type(c) and value == c for c in choices):
             raise SpecError(where, f"{key} is one of {json.dumps(list(choices))}")
     return dict(config)
+
+
+#: ``warnings.filterwarnings`` actions
+WARNING_ACTIONS = ("error", "ignore", "always", "default", "module", "once")
+
+#: one warnings filter as a job carries it: action, message and module
+#: regular expressions ("" for any), category name, line (0 for any)
+WarningFilter = tuple[str, str, str, str, int]
+
+
+def caller_warning_filters() -> list[list[Any]]:
+    """This process's warnings filters that decide which warnings a fit
+    raises as errors (``warnings.simplefilter("error")``, pytest's
+    ``filterwarnings = error``), in their order, each an error or one that
+    lets a warning through to be shown: those whose category the service
+    knows (a class of the caller's own is raised by no fit there), up to
+    the first that takes every warning and the last error before it; none
+    if no warning would be an error. scikit-learn's search fits under the
+    caller's filters (its workers get them too), so a warning the caller
+    made an error fails that fit."""
+    out: list[list[Any]] = []
+    for action, message, category, module, lineno in warnings.filters:
+        name = getattr(category, "__name__", "")
+        if warning_category(name) is not category:
+            continue
+        entry = [
+            # what a fit makes of a warning: an error, or one to show the caller
+            "error" if action == "error" else "always",
+            getattr(message, "pattern", message) or "",
+            name,
+            getattr(module, "pattern", module) or "",
+            int(lineno),
+        ]
+        out.append(entry)
+        if entry[1:] == ["", "Warning", "", 0]:
+            break  # every warning stops here: no filter after it is reached
+    while out and out[-1][0] != "error":
+        out.pop()  # none makes an error of what the filters before it let through
+    return out
+
+
+def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[WarningFilter, ...]:
+    """A job's ``warning_filters`` (see :func:`caller_warning_filters`), checked."""
+    if not isinstance(value, (list, tuple)) or len(value) > 200:
+        raise SpecError(path, "warning_filters is a list of at most 200 filters")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 5):
+            raise SpecError(where, "a filter is [action, message, category, module, lineno]")
+        action, message, category, module, lineno = entry
+        if action not in WARNING_ACTIONS:
+            raise SpecError(where, f"the action is one of {list(WARNING_ACTIONS)}")
+        for text, what in ((message, "message"), (module, "module")):
+            if not isinstance(text, str) or len(text) > 1000:
+                raise SpecError(where, f"the {what} is a regular expression (1000 characters)")
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise SpecError(where, f"the {what} is not a regular expression: {exc}") from None
+        if not isinstance(category, str) or warning_category(category).__name__ != category:
+            raise SpecError(where, f"{category!r} is not a warning class the service knows")
+        if type(lineno) is not int or lineno < 0:
+            raise SpecError(where, "the line is an integer, 0 for any")
+        out.append((action, message, category, module, lineno))
+    return tuple(out)
+
+
+@contextmanager
+def fitting_under(filters: Sequence[WarningFilter]) -> Iterator[None]:
+    """Run under ``filters``' errors: a warning one of them makes an error
+    raises, as it would in the caller's process; a warning they show,
+    ignore or show once is let through to whoever records it (the caller
+    shows it again under its own filters). Process-wide, as warnings
+    filters are: for a process running one task at a time."""
+    if not filters:
+        yield
+        return
+    with warnings.catch_warnings():
+        for action, message, category, module, lineno in reversed(filters):
+            warnings.filterwarnings(
+                "error" if action == "error" else "always",
+                message,
+                warning_category(category),
+                module,
+                lineno,
+            )
+        yield
 
 
 def _set_output(estimator: Any, output: Any, path: str) -> None:

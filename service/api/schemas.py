@@ -80,6 +80,14 @@ class JobRequest(BaseModel):
         description="the caller's sklearn.set_config settings the search runs under "
         '(transform_output, assume_finite), e.g. {"transform_output": "pandas"}',
     )
+    warning_filters: list[list[str | int]] = Field(
+        default_factory=list,
+        max_length=200,
+        description="the caller's warnings filters up to the last whose action is "
+        '"error", each [action, message regex, category name, module regex, line] '
+        '(e.g. [["error", "", "Warning", "", 0]] for simplefilter("error")): the '
+        "fits run under them, so a warning made an error fails its fit",
+    )
     object_arrays: list[Literal["X", "y", "groups"]] = Field(
         default_factory=list,
         description="the datasets (string arrays) the caller held as object dtype, "

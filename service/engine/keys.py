@@ -569,6 +569,7 @@ def fold_key(
     order: str = "C",
     sk_config: Any = (),
     y_order: str = "C",
+    warning_filters: Any = (),
 ) -> str:
     """Key of one fold: the datasets, the exact rows on each side, the
     BLAS/OpenMP thread limit its fits run under (the last bits of a large
@@ -576,8 +577,9 @@ def fold_key(
     when X or a 2-D y reaches the fits in Fortran order (a refit on them as
     given), that order, which some estimators' last bits depend on too, and the
     scikit-learn settings the fits run under where they differ from the
-    defaults (``transform_output="pandas"`` changes every step's output).
-    Every key of a search descends from its fold keys."""
+    defaults (``transform_output="pandas"`` changes every step's output),
+    and the caller's warnings filters that make warnings errors (a fit that
+    warns fails under them). Every key of a search descends from its fold keys."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
     parts: list[Any] = [
@@ -595,6 +597,8 @@ def fold_key(
         parts.append(["y-order", y_order])
     if sk_config:  # likewise folds under scikit-learn's default configuration
         parts.append(["sklearn-config", canonical(dict(sk_config))])
+    if warning_filters:  # and folds without them
+        parts.append(["warning-filters", [list(f) for f in warning_filters]])
     return "fold-" + digest(*parts)
 
 

@@ -19,7 +19,7 @@ import time
 import warnings
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
@@ -28,7 +28,7 @@ import numpy as np
 
 from memogrid.data import as_target, is_frame, is_text, memory_order, one_number_dtype
 from memogrid.layout import restore_strides
-from memogrid.spec import NO_FITS
+from memogrid.spec import NO_FITS, check_warning_filters
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
@@ -749,6 +749,7 @@ class SearchRunner:
         fit_params: Mapping[str, Any] | None = None,
         x_order: str | None = None,
         y_order: str | None = None,
+        warning_filters: Sequence[Sequence[Any]] = (),
     ) -> PreparedSearch:
         """Validate a search, draw its candidates and folds, and plan its tasks.
 
@@ -762,7 +763,11 @@ class SearchRunner:
         which every fold keeps: see :func:`memogrid.data.memory_order`); by
         default it is read off X ("C" for an array by :class:`DataRef`, "F",
         pandas' own layout, for a frame by reference); ``y_order`` likewise
-        for a 2-D y. Nothing runs yet.
+        for a 2-D y. ``warning_filters`` are a caller's warnings filters
+        (:func:`memogrid.spec.caller_warning_filters`) that tasks in worker
+        processes run under, for a caller in another process (tasks in the
+        caller's own process run under its filters as they are). Nothing
+        runs yet.
         """
         from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
@@ -857,9 +862,20 @@ class SearchRunner:
         gid = g_ref.key_id if g_ref is not None else None
         yid = y_ref.key_id if y_ref is not None else None
         sk_config = result_settings()
+        filters = check_warning_filters(list(warning_filters))
         folds = [
             Fold(
-                keys.fold_key(x_ref.key_id, yid, gid, tr, te, self.blas_threads, "C", sk_config),
+                keys.fold_key(
+                    x_ref.key_id,
+                    yid,
+                    gid,
+                    tr,
+                    te,
+                    self.blas_threads,
+                    "C",
+                    sk_config,
+                    warning_filters=filters,
+                ),
                 np.asarray(tr),
                 np.asarray(te),
             )
@@ -897,7 +913,9 @@ class SearchRunner:
             score_params=tuple(score_params.items()),
             pairwise_estimator=base if _pairwise(base, candidates) else None,
         )
-        ctx = TaskContext(self.cache, data, self.blas_threads, sk_config, caller_identity())
+        ctx = TaskContext(
+            self.cache, data, self.blas_threads, sk_config, caller_identity(), filters
+        )
         warn = []
         if plan.unseeded:
             warn.append(
@@ -918,6 +936,7 @@ class SearchRunner:
                 order,
                 sk_config,
                 y_order,
+                filters,
             ),
             all_rows,
             no_rows,

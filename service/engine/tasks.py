@@ -37,7 +37,12 @@ import numpy as np
 
 from memogrid.layout import mark_strides
 from memogrid.sparse import is_sparse
-from memogrid.spec import JOB_SKLEARN_DEFAULTS, changed_sklearn_settings
+from memogrid.spec import (
+    JOB_SKLEARN_DEFAULTS,
+    WarningFilter,
+    changed_sklearn_settings,
+    fitting_under,
+)
 
 from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef
@@ -80,6 +85,9 @@ class TaskContext:
     #: (host, pid) of the process the search runs in: tasks elsewhere record
     #: their warnings for it (:func:`recording_warnings`)
     caller: tuple[str, int] = ("", 0)
+    #: the caller's warnings filters that make warnings errors: tasks in
+    #: other processes run under them (the caller's own run under its own)
+    warning_filters: tuple[WarningFilter, ...] = ()
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         where = self.cache.directory if self.cache is not None else None
@@ -89,6 +97,7 @@ class TaskContext:
             self.data.__dask_tokenize__(),
             self.blas_threads,
             self.sk_config,
+            self.warning_filters,
         )
 
 
@@ -113,15 +122,20 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _configured(fn: _F) -> _F:
-    """Run a task function under its context's scikit-learn settings."""
+    """Run a task function under its context's scikit-learn settings and, in
+    a process other than the caller's, the caller's warnings filters."""
 
     @functools.wraps(fn)
     def run(ctx: TaskContext, *args: Any) -> Any:
-        if not ctx.sk_config:
+        filters = ctx.warning_filters if ctx.caller != caller_identity() else ()
+        if not ctx.sk_config and not filters:
             return fn(ctx, *args)
         import sklearn
 
-        with sklearn.config_context(**dict(ctx.sk_config)):
+        if filters:
+            _installed_router()  # first: the caller's filters go before its own
+
+        with sklearn.config_context(**dict(ctx.sk_config)), fitting_under(filters):
             return fn(ctx, *args)
 
     return run  # type: ignore[return-value]
@@ -386,23 +400,10 @@ def caller_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-@contextmanager
-def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
-    """Collect the warnings the calling thread raises, for the engine to
-    raise again in the caller's process, where scikit-learn's own search
-    would have shown them.
-
-    Only in a process other than the caller's: there every warning is
-    recorded (the process would show each only once, so it shows them
-    "always", each to the thread that raised it). Tasks run as threads of
-    the caller's own process need nothing: their warnings reach the caller
-    as they are raised.
-    """
+def _installed_router() -> _WarningRouter:
+    """This process's warning router, installed (with its filters: every
+    warning shown to it) if it is not."""
     global _router
-    sink: list[Warned] = []
-    if ctx.caller == caller_identity():
-        yield sink
-        return
     with _router_lock:
         if _router is None:
             _router = _WarningRouter()
@@ -419,7 +420,26 @@ def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
             warnings.filterwarnings(
                 "ignore", message="Inside a Dask worker with daemon=True", category=UserWarning
             )
-    router = _router
+        return _router
+
+
+@contextmanager
+def recording_warnings(ctx: TaskContext) -> Iterator[list[Warned]]:
+    """Collect the warnings the calling thread raises, for the engine to
+    raise again in the caller's process, where scikit-learn's own search
+    would have shown them.
+
+    Only in a process other than the caller's: there every warning is
+    recorded (the process would show each only once, so it shows them
+    "always", each to the thread that raised it). Tasks run as threads of
+    the caller's own process need nothing: their warnings reach the caller
+    as they are raised.
+    """
+    sink: list[Warned] = []
+    if ctx.caller == caller_identity():
+        yield sink
+        return
+    router = _installed_router()
     prev = getattr(router.local, "sink", None)
     router.local.sink = sink
     try:

@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memogrid.spec import NO_FITS, SPECIAL_FLOATS, check_sklearn_settings, splitter_allowlist
+from memogrid.spec import (
+    NO_FITS,
+    SPECIAL_FLOATS,
+    WarningFilter,
+    check_sklearn_settings,
+    check_warning_filters,
+    splitter_allowlist,
+)
 
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
@@ -76,6 +83,9 @@ class CompiledJob:
     sklearn_config: dict[str, Any] = field(default_factory=dict)
     #: the roles whose string arrays are loaded as ``object`` dtype
     object_arrays: frozenset[str] = frozenset()
+    #: the caller's warnings filters that make warnings errors, which the
+    #: fits run under (:func:`memogrid.spec.caller_warning_filters`)
+    warning_filters: tuple[WarningFilter, ...] = ()
 
     def data(self, role: str, resolve: Callable[[str, bool], Any]) -> Any:
         """The dataset of ``role`` resolved (None if the job has none), as
@@ -101,6 +111,7 @@ class CompiledJob:
             },
             x_order=self.x_order,
             y_order=self.y_order,
+            warning_filters=self.warning_filters,
         )
         if self.kind == "grid":
             out["param_grid"] = self.search_space
@@ -384,6 +395,7 @@ def compile_job(
         if order not in (None, "C", "F"):
             raise SpecError(name, f'{name} is "C" or "F", not {order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
+    warning_filters = check_warning_filters(request.get("warning_filters") or [])
     object_arrays = frozenset(request.get("object_arrays") or ())
     for role in sorted(object_arrays):
         if role not in shapes:
@@ -426,6 +438,7 @@ def compile_job(
         x_order=x_order,
         y_order=y_order,
         sklearn_config=sklearn_config,
+        warning_filters=warning_filters,
         object_arrays=object_arrays,
     )
 

@@ -341,6 +341,25 @@ def test_nul_characters_are_refused_by_name(api, data):
     _nothing_queued(api)
 
 
+@pytest.mark.parametrize(
+    ("filters", "problem"),
+    [
+        ([["raise", "", "Warning", "", 0]], "the action is one of"),
+        ([["error", "(", "Warning", "", 0]], "the message is not a regular expression"),
+        ([["error", "", "os.system", "", 0]], "not a warning class the service knows"),
+        ([["error", "", "MyWarning", "", 0]], "not a warning class the service knows"),
+        ([["error", "", "Warning", "", -1]], "the line is an integer"),
+        ([["error", "", "Warning"]], "a filter is [action, message, category, module, lineno]"),
+        ([["error", "x" * 1001, "Warning", "", 0]], "1000 characters"),
+    ],
+)
+def test_warning_filters_are_checked_by_path(api, data, filters, problem):
+    r = _job(api, data, warning_filters=filters)
+    assert r.status_code == 422 and problem in r.json()["detail"], r.text
+    assert r.json()["errors"][0]["path"] == "warning_filters[0]", r.text
+    _nothing_queued(api)
+
+
 def test_object_arrays_must_name_string_or_number_arrays_of_the_job(api, data):
     frame = upload(api, pd.DataFrame({"a": np.arange(60.0)}))
     for roles, over, problem in [

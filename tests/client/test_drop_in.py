@@ -145,6 +145,57 @@ def test_warnings_come_from_where_scikit_learn_raises_them(mg, data):
     assert_cv_results_equal(ours_search.cv_results_, sk_search.cv_results_)
 
 
+def test_the_callers_warning_filters_make_errors_of_the_fits_warnings(mg, data):
+    """scikit-learn fits under the caller's warnings filters: a warning made
+    an error fails its fit (error_score, FitFailedWarning; every fit: its
+    ValueError). The service's fits run under them too, and their results
+    are not those of the same search without them (nor served for it)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = data
+    grid = {"max_iter": [4, 100]}  # the first does not converge
+
+    def run(search, *filters):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for f in filters:
+                warnings.filterwarnings(*f)
+            search.fit(X, y)
+        return search, sorted(w.category.__name__ for w in caught)
+
+    strict = ("error", "", ConvergenceWarning)
+    ours, ours_warned = run(
+        GridSearchCV(LogisticRegression(), grid, client=mg, progress=False), strict
+    )
+    sk, sk_warned = run(SkGridSearchCV(LogisticRegression(), grid), strict)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.isnan(ours.cv_results_["mean_test_score"][0]) and ours_warned == sk_warned
+    assert "FitFailedWarning" in ours_warned and "ConvergenceWarning" not in ours_warned
+    # without the filter: the fits converge or warn, as scikit-learn's
+    loose, loose_warned = run(GridSearchCV(LogisticRegression(), grid, client=mg, progress=False))
+    assert not np.isnan(loose.cv_results_["mean_test_score"][0])
+    assert loose_warned == run(SkGridSearchCV(LogisticRegression(), grid))[1]
+    assert "ConvergenceWarning" in loose_warned
+    # a filter that shows what another would make an error lets it through
+    shown, _ = run(
+        GridSearchCV(LogisticRegression(), grid, client=mg, progress=False),
+        strict,
+        ("always", "lbfgs failed", ConvergenceWarning),
+    )
+    assert_cv_results_equal(shown.cv_results_, loose.cv_results_)
+    # and with the filter again: its own results, not the cached ones
+    again, _ = run(GridSearchCV(LogisticRegression(), grid, client=mg, progress=False), strict)
+    assert_cv_results_equal(again.cv_results_, sk.cv_results_)
+    # every fit failing: scikit-learn's error
+    for search in (
+        GridSearchCV(LogisticRegression(max_iter=4), {"C": [1.0]}, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(max_iter=4), {"C": [1.0]}),
+    ):
+        with pytest.raises(ValueError, match="All the 5 fits failed") as err:
+            run(search, strict)
+        assert "ConvergenceWarning: lbfgs failed to converge" in str(err.value)
+
+
 def test_a_failed_jobs_warnings_come_from_where_they_were_raised(mg, data):
     """A search whose refit fails: the folds' warnings, raised before the
     error as scikit-learn's are, from scikit-learn's module and file."""
