@@ -91,6 +91,17 @@ def test_warnings_recorded_by_the_service_reach_the_caller(mg, data):
         ).fit(X, y)
 
 
+def _fit_warned(search, X, y, *filters):
+    """The warnings ``search.fit`` raises, every one shown, under ``filters``
+    (``warnings.filterwarnings`` arguments) put before that."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for f in filters:
+            warnings.filterwarnings(*f)
+        search.fit(X, y)
+    return caught
+
+
 def test_warnings_come_from_where_scikit_learn_raises_them(mg, data):
     """Each warning is raised from the module, file and line that raised it
     on the service (filters naming a module treat it as scikit-learn's), by
@@ -104,12 +115,7 @@ def test_warnings_come_from_where_scikit_learn_raises_them(mg, data):
     X, y = data
 
     def caught_by(search, *filters):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for f in filters:
-                warnings.filterwarnings(*f)
-            search.fit(X, y)
-        return caught
+        return _fit_warned(search, X, y, *filters)
 
     def both(est, grid, *filters, **kw):
         ours = GridSearchCV(est, grid, client=mg, progress=False, **kw)
@@ -156,11 +162,7 @@ def test_the_callers_warning_filters_make_errors_of_the_fits_warnings(mg, data):
     grid = {"max_iter": [4, 100]}  # the first does not converge
 
     def run(search, *filters):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for f in filters:
-                warnings.filterwarnings(*f)
-            search.fit(X, y)
+        caught = _fit_warned(search, X, y, *filters)
         return search, sorted(w.category.__name__ for w in caught)
 
     strict = ("error", "", ConvergenceWarning)
