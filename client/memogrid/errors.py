@@ -153,6 +153,15 @@ def _error_class(name: str) -> type[BaseException] | None:
 
     if name in _BUILTIN_ERRORS:
         return getattr(builtins, name)  # type: ignore[no-any-return]
+    # a warning raised as an error (the caller's warnings filters made it one)
+    short = name.rsplit(".", 1)[-1]
+    where = _WARNING_CLASSES.get(short)
+    if where is not None and (
+        name == short
+        if where == "builtins"
+        else name.split(".", 1)[0] == where.split(".", 1)[0] and name.endswith("." + short)
+    ):
+        return warning_category(short)
     module = _LIBRARY_ERRORS.get(name)
     if module is None:
         return None
@@ -227,6 +236,10 @@ _WARNING_CLASSES = {
     "NearConstantInputWarning": "scipy.stats",
     "DegenerateDataWarning": "scipy.stats",
     "PerformanceWarning": "pandas.errors",
+    "Pandas4Warning": "pandas.errors",
+    "PandasFutureWarning": "pandas.errors",
+    "SettingWithCopyWarning": "pandas.errors",
+    "SparseEfficiencyWarning": "scipy.sparse",
 }
 
 

@@ -132,13 +132,13 @@ def _holds_estimator(value: Any) -> bool:
 
 
 def _search_warnings(
-    job: Job, refit_here: bool
+    job: Job, refit_without: bool
 ) -> tuple[list[str], dict[str, int], dict[str, list[Any]]]:
     """A finished job's warnings to raise, how often and where from each;
-    without the refit's own when the refit is done again here (the service
-    could not store its model): that refit raises them itself."""
+    ``refit_without``: without the refit's own (raised apart, or by a refit
+    done again here)."""
     texts, counts = list(job.warnings), dict(job.stats.get("warning_counts") or {})
-    if refit_here:
+    if refit_without:
         for text in job.stats.get("refit_warnings") or ():
             left = counts.get(text, 1) - 1
             if left > 0:
@@ -210,6 +210,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     _sklearn_name: str  # the scikit-learn search this one stands in for
     best_index_: Any
     best_params_: dict[str, Any]
+    _base: Any  # the estimator as the search fits it (see fit)
 
     def __sklearn_tags__(self) -> Any:
         # what scikit-learn's searches take from the searched estimator: a
@@ -268,7 +269,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     ) -> Job:
         """A job searching ``grid`` with this search's other settings."""
         return client.submit(
-            self.estimator,
+            self._base,
             grid,
             X,
             y,
@@ -360,6 +361,12 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # warning as scikit-learn's search does (labels with None among
             # strings, NaN labels) before anything is sent
             check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        # the estimator as the search fits it: copied before the candidates are
+        # drawn and the folds split, as scikit-learn's search copies it (a
+        # RandomState it shares with them is read in the state it had here)
+        from sklearn.base import clone
+
+        self._base = clone(self.estimator)
         # in scikit-learn's order: n_jobs=0 (refused as joblib's pool is
         # entered), the candidates drawn, pre_dispatch (read as joblib's
         # parallel loop starts, only for one), then no fits to make
@@ -383,11 +390,16 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             job = self._run_job(
                 client, lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen)
             )
+            refit_here = bool(self.refit) and not chosen and not job.results()["has_estimator"]
+            # the folds' warnings before the results are set, the refit's
+            # after, as scikit-learn raises them (one made an error stops it there)
+            texts, counts, sources = _search_warnings(job, refit_without=True)
+            _reemit(texts, counts, sources)
             self.job_ = job
             self._adopt(job, candidates)
             self.scorer_ = self._scorer()
-            refit_here = bool(self.refit) and not chosen and not job.results()["has_estimator"]
-            _reemit(*_search_warnings(job, refit_here))
+            if not refit_here:
+                _reemit(job.stats.get("refit_warnings") or [], sources=sources)
             self._report(job)
             if self.refit and not chosen:
                 self._take_best(job, X, y, fit_params)
@@ -501,7 +513,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         not store it (skops holds not every model), the same refit done here."""
         if job.results()["has_estimator"]:
             self.best_estimator_ = _callers_values(
-                job.best_estimator_, self.estimator, self.best_params_
+                job.best_estimator_, self._base, self.best_params_
             )
             self.refit_time_ = float(job.stats.get("refit_time", np.nan))
             self._adopt_features()
@@ -514,7 +526,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         from sklearn.base import clone
         from sklearn.utils.validation import indexable
 
-        best = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+        best = clone(self._base).set_params(**clone(self.best_params_, safe=False))
         X, y = indexable(X, y)  # as scikit-learn's search refits (a sparse X as CSR)
         start = time.time()
         if y is not None:
@@ -829,7 +841,7 @@ class RandomizedSearchCV(_ServiceSearch):
             refit_by = self.refit if refit else False
             return self._submit_grid(client, points, X, y, groups, cv, fit_params, refit_by)
         return client.submit_random(
-            self.estimator,
+            self._base,
             self.param_distributions,
             X,
             y,

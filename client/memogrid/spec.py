@@ -616,7 +616,9 @@ def caller_warning_filters() -> list[list[Any]]:
     caller's filters (its workers get them too), so a warning the caller
     made an error fails that fit."""
     out: list[list[Any]] = []
-    for action, message, category, module, lineno in warnings.filters:
+    # where filters are per context (free-threaded Python), as scikit-learn reads them
+    current = getattr(warnings, "_get_filters", None)
+    for action, message, category, module, lineno in current() if current else warnings.filters:
         name = getattr(category, "__name__", "")
         if warning_category(name) is not category:
             continue
@@ -655,12 +657,34 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
                 re.compile(text)
             except re.error as exc:
                 raise SpecError(where, f"the {what} is not a regular expression: {exc}") from None
+            if _slow_pattern(text):
+                raise SpecError(
+                    where,
+                    f"the {what} repeats a group or holds more than three repetitions: a "
+                    "pattern that could take the workers exponential time to match",
+                )
         if not isinstance(category, str) or warning_category(category).__name__ != category:
             raise SpecError(where, f"{category!r} is not a warning class the service knows")
-        if type(lineno) is not int or lineno < 0:
+        if type(lineno) is not int or not 0 <= lineno <= sys.maxsize:
             raise SpecError(where, "the line is an integer, 0 for any")
         out.append((action, message, category, module, lineno))
     return tuple(out)
+
+
+def _slow_pattern(pattern: str) -> bool:
+    """Whether a regular expression may backtrack for long: one that repeats
+    a group (``(a|aa)*``: exponential) or holds more than three repetitions
+    (``.*.*.*.*z``: a high power of the text's length). Python's matcher
+    holds the GIL while it runs, so such a pattern matched against a
+    warning's text could stall a worker; filters as people write them (a
+    message's start, ``.*Port .* is already in use.*``, a module name) hold
+    neither."""
+    plain = re.sub(r"\\.", "", pattern)  # escaped characters are literals
+    plain = re.sub(r"\[[^\]]*\]", "c", plain)  # a character class is one character
+    if re.search(r"\)[*+?{]", plain):
+        return True
+    repeats = len(re.findall(r"[*+{]|(?<!\()\?", plain))
+    return repeats > 3
 
 
 @contextmanager
@@ -802,8 +826,13 @@ def _random_state(state: Any, path: str) -> np.random.RandomState:
         raise SpecError(_join(path, "pos"), "pos is an integer in [0, 624]")
     if has_gauss not in (0, 1) or type(has_gauss) is not int:
         raise SpecError(_join(path, "has_gauss"), "has_gauss is 0 or 1")
-    if isinstance(cached, bool) or not isinstance(cached, (int, float)):
-        raise SpecError(_join(path, "cached_gaussian"), "cached_gaussian is a number")
+    if (
+        isinstance(cached, bool)
+        or not isinstance(cached, (int, float))
+        or not (isinstance(cached, float) or abs(cached) <= _INT_LIMIT)
+        or not math.isfinite(cached)
+    ):
+        raise SpecError(_join(path, "cached_gaussian"), "cached_gaussian is a finite number")
     rng = np.random.RandomState()
     rng.set_state(("MT19937", np.array(key, dtype=np.uint32), pos, has_gauss, float(cached)))
     return rng

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 DatasetId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 content id")]
 #: a scorer, metric or fit-parameter name (stored in 128-character columns)
@@ -80,7 +80,7 @@ class JobRequest(BaseModel):
         description="the caller's sklearn.set_config settings the search runs under "
         '(transform_output, assume_finite), e.g. {"transform_output": "pandas"}',
     )
-    warning_filters: list[list[str | int]] = Field(
+    warning_filters: list[list[StrictStr | StrictInt]] = Field(
         default_factory=list,
         max_length=200,
         description="the caller's warnings filters up to the last whose action is "

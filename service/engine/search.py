@@ -729,6 +729,15 @@ class SearchRunner:
         return self.store.put(value)
 
     # -- the search -----------------------------------------------------
+    def _one_task_per_process(self) -> bool:
+        """Whether every worker runs one task at a time in a process of its
+        own (not this one), so that a task may set process-wide state such
+        as warnings filters."""
+        nthreads = self.client.nthreads()
+        return bool(nthreads) and all(
+            n == 1 and not address.startswith("inproc://") for address, n in nthreads.items()
+        )
+
     @_in_code_scope
     def prepare(
         self,
@@ -764,10 +773,10 @@ class SearchRunner:
         default it is read off X ("C" for an array by :class:`DataRef`, "F",
         pandas' own layout, for a frame by reference); ``y_order`` likewise
         for a 2-D y. ``warning_filters`` are a caller's warnings filters
-        (:func:`memogrid.spec.caller_warning_filters`) that tasks in worker
-        processes run under, for a caller in another process (tasks in the
-        caller's own process run under its filters as they are). Nothing
-        runs yet.
+        (:func:`memogrid.spec.caller_warning_filters`) that the tasks run
+        under, where every worker runs one task at a time in a process of
+        its own (else they are not applied, and the result says so).
+        Nothing runs yet.
         """
         from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
@@ -863,6 +872,9 @@ class SearchRunner:
         yid = y_ref.key_id if y_ref is not None else None
         sk_config = result_settings()
         filters = check_warning_filters(list(warning_filters))
+        unfiltered = bool(filters) and not self._one_task_per_process()
+        if unfiltered:
+            filters = ()  # not applied, so not in any key
         folds = [
             Fold(
                 keys.fold_key(
@@ -917,6 +929,12 @@ class SearchRunner:
             self.cache, data, self.blas_threads, sk_config, caller_identity(), filters
         )
         warn = []
+        if unfiltered:
+            warn.append(
+                "the caller's warnings filters were not applied to the fits: the "
+                "cluster's workers run several tasks in one process (threads), and "
+                "warnings filters are process-wide"
+            )
         if plan.unseeded:
             warn.append(
                 "estimators with random_state=None are memoized like any other: a "

@@ -85,8 +85,9 @@ class TaskContext:
     #: (host, pid) of the process the search runs in: tasks elsewhere record
     #: their warnings for it (:func:`recording_warnings`)
     caller: tuple[str, int] = ("", 0)
-    #: the caller's warnings filters that make warnings errors: tasks in
-    #: other processes run under them (the caller's own run under its own)
+    #: the caller's warnings filters that make warnings errors, which tasks
+    #: run under in single-threaded worker processes (the engine keeps none
+    #: for a cluster of other shapes: see ``SearchRunner.prepare``)
     warning_filters: tuple[WarningFilter, ...] = ()
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -127,7 +128,7 @@ def _configured(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def run(ctx: TaskContext, *args: Any) -> Any:
-        filters = ctx.warning_filters if ctx.caller != caller_identity() else ()
+        filters = ctx.warning_filters
         if not ctx.sk_config and not filters:
             return fn(ctx, *args)
         import sklearn
@@ -136,6 +137,8 @@ def _configured(fn: _F) -> _F:
             _installed_router()  # first: the caller's filters go before its own
 
         with sklearn.config_context(**dict(ctx.sk_config)), fitting_under(filters):
+            if filters:
+                _ignore_engine_notes()
             return fn(ctx, *args)
 
     return run  # type: ignore[return-value]
@@ -413,14 +416,19 @@ def _installed_router() -> _WarningRouter:
             _router.original = warnings.showwarning
             warnings.showwarning = _router.show
             warnings.simplefilter("always")
-            # joblib's note that an estimator's n_jobs runs as 1 in a dask
-            # worker's daemon process: where the fits run is the engine's
-            # choice, not the caller's to be warned about (n_jobs does not
-            # change scikit-learn's results)
-            warnings.filterwarnings(
-                "ignore", message="Inside a Dask worker with daemon=True", category=UserWarning
-            )
+            _ignore_engine_notes()
         return _router
+
+
+def _ignore_engine_notes() -> None:
+    """Filter out, first of all, what only where the engine runs fits says:
+    joblib's note that an estimator's n_jobs runs as 1 in a dask worker's
+    daemon process. Where the fits run is the engine's choice, not the
+    caller's to be warned about (n_jobs does not change scikit-learn's
+    results), nor to fail under the caller's "error" filters."""
+    warnings.filterwarnings(
+        "ignore", message="Inside a Dask worker with daemon=True", category=UserWarning
+    )
 
 
 @contextmanager

@@ -196,6 +196,33 @@ def test_the_callers_warning_filters_make_errors_of_the_fits_warnings(mg, data):
         with pytest.raises(ValueError, match="All the 5 fits failed") as err:
             run(search, strict)
         assert "ConvergenceWarning: lbfgs failed to converge" in str(err.value)
+    # error_score="raise": the warning itself is what fit raises, by its class
+    for search in (
+        GridSearchCV(LogisticRegression(), grid, error_score="raise", client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(), grid, error_score="raise"),
+    ):
+        with pytest.raises(ConvergenceWarning, match="lbfgs failed to converge"):
+            run(search, strict)
+    # every warning an error: the FitFailedWarning stops the search before
+    # its results are set, as scikit-learn's
+    everything = ("error", "", Warning)
+    for search in (
+        GridSearchCV(LogisticRegression(), grid, client=mg, progress=False),
+        SkGridSearchCV(LogisticRegression(), grid),
+    ):
+        with pytest.raises(FitFailedWarning):
+            run(search, everything)
+        assert not hasattr(search, "cv_results_")
+    # an estimator's n_jobs under them: joblib's note about dask's workers
+    # is no warning of the fits' (scikit-learn's search gives none)
+    from sklearn.multiclass import OneVsRestClassifier
+
+    ovr = OneVsRestClassifier(LogisticRegression(), n_jobs=2)
+    ours, _ = run(
+        GridSearchCV(ovr, {"estimator__C": [0.1, 1.0]}, cv=3, client=mg, progress=False), everything
+    )
+    sk, _ = run(SkGridSearchCV(ovr, {"estimator__C": [0.1, 1.0]}, cv=3), everything)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
 
 
 def test_a_failed_jobs_warnings_come_from_where_they_were_raised(mg, data):
@@ -1328,6 +1355,19 @@ def test_an_estimator_drawing_from_a_randomstate_fits_as_in_scikit_learn(mg, dat
     assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
     again = GridSearchCV(forest, grid, cv=3, client=mg, progress=False).fit(X, y)
     assert again.job_.stats["final_fits"] == 0
+    # one generator for the estimator and the folds: the estimator is read in
+    # the state it had before the folds were drawn, as scikit-learn copies it
+    from sklearn.model_selection import KFold
+
+    results = []
+    for cls, kw in ((GridSearchCV, {"client": mg, "progress": False}), (SkGridSearchCV, {})):
+        shared = np.random.RandomState(0)
+        est = RandomForestClassifier(n_estimators=5, random_state=shared)
+        results.append(
+            cls(est, grid, cv=KFold(3, shuffle=True, random_state=shared), **kw).fit(X, y)
+        )
+    assert_cv_results_equal(results[0].cv_results_, results[1].cv_results_)
+    assert np.array_equal(results[0].predict_proba(X), results[1].predict_proba(X))
     # a malformed state is the service's 422, by path
     from memogrid.spec import to_spec
 

@@ -731,6 +731,17 @@ def test_nan_infinity_types_and_dicts_round_trip(allow):
             {"RandomState": {"key": [0] * 624, "pos": 0, "has_gauss": 0, "cached_gaussian": "x"}},
             "cached_gaussian",
         ),
+        (
+            {
+                "RandomState": {
+                    "key": [0] * 624,
+                    "pos": 0,
+                    "has_gauss": 1,
+                    "cached_gaussian": 10**400,
+                }
+            },
+            "cached_gaussian is a finite number",
+        ),
     ],
 )
 def test_bad_tagged_values_are_refused(allow, value, message):

@@ -389,3 +389,35 @@ def test_finished_scores_are_fetched_in_coalesced_batches(dask_client):
     again = [dask_client.submit(_finish_after, 0.01 * i, pure=False) for i in range(4)]
     got = [f for b in _coalesced(as_completed(again), 0) for f in b]
     assert sorted(f.key for f in got) == sorted(f.key for f in again)
+
+
+def test_warning_filters_key_and_apply_only_where_a_process_runs_one_task(runner, store, cache):
+    """The caller's warnings filters are process-wide state: applied (and in
+    every key) on workers running one task at a time in their own process;
+    on a cluster of threads they are not, the keys say so (no filters) and
+    the search's notes say why."""
+    from distributed import Client, LocalCluster
+
+    from memogrid_service.engine.search import SearchRunner
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    strict = [["error", "", "ConvergenceWarning", "", 0]]
+    args = (LogisticRegression(max_iter=4), X, y)
+
+    def fold_keys(prepared):
+        return [f.key for f in prepared.plan.folds.values()]
+
+    plain = runner.prepare(*args, param_grid={"C": [1.0]})
+    filtered = runner.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
+    assert set(fold_keys(plain)).isdisjoint(fold_keys(filtered))
+    assert not any("warnings filters" in w for w in filtered.warnings)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        threaded = SearchRunner(client, store, cache)
+        unapplied = threaded.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
+        assert fold_keys(unapplied) == fold_keys(plain)
+        assert any("warnings filters were not applied" in w for w in unapplied.warnings)
