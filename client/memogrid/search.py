@@ -24,7 +24,7 @@ import numbers
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import Any
 
@@ -361,11 +361,19 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # warning as scikit-learn's search does (labels with None among
             # strings, NaN labels) before anything is sent
             check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        # the estimator as the search fits it: copied before the candidates are
-        # drawn and the folds split, as scikit-learn's search copies it (a
-        # RandomState it shares with them is read in the state it had here)
+        # folds given as an iterable are read first, as check_cv reads them;
+        # then the estimator as the search fits it is copied, before the
+        # candidates are drawn and a splitter splits, as scikit-learn's search
+        # copies it (a RandomState it shares with them is read as it is here)
         from sklearn.base import clone
 
+        given_cv = self.cv
+        if (
+            isinstance(given_cv, Iterable)
+            and not isinstance(given_cv, (str, bytes, Mapping))
+            and not hasattr(given_cv, "split")
+        ):
+            given_cv = list(given_cv)
         self._base = clone(self.estimator)
         # in scikit-learn's order: n_jobs=0 (refused as joblib's pool is
         # entered), the candidates drawn, pre_dispatch (read as joblib's
@@ -386,7 +394,7 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         # drawn once, for every job of this fit (an unseeded splitter would
         # give the refit job other folds)
         try:
-            cv = explicit_folds(self.cv, X, y, groups, n_rows=lambda: client._n_rows(X))
+            cv = explicit_folds(given_cv, X, y, groups, n_rows=lambda: client._n_rows(X))
             job = self._run_job(
                 client, lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen)
             )

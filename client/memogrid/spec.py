@@ -657,34 +657,12 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
                 re.compile(text)
             except re.error as exc:
                 raise SpecError(where, f"the {what} is not a regular expression: {exc}") from None
-            if _slow_pattern(text):
-                raise SpecError(
-                    where,
-                    f"the {what} repeats a group or holds more than three repetitions: a "
-                    "pattern that could take the workers exponential time to match",
-                )
         if not isinstance(category, str) or warning_category(category).__name__ != category:
             raise SpecError(where, f"{category!r} is not a warning class the service knows")
         if type(lineno) is not int or not 0 <= lineno <= sys.maxsize:
             raise SpecError(where, "the line is an integer, 0 for any")
         out.append((action, message, category, module, lineno))
     return tuple(out)
-
-
-def _slow_pattern(pattern: str) -> bool:
-    """Whether a regular expression may backtrack for long: one that repeats
-    a group (``(a|aa)*``: exponential) or holds more than three repetitions
-    (``.*.*.*.*z``: a high power of the text's length). Python's matcher
-    holds the GIL while it runs, so such a pattern matched against a
-    warning's text could stall a worker; filters as people write them (a
-    message's start, ``.*Port .* is already in use.*``, a module name) hold
-    neither."""
-    plain = re.sub(r"\\.", "", pattern)  # escaped characters are literals
-    plain = re.sub(r"\[[^\]]*\]", "c", plain)  # a character class is one character
-    if re.search(r"\)[*+?{]", plain):
-        return True
-    repeats = len(re.findall(r"[*+{]|(?<!\()\?", plain))
-    return repeats > 3
 
 
 @contextmanager

@@ -734,9 +734,13 @@ class SearchRunner:
         own (not this one), so that a task may set process-wide state such
         as warnings filters."""
         nthreads = self.client.nthreads()
-        return bool(nthreads) and all(
-            n == 1 and not address.startswith("inproc://") for address, n in nthreads.items()
-        )
+        if not nthreads or any(n != 1 for n in nthreads.values()):
+            return False
+        # workers of one process can each run one thread (a LocalCluster of
+        # threads over tcp): told apart by where they run
+        where = self.client.run(caller_identity)
+        places = [tuple(w) for w in where.values()]
+        return len(set(places)) == len(places) and caller_identity() not in places
 
     @_in_code_scope
     def prepare(
@@ -932,8 +936,8 @@ class SearchRunner:
         if unfiltered:
             warn.append(
                 "the caller's warnings filters were not applied to the fits: the "
-                "cluster's workers run several tasks in one process (threads), and "
-                "warnings filters are process-wide"
+                "cluster's workers do not each run one task at a time in a process of "
+                "their own, and warnings filters are process-wide"
             )
         if plan.unseeded:
             warn.append(

@@ -1368,6 +1368,17 @@ def test_an_estimator_drawing_from_a_randomstate_fits_as_in_scikit_learn(mg, dat
         )
     assert_cv_results_equal(results[0].cv_results_, results[1].cv_results_)
     assert np.array_equal(results[0].predict_proba(X), results[1].predict_proba(X))
+    # folds given as a generator drawing from it are read first, as check_cv reads them
+    from sklearn.model_selection import ShuffleSplit
+
+    results = []
+    for cls, kw in ((GridSearchCV, {"client": mg, "progress": False}), (SkGridSearchCV, {})):
+        shared = np.random.RandomState(0)
+        est = RandomForestClassifier(n_estimators=4, random_state=shared)
+        folds = (s for s in ShuffleSplit(3, random_state=shared).split(X))
+        results.append(cls(est, grid, cv=folds, **kw).fit(X, y))
+    assert_cv_results_equal(results[0].cv_results_, results[1].cv_results_)
+    assert np.array_equal(results[0].predict_proba(X), results[1].predict_proba(X))
     # a malformed state is the service's 422, by path
     from memogrid.spec import to_spec
 

@@ -411,13 +411,14 @@ def test_warning_filters_key_and_apply_only_where_a_process_runs_one_task(runner
     filtered = runner.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
     assert set(fold_keys(plain)).isdisjoint(fold_keys(filtered))
     assert not any("warnings filters" in w for w in filtered.warnings)
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
+    for shape in (
+        dict(n_workers=1, threads_per_worker=2),
+        # one thread each, but the workers share this process (over tcp)
+        dict(n_workers=2, threads_per_worker=1, protocol="tcp://"),
     ):
-        threaded = SearchRunner(client, store, cache)
-        unapplied = threaded.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
-        assert fold_keys(unapplied) == fold_keys(plain)
-        assert any("warnings filters were not applied" in w for w in unapplied.warnings)
+        cluster = LocalCluster(processes=False, dashboard_address=None, **shape)
+        with cluster, Client(cluster) as client:
+            threaded = SearchRunner(client, store, cache)
+            unapplied = threaded.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
+            assert fold_keys(unapplied) == fold_keys(plain), shape
+            assert any("warnings filters were not applied" in w for w in unapplied.warnings)
