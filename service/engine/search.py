@@ -339,8 +339,9 @@ class SearchResult:
     best_estimator_: Any = None
     refit_time_: float | None = None
     warnings: list[str] = field(default_factory=list)
-    #: of ``warnings``, those the refit raised (a client that refits a
-    #: candidate it picked, as a search of its own, raises only these again)
+    #: of ``warnings``, those the refit raised, each as often as it came (a
+    #: client that refits a candidate it picked, as a search of its own,
+    #: raises only these again)
     refit_warnings: list[str] = field(default_factory=list)
     #: of ``warnings``, those raised more than once, by how often
     #: (scikit-learn's search raises a warning once per fit that gave it)
@@ -1088,7 +1089,7 @@ class SearchRunner:
                 p.ctx,
                 cancel,
             )
-            res.refit_warnings = list(dict.fromkeys(_text(w) for w in refit_warned))
+            res.refit_warnings = [_text(w) for w in refit_warned]  # each as often as it came
             _raise_warned(refit_warned, reemit_warnings, log)
             # the fitted models' strided views, laid out as they were fitted
             res.best_estimator_ = assemble(best, fitted)

@@ -925,6 +925,18 @@ def test_a_callable_refit_chooses_here_and_the_service_refits_it(mg, data):
     assert len(found[0]) == len(found[1]) == 1
     refit_warned = mine.refit_job_.stats["refit_warnings"]
     assert [w.split(":")[0] for w in refit_warned] == ["ConvergenceWarning"]
+    # a refit that gives the same warning several times gives it as often
+    from sklearn.multiclass import OneVsRestClassifier
+
+    ovr = OneVsRestClassifier(LogisticRegression(max_iter=2))
+    y4 = np.arange(len(y)) % 3
+    counts = []
+    for cls, kw in ((GridSearchCV, {"client": mg, "progress": False}), (SkGridSearchCV, {})):
+        caught = _fit_warned(
+            cls(ovr, {"estimator__C": [0.5, 1.0]}, cv=3, refit=lambda r: 0, **kw), X, y4
+        )
+        counts.append(sum(w.category is ConvergenceWarning for w in caught))
+    assert counts[0] == counts[1] > 9
     # scikit-learn's checks of what the callable returns
     with pytest.raises(IndexError, match="out of range"):
         GridSearchCV(
