@@ -414,27 +414,25 @@ class Client:
         # labels; X as a list of documents, which a text vectorizer reads as
         # it reads the list) and numbers (stored as numbers)
         objects = []
-        sent = {}
+        held = {}  # role -> the value uploaded for it
         for role, value in (("X", X), ("y", y), ("groups", groups)):
             if value is None:
                 continue
             numbers = object_numbers(value)
             if numbers is not None:
-                sent[role] = self._dataset_ref(numbers)
+                held[role] = numbers
                 objects.append(role)
                 continue
-            if role == "y":
-                value = as_target(value)
-            sent[role] = self._dataset_ref(value)
+            held[role] = as_target(value) if role == "y" else value
             if is_object_strings(value) or (role == "X" and is_text(value)):
                 objects.append(role)
-        body.update(sent)
+        body.update((role, self._dataset_ref(value)) for role, value in held.items())
         order = memory_order(X)
         if order == "F" or is_frame(X):
             # the service's folds and refit see X as scikit-learn's would (a
             # frame by reference is taken as pandas lays frames out, "F")
             body["x_order"] = order
-        if y is not None and memory_order(as_target(y)) == "F" and not is_frame(y):
+        if "y" in held and memory_order(held["y"]) == "F" and not is_frame(y):
             body["y_order"] = "F"  # a 2-D y: the refit sees it so
         if objects:
             body["object_arrays"] = objects

@@ -232,40 +232,29 @@ def test_a_failed_jobs_warnings_come_from_where_they_were_raised(mg, data):
     X = X.copy()
     X[0, 0] = np.nan  # a row no fold uses: only the refit meets it
     folds = [(np.arange(1, 60), np.arange(60, 90)), (np.arange(30, 90), np.arange(1, 30))]
-    seen = []
-    for search in (
-        GridSearchCV(
-            LogisticRegression(max_iter=2), {"C": [0.1]}, cv=folds, client=mg, progress=False
-        ),
-        SkGridSearchCV(LogisticRegression(max_iter=2), {"C": [0.1]}, cv=folds),
-    ):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with pytest.raises(ValueError, match="Input X contains NaN"):
-                search.fit(X, y)
-        seen.append(sorted((w.category.__name__, w.filename) for w in caught))
+
+    def warned_then_failed(grid, **kw):
+        """(class, file) of each warning ours and scikit-learn's searches
+        raise before the refit's NaN error."""
+        seen = []
+        for search in (
+            GridSearchCV(
+                LogisticRegression(max_iter=2), grid, cv=folds, client=mg, progress=False, **kw
+            ),
+            SkGridSearchCV(LogisticRegression(max_iter=2), grid, cv=folds, **kw),
+        ):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with pytest.raises(ValueError, match="Input X contains NaN"):
+                    search.fit(X, y)
+            seen.append(sorted((w.category.__name__, w.filename) for w in caught))
+        return seen
+
+    seen = warned_then_failed({"C": [0.1]})
     assert seen[0] == seen[1] and len(seen[0]) == 2
     # the same through a callable refit: the chosen candidate's fold
     # warnings are raised once, with the search's
-    seen = []
-    for search in (
-        GridSearchCV(
-            LogisticRegression(max_iter=2),
-            {"C": [0.1, 1.0]},
-            cv=folds,
-            refit=lambda r: 0,
-            client=mg,
-            progress=False,
-        ),
-        SkGridSearchCV(
-            LogisticRegression(max_iter=2), {"C": [0.1, 1.0]}, cv=folds, refit=lambda r: 0
-        ),
-    ):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with pytest.raises(ValueError, match="Input X contains NaN"):
-                search.fit(X, y)
-        seen.append(sorted((w.category.__name__, w.filename) for w in caught))
+    seen = warned_then_failed({"C": [0.1, 1.0]}, refit=lambda r: 0)
     assert seen[0] == seen[1] and len(seen[0]) == 4
     # where it came from is a module name and a line: never a file the
     # server names, unless this process holds that module itself
