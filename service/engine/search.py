@@ -52,6 +52,7 @@ from .tasks import (
     cached_score,
     caller_identity,
     load_refit,
+    loads_here,
     module_of,
     result_settings,
     run_cached_step,
@@ -270,6 +271,43 @@ log = logging.getLogger(__name__)
 
 class WorkerLost(RuntimeError):
     """A task killed every worker it ran on (a crash, not a Python error)."""
+
+
+class WorkersCannotLoad(RuntimeError):
+    """A search's estimators or scorers name code the workers cannot load."""
+
+
+class LoadCheck:
+    """Whether every worker can load a search's estimators and scorers,
+    asked once, before the search sends its first tasks.
+
+    A worker that cannot unpickle a task (its class comes from a module
+    installed only where the search was prepared) fails in dask's message
+    handling, not in the task, and the search would wait for it forever.
+    Asked first, each worker loads the same objects inside a function and
+    says what stopped it; the search fails at once, naming it."""
+
+    def __init__(self, client: Any, objects: Any):
+        self.client = client
+        self.objects = objects
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        import cloudpickle
+
+        blob = cloudpickle.dumps(self.objects)
+        answers = self.client.run(loads_here, blob, on_error="return")
+        for worker, answer in sorted(answers.items()):
+            if isinstance(answer, BaseException):
+                answer = f"{type(answer).__name__}: {answer}"
+            if answer:
+                raise WorkersCannotLoad(
+                    f"the dask worker at {worker} cannot load this search's estimators or "
+                    f"scorers ({answer}): install what it names where the workers run"
+                )
+        self.done = True
 
 
 def describe_task(plan: Plan, members: Mapping[str, tuple[str, ...]], key: Any) -> str:
@@ -1031,8 +1069,9 @@ class SearchRunner:
         for note in p.warnings:
             log.add(note)
         _report_caught(p.sk_warnings, reemit_warnings, log)
+        loadable = LoadCheck(self.client, (p.base, p.candidates, p.scoring, p.ctx))
         outputs = self._run_plan(
-            plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells
+            plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells, loadable
         )
         out = []
         warned: list[Warned] = []  # what the fits warned about in the workers
@@ -1089,6 +1128,7 @@ class SearchRunner:
                 p.fit_param_tokens,
                 p.ctx,
                 cancel,
+                loadable,
             )
             res.refit_warnings = [_text(w) for w in refit_warned]  # each as often as it came
             _raise_warned(refit_warned, reemit_warnings, log)
@@ -1127,6 +1167,7 @@ class SearchRunner:
         cancel: threading.Event | None,
         on_result: ResultFn | None = None,
         train_cells: int = 0,
+        loadable: Callable[[], None] | None = None,
     ) -> dict[str, ScoreOutput]:
         total = len(plan.scores)
         outputs: dict[str, ScoreOutput] = {}
@@ -1147,6 +1188,8 @@ class SearchRunner:
             on_progress(done, total, stats.hits, None)
         if not pending:
             return outputs
+        if loadable is not None:
+            loadable()
 
         from distributed import as_completed
 
@@ -1424,6 +1467,7 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
+        loadable: Callable[[], None] | None = None,
     ) -> tuple[tuple[Any, ...], str, int, tuple[Warned, ...]]:
         """Fit (or load) the chain of ``params`` on all rows: models, how, step
         fits, and what the fits warned about."""
@@ -1432,6 +1476,8 @@ class SearchRunner:
             loaded = load_refit(self.cache, rplan.chain, rplan.key)
             if loaded is not None:
                 return loaded.models, "hit", 0, loaded.warnings
+        if loadable is not None:
+            loadable()
         ctx = replace(ctx, blas_threads=self.refit_blas_threads)
         dsk: dict[str, Any] = {}
         shadow = Plan(folds={fold.key: fold}, steps=rplan.steps, scores={}, ttrains={}, grid=[])

@@ -401,6 +401,19 @@ def caller_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
+def loads_here(blob: bytes) -> str | None:
+    """What stops this process loading objects the caller pickled (a class
+    from a module not installed here, say), or None: asked of every worker
+    before a search sends its first tasks (:class:`search.LoadCheck`)."""
+    import pickle
+
+    try:
+        pickle.loads(blob)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the caller is told
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _installed_router() -> _WarningRouter:
     """This process's warning router, installed (with its filters: every
     warning shown to it) if it is not."""

@@ -422,3 +422,37 @@ def test_warning_filters_key_and_apply_only_where_a_process_runs_one_task(runner
             unapplied = threaded.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
             assert fold_keys(unapplied) == fold_keys(plain), shape
             assert any("warnings filters were not applied" in w for w in unapplied.warnings)
+
+
+def test_a_class_the_workers_cannot_import_fails_the_search_at_once(
+    runner, cache, tmp_path, monkeypatch, request
+):
+    """An estimator from a module only this process can import: dask's
+    workers could not even unpickle its tasks (the search would wait for
+    them forever). The search fails before sending any, naming the module;
+    the workers go on serving other searches."""
+    import sys
+
+    from memogrid_service.engine.search import WorkersCannotLoad
+
+    (tmp_path / "only_here_mod.py").write_text(
+        "from sklearn.preprocessing import StandardScaler\n"
+        "class OnlyHere(StandardScaler):\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # here, not in the running workers
+    from only_here_mod import OnlyHere
+
+    # left in sys.modules while the test runs, as a user's own module is
+    # (cloudpickle sends a class of a module not there by value)
+    request.addfinalizer(lambda: sys.modules.pop("only_here_mod", None))
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    pipe = Pipeline([("scale", OnlyHere()), ("lr", LogisticRegression())])
+    start = time.monotonic()
+    with pytest.raises(WorkersCannotLoad, match="No module named 'only_here_mod'"):
+        runner.search(pipe, X, y, param_grid={"lr__C": [0.1, 1.0]}, cv=3)
+    assert time.monotonic() - start < 30
+    assert len(cache) == 0  # nothing was run
+    # the workers are fine
+    res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.1, 1.0]}, cv=3)
+    assert res.stats.final_fits == 6
