@@ -52,7 +52,8 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -662,6 +663,28 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
             raise SpecError(where, "the line is an integer, 0 for any")
         out.append((action, message, category, module, lineno))
     return tuple(out)
+
+
+@contextmanager
+def fitting_under(filters: Sequence[WarningFilter]) -> Iterator[None]:
+    """Run under ``filters``' errors: a warning one of them makes an error
+    raises, as it would in the caller's process; a warning they show,
+    ignore or show once is let through to whoever records it (the caller
+    shows it again under its own filters). Process-wide, as warnings
+    filters are: for a process running one task at a time."""
+    if not filters:
+        yield
+        return
+    with warnings.catch_warnings():
+        for action, message, category, module, lineno in reversed(filters):
+            warnings.filterwarnings(
+                "error" if action == "error" else "always",
+                message,
+                warning_category(category),
+                module,
+                lineno,
+            )
+        yield
 
 
 def _set_output(estimator: Any, output: Any, path: str) -> None:

@@ -41,11 +41,11 @@ from memogrid.spec import (
     JOB_SKLEARN_DEFAULTS,
     WarningFilter,
     changed_sklearn_settings,
+    fitting_under,
 )
 
 from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef
-from .warnfilters import fitting_under, ignore_engine_notes
 
 # -- inputs ---------------------------------------------------------------
 
@@ -137,6 +137,8 @@ def _configured(fn: _F) -> _F:
             _installed_router()  # first: the caller's filters go before its own
 
         with sklearn.config_context(**dict(ctx.sk_config)), fitting_under(filters):
+            if filters:
+                _ignore_engine_notes()
             return fn(ctx, *args)
 
     return run  # type: ignore[return-value]
@@ -427,8 +429,19 @@ def _installed_router() -> _WarningRouter:
             _router.original = warnings.showwarning
             warnings.showwarning = _router.show
             warnings.simplefilter("always")
-            ignore_engine_notes()
+            _ignore_engine_notes()
         return _router
+
+
+def _ignore_engine_notes() -> None:
+    """Filter out, first of all, what only where the engine runs fits says:
+    joblib's note that an estimator's n_jobs runs as 1 in a dask worker's
+    daemon process. Where the fits run is the engine's choice, not the
+    caller's to be warned about (n_jobs does not change scikit-learn's
+    results), nor to fail under the caller's "error" filters."""
+    warnings.filterwarnings(
+        "ignore", message="Inside a Dask worker with daemon=True", category=UserWarning
+    )
 
 
 @contextmanager

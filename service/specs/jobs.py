@@ -18,10 +18,10 @@ from memogrid.spec import (
     SPECIAL_FLOATS,
     WarningFilter,
     check_sklearn_settings,
+    check_warning_filters,
     splitter_allowlist,
 )
 
-from ..engine.warnfilters import check_filters
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
 
@@ -395,7 +395,7 @@ def compile_job(
         if order not in (None, "C", "F"):
             raise SpecError(name, f'{name} is "C" or "F", not {order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
-    warning_filters = check_filters(request.get("warning_filters") or [])
+    warning_filters = check_warning_filters(request.get("warning_filters") or [])
     object_arrays = frozenset(request.get("object_arrays") or ())
     for role in sorted(object_arrays):
         if role not in shapes:
