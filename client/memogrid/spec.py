@@ -655,7 +655,9 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
                 raise SpecError(where, f"the {what} is a regular expression (1000 characters)")
             try:
                 re.compile(text)
-            except re.error as exc:
+            # a repeat past re's bounds is an OverflowError, nesting past
+            # Python's stack a RecursionError: each a pattern re cannot take
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise SpecError(where, f"the {what} is not a regular expression: {exc}") from None
         if not isinstance(category, str) or warning_category(category).__name__ != category:
             raise SpecError(where, f"{category!r} is not a warning class the service knows")

@@ -346,6 +346,8 @@ def test_nul_characters_are_refused_by_name(api, data):
     [
         ([["raise", "", "Warning", "", 0]], "the action is one of"),
         ([["error", "(", "Warning", "", 0]], "the message is not a regular expression"),
+        ([["error", "a{4294967295}", "Warning", "", 0]], "the message is not a regular expr"),
+        ([["error", "", "Warning", "(" * 499 + ")" * 499, 0]], "the module is not a regular expr"),
         ([["error", "", "os.system", "", 0]], "not a warning class the service knows"),
         ([["error", "", "MyWarning", "", 0]], "not a warning class the service knows"),
         ([["error", "", "Warning", "", -1]], "the line is an integer"),
