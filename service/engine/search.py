@@ -14,6 +14,7 @@ import functools
 import gc
 import logging
 import math
+import sys
 import threading
 import time
 import warnings
@@ -126,6 +127,102 @@ def _result(future: Any, cancel: threading.Event | None) -> Any:
 _gc_lock = threading.Lock()
 _gc_pauses = 0  # planners inside gc_paused() now
 _gc_was_enabled = False
+
+
+def _sent_by_value(obj: Any) -> bool:
+    """Whether a class or function is code cloudpickle sends by value (one
+    of ``__main__``, made in a function, of a module not imported): pickle
+    cannot name it by module and name."""
+    name = getattr(obj, "__module__", None)
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is None or name == "__main__":
+        return True
+    found: Any = module
+    for part in getattr(obj, "__qualname__", "").split("."):
+        found = getattr(found, part, None)
+    return found is not obj
+
+
+def _values_in(*roots: Any) -> Iterator[Any]:
+    """Every estimator in ``roots`` (estimators, lists, dicts of candidate
+    values) and every parameter value of each, deeply."""
+    stack = list(roots)
+    seen: set[int] = set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        yield value
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif hasattr(value, "get_params") and not isinstance(value, type):
+            stack.extend(value.get_params(deep=False).values())
+
+
+@contextmanager
+def callers_code_kept(*roots: Any) -> Iterator[None]:
+    """Keep the caller's own classes as they are while fitted objects come
+    back from the workers.
+
+    An object of a class cloudpickle sends by value (a notebook's
+    transformer) comes back as an instance of the caller's class, but
+    cloudpickle first sets that class's attributes to the copies it
+    carried: methods whose globals are a copy of the caller's module as it
+    was. Edits to a helper or a constant the class reads would no longer
+    reach it, here or in any search's key. Each such class in ``roots`` is
+    put back as it was when the block exits.
+    """
+    kept: dict[type, dict[str, Any]] = {}
+    for value in _values_in(*roots):
+        for cls in (value if isinstance(value, type) else type(value)).__mro__:
+            if cls not in kept and _sent_by_value(cls):
+                kept[cls] = dict(vars(cls))
+    try:
+        yield
+    finally:
+        for cls, attrs in kept.items():
+            for name, attr in attrs.items():
+                if name not in ("__dict__", "__weakref__") and vars(cls).get(name) is not attr:
+                    setattr(cls, name, attr)
+
+
+def callers_functions(own: Mapping[str, Any], fitted: Any) -> None:
+    """Give a fitted estimator tree the caller's own functions where its
+    parameters hold copies the workers sent back (a ``FunctionTransformer``'s
+    ``func`` of a notebook): scikit-learn's best estimator holds the
+    caller's function, which pickles by name; a copy does not. ``own`` is
+    the configured tree's ``get_params(deep=True)``."""
+    if not hasattr(fitted, "get_params"):
+        return
+    theirs = fitted.get_params(deep=True)
+    kept = {}
+    for path, value in own.items():
+        got = theirs.get(path, value)
+        if (
+            got is not value
+            and callable(value)
+            and not hasattr(value, "get_params")
+            and _sent_by_value(value)
+            and getattr(got, "__qualname__", None) == getattr(value, "__qualname__", "")
+            and getattr(got, "__module__", None) == getattr(value, "__module__", "")
+        ):
+            kept[path] = value
+    if kept:
+        fitted.set_params(**kept)
+
+
+def _keeping_callers_code(run: _F) -> _F:
+    """A search's run under :func:`callers_code_kept` for its estimators."""
+
+    @functools.wraps(run)
+    def kept(self: Any, prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        with callers_code_kept(prepared.base, prepared.candidates):
+            return run(self, prepared, *args, **kwargs)
+
+    return kept  # type: ignore[return-value]
 
 
 def _pairwise(base: Any, candidates: list[dict[str, Any]]) -> bool:
@@ -1026,6 +1123,7 @@ class SearchRunner:
             train_cells=max(len(f.train) for f in folds) * _n_columns(X_local),
         )
 
+    @_keeping_callers_code
     def run(
         self,
         prepared: PreparedSearch,
@@ -1132,7 +1230,9 @@ class SearchRunner:
             res.refit_warnings = [_text(w) for w in refit_warned]  # each as often as it came
             _raise_warned(refit_warned, reemit_warnings, log)
             # the fitted models' strided views, laid out as they were fitted
+            own = best.get_params(deep=True)
             res.best_estimator_ = assemble(best, fitted)
+            callers_functions(own, res.best_estimator_)
             restore_strides(res.best_estimator_)
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 import time
 
@@ -456,3 +457,49 @@ def test_a_class_the_workers_cannot_import_fails_the_search_at_once(
     # the workers are fine
     res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.1, 1.0]}, cv=3)
     assert res.stats.final_fits == 6
+
+
+_SCALE = 1.0
+
+
+def test_the_callers_own_code_is_left_as_it_is(runner, monkeypatch):
+    """A class and a function of ``__main__``, which the workers get by
+    value (a notebook's): the search's fitted objects come back without
+    rebinding the caller's class to copies of its methods (edits to what
+    they read would no longer reach it, nor any key), and the best
+    estimator holds the caller's own function, as scikit-learn's does."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.preprocessing import FunctionTransformer
+
+    class Scaled(TransformerMixin, BaseEstimator):
+        def __init__(self, k=1.0):
+            self.k = k
+
+        def fit(self, X, y=None):
+            return self
+
+        def transform(self, X):
+            return X * _SCALE * self.k
+
+    def shifted(X):
+        return X + 1.0
+
+    main = sys.modules["__main__"]
+    for code in (Scaled, shifted):
+        code.__module__, code.__qualname__ = "__main__", code.__name__
+        monkeypatch.setattr(main, code.__name__, code, raising=False)
+    own = dict(vars(Scaled))
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    pipe = Pipeline(
+        [("s", Scaled()), ("f", FunctionTransformer(shifted)), ("lr", LogisticRegression())]
+    )
+    first = runner.search(pipe, X, y, param_grid={"s__k": [1.0, 2.0]}, cv=3)
+    assert all(vars(Scaled)[name] is attr for name, attr in own.items()), "rebound"
+    best = first.best_estimator_
+    assert type(best[0]) is Scaled and best[1].func is shifted
+    # an edit to what the class reads reaches it, and the next search's keys
+    monkeypatch.setattr(sys.modules[__name__], "_SCALE", 0.0)
+    assert not Scaled().fit(X).transform(X).any()
+    again = runner.search(pipe, X, y, param_grid={"s__k": [1.0, 2.0]}, cv=3)
+    assert again.stats.score_hits == 0
+    assert again.cv_results_["mean_test_score"][0] != first.cv_results_["mean_test_score"][0]
