@@ -453,7 +453,12 @@ def canonical(value: Any) -> Any:
         return ["rng", kind, array_token(key_array), pos, has_gauss, _float(cached)]
     if _is_estimator(value):
         return estimator_token(value)
-    if isinstance(value, functools.partial) or inspect.ismethod(value):
+    if isinstance(value, functools.partial):
+        # by what it calls and binds, each by content (one without refuses)
+        bound = [canonical(value.func), canonical(value.args), canonical(value.keywords)]
+        return ["partial", *bound, canonical(dict(vars(value)))]
+    if inspect.ismethod(value):
+        # its object enters by its parameters only, not its fitted state
         raise UnkeyableValue(f"{value!r} binds state that has no content key")
     if isinstance(value, np.ufunc) or (
         callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "__dict__")

@@ -204,6 +204,16 @@ def test_canonical_values():
     assert c(np.random.RandomState(0)) == c(np.random.RandomState(0))
     assert c(np.random.RandomState(0)) != c(np.random.RandomState(1))
     assert c(FunctionTransformer(np.log1p)) != c(FunctionTransformer(np.expm1))
+    # a partial by what it calls and binds, as scikit-learn accepts it
+    p = functools.partial
+    assert c(p(np.clip, a_min=-1, a_max=1)) == c(p(np.clip, a_min=-1, a_max=1))
+    assert c(p(np.clip, a_min=-1, a_max=1)) != c(p(np.clip, a_min=-1, a_max=2))
+    assert c(p(np.clip, a_min=-1, a_max=1)) != c(p(np.clip, a_min=-1, a_max=1.0))
+    assert c(p(np.add, 1)) != c(p(np.add, 2)) != c(p(np.subtract, 2))
+    assert c(p(np.add, 1)) != c(np.add)
+    tagged = p(np.add, 1)
+    tagged.note = "x"  # what a partial holds besides
+    assert c(tagged) != c(p(np.add, 1))
 
 
 def _local_function(x):
@@ -215,10 +225,10 @@ def _local_function(x):
     [
         lambda x: x,
         object(),
-        functools.partial(np.add, 1),
+        functools.partial(np.add, lambda x: x),  # binds a value with no key
         StandardScaler().fit,
     ],
-    ids=["lambda", "object", "partial", "bound-method"],
+    ids=["lambda", "object", "partial-of-a-lambda", "bound-method"],
 )
 def test_values_without_content_key_are_refused(bad):
     def local_function(x):

@@ -599,3 +599,25 @@ def test_a_callable_giving_several_metrics_with_failing_fits(runner, refit):
         assert ours.multimetric_ and ours.scorer_ is accuracy_and_error
         if refit:
             assert ours.best_index_ == sk.best_index_ and ours.best_score_ == sk.best_score_
+
+
+def test_partials_are_keyed_by_what_they_call_and_bind(runner):
+    """functools.partial as a function, a grid value and a scorer's
+    function, as scikit-learn takes them: each keyed by its function and
+    bound values, so partials binding other values are other candidates."""
+    import functools
+
+    from sklearn.metrics import fbeta_score, make_scorer
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = make_classification(n_samples=90, n_features=5, random_state=0)
+    clip = functools.partial(np.clip, a_min=-1.0, a_max=1.0)
+    pipe = Pipeline([("f", FunctionTransformer(clip)), ("lr", LogisticRegression())])
+    grid = {
+        "f__func": [clip, functools.partial(np.clip, a_min=-0.5, a_max=0.5)],
+        "lr__C": [0.1, 1.0],
+    }
+    scoring = make_scorer(functools.partial(fbeta_score, beta=2))
+    ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3, scoring=scoring)
+    assert_same_search(ours, sk, X)
+    assert ours.stats.step_fits == 2 * 3  # the two partials are two transforms
