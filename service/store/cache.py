@@ -43,6 +43,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: what pickle could not store, as its errors read: each is logged once
+_unpicklable: set[str] = set()
+
 # MGC4: values may carry the warnings their fits gave (fitted models as
 # (model, fit time, warnings), score results with a "_warnings" item);
 # MGC3 entries (the same framing, no warnings) are still read, while code
@@ -136,6 +139,15 @@ class ResultCache:
             return False
         try:
             parts = _frame(value)
+        except Exception as exc:
+            # what pickle cannot store (a notebook's class, sent by value;
+            # a lock): every entry holding it fails alike, so it is said once
+            said = f"{type(exc).__name__}: {exc}"
+            if said not in _unpicklable and len(_unpicklable) < 1000:
+                _unpicklable.add(said)
+                log.warning("cache entries holding what follows are not kept: %s", said)
+            return False
+        try:
             size = sum(len(p) for p in parts)
             if size >= _FILE_MIN:
                 # a file object is copied to the value file chunk by chunk,

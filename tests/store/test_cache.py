@@ -119,6 +119,22 @@ def test_write_failure_is_not_fatal(tmp_path):
     assert c.get("k") is None
 
 
+def test_what_pickle_cannot_store_is_skipped_and_said_once(tmp_path, caplog, monkeypatch):
+    """A notebook's class (sent by value) fails every entry holding it
+    alike: each is skipped, and the log says so once, not per entry."""
+    monkeypatch.setattr(cache_mod, "_unpicklable", set())  # what this process said before
+    c = ResultCache(tmp_path / "c")
+    held = threading.Lock()
+    with caplog.at_level("WARNING", logger=cache_mod.__name__):
+        assert c.set("a", {"model": held}) is False
+        assert c.set("b", [held, 1.0]) is False
+        assert c.set("c", 1.0) is True
+    assert c.get("a") is None and c.get("b") is None and c.get("c") == 1.0
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "cannot pickle '_thread.lock' object" in said[0], said
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_arrays_round_trip_bit_exact_and_writable(tmp_path):
     c = ResultCache(tmp_path / "c")
     a = np.random.default_rng(0).normal(size=(300, 70))
