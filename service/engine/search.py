@@ -162,6 +162,51 @@ def _values_in(*roots: Any) -> Iterator[Any]:
             stack.extend(value.get_params(deep=False).values())
 
 
+def _classes_by_value(*roots: Any) -> list[type]:
+    """The classes (bases included) of everything in ``roots`` that
+    cloudpickle sends by value."""
+    found: dict[type, None] = {}
+    for value in _values_in(*roots):
+        for cls in (value if isinstance(value, type) else type(value)).__mro__:
+            if cls not in found and _sent_by_value(cls):
+                found[cls] = None
+    return list(found)
+
+
+def callers_classes(fitted: Any, *roots: Any) -> None:
+    """Make every object in ``fitted`` whose class is a copy of one of the
+    caller's own (by module and name, among the classes of ``roots``) an
+    instance of the caller's class.
+
+    A model read from the cache in another session than the one that
+    stored it was made by its class's code as stored there (the same code:
+    it is in the key), but cloudpickle gives it a class object of its own;
+    the caller would get a lookalike that ``isinstance`` denies and pickle
+    cannot name."""
+    own = {(c.__module__, c.__qualname__): c for c in _classes_by_value(*roots)}
+    if not own:
+        return
+    stack, seen = [fitted], set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+            continue
+        if isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+            continue
+        held = getattr(obj, "__dict__", None)
+        if not isinstance(held, dict):
+            continue
+        mine = own.get((type(obj).__module__, type(obj).__qualname__))
+        if mine is not None and type(obj) is not mine:
+            obj.__class__ = mine
+        stack.extend(held.values())
+
+
 @contextmanager
 def callers_code_kept(*roots: Any) -> Iterator[None]:
     """Keep the caller's own classes as they are while fitted objects come
@@ -175,11 +220,7 @@ def callers_code_kept(*roots: Any) -> Iterator[None]:
     reach it, here or in any search's key. Each such class in ``roots`` is
     put back as it was when the block exits.
     """
-    kept: dict[type, dict[str, Any]] = {}
-    for value in _values_in(*roots):
-        for cls in (value if isinstance(value, type) else type(value)).__mro__:
-            if cls not in kept and _sent_by_value(cls):
-                kept[cls] = dict(vars(cls))
+    kept = {cls: dict(vars(cls)) for cls in _classes_by_value(*roots)}
     try:
         yield
     finally:
@@ -1233,6 +1274,7 @@ class SearchRunner:
             own = best.get_params(deep=True)
             res.best_estimator_ = assemble(best, fitted)
             callers_functions(own, res.best_estimator_)
+            callers_classes(res.best_estimator_, p.base, p.candidates)
             restore_strides(res.best_estimator_)
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()

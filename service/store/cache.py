@@ -272,7 +272,16 @@ def _frame(value: Any) -> list[Any]:
     are memoryviews of the value's own arrays: nothing large is copied.
     """
     buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    try:
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except (pickle.PicklingError, AttributeError):
+        # code pickle cannot name, as a notebook's class or function is:
+        # cloudpickle stores it by value (pickle loads it); keys hold its
+        # code, so an entry is read only where the code is the same
+        import cloudpickle
+
+        buffers.clear()
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(r.nbytes for r in raws), len(data))
     body: list[Any] = [head, data]

@@ -91,6 +91,89 @@ def test_second_process_fits_nothing_and_overlap_fits_no_pca(tmp_path):
     assert third["stats"]["step_fits"] == 0 and third["stats"]["step_hits"] == 15
 
 
+_NOTEBOOK = """
+import json, pickle, sys
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+class Centred(TransformerMixin, BaseEstimator):
+    def __init__(self, k=1.0):
+        self.k = k
+
+    def fit(self, X, y=None):
+        self.mean_ = X.mean(axis=0)
+        return self
+
+    def transform(self, X):
+        return np.clip(X - self.mean_, -self.k, self.k)
+
+def squash(X):
+    return np.tanh(X)
+
+if __name__ == "__main__":
+    from memogrid_service.engine.cluster import close_client, make_client
+    from memogrid_service.engine.search import SearchRunner
+    from memogrid_service.store.cache import ResultCache
+    from memogrid_service.store.datasets import DatasetStore
+
+    data, cache, grid = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    X, y = make_classification(n_samples=120, n_features=6, random_state=0)
+    pipe = Pipeline(
+        [("c", Centred()), ("f", FunctionTransformer(squash)), ("lr", LogisticRegression())]
+    )
+    client = make_client(n_workers=2)
+    try:
+        runner = SearchRunner(client, DatasetStore(data), ResultCache(cache))
+        res = runner.search(pipe, X, y, param_grid=grid, cv=3)
+    finally:
+        close_client(client)
+    best = res.best_estimator_
+    print(json.dumps({
+        "stats": res.stats.as_dict(),
+        "mean": res.cv_results_["mean_test_score"].tolist(),
+        "own_class": type(best[0]) is Centred,
+        "own_function": best[1].func is squash,
+        "pickles": type(pickle.loads(pickle.dumps(best))[0]) is Centred,
+    }))
+"""
+
+
+def test_a_notebooks_classes_are_memoized_across_processes(tmp_path):
+    """A class and a function of ``__main__`` (a notebook's, a script's),
+    which pickle cannot name: their fitted steps and refit are cached
+    (by value) all the same, so a second process fits nothing and one
+    changing only the final step fits no step; its best estimator is made
+    of the caller's own class and function, and pickles as scikit-learn's."""
+    script = tmp_path / "notebook.py"
+    script.write_text(_NOTEBOOK)
+
+    def run(grid):
+        out = subprocess.run(
+            [sys.executable, str(script), *(str(tmp_path / d) for d in "dc"), json.dumps(grid)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    grid = {"c__k": [0.5, 1.0], "lr__C": [0.1, 1.0]}
+    first = run(grid)
+    assert first["stats"]["step_fits"] == 2 * 3 * 2 and first["stats"]["refit"] == "fit"
+    for got in (first, second := run(grid), third := run(dict(grid, lr__C=[10.0]))):
+        assert got["own_class"] and got["own_function"] and got["pickles"], got
+    assert second["stats"]["fits"] == 0 and second["stats"]["refit"] == "hit"
+    assert second["mean"] == first["mean"]
+    # each (k, fold)'s chain read back from its last step
+    assert third["stats"]["step_fits"] == 0 and third["stats"]["step_hits"] == 2 * 3
+
+
 def test_refit_is_cached_like_folds(runner, fit_log):
     X, y = seed_data()
     grid = {"pca__n_components": [5, 10], "logistic__C": [1.0]}
