@@ -74,6 +74,9 @@ POLL_FIRST = 0.02
 POLL_INTERVAL = 0.5
 #: seconds of failing status polls (busy or unreachable service) a wait rides out
 POLL_PATIENCE = 60.0
+#: seconds an idempotent call waits out the service's rate limit (429
+#: with Retry-After) before raising RateLimited
+RATE_PATIENCE = 60.0
 
 _STATUS_ERRORS: dict[int, type[MemogridError]] = {
     400: SpecError,
@@ -97,8 +100,13 @@ def _error_for(response: httpx.Response) -> MemogridError:
         body = {}
     detail = body.get("detail") if isinstance(body, dict) else None
     items = body.get("errors", []) if isinstance(body, dict) else []
-    message = detail or response.reason_phrase or f"HTTP {response.status_code}"
     status = response.status_code
+    if status == 401 and not detail:  # a HEAD's answer has no body to say why
+        detail = (
+            "the service refused this client's token (none was given, or it was revoked "
+            "or has expired): pass token= to Client or set MEMOGRID_TOKEN"
+        )
+    message = detail or response.reason_phrase or f"HTTP {status}"
     cls = _STATUS_ERRORS.get(status)
     if cls is SpecError:
         first = items[0] if items and isinstance(items[0], dict) else {}
@@ -224,21 +232,33 @@ class Client:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call: retried on connection errors if idempotent; errors mapped."""
+        """One API call: retried on connection errors if idempotent, and after
+        the service's advice when over its rate (:data:`RATE_PATIENCE`);
+        errors mapped."""
         attempts = RETRIES if method in _IDEMPOTENT else 1
-        for attempt in range(attempts):
-            try:
-                response = self._http.request(method, path, **kwargs)
-                break
-            except httpx.TransportError as exc:
-                if attempt + 1 >= attempts:
-                    raise errors.TransportError(
-                        f"cannot reach the memogrid service at {self.url}: {exc}"
-                    ) from None
-                time.sleep(RETRY_BACKOFF * 2**attempt)
-        if response.status_code >= 400:
-            raise _error_for(response)
-        return response
+        # a 429 is answered before anything is done: any call whose body can
+        # be sent again may be (a streamed upload's cannot)
+        replayable = isinstance(kwargs.get("content", b""), (bytes, bytearray, str))
+        give_up = time.monotonic() + RATE_PATIENCE
+        while True:
+            for attempt in range(attempts):
+                try:
+                    response = self._http.request(method, path, **kwargs)
+                    break
+                except httpx.TransportError as exc:
+                    if attempt + 1 >= attempts:
+                        raise errors.TransportError(
+                            f"cannot reach the memogrid service at {self.url}: {exc}"
+                        ) from None
+                    time.sleep(RETRY_BACKOFF * 2**attempt)
+            if response.status_code < 400:
+                return response
+            err = _error_for(response)
+            # over the rate: wait as the service advises, for a while
+            wait = getattr(err, "retry_after", None)
+            if not (replayable and wait is not None and time.monotonic() + wait <= give_up):
+                raise err
+            time.sleep(wait)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)

@@ -457,7 +457,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 job = submit()
                 break
             except errors.RateLimited as exc:
-                time.sleep(min(exc.retry_after or delay, SUBMIT_RETRY_MAX))
+                # never less than the backoff: a submit makes several
+                # requests, and the rate's advice is the time to one more
+                time.sleep(min(max(exc.retry_after or 0.0, delay), SUBMIT_RETRY_MAX))
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
         try:
             job.wait(progress=self.progress)

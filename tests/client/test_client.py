@@ -257,6 +257,31 @@ def test_auth_errors_and_rate_limits_reach_the_user_as_memogrid_errors(api, sett
                 client.jobs()
 
 
+def test_a_tight_rate_is_waited_out_and_a_missing_token_named(api, monkeypatch):
+    """Over the per-token rate, each call waits as the service advises
+    (a job's submit too: the service did nothing with a request it
+    answered 429), so a drop-in search under a tight rate finishes; a
+    submit without a token says how to give one."""
+    from fastapi.testclient import TestClient
+
+    limiter = api.app.state.services.limiter
+    monkeypatch.setattr(limiter, "rate", 2.0)  # two a second, bursts of three
+    monkeypatch.setattr(limiter, "capacity", 3.0)
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    with Client(http=api) as client:
+        start = time.monotonic()
+        for _ in range(6):
+            client.jobs()
+        assert time.monotonic() - start >= 1.0  # some of them waited
+        search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, client=client)
+        search.set_params(progress=False).fit(X, y)
+        sk = SkGridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}).fit(X, y)
+        assert_cv_results_equal(search.cv_results_, sk.cv_results_)
+    with Client(http=TestClient(api.app)) as anonymous:
+        with pytest.raises(memogrid.AuthError, match="MEMOGRID_TOKEN"):
+            anonymous.submit(LogisticRegression(), {"C": [1.0]}, X, y)
+
+
 def test_best_estimator_types_are_audited():
     import skops.io as sio
     from sklearn.ensemble import RandomForestClassifier
