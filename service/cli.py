@@ -165,7 +165,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         if args.action == "create":
             if not args.user:
                 raise ValueError("token create needs a user name")
-            expires = timedelta(days=args.expires_days) if args.expires_days else None
+            days = args.expires_days
+            if days is not None and not days > 0:
+                raise ValueError(f"--expires-days is a positive number of days, not {days:g}")
+            expires = timedelta(days=days) if days is not None else None
             token = create_token(db, args.user, name=args.name or "", expires_in=expires)
             print(token)
             print(
@@ -175,7 +178,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         elif args.action == "list":
             print(f"{'id':<14} {'user':<16} {'name':<20} {'created':<20} {'expires':<20} state")
             for t in list_tokens(db):
-                state = "revoked" if t["revoked"] else "active"
+                state = "revoked" if t["revoked"] else "expired" if t["expired"] else "active"
                 print(
                     f"{t['id']!s:<14} {t['user']!s:<16} {t['name']!s:<20} "
                     f"{_when(t['created_at']):<20} {_when(t['expires_at']):<20} {state}"

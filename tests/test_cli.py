@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +122,14 @@ def test_tokens(tmp_path):
     again = run("token", "revoke", token_id, env=env)
     assert again.returncode == 1 and again.stderr.startswith("memogrid: error:")
     assert run("token", "create", env=env).returncode == 1
+    # a lifetime is positive (0 made a token that never expired, -1 a dead one)
+    for days in ("0", "-1", "nan"):
+        refused = run("token", "create", "erin", "--expires-days", days, env=env)
+        assert refused.returncode == 1 and "positive number of days" in refused.stderr
+    assert "erin" not in run("token", "list", env=env).stdout
+    # an expired token is listed so
+    short = run("token", "create", "fay", "--expires-days", "0.00001", env=env).stdout.strip()
+    time.sleep(1.0)
+    line = [x for x in run("token", "list", env=env).stdout.splitlines() if "fay" in x]
+    assert len(line) == 1 and line[0].split()[-1] == "expired", line
+    assert short.split("_")[1] in line[0]

@@ -68,7 +68,10 @@ def create_token(
     expires_in: timedelta | None = None,
     admin: bool = False,
 ) -> str:
-    """A new token for ``user`` (created if new); the only time it is shown."""
+    """A new token for ``user`` (created if new); the only time it is shown.
+    ``expires_in``, if given, is a positive lifetime."""
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ValueError(f"a token's lifetime is positive, not {expires_in}")
     user_id = ensure_user(db, user, admin=admin)
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
@@ -99,6 +102,7 @@ def revoke_token(db: Database, token_id: str) -> bool:
 
 
 def list_tokens(db: Database) -> list[dict[str, object]]:
+    now = utcnow()
     with db.read() as s:
         rows = s.execute(
             select(Token, User.name).join(User, User.id == Token.user_id).order_by(Token.created_at)
@@ -111,6 +115,7 @@ def list_tokens(db: Database) -> list[dict[str, object]]:
             "created_at": aware(t.created_at),
             "expires_at": aware(t.expires_at),
             "revoked": t.revoked_at is not None,
+            "expired": (aware(t.expires_at) or now) < now,
             "last_used_at": aware(t.last_used_at),
         }
         for t, user in rows

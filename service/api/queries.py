@@ -16,7 +16,7 @@ from ..db.ops import aware
 from ..runner.jobs import param_key, param_text
 from .app import Services, services
 from .auth import CurrentUser, current_user
-from .datasets import DatasetPath
+from .datasets import DatasetPath, get_dataset
 from .problems import Problem, ProblemBody, known_query
 from .schemas import CacheStats, CandidateOut, Health
 
@@ -40,7 +40,11 @@ def _candidate_out(c: Candidate, created: datetime) -> CandidateOut:
     )
 
 
-@router.get("/datasets/{dataset_id}/leaderboard", response_model=list[CandidateOut])
+@router.get(
+    "/datasets/{dataset_id}/leaderboard",
+    response_model=list[CandidateOut],
+    responses={404: _PROBLEM},
+)
 def leaderboard(
     dataset_id: DatasetPath,
     svc: Annotated[Services, Depends(services)],
@@ -66,6 +70,10 @@ def leaderboard(
     ).limit(limit)
     with svc.db.read() as s:
         rows = s.execute(q).all()
+    if not rows:
+        # none: a dataset of yours with no finished job yet, or a 404 (one
+        # you deleted keeps its jobs' rows, so rows answer for it above)
+        get_dataset(svc, user, dataset_id)
     return [_candidate_out(c, created) for c, created in rows]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 DatasetId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 content id")]
 #: a scorer, metric or fit-parameter name (stored in 128-character columns)
@@ -70,7 +70,7 @@ class JobRequest(BaseModel):
         description='"raise", a number, or "nan", "inf", "-inf" (JSON has no such numbers); '
         "an integer stays one, as scikit-learn's warnings print it",
     )
-    return_train_score: bool = False
+    return_train_score: StrictBool = False
     fit_params: dict[Name, DatasetId | None] = Field(
         default_factory=dict,
         description="fit parameters (e.g. sample_weight) as dataset ids; null passes None",

@@ -105,7 +105,9 @@ def test_two_users_never_see_each_others_objects(api, api_as, settings):
         assert bob.request(method, url).status_code == 404, (method, url)
     assert bob.get("/v1/jobs").json()["items"] == []
     assert bob.get("/v1/jobs", params={"dataset": xid}).json()["items"] == []
-    assert bob.get(f"/v1/datasets/{xid}/leaderboard").json() == []
+    # not his: a 404 as every other route's, not an empty board
+    assert bob.get(f"/v1/datasets/{xid}/leaderboard").status_code == 404
+    assert bob.get(f"/v1/datasets/{'0' * 64}/leaderboard").status_code == 404
     assert bob.get("/v1/results", params={"param": "C", "value": "1.0"}).json() == []
     # bob cannot run a job on alice's data by naming its id
     r = bob.post(
@@ -122,6 +124,9 @@ def test_two_users_never_see_each_others_objects(api, api_as, settings):
     assert (settings.datasets_dir / f"{xid}.npy").exists()
     # alice's own listings are unchanged
     assert [j["id"] for j in api.get("/v1/jobs").json()["items"]] == [job]
+    assert len(api.get(f"/v1/datasets/{xid}/leaderboard").json()) == 2
+    # her finished jobs' rows outlive her copy of the data
+    assert api.delete(f"/v1/datasets/{xid}").status_code == 204
     assert len(api.get(f"/v1/datasets/{xid}/leaderboard").json()) == 2
 
 

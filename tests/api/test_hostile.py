@@ -364,6 +364,15 @@ def test_warning_filters_are_checked_by_path(api, data, filters, problem):
     _nothing_queued(api)
 
 
+def test_return_train_score_is_a_boolean(api, data):
+    """scikit-learn refuses return_train_score="yes"; so does the service
+    (it was read as true)."""
+    for value in ("yes", 1, "true"):
+        r = _job(api, data, return_train_score=value)
+        assert r.status_code == 422 and "return_train_score" in r.text, (value, r.text)
+    _nothing_queued(api)
+
+
 def test_object_arrays_must_name_string_or_number_arrays_of_the_job(api, data):
     frame = upload(api, pd.DataFrame({"a": np.arange(60.0)}))
     for roles, over, problem in [
