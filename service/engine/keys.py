@@ -454,9 +454,20 @@ def canonical(value: Any) -> Any:
     if _is_estimator(value):
         return estimator_token(value)
     if isinstance(value, functools.partial):
-        # by what it calls and binds, each by content (one without refuses)
-        bound = [canonical(value.func), canonical(value.args), canonical(value.keywords)]
-        return ["partial", *bound, canonical(dict(vars(value)))]
+        # by its class (a subclass may call otherwise) and what it calls
+        # and binds, each by content; an estimator bound in it would enter
+        # by its parameters, not its fitted state: refused
+        bound = [*value.args, *value.keywords.values()]
+        if any(_is_estimator(v) for v in bound):
+            raise UnkeyableValue(f"{value!r} binds an estimator, whose fitted state has no key")
+        return [
+            "partial",
+            named(type(value)),
+            canonical(value.func),
+            canonical(value.args),
+            canonical(value.keywords),
+            canonical(dict(vars(value))),
+        ]
     if inspect.ismethod(value):
         # its object enters by its parameters only, not its fitted state
         raise UnkeyableValue(f"{value!r} binds state that has no content key")

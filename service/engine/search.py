@@ -173,6 +173,25 @@ def _classes_by_value(*roots: Any) -> list[type]:
     return list(found)
 
 
+def _tracked_classes(*roots: Any) -> list[type]:
+    """Every class cloudpickle would send by value with ``roots`` and so
+    overwrite when objects of it come back: the roots' own classes, and
+    those their code reaches (a helper class a method calls), which only
+    pickling them finds; cloudpickle keeps them in its class tracker."""
+    import cloudpickle
+    from cloudpickle import cloudpickle as tracker
+
+    found = dict.fromkeys(_classes_by_value(*roots))
+    tracked = getattr(tracker, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    if tracked is not None:
+        try:
+            cloudpickle.dumps(roots)
+        except Exception:  # noqa: BLE001 - the search itself will say
+            pass
+        found.update(dict.fromkeys(list(tracked)))
+    return list(found)
+
+
 def callers_classes(fitted: Any, *roots: Any) -> None:
     """Make every object in ``fitted`` whose class is a copy of one of the
     caller's own (by module and name, among the classes of ``roots``) an
@@ -183,7 +202,13 @@ def callers_classes(fitted: Any, *roots: Any) -> None:
     it is in the key), but cloudpickle gives it a class object of its own;
     the caller would get a lookalike that ``isinstance`` denies and pickle
     cannot name."""
-    own = {(c.__module__, c.__qualname__): c for c in _classes_by_value(*roots)}
+    classes = _classes_by_value(*roots)
+    named: dict[tuple[str, str], list[type]] = {}
+    for c in classes:
+        named.setdefault((c.__module__, c.__qualname__), []).append(c)
+    # a name two of the caller's classes share says not which one is meant
+    own = {name: cs[0] for name, cs in named.items() if len(cs) == 1}
+    live = set(classes)
     if not own:
         return
     stack, seen = [fitted], set()
@@ -202,7 +227,7 @@ def callers_classes(fitted: Any, *roots: Any) -> None:
         if not isinstance(held, dict):
             continue
         mine = own.get((type(obj).__module__, type(obj).__qualname__))
-        if mine is not None and type(obj) is not mine:
+        if mine is not None and type(obj) not in live:
             obj.__class__ = mine
         stack.extend(held.values())
 
@@ -220,7 +245,7 @@ def callers_code_kept(*roots: Any) -> Iterator[None]:
     reach it, here or in any search's key. Each such class in ``roots`` is
     put back as it was when the block exits.
     """
-    kept = {cls: dict(vars(cls)) for cls in _classes_by_value(*roots)}
+    kept = {cls: dict(vars(cls)) for cls in _tracked_classes(*roots)}
     try:
         yield
     finally:
@@ -432,13 +457,18 @@ class LoadCheck:
     def __call__(self) -> None:
         if self.done:
             return
-        import cloudpickle
+        # pickled as dask pickles tasks (by reference where pickle can,
+        # whatever cloudpickle is told to send by value), so what loads
+        # here loads in a task
+        from distributed.protocol.pickle import dumps
 
-        blob = cloudpickle.dumps(self.objects)
+        blob = dumps(self.objects)
         answers = self.client.run(loads_here, blob, on_error="return")
+        if not answers:
+            return  # no worker yet: ask again before the next tasks
         for worker, answer in sorted(answers.items()):
             if isinstance(answer, BaseException):
-                answer = f"{type(answer).__name__}: {answer}"
+                continue  # the worker went away while asked: not its answer
             if answer:
                 raise WorkersCannotLoad(
                     f"the dask worker at {worker} cannot load this search's estimators or "

@@ -140,8 +140,8 @@ class ResultCache:
         try:
             parts = _frame(value)
         except Exception as exc:
-            # what pickle cannot store (a notebook's class, sent by value;
-            # a lock): every entry holding it fails alike, so it is said once
+            # what neither pickle nor cloudpickle can store (a lock): every
+            # entry holding it fails alike, so it is said once
             said = f"{type(exc).__name__}: {exc}"
             if said not in _unpicklable and len(_unpicklable) < 1000:
                 _unpicklable.add(said)

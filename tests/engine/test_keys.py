@@ -215,6 +215,20 @@ def test_canonical_values():
     tagged.note = "x"  # what a partial holds besides
     assert c(tagged) != c(p(np.add, 1))
 
+    class Negated(functools.partial):  # a subclass may call otherwise
+        def __call__(self, *args, **kwargs):
+            return -super().__call__(*args, **kwargs)
+
+    Negated.__module__, Negated.__qualname__ = __name__, "_Negated"
+    globals()["_Negated"] = Negated
+    try:
+        assert c(Negated(np.add, 1)) != c(p(np.add, 1))
+    finally:
+        del globals()["_Negated"]
+    # an estimator bound in one would enter by its parameters, not its fit
+    with pytest.raises(keys.UnkeyableValue, match="binds an estimator"):
+        c(p(PCA.transform, PCA(2).fit(np.eye(3))))
+
 
 def _local_function(x):
     return x

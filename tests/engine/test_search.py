@@ -479,22 +479,29 @@ def test_the_callers_own_code_is_left_as_it_is(runner, monkeypatch):
             return self
 
         def transform(self, X):
-            return X * _SCALE * self.k
+            return Helper.scaled(X) * self.k
+
+    class Helper:  # a class the code reaches, not a parameter
+        @staticmethod
+        def scaled(X):
+            return X * _SCALE
 
     def shifted(X):
         return X + 1.0
 
     main = sys.modules["__main__"]
-    for code in (Scaled, shifted):
+    for code in (Scaled, Helper, shifted):
         code.__module__, code.__qualname__ = "__main__", code.__name__
         monkeypatch.setattr(main, code.__name__, code, raising=False)
     own = dict(vars(Scaled))
+    helper = dict(vars(Helper))
     X, y = make_classification(n_samples=60, n_features=4, random_state=0)
     pipe = Pipeline(
         [("s", Scaled()), ("f", FunctionTransformer(shifted)), ("lr", LogisticRegression())]
     )
     first = runner.search(pipe, X, y, param_grid={"s__k": [1.0, 2.0]}, cv=3)
     assert all(vars(Scaled)[name] is attr for name, attr in own.items()), "rebound"
+    assert all(vars(Helper)[name] is attr for name, attr in helper.items()), "rebound"
     best = first.best_estimator_
     assert type(best[0]) is Scaled and best[1].func is shifted
     # an edit to what the class reads reaches it, and the next search's keys

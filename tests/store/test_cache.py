@@ -120,8 +120,9 @@ def test_write_failure_is_not_fatal(tmp_path):
 
 
 def test_what_pickle_cannot_store_is_skipped_and_said_once(tmp_path, caplog, monkeypatch):
-    """A notebook's class (sent by value) fails every entry holding it
-    alike: each is skipped, and the log says so once, not per entry."""
+    """What neither pickle nor cloudpickle can store (a lock) fails every
+    entry holding it alike: each is skipped, and the log says so once, not
+    per entry."""
     monkeypatch.setattr(cache_mod, "_unpicklable", set())  # what this process said before
     c = ResultCache(tmp_path / "c")
     held = threading.Lock()
