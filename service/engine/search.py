@@ -242,8 +242,9 @@ def callers_code_kept(*roots: Any) -> Iterator[None]:
     cloudpickle first sets that class's attributes to the copies it
     carried: methods whose globals are a copy of the caller's module as it
     was. Edits to a helper or a constant the class reads would no longer
-    reach it, here or in any search's key. Each such class in ``roots`` is
-    put back as it was when the block exits.
+    reach it, here or in any search's key. Each such class (of ``roots``,
+    or reached by their code: :func:`_tracked_classes`) is put back as it
+    was when the block exits.
     """
     kept = {cls: dict(vars(cls)) for cls in _tracked_classes(*roots)}
     try:
