@@ -74,8 +74,8 @@ POLL_FIRST = 0.02
 POLL_INTERVAL = 0.5
 #: seconds of failing status polls (busy or unreachable service) a wait rides out
 POLL_PATIENCE = 60.0
-#: seconds an idempotent call waits out the service's rate limit (429
-#: with Retry-After) before raising RateLimited
+#: seconds a call whose body can be sent again waits out the service's
+#: rate limit (429 with Retry-After) before raising RateLimited
 RATE_PATIENCE = 60.0
 
 _STATUS_ERRORS: dict[int, type[MemogridError]] = {

@@ -173,15 +173,16 @@ def _classes_by_value(*roots: Any) -> list[type]:
     return list(found)
 
 
-def _tracked_classes(*roots: Any) -> list[type]:
+def _tracked_classes(own: list[type], *roots: Any) -> list[type]:
     """Every class cloudpickle would send by value with ``roots`` and so
-    overwrite when objects of it come back: the roots' own classes, and
-    those their code reaches (a helper class a method calls), which only
-    pickling them finds; cloudpickle keeps them in its class tracker."""
+    overwrite when objects of it come back: the roots' own classes
+    (``own``: :func:`_classes_by_value`), and those their code reaches (a
+    helper class a method calls), which only pickling them finds;
+    cloudpickle keeps them in its class tracker."""
     import cloudpickle
     from cloudpickle import cloudpickle as tracker
 
-    found = dict.fromkeys(_classes_by_value(*roots))
+    found = dict.fromkeys(own)
     tracked = getattr(tracker, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
     if tracked is not None:
         try:
@@ -192,17 +193,17 @@ def _tracked_classes(*roots: Any) -> list[type]:
     return list(found)
 
 
-def callers_classes(fitted: Any, *roots: Any) -> None:
+def callers_classes(fitted: Any, classes: list[type]) -> None:
     """Make every object in ``fitted`` whose class is a copy of one of the
-    caller's own (by module and name, among the classes of ``roots``) an
-    instance of the caller's class.
+    caller's own (by module and name, among ``classes``: those of the
+    search's estimators, :func:`_classes_by_value`) an instance of the
+    caller's class.
 
     A model read from the cache in another session than the one that
     stored it was made by its class's code as stored there (the same code:
     it is in the key), but cloudpickle gives it a class object of its own;
     the caller would get a lookalike that ``isinstance`` denies and pickle
     cannot name."""
-    classes = _classes_by_value(*roots)
     named: dict[tuple[str, str], list[type]] = {}
     for c in classes:
         named.setdefault((c.__module__, c.__qualname__), []).append(c)
@@ -233,7 +234,7 @@ def callers_classes(fitted: Any, *roots: Any) -> None:
 
 
 @contextmanager
-def callers_code_kept(*roots: Any) -> Iterator[None]:
+def callers_code_kept(own: list[type], *roots: Any) -> Iterator[None]:
     """Keep the caller's own classes as they are while fitted objects come
     back from the workers.
 
@@ -242,11 +243,11 @@ def callers_code_kept(*roots: Any) -> Iterator[None]:
     cloudpickle first sets that class's attributes to the copies it
     carried: methods whose globals are a copy of the caller's module as it
     was. Edits to a helper or a constant the class reads would no longer
-    reach it, here or in any search's key. Each such class (of ``roots``,
-    or reached by their code: :func:`_tracked_classes`) is put back as it
-    was when the block exits.
+    reach it, here or in any search's key. Each such class (``own``, the
+    roots' own, or one their code reaches: :func:`_tracked_classes`) is
+    put back as it was when the block exits.
     """
-    kept = {cls: dict(vars(cls)) for cls in _tracked_classes(*roots)}
+    kept = {cls: dict(vars(cls)) for cls in _tracked_classes(own, *roots)}
     try:
         yield
     finally:
@@ -286,7 +287,8 @@ def _keeping_callers_code(run: _F) -> _F:
 
     @functools.wraps(run)
     def kept(self: Any, prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        with callers_code_kept(prepared.base, prepared.candidates):
+        own = prepared.by_value_classes
+        with callers_code_kept(own, prepared.base, prepared.candidates):
             return run(self, prepared, *args, **kwargs)
 
     return kept  # type: ignore[return-value]
@@ -705,6 +707,12 @@ class PreparedSearch:
     #: cells (rows x columns) of X in the largest training fold: how big
     #: each fit's input is, before any transformer
     train_cells: int = 0
+
+    @functools.cached_property
+    def by_value_classes(self) -> list[type]:
+        """The classes of its estimators and candidates that cloudpickle
+        sends by value (a notebook's), found once per search."""
+        return _classes_by_value(self.base, self.candidates)
 
     @property
     def total(self) -> int:
@@ -1305,7 +1313,7 @@ class SearchRunner:
             own = best.get_params(deep=True)
             res.best_estimator_ = assemble(best, fitted)
             callers_functions(own, res.best_estimator_)
-            callers_classes(res.best_estimator_, p.base, p.candidates)
+            callers_classes(res.best_estimator_, p.by_value_classes)
             restore_strides(res.best_estimator_)
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()
