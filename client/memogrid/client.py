@@ -18,9 +18,10 @@ import functools
 import math
 import numbers
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -51,9 +52,11 @@ from .sparse import SPARSE_TYPE, as_csr, hash_sparse, is_sparse, sparse_body
 from .spec import (
     JOB_SKLEARN_DEFAULTS,
     SpecError,
+    build_value,
     caller_warning_filters,
     changed_sklearn_settings,
     cv_to_spec,
+    default_allowlist,
     explicit_folds,
     scorer_to_spec,
     special_float_name,
@@ -495,7 +498,7 @@ class Client:
             fit_params=fit_params,
         )
         body["param_grid"] = grid
-        return self._submit(body)
+        return self._submit(body, functools.partial(_grid_candidates, param_grid))
 
     def submit_random(
         self,
@@ -543,14 +546,27 @@ class Client:
             n_iter=int(n_iter),
             random_state=None if random_state is None else int(random_state),
         )
-        return self._submit(body)
+        seed = body["random_state"]
+        return self._submit(
+            body,
+            None
+            if seed is None  # drawn at random by the service: only it knows them
+            else functools.partial(_sampled_candidates, param_distributions, n_iter, seed),
+        )
 
-    def _submit(self, body: dict[str, Any]) -> Job:
+    def _submit(
+        self,
+        body: dict[str, Any],
+        candidates: Callable[[], list[dict[str, Any]] | None] | None = None,
+    ) -> Job:
         got = self._json("POST", "/v1/jobs", json=body)
-        return Job(self, got["id"])
+        return Job(self, got["id"], candidates)
 
     def job(self, job_id: str) -> Job:
         """Reattach to a job (from another session, say)."""
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            # the service would say its path does not match: say what it is
+            raise errors.NotFound(f"no job {job_id!r}: a job id is 32 lowercase hex digits")
         job = Job(self, job_id)
         job.status()  # NotFound now rather than later
         return job
@@ -592,7 +608,7 @@ class Client:
         params: dict[str, Any] = {"limit": limit}
         if metric:
             params["metric"] = metric
-        return list(self._json("GET", f"/v1/datasets/{did}/leaderboard", params=params))
+        return _with_params(self._json("GET", f"/v1/datasets/{did}/leaderboard", params=params))
 
     def results(self, param: str, value: Any, *, dataset: Any = None, limit: int = 100) -> list:
         """Every candidate, over all jobs, whose parameter ``param`` was ``value``."""
@@ -605,7 +621,7 @@ class Client:
         }
         if dataset is not None:
             params["dataset"] = dataset if isinstance(dataset, str) else dataset_id(dataset)
-        return list(self._json("GET", "/v1/results", params=params))
+        return _with_params(self._json("GET", "/v1/results", params=params))
 
     def cache_stats(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/cache"))
@@ -614,16 +630,126 @@ class Client:
         return dict(self._json("GET", "/v1/health"))
 
 
+def _with_params(rows: Any) -> list[dict[str, Any]]:
+    """Result rows with each candidate's ``params`` as the Python values a
+    search's ``cv_results_["params"]`` holds (estimators, tuples, numpy
+    scalars), rather than the JSON the service keeps them as. A value this
+    process cannot build (a class its scikit-learn lacks) stays that JSON."""
+    allow = default_allowlist()
+    out = []
+    for row in rows:
+        row = dict(row)
+        params = {}
+        for name, value in dict(row.get("params") or {}).items():
+            try:
+                params[name] = build_value(value, allow, f"params.{name}")
+            except SpecError:
+                params[name] = value
+        row["params"] = params
+        out.append(row)
+    return out
+
+
+_JOB_ID = re.compile("[0-9a-f]{32}")
+
+
+def _these(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return candidates
+
+
+def _grid_candidates(param_grid: Any) -> list[dict[str, Any]] | None:
+    """A grid's candidates as scikit-learn's search enumerates them."""
+    from sklearn.model_selection import ParameterGrid
+
+    try:
+        return list(ParameterGrid(param_grid))
+    except Exception:  # noqa: BLE001 - the service's decoded values stand
+        return None
+
+
+def _sampled_candidates(distributions: Any, n_iter: int, seed: int) -> list[dict[str, Any]] | None:
+    """The candidates scikit-learn's randomized search draws with ``seed``."""
+    import warnings
+
+    from sklearn.model_selection import ParameterSampler
+
+    try:
+        with warnings.catch_warnings():  # the job reports fewer-candidates warnings
+            warnings.simplefilter("ignore", UserWarning)
+            return list(ParameterSampler(distributions, n_iter, random_state=seed))
+    except Exception:  # noqa: BLE001 - the service's decoded values stand
+        return None
+
+
+def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> bool:
+    """Whether the service's candidates are these, in this order (by content)."""
+    from .wire import encode_value
+
+    def plain(value: Any) -> Any:
+        # numpy scalars travel as plain numbers (dict keys too): compare them as such
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, dict):
+            return {plain(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value
+
+    if len(local) != len(remote):
+        return False
+    try:
+        return all(
+            list(a) == list(b) and encode_value(plain(a)) == encode_value(plain(b))
+            for a, b in zip(local, remote, strict=True)
+        )
+    except Exception:  # a value the wire cannot encode: keep the service's
+        return False
+
+
+def _with_candidates(results: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """``results`` with ``params`` and the ``param_*`` columns built from the
+    candidates drawn here, as scikit-learn builds them: the very objects of
+    the user's grid (numpy scalars stay numpy scalars, estimators the same
+    objects), not their copies decoded from JSON."""
+    try:
+        from sklearn.model_selection._search import _yield_masked_array_for_each_param
+    except ImportError:  # a scikit-learn without it: the decoded values stand
+        return results
+    columns = dict(_yield_masked_array_for_each_param(candidates))
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        if key == "params":
+            out[key] = candidates
+        elif key.startswith("param_") and key in columns:
+            out[key] = columns[key]
+        else:
+            out[key] = value
+    return out
+
+
 class Job:
     """A submitted search; after :meth:`wait`, scikit-learn's search attributes."""
 
-    def __init__(self, client: Client, job_id: str):
+    def __init__(
+        self,
+        client: Client,
+        job_id: str,
+        candidates: Callable[[], list[dict[str, Any]] | None] | None = None,
+    ):
         self.client = client
         self.id = job_id
         self._status: dict[str, Any] | None = None
         self._results: dict[str, Any] | None = None
         self._cv_results: dict[str, Any] | None = None
         self._best_estimator: Any = None
+        # the candidates as drawn where the job was submitted, once asked
+        # for: their values, not JSON's copies, make params and param_*
+        self._candidates = candidates
+
+    def _use_candidates(self, candidates: list[dict[str, Any]]) -> None:
+        """Build ``cv_results_`` from these candidates (drawn by the caller)."""
+        self._candidates = functools.partial(_these, candidates)
+        self._cv_results = None
 
     def __repr__(self) -> str:
         state = self._status["state"] if self._status else "?"
@@ -742,7 +868,11 @@ class Job:
         if self._cv_results is None:
             from .wire import decode_cv_results
 
-            self._cv_results = decode_cv_results(self.results()["cv_results"])
+            results = decode_cv_results(self.results()["cv_results"])
+            local = self._candidates() if self._candidates is not None else None
+            if local is not None and _same_candidates(local, results["params"]):
+                results = _with_candidates(results, local)
+            self._cv_results = results
         return self._cv_results
 
     @property
@@ -754,8 +884,10 @@ class Job:
     def best_params_(self) -> dict[str, Any]:
         from .wire import decode_value
 
-        self._best("best_params")
-        return dict(decode_value(self.results()["best_params"]))
+        best = self._best("best_params")
+        if self._candidates is not None:  # that row's own params, as scikit-learn's
+            return dict(self.cv_results_["params"][self._best("best_index")])
+        return dict(decode_value(best))
 
     @property
     def best_score_(self) -> float:

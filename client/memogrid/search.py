@@ -498,9 +498,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
     def _adopt(self, job: Job, candidates: list[dict[str, Any]] | None) -> None:
         """Take scikit-learn's attributes from a finished job (``candidates``
         as drawn here, if they could be)."""
+        if candidates is not None:
+            job._use_candidates(candidates)
         results = job.cv_results_
-        if candidates is not None and _same_candidates(candidates, results["params"]):
-            results = _with_candidates(results, candidates)
         self.cv_results_ = results
         self.n_splits_ = job.n_splits_
         self.multimetric_ = job.multimetric_
@@ -670,52 +670,6 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 f"{type(self).__name__} object has no n_features_in_ attribute."
             ) from exc
         return self.best_estimator_.n_features_in_
-
-
-def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> bool:
-    """Whether the service's candidates are these, in this order (by content)."""
-    from .wire import encode_value
-
-    def plain(value: Any) -> Any:
-        # numpy scalars travel as plain numbers (dict keys too): compare them as such
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, dict):
-            return {plain(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(plain(v) for v in value)
-        return value
-
-    if len(local) != len(remote):
-        return False
-    try:
-        return all(
-            list(a) == list(b) and encode_value(plain(a)) == encode_value(plain(b))
-            for a, b in zip(local, remote, strict=True)
-        )
-    except Exception:  # a value the wire cannot encode: keep the service's
-        return False
-
-
-def _with_candidates(results: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """``results`` with ``params`` and the ``param_*`` columns built from the
-    candidates drawn here, as scikit-learn builds them: the very objects of
-    the user's grid (numpy scalars stay numpy scalars, estimators the same
-    objects), not their copies decoded from JSON."""
-    try:
-        from sklearn.model_selection._search import _yield_masked_array_for_each_param
-    except ImportError:  # a scikit-learn without it: the decoded values stand
-        return results
-    columns = dict(_yield_masked_array_for_each_param(candidates))
-    out: dict[str, Any] = {}
-    for key, value in results.items():
-        if key == "params":
-            out[key] = candidates
-        elif key.startswith("param_") and key in columns:
-            out[key] = columns[key]
-        else:
-            out[key] = value
-    return out
 
 
 class GridSearchCV(_ServiceSearch):

@@ -94,6 +94,53 @@ def test_seed_example_through_submit(mg, seed_data):
     assert mg.cache_stats()["entries"] > 0
 
 
+def test_submitted_jobs_keep_the_callers_values(mg, seed_data):
+    """A job's params and param_* columns hold the grid's own values (numpy
+    scalars stay numpy scalars, as in scikit-learn's cv_results_), and the
+    queries give params back as Python values, estimators built."""
+    X, y = seed_data
+    pipe = Pipeline([("scale", "passthrough"), ("logistic", LogisticRegression())])
+    grid = {
+        "logistic__C": [np.float64(0.5), np.float32(2.0), np.int64(3)],
+        "logistic__class_weight": [None, {0: 1, 1: 2}],
+        "scale": ["passthrough", PCA(5)],
+    }
+    job = mg.submit(pipe, grid, X, y, cv=3).wait(progress=False)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(job.cv_results_, sk.cv_results_)
+    for ours, theirs in zip(job.cv_results_["params"], sk.cv_results_["params"], strict=True):
+        assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in theirs.items()}
+    assert job.cv_results_["param_logistic__C"].dtype == sk.cv_results_["param_logistic__C"].dtype
+    assert job.best_params_ == sk.best_params_
+    assert type(job.best_params_["logistic__C"]) is type(sk.best_params_["logistic__C"])
+
+    # a randomized search with a seed: the candidates scikit-learn draws, as drawn
+    dists = {"logistic__C": loguniform(1e-2, 1e2), "scale": ["passthrough", PCA(5)]}
+    rjob = mg.submit_random(pipe, dists, X, y, n_iter=4, random_state=1, cv=3).wait(progress=False)
+    rsk = SkRandomizedSearchCV(pipe, dists, n_iter=4, random_state=1, cv=3).fit(X, y)
+    assert_cv_results_equal(rjob.cv_results_, rsk.cv_results_)
+    assert [type(p["logistic__C"]) for p in rjob.cv_results_["params"]] == [
+        type(p["logistic__C"]) for p in rsk.cv_results_["params"]
+    ]
+
+    # reattached elsewhere, the values are JSON's: equal, if not the same types
+    with Client(http=mg._http) as other:
+        assert_cv_results_equal(other.job(job.id).cv_results_, sk.cv_results_)
+
+    rows = mg.results("logistic__C", 3, dataset=X)
+    assert len(rows) == 4 and {r["job_id"] for r in rows} == {job.id}
+    for row in rows:
+        params = row["params"]
+        assert params["logistic__C"] == 3
+        assert params["logistic__class_weight"] in (None, {0: 1, 1: 2})
+        assert params["scale"] == "passthrough" or type(params["scale"]) is PCA
+    pcas = [r["params"]["scale"] for r in rows if r["params"]["scale"] != "passthrough"]
+    assert len(pcas) == 2 and all(p.get_params() == PCA(5).get_params() for p in pcas)
+    board = mg.leaderboard(X, limit=3)
+    assert all(isinstance(r["params"]["logistic__C"], float | int) for r in board)
+    assert any(not isinstance(r["params"]["scale"], str | dict) for r in mg.leaderboard(X))
+
+
 def test_drop_in_grid_search(mg, seed_data):
     X, y = seed_data
     ours = GridSearchCV(seed_pipe(), GRID, cv=5, client=mg, progress=False)
@@ -173,6 +220,9 @@ def test_error_types(mg, seed_data, monkeypatch):
     X, y = seed_data
     with pytest.raises(memogrid.NotFound, match="not found"):
         mg.job("0" * 32)
+    for bad in ("nope", "0" * 31, "A" * 32, 7):  # not ids: a NotFound saying so, no request
+        with pytest.raises(memogrid.NotFound, match="32 lowercase hex digits"):
+            mg.job(bad)
     # the server's 422, with its path
     with pytest.raises(memogrid.SpecError) as info:
         mg.submit(seed_pipe(), {"svm__C": [1.0]}, X, y)

@@ -436,13 +436,13 @@ def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
     calls = {"submit": 0, "status": 0}
     submit, status = Client._submit, Job.status
 
-    def busy_submit(self, body):
+    def busy_submit(self, body, *rest):
         calls["submit"] += 1
         if calls["submit"] == 1:
             exc = errors.RateLimited("you have 8 queued or running jobs", status=429)
             exc.retry_after = 0.01
             raise exc
-        return submit(self, body)
+        return submit(self, body, *rest)
 
     def flaky_status(self):
         calls["status"] += 1
