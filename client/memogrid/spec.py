@@ -52,8 +52,7 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -667,28 +666,6 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
     return tuple(out)
 
 
-@contextmanager
-def fitting_under(filters: Sequence[WarningFilter]) -> Iterator[None]:
-    """Run under ``filters``' errors: a warning one of them makes an error
-    raises, as it would in the caller's process; a warning they show,
-    ignore or show once is let through to whoever records it (the caller
-    shows it again under its own filters). Process-wide, as warnings
-    filters are: for a process running one task at a time."""
-    if not filters:
-        yield
-        return
-    with warnings.catch_warnings():
-        for action, message, category, module, lineno in reversed(filters):
-            warnings.filterwarnings(
-                "error" if action == "error" else "always",
-                message,
-                warning_category(category),
-                module,
-                lineno,
-            )
-        yield
-
-
 def _set_output(estimator: Any, output: Any, path: str) -> None:
     """``estimator.set_output(**output)``, checked like any spec value."""
     if not isinstance(output, Mapping) or set(output) - {"transform"}:
@@ -828,6 +805,8 @@ def _numpy_float(value: Mapping[str, Any], allow: Allowlist | None, path: str) -
         number = build_value(number, allow, path)  # NaN and the infinities
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
+    if isinstance(number, int) and abs(number) > _INT_LIMIT:
+        raise SpecError(path, f"{number!r} does not fit a {name}")  # nor a float: no overflow
     with np.errstate(over="ignore"):
         typed = NUMPY_FLOATS[name](number)
     if math.isfinite(number) and not np.isfinite(typed):

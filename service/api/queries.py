@@ -119,7 +119,14 @@ def results_by_param(
 
 @router.get("/cache", response_model=CacheStats)
 def cache_stats(svc: Annotated[Services, Depends(services)], user: CurrentUser) -> CacheStats:
-    """The shared result cache: entries, bytes on disk, size limit."""
+    """The shared result cache: entries, bytes on disk, size limit. For
+    admins: its figures move with every user's searches."""
+    if not user.is_admin:
+        raise Problem(
+            403,
+            "the shared cache's figures tell of every user's searches: "
+            "they are for the admin token (data/admin-token) or `memogrid cache stats`",
+        )
     return CacheStats(
         entries=len(svc.cache),
         volume=svc.cache.volume(),

@@ -29,11 +29,12 @@ import numpy as np
 
 from memogrid.data import as_target, is_frame, is_text, memory_order, one_number_dtype
 from memogrid.layout import restore_strides
-from memogrid.spec import NO_FITS, check_warning_filters
+from memogrid.spec import NO_FITS
 
 from ..store.cache import ResultCache
 from ..store.datasets import DataRef, DatasetStore
 from . import keys
+from .filters import checked_filters
 from .plan import (
     Fold,
     Plan,
@@ -1091,7 +1092,7 @@ class SearchRunner:
         gid = g_ref.key_id if g_ref is not None else None
         yid = y_ref.key_id if y_ref is not None else None
         sk_config = result_settings()
-        filters = check_warning_filters(list(warning_filters))
+        filters = checked_filters(list(warning_filters))
         unfiltered = bool(filters) and not self._one_task_per_process()
         if unfiltered:
             filters = ()  # not applied, so not in any key

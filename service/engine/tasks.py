@@ -41,11 +41,11 @@ from memogrid.spec import (
     JOB_SKLEARN_DEFAULTS,
     WarningFilter,
     changed_sklearn_settings,
-    fitting_under,
 )
 
 from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef
+from .filters import compiled, error_for
 
 # -- inputs ---------------------------------------------------------------
 
@@ -133,12 +133,7 @@ def _configured(fn: _F) -> _F:
             return fn(ctx, *args)
         import sklearn
 
-        if filters:
-            _installed_router()  # first: the caller's filters go before its own
-
-        with sklearn.config_context(**dict(ctx.sk_config)), fitting_under(filters):
-            if filters:
-                _ignore_engine_notes()
+        with sklearn.config_context(**dict(ctx.sk_config)), _raising_errors_of(filters):
             return fn(ctx, *args)
 
     return run  # type: ignore[return-value]
@@ -369,6 +364,12 @@ class _WarningRouter:
         file: Any = None,
         line: str | None = None,
     ) -> None:
+        filters = getattr(self.local, "filters", None)
+        if filters:  # the caller's: raised here as an "error" filter raises it
+            module = module_of(filename) or "<string>"
+            error = error_for(filters, message, category, module, lineno)
+            if error is not None:
+                raise error
         sink = getattr(self.local, "sink", None)
         if sink is None:
             self.original(message, category, filename, lineno, file, line)
@@ -431,6 +432,34 @@ def _installed_router() -> _WarningRouter:
             warnings.simplefilter("always")
             _ignore_engine_notes()
         return _router
+
+
+@contextmanager
+def _raising_errors_of(filters: tuple[WarningFilter, ...]) -> Iterator[None]:
+    """Run under the caller's warnings filters: a warning one of them makes
+    an error raises, as in the caller's process; any other is shown (to
+    whoever records it: the caller shows it again under its own filters).
+
+    The filters are matched by this thread's warning router, with RE2
+    (:mod:`service.engine.filters`), not installed as ``warnings`` filters:
+    ``re`` would match their patterns, and scikit-learn's ``Parallel``
+    rebuilds a task's ``warnings`` filters with ``re`` wherever it
+    dispatches. Every warning is shown to the router (but the engine's own
+    notes); process-wide, as warnings filters are: for a process running
+    one task at a time."""
+    if not filters:
+        yield
+        return
+    router = _installed_router()
+    prev = getattr(router.local, "filters", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        _ignore_engine_notes()
+        router.local.filters = compiled(filters)
+        try:
+            yield
+        finally:
+            router.local.filters = prev
 
 
 def _ignore_engine_notes() -> None:

@@ -18,10 +18,10 @@ from memogrid.spec import (
     SPECIAL_FLOATS,
     WarningFilter,
     check_sklearn_settings,
-    check_warning_filters,
     splitter_allowlist,
 )
 
+from ..engine.filters import checked_filters
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
 
@@ -280,7 +280,11 @@ def compile_job(
     if (grid is None) == (dists is None):
         raise SpecError("param_grid", "give exactly one of param_grid and param_distributions")
     n_iter = int(request.get("n_iter") or 10)
-    # refuse an oversized grid from its JSON, before building anything
+    # refuse an oversized grid from its JSON, before building anything; a
+    # list of grids or distributions is bounded too (each costs its building)
+    for name, value, most in (("param_grid", grid, 10_000), ("param_distributions", dists, 1000)):
+        if isinstance(value, list) and len(value) > most:
+            raise SpecError(name, f"{name} is a list of at most {most} dicts, not {len(value)}")
     raw = _grid_size(grid) if grid is not None else n_iter
     if raw * 2 > grid_max_fits:
         raise SpecError(
@@ -395,7 +399,7 @@ def compile_job(
         if order not in (None, "C", "F"):
             raise SpecError(name, f'{name} is "C" or "F", not {order!r}')
     sklearn_config = check_sklearn_settings(request.get("sklearn_config") or {})
-    warning_filters = check_warning_filters(request.get("warning_filters") or [])
+    warning_filters = checked_filters(request.get("warning_filters") or [])
     object_arrays = frozenset(request.get("object_arrays") or ())
     for role in sorted(object_arrays):
         if role not in shapes:

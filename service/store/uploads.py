@@ -176,7 +176,10 @@ class Upload:
                 422,
                 f"dtype {dtype} is not accepted: booleans, numbers and strings are",
             )
-        if len(shape) > _MAX_NDIM or any(not isinstance(n, int) or n < 0 for n in shape):
+        # each length a plain int numpy can index by (True is an int, 10**30 none)
+        if len(shape) > _MAX_NDIM or any(
+            type(n) is not int or not 0 <= n <= np.iinfo(np.intp).max for n in shape
+        ):
             raise UploadError(422, f"absurd array shape {shape!r}")
         if len(shape) == 0:
             raise UploadError(422, "a dataset is at least one-dimensional, got a scalar")

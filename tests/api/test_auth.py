@@ -68,6 +68,10 @@ def test_tokens_are_hashed_expire_and_revoke(api, settings):
     assert status("garbage").status_code == 401
     basic = TestClient(api.app).get("/v1/jobs", headers={"authorization": "Basic YTpi"})
     assert basic.status_code == 401
+    # the shared cache's figures move with everyone's searches: the admin's
+    r = TestClient(api.app).get("/v1/cache", headers={"authorization": f"Bearer {carol}"})
+    assert r.status_code == 403 and "admin token" in r.json()["detail"], r.text
+    assert api.get("/v1/cache").status_code == 200
     assert revoke_token(db, carol) and status(carol).status_code == 401
     assert not revoke_token(db, carol)  # already revoked
     short = create_token(db, "carol", expires_in=timedelta(seconds=1))

@@ -150,6 +150,9 @@ def _lying_header(arr, shape) -> bytes:
         (_lying_header(np.arange(4.0), (1000,)), 422, "truncated"),
         (_lying_header(np.arange(4.0), (2**40, 2**30)), 413, "exceeds"),
         (_lying_header(np.arange(4.0), (-1,)), 422, "shape"),
+        # no array has 10**30 rows, even of no columns; True is no length
+        (_lying_header(np.arange(0.0), (10**30, 0)), 422, "absurd array shape"),
+        (_lying_header(np.arange(2.0), (True, 2)), 422, "absurd array shape"),
         (_object_npy(), 422, "object dtype"),
         (_unbalanced_header(), 422, "unreadable .npy header"),
         (npy_bytes(np.zeros(3, dtype=[("a", "<f8")])), 422, "structured"),

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.datasets import make_classification
 
 from memogrid.wire import decode_cv_results
 from tests.api.conftest import NPY, PARQUET, npy_bytes, upload, wait_job
@@ -355,12 +356,82 @@ def test_nul_characters_are_refused_by_name(api, data):
         ([["error", "x" * 1001, "Warning", "", 0]], "1000 characters"),
         ([["error", "", "Warning", "", 2**70]], "the line is an integer"),
         ([["error", "", "Warning", "", True]], "warning_filters"),
+        # re takes them; RE2, which the workers match with, does not
+        ([["error", "(?=lbfgs)l", "Warning", "", 0]], "no lookaround, backreference"),
+        ([["error", r"(a)\1", "Warning", "", 0]], "the message pattern '(a)\\\\1' cannot"),
+        ([["error", "", "Warning", "x{1001}", 0]], "the module pattern"),
     ],
 )
 def test_warning_filters_are_checked_by_path(api, data, filters, problem):
     r = _job(api, data, warning_filters=filters)
     assert r.status_code == 422 and problem in r.json()["detail"], r.text
     assert r.json()["errors"][0]["path"].startswith("warning_filters[0]"), r.text
+    _nothing_queued(api)
+
+
+def test_a_backtracking_filter_pattern_cannot_hold_a_worker(api):
+    """Python's re takes about 2**n steps to find that (.+)+~ does not match
+    a warning's first line of n characters (a convergence warning's: ~2**57).
+    The workers match the caller's filters in linear time, inside
+    scikit-learn's Parallel too (OneVsRestClassifier fits through it, which
+    rebuilds a task's warnings filters with re): the job ends, with the
+    results of the same search without the filter, whose pattern matches
+    nothing; a pattern that matches still fails those fits."""
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    xid, yid = upload(api, X), upload(api, y)
+    ovr = {
+        "class": "sklearn.multiclass.OneVsRestClassifier",
+        "params": {"estimator": {"class": LR}},
+    }
+    body = {
+        "estimator": ovr,
+        "param_grid": {"estimator__max_iter": [4, 100]},  # 4 does not converge
+        "X": xid,
+        "y": yid,
+        "cv": 3,
+    }
+
+    def scores(filters):
+        r = api.post("/v1/jobs", json=dict(body, warning_filters=filters))
+        assert r.status_code == 202, r.text
+        assert wait_job(api, r.json()["id"], timeout=60)["state"] == "succeeded"
+        res = api.get(f"/v1/jobs/{r.json()['id']}/results").json()
+        return decode_cv_results(res["cv_results"])["mean_test_score"]
+
+    plain = scores([])
+    assert np.isfinite(plain).all()
+    hostile = scores([["error", "(.+)+~", "ConvergenceWarning", "", 0]])
+    assert hostile.tobytes() == plain.tobytes()
+    failing = scores([["error", "(.+)+converge", "ConvergenceWarning", "", 0]])
+    assert np.isnan(failing[0]) and failing[1] == plain[1]
+
+
+def test_a_numpy_float_tag_holding_a_huge_integer_is_refused(api, data):
+    """Python cannot make a float of 10**400 (OverflowError): a 422 by path, not a 500."""
+    for name in ("float32", "float16"):
+        huge = {"numpy": name, "value": 10**400}
+        for over, where in (
+            ({"param_grid": {"C": [huge]}}, "param_grid.C"),
+            ({"estimator": {"class": LR, "params": {"C": huge}}}, "params.C"),
+        ):
+            r = _job(api, data, **over)
+            assert r.status_code == 422 and f"does not fit a {name}" in r.text, r.text
+            assert where in r.json()["errors"][0]["path"], r.text
+    _nothing_queued(api)
+
+
+def test_long_lists_of_grids_or_distributions_are_refused_before_building(api, data):
+    """Each dict costs its building (a distribution ~1 ms): bounded up front."""
+    dist = {"C": {"distribution": "loguniform", "args": [0.01, 10.0]}}
+    for over, problem in (
+        ({"param_grid": [{"C": [1.0]}] * 10_001}, "at most 10000 dicts, not 10001"),
+        (
+            {"param_grid": None, "param_distributions": [dist] * 1001, "n_iter": 2},
+            "at most 1000 dicts, not 1001",
+        ),
+    ):
+        r = _job(api, data, **over)
+        assert r.status_code == 422 and problem in r.text, r.text[:300]
     _nothing_queued(api)
 
 
