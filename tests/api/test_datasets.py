@@ -340,6 +340,28 @@ def test_a_sparse_matrix_wider_than_the_size_limit_allows_is_413(api, settings):
     assert api.post("/v1/datasets", content=narrow, headers=SPARSE).status_code == 201
 
 
+def test_a_text_column_stored_once_per_value_is_held_to_the_limit_as_it_reads(api, settings):
+    """Dictionary encoding stores a repeated value once: a few kB of Parquet
+    that reads as far more than the upload limit is a 413, before it is
+    read whole; the same column within the limit is taken."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet(rows: int, width: int) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"a": ["y" * width] * rows}), buf, compression="zstd")
+        return buf.getvalue()
+
+    rows = settings.upload_max_bytes // 40_000 + 1
+    bomb = parquet(rows, 40_000)
+    assert len(bomb) < 64 << 10  # the file itself is small
+    r = api.post("/v1/datasets", content=bomb, headers=PARQUET)
+    assert r.status_code == 413 and "decompresses" in r.json()["detail"], r.text
+    assert _files(settings) == []
+    r = api.post("/v1/datasets", content=parquet(rows // 2, 40_000), headers=PARQUET)
+    assert r.status_code == 201, r.text
+
+
 def test_unknown_content_type_is_415(api):
     r = api.post("/v1/datasets", content=b"1,2,3", headers={"content-type": "text/csv"})
     assert r.status_code == 415 and "text/csv" in r.json()["detail"]
