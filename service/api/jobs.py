@@ -134,7 +134,7 @@ def submit_job(
         body.model_dump(exclude_unset=True),
         svc.allow,
         dataset_lookup(svc.db, user.user_id),
-        svc.store.load,
+        svc.store.values,
         grid_max_fits=svc.settings.grid_max_fits,
     )
     # ... and stored as JSON (error_score NaN becomes null, read back as NaN)

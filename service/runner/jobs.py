@@ -437,7 +437,7 @@ class JobRunner:
             request,
             self.allow,
             dataset_lookup(self.db),
-            self.search.store.load,
+            self.search.store.values,
             grid_max_fits=2**62,
         )
         root = str(self.search.store.root)

@@ -22,6 +22,7 @@ from memogrid.spec import (
 )
 
 from ..engine.filters import checked_filters
+from ..store.datasets import DatasetError
 from .build import Allowlist, SpecError, build_estimator, build_grid
 
 
@@ -271,7 +272,8 @@ def compile_job(
 
     ``lookup(dataset_id)`` answers a dataset's shape, or ``None`` when the
     id is unknown (to the asking user); ``load(dataset_id)`` its content
-    (read only for explicit folds, to check their indices).
+    (read only for explicit folds, to check their indices, and for groups
+    a splitter counts), kept by nobody (:meth:`DatasetStore.values`).
     """
     from memogrid.spec import build_distributions
 
@@ -521,7 +523,10 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
             return n_rows
         # these count the distinct groups (or test_fold values): the
         # splitter's own count, over the uploaded groups
-        groups = load(datasets["groups"]) if "groups" in datasets else None
+        try:
+            groups = load(datasets["groups"]) if "groups" in datasets else None
+        except DatasetError as exc:
+            raise SpecError("groups", str(exc)) from None
         try:
             return int(cv.get_n_splits(None, None, groups))
         except Exception:  # groups it cannot count: the split will say why

@@ -297,9 +297,21 @@ class DatasetStore:
             while len(self._loaded) > 16:
                 self._loaded.popitem(last=False)
 
-    def load(self, dataset_id: str) -> Any:
+    def values(self, dataset_id: str) -> Any:
+        """A dataset to count or check values of, kept by nobody: text as an
+        object array (as numpy text every row is as wide as the longest:
+        one long string made a few hundred kB of groups 200 MB), anything
+        else as :meth:`load` gives it."""
+        text = self._path(dataset_id, ".text")
+        if text.exists():
+            value = np.array(self._text(text), dtype=object)
+            value.flags.writeable = False
+            return value
+        return self.load(dataset_id, keep=False)
+
+    def load(self, dataset_id: str, keep: bool = True) -> Any:
         """Load a dataset: arrays and sparse matrices memory-mapped read-only,
-        frames from Parquet."""
+        frames from Parquet; kept for the next load unless ``keep`` is false."""
         hit = self._recall(dataset_id)
         if hit is not None:
             return hit
@@ -330,7 +342,8 @@ class DatasetStore:
             value = _table_frame(_canonical_table(table))  # categories restored
         else:
             raise DatasetError(f"unknown dataset id {dataset_id!r}")
-        self._remember(dataset_id, value)
+        if keep:
+            self._remember(dataset_id, value)
         return value
 
 

@@ -435,6 +435,38 @@ def test_long_lists_of_grids_or_distributions_are_refused_before_building(api, d
     _nothing_queued(api)
 
 
+def test_text_groups_are_counted_without_being_made_numpy_text(api, data):
+    """LeaveOneGroupOut counts the groups when the job is submitted. As
+    numpy text, 200 group names with one of 3,000,000 characters take 2.4 GB
+    (the store refused them: a 500) and one of 100,000 took 80 MB that the
+    API kept; they are counted as the strings they are, and kept by nobody.
+    The search itself sees them as scikit-learn would, numpy text: the
+    first fails, saying so."""
+    from memogrid.data import TEXT_TYPE, text_body, text_parts
+
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    xid, yid = upload(api, X), upload(api, (X[:, 0] > 0).astype(int))
+    store = api.app.state.services.store
+    for longest, ends in ((3_000_000, "failed"), (100_000, "succeeded")):
+        names = [f"g{i % 4}" for i in range(199)] + ["x" * longest]
+        offsets, blob = text_parts(names)
+        r = api.post(
+            "/v1/datasets", content=text_body(offsets, blob), headers={"content-type": TEXT_TYPE}
+        )
+        assert r.status_code == 201, r.text
+        gid = r.json()["id"]
+        cv = {"class": "sklearn.model_selection.LeaveOneGroupOut"}
+        r = _job(api, (xid, yid), groups=gid, cv=cv, scoring="no-such-scorer")
+        assert r.status_code == 422 and "no-such-scorer" in r.text, r.text  # counted, then refused
+        r = _job(api, (xid, yid), groups=gid, cv=cv)
+        assert r.status_code == 202, r.text
+        job = wait_job(api, r.json()["id"])
+        assert job["state"] == ends, job
+        if ends == "failed":
+            assert "numpy text" in job["error"], job["error"]
+        assert not any(key.startswith(gid) for key in store._loaded)
+
+
 def test_return_train_score_is_a_boolean(api, data):
     """scikit-learn refuses return_train_score="yes"; so does the service
     (it was read as true)."""
