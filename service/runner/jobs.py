@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from memogrid.layout import mark_strides, unmark
 from memogrid.spec import Allowlist, SpecError
@@ -242,17 +242,26 @@ class JobRunner:
             self._wake.clear()
 
     def claim(self) -> str | None:
-        """Claim the oldest queued job; ``None`` when there is none.
+        """Claim a queued job: the oldest of those whose owner has the fewest
+        jobs running, so one user's queue does not hold the others' back;
+        ``None`` when there is none.
 
         A job already claimed ``max_attempts`` times (each time its runner
         died under it) is failed with that reason instead of run again.
         """
         new_state = transition(JobState.QUEUED, JobEvent.CLAIM)
+        running = (
+            select(Job.owner_id, func.count().label("n"))
+            .where(Job.state == JobState.RUNNING.value)
+            .group_by(Job.owner_id)
+            .subquery()
+        )
         with self.db.write() as s:
             row = s.execute(
                 select(Job.id, Job.attempts)
+                .outerjoin(running, running.c.owner_id == Job.owner_id)
                 .where(Job.state == JobState.QUEUED.value)
-                .order_by(Job.created_at, Job.id)
+                .order_by(func.coalesce(running.c.n, 0), Job.created_at, Job.id)
                 .limit(1)
             ).first()
             if row is None:

@@ -60,7 +60,7 @@ def _dataset(svc, arr) -> str:
     return ref.dataset_id
 
 
-def _queue(svc, grid, n=1, data=None) -> list[str]:
+def _queue(svc, grid, n=1, data=None, owner=None) -> list[str]:
     X, y = data or make_classification(n_samples=120, n_features=6, random_state=0)
     xid, yid = _dataset(svc, X), _dataset(svc, y)
     ids = []
@@ -70,7 +70,7 @@ def _queue(svc, grid, n=1, data=None) -> list[str]:
             s.add(
                 Job(
                     id=job_id,
-                    owner_id=_owner(svc),
+                    owner_id=owner or _owner(svc),
                     state="queued",
                     kind="grid",
                     request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},
@@ -154,6 +154,23 @@ def test_concurrent_claims_take_each_job_once(svc):
     for job_id in ids:
         job = _state(svc, job_id)
         assert job.state == "running" and job.attempts == 1 and job.lease_owner
+
+
+def test_a_users_queue_does_not_hold_the_others_back(svc):
+    """Claims go first to the owner with the fewest jobs running, oldest
+    first among those: the second user's one job runs next, not after the
+    first user's whole queue."""
+    from memogrid_service.api.auth import ensure_user
+
+    ann, bob = ensure_user(svc.db, "ann"), ensure_user(svc.db, "bob")
+    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    anns = _queue(svc, {"svc__C": [1.0]}, n=3, owner=ann)
+    (bobs,) = _queue(svc, {"svc__C": [1.0]}, owner=bob)
+    assert runner.claim() == anns[0]  # nobody runs anything: the oldest
+    assert runner.claim() == bobs  # ann runs one, bob none
+    assert runner.claim() == anns[1]  # one each: the oldest
+    assert runner.claim() == anns[2]
+    assert runner.claim() is None
 
 
 def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
