@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     grid_max_fits: int = Field(default=100_000, ge=1)
     #: jobs one service runs at the same time (more wait in the queue)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    #: seconds a job may run before it is stopped and failed, saying so (0:
+    #: no limit); its fits still under way stop with it (their workers are
+    #: restarted)
+    job_max_seconds: float = Field(default=24 * 3600.0, ge=0)
     #: seconds a runner's claim on a job lasts without a heartbeat; a job
     #: whose runner died is requeued after this long
     lease_seconds: float = Field(default=30.0, gt=0.5, le=3600)

@@ -94,6 +94,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
         max_concurrent=settings.max_concurrent_jobs,
         lease_seconds=settings.lease_seconds,
         grid_max_fits=settings.grid_max_fits,
+        max_seconds=settings.job_max_seconds,
     )
     limiter = RateLimiter(settings.rate_limit_per_minute)
     auth_cache = AuthCache(settings.auth_cache_seconds)

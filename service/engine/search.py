@@ -63,6 +63,7 @@ from .tasks import (
     run_score_batch,
     run_step,
     run_train_transform,
+    running_unwanted,
     step_cached,
 )
 
@@ -1230,7 +1231,34 @@ class SearchRunner:
         records them instead). ``warnings_into`` collects them as they come,
         so that a search whose refit fails keeps what came before, as
         scikit-learn's raised it before the error.
+
+        A cancelled search stops the work already running for it too: a
+        worker process still fitting a task nobody wants any more is
+        restarted (:meth:`_stop_unwanted_work`).
         """
+        try:
+            return self._run(
+                prepared,
+                on_progress=on_progress,
+                cancel=cancel,
+                on_result=on_result,
+                reemit_warnings=reemit_warnings,
+                warnings_into=warnings_into,
+            )
+        except SearchCancelled:
+            self._stop_unwanted_work()
+            raise
+
+    def _run(
+        self,
+        prepared: PreparedSearch,
+        *,
+        on_progress: ProgressFn | None,
+        cancel: threading.Event | None,
+        on_result: ResultFn | None,
+        reemit_warnings: bool,
+        warnings_into: WarningLog | None,
+    ) -> SearchResult:
         from sklearn.base import clone
         from sklearn.metrics._scorer import _MultimetricScorer
         from sklearn.model_selection._validation import (
@@ -1489,6 +1517,50 @@ class SearchRunner:
         }
         for worker, exc in failed.items():  # a worker lost at the end loses only its writes
             log.warning("could not drain cache writes on %s: %r", worker, exc)
+
+    #: seconds a cancelled search's tasks have to end on their own before
+    #: the workers still running them are restarted
+    unwanted_grace = 2.0
+
+    def _stop_unwanted_work(self) -> None:
+        """In the background, after :attr:`unwanted_grace` seconds: restart
+        every worker process still running a task no client wants (a
+        cancelled search's fit goes on in its worker until it ends, and a
+        fit may take hours). Only workers under a nanny, which starts a new
+        process in the old one's place; a worker that does not answer is
+        left alone (a fit holding the GIL): it is asked again next time."""
+        client, grace = self.client, self.unwanted_grace
+
+        def stop() -> None:
+            time.sleep(grace)
+            try:
+                workers = client.scheduler_info(n_workers=-1)["workers"]
+            except Exception as exc:  # noqa: BLE001 - a cluster gone: nothing runs
+                log.info("could not list the workers to stop unwanted work: %r", exc)
+                return
+            stuck = []
+            for addr, info in workers.items():
+                if not info.get("nanny"):
+                    continue  # nothing would start it again
+                try:
+                    keys = client.run(running_unwanted, workers=[addr], callback_timeout=10)
+                except Exception:  # noqa: BLE001 - busy holding the GIL, or gone
+                    continue
+                if keys.get(addr):
+                    stuck.append(addr)
+                    log.warning(
+                        "restarting the worker %s: it is still running %s, which no search "
+                        "wants any more (cancelled)",
+                        addr,
+                        ", ".join(map(str, keys[addr]))[:300],
+                    )
+            if stuck:
+                try:
+                    client.restart_workers(stuck, raise_for_error=False)
+                except Exception as exc:  # noqa: BLE001 - logged; the fit ends on its own
+                    log.warning("could not restart %s: %r", stuck, exc)
+
+        threading.Thread(target=stop, name="memogrid-stop-unwanted", daemon=True).start()
 
     def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""

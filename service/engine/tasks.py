@@ -404,6 +404,16 @@ def caller_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
+def running_unwanted(dask_worker: Any) -> list[str]:
+    """The keys this worker is still executing though the scheduler let them
+    go (no client wants them: a cancelled search's)."""
+    return [
+        str(ts.key)
+        for ts in list(dask_worker.state.tasks.values())
+        if ts.state == "cancelled" and ts.previous == "executing"
+    ]
+
+
 def loads_here(blob: bytes) -> str | None:
     """What stops this process loading objects the caller pickled (a class
     from a module not installed here, say), or None: asked of every worker

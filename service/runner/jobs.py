@@ -151,6 +151,9 @@ class _Recorder:
 class _Active:
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)
+    #: stopped for running past the runner's ``max_seconds``
+    timed_out: bool = False
     #: what the search warned about so far: kept if it fails after all
     warnings: WarningLog = field(default_factory=WarningLog)
 
@@ -170,8 +173,10 @@ class JobRunner:
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
         grid_max_fits: int | None = None,
+        max_seconds: float = 0.0,
     ):
         self.grid_max_fits = grid_max_fits
+        self.max_seconds = max_seconds
         self.db = db
         self.search = search
         self.allow = allow
@@ -346,6 +351,11 @@ class JobRunner:
                     # asked to cancel, or no longer ours (another runner took
                     # it over after our lease lapsed): stop working on it
                     active[job_id].cancel.set()
+                now = time.monotonic()
+                for a in active.values():
+                    if self.max_seconds and now - a.started > self.max_seconds:
+                        a.timed_out = True
+                        a.cancel.set()
             except Exception:
                 log.exception("lease heartbeat failed; retrying")
 
@@ -382,7 +392,14 @@ class JobRunner:
         try:
             self._execute(job_id, active)
         except SearchCancelled:
-            if self._stop.is_set() and not self._cancel_requested(job_id):
+            if active.timed_out and not self._cancel_requested(job_id):
+                self._finish(
+                    job_id,
+                    JobEvent.FAIL,
+                    error=f"the job ran longer than the service's limit of {self.max_seconds:g} "
+                    "seconds (MEMOGRID_JOB_MAX_SECONDS) and was stopped",
+                )
+            elif self._stop.is_set() and not self._cancel_requested(job_id):
                 self._requeue(job_id)  # shutting down: another start resumes it
             else:
                 self._finish(job_id, JobEvent.CANCEL)

@@ -99,6 +99,40 @@ def test_cancel_stops_promptly_and_releases_tasks(runner, dask_client, fit_log):
     assert fits_at_cancel < 30
 
 
+def test_cancel_stops_the_fits_already_running(runner, dask_client):
+    """A fit under way goes on in its worker after its search is cancelled
+    (dask cannot interrupt a task): the worker is restarted, so the next
+    search does not wait two minutes for a result nobody wants."""
+    from tests.helpers.counting import SleepyScaler
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    pipe = Pipeline([("slow", SleepyScaler(seconds=120)), ("lr", LogisticRegression())])
+    runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)  # warm
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def go():
+        try:
+            runner.search(pipe, X, y, param_grid={"lr__C": [1.0]}, cv=2, cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+            outcome["exc"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    deadline = time.monotonic() + 30
+    while sum(len(v) for v in dask_client.processing().values()) < 2:  # both fits running
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    cancel.set()
+    t.join(10)
+    assert isinstance(outcome.get("exc"), SearchCancelled)
+    start = time.monotonic()
+    res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5, 2.0]}, cv=2)
+    assert res.stats.final_fits == 4 and time.monotonic() - start < 60
+    dask_client.wait_for_workers(2, timeout=60)
+
+
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
     # both searches want the same score keys (one dask future key per client):
     # cancelling the first must not cancel the second's tasks

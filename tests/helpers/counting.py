@@ -56,6 +56,18 @@ class SlowCountingPCA(CountingPCA):
         return super().fit_transform(X, y)
 
 
+class SleepyScaler(StandardScaler):
+    """A scaler whose fit takes ``seconds`` (asleep: its worker answers meanwhile)."""
+
+    def __init__(self, seconds=0.0):
+        super().__init__()
+        self.seconds = seconds
+
+    def fit(self, X, y=None, sample_weight=None):
+        time.sleep(self.seconds)
+        return super().fit(X, y, sample_weight)
+
+
 class CountingLogisticRegression(LogisticRegression):
     def fit(self, X, y, sample_weight=None):
         record_fit("CountingLogisticRegression")

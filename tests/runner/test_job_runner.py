@@ -232,6 +232,22 @@ def test_a_cancel_request_stops_a_running_job(svc):
     assert job.finished_at is not None
 
 
+def test_a_job_past_the_time_limit_is_stopped_and_failed_saying_so(tmp_path, db_url, dask_client):
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=db_url, lease_seconds=1.0, job_max_seconds=1.0
+    )
+    services, _ = open_services(settings, dask_client)
+    try:
+        job_id = _start_long_job(services, n_samples=900, random_state=7)
+        start = time.monotonic()
+        job = _wait(services, job_id)
+        assert job.state == "failed" and "MEMOGRID_JOB_MAX_SECONDS" in job.error, job.error
+        assert time.monotonic() - start < 10
+        assert job.progress_done < job.progress_total
+    finally:
+        close_services(services, None)
+
+
 def test_a_job_whose_spec_broke_fails_with_the_reason(svc):
     (job_id,) = _queue(svc, {"svc__nope": [1]})
     svc.runner.start()
