@@ -58,7 +58,14 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(parsed.database)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # tokens' hashes and every user's jobs: the owner's alone, as
+                # the data directory is (SQLite makes its journal files with
+                # the database file's mode)
+                path.touch(mode=0o600, exist_ok=True)
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
             self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, "BEGIN")
         else:

@@ -52,8 +52,17 @@ def test_sqlite_pragmas(tmp_path):
             assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert s.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+        with db.write() as s:
+            s.execute(text("CREATE TABLE t (a INTEGER)"))
     finally:
         db.dispose()
+    # the owner's alone, journal files included, whatever the umask and
+    # even where the file was made before with a wider mode
+    files = sorted(tmp_path.glob("x.db*"))
+    assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files), files
+    (tmp_path / "y.db").touch(mode=0o644)
+    Database(f"sqlite:///{tmp_path / 'y.db'}").dispose()
+    assert (tmp_path / "y.db").stat().st_mode & 0o777 == 0o600
 
 
 def test_an_older_schema_is_refused_until_upgraded(db_url):
