@@ -587,3 +587,20 @@ def test_a_killed_uploads_leftovers_are_swept_when_the_service_starts(settings, 
     assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, kept.name])
     assert [p.name for p in models.iterdir()] == ["job.skops"]  # a killed dump's .tmp went
     assert DatasetStore(root).sweep_temporary(older_than=0) == [fresh.name]
+
+
+def test_an_upload_writes_a_frame_held_already_so_its_time_tells_nothing(tmp_path):
+    """A skipped write answered in a tenth of the time, telling an uploader
+    that another user held the same frame; an upload writes it anyway (the
+    same bytes), other stores of it skip the write."""
+    from memogrid_service.store.datasets import _frame_table
+
+    store = DatasetStore(tmp_path / "d")
+    table = _frame_table(pd.DataFrame({"a": np.arange(50.0), "b": list("xy") * 25}))
+    ref = store.put_table(table)
+    path = store._path(ref.dataset_id, ".parquet")
+    first, blob = path.stat().st_ino, path.read_bytes()
+    assert store.put_table(table).dataset_id == ref.dataset_id
+    assert path.stat().st_ino == first  # skipped
+    assert store.put_table(table, write_anyway=True).dataset_id == ref.dataset_id
+    assert path.stat().st_ino != first and path.read_bytes() == blob  # written again, the same
