@@ -6,32 +6,37 @@ under them, so a warning the caller made an error fails that fit as it
 would in scikit-learn's own search. Their patterns are the caller's, and
 Python's ``re`` backtracks: a pattern such as ``(.+)+z`` held a worker
 (and its GIL) for as long as the fit's warning text allowed, past any
-cancel. So the patterns never reach ``re`` in a worker: they are compiled
-by RE2, whose matching time is linear in the text and whose compiling
-memory is bounded, and matched by the worker's warning router
-(:mod:`service.engine.tasks`), which sees every warning a fit raises. A
-pattern RE2 cannot take (a lookaround, a backreference, a repeat past
-1,000) is refused up front, saying so.
+cancel. So the patterns are matched by RE2, whose matching time is linear
+in the text and whose compiling memory is bounded: each filter goes into
+``warnings.filters`` as Python's own ``filterwarnings`` would put it, but
+with a :class:`Matcher` where ``re`` would leave a compiled pattern
+(``warnings`` only calls its ``match``), so everything else is Python's:
+the order of filters, those a library adds in front, the module a warning
+is raised from, ``catch_warnings(record=True)``. scikit-learn's
+``Parallel`` rebuilds the filters from their patterns with
+``warnings.filterwarnings`` wherever it dispatches; in a worker that runs
+them, that function puts a :class:`Matcher` back in place of each pattern
+of the caller's (:func:`installed`).
 
-Matching follows ``warnings``: the message pattern ignores case and the
-module pattern does not, both match at the start of the text, the
-category matches its subclasses, a line of 0 matches any, and the first
-filter that matches decides. RE2 reads ``\\w``, ``\\d``, ``\\s`` and ``\\b``
-as ASCII classes, where ``re`` reads them as Unicode ones.
+A pattern is read as ``re`` reads it, translated where RE2 spells a thing
+otherwise (``\\Z``, ``{,n}``, ``$`` before a last newline); one RE2 cannot
+take (a lookaround, a backreference, a repeat past 1000) is refused up
+front. RE2 reads ``\\w``, ``\\d``, ``\\s`` and ``\\b`` as ASCII classes,
+where ``re`` reads them as Unicode ones.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import re
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from memogrid.errors import warning_category
 from memogrid.spec import SpecError, WarningFilter, check_warning_filters
-
-#: one filter ready to match: action, message and module matchers (None
-#: for any), category class, line (0 for any)
-Compiled = tuple[str, Any, type[Warning], Any, int]
 
 
 def _re2(pattern: str, case_sensitive: bool) -> Any:
@@ -40,7 +45,71 @@ def _re2(pattern: str, case_sensitive: bool) -> Any:
     options = re2.Options()
     options.case_sensitive = case_sensitive
     options.log_errors = False  # the error is the caller's to read, not stderr's
-    return re2.compile(pattern, options)
+    return re2.compile(translated(pattern), options)
+
+
+def translated(pattern: str) -> str:
+    """``pattern`` as ``re`` reads it, spelled for RE2: ``\\Z`` (end of
+    text) is ``\\z``, ``{,n}`` is ``{0,n}``, and ``$`` (end of text, or
+    before a newline that ends it) is ``(?:\\n?\\z)``; character classes
+    and escapes are left as they are."""
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            pair = pattern[i : i + 2]
+            out.append("\\z" if pair == "\\Z" and not in_class else pair)
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            # a ] right after [ or [^ is a member, not the end
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                out.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                out.append("]")
+                j += 1
+            i = j
+            continue
+        elif c == "$":
+            out.append("(?:\\n?\\z)")
+        elif c == "{" and re.match(r"\{,\d+\}", pattern[i:]):
+            out.append("{0")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+class Matcher:
+    """A filter's pattern matched by RE2, standing where ``warnings`` keeps
+    a compiled ``re`` pattern: ``pattern`` and ``match`` are all it uses
+    (scikit-learn's ``Parallel`` reads ``pattern``)."""
+
+    __slots__ = ("_re2", "case_sensitive", "pattern")
+
+    def __init__(self, pattern: str, case_sensitive: bool):
+        self.pattern = pattern
+        self.case_sensitive = case_sensitive
+        self._re2 = _re2(pattern, case_sensitive)
+
+    def match(self, text: str) -> Any:
+        # RE2 reads UTF-8: a lone surrogate (no character) reads as U+FFFD
+        try:
+            return self._re2.match(text)
+        except UnicodeEncodeError:
+            return self._re2.match(text.encode("utf-8", "replace").decode("utf-8"))
+
+    def __repr__(self) -> str:
+        return f"Matcher({self.pattern!r})"
 
 
 def checked_filters(value: Any, path: str = "warning_filters") -> tuple[WarningFilter, ...]:
@@ -67,49 +136,80 @@ def checked_filters(value: Any, path: str = "warning_filters") -> tuple[WarningF
     return filters
 
 
-@functools.lru_cache(maxsize=64)
-def compiled(filters: tuple[WarningFilter, ...]) -> tuple[Compiled, ...]:
-    """``filters`` (already checked) ready to match, compiled once per process."""
-    return tuple(
-        (
-            action,
-            _re2(message, False) if message else None,
-            warning_category(category),
-            _re2(module, True) if module else None,
-            lineno,
-        )
-        for action, message, category, module, lineno in filters
-    )
+@functools.lru_cache(maxsize=256)
+def matcher(pattern: str, case_sensitive: bool) -> Matcher:
+    """The :class:`Matcher` of ``pattern`` (one per process)."""
+    return Matcher(pattern, case_sensitive)
 
 
-def error_for(
-    filters: Sequence[Compiled],
-    message: Warning | str,
-    category: type[Warning],
-    module: str,
-    lineno: int,
-) -> BaseException | None:
-    """The exception to raise for a warning the first matching filter makes
-    an error, as ``warnings`` would raise it, or None (no filter makes it one)."""
-    # RE2 reads UTF-8: a lone surrogate (no character) reads as U+FFFD
-    text = _encodable(str(message))
-    module = _encodable(module)
-    for action, msg, cat, mod, line in filters:
-        if (
-            (msg is None or msg.match(text) is not None)
-            and issubclass(category, cat)
-            and (mod is None or mod.match(module) is not None)
-            and (line == 0 or line == lineno)
-        ):
-            if action != "error":
-                return None
-            return message if isinstance(message, Warning) else category(message)
-    return None
+_patched = threading.Lock()
+_ours: set[tuple[str, bool]] = set()  # the caller's patterns: (pattern, case sensitive)
 
 
-def _encodable(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
+def _rematch() -> None:
+    """Put a :class:`Matcher` back where ``re`` compiled a caller's pattern."""
+    changed = False
+    entries: Any = warnings.filters  # a list, typed as a Sequence of re patterns
+    for i, (action, msg, cat, mod, line) in enumerate(entries):
+        new_msg: Any = msg
+        new_mod: Any = mod
+        if isinstance(msg, re.Pattern) and (msg.pattern, False) in _ours:
+            new_msg = matcher(msg.pattern, False)
+        if isinstance(mod, re.Pattern) and (mod.pattern, True) in _ours:
+            new_mod = matcher(mod.pattern, True)
+        if new_msg is not msg or new_mod is not mod:
+            entries[i] = (action, new_msg, cat, new_mod, line)
+            changed = True
+    if changed:
+        warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def _patch_filterwarnings() -> None:
+    """``warnings.filterwarnings`` in this process (a worker running one
+    task at a time) matches the caller's patterns with RE2 too, whoever
+    adds them again (scikit-learn's ``Parallel``, from their ``pattern``)."""
+    with _patched:
+        if getattr(warnings.filterwarnings, "_memogrid", False):
+            return
+        original = warnings.filterwarnings
+
+        @functools.wraps(original)
+        def filterwarnings(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            _rematch()
+
+        filterwarnings._memogrid = True  # type: ignore[attr-defined]
+        warnings.filterwarnings = filterwarnings
+
+
+@contextmanager
+def installed(filters: Sequence[WarningFilter]) -> Iterator[None]:
+    """Run under ``filters`` (checked): a warning one of them makes an error
+    raises, as it would in the caller's process; a warning one shows is let
+    through to whoever records it (the caller shows it again under its own
+    filters). Process-wide, as warnings filters are: for a process running
+    one task at a time."""
+    if not filters:
+        yield
+        return
+    _patch_filterwarnings()
+    with warnings.catch_warnings():
+        entries: Any = warnings.filters
+        for action, message, category, module, lineno in reversed(filters):
+            if message:
+                _ours.add((message, False))
+            if module:
+                _ours.add((module, True))
+            # as filterwarnings would put it, a Matcher where it compiles
+            entries.insert(
+                0,
+                (
+                    "error" if action == "error" else "always",
+                    matcher(message, False) if message else None,
+                    warning_category(category),
+                    matcher(module, True) if module else None,
+                    lineno,
+                ),
+            )
+        warnings._filters_mutated()  # type: ignore[attr-defined]
+        yield

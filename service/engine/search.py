@@ -63,8 +63,8 @@ from .tasks import (
     run_score_batch,
     run_step,
     run_train_transform,
-    running_unwanted,
     step_cached,
+    unwanted_work,
 )
 
 _WARNINGS_LOCK = threading.Lock()
@@ -833,6 +833,10 @@ class ResidentOutputs:
 #: the scheduler as an ancestor of an output held in worker memory)
 LOADED = "loaded-"
 
+#: how the engine's dask keys begin (:mod:`.keys`; batches of scores;
+#: loaders): a worker running anything else is none of its business
+ENGINE_KEYS = ("step-", "score-", "scores-", "refit-", "ttrain-", LOADED)
+
 
 @dataclass
 class Reuse:
@@ -939,6 +943,11 @@ class SearchRunner:
         self.gather_every = gather_every
         #: step outputs kept in worker memory between searches (0: none)
         self.resident = ResidentOutputs(resident_bytes) if resident_bytes > 0 else None
+        # stopping a cancelled search's work (_stop_unwanted_work)
+        self._reaper_lock = threading.Lock()
+        self._reaper_running = False
+        self._reaper_until = 0.0
+        self._restarted: dict[str, float] = {}  # worker name: when last restarted
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -1519,48 +1528,72 @@ class SearchRunner:
             log.warning("could not drain cache writes on %s: %r", worker, exc)
 
     #: seconds a cancelled search's tasks have to end on their own before
-    #: the workers still running them are restarted
+    #: the workers still running them are restarted; how long they are
+    #: looked for; and the least time between two restarts of one worker
+    #: (a LocalCluster gives up a worker missing for 15 s)
     unwanted_grace = 2.0
+    unwanted_watch = 120.0
+    restart_every = 30.0
 
     def _stop_unwanted_work(self) -> None:
-        """In the background, after :attr:`unwanted_grace` seconds: restart
-        every worker process still running a task no client wants (a
-        cancelled search's fit goes on in its worker until it ends, and a
-        fit may take hours). Only workers under a nanny, which starts a new
-        process in the old one's place; a worker that does not answer is
-        left alone (a fit holding the GIL): it is asked again next time."""
-        client, grace = self.client, self.unwanted_grace
+        """In the background: restart each worker process still running the
+        engine's tasks that no search wants any more (a cancelled search's
+        fit goes on in its worker until it ends, and a fit may take hours),
+        once it runs nothing else that is wanted and holds nothing of
+        another client's; looked for every :attr:`unwanted_grace` seconds
+        for :attr:`unwanted_watch` seconds. Only workers under a nanny,
+        which starts a new process in the old one's place; a worker that
+        does not answer (a fit holding the GIL) is asked again."""
+        with self._reaper_lock:
+            self._reaper_until = time.monotonic() + self.unwanted_watch
+            if self._reaper_running:
+                return  # the running one looks longer
+            self._reaper_running = True
+        threading.Thread(target=self._reap, name="memogrid-stop-unwanted", daemon=True).start()
 
-        def stop() -> None:
-            time.sleep(grace)
-            try:
-                workers = client.scheduler_info(n_workers=-1)["workers"]
-            except Exception as exc:  # noqa: BLE001 - a cluster gone: nothing runs
-                log.info("could not list the workers to stop unwanted work: %r", exc)
-                return
-            stuck = []
-            for addr, info in workers.items():
-                if not info.get("nanny"):
-                    continue  # nothing would start it again
+    def _reap(self) -> None:
+        client = self.client
+        try:
+            while True:
+                time.sleep(self.unwanted_grace)
+                with self._reaper_lock:
+                    if time.monotonic() > self._reaper_until:
+                        return
                 try:
-                    keys = client.run(running_unwanted, workers=[addr], callback_timeout=10)
-                except Exception:  # noqa: BLE001 - busy holding the GIL, or gone
-                    continue
-                if keys.get(addr):
-                    stuck.append(addr)
-                    log.warning(
-                        "restarting the worker %s: it is still running %s, which no search "
-                        "wants any more (cancelled)",
-                        addr,
-                        ", ".join(map(str, keys[addr]))[:300],
-                    )
-            if stuck:
-                try:
-                    client.restart_workers(stuck, raise_for_error=False)
-                except Exception as exc:  # noqa: BLE001 - logged; the fit ends on its own
-                    log.warning("could not restart %s: %r", stuck, exc)
-
-        threading.Thread(target=stop, name="memogrid-stop-unwanted", daemon=True).start()
+                    workers = client.scheduler_info(n_workers=-1)["workers"]
+                except Exception as exc:  # noqa: BLE001 - a cluster gone: nothing runs
+                    log.info("could not list the workers to stop unwanted work: %r", exc)
+                    return
+                stuck = []
+                for addr, info in workers.items():
+                    name = info.get("name", addr)
+                    recent = time.monotonic() - self._restarted.get(name, -1e9)
+                    if not info.get("nanny") or recent < self.restart_every:
+                        continue  # nothing would start it again, or it just was
+                    try:
+                        got = client.run(
+                            unwanted_work, ENGINE_KEYS, workers=[addr], callback_timeout=10
+                        )
+                    except Exception:  # noqa: BLE001 - busy holding the GIL, or gone
+                        continue
+                    unwanted, others = got.get(addr, ([], []))
+                    if unwanted and not others:
+                        stuck.append(addr)
+                        self._restarted[name] = time.monotonic()
+                        log.warning(
+                            "restarting the worker %s: it is still running %s, which no "
+                            "search wants any more (cancelled)",
+                            addr,
+                            ", ".join(unwanted)[:300],
+                        )
+                if stuck:
+                    try:
+                        client.restart_workers(stuck, raise_for_error=False)
+                    except Exception as exc:  # noqa: BLE001 - logged; the fit ends on its own
+                        log.warning("could not restart %s: %r", stuck, exc)
+        finally:
+            with self._reaper_lock:
+                self._reaper_running = False
 
     def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""

@@ -45,7 +45,7 @@ from memogrid.spec import (
 
 from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef
-from .filters import compiled, error_for
+from .filters import installed
 
 # -- inputs ---------------------------------------------------------------
 
@@ -364,12 +364,6 @@ class _WarningRouter:
         file: Any = None,
         line: str | None = None,
     ) -> None:
-        filters = getattr(self.local, "filters", None)
-        if filters:  # the caller's: raised here as an "error" filter raises it
-            module = module_of(filename) or "<string>"
-            error = error_for(filters, message, category, module, lineno)
-            if error is not None:
-                raise error
         sink = getattr(self.local, "sink", None)
         if sink is None:
             self.original(message, category, filename, lineno, file, line)
@@ -404,14 +398,25 @@ def caller_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-def running_unwanted(dask_worker: Any) -> list[str]:
-    """The keys this worker is still executing though the scheduler let them
-    go (no client wants them: a cancelled search's)."""
-    return [
-        str(ts.key)
-        for ts in list(dask_worker.state.tasks.values())
-        if ts.state == "cancelled" and ts.previous == "executing"
-    ]
+def unwanted_work(ours: tuple[str, ...], dask_worker: Any = None) -> tuple[list[str], list[str]]:
+    """What restarting this worker would stop: the engine's tasks (keys
+    starting with ``ours``) it is still executing though the scheduler let
+    them go (no search wants them: a cancelled one's), and what a restart
+    would cost anyone: a task executing that is wanted, and any task or
+    data of another dask client's. The engine's own queued tasks and kept
+    step outputs are not counted: they are sent elsewhere or read from the
+    cache again."""
+    unwanted, others = [], []
+    for ts in list(dask_worker.state.tasks.values()):
+        key = str(ts.key)
+        mine = key.startswith(ours)
+        if ts.state == "cancelled" and ts.previous == "executing" and mine:
+            unwanted.append(key)
+        elif ts.state in ("executing", "long-running") or (
+            not mine and ts.state not in ("released", "forgotten")
+        ):
+            others.append(key)
+    return unwanted, others
 
 
 def loads_here(blob: bytes) -> str | None:
@@ -446,30 +451,16 @@ def _installed_router() -> _WarningRouter:
 
 @contextmanager
 def _raising_errors_of(filters: tuple[WarningFilter, ...]) -> Iterator[None]:
-    """Run under the caller's warnings filters: a warning one of them makes
-    an error raises, as in the caller's process; any other is shown (to
-    whoever records it: the caller shows it again under its own filters).
-
-    The filters are matched by this thread's warning router, with RE2
-    (:mod:`service.engine.filters`), not installed as ``warnings`` filters:
-    ``re`` would match their patterns, and scikit-learn's ``Parallel``
-    rebuilds a task's ``warnings`` filters with ``re`` wherever it
-    dispatches. Every warning is shown to the router (but the engine's own
-    notes); process-wide, as warnings filters are: for a process running
-    one task at a time."""
+    """Run under the caller's warnings filters (their patterns matched by
+    RE2: :mod:`service.engine.filters`), the engine's own notes filtered
+    out before them."""
     if not filters:
         yield
         return
-    router = _installed_router()
-    prev = getattr(router.local, "filters", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
+    _installed_router()  # first: the caller's filters go before its own
+    with installed(filters):
         _ignore_engine_notes()
-        router.local.filters = compiled(filters)
-        try:
-            yield
-        finally:
-            router.local.filters = prev
+        yield
 
 
 def _ignore_engine_notes() -> None:

@@ -133,6 +133,66 @@ def test_cancel_stops_the_fits_already_running(runner, dask_client):
     dask_client.wait_for_workers(2, timeout=60)
 
 
+def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache):
+    """One worker of two threads runs a cancelled search's long fit and
+    another search's short one: it is not restarted while the other fit
+    runs (that one would be lost and run again), but once it is done."""
+    import os
+
+    from memogrid_service.engine.cluster import close_client, make_client
+    from memogrid_service.engine.search import SearchRunner
+    from tests.helpers.counting import SleepyScaler
+
+    client = make_client(n_workers=1, threads_per_worker=2)
+    try:
+        runner = SearchRunner(client, store, cache)
+        runner.unwanted_grace = 0.5
+        X, y = make_classification(n_samples=60, random_state=0)
+        kw = dict(param_grid={"lr__C": [1.0]}, cv=[(np.arange(30), np.arange(30, 60))])
+
+        def pid():
+            return next(iter(client.run(os.getpid).values()))
+
+        runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)  # warm
+        first = pid()
+        cancel = threading.Event()
+        outcome: dict = {}
+
+        def long():
+            pipe = Pipeline([("slow", SleepyScaler(seconds=120)), ("lr", LogisticRegression())])
+            try:
+                runner.search(pipe, X, y, cancel=cancel, **kw)
+            except SearchCancelled as exc:
+                outcome["long"] = exc
+
+        t = threading.Thread(target=long)
+        t.start()
+        time.sleep(2.0)
+        short = Pipeline([("slow", SleepyScaler(seconds=6)), ("lr", LogisticRegression())])
+        wanted = threading.Thread(
+            target=lambda: outcome.update(short=runner.search(short, X, y, refit=False, **kw))
+        )
+        wanted.start()
+        time.sleep(2.0)
+        cancel.set()
+        t.join(10)
+        wanted.join(60)
+        assert isinstance(outcome.get("long"), SearchCancelled)
+        assert outcome["short"].stats.step_fits == 1  # fitted once, not lost and fitted again
+        assert pid() == first
+        deadline = time.monotonic() + 30
+        while True:  # then the cancelled fit's worker is restarted
+            try:
+                if pid() != first:
+                    break
+            except Exception:  # noqa: BLE001 - restarting just now
+                pass
+            assert time.monotonic() < deadline, "the cancelled fit was never stopped"
+            time.sleep(0.5)
+    finally:
+        close_client(client)
+
+
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
     # both searches want the same score keys (one dask future key per client):
     # cancelling the first must not cancel the second's tasks
@@ -457,6 +517,38 @@ def test_warning_filters_key_and_apply_only_where_a_process_runs_one_task(runner
             unapplied = threaded.prepare(*args, param_grid={"C": [1.0]}, warning_filters=strict)
             assert fold_keys(unapplied) == fold_keys(plain), shape
             assert any("warnings filters were not applied" in w for w in unapplied.warnings)
+
+
+def test_the_callers_error_filters_reach_threads_a_fit_starts(runner):
+    """LogisticRegressionCV(n_jobs=2) fits its folds through scikit-learn's
+    Parallel, in threads: a warning the caller made an error fails the fit
+    there too, as in scikit-learn's own search (it was scored)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import GridSearchCV
+
+    from tests.helpers.parity import assert_cv_results_equal
+
+    X, y = make_classification(n_samples=120, n_features=6, random_state=0)
+    est = LogisticRegressionCV(Cs=2, cv=2, solver="saga", n_jobs=2, refit=False, random_state=0)
+    grid = {"max_iter": [1, 5000]}
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        warnings.filterwarnings("error", category=ConvergenceWarning)
+        sk = GridSearchCV(est, grid, cv=2, refit=False).fit(X, y)
+        ours = runner.search(
+            est,
+            X,
+            y,
+            param_grid=grid,
+            cv=2,
+            refit=False,
+            warning_filters=[["error", "", "ConvergenceWarning", "", 0]],
+        )
+    assert np.isnan(sk.cv_results_["mean_test_score"][0])
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
 
 
 def test_a_class_the_workers_cannot_import_fails_the_search_at_once(
