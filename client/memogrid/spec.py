@@ -805,8 +805,11 @@ def _numpy_float(value: Mapping[str, Any], allow: Allowlist | None, path: str) -
         number = build_value(number, allow, path)  # NaN and the infinities
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise SpecError(path, '{"numpy": ..., "value": ...} holds a number')
-    if isinstance(number, int) and abs(number) > _INT_LIMIT:
-        raise SpecError(path, f"{number!r} does not fit a {name}")  # nor a float: no overflow
+    if isinstance(number, int):
+        try:
+            number = float(number)  # as numpy would take it, but past a float: no overflow
+        except OverflowError:
+            raise SpecError(path, f"{number!r} does not fit a {name}") from None
     with np.errstate(over="ignore"):
         typed = NUMPY_FLOATS[name](number)
     if math.isfinite(number) and not np.isfinite(typed):

@@ -351,13 +351,14 @@ class JobRunner:
                     # asked to cancel, or no longer ours (another runner took
                     # it over after our lease lapsed): stop working on it
                     active[job_id].cancel.set()
-                now = time.monotonic()
-                for a in active.values():
-                    if self.max_seconds and now - a.started > self.max_seconds:
-                        a.timed_out = True
-                        a.cancel.set()
             except Exception:
                 log.exception("lease heartbeat failed; retrying")
+            # whatever the database said (the limit is this runner's clock's)
+            now = time.monotonic()
+            for a in active.values():
+                if self.max_seconds and now - a.started > self.max_seconds:
+                    a.timed_out = True
+                    a.cancel.set()
 
     # -- running ----------------------------------------------------------
     def _finish(self, job_id: str, event: JobEvent, session: Any = None, **values: Any) -> bool:

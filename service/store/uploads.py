@@ -268,6 +268,26 @@ class Upload:
             meta = pq.ParquetFile(self._tmp).metadata
         except (pa.ArrowException, OSError) as exc:
             raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
+        # every column of a type the store takes, before anything is read
+        # (a list or struct of one long string repeated read as far more)
+        from memogrid.data import _plain_ok
+
+        try:
+            schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowException, OSError) as exc:
+            raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
+        for f in schema:
+            t = f.type
+            if pa.types.is_dictionary(t):
+                ok = pa.types.is_integer(t.index_type) and _plain_ok(t.value_type)
+            else:
+                ok = _plain_ok(t)
+            if not ok:
+                raise UploadError(
+                    422,
+                    f"column {f.name!r} has unsupported type {t}; numeric, boolean, string, "
+                    "categorical and date/time columns are accepted",
+                )
         # the size limit holds for the data, not only for its compressed form:
         # fixed-width columns take their width per row once read; others at
         # least their uncompressed encoded size
@@ -292,18 +312,15 @@ class Upload:
         # 5,000 rows of one 40 kB string were a 431-byte file that read as
         # 200 MB. Its rows are counted as they will read, from the
         # dictionary's lengths, before anything is read whole
-        try:
-            texts = [
-                f.name
-                for f in meta.schema.to_arrow_schema()
-                if pa.types.is_string(f.type)
-                or pa.types.is_large_string(f.type)
-                or pa.types.is_binary(f.type)
-                or pa.types.is_large_binary(f.type)
-                or pa.types.is_dictionary(f.type)
-            ]
-        except (pa.ArrowException, OSError) as exc:
-            raise UploadError(422, f"the body is not a readable Parquet file: {exc}") from None
+        texts = [
+            f.name
+            for f in schema
+            if pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type)
+            or pa.types.is_large_binary(f.type)
+            or pa.types.is_dictionary(f.type)
+        ]
         if texts:
             try:
                 decoded += _dense_text_bytes(self._tmp, texts, self.max_bytes - decoded)

@@ -418,6 +418,10 @@ def test_a_numpy_float_tag_holding_a_huge_integer_is_refused(api, data):
             assert r.status_code == 422 and f"does not fit a {name}" in r.text, r.text
             assert where in r.json()["errors"][0]["path"], r.text
     _nothing_queued(api)
+    # an integer a float32 holds is one
+    r = _job(api, data, param_grid={"C": [{"numpy": "float32", "value": 10**20}]})
+    assert r.status_code == 202, r.text
+    assert wait_job(api, r.json()["id"])["state"] == "succeeded"
 
 
 def test_long_lists_of_grids_or_distributions_are_refused_before_building(api, data):
