@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, true, update
 
 from memogrid.layout import mark_strides, unmark
 from memogrid.spec import Allowlist, SpecError
@@ -304,6 +304,16 @@ class JobRunner:
     def requeue_expired(self) -> int:
         """Requeue running jobs whose runner stopped renewing its lease."""
         state = transition(JobState.RUNNING, JobEvent.REQUEUE)
+        with self._lock:
+            mine = list(self._active)
+        # this runner's own jobs are alive while it runs them; one it holds
+        # but no longer runs (its end could not be written: the database
+        # was away) is requeued like any other
+        not_running_here = Job.lease_owner.is_distinct_from(self.owner)
+        if mine:
+            not_running_here = or_(not_running_here, Job.id.not_in(mine))
+        else:
+            not_running_here = true()
         with self.db.write() as s:
             n = rowcount(
                 s.execute(
@@ -311,8 +321,7 @@ class JobRunner:
                     .where(
                         Job.state == JobState.RUNNING.value,
                         Job.lease_expires < utcnow(),
-                        # this runner's own jobs are alive while it is
-                        Job.lease_owner.is_distinct_from(self.owner),
+                        not_running_here,
                     )
                     .values(state=state.value, lease_owner=None, lease_expires=None)
                 )

@@ -173,6 +173,19 @@ def test_a_users_queue_does_not_hold_the_others_back(svc):
     assert runner.claim() is None
 
 
+def test_a_job_this_runner_holds_but_no_longer_runs_is_requeued(svc):
+    """A job whose end could not be written (the database was away) is left
+    running under this runner's name but no thread runs it: once its lease
+    lapses it is requeued, as a dead runner's job is (it stayed running)."""
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    assert runner.claim() == job_id  # claimed, then its thread died
+    assert runner.requeue_expired() == 0  # its lease still runs
+    _set_job(svc, job_id, lease_expires=utcnow() - timedelta(seconds=1))
+    assert runner.requeue_expired() == 1
+    assert _state(svc, job_id).state == "queued"
+
+
 def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
     (job_id,) = _queue(svc, {"svc__C": [0.1, 1.0, 10.0]})
     dead = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
