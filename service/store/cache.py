@@ -32,6 +32,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -58,6 +59,26 @@ _DIGEST = 4
 DEFAULT_SIZE_LIMIT = 10 * 2**30
 _FILE_MIN = 1 << 16  # values at least this large get a file of their own
 _MISSING = object()
+
+
+#: tries of a cache operation whose transaction SQLite would not begin
+BOUNDED_TRIES = 3
+
+
+def _bounded(op: Any, *args: Any, **kwargs: Any) -> Any:
+    """``op`` (a diskcache call) tried a few times, not forever: its own
+    ``retry=True`` begins again after any SQLite error, and one that lasts
+    (a read-only directory, a disk error) spun a worker at full CPU past any
+    cancel. SQLite itself waits out a lock (diskcache's 60 s timeout)
+    before each try gives up."""
+    for attempt in range(BOUNDED_TRIES):
+        try:
+            return op(*args, retry=False, **kwargs)
+        except diskcache.Timeout:
+            if attempt == BOUNDED_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class ResultCache:
@@ -101,7 +122,7 @@ class ResultCache:
         if pending is not _MISSING:
             return pending
         try:
-            raw = self._cache.get(key, default=_MISSING, read=True, retry=True)
+            raw = _bounded(self._cache.get, key, default=_MISSING, read=True)
             if hasattr(raw, "read"):  # large values come back as an open file
                 with raw:
                     buf = _aligned(os.fstat(raw.fileno()).st_size)
@@ -152,9 +173,9 @@ class ResultCache:
             if size >= _FILE_MIN:
                 # a file object is copied to the value file chunk by chunk,
                 # straight from the arrays' memory
-                self._cache.set(key, _PartsReader(parts), read=True, retry=True)
+                _bounded(self._cache.set, key, _PartsReader(parts), read=True)
             else:
-                self._cache.set(key, b"".join(parts), retry=True)
+                _bounded(self._cache.set, key, b"".join(parts))
             if self._cache.volume() > self.size_limit:
                 self.cull()
         except Exception:
@@ -185,7 +206,7 @@ class ResultCache:
         if self._cache is None:
             return
         try:
-            self._cache.delete(key, retry=True)
+            _bounded(self._cache.delete, key)
         except Exception:
             log.warning("could not delete cache entry %s", key, exc_info=True)
 
@@ -219,7 +240,7 @@ class ResultCache:
             row = self._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchone()
             if row is None:
                 break
-            self._cache.delete(row[0], retry=True)
+            _bounded(self._cache.delete, row[0])
             evicted += 1
         return evicted
 

@@ -242,3 +242,24 @@ def test_mgc3_entries_are_still_read_and_new_entries_are_not_mgc3(tmp_path):
     assert raw[:4] == MAGIC == b"MGC4"
     c._cache.set("k", b"MGC3" + raw[4:])
     assert c.get("k") == {"score": 0.5}
+
+
+def test_an_error_sqlite_keeps_giving_is_a_miss_not_a_spin(tmp_path, monkeypatch):
+    """diskcache's retry=True began its transaction again after any SQLite
+    error: a read-only cache directory spun the worker at full CPU forever
+    (past any cancel). A lasting error is tried a few times, then a miss."""
+    import diskcache
+
+    cache = ResultCache(tmp_path / "c", size_limit=2**30)
+    cache.set("k", {"a": 1})
+    calls = []
+
+    def begin_fails(self, retry=False, filename=None):
+        calls.append(retry)
+        raise diskcache.Timeout  # what _transact raises for a failed BEGIN without retry
+
+    monkeypatch.setattr(diskcache.Cache, "_transact", begin_fails)
+    start = time.monotonic()
+    assert cache.get("k", "missed") == "missed"
+    assert time.monotonic() - start < 5 and len(calls) >= 3 and not any(calls)
+    cache.close()
