@@ -454,9 +454,15 @@ class LoadCheck:
     Asked first, each worker loads the same objects inside a function and
     says what stopped it; the search fails at once, naming it."""
 
-    def __init__(self, client: Any, objects: Any):
+    #: seconds one worker is waited for (asked again every few seconds, the
+    #: search's cancel flag looked at between): one busy in a fit that holds
+    #: the GIL answers late; one frozen (stopped) never does, and is skipped
+    patience = 30.0
+
+    def __init__(self, client: Any, objects: Any, cancel: threading.Event | None = None):
         self.client = client
         self.objects = objects
+        self.cancel = cancel
         self.done = False
 
     def __call__(self) -> None:
@@ -468,18 +474,38 @@ class LoadCheck:
         from distributed.protocol.pickle import dumps
 
         blob = dumps(self.objects)
-        answers = self.client.run(loads_here, blob, on_error="return")
-        if not answers:
+        workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
             return  # no worker yet: ask again before the next tasks
-        for worker, answer in sorted(answers.items()):
-            if isinstance(answer, BaseException):
-                continue  # the worker went away while asked: not its answer
+        for worker in workers:
+            answer = self._ask(worker, blob)
             if answer:
                 raise WorkersCannotLoad(
                     f"the dask worker at {worker} cannot load this search's estimators or "
                     f"scorers ({answer}): install what it names where the workers run"
                 )
         self.done = True
+
+    def _ask(self, worker: str, blob: bytes) -> str | None:
+        """What stops ``worker`` loading ``blob``; None if nothing does, it
+        went away while asked, or it did not answer within :attr:`patience`."""
+        deadline = time.monotonic() + self.patience
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                raise SearchCancelled()
+            try:
+                got = self.client.run(
+                    loads_here, blob, workers=[worker], on_error="return", callback_timeout=5
+                )
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    continue
+                log.warning("the dask worker at %s did not answer the load check", worker)
+                return None
+            except Exception:  # noqa: BLE001 - gone while asked: not its answer
+                return None
+            answer = got.get(worker)
+            return None if isinstance(answer, BaseException) else answer
 
 
 def describe_task(plan: Plan, members: Mapping[str, tuple[str, ...]], key: Any) -> str:
@@ -1284,7 +1310,7 @@ class SearchRunner:
         for note in p.warnings:
             log.add(note)
         _report_caught(p.sk_warnings, reemit_warnings, log)
-        loadable = LoadCheck(self.client, (p.base, p.candidates, p.scoring, p.ctx))
+        loadable = LoadCheck(self.client, (p.base, p.candidates, p.scoring, p.ctx), cancel)
         outputs = self._run_plan(
             plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells, loadable
         )
@@ -1519,11 +1545,12 @@ class SearchRunner:
             return
         from ..store.cache import drain_writes_async
 
-        failed = {
-            worker: out
-            for worker, out in self.client.run(drain_writes_async, on_error="return").items()
-            if isinstance(out, BaseException)
-        }
+        try:
+            outs = self.client.run(drain_writes_async, on_error="return", callback_timeout=120)
+        except TimeoutError:  # a worker stopped or stuck: its writes come when it does
+            log.warning("the workers did not finish their cache writes within 120 s")
+            return
+        failed = {worker: out for worker, out in outs.items() if isinstance(out, BaseException)}
         for worker, exc in failed.items():  # a worker lost at the end loses only its writes
             log.warning("could not drain cache writes on %s: %r", worker, exc)
 

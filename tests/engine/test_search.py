@@ -193,6 +193,39 @@ def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache):
         close_client(client)
 
 
+def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_client):
+    """Before its first tasks a search asks every worker to load them; a
+    worker stopped (SIGSTOP) never answers, and the search waited for it
+    past any cancel. It is asked with a timeout, the cancel looked at."""
+    import os
+    import signal
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    pids = dask_client.run(os.getpid)
+    frozen = max(pids.values())
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def go():
+        try:
+            runner.search(LogisticRegression(), X, y, param_grid={"C": [0.3]}, cv=2, cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+            outcome["exc"] = exc
+
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=go)
+        t.start()
+        time.sleep(2.0)
+        cancel.set()
+        t.join(15)
+        assert not t.is_alive() and isinstance(outcome.get("exc"), SearchCancelled)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.3]}, cv=2)
+    assert res.stats.final_fits == 2
+
+
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
     # both searches want the same score keys (one dask future key per client):
     # cancelling the first must not cancel the second's tasks
