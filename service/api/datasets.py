@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import select
 
 from ..db.models import Dataset, DatasetOwner, Job, JobDataset
-from ..db.ops import aware, lock_user, utcnow
+from ..db.ops import aware, insert_ignoring_duplicates, lock_user, utcnow
 from ..runner.states import JobState
 from ..store.datasets import SUFFIXES
 from ..store.uploads import (
@@ -158,21 +158,24 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
     with svc.db.write() as s:
         lock_user(s, user.user_id)
         used = _owned_bytes(s, user)
-        # waits for a delete of the same content by anyone to commit (or not)
-        ds = s.scalars(select(Dataset).where(Dataset.id == info.id).with_for_update()).first()
-        if ds is None:
-            ds = Dataset(
-                id=info.id,
-                kind=info.kind,
-                shape=info.shape,
-                dtype=info.dtype,
-                columns=info.columns,
-                size=info.size,
-                created_at=utcnow(),
-            )
-            s.add(ds)
-            s.flush()
-        elif s.get(DatasetOwner, (info.id, user.user_id)) is not None:
+        # inserted first, unless there: a row locked below that did not
+        # exist yet locked nothing, and two users uploading the same new
+        # content at once both inserted it (a 500 on PostgreSQL)
+        row = dict(
+            id=info.id,
+            kind=info.kind,
+            shape=info.shape,
+            dtype=info.dtype,
+            columns=info.columns,
+            size=info.size,
+            created_at=utcnow(),
+        )
+        ds = None
+        while ds is None:  # again if a delete by anyone took it in between
+            insert_ignoring_duplicates(s, Dataset, [row])
+            # waits for a delete of the same content by anyone to commit (or not)
+            ds = s.scalars(select(Dataset).where(Dataset.id == info.id).with_for_update()).first()
+        if s.get(DatasetOwner, (info.id, user.user_id)) is not None:
             return False
         if used + info.size > svc.settings.user_max_bytes:
             unowned = not s.scalars(

@@ -437,3 +437,36 @@ def test_an_upload_racing_the_last_holders_delete_is_told_to_upload_again(
     monkeypatch.undo()
     assert bob.post("/v1/datasets", content=npy_bytes(arr), headers=NPY).status_code == 201
     assert bob.get(f"/v1/datasets/{did}").status_code == 200 and _files(settings)
+
+
+def test_two_users_uploading_the_same_new_content_at_once_both_hold_it(api):
+    """The dataset row is inserted unless there before it is locked: two
+    users' uploads of the same new content both inserted it (a 500 on
+    PostgreSQL in 18 of 20 tries)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from memogrid_service.api.auth import create_token
+
+    db = api.app.state.services.db
+    clients = []
+    for name in ("dana", "eli"):
+        c = TestClient(api.app)
+        c.headers["authorization"] = f"Bearer {create_token(db, name)}"
+        clients.append(c)
+    for trial in range(6):
+        body = npy_bytes(np.random.RandomState(100 + trial).normal(size=(200, 5)))
+        barrier = threading.Barrier(2)
+        codes = []
+
+        def up(c, body=body, barrier=barrier, codes=codes):
+            barrier.wait()
+            codes.append(c.post("/v1/datasets", content=body, headers=NPY).status_code)
+
+        threads = [threading.Thread(target=up, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [201, 201], (trial, codes)
