@@ -147,6 +147,18 @@ class _Recorder:
             )
 
 
+def _cluster_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the dask scheduler went away under a search."""
+    from distributed.comm.core import CommClosedError
+
+    said = str(exc)
+    return (
+        isinstance(exc, CommClosedError)
+        or "scheduler-connection-lost" in said
+        or "lost the connection to the scheduler" in said
+    )
+
+
 @dataclass
 class _Active:
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -225,12 +237,21 @@ class JobRunner:
         with self._lock:
             return list(self._active)
 
+    def _cluster_up(self) -> bool:
+        """Whether the dask client is connected: while its scheduler is away
+        jobs wait queued, rather than each failing at once."""
+        return getattr(self.search.client, "status", "running") == "running"
+
     # -- claiming ---------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.requeue_expired()
-                while len(self.active_jobs) < self.max_concurrent and not self._stop.is_set():
+                while (
+                    len(self.active_jobs) < self.max_concurrent
+                    and not self._stop.is_set()
+                    and self._cluster_up()
+                ):
                     job_id = self.claim()
                     if job_id is None:
                         break
@@ -418,6 +439,12 @@ class JobRunner:
         except InvalidTransition:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
+            if _cluster_lost(exc) and not self._stop.is_set():
+                # not the job's doing: run it again once the scheduler is
+                # back (the attempt counts: max_attempts still ends a loop)
+                log.warning("job %s lost its dask scheduler (%s): queued again", job_id, exc)
+                self._requeue(job_id, give_back=False)
+                return
             log.info("job %s failed: %s", job_id, exc)
             # what came before the failure, and how often
             warned = active.warnings
@@ -441,12 +468,13 @@ class JobRunner:
         with self.db.read() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
-    def _requeue(self, job_id: str) -> None:
-        """Put a job back in the queue because this runner is stopping.
+    def _requeue(self, job_id: str, give_back: bool = True) -> None:
+        """Put a job back in the queue because this runner is stopping (or
+        lost its cluster: ``give_back`` false).
 
         A clean stop is not the job's fault: the claim's attempt is given
-        back, so only runners that died under a job (crashes, lost leases)
-        count towards ``max_attempts``.
+        back, so only runners that died under a job (crashes, lost leases,
+        lost schedulers) count towards ``max_attempts``.
         """
         state = transition(JobState.RUNNING, JobEvent.REQUEUE)
         with self.db.write() as s:
@@ -457,7 +485,7 @@ class JobRunner:
                     state=state.value,
                     lease_owner=None,
                     lease_expires=None,
-                    attempts=Job.attempts - 1,
+                    attempts=Job.attempts - (1 if give_back else 0),
                 )
             )
 

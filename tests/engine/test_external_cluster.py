@@ -59,3 +59,68 @@ def test_threaded_external_workers_are_warned_about(tmp_path, caplog):
             client = make_client(cluster.scheduler_address)
             client.close()
     assert "--nthreads 1" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_client_outlasts_a_scheduler_away_longer_than_its_connect_timeout(tmp_path):
+    """A dask client whose scheduler is away past its connect timeout (30 s)
+    closed for good: every later search failed until the service restarted.
+    The engine's client waits for it to come back."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.e2e.server import DASK, ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs: list[subprocess.Popen] = []
+
+    def start():
+        for args in (
+            ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            ["worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+        ):
+            procs.append(
+                subprocess.Popen(
+                    [DASK, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+
+    start()
+    client = None
+    try:
+        deadline = time.monotonic() + 60
+        while client is None:
+            try:
+                client = make_client(address)
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        client.wait_for_workers(1, timeout=60)
+        runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
+        X, y = make_classification(n_samples=60, random_state=0)
+        assert runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        time.sleep(35)
+        start()
+        deadline = time.monotonic() + 60
+        while client.status != "running" or not client.nthreads():
+            assert time.monotonic() < deadline, client.status
+            time.sleep(0.5)
+        res = runner.search(LogisticRegression(), X, y, param_grid={"C": [2.0]}, cv=2)
+        assert res.stats.final_fits == 2
+    finally:
+        if client is not None:
+            close_client(client)
+        for p in procs:
+            p.kill()

@@ -186,6 +186,38 @@ def test_a_job_this_runner_holds_but_no_longer_runs_is_requeued(svc):
     assert _state(svc, job_id).state == "queued"
 
 
+def test_a_job_that_lost_its_scheduler_is_queued_again_not_failed(svc, monkeypatch):
+    """A search cut off by its scheduler going away is the cluster's doing,
+    not the job's: it waits queued (counting the attempt) and runs again;
+    no job is claimed while the client is not connected."""
+    from distributed.client import FutureCancelledError
+
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    run = svc.search.run
+    lost = {"n": 0}
+
+    def cut_off(*args, **kwargs):
+        if lost["n"] == 0:
+            lost["n"] += 1
+            raise FutureCancelledError("score-x", "scheduler-connection-lost", "lost")
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(svc.search, "run", cut_off)
+    down = {"now": False}
+    monkeypatch.setattr(svc.runner, "_cluster_up", lambda: not down["now"])
+    svc.runner.start()
+    job = _wait(svc, job_id)
+    assert job.state == "succeeded" and job.attempts == 2 and lost["n"] == 1
+    down["now"] = True
+    (waiting,) = _queue(svc, {"svc__C": [2.0]})
+    svc.runner.wake()
+    time.sleep(1.0)
+    assert _state(svc, waiting).state == "queued"
+    down["now"] = False
+    svc.runner.wake()
+    assert _wait(svc, waiting).state == "succeeded"
+
+
 def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
     (job_id,) = _queue(svc, {"svc__C": [0.1, 1.0, 10.0]})
     dead = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
