@@ -211,7 +211,15 @@ def read_dataset(
     dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> DatasetOut:
     """A dataset's shape, dtype or columns, size and upload time."""
-    return _out(*get_dataset(svc, user, dataset_id))
+    out = _out(*get_dataset(svc, user, dataset_id))
+    if not svc.store.exists(dataset_id):
+        raise Problem(404, _GONE.format(dataset_id))
+    return out
+
+
+#: a dataset whose row is there but whose file is not (removed by hand):
+#: not held, so clients upload it again, which puts the file back
+_GONE = "dataset {} is recorded but its file is gone from the store: upload it again"
 
 
 @router.head(
@@ -228,7 +236,8 @@ def dataset_exists(
     """
     with svc.db.read() as s:
         found = s.get(DatasetOwner, (dataset_id, user.user_id)) is not None
-    return Response(status_code=200 if found else 404)
+    # a file gone from the store is not held: the client uploads it again
+    return Response(status_code=200 if found and svc.store.exists(dataset_id) else 404)
 
 
 @router.delete(

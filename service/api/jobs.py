@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -133,7 +134,7 @@ def submit_job(
     compiled = compile_job(
         body.model_dump(exclude_unset=True),
         svc.allow,
-        dataset_lookup(svc.db, user.user_id),
+        _stored(svc, dataset_lookup(svc.db, user.user_id)),
         svc.store.values,
         grid_max_fits=svc.settings.grid_max_fits,
     )
@@ -425,3 +426,14 @@ def _multimetric(scoring: Any) -> bool:
     from memogrid.spec import is_scorer_spec
 
     return isinstance(scoring, (list, dict)) and not is_scorer_spec(scoring)
+
+
+def _stored(svc: Services, lookup: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``lookup``, answering None (unknown: upload it) for a dataset whose
+    file is gone from the store, so the job is refused, not failed later."""
+
+    def found(did: str) -> Any:
+        shape = lookup(did)
+        return shape if shape is not None and svc.store.exists(did) else None
+
+    return found

@@ -470,3 +470,22 @@ def test_two_users_uploading_the_same_new_content_at_once_both_hold_it(api):
         for t in threads:
             t.join()
         assert codes == [201, 201], (trial, codes)
+
+
+def test_a_dataset_whose_file_vanished_is_not_held_and_is_mended_by_uploading(api, settings):
+    """A file removed from the store by hand left HEAD and GET answering 200,
+    so clients never sent it again and every job on it failed later. It is
+    not held (404), a job on it is refused up front, and an upload puts the
+    file back."""
+    X = np.arange(12.0).reshape(6, 2)
+    did = upload(api, X)
+    for path in settings.datasets_dir.glob(f"{did}.*"):
+        path.unlink()
+    assert api.head(f"/v1/datasets/{did}").status_code == 404
+    r = api.get(f"/v1/datasets/{did}")
+    assert r.status_code == 404 and "upload it again" in r.json()["detail"]
+    body = {"estimator": {"class": "sklearn.linear_model.Ridge"}, "param_grid": {}, "X": did}
+    r = api.post("/v1/jobs", json=dict(body, y=did, cv=2))
+    assert r.status_code == 422 and did in r.text, r.text
+    assert upload(api, X) == did
+    assert api.head(f"/v1/datasets/{did}").status_code == 200
