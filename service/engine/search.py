@@ -505,6 +505,10 @@ class LoadCheck:
             except Exception:  # noqa: BLE001 - gone while asked: not its answer
                 return None
             answer = got.get(worker)
+            if isinstance(answer, ImportError):
+                # it could not even load the check: the engine's own module
+                # (or one it needs) is missing where that worker runs
+                return f"{type(answer).__name__}: {answer}"
             return None if isinstance(answer, BaseException) else answer
 
 
@@ -1411,7 +1415,7 @@ class SearchRunner:
         cancel: threading.Event | None,
         on_result: ResultFn | None = None,
         train_cells: int = 0,
-        loadable: Callable[[], None] | None = None,
+        loadable: LoadCheck | None = None,
     ) -> dict[str, ScoreOutput]:
         total = len(plan.scores)
         outputs: dict[str, ScoreOutput] = {}
@@ -1507,10 +1511,14 @@ class SearchRunner:
                 from distributed import KilledWorker
 
                 if isinstance(exc, KilledWorker):
+                    if loadable is not None:  # a worker that joined since, unable to load it?
+                        loadable.done = False
+                        loadable()  # WorkersCannotLoad, naming what it misses
                     task = describe_task(plan, members, exc.task)
                     raise WorkerLost(
                         "a task kept killing the worker running it and was given up after "
-                        f"the scheduler's allowed failures: {task}"
+                        f"the scheduler's allowed failures: {task} (or the workers could not "
+                        "load it: their logs say)"
                     ) from None
                 raise
             finally:
@@ -1780,7 +1788,7 @@ class SearchRunner:
         fp_tokens: dict,
         ctx: TaskContext,
         cancel: threading.Event | None = None,
-        loadable: Callable[[], None] | None = None,
+        loadable: LoadCheck | None = None,
     ) -> tuple[tuple[Any, ...], str, int, tuple[Warned, ...]]:
         """Fit (or load) the chain of ``params`` on all rows: models, how, step
         fits, and what the fits warned about."""

@@ -193,6 +193,22 @@ def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache):
         close_client(client)
 
 
+def test_a_worker_that_cannot_load_the_check_itself_is_named(runner, monkeypatch):
+    """A worker missing the engine's own module cannot run the load check
+    (dask returns the ImportError): it was taken for one gone away, and the
+    search later failed blaming the user's estimator (WorkerLost)."""
+    from memogrid_service.engine import search as search_mod
+    from memogrid_service.engine.search import WorkersCannotLoad
+
+    def cannot(blob):
+        raise ModuleNotFoundError("No module named 'memogrid_service'")
+
+    monkeypatch.setattr(search_mod, "loads_here", cannot)
+    X, y = make_classification(n_samples=60, random_state=0)
+    with pytest.raises(WorkersCannotLoad, match="No module named 'memogrid_service'"):
+        runner.search(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
+
+
 def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_client):
     """Before its first tasks a search asks every worker to load them; a
     worker stopped (SIGSTOP) never answers, and the search waited for it
