@@ -131,7 +131,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             for j in rows:
                 p = j["progress"]
                 print(
-                    f"{j['id']:<32}  {j['state']:<9}  {j['created_at'][:25]:<25}  "
+                    f"{j['id']:<32}  {j['state']:<9}  {_utc_seconds(j['created_at']):<25}  "
                     f"{p['done']:>6}/{p['total']:<6}  {p['cache_hits']}"
                 )
         elif args.job_id is None:
@@ -142,6 +142,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             st = client.job(args.job_id).cancel()
             print(f"job {st['id']} is {st['state']} (cancel requested)")
     return 0
+
+
+def _utc_seconds(text: str) -> str:
+    """An ISO time from the API to the second (it gave microseconds, cut
+    mid-way), in UTC as the API gives it."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return text[:25]
 
 
 def _when(value: object) -> str:

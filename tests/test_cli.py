@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def test_jobs_commands_against_a_server(tmp_path):
         # the token from the environment, as a user sets it
         listed = run("jobs", "list", "--url", server.url, env={"MEMOGRID_TOKEN": server.token})
         assert listed.returncode == 0 and job.id in listed.stdout and "succeeded" in listed.stdout
+        row = next(line for line in listed.stdout.splitlines() if job.id in line)
+        assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ", row), row  # to the second
         shown = run("jobs", "show", job.id, "--url", server.url, "--token", server.token)
         assert '"state": "succeeded"' in shown.stdout
         cancelled = run("jobs", "cancel", job.id, "--url", server.url, "--token", server.token)

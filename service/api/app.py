@@ -79,6 +79,12 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     made = None
     if dask_client is None:
+        if settings.scheduler_address and settings.n_workers:
+            log.warning(
+                "MEMOGRID_N_WORKERS (--workers) is ignored: the workers are the external "
+                "scheduler's at %s",
+                settings.scheduler_address,
+            )
         made = dask_client = make_client(
             settings.scheduler_address or None,
             n_workers=settings.n_workers or None,
