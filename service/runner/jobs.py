@@ -244,6 +244,7 @@ class JobRunner:
 
     # -- claiming ---------------------------------------------------------
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.requeue_expired()
@@ -262,9 +263,17 @@ class JobRunner:
                         target=self._run, args=(job_id, a), name=f"memogrid-job-{job_id[:8]}"
                     )
                     a.thread.start()
-            except Exception:  # the loop must outlive a database hiccup
-                log.exception("job runner loop failed; retrying")
-            self._wake.wait(self.poll_interval)
+                failures = 0
+            except Exception as exc:  # the loop must outlive a database hiccup
+                # the whole traceback once a streak, then a line now and then,
+                # waiting longer each time (up to 5 s): an outage of the
+                # database logged a traceback every 0.2 s
+                failures += 1
+                if failures == 1:
+                    log.exception("job runner loop failed; retrying")
+                elif failures % 20 == 0:
+                    log.warning("job runner loop still failing (%d times): %r", failures, exc)
+            self._wake.wait(min(5.0, self.poll_interval * 2 ** min(failures, 5)))
             self._wake.clear()
 
     def claim(self) -> str | None:

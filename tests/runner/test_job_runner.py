@@ -218,6 +218,25 @@ def test_a_job_that_lost_its_scheduler_is_queued_again_not_failed(svc, monkeypat
     assert _wait(svc, waiting).state == "succeeded"
 
 
+def test_a_database_away_is_logged_once_and_retried_ever_more_slowly(svc, monkeypatch, caplog):
+    """The claiming loop logged a whole traceback every 0.2 s while the
+    database was away; now once, then a line now and then, waiting longer."""
+    calls = []
+
+    def away():
+        calls.append(time.monotonic())
+        raise OSError("database away")
+
+    monkeypatch.setattr(svc.runner, "requeue_expired", away)
+    with caplog.at_level("WARNING", logger="memogrid_service.runner.jobs"):
+        svc.runner.start()
+        time.sleep(3.0)
+        svc.runner.stop()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and 3 <= len(calls) <= 6, (len(tracebacks), len(calls))
+    assert calls[-1] - calls[-2] > calls[1] - calls[0]
+
+
 def test_a_lapsed_lease_is_requeued_and_finished_once(svc):
     (job_id,) = _queue(svc, {"svc__C": [0.1, 1.0, 10.0]})
     dead = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
