@@ -21,7 +21,6 @@ import warnings
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
@@ -79,16 +78,13 @@ _wanted_lock = threading.Lock()
 
 
 @contextmanager
-def _wanting(client: Any, keys: list[str]) -> Iterator[set[str]]:
-    """Count this search among those that want ``keys`` while the block
-    runs; yields those another running search wanted already (it computes
-    them: this one shares its work, and counts it as found, not fitted)."""
+def _wanting(client: Any, keys: list[str]) -> Iterator[None]:
+    """Count this search among those that want ``keys`` while the block runs."""
     with _wanted_lock:
         counts = _wanted.setdefault(client, Counter())
-        already = {k for k in keys if counts[k] > 0}
         counts.update(keys)
     try:
-        yield already
+        yield
     finally:
         with _wanted_lock:
             counts.subtract(keys)
@@ -1461,8 +1457,7 @@ class SearchRunner:
                     parent_of[tkey] = parent
                     waiting[parent] = waiting.get(parent, 0) + 1
         fresh = [p for p in waiting if p not in reuse.futures]
-        # the steps too: a step another running search computes is shared
-        with _wanting(self.client, task_keys + list(plan.steps)) as shared:
+        with _wanting(self.client, task_keys):
             try:
                 futures = self.client.get(
                     dsk, task_keys + [reuse.ref(p) for p in fresh], sync=False
@@ -1491,7 +1486,7 @@ class SearchRunner:
                         for skey, o in zip(members[fut.key], outs, strict=True):
                             o = reuse.output(o)
                             outputs[skey] = o
-                            self._count(o, seen_steps, stats, shared, fut.key in shared)
+                            self._count(o, seen_steps, stats)
                             done += 1
                             if on_result is not None:
                                 on_result(skey, o)
@@ -1651,24 +1646,15 @@ class SearchRunner:
         return stop
 
     @staticmethod
-    def _count(
-        o: ScoreOutput,
-        seen_steps: set[str],
-        stats: SearchStats,
-        shared: AbstractSet[str] = frozenset(),
-        task_shared: bool = False,
-    ) -> None:
-        """Count ``o``'s step and final fits and hits; what another running
-        search computed (``shared`` steps, a ``task_shared`` score task) is
-        this one's hit, each fit counted by one search only."""
+    def _count(o: ScoreOutput, seen_steps: set[str], stats: SearchStats) -> None:
         for step, how, _ in o.provenance:
             if step not in seen_steps:
                 seen_steps.add(step)
-                if how == "hit" or step in shared:
+                if how == "hit":
                     stats.step_hits += 1
                 else:
                     stats.step_fits += 1
-        if o.final == "hit" or (o.final == "fit" and task_shared):
+        if o.final == "hit":
             stats.score_hits += 1
         elif o.final == "fit":
             stats.final_fits += 1
@@ -1825,7 +1811,7 @@ class SearchRunner:
         if parent is not None and parent not in reuse.futures:
             want.append(reuse.ref(parent))  # kept in worker memory for the next refit
         try:
-            with _wanting(self.client, [rplan.key, *rplan.steps]) as shared:
+            with _wanting(self.client, [rplan.key]):
                 futs = self.client.get(dsk, want, sync=False)
                 try:
                     # cancels only the refit: its steps may be another search's too
@@ -1839,8 +1825,5 @@ class SearchRunner:
                 self.resident.keep([(parent, held, out.parent_nbytes)])
         finally:
             reuse.release()
-        if rplan.key in shared:  # another running search's refit, the same: its fits
-            return out.models, "hit", 0, out.warnings
-        provenance = reuse.provenance(out.provenance)
-        step_fits = sum(how == "fit" and step not in shared for step, how, _ in provenance)
+        step_fits = sum(how == "fit" for _, how, _ in reuse.provenance(out.provenance))
         return out.models, out.final, step_fits, out.warnings

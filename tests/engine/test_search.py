@@ -242,37 +242,6 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
     assert res.stats.final_fits == 2
 
 
-def test_two_searches_sharing_steps_at_once_count_each_fit_once(runner, fit_log):
-    """Two searches running together share their common steps (computed
-    once): the one that asked first counts the fit, the other a hit (each
-    counted them as its own fits, 2 x 15 PCA fits for 15 done)."""
-    from tests.helpers.counting import fit_counts
-
-    X, y = make_classification(n_samples=200, random_state=0)
-    pipe = Pipeline([("pca", SlowCountingPCA()), ("lr", LogisticRegression())])
-    pca = [1, 2, 3]
-    runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)  # warm
-    fit_log.write_text("")
-    out: dict = {}
-
-    def go(name, c):
-        grid = {"pca__n_components": pca, "lr__C": [c]}
-        out[name] = runner.search(pipe, X, y, param_grid=grid, cv=5)
-
-    first = threading.Thread(target=go, args=("first", 1.0))
-    second = threading.Thread(target=go, args=("second", 2.0))
-    first.start()
-    time.sleep(0.3)
-    second.start()
-    first.join(120)
-    second.join(120)
-    a, b = out["first"].stats, out["second"].stats
-    done = fit_counts(fit_log)["CountingPCA"]
-    assert a.step_fits + b.step_fits + a.refit_step_fits + b.refit_step_fits == done
-    assert a.step_fits + a.step_hits == 15 and b.step_fits + b.step_hits == 15
-    assert max(a.step_hits, b.step_hits) >= 13  # the later one shares the other's fits
-
-
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
     # both searches want the same score keys (one dask future key per client):
     # cancelling the first must not cancel the second's tasks
