@@ -653,7 +653,9 @@ def check_warning_filters(value: Any, path: str = "warning_filters") -> tuple[Wa
             if not isinstance(text, str) or len(text) > 1000:
                 raise SpecError(where, f"the {what} is a regular expression (1000 characters)")
             try:
-                re.compile(text)
+                with warnings.catch_warnings():  # re's FutureWarnings ("[[:") are not errors
+                    warnings.simplefilter("ignore")
+                    re.compile(text)
             # a repeat past re's bounds is an OverflowError, nesting past
             # Python's stack a RecursionError: each a pattern re cannot take
             except (re.error, OverflowError, RecursionError) as exc:

@@ -64,10 +64,6 @@ QUIET_HOUSEKEEPING = {
 PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
 
 
-#: seconds the service's client keeps trying to reach a scheduler it lost
-SCHEDULER_PATIENCE = 365 * 24 * 3600.0
-
-
 def make_client(
     address: str | None = None,
     *,
@@ -82,13 +78,6 @@ def make_client(
 
     if address:
         client = Client(address)
-        # a client that loses its scheduler tries to reconnect for its
-        # connect timeout (30 s), then closes for good: every later search
-        # failed until the service restarted. The service's client waits
-        # for its scheduler to come back, however long it is away (jobs
-        # wait queued meanwhile: see JobRunner)
-        if hasattr(client, "_timeout"):
-            client._timeout = SCHEDULER_PATIENCE
         threaded = {w: n for w, n in client.nthreads().items() if n > 1}
         if threaded:
             log.warning(

@@ -53,6 +53,10 @@ def translated(pattern: str) -> str:
     text) is ``\\z``, ``{,n}`` is ``{0,n}``, and ``$`` (end of text, or
     before a newline that ends it) is ``(?:\\n?\\z)``; character classes
     and escapes are left as they are."""
+    if re.search(r"\(\?[a-zA-Z]*[mxMX]", pattern):
+        raise ValueError("the multiline and verbose flags (?m), (?x) are not taken")
+    if "[[:" in pattern:
+        raise ValueError("[[: reads as a POSIX class in RE2, as a set in re")
     out: list[str] = []
     i, n, in_class = 0, len(pattern), False
     while i < n:
@@ -80,8 +84,10 @@ def translated(pattern: str) -> str:
             i = j
             continue
         elif c == "$":
+            if i + 1 < n and pattern[i + 1] not in ")|":
+                raise ValueError("$ is taken only at the end of the pattern or of a group")
             out.append("(?:\\n?\\z)")
-        elif c == "{" and re.match(r"\{,\d+\}", pattern[i:]):
+        elif c == "{" and re.match(r"\{,\d*\}", pattern[i:]):
             out.append("{0")
         else:
             out.append(c)
@@ -131,7 +137,8 @@ def checked_filters(value: Any, path: str = "warning_filters") -> tuple[WarningF
                     f"{path}[{i}]",
                     f"the {what} pattern {text!r} cannot be matched here ({reason}): the "
                     "workers match warnings filters with RE2, in linear time, which takes "
-                    "no lookaround, backreference or repeat past 1000",
+                    "no lookaround, backreference or repeat past 1000, and reads a few "
+                    "things otherwise than re",
                 ) from None
     return filters
 

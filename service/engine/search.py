@@ -454,7 +454,7 @@ class LoadCheck:
     Asked first, each worker loads the same objects inside a function and
     says what stopped it; the search fails at once, naming it."""
 
-    #: seconds one worker is waited for (asked again every few seconds, the
+    #: seconds the workers are waited for (asked again every few seconds, the
     #: search's cancel flag looked at between): one busy in a fit that holds
     #: the GIL answers late; one frozen (stopped) never does, and is skipped
     patience = 30.0
@@ -477,8 +477,13 @@ class LoadCheck:
         workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
             return  # no worker yet: ask again before the next tasks
-        for worker in workers:
-            answer = self._ask(worker, blob)
+        for worker, answer in sorted(self._answers(workers, blob).items()):
+            if isinstance(answer, ImportError):
+                # it could not even load the check: the engine's own module
+                # (or one it needs) is missing where that worker runs
+                answer = f"{type(answer).__name__}: {answer}"
+            elif isinstance(answer, BaseException):
+                continue  # the worker went away while asked: not its answer
             if answer:
                 raise WorkersCannotLoad(
                     f"the dask worker at {worker} cannot load this search's estimators or "
@@ -486,30 +491,35 @@ class LoadCheck:
                 )
         self.done = True
 
-    def _ask(self, worker: str, blob: bytes) -> str | None:
-        """What stops ``worker`` loading ``blob``; None if nothing does, it
-        went away while asked, or it did not answer within :attr:`patience`."""
+    def _answers(self, workers: list[str], blob: bytes) -> dict[str, Any]:
+        """Every worker's answer, asked all at once (again every 5 s, the
+        cancel flag looked at between, for :attr:`patience` seconds); then
+        each worker alone, briefly, and one that is silent is skipped."""
         deadline = time.monotonic() + self.patience
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 raise SearchCancelled()
             try:
-                got = self.client.run(
-                    loads_here, blob, workers=[worker], on_error="return", callback_timeout=5
+                return dict(
+                    self.client.run(loads_here, blob, on_error="return", callback_timeout=5)
                 )
             except TimeoutError:
                 if time.monotonic() < deadline:
                     continue
+            except Exception:  # noqa: BLE001 - the cluster changed while asked: each alone
+                pass
+            break
+        answers: dict[str, Any] = {}
+        for worker in workers:
+            try:
+                answers.update(
+                    self.client.run(
+                        loads_here, blob, workers=[worker], on_error="return", callback_timeout=2
+                    )
+                )
+            except Exception:  # noqa: BLE001 - silent (stopped, or holding the GIL) or gone
                 log.warning("the dask worker at %s did not answer the load check", worker)
-                return None
-            except Exception:  # noqa: BLE001 - gone while asked: not its answer
-                return None
-            answer = got.get(worker)
-            if isinstance(answer, ImportError):
-                # it could not even load the check: the engine's own module
-                # (or one it needs) is missing where that worker runs
-                return f"{type(answer).__name__}: {answer}"
-            return None if isinstance(answer, BaseException) else answer
+        return answers
 
 
 def describe_task(plan: Plan, members: Mapping[str, tuple[str, ...]], key: Any) -> str:
@@ -978,6 +988,34 @@ class SearchRunner:
         self._reaper_running = False
         self._reaper_until = 0.0
         self._restarted: dict[str, float] = {}  # worker name: when last restarted
+        # an external scheduler's address, to connect again (ensure_connected)
+        self._address = client.scheduler.address if client.cluster is None else None
+        self._next_connect = 0.0
+
+    def ensure_connected(self) -> bool:
+        """Whether the dask client is connected. dask's client tries to
+        reconnect to a scheduler it lost for 30 s, then closes for good
+        (every later search failed until the service restarted): a closed
+        client of an external scheduler is replaced by a new one to the same
+        address, tried at most every 5 s while the scheduler is away."""
+        status = getattr(self.client, "status", "running")
+        if status == "running":
+            return True
+        if status not in ("closed", "closing") or self._address is None:
+            return False  # reconnecting on its own
+        now = time.monotonic()
+        if now < self._next_connect:
+            return False
+        self._next_connect = now + 5.0
+        from .cluster import make_client
+
+        try:
+            self.client = make_client(self._address)
+        except Exception as exc:  # noqa: BLE001 - still away: asked again later
+            log.info("the dask scheduler at %s is still away: %r", self._address, exc)
+            return False
+        log.warning("connected to the dask scheduler at %s again", self._address)
+        return True
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -1041,6 +1079,8 @@ class SearchRunner:
         """
         from sklearn import get_config as sklearn_config
         from sklearn.base import clone, is_classifier
+
+        self.ensure_connected()  # a client dask closed after losing its scheduler
         from sklearn.model_selection import (
             GridSearchCV,
             ParameterGrid,
@@ -1623,7 +1663,7 @@ class SearchRunner:
                         )
                 if stuck:
                     try:
-                        client.restart_workers(stuck, raise_for_error=False)
+                        client.restart_workers(stuck, timeout=60, raise_for_error=False)
                     except Exception as exc:  # noqa: BLE001 - logged; the fit ends on its own
                         log.warning("could not restart %s: %r", stuck, exc)
         finally:

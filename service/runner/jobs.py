@@ -206,6 +206,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._cluster_down_logged = False
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> None:
@@ -238,9 +239,14 @@ class JobRunner:
             return list(self._active)
 
     def _cluster_up(self) -> bool:
-        """Whether the dask client is connected: while its scheduler is away
-        jobs wait queued, rather than each failing at once."""
-        return getattr(self.search.client, "status", "running") == "running"
+        """Whether the dask client is connected (connected again if dask
+        closed it): while its scheduler is away jobs wait queued, rather
+        than each failing at once."""
+        up = self.search.ensure_connected()
+        if not up and not self._cluster_down_logged:
+            log.warning("the dask scheduler is away: jobs wait queued until it is back")
+        self._cluster_down_logged = not up
+        return up
 
     # -- claiming ---------------------------------------------------------
     def _loop(self) -> None:
@@ -448,7 +454,8 @@ class JobRunner:
         except InvalidTransition:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
-            if _cluster_lost(exc) and not self._stop.is_set():
+            cut_off = _cluster_lost(exc) or self.search.client.status != "running"
+            if cut_off and not self._stop.is_set():
                 # not the job's doing: run it again once the scheduler is
                 # back (the attempt counts: max_attempts still ends a loop)
                 log.warning("job %s lost its dask scheduler (%s): queued again", job_id, exc)

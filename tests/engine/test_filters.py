@@ -98,7 +98,19 @@ def test_filters_decide_as_pythons_own(filters):
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"a\Z", "a{,2}b", "ab$", "[$]x", r"[]\]Z]+", r"[^]a]b", r"x\$", "(?i:A)b{2,}$", r"\{,2\}"],
+    [
+        r"a\Z",
+        "a{,2}b",
+        "a{,}b",
+        "ab$",
+        "(ab$|b)",
+        "[$]x",
+        r"[]\]Z]+",
+        r"[^]a]b",
+        r"x\$",
+        "(?i:A)b{2,}$",
+        r"\{,2\}",
+    ],
 )
 def test_patterns_are_read_as_re_reads_them(pattern):
     ours = mod.matcher(pattern, True)
@@ -137,7 +149,19 @@ def test_matching_time_is_linear_even_through_scikit_learns_parallel():
 
 
 @pytest.mark.parametrize(
-    "pattern", ["(?=lbfgs)l", "(?<!x)l", r"(a)\1", "a{1001}", "(?P<n>a)(?P=n)"]
+    "pattern",
+    [
+        "(?=lbfgs)l",
+        "(?<!x)l",
+        r"(a)\1",
+        "a{1001}",
+        "(?P<n>a)(?P=n)",
+        # what RE2 would read otherwise than re
+        "(?m)foo$",
+        "(?x) a b",
+        "[[:digit:]]",
+        "$\n",
+    ],
 )
 def test_patterns_re2_cannot_take_are_refused_by_path(pattern):
     with pytest.raises(SpecError) as info:
