@@ -64,7 +64,9 @@ class SleepyScaler(StandardScaler):
         self.seconds = seconds
 
     def fit(self, X, y=None, sample_weight=None):
+        record_fit(f"SleepyScaler-{self.seconds}-start")
         time.sleep(self.seconds)
+        record_fit(f"SleepyScaler-{self.seconds}-end")
         return super().fit(X, y, sample_weight)
 
 
