@@ -1033,7 +1033,10 @@ class SearchRunner:
             return False
         # workers of one process can each run one thread (a LocalCluster of
         # threads over tcp): told apart by where they run
-        where = self.client.run(caller_identity)
+        try:  # a worker stopped or holding the GIL does not answer: not known
+            where = self.client.run(caller_identity, callback_timeout=30)
+        except TimeoutError:
+            return False
         places = [tuple(w) for w in where.values()]
         return len(set(places)) == len(places) and caller_identity() not in places
 

@@ -230,6 +230,19 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
         except BaseException as exc:  # noqa: BLE001 - recorded for the test
             outcome["exc"] = exc
 
+    # with warnings filters, whether they can apply is asked of every worker
+    # first: an unanswered question is a no (filters left out, said so)
+    strict = [["error", "", "ConvergenceWarning", "", 0]]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        prepared = runner.prepare(
+            LogisticRegression(), X, y, param_grid={"C": [0.3]}, cv=2, warning_filters=strict
+        )
+        assert any("not applied" in w for w in prepared.warnings)
+        assert time.monotonic() - start < 60
+    finally:
+        os.kill(frozen, signal.SIGCONT)
     os.kill(frozen, signal.SIGSTOP)
     try:
         t = threading.Thread(target=go)
