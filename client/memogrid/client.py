@@ -624,6 +624,8 @@ class Client:
         return _with_params(self._json("GET", "/v1/results", params=params))
 
     def cache_stats(self) -> dict[str, Any]:
+        """The shared result cache's entries, bytes and limit (an admin token's
+        to read: others get :class:`~memogrid.errors.AuthError`, 403)."""
         return dict(self._json("GET", "/v1/cache"))
 
     def health(self) -> dict[str, Any]:
