@@ -1034,7 +1034,7 @@ class SearchRunner:
         # workers of one process can each run one thread (a LocalCluster of
         # threads over tcp): told apart by where they run
         try:  # a worker stopped or holding the GIL does not answer: not known
-            where = self.client.run(caller_identity, callback_timeout=30)
+            where = self.client.run(caller_identity, callback_timeout=self.ask_timeout)
         except TimeoutError:
             return False
         places = [tuple(w) for w in where.values()]
@@ -1604,6 +1604,10 @@ class SearchRunner:
         failed = {worker: out for worker, out in outs.items() if isinstance(out, BaseException)}
         for worker, exc in failed.items():  # a worker lost at the end loses only its writes
             log.warning("could not drain cache writes on %s: %r", worker, exc)
+
+    #: seconds the workers have to say where they run (whether warnings
+    #: filters can apply); unanswered, the filters are left out
+    ask_timeout = 30.0
 
     #: seconds a cancelled search's tasks have to end on their own before
     #: the workers still running them are restarted; how long they are

@@ -233,6 +233,7 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
     # with warnings filters, whether they can apply is asked of every worker
     # first: an unanswered question is a no (filters left out, said so)
     strict = [["error", "", "ConvergenceWarning", "", 0]]
+    runner.ask_timeout = 3.0
     os.kill(frozen, signal.SIGSTOP)
     try:
         start = time.monotonic()
