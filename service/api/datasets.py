@@ -273,6 +273,10 @@ def delete_dataset(
                 409,
                 f"dataset {dataset_id} is used by queued or running jobs: {', '.join(users)}",
             )
+        # the content's row is locked before its holders are counted: an
+        # upload of the same content recording its owner meanwhile is seen
+        # (it waits for this, or this for it), never deleted by the cascade
+        ds = s.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
         s.delete(owned)
         s.flush()
         others = s.scalars(
@@ -286,7 +290,6 @@ def delete_dataset(
         ).first()
         gone = others is None and in_use is None
         if gone:
-            ds = s.get(Dataset, dataset_id)
             if ds is not None:
                 s.delete(ds)
             # before the commit, while the row is held: an upload of the same

@@ -439,6 +439,45 @@ def test_an_upload_racing_the_last_holders_delete_is_told_to_upload_again(
     assert bob.get(f"/v1/datasets/{did}").status_code == 200 and _files(settings)
 
 
+def test_a_delete_racing_another_users_upload_being_recorded_keeps_their_dataset(
+    api, api_as, settings
+):
+    """Alice, the last holder, deletes while Bob's upload of the same content
+    is recording his ownership: the delete waits for it and keeps the bytes.
+    It counted the holders without locking the content's row, so on
+    PostgreSQL the cascade took Bob's fresh ownership and the files went."""
+    import threading
+
+    from sqlalchemy import select
+
+    from memogrid_service.api.auth import ensure_user
+    from memogrid_service.db.models import Dataset, DatasetOwner
+    from memogrid_service.db.ops import utcnow
+
+    arr = np.arange(14.0)
+    did = upload(api, arr)
+    bob = api_as("bob")
+    db = api.app.state.services.db
+    bob_id = ensure_user(db, "bob")
+    codes = []
+    deleting = threading.Thread(
+        target=lambda: codes.append(api.delete(f"/v1/datasets/{did}").status_code)
+    )
+    with db.write() as s:  # Bob's upload recording itself, as _record does
+        s.scalars(select(Dataset).where(Dataset.id == did).with_for_update()).first()
+        s.add(DatasetOwner(dataset_id=did, user_id=bob_id, created_at=utcnow()))
+        s.flush()
+        deleting.start()
+        deleting.join(0.5)
+        assert deleting.is_alive()  # waiting for Bob's record to commit
+    deleting.join(30)
+    assert codes == [204]
+    assert api.get(f"/v1/datasets/{did}").status_code == 404
+    assert bob.head(f"/v1/datasets/{did}").status_code == 200
+    assert bob.get(f"/v1/datasets/{did}").json()["shape"] == [14]
+    assert _files(settings)
+
+
 def test_two_users_uploading_the_same_new_content_at_once_both_hold_it(api):
     """The dataset row is inserted unless there before it is locked: two
     users' uploads of the same new content both inserted it (a 500 on
