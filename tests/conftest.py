@@ -81,6 +81,25 @@ def pg_available():
         engine.dispose()
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``sqlite_only`` (a module of client behaviour, say) runs
+    on the SQLite file alone, unless it is also marked ``both_databases``:
+    what it checks does not pass through anything the databases do
+    differently, and the database layer has its own tests on both."""
+    dropped = [
+        item
+        for item in items
+        if getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("db_url") == "postgresql"
+        and item.get_closest_marker("sqlite_only") is not None
+        and item.get_closest_marker("both_databases") is None
+    ]
+    if dropped:
+        gone = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in gone]
+        config.hook.pytest_deselected(items=dropped)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""

@@ -297,11 +297,16 @@ class JobRunner:
             .group_by(Job.owner_id)
             .subquery()
         )
+        # a job requeued (its lease lapsed) while this runner's attempt at it
+        # still winds down waits for that attempt to end: claimed again here
+        # at once, the old attempt's end (a cancel) was written over the new
+        with self._lock:
+            leaving = list(self._active)
         with self.db.write() as s:
             row = s.execute(
                 select(Job.id, Job.attempts)
                 .outerjoin(running, running.c.owner_id == Job.owner_id)
-                .where(Job.state == JobState.QUEUED.value)
+                .where(Job.state == JobState.QUEUED.value, Job.id.not_in(leaving))
                 .order_by(func.coalesce(running.c.n, 0), Job.created_at, Job.id)
                 .limit(1)
             ).first()
@@ -477,7 +482,8 @@ class JobRunner:
             )
         finally:
             with self._lock:
-                self._active.pop(job_id, None)
+                if self._active.get(job_id) is active:
+                    del self._active[job_id]
             self._wake.set()
 
     def _cancel_requested(self, job_id: str) -> bool:

@@ -25,6 +25,11 @@ from memogrid import Client, GridSearchCV, RandomizedSearchCV, SpecError, errors
 from memogrid.client import Job
 from tests.helpers.parity import assert_cv_results_equal
 
+# the client's behaviour, on SQLite; tests whose values are stored and read
+# back through the database (types, NaN, infinities, float32) run on both
+pytestmark = pytest.mark.sqlite_only
+both_databases = pytest.mark.both_databases
+
 
 @pytest.fixture
 def mg(api):
@@ -343,6 +348,7 @@ def test_not_fitted_errors_and_fitted_only_attributes(mg, data):
         unrefit.fit(X).transform(X)
 
 
+@both_databases
 def test_values_keep_scikit_learns_types(mg, data):
     X, y = data
     grid = {"C": np.array([0.1, 1.0, 10.0]), "max_iter": [np.int64(50), 100]}
@@ -488,6 +494,7 @@ def test_a_failed_search_raises_what_scikit_learns_raises(mg, data):
     assert back.job_id == caught.value.job_id and back.error == caught.value.error
 
 
+@both_databases
 def test_objects_holding_numbers_search_as_in_scikit_learn(mg):
     """y or X held as objects of numbers (a numpy object array, a pandas
     object Series): stored as numbers, loaded as objects, so the fits see
@@ -562,6 +569,7 @@ def test_the_refit_sees_x_and_y_laid_out_as_the_callers(mg):
         assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
+@both_databases
 def test_each_kind_of_missing_value_gives_scikit_learns_results(mg):
     """An object column holding None and NaN (two categories to OneHotEncoder)
     or pd.NA (which scikit-learn's encoders refuse): the same results, the
@@ -1192,6 +1200,7 @@ def test_an_empty_grid_scores_the_estimator_as_it_is(mg, data):
         assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
 
 
+@both_databases
 def test_a_frame_laid_out_row_by_row_searches_to_the_last_bit(mg):
     """The client tells the service a frame's layout (pandas keeps it in each
     fold, and StandardScaler's last bits depend on it)."""
@@ -1559,6 +1568,7 @@ def test_strides_that_describe_no_layout_of_the_array_are_dropped():
     assert with_strides(values[:1], [8, 800], extra=1000) is None
 
 
+@both_databases
 @pytest.mark.parametrize("error_score", [-np.inf, np.inf, 0, -1, 0.5])
 def test_error_score_infinities_and_integers_as_scikit_learns(mg, data, error_score):
     """``error_score=-np.inf`` ranks failing candidates last (JSON has no
@@ -1599,6 +1609,7 @@ def test_one_metric_refits_by_any_name(mg, data, scoring):
             assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
+@both_databases
 def test_float32_values_are_fitted_as_float32(mg, data):
     """scikit-learn sets a grid's float32 values (and keeps an estimator's
     own) as they are, and some fits compute differently with them: the last

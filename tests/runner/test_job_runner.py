@@ -16,6 +16,7 @@ from memogrid_service.api.app import close_services, open_services
 from memogrid_service.db.models import Dataset, Job, JobDataset, SplitResult
 from memogrid_service.db.ops import utcnow
 from memogrid_service.runner.jobs import JobRunner
+from memogrid_service.runner.states import JobEvent
 from memogrid_service.settings import Settings
 
 SPEC = {
@@ -186,6 +187,26 @@ def test_a_job_this_runner_holds_but_no_longer_runs_is_requeued(svc):
     assert _state(svc, job_id).state == "queued"
 
 
+def test_a_job_requeued_while_its_old_attempt_winds_down_is_not_claimed_by_it(svc):
+    """This runner lost a job's lease and is still stopping its attempt when
+    the job is requeued: it does not claim the job again until that attempt
+    has ended. Claimed at once, the old attempt's cancel was written over the
+    new attempt (a job nobody cancelled ended cancelled)."""
+    from memogrid_service.runner.jobs import _Active
+
+    first, second = _queue(svc, {"svc__C": [1.0]}, n=2)
+    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    assert runner.claim() == first
+    runner._active[first] = _Active()  # its thread is still winding down
+    _set_job(svc, first, state="queued", lease_owner=None, lease_expires=None)
+    assert runner.claim() == second  # the next job, not the one still leaving
+    assert runner.claim() is None
+    assert runner._finish(first, JobEvent.CANCEL) is False  # the old attempt's end
+    assert _state(svc, first).state == "queued"
+    del runner._active[first]
+    assert runner.claim() == first
+
+
 def test_a_job_that_lost_its_scheduler_is_queued_again_not_failed(svc, monkeypatch):
     """A search cut off by its scheduler going away is the cluster's doing,
     not the job's: it waits queued (counting the attempt) and runs again;
@@ -332,7 +353,8 @@ def test_a_runner_that_lost_its_lease_stops_and_writes_nothing(svc):
     job_id = _start_long_job(svc, n_samples=2000, random_state=3)
     _wait(svc, job_id, states=("running",))
     # another runner took the job over (as after a long stall of this one)
-    _set_job(svc, job_id, lease_owner="someone-else")
+    # and keeps renewing its lease
+    _set_job(svc, job_id, lease_owner="someone-else", lease_expires=utcnow() + timedelta(minutes=5))
     deadline = time.monotonic() + 20
     while svc.runner.active_jobs and time.monotonic() < deadline:
         time.sleep(0.05)
