@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import and_, func, or_, select, true, update
 
 from memogrid.layout import mark_strides, unmark
 from memogrid.spec import Allowlist, SpecError
@@ -96,8 +96,20 @@ def _split_row(job_id: str, cand: int, split: int, o: ScoreOutput) -> dict[str, 
 class _Recorder:
     """Buffers split results and progress; writes them to SQL in batches."""
 
-    def __init__(self, db: Database, job_id: str, grid: list[list[str]], interval: float = 0.5):
+    def __init__(
+        self,
+        db: Database,
+        job_id: str,
+        grid: list[list[str]],
+        held: Any,
+        cancel: threading.Event,
+        interval: float = 0.5,
+    ):
         self.db, self.job_id, self.interval = db, job_id, interval
+        #: the WHERE clause true while this attempt holds the job
+        self.held, self.cancel = held, cancel
+        #: a flush found the job held by another attempt
+        self.lost = False
         self.where: dict[str, list[tuple[int, int]]] = {}
         for cand, row in enumerate(grid):
             for split, skey in enumerate(row):
@@ -134,10 +146,11 @@ class _Recorder:
             done, stats = self.done, self.stats
             hits, misses = stats.hits, stats.misses
         with self.db.write() as s:
-            insert_ignoring_duplicates(s, SplitResult, rows)
-            s.execute(
+            # nothing of an attempt whose job another attempt holds now (its
+            # lease lapsed): its rows and counts went over the other's
+            held = s.execute(
                 update(Job)
-                .where(Job.id == self.job_id)
+                .where(self.held)
                 .values(
                     progress_done=done,
                     cache_hits=hits,
@@ -145,6 +158,11 @@ class _Recorder:
                     fits=misses,
                 )
             )
+            if rowcount(held) != 1:
+                self.lost = True
+                self.cancel.set()
+                return
+            insert_ignoring_duplicates(s, SplitResult, rows)
 
 
 def _cluster_lost(exc: BaseException) -> bool:
@@ -204,6 +222,9 @@ class JobRunner:
         self._active: dict[str, _Active] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # the heartbeat outlives the jobs' threads in a stop: a job storing
+        # its result as the runner stops keeps its lease to the end
+        self._beat_stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cluster_down_logged = False
@@ -221,15 +242,16 @@ class JobRunner:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; cancel and requeue running jobs so none is lost."""
-        self._stop.set()
-        self._wake.set()
-        with self._lock:
+        with self._lock:  # a claim landing now is requeued by the loop (see _loop)
+            self._stop.set()
             active = list(self._active.items())
+        self._wake.set()
         for _, a in active:
             a.cancel.set()
         for _, a in active:
             if a.thread is not None:
                 a.thread.join(timeout)
+        self._beat_stop.set()
         for t in self._threads:
             t.join(timeout)
 
@@ -262,13 +284,11 @@ class JobRunner:
                     job_id = self.claim()
                     if job_id is None:
                         break
-                    a = _Active()
-                    with self._lock:
-                        self._active[job_id] = a
-                    a.thread = threading.Thread(
-                        target=self._run, args=(job_id, a), name=f"memogrid-job-{job_id[:8]}"
-                    )
-                    a.thread.start()
+                    if not self._start(job_id):
+                        # claimed as stop() looked at the jobs running:
+                        # nobody would cancel it nor renew its lease
+                        self._requeue(job_id)
+                        break
                 failures = 0
             except Exception as exc:  # the loop must outlive a database hiccup
                 # the whole traceback once a streak, then a line now and then,
@@ -282,13 +302,27 @@ class JobRunner:
             self._wake.wait(min(5.0, self.poll_interval * 2 ** min(failures, 5)))
             self._wake.clear()
 
+    def _start(self, job_id: str) -> bool:
+        """Run a claimed job in a thread of its own, unless the runner is stopping."""
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            a = self._active[job_id] = _Active()
+            a.thread = threading.Thread(
+                target=self._run, args=(job_id, a), name=f"memogrid-job-{job_id[:8]}"
+            )
+            a.thread.start()
+        return True
+
     def claim(self) -> str | None:
         """Claim a queued job: the oldest of those whose owner has the fewest
         jobs running, so one user's queue does not hold the others' back;
         ``None`` when there is none.
 
-        A job already claimed ``max_attempts`` times (each time its runner
-        died under it) is failed with that reason instead of run again.
+        A job whose cancel was asked for while it ran, then requeued (its
+        runner died), is cancelled here. A job already claimed
+        ``max_attempts`` times (each time its runner died under it) is failed
+        with that reason instead of run again.
         """
         new_state = transition(JobState.QUEUED, JobEvent.CLAIM)
         running = (
@@ -304,7 +338,7 @@ class JobRunner:
             leaving = list(self._active)
         with self.db.write() as s:
             row = s.execute(
-                select(Job.id, Job.attempts)
+                select(Job.id, Job.attempts, Job.cancel_requested)
                 .outerjoin(running, running.c.owner_id == Job.owner_id)
                 .where(Job.state == JobState.QUEUED.value, Job.id.not_in(leaving))
                 .order_by(func.coalesce(running.c.n, 0), Job.created_at, Job.id)
@@ -312,8 +346,18 @@ class JobRunner:
             ).first()
             if row is None:
                 return None
-            job_id, attempts = row
+            job_id, attempts, cancel_requested = row
             now = utcnow()
+            if cancel_requested:  # the user's cancel stands, whatever the attempts
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+                    .values(
+                        state=transition(JobState.QUEUED, JobEvent.CANCEL).value, finished_at=now
+                    )
+                )
+                self._wake.set()  # look at the next one at once
+                return None
             if attempts >= self.max_attempts:  # claimed and failed in one step
                 s.execute(
                     update(Job)
@@ -321,8 +365,8 @@ class JobRunner:
                     .values(
                         state=transition(JobState.RUNNING, JobEvent.FAIL).value,
                         finished_at=now,
-                        error=f"the service stopped while running this job {attempts} "
-                        "times; not trying again",
+                        error=f"this job was started {attempts} times without finishing "
+                        "(its runner stopped or lost its dask scheduler); not trying again",
                     )
                 )
                 self._wake.set()  # look at the next one at once
@@ -373,7 +417,7 @@ class JobRunner:
 
     def _beat(self) -> None:
         interval = max(0.2, min(self.lease.total_seconds() / 3, 0.5))
-        while not self._stop.wait(interval):
+        while not self._beat_stop.wait(interval):
             with self._lock:
                 active = dict(self._active)
             if not active:
@@ -423,11 +467,7 @@ class JobRunner:
         n = rowcount(
             s.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.state == JobState.RUNNING.value,
-                    Job.lease_owner == self.owner,
-                )
+                .where(self._held(job_id))
                 .values(
                     state=state.value,
                     finished_at=utcnow(),
@@ -438,6 +478,14 @@ class JobRunner:
             )
         )
         return n == 1
+
+    def _held(self, job_id: str) -> Any:
+        """True of ``job_id``'s row while this runner holds it, running."""
+        return and_(
+            Job.id == job_id,
+            Job.state == JobState.RUNNING.value,
+            Job.lease_owner == self.owner,
+        )
 
     def _run(self, job_id: str, active: _Active) -> None:
         try:
@@ -460,11 +508,12 @@ class JobRunner:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
             cut_off = _cluster_lost(exc) or self.search.client.status != "running"
-            if cut_off and not self._stop.is_set():
+            if cut_off:
                 # not the job's doing: run it again once the scheduler is
-                # back (the attempt counts: max_attempts still ends a loop)
+                # back (the attempt counts, but for a stop's, when service
+                # and scheduler go down together: max_attempts ends a loop)
                 log.warning("job %s lost its dask scheduler (%s): queued again", job_id, exc)
-                self._requeue(job_id, give_back=False)
+                self._requeue(job_id, give_back=self._stop.is_set())
                 return
             log.info("job %s failed: %s", job_id, exc)
             # what came before the failure, and how often
@@ -550,9 +599,9 @@ class JobRunner:
                 f"folds = {fits} fits, above the limit of {self.grid_max_fits}",
             )
         with self.db.write() as s:
-            s.execute(
+            held = s.execute(
                 update(Job)
-                .where(Job.id == job_id)
+                .where(self._held(job_id))
                 .values(
                     n_candidates=len(prepared.candidates),
                     n_splits=prepared.n_splits,
@@ -560,7 +609,9 @@ class JobRunner:
                     refit_metric=prepared.refit_metric,
                 )
             )
-        recorder = _Recorder(self.db, job_id, prepared.plan.grid)
+            if rowcount(held) != 1:
+                raise LeaseLost(job_id)
+        recorder = _Recorder(self.db, job_id, prepared.plan.grid, self._held(job_id), active.cancel)
         t1 = time.perf_counter()
         result = self.search.run(
             prepared,
@@ -571,6 +622,8 @@ class JobRunner:
             warnings_into=active.warnings,
         )
         recorder.flush()
+        if recorder.lost:
+            raise LeaseLost(job_id)
         timings = {"prepare": t1 - t0, "run": time.perf_counter() - t1}
         self._store_result(
             job_id, owner_id, compiled.datasets["X"], prepared.refit_metric, result, timings
@@ -584,6 +637,29 @@ class JobRunner:
         metric: Any,
         result: Any,
         timings: dict[str, float],
+    ) -> None:
+        """Write the job's success: candidates, results, the best estimator.
+
+        The estimator goes to this attempt's own file, put in its place only
+        once the success is written: an attempt whose job another attempt
+        holds now (its lease lapsed) replaced the estimator of the job that
+        other attempt finished.
+        """
+        tmp = self.estimators_dir / f"{job_id}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        try:
+            self._write_result(job_id, owner_id, x_id, metric, result, timings, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write_result(
+        self,
+        job_id: str,
+        owner_id: str,
+        x_id: str,
+        metric: Any,
+        result: Any,
+        timings: dict[str, float],
+        tmp: Path,
     ) -> None:
         t0 = time.perf_counter()
         from memogrid.spec import to_spec
@@ -604,8 +680,6 @@ class JobRunner:
             import skops.io as sio
 
             _skops_stores_constants()
-            path = self.estimators_dir / f"{job_id}.skops"
-            tmp = path.with_suffix(PARTIAL_SUFFIX)
             # views with strides of their own (PCA's components_) are stored
             # C-ordered: their strides go along, for the client to restore
             marked = mark_strides(result.best_estimator_)
@@ -616,7 +690,6 @@ class JobRunner:
                 # the search stands; the drop-in refits the best candidate itself
                 notes.append(f"{ESTIMATOR_NOT_STORED}: {_describe(exc)}")
             else:
-                os.replace(tmp, path)
                 has_estimator = True
             finally:
                 unmark(marked)
@@ -684,6 +757,8 @@ class JobRunner:
             )
             if not done:  # the lease was lost: roll back, another runner owns the job
                 raise LeaseLost(job_id)
+            if has_estimator:  # before the commit: a success always has its file
+                os.replace(tmp, self.estimators_dir / f"{job_id}.skops")
 
 
 class LeaseLost(RuntimeError):

@@ -394,3 +394,123 @@ def test_the_service_keeps_step_outputs_in_memory_within_its_setting(tmp_path, d
             while set(held) & scheduler_keys():  # closing the service lets them go
                 assert time.monotonic() < deadline, "closed service's outputs stay on workers"
                 time.sleep(0.05)
+
+
+# -- attempts that lost their job, cancels across requeues, stops ----------
+
+
+def test_an_attempt_whose_job_another_finished_writes_nothing_over_it(svc):
+    """Runner A froze holding a job; B requeued it and ran it to success;
+    A's attempt then ran to its end. Only its final state was refused: its
+    progress counters went over B's, and its estimator replaced B's file."""
+    from memogrid_service.runner.jobs import _Active
+
+    (job_id,) = _queue(svc, {"svc__C": [0.1, 1.0, 10.0]})
+    a = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    assert a.claim() == job_id
+    _set_job(svc, job_id, lease_expires=utcnow() - timedelta(seconds=5))  # A froze
+    svc.runner.start()  # B
+    done = _wait(svc, job_id)
+    assert done.state == "succeeded" and done.attempts == 2
+    before = (done.progress_done, done.cache_hits, done.cache_misses, done.fits)
+    est = svc.settings.estimators_dir / f"{job_id}.skops"
+    written = est.read_bytes()
+    stamp = est.stat().st_mtime_ns
+    a._active[job_id] = attempt = _Active()
+    a._run(job_id, attempt)  # A's attempt resumes and runs to its end
+    after = _state(svc, job_id)
+    assert after.state == "succeeded"
+    assert (after.progress_done, after.cache_hits, after.cache_misses, after.fits) == before
+    assert est.stat().st_mtime_ns == stamp and est.read_bytes() == written
+    assert not list(svc.settings.estimators_dir.glob("*.tmp"))
+
+
+def test_a_cancel_asked_for_before_a_requeue_ends_the_job_cancelled(svc):
+    """The user cancelled a running job; its runner died before acting on
+    it; on its last allowed attempt the requeued job was failed as 'the
+    service stopped ... 3 times', the cancel lost. It ends cancelled."""
+    first, last = _queue(svc, {"svc__C": [1.0]}, n=2)
+    _set_job(svc, last, attempts=2)
+    a = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3)
+    assert a.claim() == first and a.claim() == last
+    for job_id in (first, last):
+        _set_job(svc, job_id, cancel_requested=True)  # POST /cancel on a running job
+        _set_job(svc, job_id, lease_expires=utcnow() - timedelta(seconds=5))  # A died
+    b = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3)
+    assert b.requeue_expired() == 2
+    assert b.claim() is None and b.claim() is None and b.claim() is None
+    for job_id, attempts in ((first, 1), (last, 3)):
+        job = _state(svc, job_id)
+        assert (job.state, job.attempts, job.error) == ("cancelled", attempts, None)
+        assert job.finished_at is not None
+
+
+def test_a_job_claimed_as_the_runner_stops_is_requeued_not_left_running(svc, monkeypatch):
+    """stop() looked at the jobs running while a claim was committing: that
+    job got a thread nobody cancelled and no heartbeat (the heartbeat ends
+    with the stop), running on after the runner had stopped."""
+    runner = svc.runner
+    claim = runner.claim
+    claimed = threading.Event()
+
+    def claim_landing_during_stop():
+        job_id = claim()
+        if job_id is not None:
+            claimed.set()
+            runner._stop.wait(10)
+        return job_id
+
+    monkeypatch.setattr(runner, "claim", claim_landing_during_stop)
+    job_id = _start_long_job(svc, n_samples=500, random_state=5)
+    assert claimed.wait(20)
+    runner.stop(timeout=10)
+    job = _state(svc, job_id)
+    assert (job.state, job.attempts, runner.active_jobs) == ("queued", 0, [])
+
+
+def test_a_job_storing_its_result_as_the_runner_stops_keeps_its_lease(svc, monkeypatch):
+    """The heartbeat ended at once on stop() while stop() waited for the
+    jobs' threads: a job storing its result (a large estimator) lost its
+    lease meanwhile, another service requeued it, and the finished search
+    was thrown away."""
+    runner = svc.runner
+    store = runner._store_result
+    storing = threading.Event()
+    other = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+
+    def slow_store(*args, **kwargs):
+        storing.set()
+        time.sleep(2.5)  # lease_seconds=1
+        other.requeue_expired()  # the other service's loop, meanwhile
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_store_result", slow_store)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    runner.start()
+    assert storing.wait(60)
+    runner.stop()
+    job = _state(svc, job_id)
+    assert (job.state, job.attempts) == ("succeeded", 1)
+
+
+def test_a_job_cut_off_from_its_scheduler_as_the_runner_stops_is_requeued(svc, monkeypatch):
+    """Service and scheduler stopped together (compose down): the search
+    lost its scheduler while the runner stopped, and the job was failed for
+    good; it is queued again, its attempt given back as a stop's."""
+    from distributed.client import FutureCancelledError
+
+    runner = svc.runner
+    entered = threading.Event()
+
+    def cut_off(*args, **kwargs):
+        entered.set()
+        runner._stop.wait(10)
+        raise FutureCancelledError("score-x", "scheduler-connection-lost", "lost")
+
+    monkeypatch.setattr(svc.search, "run", cut_off)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    runner.start()
+    assert entered.wait(20)
+    runner.stop()
+    job = _state(svc, job_id)
+    assert (job.state, job.attempts, job.error) == ("queued", 0, None)
