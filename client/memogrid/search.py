@@ -721,10 +721,11 @@ class GridSearchCV(_ServiceSearch):
 class RandomizedSearchCV(_ServiceSearch):
     """scikit-learn's ``RandomizedSearchCV``, run by a memogrid service.
 
-    ``random_state`` an int or None: the service draws the same candidates
-    scikit-learn would with it; a ``RandomState``: the candidates are drawn
-    here from it (advancing it as scikit-learn's search does) and searched as
-    those points.
+    ``random_state`` an int: the service draws the same candidates
+    scikit-learn would with it; a ``RandomState`` or None (numpy's global
+    one, which ``np.random.seed`` sets): the candidates are drawn here from
+    it (advancing it as scikit-learn's search does) and searched as those
+    points.
     """
 
     _sklearn_name = "RandomizedSearchCV"
@@ -762,10 +763,16 @@ class RandomizedSearchCV(_ServiceSearch):
         self.client = client
         self.progress = progress
 
+    def _draws_here(self) -> bool:
+        """Whether the candidates come from a generator of this process: a
+        RandomState, or numpy's global one (``random_state=None``, which a
+        notebook seeds with ``np.random.seed``)."""
+        return self.random_state is None or isinstance(self.random_state, np.random.RandomState)
+
     def _candidates(self) -> list[dict[str, Any]] | None:
         from sklearn.model_selection import ParameterSampler
 
-        if isinstance(self.random_state, np.random.RandomState):
+        if self._draws_here():
             # once per fit, advancing it as scikit-learn's search does, its
             # warnings with it; searched as those points (_submit)
             self._drawn = list(
@@ -774,8 +781,6 @@ class RandomizedSearchCV(_ServiceSearch):
                 )
             )
             return self._drawn
-        if not isinstance(self.random_state, (int, np.integer)):
-            return None  # drawn at random by the service, only it knows them
         with warnings.catch_warnings():  # the service's run reports n_iter warnings
             warnings.simplefilter("ignore", UserWarning)
             return list(
@@ -787,7 +792,7 @@ class RandomizedSearchCV(_ServiceSearch):
     def _no_candidates(self, candidates: list[dict[str, Any]] | None) -> bool:
         from sklearn.model_selection import ParameterSampler
 
-        if isinstance(self.random_state, np.random.RandomState):
+        if self._draws_here():
             return candidates == []  # drawn here, its warnings with it
         sampler = ParameterSampler(self.param_distributions, self.n_iter, random_state=0)
         if len(sampler):
@@ -798,7 +803,7 @@ class RandomizedSearchCV(_ServiceSearch):
     def _submit(
         self, client: Client, X: Any, y: Any, groups: Any, cv: Any, fit_params: dict, refit: bool
     ) -> Job:
-        if isinstance(self.random_state, np.random.RandomState):
+        if self._draws_here():
             # a generator's state cannot be sent: the points drawn from it
             # are, as a grid of one-point entries (the same candidates, in order)
             points = [{key: [value] for key, value in p.items()} for p in self._drawn]

@@ -1116,6 +1116,15 @@ def splitter_allowlist() -> Allowlist:
     return allow
 
 
+def _draws_from_a_generator(cv: Any) -> bool:
+    """Whether splitter ``cv`` draws its folds from a generator of this
+    process: its ``random_state`` a RandomState, or None where it shuffles."""
+    state = getattr(cv, "random_state", 0)
+    if isinstance(state, np.random.RandomState):
+        return True
+    return state is None and bool(getattr(cv, "shuffle", True))
+
+
 def explicit_folds(
     cv: Any,
     X: Any,
@@ -1126,8 +1135,8 @@ def explicit_folds(
 ) -> Any:
     """``cv`` as what travels: its (train, test) folds as a list of int64
     index pairs when it is given as folds (a list, a generator) or is a
-    splitter the service does not know or one whose ``random_state`` is a
-    RandomState (split here, as scikit-learn would split it, with
+    splitter the service does not know or one drawing from a generator of
+    this process (a RandomState, or None where it shuffles: split here, as scikit-learn would split it, with
     ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
 
     A fold's parts are integer indices or boolean masks (as scikit-learn
@@ -1142,8 +1151,10 @@ def explicit_folds(
                 path, f"{type(cv).__name__} has split but no get_n_splits: a splitter has both"
             )
         # a splitter drawing from a RandomState cannot travel: split here, once,
-        # advancing the generator as scikit-learn's search does
-        drawing = isinstance(getattr(cv, "random_state", None), np.random.RandomState)
+        # advancing the generator as scikit-learn's search does; so too one
+        # that shuffles with random_state=None, drawing from numpy's global
+        # generator (a notebook's np.random.seed gives scikit-learn its folds)
+        drawing = _draws_from_a_generator(cv)
         if splitter_allowlist().name_of_class(type(cv)) is not None and not drawing:
             return cv
         if isinstance(X, str):

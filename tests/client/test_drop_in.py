@@ -1434,6 +1434,42 @@ def test_a_splitter_drawing_from_a_randomstate_splits_as_scikit_learns(mg, data)
         )
 
 
+def test_numpys_global_seed_gives_the_folds_and_candidates_scikit_learn_draws(mg, data):
+    """``random_state=None`` draws from numpy's global generator, which a
+    notebook seeds with ``np.random.seed``: shuffled folds and randomized
+    candidates are drawn here from it, as scikit-learn's search draws them,
+    advancing it alike (the service drew its own: other folds, other
+    candidates, under any seed)."""
+    from scipy.stats import loguniform
+    from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold
+
+    X, y = data
+    grid = {"C": [0.1, 1.0]}
+    for cv in (
+        KFold(3, shuffle=True),
+        StratifiedKFold(3, shuffle=True),
+        ShuffleSplit(3, test_size=0.3),
+    ):
+        np.random.seed(3)
+        ours = GridSearchCV(LogisticRegression(), grid, cv=cv, client=mg, progress=False)
+        ours.fit(X, y)
+        after_ours = np.random.randint(1 << 30)
+        np.random.seed(3)
+        sk = SkGridSearchCV(LogisticRegression(), grid, cv=cv).fit(X, y)
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert np.random.randint(1 << 30) == after_ours
+    space = {"C": loguniform(1e-3, 1e2), "fit_intercept": [True, False]}
+    np.random.seed(4)
+    ours = RandomizedSearchCV(LogisticRegression(), space, n_iter=4, client=mg, progress=False)
+    ours.fit(X, y)
+    after_ours = np.random.randint(1 << 30)
+    np.random.seed(4)
+    sk = SkRandomizedSearchCV(LogisticRegression(), space, n_iter=4).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert ours.best_params_ == sk.best_params_
+    assert np.random.randint(1 << 30) == after_ours
+
+
 def test_splitters_as_estimator_parameters(mg, data):
     """``cv=`` of a calibrator or a stacker may be a splitter, in the
     estimator or in the grid, as in scikit-learn."""
