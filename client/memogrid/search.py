@@ -809,13 +809,15 @@ class RandomizedSearchCV(_ServiceSearch):
             points = [{key: [value] for key, value in p.items()} for p in self._drawn]
             refit_by = self.refit if refit else False
             return self._submit_grid(client, points, X, y, groups, cv, fit_params, refit_by)
+        seed = self.random_state
+        assert isinstance(seed, (int, np.integer))  # any other is drawn here
         return client.submit_random(
             self._base,
             self.param_distributions,
             X,
             y,
             n_iter=self.n_iter,
-            random_state=self.random_state,
+            random_state=int(seed),
             groups=groups,
             cv=cv,
             scoring=self.scoring,

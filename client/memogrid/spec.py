@@ -1136,8 +1136,9 @@ def explicit_folds(
     """``cv`` as what travels: its (train, test) folds as a list of int64
     index pairs when it is given as folds (a list, a generator) or is a
     splitter the service does not know or one drawing from a generator of
-    this process (a RandomState, or None where it shuffles: split here, as scikit-learn would split it, with
-    ``groups``); any other ``cv`` as is, for :func:`cv_to_spec`.
+    this process (a RandomState, or None where it shuffles; split here, as
+    scikit-learn would split it, with ``groups``); any other ``cv`` as is,
+    for :func:`cv_to_spec`.
 
     A fold's parts are integer indices or boolean masks (as scikit-learn
     indexes with either), kept in their order; a mask must have X's
