@@ -262,7 +262,14 @@ def sliced_params(ctx: TaskContext, params: tuple[tuple[str, Any], ...], rows: A
         return {}
     X = ctx.data.X.load()
     full = {name: _as_ndarray(_resolve(value)) for name, value in params}
-    return _check_method_params(X, params=full, indices=rows)
+    out = _check_method_params(X, params=full, indices=rows)
+    # a param passed whole (not one value per sample) is the store's
+    # read-only map: each fit gets its own copy of the caller's value, as
+    # estimators may write into it (SGD trains its coef_init in place)
+    return {
+        name: np.array(v) if isinstance(v, np.ndarray) and v is full[name] else v
+        for name, v in out.items()
+    }
 
 
 def routed_params(ctx: TaskContext, routing: dict[str, str], rows: Any) -> dict:

@@ -351,21 +351,16 @@ def compile_job(
             raise SpecError("fit_params", str(exc)) from None
     n_rows = shapes["X"].n_rows
     for role, shape in shapes.items():
-        if shape.n_rows == n_rows:
+        # a fit param of another length goes to every fit whole, as
+        # scikit-learn's search passes it (SGD's coef_init, say)
+        if shape.n_rows == n_rows or role.startswith("fit:"):
             continue
-        if not role.startswith("fit:"):
-            # scikit-learn's words, as its search or splitter says them
-            lengths = [s.n_rows for r, s in shapes.items() if r in ("X", "y", "groups")]
-            raise SpecError(
-                role,
-                f"{role} has {shape.n_rows} rows but X has {n_rows}: Found input variables "
-                f"with inconsistent numbers of samples: {lengths}",
-            )
-        where = role.replace("fit:", "fit_params.")
+        # scikit-learn's words, as its search or splitter says them
+        lengths = [s.n_rows for r, s in shapes.items() if r in ("X", "y", "groups")]
         raise SpecError(
-            where,
-            f"{where} has {shape.n_rows} rows but X has {n_rows}: inconsistent numbers "
-            "of samples (fit params are sliced per fold: each holds one value per sample)",
+            role,
+            f"{role} has {shape.n_rows} rows but X has {n_rows}: Found input variables "
+            f"with inconsistent numbers of samples: {lengths}",
         )
     if shapes["X"].kind != "frame" and _uses_column_names(request["estimator"]):
         raise SpecError("X", "columns are selected by name, so X must be a DataFrame")

@@ -206,8 +206,6 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         "groups",
         f"inconsistent numbers of samples: [{len(y)}, {len(y)}, {len(y) - 1}]",
     )
-    short = dict(base, fit_params={"logistic__coef_init": upload(api, np.zeros((1, 4)))})
-    _bad(api, short, "fit_params.logistic__coef_init", "each holds one value per sample")
     _bad(api, dict(base, param_grid=[]), "param_grid", "No fits were performed")
     no_space = {k: v for k, v in base.items() if k != "param_grid"}
     _bad(api, dict(no_space, param_distributions=[]), "param_distributions", "no candidates")

@@ -13,7 +13,7 @@ import pytest
 from sklearn.base import is_classifier, is_regressor
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
-from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as SkRandomizedSearchCV
@@ -1783,6 +1783,48 @@ def test_a_column_ordered_2d_y_is_refit_as_given(mg):
         assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
         assert np.array_equal(ours.best_estimator_.coef_, sk.best_estimator_.coef_)
         assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_a_fit_param_not_one_value_per_sample_goes_whole_to_each_fit(mg, data):
+    """scikit-learn's search slices a fit param per fold only when it has
+    one value per sample; any other goes to every fit whole (SGD's
+    ``coef_init``), and a too-short ``sample_weight`` fails each fit in the
+    estimator's words. Both were refused before anything ran. Each fit
+    starts from the caller's value as given (SGD trains ``coef_init`` in
+    place: scikit-learn's sequential search hands each fit the array the
+    previous one trained, and changes the caller's)."""
+    from sklearn.base import clone
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = data
+    coef, intercept = np.full((1, X.shape[1]), 0.25), np.array([0.5])
+    sgd = SGDClassifier(max_iter=5, tol=None, random_state=0)
+    grid = {"alpha": [1e-4, 1e-2]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GridSearchCV(sgd, grid, cv=3, client=mg, progress=False)
+        ours.fit(X, y, coef_init=coef, intercept_init=intercept)
+        for i, alpha in enumerate(grid["alpha"]):
+            for k, (train, test) in enumerate(StratifiedKFold(3).split(X, y)):
+                fitted = clone(sgd).set_params(alpha=alpha)
+                fitted.fit(X[train], y[train], coef_init=coef.copy(), intercept_init=intercept)
+                expected = fitted.score(X[test], y[test])
+                assert ours.cv_results_[f"split{k}_test_score"][i] == expected
+        best = clone(sgd).set_params(**ours.best_params_)
+        best.fit(X, y, coef_init=coef.copy(), intercept_init=intercept)
+    assert np.array_equal(ours.best_estimator_.coef_, best.coef_)
+    assert (coef == 0.25).all()  # the caller's array as it was
+    short = {"sample_weight": np.ones(len(y) // 2)}
+    lr_grid = {"C": [1.0]}
+    with pytest.raises(ValueError) as sk_error:
+        SkGridSearchCV(LogisticRegression(), lr_grid, cv=3).fit(X, y, **short)
+    with pytest.raises(ValueError) as our_error:
+        GridSearchCV(LogisticRegression(), lr_grid, cv=3, client=mg, progress=False).fit(
+            X, y, **short
+        )
+    assert "All the 3 fits failed" in str(our_error.value)
+    assert str(sk_error.value).splitlines()[-1] in str(our_error.value)
 
 
 def test_a_fit_param_given_as_none_is_passed_on_as_none(mg, data):
