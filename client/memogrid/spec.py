@@ -1156,9 +1156,16 @@ def explicit_folds(
         # that shuffles with random_state=None, drawing from numpy's global
         # generator (a notebook's np.random.seed gives scikit-learn its folds)
         drawing = _draws_from_a_generator(cv)
-        if splitter_allowlist().name_of_class(type(cv)) is not None and not drawing:
+        # data given by dataset id is not here to split: a splitter drawing
+        # from numpy's global generator draws on the service then
+        by_id = next(
+            (n for n, v in (("X", X), ("y", y), ("groups", groups)) if isinstance(v, str)), None
+        )
+        if splitter_allowlist().name_of_class(type(cv)) is not None and (
+            not drawing or (by_id is not None and cv.random_state is None)
+        ):
             return cv
-        if isinstance(X, str):
+        if by_id is not None:
             why = (
                 "draws its folds from a RandomState"
                 if drawing
@@ -1166,8 +1173,8 @@ def explicit_folds(
             )
             raise SpecError(
                 path,
-                f"{type(cv).__name__} {why}, and X is a dataset id, so it cannot split X "
-                "here: pass its folds instead",
+                f"{type(cv).__name__} {why}, and {by_id} is a dataset id, so it cannot split "
+                "X here: pass its folds instead",
             )
         found = list(cv.split(X, y, groups=groups))
         n_splits = cv.get_n_splits(X, y, groups=groups)

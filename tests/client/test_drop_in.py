@@ -1468,6 +1468,14 @@ def test_numpys_global_seed_gives_the_folds_and_candidates_scikit_learn_draws(mg
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
     assert ours.best_params_ == sk.best_params_
     assert np.random.randint(1 << 30) == after_ours
+    # data given by dataset id is not here to split: the service draws
+    x_id, y_id = mg.upload(X), mg.upload(y)
+    for Xs, ys in ((x_id, y), (X, y_id)):
+        job = mg.submit(LogisticRegression(), grid, Xs, ys, cv=ShuffleSplit(3, test_size=0.3))
+        assert job.wait(progress=False).n_splits_ == 3
+    seeded = ShuffleSplit(3, test_size=0.3, random_state=np.random.RandomState(0))
+    with pytest.raises(SpecError, match="RandomState, and y is a dataset id"):
+        mg.submit(LogisticRegression(), grid, X, y_id, cv=seeded)
 
 
 def test_splitters_as_estimator_parameters(mg, data):
