@@ -738,27 +738,37 @@ class JobRunner:
             timings=timings,
         )
         # the candidates become visible together with the success, or not at all
-        with self.db.write() as s:
-            if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
-                raise SearchCancelled()
-            insert_ignoring_duplicates(s, Candidate, candidates)
-            insert_ignoring_duplicates(s, CandidateParam, params)
-            done = self._finish(
-                job_id,
-                JobEvent.SUCCEED,
-                session=s,
-                cv_results=encoded,
-                best_index=None if result.best_index_ is None else int(result.best_index_),
-                best_score=None if best_score is None else _finite_or_none(best_score),
-                best_params=best_params,
-                warnings=[*result.warnings, *notes],
-                stats=stats,
-                has_estimator=has_estimator,
-            )
-            if not done:  # the lease was lost: roll back, another runner owns the job
-                raise LeaseLost(job_id)
-            if has_estimator:  # before the commit: a success always has its file
-                os.replace(tmp, self.estimators_dir / f"{job_id}.skops")
+        final = self.estimators_dir / f"{job_id}.skops"
+        placed = False
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
+                    raise SearchCancelled()
+                insert_ignoring_duplicates(s, Candidate, candidates)
+                insert_ignoring_duplicates(s, CandidateParam, params)
+                done = self._finish(
+                    job_id,
+                    JobEvent.SUCCEED,
+                    session=s,
+                    cv_results=encoded,
+                    best_index=None if result.best_index_ is None else int(result.best_index_),
+                    best_score=None if best_score is None else _finite_or_none(best_score),
+                    best_params=best_params,
+                    warnings=[*result.warnings, *notes],
+                    stats=stats,
+                    has_estimator=has_estimator,
+                )
+                if not done:  # the lease was lost: roll back, another runner owns the job
+                    raise LeaseLost(job_id)
+                if has_estimator:  # before the commit: a success always has its file
+                    os.replace(tmp, final)
+                    placed = True
+        except BaseException:
+            # the commit failed: no success, so no file of one (this attempt
+            # held the job: no other attempt's file is there to remove)
+            if placed:
+                final.unlink(missing_ok=True)
+            raise
 
 
 class LeaseLost(RuntimeError):

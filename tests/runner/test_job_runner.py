@@ -514,3 +514,36 @@ def test_a_job_cut_off_from_its_scheduler_as_the_runner_stops_is_requeued(svc, m
     runner.stop()
     job = _state(svc, job_id)
     assert (job.state, job.attempts, job.error) == ("queued", 0, None)
+
+
+def test_a_success_whose_commit_fails_leaves_no_estimator_file(svc, monkeypatch):
+    """The best estimator's file is put in place inside the success's
+    transaction: a commit that fails takes the file away again (a job not
+    succeeded held a file nothing would remove)."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import OperationalError
+
+    runner, write, finish = svc.runner, svc.db.write, svc.runner._finish
+    succeeding = threading.Event()
+
+    def finish_spy(job_id, event, session=None, **values):
+        if event == JobEvent.SUCCEED:
+            succeeding.set()
+        return finish(job_id, event, session=session, **values)
+
+    @contextmanager
+    def write_failing_the_success():
+        with write() as s:
+            yield s
+            if succeeding.is_set():
+                succeeding.clear()
+                raise OperationalError("COMMIT", {}, Exception("the connection was lost"))
+
+    monkeypatch.setattr(runner, "_finish", finish_spy)
+    monkeypatch.setattr(svc.db, "write", write_failing_the_success)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    runner.start()
+    job = _wait(svc, job_id)
+    assert job.state == "failed" and "the connection was lost" in job.error
+    assert not list(svc.settings.estimators_dir.iterdir())
