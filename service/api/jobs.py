@@ -320,7 +320,9 @@ def cancel_job(
 ) -> JobOut:
     """Cancel a queued job at once, or ask the runner to stop a running one."""
     with svc.db.write() as s:
-        job = s.get(Job, job_id)
+        # locked: a job ending meanwhile is read ended (409), never left
+        # ended with a cancel asked for
+        job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.owner_id != user.user_id:
             raise Problem(404, f"job {job_id} not found")
         try:
