@@ -641,29 +641,13 @@ class JobRunner:
         """Write the job's success: candidates, results, the best estimator.
 
         The estimator goes to this attempt's own file, put in its place only
-        once the success is written: an attempt whose job another attempt
-        holds now (its lease lapsed) replaced the estimator of the job that
-        other attempt finished.
+        inside the success's transaction (and taken away if that commit
+        fails): an attempt whose job another attempt holds now (its lease
+        lapsed) replaced the estimator of the job that other attempt finished.
         """
-        tmp = self.estimators_dir / f"{job_id}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-        try:
-            self._write_result(job_id, owner_id, x_id, metric, result, timings, tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _write_result(
-        self,
-        job_id: str,
-        owner_id: str,
-        x_id: str,
-        metric: Any,
-        result: Any,
-        timings: dict[str, float],
-        tmp: Path,
-    ) -> None:
         t0 = time.perf_counter()
         from memogrid.spec import to_spec
-        from memogrid.wire import ESTIMATOR_NOT_STORED, encode_cv_results, encode_value
+        from memogrid.wire import encode_cv_results, encode_value
 
         def value_json(v: Any) -> Any:
             return to_spec(v, self.allow)
@@ -674,25 +658,6 @@ class JobRunner:
             # callable): the candidates are stored and ranked by the first
             metric = next(k.removeprefix("mean_test_") for k in cv if k.startswith("mean_test_"))
         encoded = encode_cv_results(cv, value_json)
-        has_estimator = False
-        notes = []
-        if result.best_estimator_ is not None:
-            import skops.io as sio
-
-            _skops_stores_constants()
-            # views with strides of their own (PCA's components_) are stored
-            # C-ordered: their strides go along, for the client to restore
-            marked = mark_strides(result.best_estimator_)
-            try:
-                sio.dump(result.best_estimator_, tmp)
-            except Exception as exc:  # skops cannot store every model (Birch)
-                tmp.unlink(missing_ok=True)
-                # the search stands; the drop-in refits the best candidate itself
-                notes.append(f"{ESTIMATOR_NOT_STORED}: {_describe(exc)}")
-            else:
-                has_estimator = True
-            finally:
-                unmark(marked)
         means = cv.get(f"mean_test_{metric}")
         stds = cv.get(f"std_test_{metric}")
         ranks = cv.get(f"rank_test_{metric}")
@@ -728,19 +693,22 @@ class JobRunner:
         best_params = (
             None if result.best_params_ is None else encode_value(result.best_params_, value_json)
         )
-        timings["store"] = time.perf_counter() - t0
-        stats = dict(
-            result.stats.as_dict(),
-            refit_time=result.refit_time_,
-            refit_warnings=result.refit_warnings,
-            warning_counts=result.warning_counts,
-            warning_sources=result.warning_sources,
-            timings=timings,
-        )
-        # the candidates become visible together with the success, or not at all
         final = self.estimators_dir / f"{job_id}.skops"
+        tmp = self.estimators_dir / f"{job_id}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
         placed = False
         try:
+            notes: list[str] = []
+            has_estimator = self._dump_estimator(result.best_estimator_, tmp, notes)
+            timings["store"] = time.perf_counter() - t0
+            stats = dict(
+                result.stats.as_dict(),
+                refit_time=result.refit_time_,
+                refit_warnings=result.refit_warnings,
+                warning_counts=result.warning_counts,
+                warning_sources=result.warning_sources,
+                timings=timings,
+            )
+            # the candidates become visible together with the success, or not at all
             with self.db.write() as s:
                 if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
                     raise SearchCancelled()
@@ -769,6 +737,31 @@ class JobRunner:
             if placed:
                 final.unlink(missing_ok=True)
             raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _dump_estimator(self, estimator: Any, path: Path, notes: list[str]) -> bool:
+        """Write the best estimator to ``path`` with skops; False (and a note
+        saying why) if there is none or skops cannot store it."""
+        if estimator is None:
+            return False
+        import skops.io as sio
+
+        from memogrid.wire import ESTIMATOR_NOT_STORED
+
+        _skops_stores_constants()
+        # views with strides of their own (PCA's components_) are stored
+        # C-ordered: their strides go along, for the client to restore
+        marked = mark_strides(estimator)
+        try:
+            sio.dump(estimator, path)
+        except Exception as exc:  # skops cannot store every model (Birch)
+            # the search stands; the drop-in refits the best candidate itself
+            notes.append(f"{ESTIMATOR_NOT_STORED}: {_describe(exc)}")
+            return False
+        finally:
+            unmark(marked)
+        return True
 
 
 class LeaseLost(RuntimeError):

@@ -371,59 +371,41 @@ def test_ints_and_floats_are_other_values_and_every_job_ranks(api):
     assert [(r["metric"], r["mean_score"]) for r in mine] == [("f1", sk.best_score_)]
 
 
-def test_a_cancel_racing_the_jobs_end_is_refused_not_left_on_an_ended_job(api, seed_data):
+def test_a_cancel_racing_the_jobs_end_is_refused_not_left_on_an_ended_job(api):
     """The job's row is locked before its state is read: on PostgreSQL a job
     ending while the cancel was between its read and its write ended
     succeeded with a cancel asked for (and a 202 saying so)."""
     import threading
-    import uuid
     from datetime import timedelta
 
     from sqlalchemy import select, update
 
     from memogrid_service.db.models import Job, User
     from memogrid_service.db.ops import utcnow
+    from tests.runner.test_job_runner import _queue
 
-    X, y = seed_data
-    xid = upload(api, X)
-    db = api.app.state.services.db
-    with db.read() as s:
+    svc = api.app.state.services
+    with svc.db.read() as s:
         owner = s.scalars(select(User.id).where(User.is_admin)).first()
-    job_id = uuid.uuid4().hex
-    with db.write() as s:
-        s.add(
-            Job(
-                id=job_id,
-                owner_id=owner,
-                state="running",  # another service's, its lease renewed
-                kind="grid",
-                request={},
-                x_id=xid,
-                created_at=utcnow(),
-                lease_owner="elsewhere",
-                lease_expires=utcnow() + timedelta(minutes=5),
-                n_candidates=0,
-                n_splits=0,
-                progress_done=0,
-                progress_total=0,
-                cache_hits=0,
-                cache_misses=0,
-                fits=0,
-                cancel_requested=False,
-                attempts=1,
-                has_estimator=False,
-            )
-        )
+    (job_id,) = _queue(  # another service's, running, its lease renewed
+        svc,
+        {"svc__C": [1.0]},
+        owner=owner,
+        state="running",
+        lease_owner="elsewhere",
+        lease_expires=utcnow() + timedelta(minutes=5),
+        attempts=1,
+    )
     codes = []
     cancel = threading.Thread(
         target=lambda: codes.append(api.post(f"/v1/jobs/{job_id}/cancel").status_code)
     )
-    with db.write() as s:  # its runner writing its success
+    with svc.db.write() as s:  # its runner writing its success
         s.execute(update(Job).where(Job.id == job_id).values(state="succeeded", lease_owner=None))
         cancel.start()
         cancel.join(0.5)
     cancel.join(30)
     assert codes == [409]
-    with db.read() as s:
+    with svc.db.read() as s:
         job = s.get(Job, job_id)
         assert (job.state, job.cancel_requested) == ("succeeded", False)

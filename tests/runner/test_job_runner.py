@@ -61,34 +61,34 @@ def _dataset(svc, arr) -> str:
     return ref.dataset_id
 
 
-def _queue(svc, grid, n=1, data=None, owner=None) -> list[str]:
+def _queue(svc, grid, n=1, data=None, owner=None, **values) -> list[str]:
+    """Queue ``n`` jobs over ``grid`` (their rows' other ``values`` given)."""
     X, y = data or make_classification(n_samples=120, n_features=6, random_state=0)
     xid, yid = _dataset(svc, X), _dataset(svc, y)
     ids = []
     for _ in range(n):
         job_id = uuid.uuid4().hex
         with svc.db.write() as s:
-            s.add(
-                Job(
-                    id=job_id,
-                    owner_id=owner or _owner(svc),
-                    state="queued",
-                    kind="grid",
-                    request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},
-                    x_id=xid,
-                    created_at=utcnow(),
-                    n_candidates=0,
-                    n_splits=0,
-                    progress_done=0,
-                    progress_total=0,
-                    cache_hits=0,
-                    cache_misses=0,
-                    fits=0,
-                    cancel_requested=False,
-                    attempts=0,
-                    has_estimator=False,
-                )
+            row = dict(
+                id=job_id,
+                owner_id=owner or _owner(svc),
+                state="queued",
+                kind="grid",
+                request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},
+                x_id=xid,
+                created_at=utcnow(),
+                n_candidates=0,
+                n_splits=0,
+                progress_done=0,
+                progress_total=0,
+                cache_hits=0,
+                cache_misses=0,
+                fits=0,
+                cancel_requested=False,
+                attempts=0,
+                has_estimator=False,
             )
+            s.add(Job(**(row | values)))
             s.flush()
             s.add(JobDataset(job_id=job_id, role="X", dataset_id=xid))
         ids.append(job_id)
