@@ -445,6 +445,14 @@ def _mixed_tokens(col: Any) -> list[str | None] | None:
     return tokens
 
 
+def _unsupported(label: Any, kind: Any) -> str:
+    return (
+        f"column {label!r} has unsupported type {kind}; numeric, boolean, string, "
+        "categorical and date/time columns are accepted (a column the pipeline does "
+        "not use can be dropped before the search)"
+    )
+
+
 def frame_table(df: Any) -> Any:
     """A DataFrame as its canonical Arrow table; refuses other column kinds."""
     import pandas as pd
@@ -468,6 +476,11 @@ def frame_table(df: Any) -> Any:
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
+        for i, t in enumerate(df.dtypes):  # a column Arrow has no type for: named
+            try:
+                pa.Table.from_pandas(df.iloc[:, [i]], preserve_index=False)
+            except (pa.ArrowException, TypeError, ValueError):
+                raise DataError(_unsupported(df.columns[i], t)) from None
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
     return canonical_table(table, labels=labels, nulls=nulls, dtypes=dtypes, mixed=sorted(mixed))
 
@@ -754,10 +767,7 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
         col = col.cast(t.value_type)  # decoded: rebuilt from the categories below
         t = t.value_type
     if not _plain_ok(t):
-        raise DataError(
-            f"column {name!r} has unsupported type {t}; numeric, boolean, string, "
-            "categorical and date/time columns are accepted"
-        )
+        raise DataError(_unsupported(name, t))
     col = _normal_values(col, name)
     t = col.type
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col

@@ -22,7 +22,7 @@ from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
 from .app import API_PREFIX, Services, services
 from .auth import CurrentUser, Principal, current_user
-from .problems import Problem, ProblemBody, known_query, refuse_nul
+from .problems import Problem, ProblemBody, known_query, refuse_unstorable
 from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progress, SplitOut
 
 # every route here needs a token, whatever its own parameters say
@@ -129,7 +129,7 @@ def submit_job(
     and function against the allowlist, every grid key against the
     estimator, every dataset id, X/y lengths and the grid-size cap.
     """
-    refuse_nul(body.model_dump(exclude_unset=True))
+    refuse_unstorable(body.model_dump(exclude_unset=True))
     # validated as sent (a NaN stays a NaN, to be refused by name) ...
     compiled = compile_job(
         body.model_dump(exclude_unset=True),

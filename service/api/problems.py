@@ -10,6 +10,7 @@ into the same shape, so a client reads one format whatever went wrong:
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -68,9 +69,9 @@ def problem_response(
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": printable(detail),
         "instance": request.url.path,
-        "errors": errors or [],
+        "errors": [{k: printable(v) for k, v in e.items()} for e in errors or []],
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -96,7 +97,7 @@ def known_query(request: Request) -> None:
         known.update(p.alias for p in d.query_params)
         stack.extend(d.dependencies)
     for name, value in request.query_params.multi_items():
-        refuse_nul({name: value}, "query")
+        refuse_unstorable({name: value}, "query")
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise Problem(
@@ -154,22 +155,43 @@ def install(app: FastAPI) -> None:
         return problem_response(request, exc.status_code, detail, headers=headers)
 
 
-def refuse_nul(value: Any, path: str = "") -> None:
-    """Refuse a NUL character in any string or key of a request body or
-    query: no database stores it in text (PostgreSQL refuses it with an
-    error)."""
+#: what no database stores in text: NUL (PostgreSQL refuses it) and lone
+#: UTF-16 surrogates (JSON's "\\ud800" escapes decode to them; they are not
+#: Unicode text, and no UTF-8 encoder takes them)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode written as an escape, so an
+    answer that quotes a refused key can itself be sent."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def refuse_unstorable(value: Any, path: str = "") -> None:
+    """Refuse a NUL character or a lone surrogate in any string or key of a
+    request body or query: neither is text a database stores (PostgreSQL
+    refuses NUL; a surrogate cannot be encoded at all)."""
     if isinstance(value, str):
-        if "\x00" in value:
+        found = _UNSTORABLE.search(value)
+        if found:
+            char = found.group()
+            what = "a NUL character" if char == "\x00" else f"a lone surrogate ({printable(char)})"
+            where = printable(path) or "<body>"
             raise Problem(
                 422,
-                f"{path or 'the request'} contains a NUL character",
-                [{"path": path or "<body>", "message": "NUL character"}],
+                f"{printable(path) or 'the request'} contains {what}, which is not storable text",
+                [
+                    {
+                        "path": where,
+                        "message": "NUL character" if char == "\x00" else "lone surrogate",
+                    }
+                ],
             )
     elif isinstance(value, dict):
         for k, v in value.items():
             sub = f"{path}.{k}" if path else str(k)
-            refuse_nul(str(k), sub)
-            refuse_nul(v, sub)
+            refuse_unstorable(str(k), sub)
+            refuse_unstorable(v, sub)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            refuse_nul(v, f"{path}[{i}]")
+            refuse_unstorable(v, f"{path}[{i}]")

@@ -9,6 +9,7 @@ by their id and shape (through a lookup function), never HTTP or SQL.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,8 +292,8 @@ def compile_job(
     if raw * 2 > grid_max_fits:
         raise SpecError(
             "param_grid" if grid is not None else "n_iter",
-            f"the search has {raw} candidates, at least {raw * 2} fits, above the limit "
-            f"of {grid_max_fits}",
+            f"the search has {_count(raw)} candidates, at least {_count(raw * 2)} fits, above "
+            f"the limit of {grid_max_fits}",
         )
     if grid is not None:
         kind, space = "grid", build_grid(estimator, grid, allow, "param_grid")
@@ -365,20 +366,26 @@ def compile_job(
     if shapes["X"].kind != "frame" and _uses_column_names(request["estimator"]):
         raise SpecError("X", "columns are selected by name, so X must be a DataFrame")
 
-    cv = _cv(request.get("cv"), splitter_allowlist())
+    def capped(n_splits: int) -> None:
+        if n_candidates * n_splits > grid_max_fits:
+            raise SpecError(
+                "param_grid" if grid is not None else "n_iter",
+                f"the search has {n_candidates} candidates x {_count(n_splits)} folds = "
+                f"{_count(n_candidates * n_splits)} fits, above the limit of {grid_max_fits}",
+            )
+
+    raw_cv = request.get("cv")
+    if isinstance(raw_cv, Mapping) and isinstance(raw_cv.get("sizes"), list):
+        capped(len(raw_cv["sizes"]))  # before each explicit fold is checked
+    cv = _cv(raw_cv, splitter_allowlist())
     if isinstance(cv, ExplicitFolds):
         found = lookup(cv.dataset_id)
         if found is None:
             raise SpecError("cv.folds", f"unknown dataset {cv.dataset_id!r}; upload it first")
         _check_folds(cv, found, n_rows, load)
         datasets["cv"] = cv.dataset_id  # read by the job, as X is
-    n_splits = _n_splits(cv, datasets, n_rows, load)
-    if n_candidates * n_splits > grid_max_fits:
-        raise SpecError(
-            "param_grid" if grid is not None else "n_iter",
-            f"the search has {n_candidates} candidates x {n_splits} folds = "
-            f"{n_candidates * n_splits} fits, above the limit of {grid_max_fits}",
-        )
+    n_splits = _n_splits(cv, datasets, n_rows, load, grid_max_fits // n_candidates)
+    capped(n_splits)
     refit = request.get("refit", True)
     scoring = _scoring(request.get("scoring"))
     # one metric: any string refits (scikit-learn checks names only among several)
@@ -420,6 +427,12 @@ def compile_job(
         # JSON's Infinity extension: stored, it would come back as null (NaN)
         raise SpecError(
             "error_score", 'error_score must be finite, "nan", "inf", "-inf" or "raise"'
+        )
+    elif isinstance(error_score, int) and abs(error_score) > _FLOAT_MAX:
+        # scikit-learn's search would fail too, putting it in cv_results_
+        raise SpecError(
+            "error_score",
+            f"error_score is a number beyond a float's range ({_count(abs(error_score))})",
         )
     return CompiledJob(
         kind=kind,
@@ -486,16 +499,43 @@ _GROUP_SPLITTERS = frozenset(
 )
 
 
+_FLOAT_MAX = int(sys.float_info.max)
+
+
+def _count(n: int) -> str:
+    """``n`` in a message: exact while it reads as a number, its order of
+    magnitude past that (Python refuses to print an int of over 4300 digits,
+    and a grid of many keys counts far more candidates)."""
+    if n < 10**15:
+        return str(n)
+    return f"about 10^{int((n.bit_length() - 1) * math.log10(2))}"
+
+
+def _bounded_comb(n: int, k: int, bound: int) -> int:
+    """``comb(n, k)``, or ``bound + 1`` as soon as it is known to pass ``bound``
+    (the exact count of many groups' combinations takes seconds to compute)."""
+    k = min(k, n - k)
+    out = 1
+    for i in range(1, k + 1):
+        out = out * (n - k + i) // i  # comb(n - k + i, i): exact, and growing
+        if out > bound:
+            return bound + 1
+    return out
+
+
 def _too_many_splits(n_splits: int, n_rows: int) -> str:
     """scikit-learn's words for more folds than rows (its splitters' ValueError)."""
     return (
-        f"Cannot have number of splits n_splits={n_splits} greater than the number of "
+        f"Cannot have number of splits n_splits={_count(n_splits)} greater than the number of "
         f"samples: n_samples={n_rows}."
     )
 
 
-def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any]) -> int:
-    """The number of folds, loading groups only where the splitter counts them."""
+def _n_splits(
+    cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any], most: int
+) -> int:
+    """The number of folds, loading groups only where the splitter counts them;
+    any count over ``most`` may be given as ``most + 1``."""
     if isinstance(cv, ExplicitFolds):
         return len(cv.sizes)
     if cv is None or isinstance(cv, int):
@@ -523,8 +563,23 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
         except DatasetError as exc:
             raise SpecError("groups", str(exc)) from None
         try:
-            return int(cv.get_n_splits(None, None, groups))
+            if name != "LeavePGroupsOut":
+                return int(cv.get_n_splits(None, None, groups))
+            # its own count is the exact comb() of the distinct groups: counted
+            # here only as far as the cap, over LeaveOneGroupOut's count of them
+            from sklearn.model_selection import LeaveOneGroupOut
+
+            distinct = int(LeaveOneGroupOut().get_n_splits(None, None, groups))
         except Exception:  # groups it cannot count: the split will say why
             return 1
+        if cv.n_groups >= distinct:  # scikit-learn's words, as its split raises them
+            raise SpecError(
+                "cv.params.n_groups",
+                f"The groups parameter contains fewer than (or equal to) n_groups "
+                f"({cv.n_groups}) numbers of unique groups ({distinct} of them). "
+                f"LeavePGroupsOut expects that at least n_groups + 1 ({cv.n_groups + 1}) "
+                "unique groups be present",
+            )
+        return _bounded_comb(distinct, cv.n_groups, most)
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)

@@ -342,6 +342,33 @@ def test_nul_characters_are_refused_by_name(api, data):
     _nothing_queued(api)
 
 
+def test_lone_surrogates_are_refused_by_name(api, data):
+    # JSON's "\ud800" escape decodes to a lone surrogate: no text a database
+    # stores, nor one an answer can encode; each place is a 422 naming it
+    pipe = {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {"steps": [["\ud800", {"class": LR}]]},
+    }
+    for over, where in (
+        ({"param_grid": {"\ud800": [1]}}, "param_grid"),
+        ({"estimator": {"class": LR, "params": {"\ud800": 1}}}, "estimator.params"),
+        ({"estimator": {"class": LR, "params": {"C": "\udfff"}}}, "estimator.params.C"),
+        ({"estimator": pipe, "param_grid": {"\ud800__C": [1.0, 2.0]}}, "estimator.params"),
+    ):
+        xid, yid = data
+        body = {"estimator": {"class": LR}, "param_grid": {"C": [1.0]}, "X": xid, "y": yid}
+        sent = json.dumps({**body, **over})  # ASCII: the surrogate as its escape
+        r = api.post("/v1/jobs", content=sent, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (over, r.text)
+        assert "lone surrogate" in r.json()["detail"], r.text
+        assert r.json()["errors"][0]["path"].startswith(where), r.text
+        assert "\\ud8" in r.text or "\\udf" in r.text  # the character, escaped
+    # a query holding one as (invalid) UTF-8 bytes
+    r = api.get("/v1/jobs?cursor=x%ED%BF%BFy")
+    assert r.status_code in (400, 422), r.text
+    _nothing_queued(api)
+
+
 @pytest.mark.parametrize(
     ("filters", "problem"),
     [
@@ -564,3 +591,45 @@ def test_a_grid_setting_a_step_to_a_non_step_fails_those_fits(api, data):
         r = _job(api, data, cv=cv)
         assert r.status_code == 202, r.text
         assert wait_job(api, r.json()["id"])["state"] == "succeeded"
+
+
+def test_counts_past_what_python_prints_are_a_422_in_words(api, data, settings):
+    # 15,000 keys of two values: 2**15000 candidates, a number Python refuses
+    # to print (over 4300 digits); the message gives its size instead
+    huge = {f"k{i}": [0, 1] for i in range(15_000)}
+    r = _job(api, data, param_grid=huge)
+    assert r.status_code == 422, r.text
+    assert "about 10^4515 candidates" in r.json()["detail"], r.text
+    # a number error_score beyond a float's range: scikit-learn's search fails
+    # as it writes it into cv_results_; refused up front, not failed at run time
+    r = _job(api, data, error_score=10**400)
+    assert r.status_code == 422 and "beyond a float's range" in r.json()["detail"], r.text
+    assert _job(api, data, error_score=-(10**300)).status_code == 202
+    # explicit folds are counted against the cap before any is read or checked
+    many = {"folds": "no-such-dataset", "sizes": [[1, 1]] * (settings.grid_max_fits + 1)}
+    r = _job(api, data, cv=many)
+    assert r.status_code == 422 and "above the limit" in r.json()["detail"], r.text
+
+
+def test_leave_p_groups_out_is_counted_only_as_far_as_the_cap(api, data):
+    import time
+
+    X = np.zeros((20_000, 2))
+    y = np.arange(20_000) % 2
+    xid, yid = upload(api, X), upload(api, y)
+    lpgo = {"class": _SPLIT + "LeavePGroupsOut", "params": {"n_groups": 3000}}
+    body = {"X": xid, "y": yid, "groups": upload(api, np.arange(20_000)), "cv": lpgo}
+    started = time.perf_counter()
+    r = _job(api, (xid, yid), **body)  # comb(20000, 3000): a number of 2,300 digits
+    assert r.status_code == 422 and "above the limit" in r.json()["detail"], r.text
+    assert time.perf_counter() - started < 5
+    # no more distinct groups than n_groups: scikit-learn's split refuses that
+    few = {"groups": upload(api, np.arange(20_000) % 3), "cv": {**lpgo, "params": {"n_groups": 3}}}
+    r = _job(api, (xid, yid), **{**body, **few})
+    assert r.status_code == 422, r.text
+    assert "at least n_groups + 1 (4) unique groups" in r.json()["detail"], r.text
+    # a count under the cap stands: comb(4, 2) = 6 folds, run as scikit-learn's
+    four = {"groups": upload(api, np.arange(20_000) % 4), "cv": {**lpgo, "params": {"n_groups": 2}}}
+    r = _job(api, (xid, yid), **{**body, **four})
+    assert r.status_code == 202, r.text
+    assert api.get(f"/v1/jobs/{r.json()['id']}").json()["progress"]["total"] == 6
