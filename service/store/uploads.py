@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import tempfile
 from dataclasses import dataclass
@@ -227,16 +228,28 @@ class Upload:
         return DatasetInfo(did, "array", list(shape), dtype.str, None, final.stat().st_size)
 
     def _finish_text(self) -> DatasetInfo:
-        body = self._tmp.read_bytes()
+        # checked and hashed through a mapping of the file: a text near the
+        # upload limit is not read into the service's memory
+        with open(self._tmp, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise UploadError(422, "the body is empty: text starts with its offsets")
+            body = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             offsets, data = _check_text(body)
+            n = len(offsets) - 1
+            did = hash_text(offsets, data)
+            del offsets, data  # views of the mapping
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
-        did = hash_text(offsets, data)
+        finally:
+            try:
+                body.close()
+            except BufferError:  # a refusal's traceback views it: unmapped when collected
+                pass
         final = self.store._path(did, ".text")
         if not final.exists():
             os.replace(self._tmp, final)
-        return DatasetInfo(did, "text", [len(offsets) - 1], None, None, final.stat().st_size)
+        return DatasetInfo(did, "text", [n], None, None, final.stat().st_size)
 
     def _finish_sparse(self) -> DatasetInfo:
         try:

@@ -219,6 +219,7 @@ def test_upload_text_gets_its_content_id_at_its_own_size(api, settings, store):
         (_text_body([0, 1], b"\xc3"), "not UTF-8"),  # ends within a character
         (_text_body([0, 1, 2], "é".encode()), "cut a UTF-8 character"),
         (npy_bytes(np.arange(4, dtype="<i8"))[:-4], "ends within its offsets"),
+        (b"", "empty"),
     ],
 )
 def test_bad_text_is_refused_and_leaves_nothing(api, settings, body, message):
@@ -226,6 +227,30 @@ def test_bad_text_is_refused_and_leaves_nothing(api, settings, body, message):
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
     assert _files(settings) == []
+
+
+def test_a_text_upload_is_checked_without_reading_it_into_memory(store):
+    """Text near the upload limit (GiBs) is checked and hashed through a
+    mapping of its file, not read whole into the service's memory."""
+    import tracemalloc
+
+    from memogrid.data import hash_text, text_parts
+    from memogrid_service.store.uploads import Upload
+
+    offsets, data = text_parts(["ünïcödé " * 500] * 10_000)  # ~45 MB of UTF-8
+    body = _text_body(offsets, data)
+    upload = Upload(store, "text", len(body))
+    for at in range(0, len(body), 1 << 20):
+        upload.feed(body[at : at + (1 << 20)])
+    del body
+    tracemalloc.start()
+    try:
+        info = upload.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.id == hash_text(offsets, data) and info.shape == [10_000]
+    assert peak < len(data) / 3, peak  # a few chunks of the check, not the body
 
 
 SPARSE = {"content-type": "application/x-memogrid-sparse"}
