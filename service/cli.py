@@ -104,7 +104,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
             if args.max_size is None:
                 raise ValueError("cache prune needs --max-size (e.g. --max-size 2G)")
             evicted = cache.cull(args.max_size)
+            files, freed = cache.sweep_orphans()
             print(f"evicted {evicted} entries; the cache now holds {cache.volume()} bytes")
+            if files:
+                print(f"removed {files} value files of interrupted writes ({freed} bytes)")
         else:
             print(f"directory   {settings.cache_dir}")
             print(f"entries     {len(cache)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -62,11 +63,17 @@ def test_cache_stats_and_prune(tmp_path):
     for i in range(20):
         cache.set(f"k{i}", np.full(10_000, i, dtype=np.float64))
     cache.close()
+    # a value file a killed write left two hours ago, named by no entry
+    orphan = next((tmp_path / "cache").rglob("*.val")).with_name("killed.val")
+    orphan.write_bytes(bytes(100_000))
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
     env = {"MEMOGRID_DATA_DIR": str(tmp_path)}
     stats = run("cache", "stats", env=env)
     assert "entries     20" in stats.stdout
     pruned = run("cache", "prune", "--max-size", "400K", env=env)
     assert pruned.returncode == 0 and "evicted" in pruned.stdout
+    assert "removed 1 value files of interrupted writes (100000 bytes)" in pruned.stdout
+    assert not orphan.exists()
     cache = ResultCache(tmp_path / "cache")
     try:
         assert cache.volume() <= 400 * 1024 and 0 < len(cache) < 20

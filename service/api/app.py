@@ -77,6 +77,9 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     if swept:
         log.info("removed %d temporary file(s) of interrupted writes", len(swept))
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
+    files, freed = cache.sweep_orphans()  # what writes killed with a worker left
+    if files:
+        log.info("removed %d cache value file(s) of interrupted writes (%d bytes)", files, freed)
     made = None
     if dask_client is None:
         if settings.scheduler_address and settings.n_workers:

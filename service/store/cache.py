@@ -81,6 +81,20 @@ def _bounded(op: Any, *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+class _Disk(diskcache.Disk):
+    """diskcache's Disk, remembering (per thread) the value file it last
+    named, so a write that fails can take its file away: diskcache leaves a
+    file cut short by a full disk, or written but never recorded, on disk
+    with no row naming it, where no size limit or eviction would see it."""
+
+    made = threading.local()
+
+    def filename(self, key: Any = diskcache.core.UNKNOWN, value: Any = diskcache.core.UNKNOWN):
+        name, full_path = super().filename(key, value)
+        _Disk.made.path = full_path
+        return name, full_path
+
+
 class ResultCache:
     """Persistent key → value cache with LRU eviction and integrity checks."""
 
@@ -100,6 +114,7 @@ class ResultCache:
                 # diskcache evicts in batches; evict one entry per write and let
                 # cull() finish the job in exact least-recently-used order.
                 cull_limit=1,
+                disk=_Disk,
             )
         except Exception as exc:  # a full or unwritable disk must not stop the work
             log.warning(
@@ -169,19 +184,65 @@ class ResultCache:
                 log.warning("cache entries holding what follows are not kept: %s", said)
             return False
         try:
-            size = sum(len(p) for p in parts)
-            if size >= _FILE_MIN:
-                # a file object is copied to the value file chunk by chunk,
-                # straight from the arrays' memory
-                _bounded(self._cache.set, key, _PartsReader(parts), read=True)
-            else:
-                _bounded(self._cache.set, key, b"".join(parts))
+            self._store(key, parts)
             if self._cache.volume() > self.size_limit:
                 self.cull()
         except Exception:
             log.warning("cache write for %s failed; continuing uncached", key, exc_info=True)
             return False
         return True
+
+    def _store(self, key: str, parts: list[Any]) -> None:
+        _Disk.made.path = None
+        try:
+            if sum(len(p) for p in parts) >= _FILE_MIN:
+                # a file object is copied to the value file chunk by chunk,
+                # straight from the arrays' memory; a new one for each try
+                # (a try that could not begin its transaction read it all)
+                _bounded(
+                    lambda retry: self._cache.set(key, _PartsReader(parts), read=True, retry=retry)
+                )
+            else:
+                _bounded(self._cache.set, key, b"".join(parts))
+        except BaseException:
+            # no row names the file of a set that raised: it goes with it
+            made = _Disk.made.path
+            if made is not None:
+                Path(made).unlink(missing_ok=True)
+            raise
+
+    def sweep_orphans(self, older_than: float = 3600.0) -> tuple[int, int]:
+        """Remove value files no entry names, untouched for ``older_than``
+        seconds: what writes killed with their process left (a worker
+        restarted to stop a cancelled fit, a service killed). Younger ones may
+        be a write under way in another process. Returns (files, bytes)."""
+        if self._cache is None:
+            return 0, 0
+        try:
+            named = {
+                os.path.join(self.directory, row[0])
+                for row in self._cache._sql(
+                    "SELECT filename FROM Cache WHERE filename IS NOT NULL"
+                ).fetchall()
+            }
+        except Exception:
+            log.warning("could not read the cache's index to sweep it", exc_info=True)
+            return 0, 0
+        cutoff = time.time() - older_than
+        files = freed = 0
+        for root, _, names in os.walk(self.directory):
+            for name in names:
+                path = os.path.join(root, name)
+                if not name.endswith(".val") or path in named:
+                    continue
+                try:
+                    info = os.stat(path)
+                    if info.st_mtime < cutoff:
+                        os.unlink(path)
+                        files, freed = files + 1, freed + info.st_size
+                except FileNotFoundError:  # recorded and evicted meanwhile
+                    continue
+        return files, freed
 
     def set_later(self, key: str, value: Any) -> None:
         """Store ``value`` from this process's background writer (see :func:`drain_writes`).

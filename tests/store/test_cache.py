@@ -263,3 +263,96 @@ def test_an_error_sqlite_keeps_giving_is_a_miss_not_a_spin(tmp_path, monkeypatch
     assert cache.get("k", "missed") == "missed"
     assert time.monotonic() - start < 5 and len(calls) >= 3 and not any(calls)
     cache.close()
+
+
+def _value_files(root):
+    return sorted(p for p in Path(root).rglob("*.val"))
+
+
+def test_a_try_after_a_failed_begin_stores_the_whole_value(tmp_path, monkeypatch):
+    """A set whose transaction would not begin is tried again; diskcache had
+    read the value's parts into its file before, so the next try read an
+    exhausted reader and stored an empty entry."""
+    import diskcache
+
+    cache = ResultCache(tmp_path / "c", size_limit=2**30)
+    value = np.arange(100_000)  # a file of its own
+    real = diskcache.Cache._transact
+    failed = []
+
+    def first_begin_fails(self, retry=False, filename=None):
+        if not failed:
+            failed.append(filename)
+            self._disk.remove(filename)  # as diskcache does when BEGIN fails
+            raise diskcache.Timeout
+        return real(self, retry, filename)
+
+    monkeypatch.setattr(diskcache.Cache, "_transact", first_begin_fails)
+    assert cache.set("k", value) is True and failed
+    monkeypatch.undo()
+    np.testing.assert_array_equal(cache.get("k"), value)
+    assert len(_value_files(tmp_path / "c")) == 1
+    cache.close()
+
+
+def test_a_failed_write_leaves_no_value_file(tmp_path, monkeypatch):
+    """A full disk cut the value file short, or the row recording it could
+    not be written: diskcache left the file, named by no entry, counted by
+    no size limit, removed by no eviction."""
+    import errno
+    import sqlite3
+
+    import diskcache
+
+    cache = ResultCache(tmp_path / "c", size_limit=2**30)
+    cache.set("kept", np.ones(50_000))
+    real_read = cache_mod._PartsReader.read
+
+    def disk_fills(self, size=-1):
+        chunk = real_read(self, min(size, 1000) if size > 0 else 1000)
+        if getattr(self, "_read_once", False):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._read_once = True
+        return chunk
+
+    monkeypatch.setattr(cache_mod._PartsReader, "read", disk_fills)
+    assert cache.set("cut", np.arange(100_000)) is False
+    monkeypatch.undo()
+
+    def row_fails(self, *a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(diskcache.Cache, "_row_insert", row_fails)
+    assert cache.set("unrecorded", np.arange(100_000)) is False
+    monkeypatch.undo()
+    assert len(_value_files(tmp_path / "c")) == 1  # the entry kept, nothing else
+    np.testing.assert_array_equal(cache.get("kept"), np.ones(50_000))
+    assert cache.get("cut") is None and cache.get("unrecorded") is None
+    cache.close()
+
+
+def test_value_files_of_killed_writes_are_swept_once_old(tmp_path):
+    """A write killed with its process (a worker restarted to stop a fit)
+    leaves a value file with no entry: swept at the service's start and by
+    ``memogrid cache prune`` once nothing touched it for an hour; a young
+    one may be another process's write under way, and stays."""
+    import shutil
+
+    cache = ResultCache(tmp_path / "c", size_limit=2**30)
+    cache.set("a", np.arange(100_000))
+    cache.set("b", np.arange(200_000))
+    kept = _value_files(tmp_path / "c")
+    old, young = kept[0].with_name("orphan-old.val"), kept[0].with_name("orphan-young.val")
+    shutil.copy(kept[0], old)
+    shutil.copy(kept[0], young)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    for entry in kept:  # entries untouched for long are never swept
+        os.utime(entry, (time.time() - 7200, time.time() - 7200))
+    size = old.stat().st_size
+    assert cache.sweep_orphans() == (1, size)
+    assert not old.exists() and young.exists()
+    assert all(p.exists() for p in kept)
+    np.testing.assert_array_equal(cache.get("b"), np.arange(200_000))
+    assert cache.sweep_orphans(older_than=0) == (1, size)
+    assert _value_files(tmp_path / "c") == kept
+    cache.close()
