@@ -175,6 +175,8 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
             insert_ignoring_duplicates(s, Dataset, [row])
             # waits for a delete of the same content by anyone to commit (or not)
             ds = s.scalars(select(Dataset).where(Dataset.id == info.id).with_for_update()).first()
+        if ds.size != info.size:  # its file was damaged, and this upload replaced it
+            ds.size = info.size
         if s.get(DatasetOwner, (info.id, user.user_id)) is not None:
             return False
         if used + info.size > svc.settings.user_max_bytes:
@@ -211,15 +213,15 @@ def read_dataset(
     dataset_id: DatasetPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
 ) -> DatasetOut:
     """A dataset's shape, dtype or columns, size and upload time."""
-    out = _out(*get_dataset(svc, user, dataset_id))
-    if not svc.store.exists(dataset_id):
+    ds, owner = get_dataset(svc, user, dataset_id)
+    if not svc.store.holds(dataset_id, ds.size):
         raise Problem(404, _GONE.format(dataset_id))
-    return out
+    return _out(ds, owner)
 
 
-#: a dataset whose row is there but whose file is not (removed by hand):
-#: not held, so clients upload it again, which puts the file back
-_GONE = "dataset {} is recorded but its file is gone from the store: upload it again"
+#: a dataset whose row is there but whose file is not (removed by hand) or
+#: is damaged: not held, so clients upload it again, which puts the file back
+_GONE = "dataset {} is recorded but its file is gone from the store or damaged: upload it again"
 
 
 @router.head(
@@ -235,9 +237,14 @@ def dataset_exists(
     content is never revealed.
     """
     with svc.db.read() as s:
-        found = s.get(DatasetOwner, (dataset_id, user.user_id)) is not None
-    # a file gone from the store is not held: the client uploads it again
-    return Response(status_code=200 if found and svc.store.exists(dataset_id) else 404)
+        size = s.scalars(
+            select(Dataset.size)
+            .join(DatasetOwner, DatasetOwner.dataset_id == Dataset.id)
+            .where(Dataset.id == dataset_id, DatasetOwner.user_id == user.user_id)
+        ).first()
+    # a file gone from the store, or damaged, is not held: the client uploads it again
+    held = size is not None and svc.store.holds(dataset_id, size)
+    return Response(status_code=200 if held else 404)
 
 
 @router.delete(

@@ -432,10 +432,11 @@ def _multimetric(scoring: Any) -> bool:
 
 def _stored(svc: Services, lookup: Callable[[str], Any]) -> Callable[[str], Any]:
     """``lookup``, answering None (unknown: upload it) for a dataset whose
-    file is gone from the store, so the job is refused, not failed later."""
+    file is gone from the store or damaged, so the job is refused, not failed
+    later."""
 
     def found(did: str) -> Any:
         shape = lookup(did)
-        return shape if shape is not None and svc.store.exists(did) else None
+        return shape if shape is not None and svc.store.holds(did, shape.size) else None
 
     return found

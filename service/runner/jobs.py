@@ -61,7 +61,7 @@ def dataset_lookup(
                 return None
             if owner_id is not None and s.get(DatasetOwner, (did, owner_id)) is None:
                 return None
-            return DatasetShape(int(ds.shape[0]), ds.kind, ds.dtype, len(ds.shape))
+            return DatasetShape(int(ds.shape[0]), ds.kind, ds.dtype, len(ds.shape), ds.size)
 
     return lookup
 

@@ -35,6 +35,7 @@ class DatasetShape:
     kind: str  # "array" | "text" | "frame" | "sparse"
     dtype: str | None = None  # numpy dtype string (arrays)
     ndim: int = 1
+    size: int | None = None  # bytes of its stored file, as recorded
 
 
 @dataclass(frozen=True)

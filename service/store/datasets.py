@@ -238,6 +238,18 @@ class DatasetStore:
     def exists(self, dataset_id: str) -> bool:
         return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
 
+    def holds(self, dataset_id: str, size: int | None) -> bool:
+        """Whether the dataset's file is in place at ``size`` bytes, the size
+        recorded when it was stored (any, if None): a file cut short (a full
+        disk, a power loss before the data reached it) is not held, so its
+        holder uploads the content again, which puts it back (:func:`place`)."""
+        for suffix in SUFFIXES:
+            try:
+                return size is None or self._path(dataset_id, suffix).stat().st_size == size
+            except FileNotFoundError:
+                continue
+        return False
+
     def load_object(self, dataset_id: str) -> Any:
         """A stored array of strings or numbers as ``object`` dtype (see
         :attr:`DataRef.as_object`): each value the Python str, bool, int or
@@ -348,6 +360,17 @@ class DatasetStore:
         if keep:
             self._remember(dataset_id, value)
         return value
+
+
+def place(tmp: Path, final: Path) -> None:
+    """Move a written dataset file into place unless the same content is there
+    already, at the same size: one of another size is damaged, and replaced."""
+    try:
+        if final.stat().st_size == tmp.stat().st_size:
+            return
+    except FileNotFoundError:
+        pass
+    os.replace(tmp, final)
 
 
 def sweep_stale(

@@ -40,6 +40,7 @@ from .datasets import (
     _canonical_table,
     _check_text,
     _read_sparse,
+    place,
 )
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream+npy")
@@ -223,8 +224,7 @@ class Upload:
         shape, dtype = self._header
         did = self._hash.hexdigest()
         final = self.store._path(did, ".npy")
-        if not final.exists():
-            os.replace(self._tmp, final)
+        place(self._tmp, final)
         return DatasetInfo(did, "array", list(shape), dtype.str, None, final.stat().st_size)
 
     def _finish_text(self) -> DatasetInfo:
@@ -247,8 +247,7 @@ class Upload:
             except BufferError:  # a refusal's traceback views it: unmapped when collected
                 pass
         final = self.store._path(did, ".text")
-        if not final.exists():
-            os.replace(self._tmp, final)
+        place(self._tmp, final)
         return DatasetInfo(did, "text", [n], None, None, final.stat().st_size)
 
     def _finish_sparse(self) -> DatasetInfo:
@@ -269,8 +268,7 @@ class Upload:
         did = hash_sparse(csr)
         del csr  # its arrays map the file about to move
         final = self.store._path(did, ".sparse")
-        if not final.exists():
-            os.replace(self._tmp, final)
+        place(self._tmp, final)
         return DatasetInfo(did, "sparse", shape, dtype, None, final.stat().st_size)
 
     def _finish_parquet(self) -> DatasetInfo:

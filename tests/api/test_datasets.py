@@ -553,3 +553,46 @@ def test_a_dataset_whose_file_vanished_is_not_held_and_is_mended_by_uploading(ap
     assert r.status_code == 422 and did in r.text, r.text
     assert upload(api, X) == did
     assert api.head(f"/v1/datasets/{did}").status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["array", "text", "sparse"])
+def test_a_dataset_file_cut_short_is_not_held_and_is_mended_by_uploading(api, settings, kind):
+    """A file cut short (a full disk, a power loss before its data reached
+    the disk) answered 200 to HEAD, an upload of the same content kept the
+    damaged file, and every job on it failed with numpy's error. It is not
+    held, a job on it is refused, and an upload replaces it."""
+    from scipy import sparse
+
+    from memogrid.data import text_parts
+
+    X = {
+        "array": np.arange(2000.0).reshape(1000, 2),
+        "text": [f"document {i}" for i in range(1000)],
+        "sparse": sparse.random(1000, 20, density=0.1, format="csr", random_state=0),
+    }[kind]
+
+    def send():
+        if kind == "array":
+            return upload(api, X)
+        if kind == "text":
+            r = api.post("/v1/datasets", content=_text_body(*text_parts(X)), headers=TEXT)
+        else:
+            r = api.post("/v1/datasets", content=_sparse_body(X), headers=SPARSE)
+        assert r.status_code in (200, 201), r.text
+        return r.json()["id"]
+
+    did = send()
+    (path,) = settings.datasets_dir.glob(f"{did}.*")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert api.head(f"/v1/datasets/{did}").status_code == 404
+    r = api.get(f"/v1/datasets/{did}")
+    assert r.status_code == 404 and "damaged" in r.json()["detail"]
+    y = upload(api, np.arange(1000) % 2)
+    body = {"estimator": {"class": "sklearn.linear_model.LogisticRegression"}, "X": did, "y": y}
+    r = api.post("/v1/jobs", json=dict(body, param_grid={}, cv=2))
+    assert r.status_code == 422 and did in r.text, r.text
+    assert send() == did
+    assert path.read_bytes() == whole
+    assert api.head(f"/v1/datasets/{did}").status_code == 200
+    assert api.get(f"/v1/datasets/{did}").json()["size"] == len(whole)
