@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from sqlalchemy import select
 
 from ..db import migrate
+from ..db.models import Dataset
 from ..db.session import Database
 from ..engine.search import SearchRunner
 from ..runner.jobs import JobRunner
@@ -76,6 +78,11 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     swept = store.sweep_temporary()  # what a killed upload or write left
     if swept:
         log.info("removed %d temporary file(s) of interrupted writes", len(swept))
+    with db.read() as s:
+        recorded = set(s.scalars(select(Dataset.id)))
+    swept = store.sweep_unrecorded(recorded)  # uploads whose recording failed
+    if swept:
+        log.info("removed %d dataset file(s) no dataset records", len(swept))
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     files, freed = cache.sweep_orphans()  # what writes killed with a worker left
     if files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import anyio
@@ -28,6 +29,7 @@ from .problems import Problem, known_query
 from .schemas import DatasetOut
 
 # every route here needs a token, whatever its own parameters say
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["datasets"], dependencies=[Depends(current_user), Depends(known_query)])
 
 DatasetPath = Annotated[
@@ -143,7 +145,13 @@ async def upload_dataset(
     except BaseException:
         upload.abort()
         raise
-    created = await anyio.to_thread.run_sync(_record, svc, user, info)
+    try:
+        created = await anyio.to_thread.run_sync(_record, svc, user, info)
+    except Problem:
+        raise
+    except BaseException:  # the database failed: the file must not outlive its record
+        await anyio.to_thread.run_sync(_forget_unrecorded, svc, info.id)
+        raise
     if not created:
         response.status_code = 200
     return _out(*get_dataset(svc, user, info.id))
@@ -201,6 +209,19 @@ def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:
             )
         s.add(DatasetOwner(dataset_id=info.id, user_id=user.user_id, created_at=utcnow()))
     return True
+
+
+def _forget_unrecorded(svc: Services, dataset_id: str) -> None:
+    """Remove the files of an upload whose recording failed, unless a row
+    records the content (another holder's); left for the sweep at the next
+    start (:meth:`DatasetStore.sweep_unrecorded`) if the database is away."""
+    try:
+        with svc.db.write() as s:
+            # waits for another upload of the same content recording it now
+            if s.get(Dataset, dataset_id, with_for_update=True) is None:
+                _remove_files(svc, dataset_id)
+    except Exception:
+        log.warning("could not tell whether dataset %s is held; left in place", dataset_id)
 
 
 def _remove_files(svc: Services, dataset_id: str) -> None:

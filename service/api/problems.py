@@ -10,6 +10,8 @@ into the same shape, so a client reads one format whatever went wrong:
 
 from __future__ import annotations
 
+import errno
+import logging
 import re
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memogrid.spec import SpecError
 
 PROBLEM_JSON = "application/problem+json"
+#: what a write answers when the disk (or the service's quota on it) is full
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+log = logging.getLogger(__name__)
 
 
 class ProblemItem(BaseModel):
@@ -140,6 +146,22 @@ def install(app: FastAPI) -> None:
         items = [{"path": _loc(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{i['path']}: {i['message']}" for i in items) or "invalid request"
         return problem_response(request, 422, detail, items)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in _DISK_FULL:  # an upload, a job's request: nothing was kept
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return problem_response(
+                request,
+                507,
+                "the service's disk is full: nothing was stored; try again once space "
+                "is freed (an operator can prune the result cache: memogrid cache prune)",
+            )
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        # its text may name the server's files: logged, not answered
+        return problem_response(
+            request, 500, "the service could not complete this request: an error on its side"
+        )
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:

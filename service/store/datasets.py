@@ -178,6 +178,18 @@ class DatasetStore:
         :func:`sweep_stale`. Returns the names removed."""
         return sweep_stale(self.root, lambda name: name.startswith(self.TEMPORARY), older_than)
 
+    def sweep_unrecorded(self, recorded: set[str], older_than: float = 3600.0) -> list[str]:
+        """Remove dataset files whose id ``recorded`` lacks (an upload whose
+        recording failed while the database was away), untouched for
+        ``older_than`` seconds: a younger one may be an upload being recorded.
+        Returns the names removed."""
+
+        def unrecorded(name: str) -> bool:
+            stem, dot, suffix = name.partition(".")
+            return bool(dot) and f".{suffix}" in SUFFIXES and stem not in recorded
+
+        return sweep_stale(self.root, unrecorded, older_than)
+
     def _path(self, dataset_id: str, suffix: str) -> Path:
         if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
             raise DatasetError(f"malformed dataset id {dataset_id!r}")

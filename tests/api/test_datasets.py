@@ -596,3 +596,46 @@ def test_a_dataset_file_cut_short_is_not_held_and_is_mended_by_uploading(api, se
     assert path.read_bytes() == whole
     assert api.head(f"/v1/datasets/{did}").status_code == 200
     assert api.get(f"/v1/datasets/{did}").json()["size"] == len(whole)
+
+
+def test_a_full_disk_is_a_507_naming_it_and_leaves_nothing(api, settings, monkeypatch):
+    import errno
+
+    from memogrid_service.store.uploads import Upload
+
+    def disk_fills(self, chunk):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Upload, "feed", disk_fills)
+    r = api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY)
+    assert r.status_code == 507, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "disk is full" in r.json()["detail"]
+    assert _files(settings) == []
+    monkeypatch.undo()
+    assert api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY).is_success
+
+
+def test_an_upload_whose_recording_fails_leaves_no_file(api, settings, monkeypatch):
+    """The file was in place when the database failed to record it: held by
+    nobody, counted in no quota, it stayed for good."""
+    from sqlalchemy.exc import OperationalError
+
+    from memogrid_service.api import datasets as routes
+
+    def database_away(*args):
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(routes, "_record", database_away)
+    with pytest.raises(OperationalError):
+        api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY)
+    assert _files(settings) == []
+    monkeypatch.undo()
+    held = upload(api, np.arange(50.0))
+    other = api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY)
+    assert other.status_code == 201
+    # the same content recorded already (another holder's): its file stays
+    monkeypatch.setattr(routes, "_record", database_away)
+    with pytest.raises(OperationalError):
+        api.post("/v1/datasets", content=npy_bytes(np.arange(50.0)), headers=NPY)
+    assert f"{held}.npy" in _files(settings)

@@ -571,14 +571,24 @@ def test_a_killed_uploads_leftovers_are_swept_when_the_service_starts(settings, 
     from fastapi.testclient import TestClient
 
     from memogrid_service.api.app import create_app
+    from memogrid_service.db.models import Dataset
+    from memogrid_service.db.ops import utcnow
+    from memogrid_service.db.session import Database
 
+    with TestClient(create_app(settings, dask_client=dask_client)):
+        pass  # the schema, to record a dataset in
+    with Database(settings.effective_database_url).write() as s:
+        row = dict(kind="array", shape=[1], dtype="|u1", size=1, created_at=utcnow())
+        s.add(Dataset(id="a" * 64, **row))
     root = settings.datasets_dir
     root.mkdir(parents=True, exist_ok=True)
     stale, fresh, kept = root / ".upload-dead", root / ".upload-live", root / f"{'a' * 64}.npy"
-    for path in (stale, fresh, kept, root / ".tmp-dead"):
+    # an upload whose recording failed (the database away): no row names it
+    unrecorded, recording = root / f"{'b' * 64}.npy", root / f"{'c' * 64}.text"
+    for path in (stale, fresh, kept, root / ".tmp-dead", unrecorded, recording):
         path.write_bytes(b"x")
     hours_ago = time.time() - 7200
-    for path in (stale, kept, root / ".tmp-dead"):
+    for path in (stale, kept, root / ".tmp-dead", unrecorded):
         os.utime(path, (hours_ago, hours_ago))
     models = settings.estimators_dir
     models.mkdir(parents=True, exist_ok=True)
@@ -588,7 +598,7 @@ def test_a_killed_uploads_leftovers_are_swept_when_the_service_starts(settings, 
         os.utime(path, (hours_ago, hours_ago))
     with TestClient(create_app(settings, dask_client=dask_client)):
         pass
-    assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, kept.name])
+    assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, kept.name, recording.name])
     assert [p.name for p in models.iterdir()] == ["job.skops"]  # a killed dump's .tmp went
     assert DatasetStore(root).sweep_temporary(older_than=0) == [fresh.name]
 
