@@ -396,7 +396,9 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         try:
             cv = explicit_folds(given_cv, X, y, groups, n_rows=lambda: client._n_rows(X))
             job = self._run_job(
-                client, lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen)
+                client,
+                lambda: self._submit(client, X, y, groups, cv, fit_params, not chosen),
+                announce=True,
             )
             refit_here = bool(self.refit) and not chosen and not job.results()["has_estimator"]
             # the folds' warnings before the results are set, the refit's
@@ -446,11 +448,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 client.close()
         return self
 
-    def _run_job(self, client: Client, submit: Any, reemit: bool = True) -> Job:
+    def _run_job(
+        self, client: Client, submit: Any, reemit: bool = True, announce: bool = False
+    ) -> Job:
         """Submit (retrying while this user's running-jobs cap is reached:
         several searches fitted at once, by ``cross_val_score(n_jobs=...)``
         say) and wait for the job to end (a failure raised after the
-        warnings before it, unless ``reemit`` is off)."""
+        warnings before it, unless ``reemit`` is off). ``announce``: say
+        what the search fits, as scikit-learn's says it before its fits."""
         delay = 1.0
         while True:
             try:
@@ -461,6 +466,13 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 # requests, and the rate's advice is the time to one more
                 time.sleep(min(max(exc.retry_after or 0.0, delay), SUBMIT_RETRY_MAX))
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
+        if announce and (self.verbose or 0) > 0:
+            st = job.status()
+            n, n_splits = st["n_candidates"], st["n_splits"]
+            print(
+                f"Fitting {n_splits} folds for each of {n} candidates, totalling "
+                f"{n * n_splits} fits"
+            )
         try:
             job.wait(progress=self.progress)
         except errors.JobFailed as exc:
@@ -547,18 +559,16 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         self._adopt_features()
 
     def _report(self, job: Job) -> None:
-        """scikit-learn's ``verbose`` printout of the search, once it is done:
-        the count of fits (``verbose > 0``) and a line per fit (``> 1``),
-        with its scores (``> 2``) and its candidate (``> 9``), as
-        ``_fit_and_score`` prints them, in candidate then split order."""
+        """scikit-learn's ``verbose`` printout of the fits, once the search is
+        done (the count of fits came as it was submitted): a line per fit
+        (``verbose > 1``), with its scores (``> 2``) and its candidate
+        (``> 9``), as ``_fit_and_score`` prints them, in candidate then split
+        order."""
         verbose = self.verbose or 0
-        if verbose <= 0:
+        if verbose <= 1:
             return
         n_splits, params = self.n_splits_, self.cv_results_["params"]
         n = len(params)
-        print(f"Fitting {n_splits} folds for each of {n} candidates, totalling {n * n_splits} fits")
-        if verbose <= 1:
-            return
         from joblib.logger import short_format_time
 
         for row in job.splits():

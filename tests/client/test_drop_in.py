@@ -1120,6 +1120,26 @@ def test_verbose_prints_what_scikit_learn_prints(mg, data, capsys, verbose):
             assert all(len(line) >= 80 for line in ours.splitlines()[1:])
 
 
+def test_verbose_says_what_it_fits_before_the_fits(mg, data, capsys, monkeypatch):
+    """scikit-learn prints its count of fits before it fits: a long search
+    says what it is doing at once, not once it is done."""
+    from memogrid.client import Job
+
+    X, y = data
+    seen = []
+    wait = Job.wait
+
+    def waiting(self, *args, **kwargs):
+        seen.append(capsys.readouterr().out)  # printed before the job's end was waited for
+        return wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(Job, "wait", waiting)
+    grid = {"C": [0.1, 1.0]}
+    GridSearchCV(LogisticRegression(), grid, cv=3, verbose=1, client=mg, progress=False).fit(X, y)
+    assert seen == ["Fitting 3 folds for each of 2 candidates, totalling 6 fits\n"]
+    assert capsys.readouterr().out == ""  # said once
+
+
 def test_fitted_internals_of_calibration_and_feature_unions_load(mg):
     """What fitting puts in a model and no spec names loads all the same:
     isotonic calibration keeps scipy's interp1d with its own method, and a
