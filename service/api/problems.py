@@ -170,6 +170,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):  # FastAPI's words name no cause
+            detail = f"the request body is not UTF-8 JSON: {cause.reason} at byte {cause.start}"
         headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:
             # every method the path has, not only the first matching route's

@@ -342,6 +342,14 @@ def test_nul_characters_are_refused_by_name(api, data):
     _nothing_queued(api)
 
 
+def test_a_body_that_is_not_utf8_is_told_so(api):
+    body = b'{"estimator": {"class": "\xff"}}'
+    r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "not UTF-8 JSON: invalid start byte at byte 25" in r.json()["detail"], r.text
+    _nothing_queued(api)
+
+
 def test_lone_surrogates_are_refused_by_name(api, data):
     # JSON's "\ud800" escape decodes to a lone surrogate: no text a database
     # stores, nor one an answer can encode; each place is a 422 naming it
