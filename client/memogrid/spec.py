@@ -561,9 +561,18 @@ OUTPUT_CONTAINERS = ("default", "pandas", "polars")
 #: default, the values a job may set). scikit-learn's configuration is per
 #: thread, so the client sends the caller's and the service runs the job
 #: under it; the engine also keys folds by it.
-JOB_SKLEARN_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+JOB_SKLEARN_SETTINGS: dict[str, tuple[Any, tuple[Any, ...] | range]] = {
     "transform_output": ("default", OUTPUT_CONTAINERS),
     "assume_finite": (False, (False, True)),
+    # an invalid parameter fails its fit only while validation is on
+    "skip_parameter_validation": (False, (False, True)),
+    # what a transformer's sparse output is: scipy's matrices or arrays
+    "sparse_interface": ("spmatrix", ("spmatrix", "sparray")),
+    # which pairwise distance code runs, and in what chunks (the last bits
+    # of a distance, and what a reduction over chunks sums, can follow them)
+    "enable_cython_pairwise_dist": (True, (True, False)),
+    "pairwise_dist_chunk_size": (256, range(1, 2**31)),
+    "working_memory": (1024, range(1, 2**31)),
 }
 
 
@@ -590,8 +599,13 @@ def check_sklearn_settings(config: Any) -> dict[str, Any]:
             allowed = " and ".join(JOB_SKLEARN_SETTINGS)
             raise SpecError(where, f"{key!r} cannot be set: {allowed} can")
         choices = JOB_SKLEARN_SETTINGS[key][1]
+        if isinstance(choices, range):
+            if type(value) is not int or value not in choices:
+                raise SpecError(
+                    where, f"{key} is an integer from {choices.start} to {choices.stop - 1}"
+                )
         # by type as well as value: 1 is not True here
-        if not any(type(value) is type(c) and value == c for c in choices):
+        elif not any(type(value) is type(c) and value == c for c in choices):
             raise SpecError(where, f"{key} is one of {json.dumps(list(choices))}")
     return dict(config)
 

@@ -423,8 +423,13 @@ def canonical(value: Any) -> Any:
         if value.dtype.hasobject:
             raise UnkeyableValue(f"object scalar {value!r}")
         return ["np", value.dtype.str, value.tobytes().hex()]
-    if isinstance(value, np.ndarray):
+    if type(value) is np.ndarray:
         return ["ndarray", *array_token(value)]
+    if isinstance(value, np.ma.MaskedArray):  # its mask is content too
+        mask = np.ma.getmaskarray(value)
+        return ["masked", named(type(value)), array_token(value.data), array_token(mask)]
+    if isinstance(value, np.ndarray):  # np.matrix multiplies otherwise
+        return ["ndarray-of", named(type(value)), *array_token(np.asarray(value))]
     if isinstance(value, (list, tuple)):
         return [
             "list" if isinstance(value, list) else "tuple",
@@ -527,9 +532,24 @@ def output_config(est: Any) -> dict[str, Any] | None:
     return dict(cfg) if isinstance(cfg, Mapping) and cfg else None
 
 
+def refuse_kept_state(est: Any) -> None:
+    """Refuse an estimator whose clones keep what it holds (FrozenEstimator
+    keeps a fitted model, which a search uses as it is): its parameters do
+    not say what it computes, so they cannot key it."""
+    from sklearn.base import BaseEstimator
+
+    clone_of = getattr(type(est), "__sklearn_clone__", None)
+    if clone_of is not None and clone_of is not BaseEstimator.__sklearn_clone__:
+        raise UnkeyableValue(
+            f"{type(est).__name__} keeps its state through clone (a fitted model), which "
+            "its parameters do not key: fit the model within the search instead"
+        )
+
+
 def estimator_token(est: Any) -> list[Any]:
     """Class path plus canonical shallow params (and a ``set_output``
     configuration, if any), nested estimators recursed."""
+    refuse_kept_state(est)
     params = est.get_params(deep=False)
     cfg = output_config(est)
     if cfg is not None:
@@ -586,6 +606,7 @@ def fold_key(
     sk_config: Any = (),
     y_order: str = "C",
     warning_filters: Any = (),
+    pairwise: bool = False,
 ) -> str:
     """Key of one fold: the datasets, the exact rows on each side, the
     BLAS/OpenMP thread limit its fits run under (the last bits of a large
@@ -595,7 +616,11 @@ def fold_key(
     scikit-learn settings the fits run under where they differ from the
     defaults (``transform_output="pandas"`` changes every step's output),
     and the caller's warnings filters that make warnings errors (a fit that
-    warns fails under them). Every key of a search descends from its fold keys."""
+    warns fails under them), and whether the fold is sliced as a pairwise
+    (kernel) matrix, by rows and columns, or by rows: a Pipeline starting with
+    "passthrough" slices a kernel by rows, as scikit-learn's does, where the
+    estimator it ends with would take rows and columns. Every key of a
+    search descends from its fold keys."""
     train = np.asarray(train, dtype=np.int64)
     test = np.asarray(test, dtype=np.int64)
     parts: list[Any] = [
@@ -615,6 +640,8 @@ def fold_key(
         parts.append(["sklearn-config", canonical(dict(sk_config))])
     if warning_filters:  # and folds without them
         parts.append(["warning-filters", [list(f) for f in warning_filters]])
+    if pairwise:  # and folds sliced by rows
+        parts.append(["pairwise", True])
     return "fold-" + digest(*parts)
 
 

@@ -123,6 +123,7 @@ class ChainResolver:
     def _shallow_params(self, est: Any) -> dict[str, Any]:
         p = self._params.get(id(est))
         if p is None:
+            keys.refuse_kept_state(est)  # as keys.estimator_token does
             p = self._params[id(est)] = est.get_params(deep=False)
             self._canon[id(est)] = {k: keys.canonical(v) for k, v in p.items()}
             self._keep.append(est)

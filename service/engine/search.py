@@ -1159,19 +1159,35 @@ class SearchRunner:
             score_params["sample_weight"] = fp_refs["sample_weight"]
         score_tokens = sorted((k, _param_token(v)) for k, v in score_params.items())
 
+        # scikit-learn's order, which a RandomState shared by the estimator,
+        # the sampler and the splitter sees: the folds counted, the
+        # estimator copied, the candidates drawn, then the folds split
+        cv_checked = check_cv(cv, y_local, classifier=is_classifier(estimator))
+        split_kw = {"groups": g_local}
+        n_splits = cv_checked.get_n_splits(X_local, y_local, **split_kw)
+        base = clone(estimator)
+        drawn: list[warnings.WarningMessage] = []
+        if param_grid is not None:
+            candidates = list(ParameterGrid(param_grid))
+        else:
+            # scikit-learn warns here when n_iter exceeds a grid of lists;
+            # kept for the result (a service records it, run() re-emits it)
+            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as drawn:
+                warnings.simplefilter("always")
+                candidates = list(
+                    ParameterSampler(param_distributions, n_iter, random_state=random_state)
+                )
         # a splitter warns as it splits (StratifiedKFold about a class with
         # fewer members than folds): kept for the result like the sampler's
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as split_warned:
             warnings.simplefilter("always")
-            cv_checked = check_cv(cv, y_local, classifier=is_classifier(estimator))
-            split_kw = {"groups": g_local}
-            n_splits = cv_checked.get_n_splits(X_local, y_local, **split_kw)
             splits = list(cv_checked.split(X_local, y_local, **split_kw))
         if len(splits) != n_splits:
             raise ValueError(
                 "cv.split and cv.get_n_splits return inconsistent results. "
                 f"Expected {n_splits} splits, got {len(splits)}"
             )
+        pairwise = _pairwise(base, candidates) if candidates else False
         gid = g_ref.key_id if g_ref is not None else None
         yid = y_ref.key_id if y_ref is not None else None
         sk_config = result_settings()
@@ -1191,27 +1207,15 @@ class SearchRunner:
                     "C",
                     sk_config,
                     warning_filters=filters,
+                    pairwise=pairwise,
                 ),
                 np.asarray(tr),
                 np.asarray(te),
             )
             for tr, te in splits
         ]
-
-        drawn: list[warnings.WarningMessage] = []
-        if param_grid is not None:
-            candidates = list(ParameterGrid(param_grid))
-        else:
-            # scikit-learn warns here when n_iter exceeds a grid of lists;
-            # kept for the result (a service records it, run() re-emits it)
-            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as drawn:
-                warnings.simplefilter("always")
-                candidates = list(
-                    ParameterSampler(param_distributions, n_iter, random_state=random_state)
-                )
         if not candidates or not folds:
             raise ValueError(NO_FITS)
-        base = clone(estimator)
         with gc_paused():
             plan = build_plan(
                 base,
@@ -1227,7 +1231,7 @@ class SearchRunner:
             y=y_ref,
             fit_params=tuple(fp_refs.items()),
             score_params=tuple(score_params.items()),
-            pairwise_estimator=base if _pairwise(base, candidates) else None,
+            pairwise_estimator=base if pairwise else None,
         )
         ctx = TaskContext(
             self.cache, data, self.blas_threads, sk_config, caller_identity(), filters

@@ -6,6 +6,7 @@ import functools
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -198,6 +199,14 @@ def test_canonical_values():
     assert c({"b": 1, "a": 2}) == c({"a": 2, "b": 1})
     assert c(np.float32(1.5)) != c(np.float64(1.5))
     assert c(np.array([1, 2])) != c(np.array([1, 2], dtype=np.int32))
+    # an array's kind and mask are content too: a matrix multiplies otherwise
+    masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    assert c(masked) != c(np.ma.masked_array([1.0, 2.0], mask=[True, False]))
+    assert c(masked) != c(np.array([1.0, 2.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        assert c(np.asmatrix(np.eye(2))) != c(np.eye(2))
+    assert c(np.eye(2)) == ["ndarray", *keys.array_token(np.eye(2))]  # keys it always had
     assert c(f_classif) != c(f_regression)
     assert c(SelectKBest(f_classif)) != c(SelectKBest(f_regression))
     assert c(np.log) != c(np.exp)

@@ -621,3 +621,131 @@ def test_partials_are_keyed_by_what_they_call_and_bind(runner):
     ours, sk = both(runner, pipe, X, y, param_grid=grid, cv=3, scoring=scoring)
     assert_same_search(ours, sk, X)
     assert ours.stats.step_fits == 2 * 3  # the two partials are two transforms
+
+
+def test_a_kernel_sliced_by_rows_is_not_the_kernel_sliced_by_rows_and_columns(runner):
+    """A Pipeline whose first step is "passthrough" takes its pairwise tag
+    from that step, so scikit-learn slices a precomputed kernel by rows only
+    and the SVC at its end fails; the bare SVC slices rows and columns. Both
+    searches reduce to the chain [SVC]: their folds must differ, or either
+    is served the other's cached results."""
+    from sklearn.svm import SVC
+
+    X, y = make_classification(n_samples=60, n_features=5, random_state=6)
+    K = X @ X.T
+    svc = SVC(kernel="precomputed")
+    through = Pipeline([("pre", "passthrough"), ("svc", svc)])
+
+    def outcome(search):
+        try:
+            return search().cv_results_["mean_test_score"].tolist()
+        except ValueError as exc:
+            return str(exc).strip().splitlines()[0]  # "All the 3 fits failed."
+
+    for first, second in ((svc, through), (through, svc)):
+        runner.cache._cache.clear()
+        for est in (first, second):
+            ours = outcome(lambda e=est: runner.search(e, K, y, param_grid={}, cv=3))
+            theirs = outcome(lambda e=est: GridSearchCV(e, {}, cv=3).fit(K, y))
+            assert ours == theirs, (est, ours, theirs)
+            assert isinstance(ours, str) == (est is through)
+
+
+def test_an_estimator_keeping_a_fitted_model_through_clone_is_refused(runner):
+    """FrozenEstimator's clone is itself, fitted: its parameters do not say
+    what it computes, so two frozen scalers fitted on different data had one
+    key and the second search was served the first's scores."""
+    from sklearn.frozen import FrozenEstimator
+
+    X, y = make_classification(n_samples=60, n_features=5, random_state=6)
+    frozen = FrozenEstimator(StandardScaler().fit(X))
+    pipe = Pipeline([("pre", frozen), ("clf", LogisticRegression())])
+    with pytest.raises(keys.UnkeyableValue, match="keeps its state through clone"):
+        runner.search(pipe, X, y, param_grid={"clf__C": [1.0]}, cv=3)
+    fitted = FrozenEstimator(LogisticRegression().fit(X, y))
+    with pytest.raises(keys.UnkeyableValue, match="keeps its state through clone"):
+        runner.search(fitted, X, y, param_grid={}, cv=3)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"skip_parameter_validation": True},
+        {"sparse_interface": "sparray"},
+        {"pairwise_dist_chunk_size": 7},
+    ],
+)
+def test_every_scikit_learn_setting_that_changes_results_reaches_the_fits_and_keys(runner, setting):
+    """Each was neither sent to the workers nor in the folds' keys: wrong on
+    an empty cache, and a search under the default was served to one under
+    the setting (or the other way round)."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.RandomState(1)
+    if "skip_parameter_validation" in setting:  # depth 0 is refused only while validating
+        est, X, grid = (
+            DecisionTreeClassifier(random_state=0),
+            rng.normal(size=(90, 4)),
+            {"max_depth": [0, 2]},
+        )
+    elif "sparse_interface" in setting:  # Z ** 2: elementwise on an array, a power on a matrix
+        est = Pipeline(
+            [("oh", OneHotEncoder()), ("sq", "passthrough"), ("clf", LogisticRegression())]
+        )
+        X = rng.randint(0, 3, size=(90, 3))
+        grid = {"sq": ["passthrough", FunctionTransformer(_power_two, accept_sparse=True)]}
+    else:  # float32 distances are computed in chunks of this many rows
+        est = KNeighborsClassifier(algorithm="brute")
+        X, grid = (rng.normal(size=(90, 4)) * 1000).astype(np.float32), {"n_neighbors": [1, 5]}
+    y = (X.sum(axis=1) > np.median(X.sum(axis=1))).astype(int)
+    outcomes = []
+    for config in ({}, setting, {}):
+        with sklearn.config_context(**config), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours, sk = both(runner, est, X, y, param_grid=grid, cv=3, refit=False)
+            assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+            outcomes.append(np.isnan(sk.cv_results_["mean_test_score"]).tolist())
+    assert outcomes[0] != outcomes[1]  # the setting does change what scikit-learn gives
+
+
+def _power_two(Z):
+    return Z**2
+
+
+def test_a_random_state_shared_by_estimator_sampler_and_splitter_is_read_in_sklearns_order(
+    runner,
+):
+    """scikit-learn counts the folds, copies the estimator, draws the
+    candidates, then splits: with one RandomState shared among them, each
+    reads it at that point. The engine split first, so the estimator's copy
+    and the candidates drawn saw another state, and other results."""
+    from scipy.stats import uniform
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import RandomizedSearchCV
+
+    X, y = make_classification(n_samples=120, n_features=6, random_state=0)
+
+    def shared():
+        rs = np.random.RandomState(0)
+        forest = RandomForestClassifier(n_estimators=5, max_features=0.5, random_state=rs)
+        return forest, KFold(3, shuffle=True, random_state=rs), rs
+
+    est, cv, _ = shared()
+    sk = GridSearchCV(est, {"max_depth": [3]}, cv=cv, refit=False).fit(X, y)
+    est, cv, _ = shared()
+    ours = runner.search(est, X, y, param_grid={"max_depth": [3]}, cv=cv, refit=False)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+
+    dists = {"max_features": uniform(0.1, 0.8)}
+    est, cv, rs = shared()
+    est.set_params(random_state=0)
+    sk = RandomizedSearchCV(est, dists, n_iter=2, cv=cv, random_state=rs, refit=False)
+    sk.fit(X, y)
+    est, cv, rs = shared()
+    est.set_params(random_state=0)
+    ours = runner.search(
+        est, X, y, param_distributions=dists, n_iter=2, cv=cv, random_state=rs, refit=False
+    )
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)

@@ -251,6 +251,11 @@ def test_set_output_round_trips_through_a_spec(allow):
         ({"assume_finite": 1}, "sklearn_config.assume_finite", "one of [false, true]"),
         ({"array_api_dispatch": True}, "sklearn_config.array_api_dispatch", "cannot be set"),
         (["transform_output"], "sklearn_config", "is an object"),
+        ({"sparse_interface": "dense"}, "sklearn_config.sparse_interface", "one of"),
+        ({"working_memory": 0}, "sklearn_config.working_memory", "an integer from 1"),
+        ({"working_memory": True}, "sklearn_config.working_memory", "an integer from 1"),
+        ({"pairwise_dist_chunk_size": 2.5}, "sklearn_config.pairwise_dist_chunk_size", "integer"),
+        ({"skip_parameter_validation": 1}, "sklearn_config.skip_parameter_validation", "one of"),
     ],
 )
 def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
@@ -259,6 +264,28 @@ def test_bad_sklearn_settings_are_refused_by_path(config, path, message):
     with pytest.raises(SpecError) as err:
         check_sklearn_settings(config)
     assert err.value.path == path and message in err.value.message
+
+
+def test_every_setting_a_job_carries_is_sent_by_the_client_and_accepted():
+    """What scikit-learn lets a caller set that changes results travels with
+    the job (the engine runs and keys its folds under it)."""
+    import sklearn
+
+    from memogrid.client import _sklearn_config
+    from memogrid.spec import check_sklearn_settings
+
+    changed = {
+        "skip_parameter_validation": True,
+        "sparse_interface": "sparray",
+        "enable_cython_pairwise_dist": False,
+        "pairwise_dist_chunk_size": 64,
+        "working_memory": 64,
+        "assume_finite": True,
+    }
+    with sklearn.config_context(**changed, print_changed_only=False):
+        sent = _sklearn_config()
+    assert sent == changed  # display settings are not sent
+    assert check_sklearn_settings(sent) == changed
 
 
 @pytest.mark.parametrize(
