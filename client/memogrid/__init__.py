@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import (
     AuthError,
+    ClientClosed,
     Conflict,
     DataError,
     JobCancelled,
@@ -30,6 +31,7 @@ from .spec import SpecError
 __all__ = [
     "AuthError",
     "Client",
+    "ClientClosed",
     "Conflict",
     "DataError",
     "GridSearchCV",

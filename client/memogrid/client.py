@@ -66,9 +66,10 @@ from .spec import (
 )
 from .wire import ESTIMATOR_NOT_STORED
 
-#: seconds to connect; to wait for an answer (uploads stream for as long as they need)
+#: seconds to connect; to wait for an answer (an upload, for each piece to
+#: go and for the answer once all went: a service checks what it received)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
+UPLOAD_TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=300.0, pool=60.0)
 #: attempts for idempotent calls when the connection fails
 RETRIES = 3
 RETRY_BACKOFF = 0.5
@@ -193,7 +194,9 @@ class Client:
         http: httpx.Client | None = None,
     ):
         self.url = (url or os.environ.get("MEMOGRID_URL") or "http://127.0.0.1:8000").rstrip("/")
-        self.token = token if token is not None else os.environ.get("MEMOGRID_TOKEN")
+        self.token = _checked_token(
+            token if token is not None else os.environ.get("MEMOGRID_TOKEN")
+        )
         headers = {"user-agent": "memogrid-client"}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
@@ -234,26 +237,43 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, deadline: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One API call: retried on connection errors if idempotent, and after
-        the service's advice when over its rate (:data:`RATE_PATIENCE`);
-        errors mapped."""
+        the service's advice when over its rate (:data:`RATE_PATIENCE`, and
+        not past ``deadline``, a ``time.monotonic()`` time); errors mapped.
+        ``content`` may be a function giving the body's pieces anew: a
+        streamed body that can be sent again."""
         attempts = RETRIES if method in _IDEMPOTENT else 1
         # a 429 is answered before anything is done: any call whose body can
-        # be sent again may be (a streamed upload's cannot)
-        replayable = isinstance(kwargs.get("content", b""), (bytes, bytearray, str))
+        # be sent again may be
+        content = kwargs.get("content", b"")
+        replayable = callable(content) or isinstance(content, (bytes, bytearray, str))
         give_up = time.monotonic() + RATE_PATIENCE
+        if deadline is not None:
+            give_up = min(give_up, deadline)
         while True:
             for attempt in range(attempts):
+                if callable(content):
+                    kwargs["content"] = content()
                 try:
                     response = self._http.request(method, path, **kwargs)
                     break
                 except httpx.TransportError as exc:
                     if attempt + 1 >= attempts:
                         raise errors.TransportError(
-                            f"cannot reach the memogrid service at {self.url}: {exc}"
+                            f"cannot reach the memogrid service at {self.url}: "
+                            f"{self._without_token(str(exc))}{_proxy_note(self.url)}"
                         ) from None
                     time.sleep(RETRY_BACKOFF * 2**attempt)
+                except RuntimeError as exc:
+                    if not getattr(self._http, "is_closed", False):
+                        raise
+                    raise errors.ClientClosed(
+                        f"this Client of {self.url} was closed (at the end of its `with` "
+                        "block?): make a new one, or pass one to the search"
+                    ) from exc
             if response.status_code < 400:
                 return response
             err = _error_for(response)
@@ -262,6 +282,10 @@ class Client:
             if not (replayable and wait is not None and time.monotonic() + wait <= give_up):
                 raise err
             time.sleep(wait)
+
+    def _without_token(self, text: str) -> str:
+        """``text`` with this client's token masked (an error may quote its header)."""
+        return text.replace(self.token, "mg_…") if self.token else text
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -282,7 +306,7 @@ class Client:
             csr = as_csr(data)
             did = hash_sparse(csr)
             if not self.has_dataset(did):
-                self._post_dataset(sparse_body(csr), SPARSE_TYPE, did)
+                self._post_dataset(lambda: sparse_body(csr), SPARSE_TYPE, did)
             return did
         if is_frame(data):
             table = frame_table(data)
@@ -313,7 +337,7 @@ class Client:
                 for chunk in array_chunks(arr):
                     yield bytes(chunk)
 
-            self._post_dataset(body(), "application/x-npy", did)
+            self._post_dataset(body, "application/x-npy", did)  # sent anew if need be
         return did
 
     def _post_dataset(self, content: Any, content_type: str, expected: str) -> None:
@@ -791,7 +815,7 @@ class Job:
         show = progress and (_in_notebook() or bool(getattr(stream, "isatty", bool)()))
         try:
             while True:
-                st = self._poll()
+                st = self._poll(deadline, timeout)
                 p = st["progress"]
                 if show:
                     if bar is None:
@@ -829,22 +853,35 @@ class Job:
                 raise errors.JobCancelled(self.id)
         return self
 
-    def _poll(self) -> dict[str, Any]:
+    def _poll(self, deadline: float | None = None, timeout: float | None = None) -> dict[str, Any]:
         """:meth:`status`, riding out a service that is briefly busy or away
         (429, 502-504, a dropped connection) for up to ``POLL_PATIENCE``
-        seconds: the job goes on running there meanwhile."""
+        seconds: the job goes on running there meanwhile. Not past a wait's
+        ``deadline`` (``time.monotonic()``), where its ``timeout`` is up."""
         give_up = time.monotonic() + POLL_PATIENCE
+        if deadline is not None:
+            give_up = min(give_up, deadline)
         delay = RETRY_BACKOFF
         while True:
             try:
-                return self.status()
+                self._status = dict(
+                    self.client._json("GET", f"/v1/jobs/{self.id}", deadline=deadline)
+                )
+                return self._status
             except (errors.RateLimited, errors.ServerError, errors.TransportError) as exc:
                 transient = not isinstance(exc, errors.ServerError) or exc.status in (
                     502,
                     503,
                     504,
                 )
+                if transient and deadline is not None and time.monotonic() >= deadline:
+                    raise errors.WaitTimeout(
+                        f"job {self.id} did not end within {timeout} s (the service did not "
+                        f"answer at the end: {exc}); it may still be running there"
+                    ) from None
                 if not transient or time.monotonic() > give_up:
+                    if isinstance(exc, errors.TransportError):  # the job is still there
+                        raise errors.TransportError(f"job {self.id}: {exc}") from None
                     raise
                 wait = getattr(exc, "retry_after", None) or delay
                 time.sleep(min(wait, max(0.0, give_up - time.monotonic()), 10.0))
@@ -1229,6 +1266,41 @@ def _same_function(fn: Any, trusted: set[str]) -> bool:
     """A trusted function reached under another module path (numpy re-exports)."""
     name = getattr(fn, "__name__", "")
     return any(t.rsplit(".", 1)[-1] == name and _resolve(t.split(".")) is fn for t in trusted)
+
+
+def _checked_token(token: str | None) -> str | None:
+    """A token as given, without the whitespace a file or a copy adds (a
+    newline from ``$(cat data/admin-token)`` in a shell is stripped, one
+    from ``open(...).read()`` is not); one holding other whitespace or
+    control characters is no token, refused without being quoted."""
+    if token is None:
+        return None
+    token = token.strip()
+    if any(not (" " < c <= "~") for c in token):
+        raise errors.AuthError(
+            "the token holds whitespace or control characters, which no memogrid token "
+            "has (check MEMOGRID_TOKEN or the file it came from)"
+        )
+    return token
+
+
+def _proxy_note(url: str) -> str:
+    """A note for an unreachable service when the environment names a proxy:
+    httpx sends requests through it (to loopback too) unless NO_PROXY names
+    the host, and then the address that refused may be the proxy's."""
+    names = [
+        n
+        for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+        if os.getenv(n) or os.getenv(n.lower())
+    ]
+    host = httpx.URL(url).host
+    bypass = (os.getenv("NO_PROXY") or os.getenv("no_proxy") or "").split(",")
+    if not names or host in {h.strip() for h in bypass} or "*" in bypass:
+        return ""
+    return (
+        f" (requests may go through the proxy {' / '.join(names)} names: set NO_PROXY={host} "
+        "to reach the service directly)"
+    )
 
 
 def _sklearn_config() -> dict[str, Any]:

@@ -205,6 +205,11 @@ class JobCancelled(MemogridError):
         self.job_id = job_id
 
 
+class ClientClosed(MemogridError, RuntimeError):
+    """A call on a :class:`~memogrid.Client` after it was closed (a search
+    fitted in a ``with Client() as c:`` block keeps ``c``)."""
+
+
 class WaitTimeout(MemogridError, TimeoutError):
     pass
 

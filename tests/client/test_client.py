@@ -449,3 +449,63 @@ def test_a_model_whose_attribute_shadows_a_method_is_refused():
     scaler.transform = functools.partial(check_array, accept_sparse=True)  # a trusted function
     with pytest.raises(memogrid.DataError, match="overrides its method 'transform'"):
         load_audited(sio.dumps(scaler), {"estimator": to_spec(StandardScaler())})
+
+
+def test_a_new_arrays_streamed_upload_is_sent_again_after_a_429(api, monkeypatch):
+    """A HEAD spends the one request the rate allows, so the POST of a new
+    array after it met a 429: a DataFrame's body was sent again after the
+    service's advice, an array's (streamed) was not and the upload failed."""
+    limiter = api.app.state.services.limiter
+    monkeypatch.setattr(limiter, "rate", 2.0)
+    monkeypatch.setattr(limiter, "capacity", 1.0)
+    X = np.random.RandomState(5).normal(size=(500, 7))
+    with Client(http=api) as client:
+        time.sleep(0.6)  # the bucket full: one request
+        did = client.upload(X)
+        assert client.has_dataset(did) and client.uploads == 1
+
+
+def test_tokens_are_taken_without_what_files_add_and_never_quoted():
+    assert Client("http://127.0.0.1:9", token="mg_abc_def\n").token == "mg_abc_def"
+    assert Client("http://127.0.0.1:9", token=" mg_abc_def\r\n").token == "mg_abc_def"
+    with pytest.raises(memogrid.AuthError, match="whitespace or control") as info:
+        Client("http://127.0.0.1:9", token="mg_abc secret")
+    assert "secret" not in str(info.value)
+
+
+def test_a_closed_client_says_so_as_a_memogrid_error():
+    client = Client("http://127.0.0.1:9", token="mg_x")
+    client.close()
+    with pytest.raises(memogrid.ClientClosed, match="was closed"):
+        client.jobs()
+
+
+def test_a_waits_timeout_holds_while_the_service_is_away(monkeypatch):
+    """A wait polls through a service that is briefly away, for up to a
+    minute: its own timeout comes first."""
+    from memogrid.client import Job
+
+    with Client("http://127.0.0.1:9", token="mg_x") as client:
+        job = Job(client, "0" * 32)
+        start = time.monotonic()
+        with pytest.raises(memogrid.WaitTimeout, match="did not end within 1.5 s"):
+            job.wait(timeout=1.5, progress=False)
+        assert time.monotonic() - start < 10
+        # without a timeout, the service's absence is told with the job's id
+        monkeypatch.setattr("memogrid.client.POLL_PATIENCE", 0.5)
+        with pytest.raises(memogrid.TransportError, match=f"job {'0' * 32}: cannot reach"):
+            job.wait(progress=False)
+
+
+def test_an_unreachable_service_behind_a_proxy_says_so(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with Client("http://127.0.0.1:8", token="mg_x") as client:
+        with pytest.raises(memogrid.TransportError, match="NO_PROXY=127.0.0.1"):
+            client.jobs()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with Client("http://127.0.0.1:8", token="mg_x") as client:
+        with pytest.raises(memogrid.TransportError) as info:
+            client.jobs()
+        assert "proxy" not in str(info.value)
