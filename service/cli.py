@@ -33,6 +33,34 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return get_settings()
 
 
+def _existing_database(settings):  # type: ignore[no-untyped-def]
+    """The service's database, which must exist already: a mistyped data
+    directory made a new, empty one, and a token created in it was one the
+    service never reads."""
+    from sqlalchemy.engine import make_url
+
+    from .db import migrate
+    from .db.session import Database
+
+    url = make_url(settings.effective_database_url)
+    hint = "(is --data-dir / MEMOGRID_DATA_DIR right? the service creates it as it first starts)"
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not os.path.exists(url.database):
+            raise ValueError(f"no memogrid database at {url.database} {hint}")
+    db = Database(settings.effective_database_url)
+    try:
+        if migrate.current(db.write_engine) is None:
+            raise ValueError(
+                f"the database {url.render_as_string()} holds no memogrid schema {hint}"
+            )
+        if settings.migrate_on_start:
+            migrate.upgrade(db.write_engine)
+    except BaseException:
+        db.dispose()
+        raise
+    return db
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -83,6 +111,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
 def parse_size(text: str) -> int:
     """``500M``, ``2G``, ``1.5GiB`` or plain bytes."""
     import re
@@ -98,6 +136,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from .store.cache import ResultCache
 
     settings = _settings(args)
+    if not settings.cache_dir.is_dir():  # not made here: a mistyped directory would be
+        raise ValueError(
+            f"no result cache at {settings.cache_dir} (is --data-dir / MEMOGRID_DATA_DIR "
+            "right? the service creates it as it first starts)"
+        )
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     try:
         if args.action == "prune":
@@ -168,20 +211,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from .api.auth import create_token, list_tokens, revoke_token
-    from .db import migrate
-    from .db.session import Database
 
     settings = _settings(args)
-    db = Database(settings.effective_database_url)
+    if args.action == "create":  # before the database is opened
+        if not args.user:
+            raise ValueError("token create needs a user name")
+        days = args.expires_days
+        if days is not None and not 0 < days <= 36_500:
+            raise ValueError(
+                f"--expires-days is a positive number of days up to 36500, not {days:g}"
+            )
+    db = _existing_database(settings)
     try:
-        if settings.migrate_on_start:
-            migrate.upgrade(db.write_engine)
         if args.action == "create":
-            if not args.user:
-                raise ValueError("token create needs a user name")
-            days = args.expires_days
-            if days is not None and not days > 0:
-                raise ValueError(f"--expires-days is a positive number of days, not {days:g}")
             expires = timedelta(days=days) if days is not None else None
             token = create_token(db, args.user, name=args.name or "", expires_in=expires)
             print(token)
@@ -271,7 +313,7 @@ def parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_id", nargs="?", help="the job (show, cancel)")
     jobs.add_argument("--state", action="append", help="only jobs in this state (repeatable)")
     jobs.add_argument("--dataset", help="only jobs on this dataset id")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=_positive, default=20)
     jobs.set_defaults(func=cmd_jobs)
 
     demo = sub.add_parser(

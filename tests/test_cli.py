@@ -54,6 +54,8 @@ def test_migrate_and_errors(tmp_path):
     assert len(nowhere.stderr.splitlines()) == 1
     assert run("cache", "prune", env=env).returncode == 1
     assert run("frobnicate").returncode == 2
+    negative = run("jobs", "list", "--limit", "-3", "--url", "http://127.0.0.1:9")
+    assert negative.returncode == 2 and "not a positive whole number" in negative.stderr
 
 
 def test_cache_stats_and_prune(tmp_path):
@@ -119,6 +121,14 @@ def test_jobs_commands_against_a_server(tmp_path):
 
 def test_tokens(tmp_path):
     env = {"MEMOGRID_DATA_DIR": str(tmp_path), "MEMOGRID_DATABASE_URL": ""}
+    # no database there (a mistyped directory): nothing is made, nothing printed
+    missing = run("token", "create", "dana", env=env)
+    assert missing.returncode == 1 and "no memogrid database at" in missing.stderr
+    assert missing.stdout == "" and not list(tmp_path.iterdir())
+    stats = run("cache", "stats", env=env)
+    assert stats.returncode == 1 and "no result cache at" in stats.stderr
+    assert not list(tmp_path.iterdir())
+    assert run("migrate", "upgrade", env=env).returncode == 0
     created = run("token", "create", "dana", "--name", "ci", "--expires-days", "1", env=env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
@@ -133,7 +143,7 @@ def test_tokens(tmp_path):
     assert again.returncode == 1 and again.stderr.startswith("memogrid: error:")
     assert run("token", "create", env=env).returncode == 1
     # a lifetime is positive (0 made a token that never expired, -1 a dead one)
-    for days in ("0", "-1", "nan"):
+    for days in ("0", "-1", "nan", "inf", "1e300"):
         refused = run("token", "create", "erin", "--expires-days", days, env=env)
         assert refused.returncode == 1 and "positive number of days" in refused.stderr
     assert "erin" not in run("token", "list", env=env).stdout
