@@ -42,8 +42,8 @@ from .data import (
     memory_order,
     npy_header,
     object_numbers,
-    text_body,
     text_parts,
+    text_pieces,
     wire_table,
 )
 from .errors import MemogridError
@@ -314,19 +314,27 @@ class Client:
 
             did = hash_table(table)
             if not self.has_dataset(did):
-                import io
+                import tempfile
 
                 import pyarrow.parquet as pq
 
-                buf = io.BytesIO()
-                pq.write_table(wire_table(table), buf)
-                self._post_dataset(buf.getvalue(), "application/vnd.apache.parquet", did)
+                # written to a file and sent from it: a second copy of a large
+                # frame is not held in memory as well
+                with tempfile.TemporaryFile() as spool:
+                    pq.write_table(wire_table(table), spool)
+
+                    def pieces() -> Iterator[bytes]:
+                        spool.seek(0)
+                        while chunk := spool.read(1 << 22):
+                            yield chunk
+
+                    self._post_dataset(pieces, "application/vnd.apache.parquet", did)
             return did
         if is_text(data):  # its own size, not the longest string's width in every row
             offsets, text = text_parts(data)
             did = hash_text(offsets, text)
             if not self.has_dataset(did):
-                self._post_dataset(text_body(offsets, text), TEXT_TYPE, did)
+                self._post_dataset(lambda: text_pieces(offsets, text), TEXT_TYPE, did)
             return did
         arr = as_array(data)
         did = dataset_id(arr)
@@ -784,7 +792,12 @@ class Job:
     # -- state ------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The job's state, times, error and progress, fresh from the service."""
-        self._status = dict(self.client._json("GET", f"/v1/jobs/{self.id}"))
+        return self._fetch_status()
+
+    def _fetch_status(self, deadline: float | None = None) -> dict[str, Any]:
+        """:meth:`status`, waiting out the service's rate no later than
+        ``deadline`` (``time.monotonic()``)."""
+        self._status = dict(self.client._json("GET", f"/v1/jobs/{self.id}", deadline=deadline))
         return self._status
 
     @property
@@ -864,10 +877,7 @@ class Job:
         delay = RETRY_BACKOFF
         while True:
             try:
-                self._status = dict(
-                    self.client._json("GET", f"/v1/jobs/{self.id}", deadline=deadline)
-                )
-                return self._status
+                return self._fetch_status(deadline)
             except (errors.RateLimited, errors.ServerError, errors.TransportError) as exc:
                 transient = not isinstance(exc, errors.ServerError) or exc.status in (
                     502,

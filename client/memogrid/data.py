@@ -246,23 +246,32 @@ def is_text(obj: Any) -> bool:
     return arr.ndim == 1 and _all_strings(arr)
 
 
-def text_parts(obj: Any) -> tuple[np.ndarray, bytes]:
+def text_parts(obj: Any) -> tuple[np.ndarray, bytearray]:
     """Text as its strings' UTF-8 bytes, one after the other, and the
-    ``n + 1`` int64 offsets that cut them."""
-    # a lone surrogate (os.fsdecode's) passes through, as numpy text holds it
-    encoded = [s.encode("utf-8", "surrogatepass") for s in np.asarray(obj, dtype=object)]
-    offsets = np.zeros(len(encoded) + 1, dtype="<i8")
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return offsets, b"".join(encoded)
+    ``n + 1`` int64 offsets that cut them (the bytes gathered as they are
+    encoded: a corpus is not held twice over)."""
+    data = bytearray()
+    lengths = []
+    for s in np.asarray(obj, dtype=object):
+        # a lone surrogate (os.fsdecode's) passes through, as numpy text holds it
+        encoded = s.encode("utf-8", "surrogatepass")
+        data += encoded
+        lengths.append(len(encoded))
+    offsets = np.zeros(len(lengths) + 1, dtype="<i8")
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets, data
 
 
-def text_body(offsets: np.ndarray, data: bytes) -> bytes:
-    """Text as sent and stored: its offsets as a ``.npy``, then its bytes
-    (read back by :func:`check_text`)."""
-    return npy_header(offsets) + np.ascontiguousarray(offsets, dtype="<i8").tobytes() + data
+def text_pieces(offsets: np.ndarray, data: bytes | bytearray) -> Iterator[bytes | memoryview]:
+    """Text as sent and stored, in pieces: its offsets as a ``.npy``, then
+    its bytes, not copied (read back by :func:`check_text`)."""
+    yield npy_header(offsets) + np.ascontiguousarray(offsets, dtype="<i8").tobytes()
+    view = memoryview(data)
+    for at in range(0, len(view), _CHUNK):
+        yield view[at : at + _CHUNK]
 
 
-def hash_text(offsets: np.ndarray, data: bytes | memoryview) -> str:
+def hash_text(offsets: np.ndarray, data: bytes | bytearray | memoryview) -> str:
     h = hashlib.sha256(TEXT_MAGIC)
     h.update(json.dumps([len(offsets) - 1]).encode())
     h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())

@@ -385,7 +385,7 @@ def compile_job(
             raise SpecError("cv.folds", f"unknown dataset {cv.dataset_id!r}; upload it first")
         _check_folds(cv, found, n_rows, load)
         datasets["cv"] = cv.dataset_id  # read by the job, as X is
-    n_splits = _n_splits(cv, datasets, n_rows, load, grid_max_fits // n_candidates)
+    n_splits = _n_splits(cv, datasets, n_rows, load)
     capped(n_splits)
     refit = request.get("refit", True)
     scoring = _scoring(request.get("scoring"))
@@ -503,11 +503,15 @@ _GROUP_SPLITTERS = frozenset(
 _FLOAT_MAX = int(sys.float_info.max)
 
 
+#: counts given exactly in messages up to this
+_EXACT = 10**15
+
+
 def _count(n: int) -> str:
     """``n`` in a message: exact while it reads as a number, its order of
     magnitude past that (Python refuses to print an int of over 4300 digits,
     and a grid of many keys counts far more candidates)."""
-    if n < 10**15:
+    if n <= _EXACT:
         return str(n)
     return f"about 10^{int((n.bit_length() - 1) * math.log10(2))}"
 
@@ -532,11 +536,9 @@ def _too_many_splits(n_splits: int, n_rows: int) -> str:
     )
 
 
-def _n_splits(
-    cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any], most: int
-) -> int:
-    """The number of folds, loading groups only where the splitter counts them;
-    any count over ``most`` may be given as ``most + 1``."""
+def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any]) -> int:
+    """The number of folds, loading groups only where the splitter counts them
+    (any count past :data:`_EXACT` as ``_EXACT + 1``)."""
     if isinstance(cv, ExplicitFolds):
         return len(cv.sizes)
     if cv is None or isinstance(cv, int):
@@ -566,8 +568,9 @@ def _n_splits(
         try:
             if name != "LeavePGroupsOut":
                 return int(cv.get_n_splits(None, None, groups))
-            # its own count is the exact comb() of the distinct groups: counted
-            # here only as far as the cap, over LeaveOneGroupOut's count of them
+            # its own count is the exact comb() of the distinct groups, which
+            # takes minutes for many: counted here only as far as messages
+            # give counts exactly, over LeaveOneGroupOut's count of them
             from sklearn.model_selection import LeaveOneGroupOut
 
             distinct = int(LeaveOneGroupOut().get_n_splits(None, None, groups))
@@ -581,6 +584,6 @@ def _n_splits(
                 f"LeavePGroupsOut expects that at least n_groups + 1 ({cv.n_groups + 1}) "
                 "unique groups be present",
             )
-        return _bounded_comb(distinct, cv.n_groups, most)
+        return _bounded_comb(distinct, cv.n_groups, _EXACT)
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)

@@ -60,8 +60,8 @@ from memogrid.data import (
     one_number_dtype,
     rows_first,
     table_frame,
-    text_body,
     text_parts,
+    text_pieces,
     wire_table,
 )
 from memogrid.sparse import as_csr, hash_sparse, is_sparse, read_sparse, sparse_body
@@ -222,7 +222,7 @@ class DatasetStore:
             did = hash_text(offsets, data)
             path = self._path(did, ".text")
             if not path.exists():
-                self._write_atomic(path, lambda f: f.write(text_body(offsets, data)))
+                self._write_atomic(path, lambda f: f.writelines(text_pieces(offsets, data)))
             # as scikit-learn sees it: a list reads as numpy text, an object
             # array or a Series as object
             return DataRef(str(self.root), did, as_object=not isinstance(obj, (list, tuple)))

@@ -481,7 +481,7 @@ def test_text_groups_are_counted_without_being_made_numpy_text(api, data):
     API kept; they are counted as the strings they are, and kept by nobody.
     The search itself sees them as scikit-learn would, numpy text: the
     first fails, saying so."""
-    from memogrid.data import TEXT_TYPE, text_body, text_parts
+    from memogrid.data import TEXT_TYPE, text_parts, text_pieces
 
     X = np.random.RandomState(0).normal(size=(200, 3))
     xid, yid = upload(api, X), upload(api, (X[:, 0] > 0).astype(int))
@@ -490,7 +490,9 @@ def test_text_groups_are_counted_without_being_made_numpy_text(api, data):
         names = [f"g{i % 4}" for i in range(199)] + ["x" * longest]
         offsets, blob = text_parts(names)
         r = api.post(
-            "/v1/datasets", content=text_body(offsets, blob), headers={"content-type": TEXT_TYPE}
+            "/v1/datasets",
+            content=b"".join(text_pieces(offsets, blob)),
+            headers={"content-type": TEXT_TYPE},
         )
         assert r.status_code == 201, r.text
         gid = r.json()["id"]

@@ -440,7 +440,7 @@ def test_interrupting_fit_cancels_the_job(mg, data, monkeypatch):
 def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
     X, y = data
     calls = {"submit": 0, "status": 0}
-    submit, status = Client._submit, Job.status
+    submit, status = Client._submit, Job._fetch_status
 
     def busy_submit(self, body, *rest):
         calls["submit"] += 1
@@ -450,19 +450,21 @@ def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
             raise exc
         return submit(self, body, *rest)
 
-    def flaky_status(self):
+    def flaky_status(self, deadline=None):
         calls["status"] += 1
         if calls["status"] == 1:
             raise errors.ServerError("Service Unavailable", status=503)
-        return status(self)
+        return status(self, deadline)
 
     monkeypatch.setattr(Client, "_submit", busy_submit)
-    monkeypatch.setattr(Job, "status", flaky_status)
+    monkeypatch.setattr(Job, "_fetch_status", flaky_status)
     search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, client=mg, progress=False).fit(X, y)
     assert calls["submit"] == 2 and calls["status"] >= 2 and search.best_index_ == 0
     # an error that is not passing still reaches the user at once
     monkeypatch.setattr(
-        Job, "status", lambda self: (_ for _ in ()).throw(errors.ServerError("boom", status=500))
+        Job,
+        "_fetch_status",
+        lambda self, deadline=None: (_ for _ in ()).throw(errors.ServerError("boom", status=500)),
     )
     with pytest.raises(errors.ServerError, match="boom"):
         GridSearchCV(LogisticRegression(), {"C": [2.0]}, client=mg, progress=False).fit(X, y)
