@@ -111,6 +111,16 @@ def _error_for(response: httpx.Response) -> MemogridError:
             "or has expired): pass token= to Client or set MEMOGRID_TOKEN"
         )
     message = detail or response.reason_phrase or f"HTTP {status}"
+    problem = response.headers.get("content-type", "").startswith("application/problem+json")
+    if not problem or (status in (404, 405) and message in ("Not Found", "Method Not Allowed")):
+        # no memogrid answer: no route there (a URL ending in /v1), or not
+        # a memogrid service at all
+        request = response.request
+        message += (
+            f" ({request.method} {request.url.path} is no memogrid route at "
+            f"{request.url.copy_with(path='/', query=None)}: give the service's root URL, "
+            "without /v1; is a memogrid service there?)"
+        )
     cls = _STATUS_ERRORS.get(status)
     if cls is SpecError:
         first = items[0] if items and isinstance(items[0], dict) else {}

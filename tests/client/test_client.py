@@ -547,3 +547,22 @@ def test_frame_and_text_uploads_do_not_hold_copies_of_their_bodies(monkeypatch):
                 tracemalloc.stop()
             assert sent[-1] >= 0.9 * size  # the whole body went
             assert peak < most * size, (type(data).__name__, peak, size)
+
+
+def test_a_url_that_is_no_memogrid_root_is_told_so(api):
+    """Given the service's URL with /v1 on it, every call answered a bare
+    "Not Found"; the error now says the URL is no memogrid route."""
+    from fastapi.testclient import TestClient
+
+    wrong = TestClient(api.app, base_url="http://testserver/v1")
+    wrong.headers.update(api.headers)
+    with Client(http=wrong) as client:
+        with pytest.raises(
+            memogrid.NotFound, match=r"GET /v1/v1/jobs is no memogrid route"
+        ) as info:
+            client.jobs()
+        assert "without /v1" in str(info.value)
+    with Client(http=api) as client:  # the service's own 404s stay as they were
+        with pytest.raises(memogrid.NotFound) as info:
+            client.job("0" * 32).status()
+        assert "memogrid route" not in str(info.value)
