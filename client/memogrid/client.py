@@ -829,7 +829,9 @@ class Job:
         raises :class:`~memogrid.errors.JobFailed` (a cancelled one
         :class:`~memogrid.errors.JobCancelled`) unless ``raise_on_failure`` is
         false; ``timeout`` seconds without an end raise
-        :class:`~memogrid.errors.WaitTimeout`.
+        :class:`~memogrid.errors.WaitTimeout`. An interrupted wait (Ctrl-C)
+        leaves the job running on the service (:meth:`cancel` stops it; the
+        drop-in search cancels its job when interrupted).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = POLL_FIRST  # short jobs (cache hits) answer fast; long ones poll less

@@ -485,8 +485,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             # the service's workers busy for nobody
             try:
                 job.cancel()
-            except errors.MemogridError:
-                pass
+            except errors.Conflict:
+                pass  # it ended meanwhile
+            except errors.MemogridError as exc:
+                warnings.warn(
+                    f"memogrid job {job.id} could not be cancelled ({exc}): it may still be "
+                    f"running; cancel it with Client().job({job.id!r}).cancel()",
+                    stacklevel=2,
+                )
             raise
         return job
 

@@ -435,6 +435,19 @@ def test_interrupting_fit_cancels_the_job(mg, data, monkeypatch):
     job = seen["job"]
     job.wait(progress=False, raise_on_failure=False)
     assert job.state == "cancelled" or job.status()["cancel_requested"]
+    # a cancel that cannot be made (the service away) is said, naming the job
+    monkeypatch.setattr(Job, "wait", interrupted)
+
+    def away(self):
+        raise errors.TransportError("cannot reach the memogrid service")
+
+    monkeypatch.setattr(Job, "cancel", away)
+    with pytest.warns(UserWarning, match="could not be cancel"):
+        with pytest.raises(KeyboardInterrupt):
+            search = GridSearchCV(LogisticRegression(), {"C": [0.4]}, client=mg, progress=False)
+            search.fit(X, y)
+    monkeypatch.undo()
+    seen["job"].wait(progress=False, raise_on_failure=False)
 
 
 def test_a_busy_service_is_waited_for_not_reported(mg, data, monkeypatch):
