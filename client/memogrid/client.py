@@ -270,6 +270,16 @@ class Client:
                 try:
                     response = self._http.request(method, path, **kwargs)
                     break
+                except httpx.UnsupportedProtocol:
+                    raise errors.TransportError(
+                        f"{self.url!r} is no URL a memogrid service answers at: it starts "
+                        "with http:// or https://"
+                    ) from None
+                except httpx.ReadTimeout:  # reached, but it did not answer: not again
+                    raise errors.TransportError(
+                        f"the memogrid service at {self.url} did not answer {method} {path} "
+                        "in time (it may be overloaded or stuck)"
+                    ) from None
                 except httpx.TransportError as exc:
                     if attempt + 1 >= attempts:
                         raise errors.TransportError(

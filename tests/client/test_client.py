@@ -566,3 +566,22 @@ def test_a_url_that_is_no_memogrid_root_is_told_so(api):
         with pytest.raises(memogrid.NotFound) as info:
             client.job("0" * 32).status()
         assert "memogrid route" not in str(info.value)
+
+
+def test_a_silent_service_and_a_url_without_scheme_are_told_at_once():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        with Client(f"http://127.0.0.1:{port}", token="mg_x", timeout=0.5) as client:
+            start = time.monotonic()
+            with pytest.raises(memogrid.TransportError, match="did not answer GET /v1/jobs"):
+                client.jobs()
+            assert time.monotonic() - start < 1.4  # asked once, not three times
+    with Client("127.0.0.1:8000", token="mg_x") as client:
+        start = time.monotonic()
+        with pytest.raises(memogrid.TransportError, match="starts with http://"):
+            client.jobs()
+        assert time.monotonic() - start < 0.4  # not retried
