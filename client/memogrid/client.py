@@ -82,6 +82,9 @@ POLL_PATIENCE = 60.0
 #: rate limit (429 with Retry-After) before raising RateLimited
 RATE_PATIENCE = 60.0
 
+#: the states a job does not leave
+_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
 _STATUS_ERRORS: dict[int, type[MemogridError]] = {
     400: SpecError,
     401: errors.AuthError,
@@ -822,7 +825,10 @@ class Job:
 
     @property
     def state(self) -> str:
-        return str((self._status or self.status())["state"])
+        """The job's state, fresh from the service until it has ended."""
+        if self._status is not None and self._status["state"] in _ENDED:
+            return str(self._status["state"])
+        return str(self.status()["state"])
 
     def cancel(self) -> dict[str, Any]:
         """Cancel the job (a finished job raises :class:`~memogrid.errors.Conflict`)."""
@@ -870,7 +876,7 @@ class Job:
                         state=st["state"], hits=p["cache_hits"], fits=p["fits"], refresh=False
                     )
                     bar.refresh()
-                if st["state"] in ("succeeded", "failed", "cancelled"):
+                if st["state"] in _ENDED:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise errors.WaitTimeout(

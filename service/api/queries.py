@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from memogrid.data import ENCODINGS
+from memogrid.spec import SpecError, build_value, to_spec
 
 from ..db.models import Candidate, CandidateParam, Job
 from ..db.ops import aware
@@ -52,21 +53,45 @@ def leaderboard(
     metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[CandidateOut]:
-    """The best candidates over every one of your finished jobs on this X, best first."""
-    q = (
-        select(Candidate, Job.created_at)
-        .join(Job, Job.id == Candidate.job_id)
-        .where(
-            Candidate.owner_id == user.user_id,
-            Candidate.dataset_id == dataset_id,
-            Candidate.mean_score.is_not(None),
-            Job.state == "succeeded",
-        )
+    """The best candidates over every one of your finished jobs on this X, best
+    first, by one metric: ``metric`` names it where the jobs used several
+    (scores of different metrics do not rank together)."""
+    mine = (
+        Candidate.owner_id == user.user_id,
+        Candidate.dataset_id == dataset_id,
+        Candidate.mean_score.is_not(None),
+        Job.state == "succeeded",
     )
+    with svc.db.read() as s:
+        used = sorted(
+            s.scalars(
+                select(Candidate.metric)
+                .join(Job, Job.id == Candidate.job_id)
+                .where(*mine)
+                .distinct()
+            )
+        )
+    if metric and used and metric not in used:
+        raise Problem(
+            422,
+            f"no finished job on this X was ranked by {metric!r}: its jobs' metrics are "
+            f"{', '.join(used)}",
+            [{"path": "query.metric", "message": "no job was ranked by it"}],
+        )
+    if not metric and len(used) > 1:
+        raise Problem(
+            422,
+            f"the jobs on this X were ranked by several metrics ({', '.join(used)}), whose "
+            "scores do not rank together: name one with metric=",
+            [{"path": "query.metric", "message": "several metrics: name one"}],
+        )
+    q = select(Candidate, Job.created_at).join(Job, Job.id == Candidate.job_id).where(*mine)
     if metric:
         q = q.where(Candidate.metric == metric)
+    # ties as scikit-learn breaks them within a job (the first candidate),
+    # and the older job's first across jobs
     q = q.order_by(
-        Candidate.mean_score.desc(), Candidate.job_id.desc(), Candidate.idx.desc()
+        Candidate.mean_score.desc(), Job.created_at, Candidate.job_id, Candidate.idx
     ).limit(limit)
     with svc.db.read() as s:
         rows = s.execute(q).all()
@@ -86,15 +111,10 @@ def results_by_param(
     dataset: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[CandidateOut]:
-    """Every candidate, over all jobs, whose parameter ``param`` had ``value``."""
-    try:
-        text = param_text(json.loads(value))
-    except (ValueError, RecursionError):
-        raise Problem(
-            422,
-            f'value {value!r} is not JSON (a string value is quoted: "l2")',
-            [{"path": "value", "message": "not JSON"}],
-        ) from None
+    """Every candidate, over all jobs, whose parameter ``param`` had ``value``
+    (newest job first, each job's candidates in order), ``value`` written as
+    a job's grid writes it."""
+    text = _value_text(value, svc)
     q = (
         select(Candidate, Job.created_at)
         .join(
@@ -111,10 +131,31 @@ def results_by_param(
     )
     if dataset:
         q = q.where(Candidate.dataset_id == dataset)
-    q = q.order_by(CandidateParam.job_id, CandidateParam.idx).limit(limit)
+    q = q.order_by(Job.created_at.desc(), Candidate.job_id, Candidate.idx).limit(limit)
     with svc.db.read() as s:
         rows = s.execute(q).all()
     return [_candidate_out(c, created) for c, created in rows]
+
+
+def _value_text(raw: str, svc: Services) -> str:
+    """The stored form ``raw`` (a JSON spec value, as a job's grid writes it)
+    matches: read as the job's builder reads a grid value, written back as
+    the runner stores one. An int and a float stay other values, as they
+    are to scikit-learn (``max_features=1`` is one feature, ``1.0`` all)."""
+    try:
+        given = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Problem(
+            422,
+            f'value {raw!r} is not JSON (a string value is quoted: "l2"; NaN is '
+            '{"float": "nan"})',
+            [{"path": "value", "message": "not JSON"}],
+        ) from None
+    try:
+        built = build_value(given, svc.allow, "value")
+        return param_text(to_spec(built, svc.allow))
+    except (SpecError, TypeError, ValueError) as exc:
+        raise Problem(422, f"value: {exc}", [{"path": "value", "message": str(exc)}]) from None
 
 
 @router.get("/cache", response_model=CacheStats)

@@ -15,10 +15,13 @@ def utcnow() -> datetime:
 
 
 def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
+    """A stored time in UTC: SQLite hands back naive datetimes (written in
+    UTC), PostgreSQL times in its session's zone, which the host sets."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    return value.astimezone(UTC)
 
 
 def rowcount(result: Any) -> int:

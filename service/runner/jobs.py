@@ -626,7 +626,13 @@ class JobRunner:
             raise LeaseLost(job_id)
         timings = {"prepare": t1 - t0, "run": time.perf_counter() - t1}
         self._store_result(
-            job_id, owner_id, compiled.datasets["X"], prepared.refit_metric, result, timings
+            job_id,
+            owner_id,
+            compiled.datasets["X"],
+            prepared.refit_metric,
+            result,
+            timings,
+            _metric_name(compiled.scoring),
         )
 
     def _store_result(
@@ -637,8 +643,14 @@ class JobRunner:
         metric: Any,
         result: Any,
         timings: dict[str, float],
+        single: str = "score",
     ) -> None:
         """Write the job's success: candidates, results, the best estimator.
+
+        Candidates are ranked by ``metric`` (the refit metric's name among
+        several) and stored under its name: ``single`` for a job with one
+        scorer (its name, where scoring named one), as the leaderboard
+        tells metrics apart.
 
         The estimator goes to this attempt's own file, put in its place only
         inside the success's transaction (and taken away if that commit
@@ -670,7 +682,7 @@ class JobRunner:
                     "idx": i,
                     "owner_id": owner_id,
                     "dataset_id": x_id,
-                    "metric": metric,
+                    "metric": single if metric == "score" else metric,
                     "params": p_json,
                     "mean_score": _finite_or_none(means[i]) if means is not None else None,
                     "std_score": _finite_or_none(stds[i]) if stds is not None else None,
@@ -797,6 +809,13 @@ def _skops_stores_constants() -> None:
             }
 
         _get_state.register(kind)(state)
+
+
+def _metric_name(scoring: Any) -> str:
+    """The name a job's one metric is stored under: the scorer's name where
+    scoring named one, else "score" (the estimator's own score, or a scorer
+    of the caller's making)."""
+    return scoring if isinstance(scoring, str) else "score"
 
 
 def param_text(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -365,8 +366,8 @@ def test_ints_and_floats_are_other_values_and_every_job_ranks(api):
         rows = api.get("/v1/results", params={"param": "C", "value": value}).json()
         assert [r["job_id"] for r in rows] == [job], value
     assert api.get("/v1/results", params={"param": "C", "value": "10.0"}).json() == []
-    board = api.get(f"/v1/datasets/{xid}/leaderboard", params={"limit": 50}).json()
-    mine = [row for row in board if row["job_id"] == floats]
+    board = api.get(f"/v1/datasets/{xid}/leaderboard", params={"limit": 50, "metric": "f1"})
+    mine = [row for row in board.json() if row["job_id"] == floats]
     sk = GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=3, scoring="f1").fit(X, y)
     assert [(r["metric"], r["mean_score"]) for r in mine] == [("f1", sk.best_score_)]
 
@@ -409,3 +410,63 @@ def test_a_cancel_racing_the_jobs_end_is_refused_not_left_on_an_ended_job(api):
     with svc.db.read() as s:
         job = s.get(Job, job_id)
         assert (job.state, job.cancel_requested) == ("succeeded", False)
+
+
+def test_the_leaderboard_ranks_one_metric_and_ties_as_scikit_learn_does(api):
+    """Scores of different metrics ranked in one list (accuracy against
+    log loss), a named scorer was stored as "score" so metric= could not
+    select it, and tied candidates came last first."""
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    tied = submit(api, estimator=lr, param_grid={"C": [1.0, 1.0]}, X=xid, y=yid, cv=3)
+    assert wait_job(api, tied)["state"] == "succeeded"
+    board = api.get(f"/v1/datasets/{xid}/leaderboard").json()  # one metric: no need to name it
+    assert [(r["job_id"], r["candidate"], r["metric"]) for r in board] == [
+        (tied, 0, "score"),
+        (tied, 1, "score"),
+    ]
+    named = submit(api, estimator=lr, param_grid={"C": [0.5]}, X=xid, y=yid, cv=3, scoring="f1")
+    assert wait_job(api, named)["state"] == "succeeded"
+    mixed = api.get(f"/v1/datasets/{xid}/leaderboard")
+    assert mixed.status_code == 422 and "several metrics (f1, score)" in mixed.json()["detail"]
+    f1 = api.get(f"/v1/datasets/{xid}/leaderboard", params={"metric": "f1"}).json()
+    sk = GridSearchCV(LogisticRegression(), {"C": [0.5]}, cv=3, scoring="f1").fit(X, y)
+    assert [(r["job_id"], r["mean_score"]) for r in f1] == [(named, sk.best_score_)]
+    unknown = api.get(f"/v1/datasets/{xid}/leaderboard", params={"metric": "roc_auc"})
+    assert unknown.status_code == 422 and "metrics are f1, score" in unknown.json()["detail"]
+
+
+def test_results_take_a_value_as_a_jobs_grid_writes_it_newest_job_first(api):
+    """A value was found only in the service's own stored form: an estimator
+    spec without "params", or a numpy float as the README writes it, found
+    nothing."""
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    scaler = {"class": "sklearn.preprocessing.StandardScaler"}
+    pipe = {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {
+            "steps": [["sc", scaler], ["lr", {"class": "sklearn.linear_model.LogisticRegression"}]]
+        },
+    }
+    grid = {"sc": [scaler, "passthrough"], "lr__C": [{"numpy": "float32", "value": 0.5}]}
+    jobs = [submit(api, estimator=pipe, param_grid=grid, X=xid, y=yid, cv=3) for _ in range(2)]
+    for job in jobs:
+        assert wait_job(api, job)["state"] == "succeeded"
+    for param, value in (
+        ("sc", {"class": "sklearn.preprocessing.StandardScaler"}),
+        ("sc", {"class": "sklearn.preprocessing.StandardScaler", "params": {}}),
+        ("lr__C", {"numpy": "float32", "value": 0.5}),
+    ):
+        got = api.get("/v1/results", params={"param": param, "value": json.dumps(value)})
+        assert got.status_code == 200, got.text
+        rows = [(r["job_id"], r["candidate"]) for r in got.json()]
+        want = (
+            [(jobs[1], 0), (jobs[0], 0)]
+            if param == "sc"
+            else [(jobs[1], 0), (jobs[1], 1), (jobs[0], 0), (jobs[0], 1)]
+        )
+        assert rows == want, (param, value, rows)
+    bad = api.get("/v1/results", params={"param": "sc", "value": '{"class": "os.system"}'})
+    assert bad.status_code == 422 and "allowlist" in bad.json()["detail"]

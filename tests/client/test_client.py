@@ -585,3 +585,14 @@ def test_a_silent_service_and_a_url_without_scheme_are_told_at_once():
         with pytest.raises(memogrid.TransportError, match="starts with http://"):
             client.jobs()
         assert time.monotonic() - start < 0.4  # not retried
+
+
+def test_a_jobs_state_is_fresh_until_it_has_ended(mg):
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    job = mg.submit(LogisticRegression(), {"C": [0.1, 1.0]}, X, y, cv=3)
+    job.status()  # a state read before the end
+    deadline = time.monotonic() + 60
+    while job.state in ("queued", "running"):  # read anew each time
+        assert time.monotonic() < deadline, "the state never changed"
+        time.sleep(0.05)
+    assert job.state == "succeeded"
