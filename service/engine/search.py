@@ -549,7 +549,10 @@ class SearchStats:
 
     candidates: int = 0
     splits: int = 0
-    tasks: int = 0  # distinct step and score tasks the search needs
+    #: distinct step, score and train-transform nodes of its plan: an upper
+    #: bound on what runs (a step under a cached one is neither run nor
+    #: loaded), not hits + fits
+    tasks: int = 0
     score_hits: int = 0  # (candidate, split) results found in the cache
     step_hits: int = 0  # intermediate steps loaded from the cache or worker memory
     resident: int = 0  # of those, outputs still in worker memory from an earlier search
