@@ -115,14 +115,13 @@ def _error_for(response: httpx.Response) -> MemogridError:
         )
     message = detail or response.reason_phrase or f"HTTP {status}"
     problem = response.headers.get("content-type", "").startswith("application/problem+json")
-    if not problem or (status in (404, 405) and message in ("Not Found", "Method Not Allowed")):
-        # no memogrid answer: no route there (a URL ending in /v1), or not
-        # a memogrid service at all
+    if status in (404, 405) and (not problem or message in ("Not Found", "Method Not Allowed")):
+        # no such route: a URL ending in /v1, or no memogrid service there
         request = response.request
         message += (
             f" ({request.method} {request.url.path} is no memogrid route at "
-            f"{request.url.copy_with(path='/', query=None)}: give the service's root URL, "
-            "without /v1; is a memogrid service there?)"
+            f"{_shown(str(request.url.copy_with(path='/', query=None)))}: give the service's "
+            "root URL, without /v1; is a memogrid service there?)"
         )
     cls = _STATUS_ERRORS.get(status)
     if cls is SpecError:
@@ -143,6 +142,14 @@ def _error_for(response: httpx.Response) -> MemogridError:
         except ValueError:
             pass
     return exc
+
+
+def _shown(url: str) -> str:
+    """``url`` as a message may quote it: without a user's password in it."""
+    parsed = httpx.URL(url)
+    return (
+        str(parsed.copy_with(username=parsed.username, password="***")) if parsed.password else url
+    )
 
 
 def _error_score(value: Any) -> Any:
@@ -286,7 +293,7 @@ class Client:
                 except httpx.TransportError as exc:
                     if attempt + 1 >= attempts:
                         raise errors.TransportError(
-                            f"cannot reach the memogrid service at {self.url}: "
+                            f"cannot reach the memogrid service at {_shown(self.url)}: "
                             f"{self._without_token(str(exc))}{_proxy_note(self.url)}"
                         ) from None
                     time.sleep(RETRY_BACKOFF * 2**attempt)
@@ -820,7 +827,15 @@ class Job:
     def _fetch_status(self, deadline: float | None = None) -> dict[str, Any]:
         """:meth:`status`, waiting out the service's rate no later than
         ``deadline`` (``time.monotonic()``)."""
-        self._status = dict(self.client._json("GET", f"/v1/jobs/{self.id}", deadline=deadline))
+        extra: dict[str, Any] = {}
+        # an answer waited for no longer than the wait has left (a handed-in
+        # client keeps its own timeouts)
+        if deadline is not None and self.client._owns_http:
+            left = max(0.1, deadline - time.monotonic())
+            extra["timeout"] = httpx.Timeout(min(30.0, left), connect=min(5.0, left))
+        self._status = dict(
+            self.client._json("GET", f"/v1/jobs/{self.id}", deadline=deadline, **extra)
+        )
         return self._status
 
     @property

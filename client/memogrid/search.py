@@ -466,14 +466,14 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                 # requests, and the rate's advice is the time to one more
                 time.sleep(min(max(exc.retry_after or 0.0, delay), SUBMIT_RETRY_MAX))
                 delay = min(delay * 2, SUBMIT_RETRY_MAX)
-        if announce and (self.verbose or 0) > 0:
-            st = job.status()
-            n, n_splits = st["n_candidates"], st["n_splits"]
-            print(
-                f"Fitting {n_splits} folds for each of {n} candidates, totalling "
-                f"{n * n_splits} fits"
-            )
         try:
+            if announce and (self.verbose or 0) > 0:
+                st = job.status()
+                n, n_splits = st["n_candidates"], st["n_splits"]
+                print(
+                    f"Fitting {n_splits} folds for each of {n} candidates, totalling "
+                    f"{n * n_splits} fits"
+                )
             job.wait(progress=self.progress)
         except errors.JobFailed as exc:
             # raised before the error, as scikit-learn's were

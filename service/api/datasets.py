@@ -126,7 +126,12 @@ async def upload_dataset(
             )
     except UploadError as exc:
         raise Problem(exc.status or 422, exc.message) from None
-    upload = await anyio.to_thread.run_sync(Upload, svc.store, kind, limit)
+
+    def recorded(dataset_id: str) -> int | None:
+        with svc.db.read() as s:
+            return s.scalars(select(Dataset.size).where(Dataset.id == dataset_id)).first()
+
+    upload = await anyio.to_thread.run_sync(Upload, svc.store, kind, limit, recorded)
     try:
         buf = bytearray()
         async for chunk in request.stream():

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memogrid.spec import SpecError
@@ -27,6 +28,8 @@ from memogrid.spec import SpecError
 PROBLEM_JSON = "application/problem+json"
 #: what a write answers when the disk (or the service's quota on it) is full
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: the same, in the words of SQLite and PostgreSQL
+_DB_FULL = ("database or disk is full", "No space left on device", "could not extend file")
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,25 @@ def install(app: FastAPI) -> None:
         # its text may name the server's files: logged, not answered
         return problem_response(
             request, 500, "the service could not complete this request: an error on its side"
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        said = str(exc.orig if exc.orig is not None else exc)
+        if any(words in said for words in _DB_FULL):
+            log.warning("%s %s: %s", request.method, request.url.path, said)
+            return problem_response(
+                request,
+                507,
+                "the service's disk is full (its database could not write): nothing was "
+                "stored; try again once space is freed",
+            )
+        log.error("%s %s: the database failed", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request,
+            503,
+            "the service's database is unavailable or failed this request; try again",
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(RecursionError)

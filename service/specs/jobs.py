@@ -372,7 +372,8 @@ def compile_job(
             raise SpecError(
                 "param_grid" if grid is not None else "n_iter",
                 f"the search has {n_candidates} candidates x {_count(n_splits)} folds = "
-                f"{_count(n_candidates * n_splits)} fits, above the limit of {grid_max_fits}",
+                f"{_count(n_candidates * n_splits) if n_splits <= _EXACT else _count(n_splits)} "
+                f"fits, above the limit of {grid_max_fits}",
             )
 
     raw_cv = request.get("cv")
@@ -513,6 +514,8 @@ def _count(n: int) -> str:
     and a grid of many keys counts far more candidates)."""
     if n <= _EXACT:
         return str(n)
+    if n == _EXACT + 1:  # what a count stopped at _EXACT stands for
+        return f"more than {_EXACT}"
     return f"about 10^{int((n.bit_length() - 1) * math.log10(2))}"
 
 

@@ -257,9 +257,10 @@ class DatasetStore:
         holder uploads the content again, which puts it back (:func:`place`)."""
         for suffix in SUFFIXES:
             try:
-                return size is None or self._path(dataset_id, suffix).stat().st_size == size
+                found = self._path(dataset_id, suffix).stat().st_size
             except FileNotFoundError:
                 continue
+            return size is None or found == size
         return False
 
     def load_object(self, dataset_id: str) -> Any:
@@ -374,15 +375,18 @@ class DatasetStore:
         return value
 
 
-def place(tmp: Path, final: Path) -> None:
-    """Move a written dataset file into place unless the same content is there
-    already, at the same size: one of another size is damaged, and replaced."""
+def place(tmp: Path, final: Path, recorded: int | None = None) -> None:
+    """Move a written dataset file into place unless the content is there
+    already, intact: at the size recorded for it (any size where none is). A
+    file of another size is damaged, and replaced; an intact one is kept
+    whatever this upload's size (a ``.npy`` header may be padded otherwise)."""
     try:
-        if final.stat().st_size == tmp.stat().st_size:
-            return
+        held = final.stat().st_size
     except FileNotFoundError:
-        pass
-    os.replace(tmp, final)
+        os.replace(tmp, final)
+        return
+    if recorded is not None and held != recorded:
+        os.replace(tmp, final)
 
 
 def sweep_stale(

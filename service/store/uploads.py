@@ -24,6 +24,7 @@ import math
 import mmap
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,16 @@ def media_kind(content_type: str | None) -> str:
 class Upload:
     """One upload in progress: :meth:`feed` chunks, then :meth:`finish`."""
 
-    def __init__(self, store: DatasetStore, kind: str, max_bytes: int):
+    def __init__(
+        self,
+        store: DatasetStore,
+        kind: str,
+        max_bytes: int,
+        recorded: Callable[[str], int | None] = lambda dataset_id: None,
+    ):
+        #: the size recorded for a content id, if any (a file in place at
+        #: another size is damaged, and replaced: :func:`place`)
+        self.recorded = recorded
         self.store = store
         self.kind = kind
         self.max_bytes = max_bytes
@@ -224,7 +234,7 @@ class Upload:
         shape, dtype = self._header
         did = self._hash.hexdigest()
         final = self.store._path(did, ".npy")
-        place(self._tmp, final)
+        place(self._tmp, final, self.recorded(did))
         return DatasetInfo(did, "array", list(shape), dtype.str, None, final.stat().st_size)
 
     def _finish_text(self) -> DatasetInfo:
@@ -247,7 +257,7 @@ class Upload:
             except BufferError:  # a refusal's traceback views it: unmapped when collected
                 pass
         final = self.store._path(did, ".text")
-        place(self._tmp, final)
+        place(self._tmp, final, self.recorded(did))
         return DatasetInfo(did, "text", [n], None, None, final.stat().st_size)
 
     def _finish_sparse(self) -> DatasetInfo:
@@ -268,7 +278,7 @@ class Upload:
         did = hash_sparse(csr)
         del csr  # its arrays map the file about to move
         final = self.store._path(did, ".sparse")
-        place(self._tmp, final)
+        place(self._tmp, final, self.recorded(did))
         return DatasetInfo(did, "sparse", shape, dtype, None, final.stat().st_size)
 
     def _finish_parquet(self) -> DatasetInfo:

@@ -627,8 +627,9 @@ def test_an_upload_whose_recording_fails_leaves_no_file(api, settings, monkeypat
         raise OperationalError("INSERT", {}, Exception("the database went away"))
 
     monkeypatch.setattr(routes, "_record", database_away)
-    with pytest.raises(OperationalError):
-        api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY)
+    r = api.post("/v1/datasets", content=npy_bytes(np.arange(100.0)), headers=NPY)
+    assert r.status_code == 503 and "database is unavailable" in r.json()["detail"], r.text
+    assert r.headers["retry-after"] == "5"
     assert _files(settings) == []
     monkeypatch.undo()
     held = upload(api, np.arange(50.0))
@@ -636,6 +637,37 @@ def test_an_upload_whose_recording_fails_leaves_no_file(api, settings, monkeypat
     assert other.status_code == 201
     # the same content recorded already (another holder's): its file stays
     monkeypatch.setattr(routes, "_record", database_away)
-    with pytest.raises(OperationalError):
-        api.post("/v1/datasets", content=npy_bytes(np.arange(50.0)), headers=NPY)
+    r = api.post("/v1/datasets", content=npy_bytes(np.arange(50.0)), headers=NPY)
+    assert r.status_code == 503
     assert f"{held}.npy" in _files(settings)
+    # the database's disk full is a 507, as the datasets' disk full is
+
+    def database_full(*args):
+        raise OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(routes, "_record", database_full)
+    r = api.post("/v1/datasets", content=npy_bytes(np.arange(60.0)), headers=NPY)
+    assert r.status_code == 507 and "disk is full" in r.json()["detail"], r.text
+
+
+def test_an_intact_file_is_kept_whatever_another_uploads_header(api, api_as, settings):
+    """A .npy header may be padded otherwise, so the same content can arrive
+    at another size: an intact file (at its recorded size) is kept. Replaced,
+    it took the row's size with it only if the upload was recorded; one
+    refused over its sender's quota left every holder's file 'damaged'."""
+    import struct
+
+    X = np.arange(1000.0)
+    did = upload(api, X)
+    (path,) = settings.datasets_dir.glob(f"{did}.*")
+    whole = path.read_bytes()
+    header_len = struct.unpack("<H", whole[8:10])[0]
+    header = whole[10 : 10 + header_len].rstrip(b"\n") + b" " * 64 + b"\n"
+    padded = whole[:8] + struct.pack("<H", len(header)) + header + whole[10 + header_len :]
+    bob = api_as("bob")
+    assert bob.post("/v1/datasets", content=npy_bytes(np.arange(200.0)), headers=NPY).is_success
+    settings.user_max_bytes = len(padded) + 100  # bob's quota cannot take it as well
+    r = bob.post("/v1/datasets", content=padded, headers=NPY)
+    assert r.status_code == 413, r.text
+    assert path.read_bytes() == whole
+    assert api.head(f"/v1/datasets/{did}").status_code == 200

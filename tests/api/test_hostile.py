@@ -371,9 +371,6 @@ def test_lone_surrogates_are_refused_by_name(api, data):
         assert "lone surrogate" in r.json()["detail"], r.text
         assert r.json()["errors"][0]["path"].startswith(where), r.text
         assert "\\ud8" in r.text or "\\udf" in r.text  # the character, escaped
-    # a query holding one as (invalid) UTF-8 bytes
-    r = api.get("/v1/jobs?cursor=x%ED%BF%BFy")
-    assert r.status_code in (400, 422), r.text
     _nothing_queued(api)
 
 
@@ -632,6 +629,7 @@ def test_leave_p_groups_out_is_counted_only_as_far_as_the_cap(api, data):
     started = time.perf_counter()
     r = _job(api, (xid, yid), **body)  # comb(20000, 3000): a number of 2,300 digits
     assert r.status_code == 422 and "above the limit" in r.json()["detail"], r.text
+    assert "more than 1000000000000000 folds = more than" in r.json()["detail"], r.text
     assert time.perf_counter() - started < 5
     # no more distinct groups than n_groups: scikit-learn's split refuses that
     few = {"groups": upload(api, np.arange(20_000) % 3), "cv": {**lpgo, "params": {"n_groups": 3}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -596,3 +597,17 @@ def test_a_jobs_state_is_fresh_until_it_has_ended(mg):
         assert time.monotonic() < deadline, "the state never changed"
         time.sleep(0.05)
     assert job.state == "succeeded"
+
+
+def test_the_wrong_url_hint_is_for_missing_routes_and_quotes_no_password():
+    from memogrid.client import _error_for
+
+    def answer(status, url, **kw):
+        return _error_for(httpx.Response(status, request=httpx.Request("POST", url), **kw))
+
+    # the service's own failure (a plain 500, a proxy's 502): not the URL's fault
+    for status in (500, 502, 413):
+        said = str(answer(status, "http://svc:8000/v1/datasets", text="Internal Server Error"))
+        assert "memogrid route" not in said, said
+    said = str(answer(404, "http://u:secretpw@svc:8000/v1/v1/jobs", json={"detail": "Not Found"}))
+    assert "is no memogrid route at http://u:" in said and "secretpw" not in said
