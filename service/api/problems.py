@@ -150,16 +150,19 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{i['path']}: {i['message']}" for i in items) or "invalid request"
         return problem_response(request, 422, detail, items)
 
+    def disk_full(request: Request, said: Any) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, said)
+        return problem_response(
+            request,
+            507,
+            "the service's disk is full: nothing was stored; try again once space is freed "
+            "(an operator can prune the result cache: memogrid cache prune)",
+        )
+
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         if exc.errno in _DISK_FULL:  # an upload, a job's request: nothing was kept
-            log.warning("%s %s: %s", request.method, request.url.path, exc)
-            return problem_response(
-                request,
-                507,
-                "the service's disk is full: nothing was stored; try again once space "
-                "is freed (an operator can prune the result cache: memogrid cache prune)",
-            )
+            return disk_full(request, exc)
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         # its text may name the server's files: logged, not answered
         return problem_response(
@@ -169,14 +172,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
         said = str(exc.orig if exc.orig is not None else exc)
-        if any(words in said for words in _DB_FULL):
-            log.warning("%s %s: %s", request.method, request.url.path, said)
-            return problem_response(
-                request,
-                507,
-                "the service's disk is full (its database could not write): nothing was "
-                "stored; try again once space is freed",
-            )
+        if any(words in said for words in _DB_FULL):  # its database's disk
+            return disk_full(request, said)
         log.error("%s %s: the database failed", request.method, request.url.path, exc_info=exc)
         return problem_response(
             request,
