@@ -480,18 +480,17 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             if reemit:
                 _reemit(exc.warnings, exc.warning_counts, exc.warning_sources)
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # the user stopped waiting: stop the job too, or it would keep
             # the service's workers busy for nobody
             try:
                 job.cancel()
             except errors.Conflict:
                 pass  # it ended meanwhile
-            except errors.MemogridError as exc:
-                warnings.warn(
+            except errors.MemogridError as exc:  # said with the interrupt's traceback
+                interrupt.add_note(
                     f"memogrid job {job.id} could not be cancelled ({exc}): it may still be "
-                    f"running; cancel it with Client().job({job.id!r}).cancel()",
-                    stacklevel=2,
+                    f"running; cancel it with Client().job({job.id!r}).cancel()"
                 )
             raise
         return job
