@@ -74,3 +74,51 @@ def test_an_older_schema_is_refused_until_upgraded(db_url):
         assert migrate.require_current(db.write_engine) in migrate.heads()
     finally:
         db.dispose()
+
+
+def test_single_named_scorer_candidates_are_renamed_on_upgrade(db_url):
+    """Before 0003 a job with one named scorer stored its candidates under
+    "score"; the leaderboard tells metrics apart by name now."""
+    import json
+
+    db = Database(db_url)
+    try:
+        migrate.upgrade(db.write_engine, "0002")
+        with db.write_engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, is_admin, created_at)"
+                    " VALUES ('u', 'u', false, :t)"
+                ),
+                {"t": "2026-11-01 00:00:00"},
+            )
+            for job, scoring in (("a" * 32, "accuracy"), ("b" * 32, None)):
+                conn.execute(
+                    text(
+                        "INSERT INTO jobs (id, owner_id, state, kind, request, x_id, created_at,"
+                        " n_candidates, n_splits, progress_done, progress_total, cache_hits,"
+                        " cache_misses, fits, cancel_requested, attempts, has_estimator)"
+                        " VALUES (:id, 'u', 'succeeded', 'grid', :req, :x, :t,"
+                        " 1, 3, 3, 3, 0, 3, 3, false, 1, false)"
+                    ),
+                    {
+                        "id": job,
+                        "req": json.dumps({"scoring": scoring}),
+                        "x": "c" * 64,
+                        "t": "2026-11-01 00:00:00",
+                    },
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO candidates (job_id, idx, owner_id, dataset_id, metric,"
+                        " params, mean_score, std_score, rank)"
+                        " VALUES (:id, 0, 'u', :x, 'score', '{}', 0.5, 0.1, 1)"
+                    ),
+                    {"id": job, "x": "c" * 64},
+                )
+        migrate.upgrade(db.write_engine)
+        with db.write_engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT job_id, metric FROM candidates")).all())
+        assert rows == {"a" * 32: "accuracy", "b" * 32: "score"}
+    finally:
+        db.dispose()
