@@ -33,6 +33,12 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return get_settings()
 
 
+#: what a data directory the service never ran in may be
+_NO_SERVICE_HERE = (
+    "(is --data-dir / MEMOGRID_DATA_DIR right? the service creates it as it first starts)"
+)
+
+
 def _existing_database(settings):  # type: ignore[no-untyped-def]
     """The service's database, which must exist already: a mistyped data
     directory made a new, empty one, and a token created in it was one the
@@ -43,15 +49,14 @@ def _existing_database(settings):  # type: ignore[no-untyped-def]
     from .db.session import Database
 
     url = make_url(settings.effective_database_url)
-    hint = "(is --data-dir / MEMOGRID_DATA_DIR right? the service creates it as it first starts)"
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         if not os.path.exists(url.database):
-            raise ValueError(f"no memogrid database at {url.database} {hint}")
+            raise ValueError(f"no memogrid database at {url.database} {_NO_SERVICE_HERE}")
     db = Database(settings.effective_database_url)
     try:
         if migrate.current(db.write_engine) is None:
             raise ValueError(
-                f"the database {url.render_as_string()} holds no memogrid schema {hint}"
+                f"the database {url.render_as_string()} holds no memogrid schema {_NO_SERVICE_HERE}"
             )
         if settings.migrate_on_start:
             migrate.upgrade(db.write_engine)
@@ -137,10 +142,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if not settings.cache_dir.is_dir():  # not made here: a mistyped directory would be
-        raise ValueError(
-            f"no result cache at {settings.cache_dir} (is --data-dir / MEMOGRID_DATA_DIR "
-            "right? the service creates it as it first starts)"
-        )
+        raise ValueError(f"no result cache at {settings.cache_dir} {_NO_SERVICE_HERE}")
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     try:
         if args.action == "prune":

@@ -998,6 +998,16 @@ def _plain(value: Any, path: str) -> Any:
     return _to_literal(value, path)
 
 
+def keeps_state_through_clone(cls: type) -> bool:
+    """Whether ``clone`` of a ``cls`` keeps what it holds (FrozenEstimator
+    keeps a fitted model, which a search uses as it is): its parameters do
+    not say what it computes."""
+    from sklearn.base import BaseEstimator
+
+    clone_of = getattr(cls, "__sklearn_clone__", None)
+    return clone_of is not None and clone_of is not BaseEstimator.__sklearn_clone__
+
+
 def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, Any]:
     cls = type(estimator)
     name = allow.name_of_class(cls)
@@ -1006,10 +1016,7 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
             _join(path, "class"),
             f"{cls.__module__}.{cls.__qualname__} is not on the allowlist",
         )
-    from sklearn.base import BaseEstimator
-
-    if getattr(cls, "__sklearn_clone__", None) not in (None, BaseEstimator.__sklearn_clone__):
-        # its clones keep what it holds (FrozenEstimator keeps a fitted model):
+    if keeps_state_through_clone(cls):
         # a spec carries parameters only, so the service's would be unfitted
         raise SpecError(
             _join(path, "class"),

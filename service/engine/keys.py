@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from memogrid.spec import constant_name
+from memogrid.spec import constant_name, keeps_state_through_clone
 
 #: Bumped whenever the encoding or the task semantics change, so that old
 #: cache entries are never read with new meaning.
@@ -533,13 +533,10 @@ def output_config(est: Any) -> dict[str, Any] | None:
 
 
 def refuse_kept_state(est: Any) -> None:
-    """Refuse an estimator whose clones keep what it holds (FrozenEstimator
-    keeps a fitted model, which a search uses as it is): its parameters do
-    not say what it computes, so they cannot key it."""
-    from sklearn.base import BaseEstimator
-
-    clone_of = getattr(type(est), "__sklearn_clone__", None)
-    if clone_of is not None and clone_of is not BaseEstimator.__sklearn_clone__:
+    """Refuse an estimator whose clones keep what it holds
+    (:func:`~memogrid.spec.keeps_state_through_clone`): its parameters
+    cannot key it."""
+    if keeps_state_through_clone(type(est)):
         raise UnkeyableValue(
             f"{type(est).__name__} keeps its state through clone (a fitted model), which "
             "its parameters do not key: fit the model within the search instead"

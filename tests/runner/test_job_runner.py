@@ -77,17 +77,7 @@ def _queue(svc, grid, n=1, data=None, owner=None, **values) -> list[str]:
                 request={"estimator": SPEC, "param_grid": grid, "X": xid, "y": yid, "cv": 3},
                 x_id=xid,
                 created_at=utcnow(),
-                n_candidates=0,
-                n_splits=0,
-                progress_done=0,
-                progress_total=0,
-                cache_hits=0,
-                cache_misses=0,
-                fits=0,
-                cancel_requested=False,
-                attempts=0,
-                has_estimator=False,
-            )
+            )  # the counters and flags take the model's defaults
             s.add(Job(**(row | values)))
             s.flush()
             s.add(JobDataset(job_id=job_id, role="X", dataset_id=xid))
