@@ -759,11 +759,17 @@ def _same_candidates(local: list[dict[str, Any]], remote: list[dict[str, Any]]) 
             return type(value)(plain(v) for v in value)
         return value
 
+    def by_name(params: dict[str, Any]) -> dict[str, Any]:
+        # the service stores a candidate's params by name; scikit-learn's
+        # sampler gives some in reverse name order (ParameterGrid's
+        # __getitem__): the same candidate either way
+        return {k: plain(params[k]) for k in sorted(params)}
+
     if len(local) != len(remote):
         return False
     try:
         return all(
-            list(a) == list(b) and encode_value(plain(a)) == encode_value(plain(b))
+            sorted(a) == sorted(b) and encode_value(by_name(a)) == encode_value(by_name(b))
             for a, b in zip(local, remote, strict=True)
         )
     except Exception:  # a value the wire cannot encode: keep the service's
@@ -780,12 +786,17 @@ def _with_candidates(results: dict[str, Any], candidates: list[dict[str, Any]]) 
     except ImportError:  # a scikit-learn without it: the decoded values stand
         return results
     columns = dict(_yield_masked_array_for_each_param(candidates))
+    if set(columns) != {key for key in results if key.startswith("param_")}:
+        return results
     out: dict[str, Any] = {}
     for key, value in results.items():
         if key == "params":
             out[key] = candidates
-        elif key.startswith("param_") and key in columns:
-            out[key] = columns[key]
+        elif key.startswith("param_"):
+            # the columns in the order scikit-learn makes them: as the
+            # candidates name their params, not as the service stored them
+            if not out.keys() & columns.keys():
+                out.update(columns)
         else:
             out[key] = value
     return out

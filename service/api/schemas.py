@@ -34,7 +34,7 @@ class JobRequest(BaseModel):
     )
     param_grid: dict[str, list[JSONValue]] | list[dict[str, list[JSONValue]]] | None = None
     param_distributions: dict[str, JSONValue] | list[dict[str, JSONValue]] | None = None
-    n_iter: int = Field(10, ge=1, le=10_000_000)
+    n_iter: int = Field(10, ge=1, le=2**63 - 1)
     random_state: int | None = Field(None, ge=0, le=2**32 - 1)
     X: DatasetId
     x_order: Literal["C", "F"] | None = Field(

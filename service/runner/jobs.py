@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from memogrid.spec import Allowlist, SpecError
 from memogrid.wire import float_token
 
 from ..db.models import Candidate, CandidateParam, Dataset, DatasetOwner, Job, SplitResult
-from ..db.ops import insert_ignoring_duplicates, rowcount, utcnow
+from ..db.ops import aware, insert_ignoring_duplicates, rowcount, utcnow
 from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats, WarningLog
 from ..engine.tasks import ScoreOutput
@@ -138,13 +138,32 @@ class _Recorder:
             if due:
                 self._last = now
         if due:
+            self.on_progress_flush()
+
+    def on_progress_flush(self) -> None:
+        """:meth:`flush` while the search runs: a database that fails it
+        (a dropped connection) is tried again at the next report, the rows
+        kept; the search's end flushes for certain."""
+        try:
             self.flush()
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
+            log.warning("job %s: progress not written (%s); trying again", self.job_id, exc)
 
     def flush(self) -> None:
         with self._lock:
             rows, self.rows = self.rows, []
             done, stats = self.done, self.stats
             hits, misses = stats.hits, stats.misses
+        try:
+            self._write(rows, done, hits, misses)
+        except BaseException:
+            with self._lock:  # not written: the next flush writes them
+                self.rows[:0] = rows
+            raise
+
+    def _write(self, rows: list[dict[str, Any]], done: int, hits: int, misses: int) -> None:
         with self.db.write() as s:
             # nothing of an attempt whose job another attempt holds now (its
             # lease lapsed): its rows and counts went over the other's
@@ -163,6 +182,16 @@ class _Recorder:
                 self.cancel.set()
                 return
             insert_ignoring_duplicates(s, SplitResult, rows)
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing the runner (a connection cut,
+    a server restarting, SQLite busy), not anything the job did."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 def _cluster_lost(exc: BaseException) -> bool:
@@ -347,7 +376,7 @@ class JobRunner:
             if row is None:
                 return None
             job_id, attempts, cancel_requested = row
-            now = utcnow()
+            now = self._clock(s)
             if cancel_requested:  # the user's cancel stands, whatever the attempts
                 s.execute(
                     update(Job)
@@ -366,7 +395,8 @@ class JobRunner:
                         state=transition(JobState.RUNNING, JobEvent.FAIL).value,
                         finished_at=now,
                         error=f"this job was started {attempts} times without finishing "
-                        "(its runner stopped or lost its dask scheduler); not trying again",
+                        "(its runner stopped, or lost its dask scheduler or its database); "
+                        "not trying again",
                     )
                 )
                 self._wake.set()  # look at the next one at once
@@ -405,7 +435,7 @@ class JobRunner:
                     update(Job)
                     .where(
                         Job.state == JobState.RUNNING.value,
-                        Job.lease_expires < utcnow(),
+                        Job.lease_expires < self._clock(s),
                         not_running_here,
                     )
                     .values(state=state.value, lease_owner=None, lease_expires=None)
@@ -414,6 +444,16 @@ class JobRunner:
         if n:
             log.warning("requeued %d job(s) whose runner stopped renewing its lease", n)
         return n
+
+    def _clock(self, s: Any) -> datetime:
+        """What leases are timed by: the database's clock, which every
+        runner on it shares (a runner whose host clock ran ahead took over
+        jobs whose leases were being renewed); a SQLite file's is this host's."""
+        if self.db.is_sqlite:
+            return utcnow()
+        now = aware(s.scalar(select(func.now())))
+        assert now is not None
+        return now
 
     def _beat(self) -> None:
         interval = max(0.2, min(self.lease.total_seconds() / 3, 0.5))
@@ -427,7 +467,7 @@ class JobRunner:
                     s.execute(
                         update(Job)
                         .where(Job.id.in_(active), Job.lease_owner == self.owner)
-                        .values(lease_expires=utcnow() + self.lease)
+                        .values(lease_expires=self._clock(s) + self.lease)
                     )
                     held = set(
                         s.scalars(
@@ -508,12 +548,19 @@ class JobRunner:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
             cut_off = _cluster_lost(exc) or self.search.client.status != "running"
-            if cut_off:
-                # not the job's doing: run it again once the scheduler is
-                # back (the attempt counts, but for a stop's, when service
-                # and scheduler go down together: max_attempts ends a loop)
-                log.warning("job %s lost its dask scheduler (%s): queued again", job_id, exc)
-                self._requeue(job_id, give_back=self._stop.is_set())
+            if cut_off or _database_trouble(exc):
+                # not the job's doing: run it again once the scheduler (or
+                # the database) is back (the attempt counts, but for a
+                # stop's, when service and scheduler go down together:
+                # max_attempts ends a loop). What the attempt computed is
+                # in the cache; should the database still be away, the
+                # lease lapses and a runner requeues the job then.
+                lost = "dask scheduler" if cut_off else "database connection"
+                log.warning("job %s lost its %s (%s): queued again", job_id, lost, exc)
+                try:
+                    self._requeue(job_id, give_back=self._stop.is_set())
+                except Exception:
+                    log.exception("could not requeue job %s; its lease will lapse", job_id)
                 return
             log.info("job %s failed: %s", job_id, exc)
             # what came before the failure, and how often
@@ -722,7 +769,10 @@ class JobRunner:
             )
             # the candidates become visible together with the success, or not at all
             with self.db.write() as s:
-                if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
+                # locked as the cancel route locks it: a cancel answered 202
+                # is either seen here or waits for the success and is refused
+                asked = select(Job.cancel_requested).where(Job.id == job_id).with_for_update()
+                if s.scalar(asked):
                     raise SearchCancelled()
                 insert_ignoring_duplicates(s, Candidate, candidates)
                 insert_ignoring_duplicates(s, CandidateParam, params)
@@ -844,8 +894,15 @@ _ERROR_MAX = 64 << 10
 
 
 def _describe(exc: BaseException) -> str:
+    from sqlalchemy.exc import StatementError
+
     if isinstance(exc, SpecError):
         return f"invalid job: {exc}"
+    if isinstance(exc, StatementError):
+        # not the statement and its parameters (the service's own rows):
+        # what the database said, its first line
+        said = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return f"the service's database failed the job: {said[0] if said else type(exc).__name__}"
     # "Name: message" as it is (the client raises the message again as
     # scikit-learn's search raised it), without the line end the formatter adds
     text = "".join(traceback.format_exception_only(type(exc), exc)).removesuffix("\n")

@@ -289,14 +289,18 @@ def compile_job(
     for name, value, most in (("param_grid", grid, 10_000), ("param_distributions", dists, 1000)):
         if isinstance(value, list) and len(value) > most:
             raise SpecError(name, f"{name} is a list of at most {most} dicts, not {len(value)}")
-    raw = _grid_size(grid) if grid is not None else n_iter
-    if raw * 2 > grid_max_fits:
-        raise SpecError(
-            "param_grid" if grid is not None else "n_iter",
-            f"the search has {_count(raw)} candidates, at least {_count(raw * 2)} fits, above "
-            f"the limit of {grid_max_fits}",
-        )
+
+    def at_most_half_the_fits(n: int, path: str) -> None:
+        # every fold of every candidate is a fit, and there are two folds at least
+        if n * 2 > grid_max_fits:
+            raise SpecError(
+                path,
+                f"the search has {_count(n)} candidates, at least {_count(n * 2)} fits, above "
+                f"the limit of {grid_max_fits}",
+            )
+
     if grid is not None:
+        at_most_half_the_fits(_grid_size(grid), "param_grid")  # before building anything
         kind, space = "grid", build_grid(estimator, grid, allow, "param_grid")
         n_candidates = _grid_size(space)
     else:
@@ -306,7 +310,9 @@ def compile_job(
             for g in (space if isinstance(space, list) else [space])
             for v in g.values()
         )
+        # lists only: scikit-learn draws each point once, n_iter at most
         n_candidates = min(n_iter, _grid_size(space)) if all_lists else n_iter
+        at_most_half_the_fits(n_candidates, "n_iter")
     if n_candidates == 0:  # an empty list of grids (a {} is the estimator as it is)
         raise SpecError(
             "param_grid" if grid is not None else "param_distributions",

@@ -179,3 +179,33 @@ def test_explicit_folds_any_shape_as_scikit_learn_takes_them(api, api_as, data):
     mine = {r: upload(bob, v) for r, v in (("X", X), ("y", y))}
     r = bob.post("/v1/jobs", json={**body, **mine})
     assert r.status_code == 422 and "unknown dataset" in r.json()["detail"], r.text
+
+
+def test_randomized_lists_with_n_iter_beyond_the_cap_search_the_grid(api, data):
+    """Lists only: scikit-learn draws each point at most once, warns, and
+    searches the grid whatever n_iter is; so does a job with an n_iter far
+    above the fits cap (2,000 here). A distribution makes n_iter candidates,
+    and above the cap that is refused, naming n_iter."""
+    import warnings
+
+    X, y, _, _ = data
+    lists = {"C": [0.1, 1.0, 10.0], "fit_intercept": [True, False]}
+    ids = {k: upload(api, v) for k, v in dict(X=X, y=y).items()}
+    base = {"estimator": to_spec(LogisticRegression()), "X": ids["X"], "y": ids["y"], "cv": 3}
+    for n_iter in (5_000, 10**12):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sk = RandomizedSearchCV(
+                LogisticRegression(), lists, n_iter=n_iter, random_state=4, cv=3
+            )
+            sk.fit(X, y)
+        body = dict(base, param_distributions=to_distributions(lists), n_iter=n_iter)
+        res = run(api, dict(body, random_state=4))
+        check(res, sk)
+        said = [str(w.message) for w in caught if "smaller than n_iter" in str(w.message)]
+        assert said and any(said[0] in w for w in res["warnings"]), res["warnings"]
+    dists = {"C": loguniform(1e-2, 1e2)}
+    for n_iter, said in ((5_000, "above the limit"), (2**63, "less than or equal")):
+        body = dict(base, param_distributions=to_distributions(dists), n_iter=n_iter)
+        r = api.post("/v1/jobs", json=body)
+        assert r.status_code == 422 and said in r.text and "n_iter" in r.text, r.text

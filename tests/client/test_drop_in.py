@@ -1915,6 +1915,35 @@ def test_a_randomstate_draws_the_candidates_scikit_learn_draws(mg, data):
     assert ours_rng.randint(2**31) == sk_rng.randint(2**31)
 
 
+def test_drawn_points_of_lists_keep_scikit_learns_names_order_and_objects(mg, data):
+    """Lists only, drawn from a RandomState or numpy's global generator:
+    scikit-learn's sampler takes each point from ``ParameterGrid[i]``, which
+    names the params in reverse order. ``params``, the ``param_*`` columns
+    and ``best_params_`` keep that order and the caller's own objects (numpy
+    floats, the very estimators), though the service stores them by name."""
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    X, y = data
+    scalers = [StandardScaler(), MinMaxScaler()]
+    pipe = Pipeline([("sc", StandardScaler()), ("lr", LogisticRegression())])
+    space = {"lr__C": np.array([0.1, 1.0, 10.0]), "sc": scalers}
+    for state in (lambda: np.random.RandomState(0), lambda: None):
+        searches = []
+        for cls, kw in (
+            (RandomizedSearchCV, {"client": mg, "progress": False}),
+            (SkRandomizedSearchCV, {}),
+        ):
+            np.random.seed(3)  # what random_state=None draws from
+            searches.append(cls(pipe, space, n_iter=4, cv=3, random_state=state(), **kw).fit(X, y))
+        ours, sk = searches
+        assert list(sk.cv_results_["params"][0]) == ["sc", "lr__C"]  # scikit-learn's order
+        assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+        assert list(ours.best_params_) == list(sk.best_params_)
+        for row in ours.cv_results_["params"]:
+            assert type(row["lr__C"]) is np.float64
+            assert any(row["sc"] is s for s in scalers)
+
+
 def test_a_target_scikit_learn_cannot_judge_fails_as_there(mg, data):
     """Labels mixing None with strings fail where scikit-learn's search
     judges the target (its TypeError, before anything is sent); NaN labels
