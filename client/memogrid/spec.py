@@ -739,36 +739,94 @@ def _tuple_hint(message: str) -> str:
     return message
 
 
-def _check_keys(estimator: Any, space: Mapping[str, Any], path: str) -> None:
+#: at most this many combinations of the values swapped in above one grid
+#: key are tried with it (each costs a clone of the estimator)
+KEY_CHECKS_MAX = 2_000
+
+
+def _structure(value: Any) -> Any:
+    """What decides which parameter names ``value`` offers below it: its
+    class and, within, its step names and nested estimators; not its
+    numbers (two ``SelectFromModel(LogisticRegression(C=...))`` take the
+    same keys, whatever ``C``)."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        try:
+            params = sorted(value.get_params(deep=False).items())
+        except Exception:  # noqa: BLE001 - unreadable: a structure of its own
+            return ("object", id(value))
+        return (type(value), tuple((k, _structure(v)) for k, v in params))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_structure(v) for v in value))
+    if isinstance(value, str):
+        return value  # a step's name, or "passthrough"
+    return type(value)
+
+
+def _check_keys(
+    estimator: Any, space: Mapping[str, Any], path: str, checked: set[Any] | None = None
+) -> None:
     """Refuse a key the estimator (or the step it names) does not have.
 
     A key is tried together with each combination of the values of the keys
     above it in the same grid (``clf`` for ``clf__C``), because a grid may
-    swap a step and tune the new step's parameters at once.
+    swap a step and tune the new step's parameters at once; values of one
+    structure (:func:`_structure`) are tried once, and ``checked`` spares
+    the grids of a list what an earlier one tried.
     """
     from sklearn.base import clone
 
+    checked = set() if checked is None else checked
     for key, values in space.items():
         where = f"{path}.{key}"
         ancestors = [a for a in space if key.startswith(f"{a}__") and isinstance(space[a], list)]
         value = values[0] if isinstance(values, list) else values
-        for combination in itertools.product(*(space[a] for a in ancestors)):
-            params = {**dict(zip(ancestors, combination, strict=True)), key: value}
+        kinds = []
+        for a in ancestors:
+            distinct: dict[Any, Any] = {}
+            for v in space[a]:
+                distinct.setdefault(_structure(v), v)
+            kinds.append(distinct)
+        n = math.prod(len(k) for k in kinds)
+        if n > KEY_CHECKS_MAX:
+            raise SpecError(
+                where,
+                f"the steps above {key!r} come in {n} different combinations, more than the "
+                f"{KEY_CHECKS_MAX} a grid key is checked with; split the grid into a list of grids",
+            )
+        own = _structure(value)
+        for combination in itertools.product(*(k.items() for k in kinds)):
+            seen = (key, tuple(ancestors), tuple(c for c, _ in combination), own)
+            if seen in checked:
+                continue
+            values_above = [v for _, v in combination]
+            params = {**dict(zip(ancestors, values_above, strict=True)), key: value}
             try:
                 # the grid's own objects untouched: scikit-learn sets clones
                 clone(estimator).set_params(**clone(params, safe=False))
             except (ValueError, AttributeError, TypeError) as exc:
-                given = ", ".join(f"{a}={v!r}" for a, v in zip(ancestors, combination, strict=True))
+                given = ", ".join(
+                    f"{a}={v!r}" for a, v in zip(ancestors, values_above, strict=True)
+                )
                 detail = f" (with {given})" if given else ""
                 raise SpecError(
                     where, f"the estimator has no parameter {key!r}{detail}: {exc}"
                 ) from None
+            checked.add(seen)
 
 
-def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_grid") -> Any:
+def build_grid(
+    estimator: Any,
+    grid: Any,
+    allow: Allowlist,
+    path: str = "param_grid",
+    checked: set[Any] | None = None,
+) -> Any:
     """Build a parameter grid (dict or list of dicts), checking every key exists."""
+    checked = set() if checked is None else checked
     if isinstance(grid, list):
-        return [build_grid(estimator, g, allow, f"{path}[{i}]") for i, g in enumerate(grid)]
+        return [
+            build_grid(estimator, g, allow, f"{path}[{i}]", checked) for i, g in enumerate(grid)
+        ]
     if not isinstance(grid, Mapping):  # {} is the estimator as it is, as in scikit-learn
         raise SpecError(path, "a parameter grid is an object of lists")
     out: dict[str, list[Any]] = {}
@@ -778,7 +836,7 @@ def build_grid(estimator: Any, grid: Any, allow: Allowlist, path: str = "param_g
             raise SpecError(where, "each grid entry is a non-empty list of values")
         out[key] = [build_value(v, allow, f"{where}[{i}]") for i, v in enumerate(values)]
         _check_safe_entries(key, out[key], where)
-    _check_keys(estimator, out, path)
+    _check_keys(estimator, out, path, checked)
     return out
 
 
@@ -884,7 +942,11 @@ def _build_distribution(value: Mapping[str, Any], allow: Allowlist, path: str) -
 
 
 def build_distributions(
-    estimator: Any, dists: Any, allow: Allowlist, path: str = "param_distributions"
+    estimator: Any,
+    dists: Any,
+    allow: Allowlist,
+    path: str = "param_distributions",
+    checked: set[Any] | None = None,
 ) -> Any:
     """Build randomized-search distributions (dict or list of dicts), checking every key.
 
@@ -892,9 +954,11 @@ def build_distributions(
     scikit-learn does) or a distribution object, rebuilt as a frozen
     ``scipy.stats`` distribution.
     """
+    checked = set() if checked is None else checked
     if isinstance(dists, list):
         return [
-            build_distributions(estimator, d, allow, f"{path}[{i}]") for i, d in enumerate(dists)
+            build_distributions(estimator, d, allow, f"{path}[{i}]", checked)
+            for i, d in enumerate(dists)
         ]
     if not isinstance(dists, Mapping):
         raise SpecError(path, "parameter distributions are an object")
@@ -910,7 +974,7 @@ def build_distributions(
             raise SpecError(where, "each entry is a non-empty list of values or a distribution")
         if key.rsplit("__", 1)[-1] in _SAFE_VALUES and not isinstance(out[key], list):
             raise SpecError(where, f"{key} cannot be drawn from a distribution")
-    _check_keys(estimator, out, path)
+    _check_keys(estimator, out, path, checked)
     return out
 
 

@@ -63,6 +63,7 @@ from .tasks import (
     run_score_batch,
     run_step,
     run_train_transform,
+    silent_worker_idle,
     step_cached,
     unwanted_work,
 )
@@ -1664,7 +1665,14 @@ class SearchRunner:
                             unwanted_work, ENGINE_KEYS, workers=[addr], callback_timeout=10
                         )
                     except Exception:  # noqa: BLE001 - busy holding the GIL, or gone
-                        continue
+                        # a cancelled fit holding the GIL (a regex backtracking
+                        # for hours) kept its worker forever: the scheduler
+                        # answers for it instead
+                        try:
+                            idle = client.run_on_scheduler(silent_worker_idle, addr, ENGINE_KEYS)
+                        except Exception:  # noqa: BLE001 - no answer there either: next time
+                            continue
+                        got = {addr: (["(a task it does not answer about)"], [])} if idle else {}
                     unwanted, others = got.get(addr, ([], []))
                     if unwanted and not others:
                         stuck.append(addr)

@@ -346,6 +346,17 @@ class _Blas:
                     cls._applied = n
 
 
+@contextmanager
+def one_thread_per_fit() -> Iterator[None]:
+    """joblib runs sequentially in here, whatever ``n_jobs`` an estimator
+    names: a worker is one core's, and ``RandomForestClassifier(n_jobs=10**5)``
+    started that many threads in it (results do not depend on ``n_jobs``)."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="sequential"):
+        yield
+
+
 # -- warnings -------------------------------------------------------------
 
 #: a warning a fit gave in a worker: (category name, message, file, line,
@@ -424,6 +435,17 @@ def unwanted_work(ours: tuple[str, ...], dask_worker: Any = None) -> tuple[list[
         ):
             others.append(key)
     return unwanted, others
+
+
+def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = None) -> bool:
+    """On the scheduler, for a worker that does not answer (a task holding
+    its GIL): whether it runs nothing any client wants and holds nothing of
+    another client's, so that what keeps it busy is work let go (a
+    cancelled search's) and restarting it costs nobody anything."""
+    ws = dask_scheduler.workers.get(addr)
+    if ws is None or ws.processing:
+        return False
+    return not any(ts.who_wants and not str(ts.key).startswith(ours) for ts in list(ws.has_what))
 
 
 def loads_here(blob: bytes) -> str | None:
@@ -609,7 +631,7 @@ def run_step(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None) 
     params = routed_params(ctx, node.fit_params, fold.train)
     transformer = node.link.build()
     start = time.perf_counter()
-    with recording_warnings(ctx) as warned:
+    with recording_warnings(ctx) as warned, one_thread_per_fit():
         try:
             _Blas.apply(ctx.blas_threads)
             if hasattr(transformer, "fit_transform"):
@@ -763,7 +785,8 @@ def run_train_transform(
         return None
     try:
         _Blas.apply(ctx.blas_threads)
-        out = step.models[-1].transform(X_train)
+        with one_thread_per_fit():
+            out = step.models[-1].transform(X_train)
     except Exception:
         return None  # the score task reports it through _score's error path
     out = compact(out)
@@ -841,7 +864,7 @@ def run_score(
     _Blas.apply(ctx.blas_threads)
     result: dict[str, Any] = {}
     # every return in here carries the warnings that led to its result
-    with recording_warnings(ctx) as warned:
+    with recording_warnings(ctx) as warned, one_thread_per_fit():
         start = time.perf_counter()
         try:
             _fit_final(node, estimator, X_train, y_train, params)
@@ -1159,7 +1182,7 @@ def run_refit(ctx: TaskContext, node: Any, fold: Any, parent: StepOutput | None)
     estimator = node.link.build()
     start = time.perf_counter()
     _Blas.apply(ctx.blas_threads)
-    with recording_warnings(ctx) as warned:
+    with recording_warnings(ctx) as warned, one_thread_per_fit():
         _fit_final(node, estimator, X, y, params)
     fit_time = time.perf_counter() - start
     mark_strides(estimator)  # as run_step's models

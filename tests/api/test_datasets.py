@@ -141,6 +141,14 @@ def _lying_header(arr, shape) -> bytes:
     return buf.getvalue() + arr.tobytes()
 
 
+def _zero_width_strings(descr: str, n: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": (n,)}
+    )
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(
     "body, status, message",
     [
@@ -153,6 +161,12 @@ def _lying_header(arr, shape) -> bytes:
         # no array has 10**30 rows, even of no columns; True is no length
         (_lying_header(np.arange(0.0), (10**30, 0)), 422, "absurd array shape"),
         (_lying_header(np.arange(2.0), (True, 2)), 422, "absurd array shape"),
+        # no bytes, yet a fold of each of its rows: refused, however few rows
+        (_lying_header(np.arange(0.0), (10**12, 0)), 422, "holds no values"),
+        (npy_bytes(np.empty((5, 0))), 422, "holds no values"),
+        (npy_bytes(np.empty(0)), 422, "holds no values"),
+        (_zero_width_strings("<U0", 10**9), 422, "holds no values"),
+        (_zero_width_strings("|S0", 10**9), 422, "holds no values"),
         (_object_npy(), 422, "object dtype"),
         (_unbalanced_header(), 422, "unreadable .npy header"),
         (npy_bytes(np.zeros(3, dtype=[("a", "<f8")])), 422, "structured"),

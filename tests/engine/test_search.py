@@ -99,14 +99,12 @@ def test_cancel_stops_promptly_and_releases_tasks(runner, dask_client, fit_log):
     assert fits_at_cancel < 30
 
 
-def test_cancel_stops_the_fits_already_running(runner, dask_client):
-    """A fit under way goes on in its worker after its search is cancelled
-    (dask cannot interrupt a task): the worker is restarted, so the next
-    search does not wait two minutes for a result nobody wants."""
-    from tests.helpers.counting import SleepyScaler
-
+def _cancel_once_running(runner, step, running) -> tuple:
+    """Start a search of ``step`` -> LogisticRegression (cv=2) after a warm
+    one, cancel it once ``running()`` says both fits are under way, check it
+    was cancelled; its X, y."""
     X, y = make_classification(n_samples=60, random_state=0)
-    pipe = Pipeline([("slow", SleepyScaler(seconds=120)), ("lr", LogisticRegression())])
+    pipe = Pipeline([("step", step), ("lr", LogisticRegression())])
     runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)  # warm
     cancel = threading.Event()
     outcome: dict = {}
@@ -120,17 +118,54 @@ def test_cancel_stops_the_fits_already_running(runner, dask_client):
     t = threading.Thread(target=go)
     t.start()
     deadline = time.monotonic() + 30
-    while sum(len(v) for v in dask_client.processing().values()) < 2:  # both fits running
+    while not running():
         assert time.monotonic() < deadline
         time.sleep(0.1)
     time.sleep(0.5)
     cancel.set()
     t.join(10)
     assert isinstance(outcome.get("exc"), SearchCancelled)
+    return X, y
+
+
+def test_cancel_stops_the_fits_already_running(runner, dask_client):
+    """A fit under way goes on in its worker after its search is cancelled
+    (dask cannot interrupt a task): the worker is restarted, so the next
+    search does not wait two minutes for a result nobody wants."""
+    from tests.helpers.counting import SleepyScaler
+
+    X, y = _cancel_once_running(
+        runner,
+        SleepyScaler(seconds=120),
+        lambda: sum(len(v) for v in dask_client.processing().values()) >= 2,
+    )
     start = time.monotonic()
     res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5, 2.0]}, cv=2)
     assert res.stats.final_fits == 4 and time.monotonic() - start < 60
     dask_client.wait_for_workers(2, timeout=60)
+
+
+def test_cancel_stops_fits_that_hold_their_workers_gil(runner, dask_client, fit_log):
+    """A cancelled fit holding its worker's GIL (a regex backtracking for
+    minutes) kept the worker: it could not say what it ran, and a worker
+    that did not answer was asked again until the watch ended. The
+    scheduler now answers for it (it runs nothing wanted) and it is
+    restarted, so the next search runs at once."""
+    from tests.helpers.counting import GILHoldingScaler, fit_counts
+
+    X, y = _cancel_once_running(
+        runner,
+        GILHoldingScaler(n=32),
+        lambda: fit_counts(fit_log)["GILHoldingScaler-start"] >= 2,  # both workers held
+    )
+    start = time.monotonic()
+    try:
+        res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5, 2.0]}, cv=2)
+        assert res.stats.final_fits == 4
+        assert time.monotonic() - start < 60  # the regex alone takes minutes
+    finally:  # never leave a held worker to the tests after this one
+        dask_client.restart_workers(list(dask_client.scheduler_info()["workers"]), timeout=60)
+        dask_client.wait_for_workers(2, timeout=60)
 
 
 def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache, fit_log):
@@ -701,3 +736,17 @@ def test_the_callers_own_code_is_left_as_it_is(runner, monkeypatch):
     again = runner.search(pipe, X, y, param_grid={"s__k": [1.0, 2.0]}, cv=3)
     assert again.stats.score_hits == 0
     assert again.cv_results_["mean_test_score"][0] != first.cv_results_["mean_test_score"][0]
+
+
+def test_an_estimators_n_jobs_starts_no_threads_in_a_worker(runner):
+    """A worker is one core's: an estimator's ``n_jobs`` runs sequentially
+    there, in fold fits and the refit alike (``n_jobs=10**5`` started that
+    many threads and left a worker with thousands)."""
+    from tests.helpers.counting import ThreadCountingLogisticRegression
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    res = runner.search(
+        ThreadCountingLogisticRegression(), X, y, param_grid={"n_jobs": [8, -1]}, cv=3
+    )
+    assert list(res.cv_results_["mean_test_score"]) == [1.0, 1.0]
+    assert res.best_estimator_.fit_threads_ == 1

@@ -70,6 +70,23 @@ class SleepyScaler(StandardScaler):
         return super().fit(X, y, sample_weight)
 
 
+class GILHoldingScaler(StandardScaler):
+    """A scaler whose fit backtracks through a regex of ``n`` characters
+    first: minutes for n=32, with its worker's GIL held all along, so the
+    worker answers nothing meanwhile (a hostile ``token_pattern``'s way)."""
+
+    def __init__(self, n=0):
+        super().__init__()
+        self.n = n
+
+    def fit(self, X, y=None, sample_weight=None):
+        import re
+
+        record_fit("GILHoldingScaler-start")
+        re.match("(a+)+$", "a" * self.n + "b")
+        return super().fit(X, y, sample_weight)
+
+
 class CountingLogisticRegression(LogisticRegression):
     def fit(self, X, y, sample_weight=None):
         record_fit("CountingLogisticRegression")
@@ -121,3 +138,24 @@ class FailingTransformer(StandardScaler):
     def fit(self, X, y=None, sample_weight=None):
         FailingClassifier(self.kind).fit(X, y)
         return super().fit(X, y, sample_weight=sample_weight)
+
+
+class ThreadCountingLogisticRegression(LogisticRegression):
+    """Fits run a joblib ``Parallel`` over its ``n_jobs`` as scikit-learn's
+    ensembles do (threads preferred); ``score`` is how many threads it used."""
+
+    def fit(self, X, y, sample_weight=None):
+        import threading
+
+        from sklearn.utils.parallel import Parallel, delayed
+
+        def which() -> int:
+            time.sleep(0.01)  # long enough that a pool would spread them
+            return threading.get_ident()
+
+        idents = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(which)() for _ in range(16))
+        self.fit_threads_ = len(set(idents))
+        return super().fit(X, y, sample_weight=sample_weight)
+
+    def score(self, X, y, sample_weight=None):
+        return float(self.fit_threads_)
