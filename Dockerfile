@@ -13,7 +13,7 @@ WORKDIR /app
 # until the dependencies change, not whenever the code does.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['service']))" > /tmp/requirements.txt \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['service'] + p['optional-dependencies']['dashboard']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
@@ -22,6 +22,7 @@ COPY README.md ./
 COPY client ./client
 COPY service ./service
 COPY migrations ./migrations
+COPY deploy/dask.yaml /etc/dask/memogrid.yaml
 RUN pip install --no-deps .
 
 # A non-root user owning the data directory (datasets, cache, estimators).

@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _ready_database(settings)  # its errors in one line, before the server starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("memogrid").info(
         "memogrid on http://%s:%d (API docs at /v1/docs), data in %s, database %s",
@@ -92,11 +93,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ready_database(settings) -> None:  # type: ignore[no-untyped-def]
+    """Upgrade the schema (or, not migrating on start, check it is current):
+    a wrong URL, an unreachable server or a schema of another version is
+    told in a line rather than in the server's start-up traceback."""
+    from .db import migrate
+    from .db.session import Database
+
+    db = Database(settings.effective_database_url)
+    try:
+        if settings.migrate_on_start:
+            migrate.upgrade(db.write_engine)
+        else:
+            migrate.require_current(db.write_engine)
+    finally:
+        db.dispose()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from .db import migrate
     from .db.session import Database
 
     settings = _settings(args)
+    url = make_url(settings.effective_database_url)
+    if args.action != "upgrade" and url.get_backend_name() == "sqlite":
+        # only an upgrade makes a database: a mistyped directory is not one
+        if url.database not in (None, "", ":memory:") and not os.path.exists(url.database):
+            raise ValueError(
+                f"no memogrid database at {url.database} (is --data-dir / MEMOGRID_DATA_DIR "
+                "right? `memogrid migrate upgrade` or the service's first start creates it)"
+            )
     db = Database(settings.effective_database_url)
     try:
         if args.action == "upgrade":
@@ -114,6 +142,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     finally:
         db.dispose()
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {text!r}")
+    return port
 
 
 def _positive(text: str) -> int:
@@ -145,6 +183,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         raise ValueError(f"no result cache at {settings.cache_dir} {_NO_SERVICE_HERE}")
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     try:
+        if not cache.usable:  # an empty cache it is not: say so
+            raise ValueError(
+                f"the result cache at {settings.cache_dir} cannot be opened (its index is "
+                "damaged or unreadable; the service computes without it): see the service log"
+            )
         if args.action == "prune":
             if args.max_size is None:
                 raise ValueError("cache prune needs --max-size (e.g. --max-size 2G)")
@@ -212,7 +255,7 @@ def _when(value: object) -> str:
 def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from .api.auth import create_token, list_tokens, revoke_token
+    from .api.auth import create_token, list_tokens, revoke_token, token_id_of
 
     settings = _settings(args)
     if args.action == "create":  # before the database is opened
@@ -244,9 +287,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         else:
             if not args.user:
                 raise ValueError("token revoke needs a token id (see token list)")
+            token_id = token_id_of(args.user)  # never the secret, if the whole token was given
             if not revoke_token(db, args.user):
-                raise ValueError(f"no active token {args.user!r}")
-            print(f"revoked {args.user}")
+                raise ValueError(f"no active token {token_id!r}")
+            print(f"revoked {token_id}")
     finally:
         db.dispose()
     return 0
@@ -266,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP API, its job runner and dask cluster")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--data-dir", help="datasets, cache and SQLite file (MEMOGRID_DATA_DIR)")
     serve.add_argument(
         "--workers", type=int, help="LocalCluster worker processes (MEMOGRID_N_WORKERS)"
@@ -335,9 +379,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `memogrid token list | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one line, not a traceback, for the operator
-        print(f"memogrid: error: {exc}", file=sys.stderr)
+        print(f"memogrid: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: a database's first line of what it said (not
+    the statement, not SQLAlchemy's link), a settings error's every field."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"))
     #: SQLAlchemy URL; empty means a SQLite file in ``data_dir``
     database_url: str = ""
+    #: the database's password, if not in the URL (any characters: a URL
+    #: needs "@", "/" and "%" escaped)
+    database_password: str = ""
     #: dask scheduler address; empty means an in-process LocalCluster
     scheduler_address: str = ""
     #: how much lower the CPU priority of LocalCluster workers is than the
@@ -98,7 +101,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'memogrid.db'}"
+        url = self.database_url or f"sqlite:///{self.data_dir / 'memogrid.db'}"
+        if not self.database_password:
+            return url
+        from sqlalchemy.engine import make_url
+
+        with_password = make_url(url).set(password=self.database_password)
+        return with_password.render_as_string(hide_password=False)
 
 
 @lru_cache

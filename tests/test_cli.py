@@ -20,7 +20,11 @@ def run(*args, env=None):
     import os
 
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,  # a serve that started after all fails the test, not the suite
     )
 
 
@@ -38,7 +42,7 @@ def test_help(command, capsys):
 def test_migrate_and_errors(tmp_path):
     env = {"MEMOGRID_DATA_DIR": str(tmp_path), "MEMOGRID_DATABASE_URL": ""}
     check = run("migrate", "check", env=env)
-    assert check.returncode == 1 and "memogrid migrate upgrade" in check.stdout
+    assert check.returncode == 1 and "memogrid migrate upgrade" in check.stderr
     assert run("migrate", "upgrade", env=env).stdout.startswith("schema at revision")
     from memogrid_service.db import migrate
 
@@ -54,6 +58,29 @@ def test_migrate_and_errors(tmp_path):
     assert len(nowhere.stderr.splitlines()) == 1
     assert run("cache", "prune", env=env).returncode == 1
     assert run("frobnicate").returncode == 2
+    for port in ("99999", "0", "http"):  # 99999 listened on 34463
+        wrong = run("serve", "--port", port, env=env)
+        assert wrong.returncode == 2 and "a port is a number from 1 to 65535" in wrong.stderr
+    # a serve that cannot start says why in one line, not a server traceback
+    for url, said in (
+        ("nope://x", "nope"),
+        ("postgresql+psycopg://postgres@127.0.0.1:9/test", "127.0.0.1"),
+    ):
+        failed = run("serve", "--port", "1", env={**env, "MEMOGRID_DATABASE_URL": url})
+        assert failed.returncode == 1 and failed.stderr.startswith("memogrid: error:")
+        assert len(failed.stderr.splitlines()) == 1 and said in failed.stderr, failed.stderr
+    empty = {**env, "MEMOGRID_DATA_DIR": str(tmp_path / "empty")}
+    stale = run("serve", "--port", "1", env={**empty, "MEMOGRID_MIGRATE_ON_START": "false"})
+    assert stale.returncode == 1 and len(stale.stderr.splitlines()) == 1
+    assert "memogrid migrate upgrade" in stale.stderr, stale.stderr
+    settings = run("serve", "--workers", "-1", env=env)
+    assert settings.returncode == 1 and len(settings.stderr.splitlines()) == 1, settings.stderr
+    # inspecting a directory that holds no database makes none there
+    typo = tmp_path / "typo"
+    for action in ("current", "check"):
+        looked = run("migrate", action, env={**env, "MEMOGRID_DATA_DIR": str(typo)})
+        assert looked.returncode == 1 and "no memogrid database at" in looked.stderr
+    assert not typo.exists()
     negative = run("jobs", "list", "--limit", "-3", "--url", "http://127.0.0.1:9")
     assert negative.returncode == 2 and "not a positive whole number" in negative.stderr
 
@@ -82,6 +109,11 @@ def test_cache_stats_and_prune(tmp_path):
         assert cache.get("k19") is not None and cache.get("k0") is None  # LRU order
     finally:
         cache.close()
+    # a damaged index is not an empty cache (it said 0 entries, exit 0)
+    (tmp_path / "cache" / "cache.db").write_bytes(b"not a database" * 1000)
+    for action in (["stats"], ["prune", "--max-size", "1K"]):
+        damaged = run("cache", *action, env=env)
+        assert damaged.returncode == 1 and "cannot be opened" in damaged.stderr, damaged
 
 
 def test_parse_size():
@@ -137,10 +169,13 @@ def test_tokens(tmp_path):
     token_id = token.split("_")[1]
     assert token_id in listed.stdout and "dana" in listed.stdout and "active" in listed.stdout
     assert token not in listed.stdout  # never shown again
-    assert run("token", "revoke", token_id, env=env).returncode == 0
+    # revoked by the whole token too: its secret is not printed back
+    revoked = run("token", "revoke", token, env=env)
+    assert revoked.returncode == 0 and revoked.stdout.strip() == f"revoked {token_id}"
     assert "revoked" in run("token", "list", env=env).stdout
-    again = run("token", "revoke", token_id, env=env)
+    again = run("token", "revoke", token, env=env)
     assert again.returncode == 1 and again.stderr.startswith("memogrid: error:")
+    assert token not in again.stderr and token_id in again.stderr
     assert run("token", "create", env=env).returncode == 1
     # a lifetime is positive (0 made a token that never expired, -1 a dead one)
     for days in ("0", "-1", "nan", "inf", "1e300"):

@@ -50,3 +50,19 @@ def test_bad_values_are_refused(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_database_password_apart_from_the_url_may_hold_any_character(monkeypatch, tmp_path):
+    """Written into a URL, "p@ss/w0rd" became password "p" on host "ss"."""
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("MEMOGRID_DATABASE_URL", "postgresql+psycopg://memogrid@db:5432/memogrid")
+    for password in ("p@ss/w0rd", "x%41y", "a:b?c#d e"):
+        monkeypatch.setenv("MEMOGRID_DATABASE_PASSWORD", password)
+        url = make_url(Settings().effective_database_url)
+        assert (url.password, url.host, url.port, url.database) == (
+            password,
+            "db",
+            5432,
+            "memogrid",
+        )

@@ -20,14 +20,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select, update
 
 from ..db.models import Token, User
-from ..db.ops import aware, utcnow
+from ..db.ops import aware, lock_named, utcnow
 from ..db.session import Database
 from .problems import Problem
 
@@ -53,11 +53,17 @@ def _hash(secret: str) -> str:
 
 def ensure_user(db: Database, name: str, *, admin: bool = False) -> str:
     with db.write() as s:
-        user = s.scalars(select(User).where(User.name == name)).first()
-        if user is None:
-            user = User(id=uuid.uuid4().hex, name=name, is_admin=admin, created_at=utcnow())
-            s.add(user)
-        return user.id
+        return _ensure_user_in(s, name, admin)
+
+
+def _ensure_user_in(s: Any, name: str, admin: bool) -> str:
+    lock_named(s, f"memogrid-user:{name}")  # two first tokens of one new user
+    user = s.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        user = User(id=uuid.uuid4().hex, name=name, is_admin=admin, created_at=utcnow())
+        s.add(user)
+        s.flush()
+    return str(user.id)
 
 
 def create_token(
@@ -72,26 +78,37 @@ def create_token(
     ``expires_in``, if given, is a positive lifetime."""
     if expires_in is not None and expires_in <= timedelta(0):
         raise ValueError(f"a token's lifetime is positive, not {expires_in}")
-    user_id = ensure_user(db, user, admin=admin)
+    with db.write() as s:
+        return _create_token_in(s, user, name, expires_in, admin)
+
+
+def _create_token_in(
+    s: Any, user: str, name: str, expires_in: timedelta | None, admin: bool
+) -> str:
+    user_id = _ensure_user_in(s, user, admin)
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = utcnow()
-    with db.write() as s:
-        s.add(
-            Token(
-                id=token_id,
-                user_id=user_id,
-                secret_hash=_hash(secret),
-                name=name,
-                created_at=now,
-                expires_at=now + expires_in if expires_in else None,
-            )
+    s.add(
+        Token(
+            id=token_id,
+            user_id=user_id,
+            secret_hash=_hash(secret),
+            name=name,
+            created_at=now,
+            expires_at=now + expires_in if expires_in else None,
         )
+    )
     return f"{PREFIX}{token_id}_{secret}"
 
 
+def token_id_of(token: str) -> str:
+    """A token's id, from the id or from the whole token."""
+    return token.removeprefix(PREFIX).split("_")[0]
+
+
 def revoke_token(db: Database, token_id: str) -> bool:
-    token_id = token_id.removeprefix(PREFIX).split("_")[0]
+    token_id = token_id_of(token_id)
     with db.write() as s:
         result = s.execute(
             update(Token)
@@ -154,11 +171,13 @@ def _touch(db: Database, token_id: str) -> None:
 
 
 def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
-    """On a database without tokens, create the admin's and write it 0600."""
-    with db.read() as s:
+    """On a database without tokens, create the admin's and write it 0600
+    (one admin token, however many services start at once on the database)."""
+    with db.write() as s:
+        lock_named(s, "memogrid-first-token")
         if s.scalar(select(func.count()).select_from(Token)):
             return None
-    token = create_token(db, "admin", name="created on first start", admin=True)
+        token = _create_token_in(s, "admin", "created on first start", None, True)
     token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # never through a symlink someone left in the data directory
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

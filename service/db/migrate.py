@@ -45,7 +45,10 @@ def current(engine: Engine) -> str | None:
 
 def check(engine: Engine) -> str | None:
     """Raise :class:`SchemaTooNew` if the database is ahead of this code."""
-    rev = current(engine)
+    return _known(current(engine))
+
+
+def _known(rev: str | None) -> str | None:
     if rev is None:
         return None
     script = ScriptDirectory.from_config(alembic_config())
@@ -75,10 +78,17 @@ def require_current(engine: Engine) -> str:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Bring the schema up to ``revision``; refuse a database that is ahead."""
-    check(engine)
+    """Bring the schema up to ``revision``; refuse a database that is ahead.
+
+    Services starting at once on one database migrate one after the other:
+    the second finds the schema the first left (both ran every step, and
+    one failed on the tables the other had just made)."""
+    from .ops import lock_named
+
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        lock_named(conn, "memogrid-migrate")
+        _known(MigrationContext.configure(conn).get_current_revision())
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current(engine)

@@ -68,3 +68,16 @@ def lock_user(session: Any, user_id: str) -> None:
 
     if session.get_bind().dialect.name != "sqlite":
         session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
+def lock_named(conn: Any, name: str) -> None:
+    """Hold the lock called ``name`` until this write transaction ends (a
+    session or a connection): PostgreSQL's advisory lock, for work that has
+    no row to lock yet (a schema's migration, the first admin token), done
+    at once by several services on one database. SQLite's write
+    transactions are serial already (``BEGIN IMMEDIATE``)."""
+    from sqlalchemy import func, select
+
+    bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
+    if bind.dialect.name != "sqlite":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))

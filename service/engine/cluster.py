@@ -102,7 +102,7 @@ def make_client(
     # Between processes of one machine fold outputs move at GB/s, not the
     # 100 MB/s dask assumes: at that estimate it left one of two workers idle
     # for a quarter of the seed search rather than move a 20 MB fold output.
-    dask.config.set({"distributed.scheduler.bandwidth": 1e9})
+    dask.config.set({"distributed.scheduler.bandwidth": BANDWIDTH})
     # dask's statistical profiler samples every worker thread's stack 100
     # times a second for the dashboard's profile page. Measured on the seed
     # search: half of each worker's event-loop CPU, 0.3 s per worker per
@@ -145,6 +145,13 @@ class LowerPriority(WorkerPlugin):
             worker._memogrid_niced = os.getpid()
 
 
+#: bytes a second dask assumes between workers (set on the scheduler)
+BANDWIDTH = 1e9
+#: the environment a nanny starts its worker process with
+#: (:func:`_worker_malloc_settings`); deploy/dask.yaml gives the image's the same
+WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_MMAP_THRESHOLD_": str(2**28)}
+
+
 def _worker_malloc_settings() -> None:
     """Let worker processes reuse freed memory for fold-sized arrays.
 
@@ -157,10 +164,7 @@ def _worker_malloc_settings() -> None:
     import dask
 
     dask.config.set(
-        {
-            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(2**28),
-            "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(2**28),
-        }
+        {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
     )
 
 

@@ -122,3 +122,44 @@ def test_single_named_scorer_candidates_are_renamed_on_upgrade(db_url):
         assert rows == {"a" * 32: "accuracy", "b" * 32: "score"}
     finally:
         db.dispose()
+
+
+def test_services_starting_at_once_migrate_one_after_the_other(db_url, tmp_path):
+    """Two services starting together on one empty database: both ran
+    every migration at once, and on PostgreSQL one failed on the tables the
+    other had just made. Then both made the first admin token: two live
+    tokens, one shown to nobody. Now each waits for the other."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from memogrid_service.api.auth import ensure_admin_token
+    from memogrid_service.db.models import Token
+
+    dbs = [Database(db_url) for _ in range(3)]
+    barrier = threading.Barrier(len(dbs))
+    outcomes: list = []
+
+    def start(db: Database, i: int) -> None:
+        try:
+            barrier.wait()
+            migrate.upgrade(db.write_engine)
+            barrier.wait()
+            outcomes.append(ensure_admin_token(db, tmp_path / f"admin-token-{i}"))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=start, args=(db, i)) for i, db in enumerate(dbs)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+        assert sum(o is not None for o in outcomes) == 1, outcomes
+        assert migrate.current(dbs[0].write_engine) in migrate.heads()
+        with dbs[0].read() as s:
+            assert s.scalar(select(func.count()).select_from(Token)) == 1
+    finally:
+        for db in dbs:
+            db.dispose()

@@ -98,8 +98,9 @@ def test_api_environment_and_env_file():
     services = compose()["services"]
     env = services["api"]["environment"]
     assert env["MEMOGRID_SCHEDULER_ADDRESS"] == "tcp://scheduler:8786"
-    assert env["MEMOGRID_DATABASE_URL"].startswith("postgresql+psycopg://memogrid:")
-    assert "${POSTGRES_PASSWORD}" in env["MEMOGRID_DATABASE_URL"]
+    # the password apart from the URL: "p@ss/w0rd" in it named host "ss"
+    assert env["MEMOGRID_DATABASE_URL"] == "postgresql+psycopg://memogrid@postgres:5432/memogrid"
+    assert env["MEMOGRID_DATABASE_PASSWORD"] == "${POSTGRES_PASSWORD}"
     assert services["api"]["ports"] == ["${MEMOGRID_PORT:-8000}:8000"]
     # every variable compose reads is documented in .env.example
     text = (ROOT / "docker-compose.yml").read_text()
@@ -124,3 +125,33 @@ def test_dockerfile_key_lines():
     # the image's dependency list is the project's
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "memogrid" in project["scripts"] and "service" in project["optional-dependencies"]
+
+
+def test_workers_are_not_checked_on_the_apis_port():
+    """The image's health check asks the API's port; a worker serves none,
+    so compose would call every worker unhealthy after a minute."""
+    services = compose()["services"]
+    for worker in ("worker-1", "worker-2"):
+        assert services[worker]["healthcheck"] == {"disable": True}
+
+
+def test_the_images_dask_config_is_the_embedded_clusters():
+    """What make_client sets that DASK_* variables cannot carry (dask
+    lowercases names; glibc reads MALLOC_TRIM_THRESHOLD_ in capitals) is in
+    deploy/dask.yaml, which the image puts where dask reads its config; and
+    the dashboard compose publishes has what it needs to draw."""
+    import dask.config
+
+    from memogrid_service.engine.cluster import BANDWIDTH, WORKER_MALLOC_ENV
+
+    config = yaml.safe_load((ROOT / "deploy" / "dask.yaml").read_text())
+    assert dask.config.get("distributed.scheduler.bandwidth", config=config) == BANDWIDTH
+    assert dask.config.get("distributed.nanny.pre-spawn-environ", config=config) == (
+        WORKER_MALLOC_ENV
+    )
+    assert "/etc/dask" in dask.config.paths
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY deploy/dask\.yaml /etc/dask/\S+\.yaml$", text, re.M)
+    assert "['optional-dependencies']['dashboard']" in text
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("bokeh") for d in project["optional-dependencies"]["dashboard"])

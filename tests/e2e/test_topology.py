@@ -45,12 +45,16 @@ def compose_api_env(data_dir, db_url: str, scheduler: str) -> dict[str, str]:
     assert set(out) == {
         "MEMOGRID_DATA_DIR",
         "MEMOGRID_DATABASE_URL",
+        "MEMOGRID_DATABASE_PASSWORD",
         "MEMOGRID_SCHEDULER_ADDRESS",
         "MEMOGRID_MIGRATE_ON_START",
     }
     out.update(
         MEMOGRID_DATA_DIR=str(data_dir),
         MEMOGRID_DATABASE_URL=db_url,
+        # a password a URL would misread (PostgreSQL here trusts loopback: it
+        # only has to reach the server intact)
+        MEMOGRID_DATABASE_PASSWORD="p@ss/w%rd" if db_url.startswith("postgresql") else "",
         MEMOGRID_SCHEDULER_ADDRESS=scheduler,
     )
     return out
