@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     user_max_bytes: int = Field(default=100 * 2**30, ge=1)
     #: queued plus running jobs one user may have at once (429 beyond)
     user_max_active_jobs: int = Field(default=8, ge=1)
+    #: uploads one user may have under way at once (429 beyond): each is
+    #: spooled to disk, up to upload_max_bytes, before its content can be
+    #: hashed and held against the quota
+    user_max_uploads: int = Field(default=4, ge=1)
     #: seconds a checked token is remembered (a revoked one works this long at most)
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=300)
     #: requests per minute one token may make (429 beyond); 0 turns it off

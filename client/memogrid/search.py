@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import errors
 from .client import Client, Job
-from .spec import NO_FITS, SpecError, explicit_folds, to_spec
+from .spec import GRIDS_MAX, NO_FITS, SpecError, explicit_folds, to_spec
 
 
 def _all_fits_failed(error: str | None) -> bool:
@@ -822,6 +822,14 @@ class RandomizedSearchCV(_ServiceSearch):
             # a generator's state cannot be sent: the points drawn from it
             # are, as a grid of one-point entries (the same candidates, in order)
             points = [{key: [value] for key, value in p.items()} for p in self._drawn]
+            if len(points) > GRIDS_MAX:
+                raise SpecError(
+                    "n_iter",
+                    f"this search drew {len(points)} candidates here (random_state is "
+                    f"{'None' if self.random_state is None else 'a RandomState'}) and would send "
+                    f"them as a list of points, of which the service takes {GRIDS_MAX} at most: "
+                    "an int random_state has the service draw them, up to its fits limit",
+                )
             refit_by = self.refit if refit else False
             return self._submit_grid(client, points, X, y, groups, cv, fit_params, refit_by)
         seed = self.random_state

@@ -739,6 +739,11 @@ def _tuple_hint(message: str) -> str:
     return message
 
 
+#: the most grids a job's ``param_grid`` list holds, and distributions its
+#: ``param_distributions`` list (each costs its building on the service)
+GRIDS_MAX = 10_000
+DISTRIBUTIONS_MAX = 1000
+
 #: at most this many combinations of the values swapped in above one grid
 #: key are tried with it (each costs a clone of the estimator)
 KEY_CHECKS_MAX = 2_000
@@ -746,9 +751,10 @@ KEY_CHECKS_MAX = 2_000
 
 def _structure(value: Any) -> Any:
     """What decides which parameter names ``value`` offers below it: its
-    class and, within, its step names and nested estimators; not its
-    numbers (two ``SelectFromModel(LogisticRegression(C=...))`` take the
-    same keys, whatever ``C``)."""
+    class and, within, its steps' names and nested estimators; not its
+    numbers nor its other strings (two ``SelectFromModel(LogisticRegression(C=...))``
+    take the same keys, whatever ``C``; two ``ColumnTransformer`` whatever
+    columns they select)."""
     if hasattr(value, "get_params") and not isinstance(value, type):
         try:
             params = sorted(value.get_params(deep=False).items())
@@ -756,9 +762,16 @@ def _structure(value: Any) -> Any:
             return ("object", id(value))
         return (type(value), tuple((k, _structure(v)) for k, v in params))
     if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_structure(v) for v in value))
-    if isinstance(value, str):
-        return value  # a step's name, or "passthrough"
+        if len(value) >= 2 and isinstance(value[0], str) and _is_step(value[1]):
+            # a named step, ("scale", StandardScaler()) or ("num", ..., columns):
+            # its name is a key
+            return (type(value), value[0], tuple(_structure(v) for v in value[1:]))
+        inner = tuple(_structure(v) for v in value)
+        if all(isinstance(i, type) for i in inner):
+            return type(value)  # plain values (columns, say): however many
+        return (type(value), inner)
+    if isinstance(value, str) and value in ("passthrough", "drop"):
+        return value  # a step left out: no keys below it
     return type(value)
 
 
@@ -776,16 +789,21 @@ def _check_keys(
     from sklearn.base import clone
 
     checked = set() if checked is None else checked
+    structures: dict[str, dict[Any, Any]] = {}  # of each key's values, found once
+
+    def distinct(name: str) -> dict[Any, Any]:
+        if name not in structures:
+            found: dict[Any, Any] = {}
+            for v in space[name]:
+                found.setdefault(_structure(v), v)
+            structures[name] = found
+        return structures[name]
+
     for key, values in space.items():
         where = f"{path}.{key}"
         ancestors = [a for a in space if key.startswith(f"{a}__") and isinstance(space[a], list)]
         value = values[0] if isinstance(values, list) else values
-        kinds = []
-        for a in ancestors:
-            distinct: dict[Any, Any] = {}
-            for v in space[a]:
-                distinct.setdefault(_structure(v), v)
-            kinds.append(distinct)
+        kinds = [distinct(a) for a in ancestors]
         n = math.prod(len(k) for k in kinds)
         if n > KEY_CHECKS_MAX:
             raise SpecError(

@@ -47,6 +47,7 @@ class Services:
     schema_revision: str | None
     limiter: Any
     auth_cache: Any
+    uploads: Any  # datasets.UploadSlots
 
 
 def services(request: Request) -> Services:
@@ -114,8 +115,20 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     )
     limiter = RateLimiter(settings.rate_limit_per_minute)
     auth_cache = AuthCache(settings.auth_cache_seconds)
+    from .datasets import UploadSlots
+
     services = Services(
-        settings, db, store, cache, search, runner, allow, revision, limiter, auth_cache
+        settings,
+        db,
+        store,
+        cache,
+        search,
+        runner,
+        allow,
+        revision,
+        limiter,
+        auth_cache,
+        UploadSlots(settings.user_max_uploads),
     )
     return services, made
 

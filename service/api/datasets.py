@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -131,6 +134,19 @@ async def upload_dataset(
         with svc.db.read() as s:
             return s.scalars(select(Dataset.size).where(Dataset.id == dataset_id)).first()
 
+    with svc.uploads.take(user.user_id):
+        return await _receive(request, response, svc, user, kind, recorded)
+
+
+async def _receive(
+    request: Request,
+    response: Response,
+    svc: Services,
+    user: Principal,
+    kind: str,
+    recorded: Any,
+) -> DatasetOut:
+    limit = svc.settings.upload_max_bytes
     upload = await anyio.to_thread.run_sync(Upload, svc.store, kind, limit, recorded)
     try:
         buf = bytearray()
@@ -160,6 +176,42 @@ async def upload_dataset(
     if not created:
         response.status_code = 200
     return _out(*get_dataset(svc, user, info.id))
+
+
+class UploadSlots:
+    """Uploads under way, per user, at most ``per_user`` at once.
+
+    An upload is spooled to disk (up to the upload limit) before its content
+    is known and held against its owner's quota: without a bound, one user's
+    parallel uploads filled the disk past any quota before one was refused.
+    """
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._under_way: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def take(self, user_id: str) -> Iterator[None]:
+        with self._lock:
+            n = self._under_way.get(user_id, 0)
+            if n >= self.per_user:
+                raise Problem(
+                    429,
+                    f"you have {n} uploads under way, the most at once "
+                    "(MEMOGRID_USER_MAX_UPLOADS); send this one when one has ended",
+                    headers={"Retry-After": "2"},
+                )
+            self._under_way[user_id] = n + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._under_way[user_id] - 1
+                if left:
+                    self._under_way[user_id] = left
+                else:
+                    del self._under_way[user_id]
 
 
 def _record(svc: Services, user: Principal, info: DatasetInfo) -> bool:

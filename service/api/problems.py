@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -78,9 +79,9 @@ def problem_response(
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": printable(detail),
+        "detail": printable(_bounded(detail)),
         "instance": request.url.path,
-        "errors": [{k: printable(v) for k, v in e.items()} for e in errors or []],
+        "errors": [{k: printable(_bounded(v)) for k, v in e.items()} for e in errors or []],
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -192,6 +193,13 @@ def install(app: FastAPI) -> None:
         cause = exc.__cause__
         if isinstance(cause, UnicodeDecodeError):  # FastAPI's words name no cause
             detail = f"the request body is not UTF-8 JSON: {cause.reason} at byte {cause.start}"
+        elif isinstance(cause, RecursionError):
+            detail = "the request body's JSON nests arrays or objects too deeply to read"
+        elif isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+            detail = (
+                "the request body's JSON holds an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits"
+            )
         headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:
             # every method the path has, not only the first matching route's
@@ -203,6 +211,18 @@ def install(app: FastAPI) -> None:
 #: UTF-16 surrogates (JSON's "\\ud800" escapes decode to them; they are not
 #: Unicode text, and no UTF-8 encoder takes them)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+#: characters of a problem's text: a message quoting what was refused (a
+#: 10 MB class name) answered twice its size
+PROBLEM_TEXT_MAX = 8_000
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= PROBLEM_TEXT_MAX:
+        return text
+    half = PROBLEM_TEXT_MAX // 2
+    return f"{text[:half]} ... ({len(text) - 2 * half} characters left out) ... {text[-half:]}"
 
 
 def printable(text: str) -> str:

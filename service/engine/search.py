@@ -1672,7 +1672,8 @@ class SearchRunner:
                             idle = client.run_on_scheduler(silent_worker_idle, addr, ENGINE_KEYS)
                         except Exception:  # noqa: BLE001 - no answer there either: next time
                             continue
-                        got = {addr: (["(a task it does not answer about)"], [])} if idle else {}
+                        silent = "(what it runs: it has not answered for 10 s)"
+                        got = {addr: ([silent], [])} if idle else {}
                     unwanted, others = got.get(addr, ([], []))
                     if unwanted and not others:
                         stuck.append(addr)

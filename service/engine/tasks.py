@@ -439,11 +439,18 @@ def unwanted_work(ours: tuple[str, ...], dask_worker: Any = None) -> tuple[list[
 
 def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = None) -> bool:
     """On the scheduler, for a worker that does not answer (a task holding
-    its GIL): whether it runs nothing any client wants and holds nothing of
-    another client's, so that what keeps it busy is work let go (a
-    cancelled search's) and restarting it costs nobody anything."""
+    its GIL): whether what keeps it busy is work let go (a cancelled
+    search's), so that restarting it costs nobody anything. Not if it said,
+    when last heard, that it executes a task still wanted (a long fit of a
+    running search); not if it is given another client's task, or holds
+    another client's data. The engine's tasks queued on it go elsewhere."""
     ws = dask_scheduler.workers.get(addr)
-    if ws is None or ws.processing:
+    if ws is None:
+        return False
+    tasks = dask_scheduler.tasks
+    if any(tasks.get(ts.key) is ts and ts.processing_on is ws for ts in list(ws.executing)):
+        return False
+    if any(not str(ts.key).startswith(ours) for ts in list(ws.processing)):
         return False
     return not any(ts.who_wants and not str(ts.key).startswith(ours) for ts in list(ws.has_what))
 

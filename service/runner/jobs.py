@@ -185,13 +185,19 @@ class _Recorder:
 
 
 def _database_trouble(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database failing the runner (a connection cut,
-    a server restarting, SQLite busy), not anything the job did."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    """Whether ``exc`` is the database away for a while (a connection cut,
+    a server shutting down or starting, SQLite busy), not anything the job
+    did: worth running the job again. A full disk, a timeout or a refused
+    row is not: the job fails saying so."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
 
-    return isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    # PostgreSQL's connection exceptions, and its operator's shutdowns and restarts
+    return state.startswith(("08", "57P")) or "database is locked" in str(exc.orig)
 
 
 def _cluster_lost(exc: BaseException) -> bool:
@@ -510,7 +516,7 @@ class JobRunner:
                 .where(self._held(job_id))
                 .values(
                     state=state.value,
-                    finished_at=utcnow(),
+                    finished_at=self._clock(s),  # the clock started_at was read from
                     lease_owner=None,
                     lease_expires=None,
                     **values,
@@ -795,12 +801,23 @@ class JobRunner:
                     placed = True
         except BaseException:
             # the commit failed: no success, so no file of one (this attempt
-            # held the job: no other attempt's file is there to remove)
-            if placed:
+            # held the job: no other attempt's file is there to remove);
+            # unless only its answer was lost and the success stands
+            if placed and not self._succeeded(job_id):
                 final.unlink(missing_ok=True)
             raise
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _succeeded(self, job_id: str) -> bool:
+        """Whether the job's success is written, as far as the database says
+        now (not, if it says nothing)."""
+        try:
+            with self.db.read() as s:
+                state = s.scalar(select(Job.state).where(Job.id == job_id))
+        except Exception:  # noqa: BLE001 - unknown: as if it failed
+            return False
+        return state == JobState.SUCCEEDED.value
 
     def _dump_estimator(self, estimator: Any, path: Path, notes: list[str]) -> bool:
         """Write the best estimator to ``path`` with skops; False (and a note

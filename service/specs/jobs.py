@@ -277,7 +277,7 @@ def compile_job(
     (read only for explicit folds, to check their indices, and for groups
     a splitter counts), kept by nobody (:meth:`DatasetStore.values`).
     """
-    from memogrid.spec import build_distributions
+    from memogrid.spec import DISTRIBUTIONS_MAX, GRIDS_MAX, build_distributions
 
     estimator = build_estimator(request["estimator"], allow, "estimator")
     grid, dists = request.get("param_grid"), request.get("param_distributions")
@@ -286,7 +286,10 @@ def compile_job(
     n_iter = int(request.get("n_iter") or 10)
     # refuse an oversized grid from its JSON, before building anything; a
     # list of grids or distributions is bounded too (each costs its building)
-    for name, value, most in (("param_grid", grid, 10_000), ("param_distributions", dists, 1000)):
+    for name, value, most in (
+        ("param_grid", grid, GRIDS_MAX),
+        ("param_distributions", dists, DISTRIBUTIONS_MAX),
+    ):
         if isinstance(value, list) and len(value) > most:
             raise SpecError(name, f"{name} is a list of at most {most} dicts, not {len(value)}")
 

@@ -209,7 +209,7 @@ class Upload:
                 f"an array of shape {tuple(shape)} and dtype {dtype} exceeds the size "
                 f"limit of {self.max_bytes} bytes",
             )
-        if fortran and len(shape) > 1 and math.prod(shape) > 0:
+        if fortran and len(shape) > 1:
             raise UploadError(
                 422,
                 "Fortran-ordered .npy files are not accepted: save np.ascontiguousarray(X) instead",

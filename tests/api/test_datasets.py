@@ -685,3 +685,31 @@ def test_an_intact_file_is_kept_whatever_another_uploads_header(api, api_as, set
     assert r.status_code == 413, r.text
     assert path.read_bytes() == whole
     assert api.head(f"/v1/datasets/{did}").status_code == 200
+
+
+def test_a_users_uploads_under_way_at_once_are_bounded(api, api_as, settings):
+    """Each upload is spooled to disk before its content can be held against
+    the quota: a user's parallel uploads filled the disk past any quota. At
+    most MEMOGRID_USER_MAX_UPLOADS are under way per user; one more is a 429
+    with Retry-After, another user's is not held back, and a slot freed is
+    taken again."""
+    from contextlib import ExitStack
+
+    from sqlalchemy import select
+
+    from memogrid_service.db.models import User
+
+    svc = api.app.state.services
+    with svc.db.read() as s:
+        admin = s.scalars(select(User.id).where(User.name == "admin")).one()
+    body = npy_bytes(np.arange(5.0))
+    with ExitStack() as under_way:
+        for _ in range(settings.user_max_uploads):
+            under_way.enter_context(svc.uploads.take(admin))
+        r = api.post("/v1/datasets", content=body, headers=NPY)
+        assert r.status_code == 429 and r.headers["retry-after"], r.text
+        assert "uploads under way" in r.json()["detail"]
+        assert api_as("bob").post("/v1/datasets", content=body, headers=NPY).status_code == 201
+    r = api.post("/v1/datasets", content=body, headers=NPY)
+    assert r.status_code in (200, 201), r.text
+    assert svc.uploads._under_way == {}

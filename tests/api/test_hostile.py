@@ -302,6 +302,19 @@ def test_overlong_names_are_refused_up_front(api, data):
     _nothing_queued(api)
 
 
+def test_a_refusal_quoting_a_huge_value_is_answered_at_a_bounded_size(api, data):
+    """A 4 MB class name was quoted whole, twice: an 8 MB answer to a 422."""
+    from memogrid_service.api.problems import PROBLEM_TEXT_MAX
+
+    huge = "sklearn." + "A" * 4_000_000
+    r = _job(api, data, estimator={"class": huge})
+    assert r.status_code == 422, r.text[:500]
+    problem = r.json()
+    assert "not on the allowlist" in problem["detail"] and "characters left out" in r.text
+    assert len(r.content) < 4 * PROBLEM_TEXT_MAX
+    _nothing_queued(api)
+
+
 def test_request_bodies_over_the_limit_are_refused_before_they_are_read(api, settings, data):
     settings.request_max_bytes = 4096
     padding = {"C": [1.0] + [float(i) for i in range(2000)]}  # about 14 kB of JSON
@@ -347,6 +360,13 @@ def test_a_body_that_is_not_utf8_is_told_so(api):
     r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert "not UTF-8 JSON: invalid start byte at byte 25" in r.json()["detail"], r.text
+    # JSON Python cannot read is told by what it is, not "an error parsing the body"
+    for body, said in (
+        (b'{"n_iter": ' + b"1" * 5000 + b"}", "an integer of more than 4300 digits"),
+        (b'{"X": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests arrays or objects too deeply"),
+    ):
+        r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and said in r.json()["detail"], r.text
     _nothing_queued(api)
 
 

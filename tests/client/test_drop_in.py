@@ -1944,6 +1944,28 @@ def test_drawn_points_of_lists_keep_scikit_learns_names_order_and_objects(mg, da
             assert any(row["sc"] is s for s in scalers)
 
 
+def test_more_points_drawn_here_than_the_service_takes_are_refused_saying_why(mg, data):
+    """A RandomState draws the candidates here, sent as a list of points the
+    service caps at 10,000: refused before any job, naming n_iter and the
+    way out, not as a param_grid the caller never gave."""
+    from scipy.stats import loguniform
+
+    X, y = data
+    before = _jobs(mg)
+    search = RandomizedSearchCV(
+        LogisticRegression(),
+        {"C": loguniform(1e-3, 1e2)},
+        n_iter=10_001,
+        cv=2,
+        random_state=np.random.RandomState(0),
+        client=mg,
+        progress=False,
+    )
+    with pytest.raises(SpecError, match=r"n_iter.*10001 candidates.*an int random_state"):
+        search.fit(X, y)
+    assert _jobs(mg) == before
+
+
 def test_a_target_scikit_learn_cannot_judge_fails_as_there(mg, data):
     """Labels mixing None with strings fail where scikit-learn's search
     judges the target (its TypeError, before anything is sent); NaN labels

@@ -506,13 +506,10 @@ def test_a_job_cut_off_from_its_scheduler_as_the_runner_stops_is_requeued(svc, m
     assert (job.state, job.attempts, job.error) == ("queued", 0, None)
 
 
-def test_a_success_whose_commit_fails_leaves_no_estimator_file(svc, monkeypatch):
-    """The best estimator's file is put in place inside the success's
-    transaction: a commit that fails takes the file away again (a job not
-    succeeded held a file nothing would remove)."""
+def _fail_each_success(svc, monkeypatch, error, committed=False) -> None:
+    """Every success's write raises ``error()``: in its transaction (so it
+    rolls back), or, ``committed``, after its commit (only the answer lost)."""
     from contextlib import contextmanager
-
-    from sqlalchemy.exc import OperationalError
 
     runner, write, finish = svc.runner, svc.db.write, svc.runner._finish
     succeeding = threading.Event()
@@ -526,25 +523,76 @@ def test_a_success_whose_commit_fails_leaves_no_estimator_file(svc, monkeypatch)
     def write_failing_the_success():
         with write() as s:
             yield s
-            if succeeding.is_set():
+            if succeeding.is_set() and not committed:
                 succeeding.clear()
-                raise OperationalError("COMMIT", {}, Exception("the connection was lost"))
+                raise error()
+        if succeeding.is_set() and committed:
+            succeeding.clear()
+            raise error()
 
     monkeypatch.setattr(runner, "_finish", finish_spy)
     monkeypatch.setattr(svc.db, "write", write_failing_the_success)
-    (job_id,) = _queue(svc, {"svc__C": [1.0]})
-    runner.start()
-    # the database's failure, not the job's: tried again, up to max_attempts
-    job = _wait(svc, job_id)
-    assert job.state == "failed" and f"started {runner.max_attempts} times" in job.error
-    assert "database" in job.error and "INSERT" not in job.error
-    assert not list(svc.settings.estimators_dir.iterdir())
 
 
 def _lost_connection() -> Exception:
     from sqlalchemy.exc import OperationalError
 
-    return OperationalError("UPDATE jobs SET ...", {}, Exception("server closed the connection"))
+    return OperationalError(
+        "UPDATE jobs SET ...",
+        {},
+        Exception("server closed the connection"),
+        connection_invalidated=True,  # as SQLAlchemy marks a connection it lost
+    )
+
+
+def test_a_success_whose_commit_fails_leaves_no_estimator_file(svc, monkeypatch):
+    """The best estimator's file is put in place inside the success's
+    transaction: a commit that fails takes the file away again (a job not
+    succeeded held a file nothing would remove)."""
+    _fail_each_success(svc, monkeypatch, _lost_connection)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    svc.runner.start()
+    # the database's failure, not the job's: tried again, up to max_attempts
+    job = _wait(svc, job_id)
+    assert job.state == "failed" and f"started {svc.runner.max_attempts} times" in job.error
+    assert "database" in job.error and "UPDATE" not in job.error
+    assert not list(svc.settings.estimators_dir.iterdir())
+
+
+def test_a_database_refusing_the_results_fails_the_job_saying_why(svc, monkeypatch):
+    """Not every database error is the database away: a full disk fails the
+    job at once with the database's words (not three runs ending in "started
+    3 times"), and no SQL."""
+    from sqlalchemy.exc import OperationalError
+
+    class DiskFull(Exception):
+        sqlstate = "53100"
+
+    def disk_full():
+        return OperationalError(
+            "INSERT INTO candidates ...", {}, DiskFull("could not extend file: disk full")
+        )
+
+    _fail_each_success(svc, monkeypatch, disk_full)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    svc.runner.start()
+    job = _wait(svc, job_id)
+    assert (job.state, job.attempts) == ("failed", 1)
+    assert "could not extend file" in job.error and "INSERT" not in job.error, job.error
+
+
+def test_a_success_whose_commit_answer_is_lost_keeps_its_estimator(svc, monkeypatch):
+    """The success committed but its answer never came (the connection
+    dropped after COMMIT): the job stands succeeded, so its estimator file
+    stays (it was removed, and the job's estimator was a 404)."""
+    _fail_each_success(svc, monkeypatch, _lost_connection, committed=True)
+    (job_id,) = _queue(svc, {"svc__C": [1.0]})
+    svc.runner.start()
+    _wait(svc, job_id)
+    time.sleep(0.5)  # what the runner does after the lost answer
+    job = _state(svc, job_id)
+    assert (job.state, job.has_estimator, job.attempts) == ("succeeded", True, 1)
+    assert (svc.settings.estimators_dir / f"{job_id}.skops").exists()
 
 
 def test_a_progress_write_the_database_drops_is_written_at_the_next(svc, monkeypatch):

@@ -443,6 +443,23 @@ def test_grid_keys_are_checked_once_per_structure_of_the_steps_above_them(allow)
             {"sel__estimator": [lrs[0], svc], "sel__estimator__l1_ratio": [0.5]},
             allow,
         )
+    # steps alike but for the columns they select are one structure: a search
+    # over 4,095 column subsets is no more than the bound
+    import itertools
+
+    cols = [f"c{i}" for i in range(12)]
+    ct = "sklearn.compose.ColumnTransformer"
+    scaler = {"class": "sklearn.preprocessing.StandardScaler"}
+    subsets = [
+        {"class": ct, "params": {"transformers": [["num", scaler, list(c)]]}}
+        for r in range(1, 13)
+        for c in itertools.combinations(cols, r)
+    ]
+    prep = Pipeline([("prep", ColumnTransformer([("num", "passthrough", cols)])), ("clf", est)])
+    subsets_checked: set = set()
+    grid = {"prep": subsets, "prep__num__with_mean": [True]}
+    assert len(build_grid(prep, grid, allow, checked=subsets_checked)["prep"]) == 4095
+    assert len(subsets_checked) == 2
     # distinct structures (steps named differently) beyond the bound: refused
     named = [
         {"class": "sklearn.pipeline.Pipeline", "params": {"steps": [[f"s{i}", {"class": LR}]]}}
