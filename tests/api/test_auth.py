@@ -178,6 +178,7 @@ def test_limits_hold_under_concurrent_requests(settings, dask_client):
 
     settings.user_max_active_jobs = 3
     settings.user_max_bytes = 3000
+    settings.user_max_uploads = 10  # all ten at once reach the quota's check
     app = create_app(settings, dask_client=dask_client, start_runner=False)
     with TestClient(app) as client:
         client.headers["authorization"] = f"Bearer {settings.admin_token_file.read_text().strip()}"
