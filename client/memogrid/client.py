@@ -622,7 +622,7 @@ class Client:
         candidates: Callable[[], list[dict[str, Any]] | None] | None = None,
     ) -> Job:
         got = self._json("POST", "/v1/jobs", json=body)
-        return Job(self, got["id"], candidates)
+        return Job(self, got["id"], candidates, sent=body)
 
     def job(self, job_id: str) -> Job:
         """Reattach to a job (from another session, say)."""
@@ -810,9 +810,13 @@ class Job:
         client: Client,
         job_id: str,
         candidates: Callable[[], list[dict[str, Any]] | None] | None = None,
+        sent: Mapping[str, Any] | None = None,
     ):
         self.client = client
         self.id = job_id
+        # the request as this process sent it: what the best estimator's
+        # types are audited against (not the service's copy of it)
+        self._sent = sent
         self._status: dict[str, Any] | None = None
         self._results: dict[str, Any] | None = None
         self._cv_results: dict[str, Any] | None = None
@@ -1056,7 +1060,9 @@ class Job:
                     "clone(estimator).set_params(**job.best_params_).fit(X, y)"
                 )
             blob = self.client._request("GET", f"/v1/jobs/{self.id}/estimator").content
-            self._best_estimator = load_audited(blob, self.results()["request"])
+            # a job reattached to (Client.job) has only the service's word
+            request = self._sent if self._sent is not None else self.results()["request"]
+            self._best_estimator = load_audited(blob, request)
         return self._best_estimator
 
     def to_frame(self) -> Any:

@@ -13,7 +13,7 @@ from scipy.stats import loguniform
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as SkRandomizedSearchCV
 from sklearn.pipeline import Pipeline
@@ -353,6 +353,25 @@ def test_best_estimator_types_are_audited():
     other = LogisticRegression().fit(X, y)
     with pytest.raises(memogrid.DataError, match="LogisticRegression"):
         load_audited(sio.dumps(other), request)
+
+
+def test_the_best_estimator_is_audited_against_the_spec_this_process_sent(mg):
+    """The types a downloaded estimator may hold come from the spec the
+    client sent, not from the service's copy of the request (a hostile or
+    broken service could name others); a job reattached to has only that."""
+    from memogrid.spec import to_spec
+
+    X, y = make_classification(n_samples=80, n_features=6, random_state=0)
+    job = mg.submit(LogisticRegression(), {"C": [1.0]}, X, y, cv=2)
+    job.wait()
+    told = dict(job.results())
+    told["request"] = dict(told["request"], estimator=to_spec(Ridge()))
+    job._results = told  # the service now names another estimator
+    assert isinstance(job.best_estimator_, LogisticRegression)
+    again = mg.job(job.id)
+    again._results = told
+    with pytest.raises(memogrid.DataError, match="LogisticRegression"):
+        _ = again.best_estimator_
 
 
 def test_refit_on_fortran_ordered_x_matches_scikit_learn(mg):
