@@ -39,6 +39,14 @@ _NO_SERVICE_HERE = (
 )
 
 
+def _refuse_missing_file(url, hint: str) -> None:  # type: ignore[no-untyped-def]
+    """A SQLite database that must be there already: opening it would make
+    an empty one (in a mistyped data directory, say)."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not os.path.exists(url.database):
+            raise ValueError(f"no memogrid database at {url.database} {hint}")
+
+
 def _existing_database(settings):  # type: ignore[no-untyped-def]
     """The service's database, which must exist already: a mistyped data
     directory made a new, empty one, and a token created in it was one the
@@ -49,9 +57,7 @@ def _existing_database(settings):  # type: ignore[no-untyped-def]
     from .db.session import Database
 
     url = make_url(settings.effective_database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not os.path.exists(url.database):
-            raise ValueError(f"no memogrid database at {url.database} {_NO_SERVICE_HERE}")
+    _refuse_missing_file(url, _NO_SERVICE_HERE)
     db = Database(settings.effective_database_url)
     try:
         if migrate.current(db.write_engine) is None:
@@ -102,10 +108,7 @@ def _ready_database(settings) -> None:  # type: ignore[no-untyped-def]
 
     db = Database(settings.effective_database_url)
     try:
-        if settings.migrate_on_start:
-            migrate.upgrade(db.write_engine)
-        else:
-            migrate.require_current(db.write_engine)
+        migrate.ready(db.write_engine, settings.migrate_on_start)
     finally:
         db.dispose()
 
@@ -117,14 +120,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from .db.session import Database
 
     settings = _settings(args)
-    url = make_url(settings.effective_database_url)
-    if args.action != "upgrade" and url.get_backend_name() == "sqlite":
-        # only an upgrade makes a database: a mistyped directory is not one
-        if url.database not in (None, "", ":memory:") and not os.path.exists(url.database):
-            raise ValueError(
-                f"no memogrid database at {url.database} (is --data-dir / MEMOGRID_DATA_DIR "
-                "right? `memogrid migrate upgrade` or the service's first start creates it)"
-            )
+    if args.action != "upgrade":  # only an upgrade makes a database
+        _refuse_missing_file(
+            make_url(settings.effective_database_url),
+            "(is --data-dir / MEMOGRID_DATA_DIR right? `memogrid migrate upgrade` or the "
+            "service's first start creates it)",
+        )
     db = Database(settings.effective_database_url)
     try:
         if args.action == "upgrade":

@@ -770,14 +770,12 @@ def _structure(value: Any) -> Any:
         if all(isinstance(i, type) for i in inner):
             return type(value)  # plain values (columns, say): however many
         return (type(value), inner)
-    if isinstance(value, str) and value in ("passthrough", "drop"):
-        return value  # a step left out: no keys below it
+    if isinstance(value, str) and _is_step(value):
+        return value  # "passthrough" or "drop": a step left out, no keys below it
     return type(value)
 
 
-def _check_keys(
-    estimator: Any, space: Mapping[str, Any], path: str, checked: set[Any] | None = None
-) -> None:
+def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: set[Any]) -> None:
     """Refuse a key the estimator (or the step it names) does not have.
 
     A key is tried together with each combination of the values of the keys
@@ -788,7 +786,6 @@ def _check_keys(
     """
     from sklearn.base import clone
 
-    checked = set() if checked is None else checked
     structures: dict[str, dict[Any, Any]] = {}  # of each key's values, found once
 
     def distinct(name: str) -> dict[Any, Any]:

@@ -61,10 +61,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     from ..engine.cluster import make_client
 
     db = Database(settings.effective_database_url)
-    if settings.migrate_on_start:
-        revision = migrate.upgrade(db.write_engine)
-    else:
-        revision = migrate.require_current(db.write_engine)
+    revision = migrate.ready(db.write_engine, settings.migrate_on_start)
     from .auth import AuthCache, RateLimiter, ensure_admin_token
 
     written = ensure_admin_token(db, settings.admin_token_file)

@@ -92,3 +92,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current(engine)
+
+
+def ready(engine: Engine, upgrade_it: bool) -> str | None:
+    """The schema a service runs on: upgraded (``MEMOGRID_MIGRATE_ON_START``),
+    or else checked to be this code's; its revision."""
+    return upgrade(engine) if upgrade_it else require_current(engine)

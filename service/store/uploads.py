@@ -195,7 +195,8 @@ class Upload:
             raise UploadError(422, f"absurd array shape {shape!r}")
         if len(shape) == 0:
             raise UploadError(422, "a dataset is at least one-dimensional, got a scalar")
-        if math.prod(shape) == 0 or dtype.itemsize == 0:
+        values = math.prod(shape)
+        if values == 0 or dtype.itemsize == 0:
             # no bytes to count against any limit, yet every fold of its rows
             # costs work: a few bytes declared 10**12 rows of zero width
             raise UploadError(
@@ -203,7 +204,7 @@ class Upload:
                 f"an array of shape {tuple(shape)} and dtype {dtype} holds no values: "
                 "a fit needs at least one sample and one feature",
             )
-        if math.prod(shape) * dtype.itemsize > self.max_bytes:
+        if values * dtype.itemsize > self.max_bytes:
             raise UploadError(
                 413,
                 f"an array of shape {tuple(shape)} and dtype {dtype} exceeds the size "
