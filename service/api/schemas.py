@@ -104,7 +104,9 @@ class JobAccepted(BaseModel):
 
 class Progress(BaseModel):
     """Distinct (candidate, split) results done of total; cache lookups of
-    steps and results that hit, and those that missed (each miss is a fit)."""
+    steps and results that hit, and those that missed; fits: the misses this
+    search computed (the others were computed once for it and a search
+    running at the same time, counted there)."""
 
     done: int
     total: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import logging
 import math
 import sys
@@ -92,6 +93,81 @@ def _wanting(client: Any, keys: list[str]) -> Iterator[None]:
             for k in keys:
                 if counts[k] <= 0:
                     del counts[k]
+
+
+class SharedFits:
+    """Who counted the fits the running searches of one dask client received.
+
+    Two searches at once that share a step (or a whole (candidate, split),
+    or a refit) get one computation under one dask key, and both receive
+    its output saying "fit". The first search to receive a fit counts it;
+    for every other running search it is ``"shared"``: summed over searches
+    running together, fits are the fits that ran. A fit is told apart from
+    another fit of the same key by its duration, measured to the
+    nanosecond in the task and carried in its output. What was counted is
+    forgotten when the last running search of the client ends.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.counted: dict[tuple[Any, ...], int] = {}  # fit -> the search counting it
+
+
+@dataclass
+class FitCounter:
+    """One search's view of :class:`SharedFits`."""
+
+    shared: SharedFits
+    search: int
+
+    def _mine(self, fit: tuple[Any, ...]) -> bool:
+        """Whether this search counts ``fit`` (callers hold the lock)."""
+        return self.shared.counted.setdefault(fit, self.search) == self.search
+
+    def output(self, skey: str, o: ScoreOutput) -> ScoreOutput:
+        """``o`` with the fits another running search counted as "shared"."""
+        with _wanted_lock:
+            prov = tuple(
+                (k, "shared", t) if how == "fit" and not self._mine((k, t)) else (k, how, t)
+                for k, how, t in o.provenance
+            )
+            final = o.final
+            if final == "fit":
+                r = o.result
+                if not self._mine((skey, r.get("fit_time"), r.get("score_time"))):
+                    final = "shared"
+        if prov == o.provenance and final == o.final:
+            return o
+        return replace(o, provenance=prov, final=final)
+
+    def refit(self, key: str, out: RefitOutput) -> tuple[str, int]:
+        """How this search got the refit ``key`` ("fit", "hit" or "shared"),
+        and how many steps were fitted for it that this search counts."""
+        with _wanted_lock:
+            final = out.final
+            if final == "fit" and not self._mine((key, out.fit_time)):
+                final = "shared"
+            fits = sum(how == "fit" and self._mine((k, t)) for k, how, t in out.provenance)
+        return final, fits
+
+
+_shared_fits: weakref.WeakKeyDictionary[Any, SharedFits] = weakref.WeakKeyDictionary()
+_searches = itertools.count()
+
+
+@contextmanager
+def _counting_fits(client: Any) -> Iterator[FitCounter]:
+    """This search's count of fits among the searches of ``client`` running now."""
+    with _wanted_lock:
+        shared = _shared_fits.setdefault(client, SharedFits())
+        shared.running += 1
+    try:
+        yield FitCounter(shared, next(_searches))
+    finally:
+        with _wanted_lock:
+            shared.running -= 1
+            if not shared.running:
+                shared.counted.clear()
 
 
 def _cancel_own(client: Any, futures: list) -> None:
@@ -559,7 +635,11 @@ class SearchStats:
     resident: int = 0  # of those, outputs still in worker memory from an earlier search
     step_fits: int = 0  # intermediate steps fitted
     final_fits: int = 0  # final-estimator fits (scores computed)
-    refit: str = ""  # "fit", "hit" or "" (no refit)
+    #: fits another search running at the same time counted: one
+    #: computation served both (:class:`SharedFits`)
+    step_shared: int = 0
+    final_shared: int = 0
+    refit: str = ""  # "fit", "hit", "shared" or "" (no refit)
     refit_step_fits: int = 0  # intermediate steps fitted on all rows for the refit
 
     @property
@@ -571,12 +651,16 @@ class SearchStats:
         return self.step_fits + self.final_fits
 
     @property
+    def shared(self) -> int:
+        return self.step_shared + self.final_shared
+
+    @property
     def misses(self) -> int:
-        return self.fits
+        return self.fits + self.shared
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(hits=self.hits, fits=self.fits, misses=self.misses)
+        d.update(hits=self.hits, fits=self.fits, shared=self.shared, misses=self.misses)
         return d
 
 
@@ -1327,14 +1411,16 @@ class SearchRunner:
         restarted (:meth:`_stop_unwanted_work`).
         """
         try:
-            return self._run(
-                prepared,
-                on_progress=on_progress,
-                cancel=cancel,
-                on_result=on_result,
-                reemit_warnings=reemit_warnings,
-                warnings_into=warnings_into,
-            )
+            with _counting_fits(self.client) as counter:
+                return self._run(
+                    prepared,
+                    counter,
+                    on_progress=on_progress,
+                    cancel=cancel,
+                    on_result=on_result,
+                    reemit_warnings=reemit_warnings,
+                    warnings_into=warnings_into,
+                )
         except SearchCancelled:
             self._stop_unwanted_work()
             raise
@@ -1342,6 +1428,7 @@ class SearchRunner:
     def _run(
         self,
         prepared: PreparedSearch,
+        counter: FitCounter,
         *,
         on_progress: ProgressFn | None,
         cancel: threading.Event | None,
@@ -1367,7 +1454,16 @@ class SearchRunner:
         _report_caught(p.sk_warnings, reemit_warnings, log)
         loadable = LoadCheck(self.client, (p.base, p.candidates, p.scoring, p.ctx), cancel)
         outputs = self._run_plan(
-            plan, p.ctx, p.scoring, stats, on_progress, cancel, on_result, p.train_cells, loadable
+            plan,
+            p.ctx,
+            p.scoring,
+            stats,
+            counter,
+            on_progress,
+            cancel,
+            on_result,
+            p.train_cells,
+            loadable,
         )
         out = []
         warned: list[Warned] = []  # what the fits warned about in the workers
@@ -1423,6 +1519,7 @@ class SearchRunner:
                 p.refit_fold,
                 p.fit_param_tokens,
                 p.ctx,
+                counter,
                 cancel,
                 loadable,
             )
@@ -1437,7 +1534,7 @@ class SearchRunner:
             res.refit_time_ = time.perf_counter() - start
         res.warning_counts = log.repeated()
         res.warning_sources = log.sources
-        if stats.fits or stats.refit == "fit":
+        if stats.fits or stats.shared or stats.refit in ("fit", "shared"):
             self._drain_writes()
         return res
 
@@ -1462,6 +1559,7 @@ class SearchRunner:
         ctx: TaskContext,
         scoring: Scoring,
         stats: SearchStats,
+        counter: FitCounter,
         on_progress: ProgressFn | None,
         cancel: threading.Event | None,
         on_result: ResultFn | None = None,
@@ -1535,7 +1633,7 @@ class SearchRunner:
                     for fut, got in zip(ended, self.client.gather(ended), strict=True):
                         outs = got if isinstance(got, list) else [got]
                         for skey, o in zip(members[fut.key], outs, strict=True):
-                            o = reuse.output(o)
+                            o = counter.output(skey, reuse.output(o))
                             outputs[skey] = o
                             self._count(o, seen_steps, stats)
                             done += 1
@@ -1715,12 +1813,16 @@ class SearchRunner:
                 seen_steps.add(step)
                 if how == "hit":
                     stats.step_hits += 1
+                elif how == "shared":
+                    stats.step_shared += 1
                 else:
                     stats.step_fits += 1
         if o.final == "hit":
             stats.score_hits += 1
         elif o.final == "fit":
             stats.final_fits += 1
+        elif o.final == "shared":
+            stats.final_shared += 1
 
     def graph(
         self,
@@ -1850,6 +1952,7 @@ class SearchRunner:
         fold: Fold,
         fp_tokens: dict,
         ctx: TaskContext,
+        counter: FitCounter,
         cancel: threading.Event | None = None,
         loadable: LoadCheck | None = None,
     ) -> tuple[tuple[Any, ...], str, int, tuple[Warned, ...]]:
@@ -1888,5 +1991,7 @@ class SearchRunner:
                 self.resident.keep([(parent, held, out.parent_nbytes)])
         finally:
             reuse.release()
-        step_fits = sum(how == "fit" for _, how, _ in reuse.provenance(out.provenance))
-        return out.models, out.final, step_fits, out.warnings
+        final, step_fits = counter.refit(
+            rplan.key, replace(out, provenance=reuse.provenance(out.provenance))
+        )
+        return out.models, final, step_fits, out.warnings

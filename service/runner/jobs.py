@@ -155,15 +155,17 @@ class _Recorder:
         with self._lock:
             rows, self.rows = self.rows, []
             done, stats = self.done, self.stats
-            hits, misses = stats.hits, stats.misses
+            hits, misses, fits = stats.hits, stats.misses, stats.fits
         try:
-            self._write(rows, done, hits, misses)
+            self._write(rows, done, hits, misses, fits)
         except BaseException:
             with self._lock:  # not written: the next flush writes them
                 self.rows[:0] = rows
             raise
 
-    def _write(self, rows: list[dict[str, Any]], done: int, hits: int, misses: int) -> None:
+    def _write(
+        self, rows: list[dict[str, Any]], done: int, hits: int, misses: int, fits: int
+    ) -> None:
         with self.db.write() as s:
             # nothing of an attempt whose job another attempt holds now (its
             # lease lapsed): its rows and counts went over the other's
@@ -174,7 +176,7 @@ class _Recorder:
                     progress_done=done,
                     cache_hits=hits,
                     cache_misses=misses,
-                    fits=misses,
+                    fits=fits,
                 )
             )
             if rowcount(held) != 1:

@@ -188,6 +188,24 @@ def test_refit_is_cached_like_folds(runner, fit_log):
     assert np.array_equal(pca_a.components_, pca_b.components_)
 
 
+def _searches_at_once(dask_client, store, pipe, X, y, grids, **kwargs) -> list:
+    """Searches over ``grids`` started together on one client, with no cache."""
+    barrier = threading.Barrier(len(grids))
+    results: list = [None] * len(grids)
+
+    def go(i):
+        runner = SearchRunner(dask_client, store, None)
+        barrier.wait()
+        results[i] = runner.search(pipe, X, y, param_grid=grids[i], **kwargs)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(grids))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
 def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fit_log):
     # No persistent cache: only the scheduler's key dedup can share work.
     X, y = seed_data()
@@ -201,22 +219,18 @@ def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fi
         {"pca__n_components": [5, 10, 20], "logistic__C": [0.1, 1.0]},
         {"pca__n_components": [5, 10, 20], "logistic__C": [10.0, 100.0]},
     ]
-    barrier = threading.Barrier(2)
-    results: list = [None, None]
-
-    def go(i):
-        runner = SearchRunner(dask_client, store, None)
-        barrier.wait()
-        results[i] = runner.search(pipe, X, y, param_grid=grids[i], cv=5, refit=False)
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = _searches_at_once(dask_client, store, pipe, X, y, grids, cv=5, refit=False)
     counts = fit_counts(fit_log)
     assert counts["CountingPCA"] == 15, counts
     assert counts["CountingLogisticRegression"] == 60
+    # each search's counts: every PCA fit counted once, by one search; the
+    # other search was served the same fit and counts it as shared
+    stats = [r.stats for r in results]
+    assert sum(s.step_fits for s in stats) == 15, stats
+    assert sum(s.step_shared for s in stats) == 15, stats
+    assert [s.final_fits for s in stats] == [30, 30] and not any(s.final_shared for s in stats)
+    for s in stats:
+        assert s.misses == s.fits + s.shared == 45  # nothing was in a cache
     reference = Pipeline(  # the same maths without the sleep
         [
             ("pca", CountingPCA()),
@@ -226,6 +240,31 @@ def test_concurrent_searches_share_steps_on_one_scheduler(dask_client, store, fi
     for res, grid in zip(results, grids, strict=True):
         sk = GridSearchCV(reference, grid, cv=5, refit=False).fit(X, y)
         assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+
+
+def test_identical_searches_at_once_count_each_fit_once(dask_client, store, fit_log):
+    # whatever the timing, summed over the two searches, the fits counted are
+    # the fits that ran, the refit's included; what one search was served
+    # from a computation the other counted is "shared"
+    X, y = seed_data()
+    pipe = Pipeline(
+        [
+            ("pca", SlowCountingPCA()),
+            ("logistic", CountingLogisticRegression(random_state=0)),
+        ]
+    )
+    grid = {"pca__n_components": [5, 10], "logistic__C": [0.1, 1.0]}
+    results = _searches_at_once(dask_client, store, pipe, X, y, [grid, grid], cv=3)
+    counts = fit_counts(fit_log)
+    stats = [r.stats for r in results]
+    assert counts["CountingPCA"] == sum(s.step_fits + s.refit_step_fits for s in stats), stats
+    refits = sum(s.refit == "fit" for s in stats)
+    assert counts["CountingLogisticRegression"] == sum(s.final_fits for s in stats) + refits
+    assert counts["CountingPCA"] < 2 * (6 + 1), counts  # the searches did share fits
+    for s in stats:
+        assert s.step_fits + s.step_shared == 6 and s.final_fits + s.final_shared == 12, s
+        assert s.refit in ("fit", "shared")
+    assert results[0].best_params_ == results[1].best_params_
 
 
 def test_corrupt_or_missing_entries_are_recomputed(runner, cache, fit_log):

@@ -621,6 +621,24 @@ def test_a_progress_write_the_database_drops_is_written_at_the_next(svc, monkeyp
     assert n == 9
 
 
+def test_progress_counts_fits_a_concurrent_search_made_as_misses_not_fits(svc):
+    """A result another search running at the same time fitted (the
+    engine says "shared") is a cache miss of this job, not one of its fits."""
+    from memogrid_service.engine.tasks import ScoreOutput
+    from memogrid_service.runner.jobs import _Recorder
+
+    (job_id,) = _queue(svc, {"svc__C": [0.5]})
+    grid = [["s0", "s1", "s2"]]
+    recorder = _Recorder(svc.db, job_id, grid, Job.id == job_id, threading.Event())
+    result = {"test_scores": 0.5, "fit_time": 0.1, "score_time": 0.01}
+    recorder.on_result("s0", ScoreOutput(result, (("step-a", "fit", 0.2),), "fit"))
+    recorder.on_result("s1", ScoreOutput(result, (("step-b", "shared", 0.2),), "shared"))
+    recorder.on_result("s2", ScoreOutput(result, (("step-a", "fit", 0.2),), "hit"))
+    recorder.flush()
+    job = _state(svc, job_id)
+    assert (job.progress_done, job.cache_hits, job.cache_misses, job.fits) == (3, 1, 4, 2)
+
+
 def test_a_job_whose_database_connection_fails_at_its_end_runs_again(svc, monkeypatch):
     """The database failing the search's last write is not the job's doing:
     the job is queued again (the attempt counts) and finishes, its fits
