@@ -105,12 +105,17 @@ class SharedFits:
     running together, fits are the fits that ran. A fit is told apart from
     another fit of the same key by its duration, measured to the
     nanosecond in the task and carried in its output. What was counted is
-    forgotten when the last running search of the client ends.
+    forgotten when the last running search of the client ends, and the
+    oldest beyond :attr:`KEPT` fits while searches keep running (a search
+    served one of those long after it ran counts it as its own).
     """
+
+    KEPT = 100_000
 
     def __init__(self) -> None:
         self.running = 0
-        self.counted: dict[tuple[Any, ...], int] = {}  # fit -> the search counting it
+        #: fit -> the search counting it, oldest first
+        self.counted: OrderedDict[tuple[Any, ...], int] = OrderedDict()
 
 
 @dataclass
@@ -122,7 +127,11 @@ class FitCounter:
 
     def _mine(self, fit: tuple[Any, ...]) -> bool:
         """Whether this search counts ``fit`` (callers hold the lock)."""
-        return self.shared.counted.setdefault(fit, self.search) == self.search
+        counted = self.shared.counted
+        by = counted.setdefault(fit, self.search)
+        if len(counted) > self.shared.KEPT:
+            counted.popitem(last=False)
+        return by == self.search
 
     def output(self, skey: str, o: ScoreOutput) -> ScoreOutput:
         """``o`` with the fits another running search counted as "shared"."""

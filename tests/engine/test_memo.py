@@ -267,6 +267,31 @@ def test_identical_searches_at_once_count_each_fit_once(dask_client, store, fit_
     assert results[0].best_params_ == results[1].best_params_
 
 
+def test_counted_fits_are_forgotten_when_no_search_runs_and_past_a_bound(monkeypatch):
+    from memogrid_service.engine import search
+    from memogrid_service.engine.tasks import ScoreOutput
+
+    class Client:  # what the counts hang on: any object a weak reference can name
+        pass
+
+    client = Client()
+    fit = ScoreOutput({"fit_time": 0.5, "score_time": 0.1}, (("step-a", "fit", 0.25),))
+    with search._counting_fits(client) as a, search._counting_fits(client) as b:
+        assert a.output("s", fit) is fit
+        shared = b.output("s", fit)
+        assert shared.final == "shared" and shared.provenance[0][1] == "shared"
+        assert a.output("s", fit) is fit  # a search's own fit stays its own
+    with search._counting_fits(client) as c:  # none ran in between: forgotten
+        assert c.output("s", fit) is fit
+    monkeypatch.setattr(search.SharedFits, "KEPT", 3)
+    with search._counting_fits(client) as a, search._counting_fits(client) as b:
+        a.output("s", fit)  # two entries: the step and the score
+        a.output("t", ScoreOutput({"fit_time": 0.7, "score_time": 0.1}))
+        a.output("u", ScoreOutput({"fit_time": 0.8, "score_time": 0.1}))
+        assert len(search._shared_fits[client].counted) == 3
+        assert b.output("s", fit).final == "fit"  # the oldest was let go
+
+
 def test_corrupt_or_missing_entries_are_recomputed(runner, cache, fit_log):
     from sklearn.datasets import make_classification
 
