@@ -528,11 +528,7 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         params = {}
     if not isinstance(params, Mapping):
         raise SpecError(_join(path, "params"), "params must be an object")
-    accepted = {
-        p.name
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
+    accepted = _accepted(cls)
     built = {}
     for key, value in params.items():
         where = _join(path, f"params.{key}")
@@ -547,7 +543,7 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
         estimator = cls(**built)
     except Exception as exc:  # constructors only store arguments; be safe anyway
         raise SpecError(path, f"{name}({', '.join(built)}) failed: {exc}") from None
-    _validate(estimator, path)
+    _validate(estimator, built, path)
     if "output" in spec:
         _set_output(estimator, spec["output"], _join(path, "output"))
     return estimator
@@ -714,17 +710,41 @@ def _check_entries(key: str, entries: list[Any], path: str) -> None:
             )
 
 
-def _validate(estimator: Any, path: str) -> None:
+@functools.cache
+def _accepted(cls: type) -> frozenset[str]:
+    """The parameters ``cls``'s constructor names (an allowlisted class:
+    finitely many), read once: a grid of many estimators builds each."""
+    return frozenset(
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
+def _validate(estimator: Any, given: Mapping[str, Any], path: str) -> None:
     """scikit-learn's own parameter checks, now rather than at fit time.
 
     A wrong type or range (``C="x"``, ``solver="nope"``) is refused with the
-    path of the parameter instead of failing every fit of a job.
+    path of the parameter instead of failing every fit of a job. The
+    parameters ``given`` are checked, as ``_validate_params`` checks them
+    (the defaults are scikit-learn's own: reading and checking every one
+    was most of the cost of building a grid of many estimators).
     """
     check = getattr(estimator, "_validate_params", None)
-    if check is None or not hasattr(estimator, "_parameter_constraints"):
+    constraints = getattr(estimator, "_parameter_constraints", None)
+    if check is None or constraints is None:
         return
+    from sklearn.base import BaseEstimator
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
     try:
-        check()
+        if getattr(type(estimator), "_validate_params", None) is BaseEstimator._validate_params:
+            if given:
+                validate_parameter_constraints(
+                    constraints, dict(given), caller_name=type(estimator).__name__
+                )
+        else:  # a class checking in its own way
+            check()
     except (ValueError, TypeError) as exc:
         message = str(exc)
         name = message.split("'")[1] if message.startswith("The '") else ""
