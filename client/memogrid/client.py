@@ -698,11 +698,17 @@ def _with_params(rows: Any) -> list[dict[str, Any]]:
     """Result rows with each candidate's ``params`` as the Python values a
     search's ``cv_results_["params"]`` holds (estimators, tuples, numpy
     scalars), rather than the JSON the service keeps them as. A value this
-    process cannot build (a class its scikit-learn lacks) stays that JSON."""
+    process cannot build (a class its scikit-learn lacks) stays that JSON.
+    Scores are floats, an infinity (sent as a string) included."""
+    from .wire import float_from_token
+
     allow = default_allowlist()
     out = []
     for row in rows:
         row = dict(row)
+        for key in ("mean_score", "std_score"):
+            if isinstance(row.get(key), str):
+                row[key] = float_from_token(row[key], key)
         params = {}
         for name, value in dict(row.get("params") or {}).items():
             try:
@@ -1003,11 +1009,16 @@ class Job:
         return np.float64(float_from_token(self._best("best_score"), "best_score"))
 
     def _best(self, key: str) -> Any:
-        value = self.results().get(key)
+        results = self.results()
+        value = results.get(key)
         if value is None:
-            raise AttributeError(
-                f"{key}_ is not available: the job ran with refit=False and several metrics"
+            why = (
+                "the job ran with refit=False and several metrics"
+                if results.get("best_index") is None
+                else "the service did not keep it (a score that was not finite, "
+                "before the service kept those)"
             )
+            raise AttributeError(f"{key}_ is not available: {why}")
         return value
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -221,9 +221,16 @@ def _encode_cursor(job: Job) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor's time in UTC, as stored (SQLite compares the text: another
+    offset, or none, read as it stands, paged differently from PostgreSQL)."""
+    from datetime import UTC
+
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), job_id
+        when = datetime.fromisoformat(created)
+        if when.utcoffset() != timedelta(0):
+            raise ValueError("a cursor's time is in UTC")
+        return when.astimezone(UTC), job_id
     except Exception:
         raise Problem(
             422,
@@ -359,7 +366,7 @@ def job_results(
         cv_results=job.cv_results,
         best_index=job.best_index,
         best_params=job.best_params,
-        best_score=float_token(job.best_score) if job.best_score is not None else None,
+        best_score=_best_score(job),
         refit_metric=job.refit_metric,
         n_splits=job.n_splits,
         multimetric=_multimetric(job.request.get("scoring")),
@@ -368,6 +375,15 @@ def job_results(
         stats=job.stats or {},
         request=job.request,
     )
+
+
+def _best_score(job: Job) -> Any:
+    """The best score as a float token: NaN and infinities (kept in the
+    stats, the column holding finite scores only) included."""
+    exact = (job.stats or {}).get("best_score")
+    if exact is not None:
+        return exact
+    return float_token(job.best_score) if job.best_score is not None else None
 
 
 @router.get("/jobs/{job_id}/splits", response_model=list[SplitOut], responses={404: _PROBLEM})

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from memogrid.data import ENCODINGS
 from memogrid.spec import SpecError, build_value, to_spec
+from memogrid.wire import float_token
 
 from ..db.models import Candidate, CandidateParam, Job
 from ..db.ops import aware
@@ -34,8 +35,8 @@ def _candidate_out(c: Candidate, created: datetime) -> CandidateOut:
         candidate=c.idx,
         metric=c.metric,
         params=c.params,
-        mean_score=c.mean_score,
-        std_score=c.std_score,
+        mean_score=None if c.mean_score is None else float_token(c.mean_score),
+        std_score=None if c.std_score is None else float_token(c.std_score),
         rank=c.rank,
         created_at=aware(created) or created,
     )
@@ -85,6 +86,9 @@ def leaderboard(
             "scores do not rank together: name one with metric=",
             [{"path": "query.metric", "message": "several metrics: name one"}],
         )
+    # the one metric named or used: a job ranked by another one finishing
+    # between the two reads must not join the ranking
+    metric = metric or (used[0] if used else None)
     q = select(Candidate, Job.created_at).join(Job, Job.id == Candidate.job_id).where(*mine)
     if metric:
         q = q.where(Candidate.metric == metric)

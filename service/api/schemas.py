@@ -183,8 +183,10 @@ class CandidateOut(BaseModel):
     candidate: int
     metric: str
     params: dict[str, JSONValue]
-    mean_score: float | None
-    std_score: float | None
+    mean_score: float | str | None = Field(
+        description='"Infinity"/"-Infinity" when not finite; null for NaN'
+    )
+    std_score: float | str | None
     rank: int
     created_at: datetime
 

@@ -739,8 +739,8 @@ class JobRunner:
                     "dataset_id": x_id,
                     "metric": single if metric == "score" else metric,
                     "params": p_json,
-                    "mean_score": _finite_or_none(means[i]) if means is not None else None,
-                    "std_score": _finite_or_none(stds[i]) if stds is not None else None,
+                    "mean_score": _number_or_none(means[i]) if means is not None else None,
+                    "std_score": _number_or_none(stds[i]) if stds is not None else None,
                     "rank": int(ranks[i]) if ranks is not None else 0,
                 }
             )
@@ -770,6 +770,8 @@ class JobRunner:
             stats = dict(
                 result.stats.as_dict(),
                 refit_time=result.refit_time_,
+                # exact, NaN and infinities included (the column holds finite ones)
+                best_score=None if best_score is None else float_token(best_score),
                 refit_warnings=result.refit_warnings,
                 warning_counts=result.warning_counts,
                 warning_sources=result.warning_sources,
@@ -905,6 +907,13 @@ def _finite_or_none(value: Any) -> float | None:
 
     v = float(value)
     return v if math.isfinite(v) else None
+
+
+def _number_or_none(value: Any) -> float | None:
+    """``value``, an infinity included (both databases hold one and rank it
+    as scikit-learn does, first or last); None for NaN, ranked nowhere."""
+    v = float(value)
+    return None if v != v else v
 
 
 #: the longest error a job keeps (scikit-learn's "All the N fits failed"

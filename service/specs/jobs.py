@@ -262,6 +262,11 @@ def _cv(value: Any, allow: Allowlist) -> Any:
     return splitter
 
 
+#: the longest parameter name a grid or distributions set (results are
+#: stored, and queried, by it in a column of this many characters)
+PARAM_KEY_MAX = 255
+
+
 def compile_job(
     request: Mapping[str, Any],
     allow: Allowlist,
@@ -292,6 +297,17 @@ def compile_job(
     ):
         if isinstance(value, list) and len(value) > most:
             raise SpecError(name, f"{name} is a list of at most {most} dicts, not {len(value)}")
+
+    for name, value in (("param_grid", grid), ("param_distributions", dists)):
+        for i, one in enumerate(value if isinstance(value, list) else [value]):
+            where = f"{name}[{i}]" if isinstance(value, list) else name
+            for key in one if isinstance(one, Mapping) else ():
+                if isinstance(key, str) and len(key) > PARAM_KEY_MAX:
+                    raise SpecError(
+                        f"{where}.{key[:40]}...",
+                        f"a parameter name is at most {PARAM_KEY_MAX} characters "
+                        f"(the service stores it so), not {len(key)}",
+                    )
 
     def at_most_half_the_fits(n: int, path: str) -> None:
         # every fold of every candidate is a fit, and there are two folds at least

@@ -223,6 +223,13 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         "above the limit",
     )
     _bad(api, dict(base, scoring="acuracy"), "scoring", "unknown scorer")
+    # stored in 255-character columns: PostgreSQL failed such a job after its fits
+    long_key = "logistic__" + "x" * 250
+    for space in ("param_grid", "param_distributions"):
+        grid = {"logistic__C": [1.0], long_key: [1]}
+        body = {k: v for k, v in base.items() if k != "param_grid"} | {space: grid}
+        _bad(api, body, long_key[:40], "at most 255 characters")
+        _bad(api, body | {space: [grid]}, long_key[:40], "at most 255 characters")
     _bad(api, dict(base, x_order="K"), "x_order", "'C' or 'F'")
     marker = tmp_path / "pwned"
     expression = f"__import__('os').system('touch {marker}')"
@@ -307,6 +314,15 @@ def test_list_filters_and_pagination(api, seed_data):
     after = api.get("/v1/jobs", params={"created_after": created}).json()["items"]
     assert [j["id"] for j in after] == [ids[2], ids[1]]
     assert api.get("/v1/jobs", params={"cursor": "garbage"}).status_code == 422
+    # a cursor's time at another offset, or none, paged otherwise on SQLite
+    # (its stored text compared as it stands) than on PostgreSQL
+    import base64
+
+    when, job_id = base64.urlsafe_b64decode(page1["next_cursor"]).decode().split("|")
+    for other in (when.replace("+00:00", "+05:00"), when.replace("+00:00", "")):
+        forged = base64.urlsafe_b64encode(f"{other}|{job_id}".encode()).decode()
+        got = api.get("/v1/jobs", params={"cursor": forged})
+        assert got.status_code == 422 and "cursor" in got.json()["detail"], got.text
     typo = api.get("/v1/jobs", params={"stat": "failed"})
     assert typo.status_code == 422 and "unknown query parameter 'stat'" in typo.json()["detail"]
     assert api.get("/v1/jobs", params={"created_after": "0.5"}).status_code == 422
@@ -437,6 +453,46 @@ def test_the_leaderboard_ranks_one_metric_and_ties_as_scikit_learn_does(api):
     assert unknown.status_code == 422 and "metrics are f1, score" in unknown.json()["detail"]
 
 
+def test_a_job_finishing_while_the_leaderboard_reads_does_not_join_its_ranking(api, monkeypatch):
+    """The leaderboard reads the metrics used, then the rows: a job ranked
+    by another metric that finished in between was ranked with the rest."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import update
+
+    from memogrid_service.db.models import Candidate
+
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    first = submit(api, estimator=lr, param_grid={"C": [1.0]}, X=xid, y=yid, cv=3)
+    later = submit(api, estimator=lr, param_grid={"C": [0.5]}, X=xid, y=yid, cv=3, scoring="f1")
+    for job in (first, later):
+        assert wait_job(api, job)["state"] == "succeeded"
+    svc = api.app.state.services
+    with svc.db.write() as s:  # the f1 job's ranking, as if it had not finished yet
+        s.execute(update(Candidate).where(Candidate.job_id == later).values(mean_score=None))
+    real_read, reads = svc.db.read, []
+
+    @contextmanager
+    def read():
+        import traceback
+
+        if any(f.name == "leaderboard" for f in traceback.extract_stack()):
+            reads.append(1)
+        if len(reads) == 2:  # between the route's two reads, the f1 job's results land
+            with svc.db.write() as s:
+                s.execute(update(Candidate).where(Candidate.job_id == later).values(mean_score=0.5))
+        with real_read() as s:
+            yield s
+
+    monkeypatch.setattr(svc.db, "read", read)
+    board = api.get(f"/v1/datasets/{xid}/leaderboard")
+    assert board.status_code == 200, board.text
+    assert len(reads) >= 2
+    assert {(r["job_id"], r["metric"]) for r in board.json()} == {(first, "score")}
+
+
 def test_results_take_a_value_as_a_jobs_grid_writes_it_newest_job_first(api):
     """A value was found only in the service's own stored form: an estimator
     spec without "params", or a numpy float as the README writes it, found
@@ -470,3 +526,63 @@ def test_results_take_a_value_as_a_jobs_grid_writes_it_newest_job_first(api):
         assert rows == want, (param, value, rows)
     bad = api.get("/v1/results", params={"param": "sc", "value": '{"class": "os.system"}'})
     assert bad.status_code == 422 and "allowlist" in bad.json()["detail"]
+
+
+def test_a_best_score_that_is_not_finite_is_kept_as_scikit_learn_gives_it(api):
+    """A best score of NaN or an infinity came back as null (and a
+    reattached job's best_score_ raised, blaming refit=False), and a
+    candidate whose mean was an infinity was left out of the leaderboard."""
+    import warnings
+
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import LeaveOneOut
+
+    from memogrid import Client
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    # C=-1 fails every fit: its error score, an infinity, ranks first
+    inf_job = submit(
+        api,
+        estimator=lr,
+        param_grid={"C": [1.0, -1.0]},
+        X=xid,
+        y=yid,
+        cv=3,
+        error_score="inf",
+        refit=False,
+    )
+    Xr, yr = make_regression(n_samples=8, n_features=3, random_state=0)
+    xr, yr_id = upload(api, Xr), upload(api, yr)
+    loo = {"class": "sklearn.model_selection.LeaveOneOut"}
+    ridge = {"class": "sklearn.linear_model.Ridge"}
+    # r2 of one test row is NaN: every mean is NaN
+    nan_job = submit(
+        api, estimator=ridge, param_grid={"alpha": [1.0, 2.0]}, X=xr, y=yr_id, cv=loo, scoring="r2"
+    )
+    for job in (inf_job, nan_job):
+        assert wait_job(api, job)["state"] == "succeeded"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_inf = GridSearchCV(
+            LogisticRegression(), {"C": [1.0, -1.0]}, cv=3, error_score=np.inf, refit=False
+        ).fit(X, y)
+        sk_nan = GridSearchCV(Ridge(), {"alpha": [1.0, 2.0]}, cv=LeaveOneOut(), scoring="r2")
+        sk_nan.fit(Xr, yr)
+    assert sk_inf.best_score_ == np.inf and np.isnan(sk_nan.best_score_)
+    got_inf = api.get(f"/v1/jobs/{inf_job}/results").json()
+    got_nan = api.get(f"/v1/jobs/{nan_job}/results").json()
+    assert (got_inf["best_index"], got_inf["best_score"]) == (sk_inf.best_index_, "Infinity")
+    assert (got_nan["best_index"], got_nan["best_score"]) == (sk_nan.best_index_, "NaN")
+    with Client(http=api) as client:
+        assert client.job(inf_job).best_score_ == np.inf
+        assert np.isnan(client.job(nan_job).best_score_)
+        board = client.leaderboard(xid)
+    # ranked as scikit-learn ranks them: the infinity first
+    assert [(r["candidate"], r["mean_score"], r["rank"]) for r in board] == [
+        (1, np.inf, 1),
+        (0, sk_inf.cv_results_["mean_test_score"][0], 2),
+    ]
+    assert api.get(f"/v1/datasets/{xr}/leaderboard").json() == []  # NaN ranks nowhere
