@@ -158,6 +158,12 @@ def as_array(obj: Any) -> np.ndarray:
             "an array is numbers, booleans or strings of one dtype; for columns of "
             "different kinds pass a pandas DataFrame (each column keeps its type)"
         )
+    if arr.dtype.kind not in "biufcUS":
+        raise DataError(
+            f"an array of dtype {arr.dtype} is not accepted: an array is numbers, booleans "
+            "or strings; pass dates and times as a pandas DataFrame column (each column "
+            "keeps its type), or as numbers (.astype('int64'))"
+        )
     return arr
 
 
@@ -439,13 +445,20 @@ def _untoken(token: str, name: str) -> Any:
 
 def _mixed_tokens(col: Any) -> list[str | None] | None:
     """An object column holding values of several kinds (str and int ids,
-    ints and floats), as tokens (None where missing); None for any other
-    column (Arrow stores it, or refuses what it cannot)."""
+    ints and floats), or ints no 64-bit integer holds (ids, hashes), as
+    tokens (None where missing); None for any other column (Arrow stores
+    it, or refuses what it cannot)."""
     from pandas.api.types import infer_dtype
 
     if getattr(col, "dtype", None) != np.dtype(object):
         return None
-    if infer_dtype(col, skipna=True) not in ("mixed", "mixed-integer", "mixed-integer-float"):
+    kind = infer_dtype(col, skipna=True)
+    if kind == "integer":
+        ints = [int(v) for v in col.dropna()]
+        lo, hi = min(ints, default=0), max(ints, default=0)
+        if -(2**63) <= lo and hi < 2**64 and (lo >= 0 or hi < 2**63):
+            return None  # Arrow's int64 or uint64
+    elif kind not in ("mixed", "mixed-integer", "mixed-integer-float"):
         return None
     missing = col.isna().to_numpy()
     tokens = [None if gone else _token(v) for v, gone in zip(col, missing, strict=True)]
@@ -482,13 +495,15 @@ def frame_table(df: Any) -> Any:
             df.isetitem(i, pd.Series(tokens, index=df.index, dtype=object))
     if any(kind != "str" for kind, _ in labels):  # fields named as table_labels expects
         df = df.set_axis([v if k == "str" else str(v) for k, v in labels], axis=1)
+    # an int beyond 64 bits overflows Arrow's conversion
+    unstorable = (pa.ArrowException, TypeError, ValueError, OverflowError)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except unstorable as exc:
         for i, t in enumerate(df.dtypes):  # a column Arrow has no type for: named
             try:
                 pa.Table.from_pandas(df.iloc[:, [i]], preserve_index=False)
-            except (pa.ArrowException, TypeError, ValueError):
+            except unstorable:
                 raise DataError(_unsupported(df.columns[i], t)) from None
         raise DataError(f"the DataFrame cannot be stored: {exc}") from None
     return canonical_table(table, labels=labels, nulls=nulls, dtypes=dtypes, mixed=sorted(mixed))
@@ -792,7 +807,7 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
             dictionary = pa.array(values, type=_int_view(t)).view(t)
         else:
             dictionary = pa.array(values, type=t)
-    except (pa.ArrowException, TypeError, ValueError):
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
         raise DataError(f"the categories of column {name!r} are not of its type {t}") from None
     if len(pc.unique(dictionary)) != len(dictionary) or dictionary.null_count:
         raise DataError(f"the categories of column {name!r} repeat a value or hold a null")
@@ -800,6 +815,27 @@ def _canonical_column(col: Any, name: str, categories: tuple[bool, list[Any]] | 
     if codes.null_count != arr.null_count:
         raise DataError(f"column {name!r} holds values outside its categories")
     return pa.DictionaryArray.from_arrays(codes.cast(pa.int32()), dictionary, ordered=ordered)
+
+
+def _readable_in_python(values: Any, name: str) -> None:
+    """Refuse dates and times pandas cannot read back: a time zone it does
+    not know, a date outside years 1 to 9999 (it holds dates as Python's).
+    An upload of them was stored and failed every job on it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = values.type
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        try:
+            pa.array([], type=t).to_pandas()
+        except Exception:  # noqa: BLE001 - pyarrow's and pandas' refusals vary
+            raise DataError(f"column {name!r} has a time zone {t.tz!r} that is not known") from None
+    elif pa.types.is_date(t) and len(values):
+        try:
+            bounds = pc.min_max(values)
+            bounds["min"].as_py(), bounds["max"].as_py()
+        except (ValueError, OverflowError, pa.ArrowException):
+            raise DataError(f"column {name!r} holds a date outside years 1 to 9999") from None
 
 
 def _normal_values(values: Any, name: str) -> Any:
@@ -813,6 +849,7 @@ def _normal_values(values: Any, name: str) -> Any:
             return values.cast(pa.string())
         except pa.ArrowException:
             raise DataError(f"column {name!r} holds more than 2 GiB of text") from None
+    _readable_in_python(values, name)
     if _parquet_type(t) == t:
         return values
     try:

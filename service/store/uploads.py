@@ -368,7 +368,7 @@ class Upload:
             canonical = _canonical_table(table)
         except DatasetError as exc:
             raise UploadError(422, str(exc)) from None
-        except (pa.ArrowException, ValueError, TypeError) as exc:
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
             raise UploadError(422, f"the Parquet file cannot be read as a table: {exc}") from None
         # written even where another user's copy is in place: a skipped
         # write answered faster, telling that someone held this frame

@@ -194,6 +194,40 @@ def test_bad_parquet_is_refused(api, settings):
     assert _files(settings) == []
 
 
+def _parquet_of(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_parquet_the_workers_could_not_read_back_is_refused_naming_the_column(api, settings):
+    """Stored, then every job on it failed (a time zone pandas does not
+    know, a date past year 9999); categories beyond 64 bits were a 500."""
+    import json
+
+    import pyarrow as pa
+
+    zone = pa.table({"when": pa.array(range(6), type=pa.timestamp("ms", tz="Not/AZone"))})
+    far = pa.table({"day": pa.array([0, 2**31 - 1], type=pa.date32())})
+    codes = pa.table({"c": pa.array([1, 2, 1]).dictionary_encode()})
+    huge = codes.replace_schema_metadata(
+        {b"memogrid.categories": json.dumps({"0": [False, [10**30, 2]]}).encode()}
+    )
+    for table, message in (
+        (zone, "column 'when' has a time zone 'Not/AZone' that is not known"),
+        (far, "column 'day' holds a date outside years 1 to 9999"),
+        (huge, "the categories of column 'c' are not of its type"),
+    ):
+        r = api.post("/v1/datasets", content=_parquet_of(table), headers=PARQUET)
+        assert r.status_code == 422, r.text
+        assert message in r.json()["detail"]
+    assert _files(settings) == []
+    known = pa.table({"when": pa.array(range(6), type=pa.timestamp("ms", tz="Europe/Paris"))})
+    assert api.post("/v1/datasets", content=_parquet_of(known), headers=PARQUET).status_code == 201
+
+
 TEXT = {"content-type": "application/x-memogrid-text"}
 
 

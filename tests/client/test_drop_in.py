@@ -682,6 +682,40 @@ def test_a_column_of_mixed_ids_is_data_as_in_scikit_learn(mg):
             assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
+def test_ids_beyond_64_bits_are_data_as_in_scikit_learn(mg):
+    """An object column of ints no 64-bit integer holds (ids, hashes) failed
+    in the client with a bare OverflowError; scikit-learn encodes it."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(2)
+    ids = [2**70, 1, -5, 2**64 + 3]
+    X = pd.DataFrame(
+        {
+            "id": pd.Series([ids[i] for i in rng.integers(0, 4, 120)], dtype=object),
+            "n": rng.normal(size=120),
+        }
+    )
+    y = ((X["n"] > 0) ^ (X["id"] == 1)).to_numpy().astype(int)
+    pipe = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["id"]), remainder="passthrough"),
+        LogisticRegression(),
+    )
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+
+
+def test_an_array_of_dates_is_refused_naming_its_dtype(mg):
+    """A datetime64 array failed in the client with numpy's buffer error."""
+    X = np.arange(40).astype("datetime64[D]").reshape(20, 2)
+    with pytest.raises(errors.DataError, match=r"dtype datetime64\[D\] is not accepted"):
+        GridSearchCV(Ridge(), {"alpha": [1.0]}, cv=2, client=mg).fit(X, np.arange(20.0))
+
+
 def test_column_selectors_pick_the_columns_scikit_learn_picks(mg):
     """make_column_selector by dtype and by pattern, as a ColumnTransformer's
     columns: the same search as scikit-learn's, keyed by what it selects."""
