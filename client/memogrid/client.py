@@ -1103,6 +1103,14 @@ _FITTED_HELPERS = frozenset(
             for fmt in ("csr", "csc", "coo")
             for kind in ("matrix", "array")
         ),
+        # dates and times of the data an encoder keeps as its categories_
+        # (values: their constructors run no code of the file's choosing)
+        "datetime.date",
+        "datetime.datetime",
+        "datetime.time",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "zoneinfo.ZoneInfo",
     }
 )
 

@@ -467,6 +467,24 @@ def _mixed_tokens(col: Any) -> list[str | None] | None:
     return tokens
 
 
+def _one_time_zone(col: Any, label: Any) -> None:
+    """Refuse an object column of date-times some in a time zone and some in
+    none: Arrow would store them all in one zone (the naive read as UTC),
+    making comparable the values scikit-learn cannot compare."""
+    from pandas.api.types import infer_dtype
+
+    if getattr(col, "dtype", None) != np.dtype(object):
+        return
+    if infer_dtype(col, skipna=True) not in ("datetime", "datetime64"):
+        return
+    aware = {getattr(v, "tzinfo", None) is not None for v in col.dropna()}
+    if len(aware) > 1:
+        raise DataError(
+            f"column {label!r} holds date-times with a time zone and without one, "
+            "which cannot be compared: give them all one (or none) first"
+        )
+
+
 def _unsupported(label: Any, kind: Any) -> str:
     return (
         f"column {label!r} has unsupported type {kind}; numeric, boolean, string, "
@@ -488,6 +506,8 @@ def frame_table(df: Any) -> Any:
         for i, (n, t) in enumerate(zip(names, df.dtypes, strict=True))
         if any(n in ok for ok in DTYPES.values()) or _arrow_backed(t)
     }
+    for i in range(df.shape[1]):
+        _one_time_zone(df.iloc[:, i], df.columns[i])
     mixed = {i: t for i in range(df.shape[1]) if (t := _mixed_tokens(df.iloc[:, i])) is not None}
     if mixed:
         df = df.copy(deep=False)  # the caller's frame keeps its values

@@ -844,6 +844,12 @@ class JobRunner:
             return False
         finally:
             unmark(marked)
+        try:  # nor read back every model it stores (pandas.Timestamp categories)
+            sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        except Exception as exc:  # noqa: BLE001 - whatever skops raises
+            path.unlink(missing_ok=True)
+            notes.append(f"{ESTIMATOR_NOT_STORED}: skops cannot load it back: {_describe(exc)}")
+            return False
         return True
 
 

@@ -709,6 +709,44 @@ def test_ids_beyond_64_bits_are_data_as_in_scikit_learn(mg):
     assert np.array_equal(ours.predict(X), sk.predict(X))
 
 
+@pytest.mark.parametrize("kind", ["dates", "datetimes in a zone", "tz-aware datetime64"])
+def test_an_encoder_of_dates_and_times_gives_scikit_learns_best_estimator(mg, kind):
+    """An encoder keeps the data's dates and times as its categories: the
+    best estimator holding Python dates was refused by the client's audit;
+    one holding pandas Timestamps, which skops stores but cannot load back,
+    failed the fit. The first loads; the second is refit here."""
+    import datetime
+    import zoneinfo
+
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    picks = rng.integers(0, 4, 90)
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    column = {
+        "dates": pd.Series([datetime.date(2020, 1, 1 + i) for i in picks], dtype=object),
+        "datetimes in a zone": pd.Series(
+            [datetime.datetime(2020, 1, 1 + i, tzinfo=paris) for i in picks], dtype=object
+        ),
+        "tz-aware datetime64": pd.Series(pd.to_datetime(picks, unit="D", utc=True)),
+    }[kind]
+    X = pd.DataFrame({"when": column, "n": rng.normal(size=90)})
+    y = ((X["n"] > 0) ^ (picks == 2)).astype(int).to_numpy()
+    pipe = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["when"]), remainder="passthrough"),
+        LogisticRegression(),
+    )
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
+    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
+    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    # datetimes travel as a column of pandas Timestamps: refit here
+    assert ours.job_.results()["has_estimator"] == (kind == "dates")
+
+
 def test_an_array_of_dates_is_refused_naming_its_dtype(mg):
     """A datetime64 array failed in the client with numpy's buffer error."""
     X = np.arange(40).astype("datetime64[D]").reshape(20, 2)

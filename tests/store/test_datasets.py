@@ -252,6 +252,21 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
     assert dataset_id(df[["int64"]]) != dataset_id(df[["int64"]].astype("Int64"))
 
 
+def test_date_times_with_and_without_a_time_zone_in_one_column_are_refused(store):
+    """Arrow stored them all in UTC, the naive ones changed: scikit-learn
+    cannot compare them, memogrid's fits could."""
+    import datetime
+    import zoneinfo
+
+    mixed = pd.Series([pd.Timestamp("2020-01-01", tz="UTC"), pd.Timestamp("2020-01-02")])
+    with pytest.raises(DatasetError, match="column 'o' holds date-times with a time zone and"):
+        store.put(pd.DataFrame({"o": mixed.astype(object)}))
+    zones = [zoneinfo.ZoneInfo("Europe/Paris"), datetime.UTC]  # comparable: kept
+    aware = pd.Series([datetime.datetime(2020, 1, 1, tzinfo=z) for z in zones], dtype=object)
+    back = DatasetStore(store.root).load(store.put(pd.DataFrame({"o": aware})).dataset_id)
+    assert list(back["o"]) == list(aware)
+
+
 def test_each_missing_value_of_an_object_column_reads_back_as_held(store):
     """None, NaN, pd.NA and NaT are different values to scikit-learn's
     encoders (None and NaN are two categories) and imputers: each null of an
