@@ -685,10 +685,6 @@ def test_a_column_of_mixed_ids_is_data_as_in_scikit_learn(mg):
 def test_ids_beyond_64_bits_are_data_as_in_scikit_learn(mg):
     """An object column of ints no 64-bit integer holds (ids, hashes) failed
     in the client with a bare OverflowError; scikit-learn encodes it."""
-    from sklearn.compose import make_column_transformer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
     rng = np.random.default_rng(2)
     ids = [2**70, 1, -5, 2**64 + 3]
     X = pd.DataFrame(
@@ -698,15 +694,25 @@ def test_ids_beyond_64_bits_are_data_as_in_scikit_learn(mg):
         }
     )
     y = ((X["n"] > 0) ^ (X["id"] == 1)).to_numpy().astype(int)
+    _encoded_search_is_scikit_learns(mg, X, y, "id")
+
+
+def _encoded_search_is_scikit_learns(mg, X, y, column: str) -> GridSearchCV:
+    """A search one-hot encoding ``column`` of X: the same as scikit-learn's."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     pipe = make_pipeline(
-        make_column_transformer((OneHotEncoder(), ["id"]), remainder="passthrough"),
+        make_column_transformer((OneHotEncoder(), [column]), remainder="passthrough"),
         LogisticRegression(),
     )
     grid = {"logisticregression__C": [0.1, 1.0]}
     ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
     sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
-    assert np.array_equal(ours.predict(X), sk.predict(X))
+    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    return ours
 
 
 @pytest.mark.parametrize("kind", ["dates", "datetimes in a zone", "tz-aware datetime64"])
@@ -717,10 +723,6 @@ def test_an_encoder_of_dates_and_times_gives_scikit_learns_best_estimator(mg, ki
     failed the fit. The first loads; the second is refit here."""
     import datetime
     import zoneinfo
-
-    from sklearn.compose import make_column_transformer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
     rng = np.random.default_rng(3)
     picks = rng.integers(0, 4, 90)
@@ -734,15 +736,7 @@ def test_an_encoder_of_dates_and_times_gives_scikit_learns_best_estimator(mg, ki
     }[kind]
     X = pd.DataFrame({"when": column, "n": rng.normal(size=90)})
     y = ((X["n"] > 0) ^ (picks == 2)).astype(int).to_numpy()
-    pipe = make_pipeline(
-        make_column_transformer((OneHotEncoder(), ["when"]), remainder="passthrough"),
-        LogisticRegression(),
-    )
-    grid = {"logisticregression__C": [0.1, 1.0]}
-    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False).fit(X, y)
-    sk = SkGridSearchCV(pipe, grid, cv=3).fit(X, y)
-    assert_cv_results_equal(ours.cv_results_, sk.cv_results_)
-    assert np.array_equal(ours.predict_proba(X), sk.predict_proba(X))
+    ours = _encoded_search_is_scikit_learns(mg, X, y, "when")
     # datetimes travel as a column of pandas Timestamps: refit here
     assert ours.job_.results()["has_estimator"] == (kind == "dates")
 
