@@ -570,6 +570,8 @@ class LoadCheck:
                 answer = f"{type(answer).__name__}: {answer}"
             elif isinstance(answer, BaseException):
                 continue  # the worker went away while asked: not its answer
+            if answer and answer.startswith("runs "):  # other versions (versions_differ)
+                raise WorkersCannotLoad(f"the dask worker at {worker} {answer}")
             if answer:
                 raise WorkersCannotLoad(
                     f"the dask worker at {worker} cannot load this search's estimators or "
@@ -1331,7 +1333,13 @@ class SearchRunner:
             pairwise_estimator=base if pairwise else None,
         )
         ctx = TaskContext(
-            self.cache, data, self.blas_threads, sk_config, caller_identity(), filters
+            self.cache,
+            data,
+            self.blas_threads,
+            sk_config,
+            caller_identity(),
+            filters,
+            keys.LIBRARY_VERSIONS,
         )
         warn = []
         if unfiltered:

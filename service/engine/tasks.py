@@ -89,6 +89,9 @@ class TaskContext:
     #: run under in single-threaded worker processes (the engine keeps none
     #: for a cluster of other shapes: see ``SearchRunner.prepare``)
     warning_filters: tuple[WarningFilter, ...] = ()
+    #: the library versions the search's keys name (:data:`keys.LIBRARY_VERSIONS`
+    #: where it was prepared): a worker running others refuses its tasks
+    versions: tuple[tuple[str, str], ...] = ()
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         where = self.cache.directory if self.cache is not None else None
@@ -122,12 +125,47 @@ def result_settings() -> tuple[tuple[str, Any], ...]:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+class WorkerVersionsDiffer(RuntimeError):
+    """A worker runs other library versions than the search's keys name:
+    its results, cached under those keys, would be served as theirs."""
+
+
+def versions_differ(versions: tuple[tuple[str, str], ...]) -> str | None:
+    """How this process's libraries differ from ``versions``, or None."""
+    from .keys import LIBRARY_VERSIONS
+
+    if not versions or tuple(versions) == LIBRARY_VERSIONS:
+        return None
+    here = dict(LIBRARY_VERSIONS)
+    diffs = [
+        f"{d} {here.get(d) or 'none'} (the search's {v or 'none'})"
+        for d, v in versions
+        if here.get(d) != v
+    ]
+    return (
+        f"runs {', '.join(diffs)}: its results would be cached as the search's; "
+        "run the same versions of these libraries on the service and every worker"
+    )
+
+
+def _this_worker() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "(this process)"
+
+
 def _configured(fn: _F) -> _F:
     """Run a task function under its context's scikit-learn settings and, in
     a process other than the caller's, the caller's warnings filters."""
 
     @functools.wraps(fn)
     def run(ctx: TaskContext, *args: Any) -> Any:
+        other = versions_differ(ctx.versions)
+        if other:
+            raise WorkerVersionsDiffer(f"the dask worker at {_this_worker()} {other}")
         filters = ctx.warning_filters
         if not ctx.sk_config and not filters:
             return fn(ctx, *args)
@@ -462,9 +500,12 @@ def loads_here(blob: bytes) -> str | None:
     import pickle
 
     try:
-        pickle.loads(blob)
+        objects = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the caller is told
         return f"{type(exc).__name__}: {exc}"
+    for obj in objects if isinstance(objects, tuple) else ():
+        if isinstance(obj, TaskContext) and (other := versions_differ(obj.versions)):
+            return other
     return None
 
 

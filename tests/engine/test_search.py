@@ -246,6 +246,31 @@ def test_a_worker_that_cannot_load_the_check_itself_is_named(runner, monkeypatch
         runner.search(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
 
 
+def test_a_worker_running_other_library_versions_refuses_the_search(runner, cache, monkeypatch):
+    """A worker with another scikit-learn computed the search's fits, and
+    its results were cached under the keys of the service's versions:
+    served as theirs to every later search. It refuses, naming both."""
+    from memogrid_service.engine import keys
+    from memogrid_service.engine.search import WorkersCannotLoad
+    from memogrid_service.engine.tasks import WorkerVersionsDiffer, run_step
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    real = keys.LIBRARY_VERSIONS
+    other = tuple((d, "0.0.1" if d == "scikit-learn" else v) for d, v in real)
+    monkeypatch.setattr(keys, "LIBRARY_VERSIONS", other)  # where the search is prepared
+    prepared = runner.prepare(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
+    monkeypatch.setattr(keys, "LIBRARY_VERSIONS", real)  # what the workers run
+    here = dict(real)["scikit-learn"]
+    words = f"runs scikit-learn {here} \\(the search's 0.0.1\\)"
+    with pytest.raises(WorkersCannotLoad, match=f"the dask worker at .* {words}"):
+        runner.run(prepared)
+    assert len(cache) == 0  # nothing was run
+    # a worker joining after the check: each task looks too
+    with pytest.raises(WorkerVersionsDiffer, match=words):
+        run_step(prepared.ctx, None, None, None)
+    assert runner.search(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2).stats.fits
+
+
 def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_client):
     """Before its first tasks a search asks every worker to load them; a
     worker stopped (SIGSTOP) never answers, and the search waited for it
