@@ -160,9 +160,14 @@ class DataRef:
 class DatasetStore:
     """Datasets on disk, addressed by the SHA-256 of their canonical form."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        #: whether this is the service's own store (made where missing), or
+        #: one a worker reads the service's datasets through (never made:
+        #: a worker not seeing the service's directory is told so)
+        self.own = create
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -306,6 +311,23 @@ class DatasetStore:
         self._remember(memo, value)
         return value
 
+    def _unknown(self, dataset_id: str) -> str:
+        text = f"unknown dataset id {dataset_id!r}"
+        if self.own:
+            return text
+        try:
+            from distributed import get_worker
+
+            who = f"the dask worker at {get_worker().address}"
+        except (ImportError, ValueError):
+            who = "this process"
+        missing = "" if self.root.is_dir() else ", which is not there"
+        return (
+            f"{text}: {who} does not see it in the dataset store at {self.root}{missing}; "
+            "the workers must see the service's data directory at the same path "
+            "(a shared volume)"
+        )
+
     @staticmethod
     def _text(path: Path) -> list[str]:
         with open(path, "rb") as f:
@@ -369,7 +391,7 @@ class DatasetStore:
                 table = pq.read_table(io.BytesIO(f.read()))
             value = _table_frame(_canonical_table(table))  # categories restored
         else:
-            raise DatasetError(f"unknown dataset id {dataset_id!r}")
+            raise DatasetError(self._unknown(dataset_id))
         if keep:
             self._remember(dataset_id, value)
         return value
@@ -419,5 +441,5 @@ def open_store(root: str) -> DatasetStore:
     with _stores_lock:
         store = _stores.get(root)
         if store is None:
-            store = _stores[root] = DatasetStore(root)
+            store = _stores[root] = DatasetStore(root, create=False)
         return store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import threading
@@ -269,6 +270,25 @@ def test_a_worker_running_other_library_versions_refuses_the_search(runner, cach
     with pytest.raises(WorkerVersionsDiffer, match=words):
         run_step(prepared.ctx, None, None, None)
     assert runner.search(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2).stats.fits
+
+
+def test_a_worker_not_seeing_the_dataset_store_says_so(runner, store, tmp_path):
+    """A worker without the service's data directory (no shared volume)
+    made an empty store of its own and failed the job with "unknown
+    dataset id": the dataset the service had just stored. It names itself
+    and the store's path."""
+    from memogrid_service.store.datasets import DatasetError
+
+    rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))  # never loaded before
+    X, y = rng.normal(size=(60, 4)), rng.integers(0, 2, 60)
+    prepared = runner.prepare(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
+    store.root.rename(tmp_path / "elsewhere")  # where the workers look, nothing
+    with pytest.raises(DatasetError) as err:
+        runner.run(prepared)
+    message = str(err.value)
+    assert "does not see it in the dataset store at" in message
+    assert "which is not there" in message and "shared volume" in message
+    assert not store.root.exists()  # not made by the workers
 
 
 def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_client):
