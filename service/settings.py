@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
+#: a host name or IP address (IPv6 without its brackets)
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?$|^[0-9A-Fa-f:.]+$")
+
+
 class Settings(BaseSettings):
     """Every knob of the service, with its default."""
 
@@ -81,6 +85,26 @@ class Settings(BaseSettings):
             if not _IMPORT_PATH.match(name) or any(p.startswith("__") for p in name.split(".")):
                 raise ValueError(f"{name!r} is not a dotted import path")
         return names
+
+    @field_validator("scheduler_address")
+    @classmethod
+    def _scheduler_address(cls, address: str) -> str:
+        """``[scheme://]host:port``, checked here: a malformed one was tried
+        for 30 s, then the service died with dask's traceback."""
+        if not address:
+            return address
+        scheme, _, rest = address.rpartition("://")
+        host, _, port = rest.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if (
+            scheme not in ("", "tcp", "tls", "ws", "wss", "ucx")
+            or not _HOST.match(host)
+            or not (port.isdigit() and 0 < int(port) < 65536)
+        ):
+            raise ValueError(
+                f"{address!r} is not a dask scheduler address such as tcp://scheduler:8786"
+            )
+        return address
 
     @field_validator("data_dir")
     @classmethod

@@ -58,7 +58,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
     """Open everything the service needs; returns it and the client it made (or None)."""
     from memogrid.spec import Allowlist
 
-    from ..engine.cluster import make_client
+    from ..engine.cluster import CONNECT_SECONDS, make_client
 
     db = Database(settings.effective_database_url)
     revision = migrate.ready(db.write_engine, settings.migrate_on_start)
@@ -93,13 +93,30 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
                 "scheduler's at %s",
                 settings.scheduler_address,
             )
-        made = dask_client = make_client(
-            settings.scheduler_address or None,
-            n_workers=settings.n_workers or None,
-            worker_nice=settings.worker_nice,
-        )
+        try:
+            made = dask_client = make_client(
+                settings.scheduler_address or None,
+                timeout=CONNECT_SECONDS,
+                n_workers=settings.n_workers or None,
+                worker_nice=settings.worker_nice,
+            )
+        except OSError as exc:  # its TimeoutError: the scheduler does not answer yet
+            if not settings.scheduler_address:
+                raise
+            # started with its scheduler (a host's restart): it answers later
+            log.warning(
+                "the dask scheduler at %s does not answer (%s): jobs wait queued until it does",
+                settings.scheduler_address,
+                exc,
+            )
     allow = Allowlist.default(settings.extra_estimators)
-    search = SearchRunner(dask_client, store, cache, resident_bytes=settings.resident_bytes)
+    search = SearchRunner(
+        dask_client,
+        store,
+        cache,
+        resident_bytes=settings.resident_bytes,
+        address=settings.scheduler_address or None,
+    )
     runner = JobRunner(
         db,
         search,
@@ -135,10 +152,12 @@ def close_services(svc: Services, made: Any) -> None:
     svc.runner.stop()
     if svc.search.resident is not None:
         svc.search.resident.clear()  # let the workers free what this service kept
-    if made is not None:
-        from ..engine.cluster import close_client
+    from ..engine.cluster import close_client
 
+    if made is not None:
         close_client(made)
+    if svc.search.connected_here and svc.search.client is not made:
+        close_client(svc.search.client)  # made when the scheduler came (back)
     svc.cache.close()
     svc.db.dispose()
 

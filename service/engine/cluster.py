@@ -64,9 +64,15 @@ QUIET_HOUSEKEEPING = {
 PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
 
 
+#: seconds a connection to an external scheduler is tried for, at the
+#: service's start and each time again while it is away
+CONNECT_SECONDS = 5.0
+
+
 def make_client(
     address: str | None = None,
     *,
+    timeout: float | None = None,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     processes: bool | None = None,
@@ -77,7 +83,7 @@ def make_client(
     from distributed import Client, LocalCluster
 
     if address:
-        client = Client(address)
+        client = Client(address, timeout=timeout) if timeout else Client(address)
         threaded = {w: n for w, n in client.nthreads().items() if n > 1}
         if threaded:
             log.warning(

@@ -1061,7 +1061,9 @@ class SearchRunner:
         tasks_per_thread: int = 32,
         resident_bytes: int = 2 * 2**30,
         gather_every: float = GATHER_EVERY,
+        address: str | None = None,
     ):
+        #: None until the scheduler at ``address`` first answers
         self.client = client
         self.store = store
         self.cache = cache
@@ -1087,9 +1089,13 @@ class SearchRunner:
         self._reaper_running = False
         self._reaper_until = 0.0
         self._restarted: dict[str, float] = {}  # worker name: when last restarted
-        # an external scheduler's address, to connect again (ensure_connected)
-        self._address = client.scheduler.address if client.cluster is None else None
+        # an external scheduler's address, to connect (again) to (ensure_connected)
+        if client is not None:
+            address = client.scheduler.address if client.cluster is None else None
+        self._address = address
         self._next_connect = 0.0
+        #: whether :meth:`ensure_connected` made the client (its maker closes it)
+        self.connected_here = False
 
     def ensure_connected(self) -> bool:
         """Whether the dask client is connected. dask's client tries to
@@ -1097,7 +1103,7 @@ class SearchRunner:
         (every later search failed until the service restarted): a closed
         client of an external scheduler is replaced by a new one to the same
         address, tried at most every 5 s while the scheduler is away."""
-        status = getattr(self.client, "status", "running")
+        status = "closed" if self.client is None else getattr(self.client, "status", "running")
         if status == "running":
             return True
         if status not in ("closed", "closing") or self._address is None:
@@ -1106,14 +1112,18 @@ class SearchRunner:
         if now < self._next_connect:
             return False
         self._next_connect = now + 5.0
-        from .cluster import make_client
+        from .cluster import CONNECT_SECONDS, make_client
 
+        first = self.client is None
         try:
-            self.client = make_client(self._address)
+            self.client = make_client(self._address, timeout=CONNECT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - still away: asked again later
             log.info("the dask scheduler at %s is still away: %r", self._address, exc)
             return False
-        log.warning("connected to the dask scheduler at %s again", self._address)
+        self.connected_here = True
+        log.warning(
+            "connected to the dask scheduler at %s%s", self._address, "" if first else " again"
+        )
         return True
 
     # -- data -------------------------------------------------------------

@@ -88,8 +88,10 @@ class DaskProcesses:
         n_workers: int = 2,
         env: dict[str, str] | None = None,
         nanny: bool = False,
+        port: int = 0,
     ):
         self.nanny = nanny
+        self.port = port  # the scheduler's (0: any free one)
         self.sched_file = workdir / "scheduler.json"
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.n_workers = n_workers
@@ -114,7 +116,7 @@ class DaskProcesses:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.port),
             "--no-dashboard",
             "--scheduler-file",
             str(self.sched_file),

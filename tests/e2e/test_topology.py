@@ -22,7 +22,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from memogrid import Client
-from tests.e2e.server import ROOT, DaskProcesses, Server
+from tests.e2e.server import ROOT, DaskProcesses, Server, free_port
 from tests.helpers.parity import assert_cv_results_equal
 
 pytestmark = pytest.mark.slow
@@ -109,3 +109,42 @@ def test_compose_topology_as_processes(tmp_path, db_url):
             assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
         finally:
             watcher.close()
+
+
+def test_a_service_started_before_its_scheduler_serves_and_runs_jobs_once_it_answers(tmp_path):
+    """Started while its scheduler was away (a host's restart), the service
+    tried for 30 s, then died with dask's traceback: it starts, jobs wait
+    queued, and run once the scheduler and a worker come."""
+    import time
+
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {"MEMOGRID_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{port}"}
+    start = time.monotonic()
+    with Server(data_dir, env) as server, Client(server.url, server.token) as client:
+        assert time.monotonic() - start < 25
+        X, y = make_classification(n_samples=120, n_features=8, random_state=0)
+        grid = {"C": [0.5, 2.0]}
+        job = client.submit(LogisticRegression(), grid, X, y, cv=3)
+        time.sleep(2)
+        assert job.state == "queued"
+        with DaskProcesses(tmp_path, n_workers=1, port=port):
+            job.wait(timeout=120, progress=False)
+        sk = GridSearchCV(LogisticRegression(), grid, cv=3).fit(X, y)
+        assert_cv_results_equal(job.cv_results_, sk.cv_results_)
+
+
+def test_a_malformed_scheduler_address_is_refused_in_one_line(tmp_path):
+    env = dict(
+        os.environ, MEMOGRID_DATA_DIR=str(tmp_path), MEMOGRID_SCHEDULER_ADDRESS="tcp//127.0.0.1:1"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "memogrid_service.cli", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "'tcp//127.0.0.1:1' is not a dask scheduler address" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
