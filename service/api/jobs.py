@@ -204,6 +204,8 @@ def read_job(
     hits) and, if it failed, what it warned about before."""
     job = get_job(svc, user, job_id)
     out = job_out(job)
+    if job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
+        out.waiting = svc.search.waiting_for()
     if job.state == JobState.FAILED.value:
         with svc.db.read() as s:
             row = s.execute(select(Job.warnings, Job.stats).where(Job.id == job_id)).one()

@@ -130,6 +130,11 @@ class JobOut(BaseModel):
     progress: Progress
     cancel_requested: bool
     attempts: int
+    waiting: str | None = Field(
+        default=None,
+        description="a queued or running job's (GET /v1/jobs/{id} only): what the service "
+        "waits for before the job can go on (its dask scheduler, a worker)",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="a failed job's (GET /v1/jobs/{id} only): what the search warned about "

@@ -1126,6 +1126,20 @@ class SearchRunner:
         )
         return True
 
+    def waiting_for(self) -> str | None:
+        """What a search would wait for now, in words (None: nothing): the
+        scheduler, or a worker (one whose scheduler went away exits)."""
+        client = self.client
+        if client is None or getattr(client, "status", "running") != "running":
+            return f"the dask scheduler at {self._address or '(local)'} does not answer"
+        try:
+            workers = client.scheduler_info()["workers"]
+        except Exception:  # noqa: BLE001 - closing just now: asked again next time
+            return None
+        if not workers:
+            return f"no dask worker is connected to the scheduler at {self._address or '(local)'}"
+        return None
+
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
         if value is None or isinstance(value, DataRef):

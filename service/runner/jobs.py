@@ -302,10 +302,13 @@ class JobRunner:
         closed it): while its scheduler is away jobs wait queued, rather
         than each failing at once."""
         up = self.search.ensure_connected()
-        if not up and not self._cluster_down_logged:
-            log.warning("the dask scheduler is away: jobs wait queued until it is back")
-        self._cluster_down_logged = not up
-        return up
+        waiting = None if not up else self.search.waiting_for()
+        if not up:
+            waiting = "the dask scheduler is away"
+        if waiting and not self._cluster_down_logged:
+            log.warning("%s: jobs wait queued until it is back", waiting)
+        self._cluster_down_logged = waiting is not None
+        return waiting is None
 
     # -- claiming ---------------------------------------------------------
     def _loop(self) -> None:

@@ -127,17 +127,20 @@ class DaskProcesses:
                 raise RuntimeError("dask scheduler did not start")
             time.sleep(0.1)
         for _ in range(self.n_workers):
-            self._spawn(
-                "worker",
-                "--scheduler-file",
-                str(self.sched_file),
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-                "--nanny" if self.nanny else "--no-nanny",
-            )
+            self.add_worker()
         self.address = json.loads(self.sched_file.read_text())["address"]
         return self.address
+
+    def add_worker(self) -> None:
+        self._spawn(
+            "worker",
+            "--scheduler-file",
+            str(self.sched_file),
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--nanny" if self.nanny else "--no-nanny",
+        )
 
     def stop(self) -> None:
         for p in self.procs:

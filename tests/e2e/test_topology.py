@@ -127,9 +127,20 @@ def test_a_service_started_before_its_scheduler_serves_and_runs_jobs_once_it_ans
         grid = {"C": [0.5, 2.0]}
         job = client.submit(LogisticRegression(), grid, X, y, cv=3)
         time.sleep(2)
-        assert job.state == "queued"
-        with DaskProcesses(tmp_path, n_workers=1, port=port):
+        status = job.status()
+        assert status["state"] == "queued"
+        assert "does not answer" in status["waiting"], status
+        with DaskProcesses(tmp_path, n_workers=0, port=port) as dask:
+            # a scheduler with no worker (workers exit when theirs goes away):
+            # the job stays queued, saying what it waits for
+            deadline = time.monotonic() + 60
+            while "no dask worker" not in (job.status()["waiting"] or ""):
+                assert time.monotonic() < deadline, job.status()
+                time.sleep(0.5)
+            assert job.status()["state"] == "queued"
+            dask.add_worker()
             job.wait(timeout=120, progress=False)
+        assert job.status().get("waiting") is None
         sk = GridSearchCV(LogisticRegression(), grid, cv=3).fit(X, y)
         assert_cv_results_equal(job.cv_results_, sk.cv_results_)
 

@@ -512,22 +512,26 @@ def _fail_each_success(svc, monkeypatch, error, committed=False) -> None:
     from contextlib import contextmanager
 
     runner, write, finish = svc.runner, svc.db.write, svc.runner._finish
-    succeeding = threading.Event()
+    # per thread: another thread's write ending meanwhile (a lease's renewal)
+    # is not the success's
+    succeeding = threading.local()
 
     def finish_spy(job_id, event, session=None, **values):
         if event == JobEvent.SUCCEED:
-            succeeding.set()
+            succeeding.now = True
         return finish(job_id, event, session=session, **values)
+
+    def take() -> bool:
+        now, succeeding.now = getattr(succeeding, "now", False), False
+        return now
 
     @contextmanager
     def write_failing_the_success():
         with write() as s:
             yield s
-            if succeeding.is_set() and not committed:
-                succeeding.clear()
+            if not committed and take():
                 raise error()
-        if succeeding.is_set() and committed:
-            succeeding.clear()
+        if committed and take():
             raise error()
 
     monkeypatch.setattr(runner, "_finish", finish_spy)
