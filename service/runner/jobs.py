@@ -899,10 +899,31 @@ def _metric_name(scoring: Any) -> str:
 
 
 def param_text(value: Any) -> str:
-    """The canonical JSON text of a parameter value (sorted keys, no spaces)."""
+    """The canonical JSON text of a parameter value (sorted keys, no spaces,
+    a dict's pairs in one order: see :func:`unordered_dicts`)."""
     import json
 
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(
+        unordered_dicts(value), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+def unordered_dicts(value: Any) -> Any:
+    """A spec value with every Python dict's pairs (``{"dict": [[key, value],
+    ...]}``) sorted by their key's JSON: equal dicts (``{0: 1, 1: 5}`` and
+    ``{1: 5, 0: 1}``), which scikit-learn takes alike, one stored text."""
+    import json
+
+    if isinstance(value, list):
+        return [unordered_dicts(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: unordered_dicts(v) for k, v in value.items()}
+    pairs = out.get("dict")
+    if set(out) == {"dict"} and isinstance(pairs, list):
+        if all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            out["dict"] = sorted(pairs, key=lambda p: json.dumps(p[0], sort_keys=True))
+    return out
 
 
 def param_key(text: str) -> str:

@@ -586,3 +586,20 @@ def test_a_best_score_that_is_not_finite_is_kept_as_scikit_learn_gives_it(api):
         (0, sk_inf.cv_results_["mean_test_score"][0], 2),
     ]
     assert api.get(f"/v1/datasets/{xr}/leaderboard").json() == []  # NaN ranks nowhere
+
+
+def test_results_find_a_dict_value_whatever_the_order_of_its_pairs(api):
+    """A dict ({0: 1, 1: 5}) was found only written in the order the job's
+    grid wrote it, though scikit-learn takes the two orders alike."""
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    weights = {"dict": [[1, 5], [0, 1]]}
+    job = submit(api, estimator=lr, param_grid={"class_weight": [weights]}, X=xid, y=yid, cv=3)
+    assert wait_job(api, job)["state"] == "succeeded"
+    for pairs in ([[1, 5], [0, 1]], [[0, 1], [1, 5]]):
+        value = json.dumps({"dict": pairs})
+        got = api.get("/v1/results", params={"param": "class_weight", "value": value}).json()
+        assert [(r["job_id"], r["candidate"]) for r in got] == [(job, 0)], pairs
+    other = json.dumps({"dict": [[0, 1], [1, 6]]})
+    assert api.get("/v1/results", params={"param": "class_weight", "value": other}).json() == []

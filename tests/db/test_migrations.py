@@ -124,6 +124,65 @@ def test_single_named_scorer_candidates_are_renamed_on_upgrade(db_url):
         db.dispose()
 
 
+def test_dict_values_are_keyed_in_one_order_on_upgrade(db_url):
+    """Before 0004 a dict's pairs were keyed in the order a job's grid wrote
+    them: the same dict written otherwise was not found by /v1/results."""
+    import hashlib
+
+    from memogrid_service.runner.jobs import param_key, param_text
+
+    unordered = '{"class":"x.Y","params":{"w":{"dict":[[1,5],[0,1]]}}}'
+    plain = '{"dict":[[0,1]]}'
+    db = Database(db_url)
+    try:
+        migrate.upgrade(db.write_engine, "0003")
+        with db.write_engine.begin() as conn:
+            t = {"t": "2026-11-01 00:00:00"}
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, is_admin, created_at)"
+                    " VALUES ('u', 'u', false, :t)"
+                ),
+                t,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, owner_id, state, kind, request, x_id, created_at,"
+                    " n_candidates, n_splits, progress_done, progress_total, cache_hits,"
+                    " cache_misses, fits, cancel_requested, attempts, has_estimator)"
+                    " VALUES (:id, 'u', 'succeeded', 'grid', '{}', :x, :t,"
+                    " 1, 3, 3, 3, 0, 3, 3, false, 1, false)"
+                ),
+                {"id": "a" * 32, "x": "c" * 64, **t},
+            )
+            for name, value in (("est", unordered), ("w", plain)):
+                conn.execute(
+                    text(
+                        "INSERT INTO candidate_params (job_id, idx, name, owner_id, value,"
+                        " value_key) VALUES (:id, 0, :name, 'u', :value, :key)"
+                    ),
+                    {
+                        "id": "a" * 32,
+                        "name": name,
+                        "value": value,
+                        "key": hashlib.sha256(value.encode()).hexdigest(),
+                    },
+                )
+        migrate.upgrade(db.write_engine)
+        with db.write_engine.connect() as conn:
+            rows = {
+                name: (value, key)
+                for name, value, key in conn.execute(
+                    text("SELECT name, value, value_key FROM candidate_params")
+                )
+            }
+        want = param_text({"class": "x.Y", "params": {"w": {"dict": [[0, 1], [1, 5]]}}})
+        assert rows["est"] == (want, param_key(want))
+        assert rows["w"] == (plain, param_key(plain))
+    finally:
+        db.dispose()
+
+
 def test_services_starting_at_once_migrate_one_after_the_other(db_url, tmp_path):
     """Two services starting together on one empty database: both ran
     every migration at once, and on PostgreSQL one failed on the tables the
