@@ -651,22 +651,64 @@ _NULLABLE_ARROW = {
 
 
 def _arrow_backed(dtype: Any) -> bool:
-    """Whether a pandas dtype is Arrow-backed numbers or booleans
-    (``int64[pyarrow]``, ``dtype_backend="pyarrow"``): scikit-learn converts
-    them as other extension dtypes (an int64[pyarrow] column's categories
-    are floats), so they are kept (their name is their Arrow type's)."""
+    """Whether a pandas dtype is Arrow-backed numbers, booleans, text or
+    dates and times (``int64[pyarrow]``, ``string[pyarrow]``,
+    ``dtype_backend="pyarrow"``): scikit-learn converts them as other
+    extension dtypes (an int64[pyarrow] column's categories are floats, a
+    missing string is pd.NA), so they are kept (their name is their Arrow
+    type's)."""
     import pyarrow as pa
 
     t = getattr(dtype, "pyarrow_dtype", None)
     if not isinstance(t, pa.DataType) or type(dtype).__name__ != "ArrowDtype":
         return False
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+    return _arrow_kind(t) in ("integer", "floating", "boolean", "text", "temporal")
+
+
+#: Arrow-backed text dtypes by name: pandas reads "string[pyarrow]" as its
+#: own StringDtype, not as the ArrowDtype that prints so
+_ARROW_TEXT = {"string[pyarrow]": "string", "large_string[pyarrow]": "large_string"}
+
+
+def arrow_type_named(name: Any) -> Any:
+    """The Arrow type of an Arrow-backed dtype's name (``timestamp[s,
+    tz=UTC][pyarrow]``), or None for any other name."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if not isinstance(name, str) or not name.endswith("[pyarrow]"):
+        return None
+    if name in _ARROW_TEXT:
+        return getattr(pa, _ARROW_TEXT[name])()
+    try:
+        t = getattr(pd.api.types.pandas_dtype(name), "pyarrow_dtype", None)
+    except (TypeError, ValueError, ImportError):
+        return None
+    return t if isinstance(t, pa.DataType) else None
 
 
 def _names_arrow_type(name: Any, t: Any) -> bool:
-    """Whether ``name`` is the Arrow-backed dtype of numbers or booleans of
-    Arrow type ``t`` (see :func:`_arrow_backed`)."""
-    return _arrow_kind(t) in ("integer", "floating", "boolean") and name == f"{t}[pyarrow]"
+    """Whether ``name`` is an Arrow-backed dtype (see :func:`_arrow_backed`)
+    whose Arrow type is stored as ``t`` (text as ``string``, dates and
+    times as Parquet keeps them)."""
+    a = arrow_type_named(name)
+    if a is None or not _arrow_backed(_arrow_dtype(a)):
+        return False
+    if _is_text(a):
+        return _is_text(t) and _normal_text_type() == t
+    return bool(_parquet_type(a) == t)
+
+
+def _arrow_dtype(t: Any) -> Any:
+    import pandas as pd
+
+    return pd.ArrowDtype(t)
+
+
+def _normal_text_type() -> Any:
+    import pyarrow as pa
+
+    return pa.string()
 
 
 def table_dtypes(table: Any) -> dict[int, str]:
@@ -995,6 +1037,9 @@ def table_frame(table: Any) -> Any:
                     fill[0] if len(fill) == 1 else np.array(fill, dtype=object)
                 )
             df.isetitem(i, pd.Series(values, index=df.index, dtype=object))
+        elif (arrow := arrow_type_named(name)) is not None:  # back to the type sent
+            arrow_dtype = pd.ArrowDtype(arrow)
+            df.isetitem(i, col.cast(arrow).to_pandas(types_mapper=lambda _, d=arrow_dtype: d))
         elif name is not None:  # by pandas' own Arrow conversion: large integers stay exact
             dtype = pd.api.types.pandas_dtype(name)
             df.isetitem(i, col.to_pandas(types_mapper=lambda _, d=dtype: d))

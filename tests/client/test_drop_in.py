@@ -741,6 +741,37 @@ def test_an_encoder_of_dates_and_times_gives_scikit_learns_best_estimator(mg, ki
     assert ours.job_.results()["has_estimator"] == (kind == "dates")
 
 
+def test_arrow_backed_text_is_data_as_in_scikit_learn(mg):
+    """A string[pyarrow] column read back as str, its missing values NaN:
+    an encoder scikit-learn fails on (pd.NA) fitted on the service."""
+    import pyarrow as pa
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    words = [["a", "b", "c"][i] for i in rng.integers(0, 3, 90)]
+    X = pd.DataFrame(
+        {"s": pd.array(words, dtype=pd.ArrowDtype(pa.string())), "n": rng.normal(size=90)}
+    )
+    y = (X["n"] > 0).astype(int).to_numpy()
+    _encoded_search_is_scikit_learns(mg, X, y, "s")
+    # a missing string: pd.NA, which scikit-learn's encoder refuses (the
+    # folds training on it fail, the refit on all rows raises)
+    X.loc[5, "s"] = None
+    pipe = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["s"]), remainder="passthrough"),
+        LogisticRegression(),
+    )
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    ours = GridSearchCV(pipe, grid, cv=3, client=mg, progress=False)
+    for search in (ours, SkGridSearchCV(pipe, grid, cv=3)):
+        with pytest.raises(TypeError, match="Encoders require their input .* uniformly"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search.fit(X, y)
+
+
 def test_an_array_of_dates_is_refused_naming_its_dtype(mg):
     """A datetime64 array failed in the client with numpy's buffer error."""
     X = np.arange(40).astype("datetime64[D]").reshape(20, 2)

@@ -252,6 +252,30 @@ def test_pandas_dtypes_scikit_learn_tells_apart_are_kept(store):
     assert dataset_id(df[["int64"]]) != dataset_id(df[["int64"]].astype("Int64"))
 
 
+def test_arrow_backed_text_and_dates_read_back_as_sent(store):
+    """Text and dates and times backed by Arrow (dtype_backend="pyarrow")
+    read back as str, datetime64 and object columns: a missing string
+    became NaN where scikit-learn's encoders refuse the pd.NA sent."""
+    import pyarrow as pa
+
+    df = pd.DataFrame(
+        {
+            "s": pd.array(["a", None, "b", "a"], dtype=pd.ArrowDtype(pa.string())),
+            "ls": pd.array(["a", None, "b", "a"], dtype=pd.ArrowDtype(pa.large_string())),
+            "ts": pd.array([0, 1, None, 3], dtype=pd.ArrowDtype(pa.timestamp("s", tz="UTC"))),
+            "d": pd.array([0, 1, None, 3], dtype=pd.ArrowDtype(pa.date32())),
+            "d64": pd.array([0, 864e5, None, 3 * 864e5], dtype=pd.ArrowDtype(pa.date64())),
+            "du": pd.array([0, 1, None, 3], dtype=pd.ArrowDtype(pa.duration("ms"))),
+            "string": pd.array(["a", None, "b", "a"], dtype="string"),
+        }
+    )
+    back = DatasetStore(store.root).load(store.put(df).dataset_id)
+    pd.testing.assert_frame_equal(back, df)
+    assert back["s"][1] is pd.NA
+    plain = df.astype({"s": object})
+    assert dataset_id(df) != dataset_id(plain)
+
+
 def test_date_times_with_and_without_a_time_zone_in_one_column_are_refused(store):
     """Arrow stored them all in UTC, the naive ones changed: scikit-learn
     cannot compare them, memogrid's fits could."""
