@@ -795,6 +795,23 @@ def _structure(value: Any) -> Any:
     return type(value)
 
 
+def _offered_below(key: str, above: str, distinct: Callable[[str], dict[Any, Any]]) -> bool:
+    """Whether every value of the grid's key ``above`` (``clf`` for
+    ``clf__C``) offers the rest of ``key``: scikit-learn sets the nested
+    key on the value set above it. False: tried the long way, which says
+    what is wrong."""
+    rest = key[len(above) + 2 :]
+    for value in distinct(above).values():
+        if not hasattr(value, "get_params") or isinstance(value, type):
+            return False
+        try:
+            if rest not in value.get_params(deep=True):
+                return False
+        except Exception:  # noqa: BLE001 - the long way tells what it is
+            return False
+    return True
+
+
 def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: set[Any]) -> None:
     """Refuse a key the estimator (or the step it names) does not have.
 
@@ -807,6 +824,12 @@ def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: se
     from sklearn.base import clone
 
     structures: dict[str, dict[Any, Any]] = {}  # of each key's values, found once
+    offered: set[str] = set()  # the estimator's own keys, read once if needed
+
+    def offers(key: str) -> bool:
+        if not offered:
+            offered.update(estimator.get_params(deep=True))
+        return key in offered
 
     def distinct(name: str) -> dict[Any, Any]:
         if name not in structures:
@@ -828,6 +851,13 @@ def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: se
                 f"the steps above {key!r} come in {n} different combinations, more than the "
                 f"{KEY_CHECKS_MAX} a grid key is checked with; split the grid into a list of grids",
             )
+        if not ancestors and offers(key):
+            # a key of the estimator as it is (no step above it swapped by
+            # the grid): it takes any value, as scikit-learn's set_params does.
+            # Cloning the estimator for each key cost keys x steps
+            continue
+        if ancestors and _offered_below(key, max(ancestors, key=len), distinct):
+            continue  # each value the grid gives the step above offers the key
         own = _structure(value)
         for combination in itertools.product(*(k.items() for k in kinds)):
             seen = (key, tuple(ancestors), tuple(c for c, _ in combination), own)
