@@ -82,7 +82,11 @@ def test_dask_services_take_the_embedded_clusters_housekeeping():
     import dask.config
     from dask.utils import parse_timedelta
 
-    from memogrid_service.engine.cluster import PROMPT_STEALING, QUIET_HOUSEKEEPING
+    from memogrid_service.engine.cluster import (
+        PROMPT_STEALING,
+        QUIET_HOUSEKEEPING,
+        SHORT_MESSAGE_LOGS,
+    )
 
     services = compose()["services"]
     for name in ("scheduler", "worker-1", "worker-2"):
@@ -92,6 +96,8 @@ def test_dask_services_take_the_embedded_clusters_housekeeping():
             got = dask.config.get(key, config=seen, default=None)
             assert got is not None, (name, key)
             assert parse_timedelta(got) == parse_timedelta(value), (name, key, got)
+        for key, value in SHORT_MESSAGE_LOGS.items():
+            assert dask.config.get(key, config=seen, default=None) == value, (name, key)
 
 
 def test_api_environment_and_env_file():

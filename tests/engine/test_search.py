@@ -291,6 +291,19 @@ def test_a_worker_not_seeing_the_dataset_store_says_so(runner, store, tmp_path):
     assert not store.root.exists()  # not made by the workers
 
 
+def test_the_clients_message_logs_are_short(runner, dask_client):
+    """dask kept its last 1,000 messages per stream, every search's graph
+    among them: the service process grew with each search."""
+    from memogrid_service.engine.cluster import SHORT_MESSAGE_LOGS
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    runner.search(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
+    kept = SHORT_MESSAGE_LOGS["distributed.admin.low-level-log-length"]
+    assert dask_client.scheduler_comm.recent_message_log.maxlen == kept
+    streams = dask_client.cluster.scheduler.stream_comms.values()  # the embedded scheduler's
+    assert streams and all(s.recent_message_log.maxlen == kept for s in streams)
+
+
 def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_client):
     """Before its first tasks a search asks every worker to load them; a
     worker stopped (SIGSTOP) never answers, and the search waited for it
