@@ -1252,18 +1252,19 @@ class SearchRunner:
         y_ref = self._ref(as_target(y))
         g_ref = self._ref(groups)
         assert x_ref is not None
-        X_local = x_ref.load()
+        # read here to plan the search, not kept: the workers keep what they load
+        X_local = x_ref.load(keep=False)
         order = x_order if x_order is not None else memory_order(X)
         if is_frame(X_local):
             if x_order is None and not is_frame(X):
                 order = "F"  # a frame by reference, as pandas lays frames out
             if order == "C" and one_number_dtype(X_local):
                 x_ref = replace(x_ref, rows_first=True)
-                X_local = x_ref.load()
-        y_local = y_ref.load() if y_ref is not None else None
+                X_local = x_ref.load(keep=False)
+        y_local = y_ref.load(keep=False) if y_ref is not None else None
         if y_order is None:
             y_order = memory_order(y) if isinstance(y, np.ndarray) else "C"
-        g_local = g_ref.load() if g_ref is not None else None
+        g_local = g_ref.load(keep=False) if g_ref is not None else None
         X_local, y_local = indexable(X_local, y_local)
         fit_params = dict(fit_params or {})
         check_fit_param_names(estimator, list(fit_params))

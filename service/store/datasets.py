@@ -148,13 +148,15 @@ class DataRef:
             return f"{self.dataset_id}:object"
         return f"{self.dataset_id}:rows" if self.rows_first else self.dataset_id
 
-    def load(self) -> Any:
+    def load(self, keep: bool = True) -> Any:
+        """The data, kept by this process's store for the next task unless
+        ``keep`` is false (the service reads X and y once to plan a search)."""
         store = open_store(self.root)
         if self.as_object:
-            return store.load_object(self.dataset_id)
+            return store.load_object(self.dataset_id, keep)
         if self.rows_first:
-            return store.load_rows_first(self.dataset_id)
-        return store.load(self.dataset_id)
+            return store.load_rows_first(self.dataset_id, keep)
+        return store.load(self.dataset_id, keep)
 
 
 class DatasetStore:
@@ -169,6 +171,7 @@ class DatasetStore:
         if create:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # bytes each loaded value holds
         self._lock = threading.Lock()
 
     #: prefixes of the files an upload (:class:`Upload`) or a write keeps
@@ -268,7 +271,7 @@ class DatasetStore:
             return size is None or found == size
         return False
 
-    def load_object(self, dataset_id: str) -> Any:
+    def load_object(self, dataset_id: str, keep: bool = True) -> Any:
         """A stored array of strings or numbers as ``object`` dtype (see
         :attr:`DataRef.as_object`): each value the Python str, bool, int or
         float it equals."""
@@ -280,24 +283,25 @@ class DatasetStore:
         if text.exists():
             value = np.array(self._text(text), dtype=object)
         else:
-            arr = self.load(dataset_id)
+            arr = self.load(dataset_id, keep=False)
             if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "Ubiuf"):
                 raise DatasetError(
                     f"dataset {dataset_id} is not an array of strings or numbers: cannot be object"
                 )
             value = arr.astype(object)
         value.flags.writeable = False  # shared by every task, as the memory map is
-        self._remember(memo, value)
+        if keep:
+            self._remember(memo, value)
         return value
 
-    def load_rows_first(self, dataset_id: str) -> Any:
+    def load_rows_first(self, dataset_id: str, keep: bool = True) -> Any:
         """A stored frame of one numpy number dtype laid out row by row (see
         :attr:`DataRef.rows_first`); any other frame as :meth:`load` gives it."""
         memo = f"{dataset_id}:rows"
         hit = self._recall(memo)
         if hit is not None:
             return hit
-        frame = self.load(dataset_id)
+        frame = self.load(dataset_id, keep=False)
         if not _is_frame(frame):
             raise DatasetError(f"dataset {dataset_id} is not a DataFrame: it has no row layout")
         value = frame
@@ -306,9 +310,8 @@ class DatasetStore:
 
             values = np.ascontiguousarray(np.asarray(frame))
             value = pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
-            with self._lock:  # the column-ordered frame is not kept twice
-                self._loaded.pop(dataset_id, None)
-        self._remember(memo, value)
+        if keep:
+            self._remember(memo, value)
         return value
 
     def _unknown(self, dataset_id: str) -> str:
@@ -341,11 +344,23 @@ class DatasetStore:
                 self._loaded.move_to_end(memo)
             return value
 
+    #: what a process keeps of the datasets it loaded, for its next tasks:
+    #: at most this many, and of this many bytes (memory-mapped arrays count
+    #: nothing: the page cache holds them), the latest loaded always. A count
+    #: alone let 16 frames of up to the upload limit each stay in a worker.
+    LOADED_MAX = 16
+    LOADED_BYTES = 2**30
+
     def _remember(self, memo: str, value: Any) -> None:
         with self._lock:
             self._loaded[memo] = value
-            while len(self._loaded) > 16:
-                self._loaded.popitem(last=False)
+            self._loaded.move_to_end(memo)
+            self._sizes[memo] = _held_bytes(value)
+            while len(self._loaded) > 1 and (
+                len(self._loaded) > self.LOADED_MAX or sum(self._sizes.values()) > self.LOADED_BYTES
+            ):
+                gone, _ = self._loaded.popitem(last=False)
+                self._sizes.pop(gone, None)
 
     def values(self, dataset_id: str) -> Any:
         """A dataset to count or check values of, kept by nobody: text as an
@@ -395,6 +410,18 @@ class DatasetStore:
         if keep:
             self._remember(dataset_id, value)
         return value
+
+
+def _held_bytes(value: Any) -> int:
+    """The memory a loaded dataset holds of its own (a memory map: none)."""
+    from .cache import approx_nbytes
+
+    if isinstance(value, np.memmap):
+        return 0
+    if is_sparse(value):
+        parts = [getattr(value, a, None) for a in ("data", "indices", "indptr")]
+        return sum(_held_bytes(p) for p in parts if p is not None)
+    return approx_nbytes(value)
 
 
 def place(tmp: Path, final: Path, recorded: int | None = None) -> None:

@@ -291,6 +291,23 @@ def test_a_worker_not_seeing_the_dataset_store_says_so(runner, store, tmp_path):
     assert not store.root.exists()  # not made by the workers
 
 
+def test_the_service_does_not_keep_the_data_it_plans_a_search_with(runner, store):
+    """The service read X and y to plan each search and kept them, as a
+    worker keeps what its tasks load: 16 datasets, of any size, stayed in it."""
+    import pandas as pd
+
+    from memogrid_service.store.datasets import open_store
+
+    rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
+    X = pd.DataFrame(rng.normal(size=(60, 4)), columns=list("abcd"))
+    y = rng.integers(0, 2, 60)
+    prepared = runner.prepare(LogisticRegression(), X, y, param_grid={"C": [0.7]}, cv=2)
+    assert prepared.n_splits == 2
+    kept = open_store(str(store.root))._loaded
+    ids = [store.put(X).dataset_id, store.put(y).dataset_id]
+    assert not [k for k in kept if k.split(":")[0] in ids], list(kept)
+
+
 def test_the_clients_message_logs_are_short(runner, dask_client):
     """dask kept its last 1,000 messages per stream, every search's graph
     among them: the service process grew with each search."""

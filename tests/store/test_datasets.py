@@ -276,6 +276,27 @@ def test_arrow_backed_text_and_dates_read_back_as_sent(store):
     assert dataset_id(df) != dataset_id(plain)
 
 
+def test_what_a_process_keeps_of_loaded_datasets_is_bounded_in_bytes(store, monkeypatch):
+    """A count alone (16) let a worker keep 16 frames of up to the upload
+    limit each; memory-mapped arrays hold nothing of their own and stay."""
+    frames = [pd.DataFrame({"x": np.arange(1000.0) + i}) for i in range(4)]  # 8 kB each
+    arrays = [np.arange(1000.0) - i for i in range(4)]
+    ids = [store.put(v).dataset_id for v in frames + arrays]
+    reader = DatasetStore(store.root)
+    monkeypatch.setattr(reader, "LOADED_BYTES", 20_000)
+    for did in ids:
+        reader.load(did)
+    kept = list(reader._loaded)
+    assert ids[:2] == [d for d in ids[:2] if d not in kept]  # the oldest frames let go
+    assert ids[2:4] == [d for d in ids[2:4] if d in kept]  # two frames fit
+    assert all(d in kept for d in ids[4:])  # memory maps: nothing of their own
+    reader.load(ids[0], keep=False)
+    assert ids[0] not in reader._loaded
+    monkeypatch.setattr(reader, "LOADED_BYTES", 1)
+    reader.load(ids[1])  # the latest is kept, whatever its size
+    assert list(reader._loaded)[-1] == ids[1]
+
+
 def test_date_times_with_and_without_a_time_zone_in_one_column_are_refused(store):
     """Arrow stored them all in UTC, the naive ones changed: scikit-learn
     cannot compare them, memogrid's fits could."""
