@@ -293,16 +293,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = op.setdefault("responses", {})
             public = path.endswith("/health")
             for code, description in _COMMON_ERRORS.items():
-                if not public:
+                if not public or code == "422":  # an unknown query parameter is one
                     responses.setdefault(code, {"description": description})
             if "{" in path:
                 responses.setdefault("404", {"description": "no such object of yours"})
+            if method in ("post", "put", "patch"):  # BodyLimit's (uploads: their own)
+                responses.setdefault("413", {"description": "the request body is too large"})
             for code, response in responses.items():
+                if method == "head":  # a HEAD answer has no body, whatever its status
+                    response.pop("content", None)
                 if code[0] in "45":
                     response.setdefault("description", "error")
-                    if method == "head":  # a HEAD answer has no body
-                        response.pop("content", None)
-                    else:
+                    if method != "head":
                         response["content"] = problem
     app.openapi_schema = schema
     return schema

@@ -361,7 +361,11 @@ def job_results(
     """``cv_results_`` in scikit-learn's keys (columnar, lossless), best index, params, score."""
     job = get_job(svc, user, job_id, full=True)
     if job.state != JobState.SUCCEEDED.value or job.cv_results is None:
-        why = f": {job.error}" if job.error else ""
+        # its error's first line: the rest (scikit-learn's tracebacks of the
+        # failed fits) is the job's own, at GET /v1/jobs/{id}
+        lines = [line.strip() for line in (job.error or "").splitlines() if line.strip()]
+        first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else "".join(lines[:1])
+        why = f": {first} (the whole error: GET {job_url(job_id)})" if first else ""
         raise Problem(409, f"job {job_id} is {job.state}, results exist once it succeeded{why}")
     return JobResults(
         id=job.id,

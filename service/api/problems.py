@@ -147,6 +147,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":  # FastAPI's words keep no reason
+                where = e["loc"][-1] if e.get("loc") else "?"
+                said = (e.get("ctx") or {}).get("error") or "unreadable"
+                message = f"the request body is not valid JSON: {said} (at character {where})"
+                return problem_response(
+                    request, 422, message, [{"path": "<body>", "message": message}]
+                )
         items = [{"path": _loc(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{i['path']}: {i['message']}" for i in items) or "invalid request"
         return problem_response(request, 422, detail, items)

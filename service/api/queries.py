@@ -162,7 +162,11 @@ def _value_text(raw: str, svc: Services) -> str:
         raise Problem(422, f"value: {exc}", [{"path": "value", "message": str(exc)}]) from None
 
 
-@router.get("/cache", response_model=CacheStats)
+@router.get(
+    "/cache",
+    response_model=CacheStats,
+    responses={403: {"description": "an admin's to read", "model": ProblemBody}},
+)
 def cache_stats(svc: Annotated[Services, Depends(services)], user: CurrentUser) -> CacheStats:
     """The shared result cache: entries, bytes on disk, size limit. For
     admins: its figures move with every user's searches."""

@@ -367,6 +367,17 @@ def test_a_body_that_is_not_utf8_is_told_so(api):
     ):
         r = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400 and said in r.json()["detail"], r.text
+    # a syntax error: the parser's reason and where (it was "[29]: JSON decode error")
+    r = api.post(
+        "/v1/jobs",
+        content=b'{"estimator": {"class": "x"},}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "the request body is not valid JSON: Expecting property name enclosed in double "
+        "quotes (at character 29)"
+    )
     _nothing_queued(api)
 
 

@@ -148,6 +148,16 @@ def test_failing_candidates_follow_error_score(api, seed_data):
     assert "n_components=500" in status["error"]
     r = api.get(f"/v1/jobs/{job}/results")
     assert r.status_code == 409 and "failed" in r.json()["detail"]
+    assert status["error"].strip().splitlines()[0] in r.json()["detail"]
+    # every fit failing: scikit-learn's error quotes each failure's traceback,
+    # in the job's error; the 409 quotes its first line, naming no file
+    job = submit(api, estimator=seed_spec(), param_grid={"pca__n_components": [500]}, X=xid, y=yid)
+    status = wait_job(api, job)
+    assert status["state"] == "failed" and "Traceback" in status["error"]
+    r = api.get(f"/v1/jobs/{job}/results")
+    detail = r.json()["detail"]
+    assert r.status_code == 409 and "All the 5 fits failed" in detail, detail
+    assert "Traceback" not in detail and "\n" not in detail
 
 
 def _bad(api, body, path_part, message):
