@@ -613,5 +613,34 @@ def _n_splits(cv: Any, datasets: dict[str, str], n_rows: int, load: Callable[[st
                 "unique groups be present",
             )
         return _bounded_comb(distinct, cv.n_groups, _EXACT)
+    if name in _CHECKED_BY_SPLITTING:
+        _first_split(cv, name, datasets, n_rows, load)
     repeats = getattr(cv, "n_repeats", 1)
     return int(n or 5) * int(repeats or 1)
+
+
+#: splitters whose settings can refuse the rows (sizes, or folds, beyond
+#: them) only when they split: their first split is made at submission
+_CHECKED_BY_SPLITTING = ("TimeSeriesSplit", "ShuffleSplit", "StratifiedShuffleSplit")
+
+
+def _first_split(
+    cv: Any, name: str, datasets: dict[str, str], n_rows: int, load: Callable[[str], Any]
+) -> None:
+    """Refuse, in scikit-learn's words, a splitter that cannot split the rows
+    (``TimeSeriesSplit(100)`` on 60, ``ShuffleSplit(test_size=5.0)``): the
+    job was accepted and failed at its first fold."""
+    import numpy as np
+
+    y = None
+    if name.startswith("Stratified"):
+        if "y" not in datasets:
+            return  # the search says what it lacks
+        try:
+            y = load(datasets["y"])
+        except DatasetError as exc:
+            raise SpecError("y", str(exc)) from None
+    try:
+        next(iter(cv.split(np.zeros((n_rows, 0)), y)))
+    except ValueError as exc:
+        raise SpecError("cv", f"{name}: {exc}") from None

@@ -233,6 +233,17 @@ def test_bad_specs_are_422_pointing_at_the_item(api, seed_data, tmp_path):
         "above the limit",
     )
     _bad(api, dict(base, scoring="acuracy"), "scoring", "unknown scorer")
+    # splitters whose settings refuse the rows only when they split: the job
+    # was accepted and failed at its first fold (scikit-learn's words now)
+    n = len(y)
+    ms = "sklearn.model_selection."
+    for cv, said in (
+        ({"class": ms + "TimeSeriesSplit", "params": {"n_splits": n}}, "greater than the number"),
+        ({"class": ms + "TimeSeriesSplit", "params": {"test_size": n}}, "Too many splits"),
+        ({"class": ms + "ShuffleSplit", "params": {"test_size": 5.0}}, "test_size=5.0 should be"),
+        ({"class": ms + "StratifiedShuffleSplit", "params": {"train_size": n + 1}}, "train_size"),
+    ):
+        _bad(api, dict(base, cv=cv), "cv", said)
     # stored in 255-character columns: PostgreSQL failed such a job after its fits
     long_key = "logistic__" + "x" * 250
     for space in ("param_grid", "param_distributions"):
