@@ -18,8 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-#: a host name or IP address (IPv6 without its brackets)
-_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?$|^[0-9A-Fa-f:.]+$")
+#: a host name (Docker's may hold underscores) or IP address (IPv6 without its brackets)
+_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?$|^[0-9A-Fa-f:.]+$")
 
 
 class Settings(BaseSettings):

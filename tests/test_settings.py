@@ -44,6 +44,9 @@ def test_environment_overrides(monkeypatch, tmp_path):
         ("MEMOGRID_GRID_MAX_FITS", "0"),
         ("MEMOGRID_EXTRA_ESTIMATORS", '["os.system; rm -rf /"]'),
         ("MEMOGRID_EXTRA_ESTIMATORS", '["builtins.__import__"]'),
+        ("MEMOGRID_SCHEDULER_ADDRESS", "tcp//127.0.0.1:8786"),
+        ("MEMOGRID_SCHEDULER_ADDRESS", "tcp://scheduler"),
+        ("MEMOGRID_SCHEDULER_ADDRESS", "bogus://scheduler:8786"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch, name, value):
@@ -66,3 +69,13 @@ def test_a_database_password_apart_from_the_url_may_hold_any_character(monkeypat
             5432,
             "memogrid",
         )
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://scheduler:8786", "scheduler:8786", "tcp://dask_scheduler:8786", "tls://[::1]:8786"],
+)
+def test_scheduler_addresses_dask_takes_are_taken(monkeypatch, address):
+    """Docker's names may hold underscores (Compose v1's project_scheduler_1)."""
+    monkeypatch.setenv("MEMOGRID_SCHEDULER_ADDRESS", address)
+    assert Settings().scheduler_address == address

@@ -456,8 +456,8 @@ def _mixed_tokens(col: Any) -> list[str | None] | None:
     if kind == "integer":
         ints = [int(v) for v in col.dropna()]
         lo, hi = min(ints, default=0), max(ints, default=0)
-        if -(2**63) <= lo and hi < 2**64 and (lo >= 0 or hi < 2**63):
-            return None  # Arrow's int64 or uint64
+        if -(2**63) <= lo and hi < 2**63:
+            return None  # Arrow's int64 (it infers no uint64 from Python ints)
     elif kind not in ("mixed", "mixed-integer", "mixed-integer-float"):
         return None
     missing = col.isna().to_numpy()

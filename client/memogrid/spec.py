@@ -721,6 +721,24 @@ def _accepted(cls: type) -> frozenset[str]:
     )
 
 
+@functools.cache
+def _refused_defaults(cls: type) -> dict[str, Any]:
+    """The constructor defaults of ``cls`` its own parameter constraints
+    refuse (read once per class; scikit-learn 1.9 has one such)."""
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    constraints = getattr(cls, "_parameter_constraints", None) or {}
+    out = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        if name not in constraints or p.default is inspect.Parameter.empty:
+            continue
+        try:
+            validate_parameter_constraints(constraints, {name: p.default}, cls.__name__)
+        except (ValueError, TypeError):
+            out[name] = p.default
+    return out
+
+
 def _validate(estimator: Any, given: Mapping[str, Any], path: str) -> None:
     """scikit-learn's own parameter checks, now rather than at fit time.
 
@@ -737,12 +755,14 @@ def _validate(estimator: Any, given: Mapping[str, Any], path: str) -> None:
     from sklearn.base import BaseEstimator
     from sklearn.utils._param_validation import validate_parameter_constraints
 
+    cls: type = type(estimator)
     try:
-        if getattr(type(estimator), "_validate_params", None) is BaseEstimator._validate_params:
-            if given:
-                validate_parameter_constraints(
-                    constraints, dict(given), caller_name=type(estimator).__name__
-                )
+        if getattr(cls, "_validate_params", None) is BaseEstimator._validate_params:
+            # the given, and the defaults scikit-learn itself refuses
+            # (SelfTrainingClassifier's estimator=None)
+            checked = {**_refused_defaults(cls), **given}
+            if checked:
+                validate_parameter_constraints(constraints, checked, caller_name=cls.__name__)
         else:  # a class checking in its own way
             check()
     except (ValueError, TypeError) as exc:
@@ -795,6 +815,15 @@ def _structure(value: Any) -> Any:
     return type(value)
 
 
+def _split_as_named(key: str, offered: set[str] | dict[str, Any]) -> bool:
+    """Whether scikit-learn's set_params, which splits ``key`` at its first
+    ``__``, reaches it: each prefix up to a ``__`` is a key offered too (a
+    step named ``a__b`` offers ``a__b__with_mean`` in get_params, which
+    set_params refuses)."""
+    parts = key.split("__")
+    return all("__".join(parts[:i]) in offered for i in range(1, len(parts)))
+
+
 def _offered_below(key: str, above: str, distinct: Callable[[str], dict[Any, Any]]) -> bool:
     """Whether every value of the grid's key ``above`` (``clf`` for
     ``clf__C``) offers the rest of ``key``: scikit-learn sets the nested
@@ -805,9 +834,10 @@ def _offered_below(key: str, above: str, distinct: Callable[[str], dict[Any, Any
         if not hasattr(value, "get_params") or isinstance(value, type):
             return False
         try:
-            if rest not in value.get_params(deep=True):
-                return False
+            below = value.get_params(deep=True)
         except Exception:  # noqa: BLE001 - the long way tells what it is
+            return False
+        if rest not in below or not _split_as_named(rest, below):
             return False
     return True
 
@@ -829,7 +859,7 @@ def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: se
     def offers(key: str) -> bool:
         if not offered:
             offered.update(estimator.get_params(deep=True))
-        return key in offered
+        return key in offered and _split_as_named(key, offered)
 
     def distinct(name: str) -> dict[Any, Any]:
         if name not in structures:

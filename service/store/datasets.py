@@ -346,9 +346,12 @@ class DatasetStore:
 
     #: what a process keeps of the datasets it loaded, for its next tasks:
     #: at most this many, and of this many bytes (memory-mapped arrays count
-    #: nothing: the page cache holds them), the latest loaded always. A count
-    #: alone let 16 frames of up to the upload limit each stay in a worker.
+    #: nothing: the page cache holds them), the latest four always (one
+    #: search's X, y, groups and a fit parameter: each task loads them). A
+    #: count alone let 16 frames of up to the upload limit each stay in a
+    #: worker; a byte bound alone re-read a large X for each task.
     LOADED_MAX = 16
+    LOADED_LATEST = 4
     LOADED_BYTES = 2**30
 
     def _remember(self, memo: str, value: Any) -> None:
@@ -356,8 +359,9 @@ class DatasetStore:
             self._loaded[memo] = value
             self._loaded.move_to_end(memo)
             self._sizes[memo] = _held_bytes(value)
-            while len(self._loaded) > 1 and (
-                len(self._loaded) > self.LOADED_MAX or sum(self._sizes.values()) > self.LOADED_BYTES
+            while len(self._loaded) > self.LOADED_MAX or (
+                len(self._loaded) > self.LOADED_LATEST
+                and sum(self._sizes.values()) > self.LOADED_BYTES
             ):
                 gone, _ = self._loaded.popitem(last=False)
                 self._sizes.pop(gone, None)

@@ -686,10 +686,10 @@ def test_ids_beyond_64_bits_are_data_as_in_scikit_learn(mg):
     """An object column of ints no 64-bit integer holds (ids, hashes) failed
     in the client with a bare OverflowError; scikit-learn encodes it."""
     rng = np.random.default_rng(2)
-    ids = [2**70, 1, -5, 2**64 + 3]
+    ids = [2**70, 1, -5, 2**64 + 3, 2**63 + 5]  # 64-bit hashes too: Arrow infers no uint64
     X = pd.DataFrame(
         {
-            "id": pd.Series([ids[i] for i in rng.integers(0, 4, 120)], dtype=object),
+            "id": pd.Series([ids[i] for i in rng.integers(0, 5, 120)], dtype=object),
             "n": rng.normal(size=120),
         }
     )

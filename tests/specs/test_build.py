@@ -432,6 +432,32 @@ def test_checking_grid_keys_costs_no_clone_of_the_estimator_per_key(allow, monke
         build_grid(est, {"s3": [scaler], "s3__nope": [1]}, allow)
     with pytest.raises(SpecError, match=r"no parameter 's3__with_mean'.*'passthrough'"):
         build_grid(est, {"s3": [scaler, "passthrough"], "s3__with_mean": [True]}, allow)
+    # get_params offers a step named "a__b"'s keys, which set_params refuses
+    # (it splits at the first "__"): still refused, as scikit-learn would
+    odd = Pipeline([("a__b", StandardScaler()), ("clf", LogisticRegression())])
+    with pytest.raises(SpecError, match=r"no parameter 'a__b__with_mean'.*Invalid parameter 'a'"):
+        build_grid(odd, {"a__b__with_mean": [True]}, allow)
+    odd_spec = {
+        "class": "sklearn.pipeline.Pipeline",
+        "params": {
+            "steps": [
+                ["a__b", scaler],
+                ["clf", {"class": "sklearn.linear_model.LogisticRegression"}],
+            ]
+        },
+    }
+    with pytest.raises(SpecError, match=r"no parameter 's__a__b__with_mean'"):
+        build_grid(Pipeline([("s", odd)]), {"s": [odd_spec], "s__a__b__with_mean": [True]}, allow)
+
+
+def test_a_default_scikit_learn_refuses_is_refused_at_build(allow):
+    """Only the parameters given were checked: SelfTrainingClassifier's
+    default estimator=None, which its fit refuses, was built."""
+    spec = {"class": "sklearn.semi_supervised.SelfTrainingClassifier", "params": {"max_iter": 5}}
+    with pytest.raises(SpecError, match=r"params.estimator.*must be an object implementing"):
+        build_estimator(spec, allow, "estimator")
+    spec["params"]["estimator"] = {"class": "sklearn.linear_model.LogisticRegression"}
+    assert build_estimator(spec, allow, "estimator").max_iter == 5
 
 
 def test_grid_keys_are_checked_once_per_structure_of_the_steps_above_them(allow):
