@@ -302,13 +302,13 @@ class JobRunner:
         closed it): while its scheduler is away jobs wait queued, rather
         than each failing at once."""
         up = self.search.ensure_connected()
-        waiting = None if not up else self.search.waiting_for()
-        if not up:
-            waiting = "the dask scheduler is away"
-        if waiting and not self._cluster_down_logged:
-            log.warning("%s: jobs wait queued until it is back", waiting)
-        self._cluster_down_logged = waiting is not None
-        return waiting is None
+        if not up and not self._cluster_down_logged:
+            log.warning("the dask scheduler is away: jobs wait queued until it is back")
+        self._cluster_down_logged = not up
+        # with no worker connected jobs are still claimed: a scheduler that
+        # scales its workers with the work it is given (adaptive) needs tasks
+        # to start any; GET /v1/jobs/{id} says what the job waits for
+        return up
 
     # -- claiming ---------------------------------------------------------
     def _loop(self) -> None:
