@@ -159,7 +159,10 @@ def _value_text(raw: str, svc: Services) -> str:
         built = build_value(given, svc.allow, "value")
         return param_text(to_spec(built, svc.allow))
     except (SpecError, TypeError, ValueError) as exc:
-        raise Problem(422, f"value: {exc}", [{"path": "value", "message": str(exc)}]) from None
+        # a SpecError says its path (value, value.class, ...) itself
+        said = str(exc) if isinstance(exc, SpecError) else f"value: {exc}"
+        where = exc.path if isinstance(exc, SpecError) else "value"
+        raise Problem(422, said, [{"path": where, "message": said}]) from None
 
 
 @router.get(

@@ -23,6 +23,7 @@ import json
 import math
 import mmap
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,7 +170,9 @@ class Upload:
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, _MAX_HEADER)
         except Exception as exc:  # numpy parses untrusted text: tokenize errors too
-            raise UploadError(422, f"unreadable .npy header: {exc}") from None
+            # numpy's words, less the addresses of its parser's objects
+            said = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "an expression", str(exc))
+            raise UploadError(422, f"unreadable .npy header: {said}") from None
         self._check_header(shape, fortran, dtype)
         self._header = (tuple(shape), dtype)
         self._expected = math.prod(shape) * dtype.itemsize

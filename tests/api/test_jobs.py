@@ -547,6 +547,7 @@ def test_results_take_a_value_as_a_jobs_grid_writes_it_newest_job_first(api):
         assert rows == want, (param, value, rows)
     bad = api.get("/v1/results", params={"param": "sc", "value": '{"class": "os.system"}'})
     assert bad.status_code == 422 and "allowlist" in bad.json()["detail"]
+    assert bad.json()["detail"].startswith("value") and "value: value" not in bad.text
 
 
 def test_a_best_score_that_is_not_finite_is_kept_as_scikit_learn_gives_it(api):
