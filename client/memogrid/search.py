@@ -66,11 +66,14 @@ def _reemit(
             message = text  # a class not raised by name keeps it in the text
         source = _source((sources or {}).get(text))
         for _ in range((counts or {}).get(text, 1)):
-            if source is None:
-                warnings.warn(message, category, stacklevel=3)
-            else:
-                module, filename, lineno = source
-                warnings.warn_explicit(message, category, filename, lineno, module=module)
+            # each in a warnings context of its own, as scikit-learn runs each
+            # fit: a "once" filter shows it again for every fit, as there
+            with warnings.catch_warnings():
+                if source is None:
+                    warnings.warn(message, category, stacklevel=3)
+                else:
+                    module, filename, lineno = source
+                    warnings.warn_explicit(message, category, filename, lineno, module=module)
 
 
 def _source(given: Any) -> tuple[str, str, int] | None:
@@ -223,7 +226,21 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
         tags.regressor_tags = deepcopy(sub.regressor_tags)
         tags.input_tags.pairwise = sub.input_tags.pairwise
         tags.input_tags.sparse = sub.input_tags.sparse
+        tags.array_api_support = sub.array_api_support
         return tags
+
+    def set_callbacks(self, *callbacks: Any) -> Any:
+        """scikit-learn's callbacks (``ProgressBar``) follow fits in this
+        process; this search's fits run on the service: refused, saying so."""
+        raise NotImplementedError(
+            "memogrid's searches fit on the service, where scikit-learn's callbacks "
+            "cannot follow them: progress=True shows a progress bar of the job"
+        )
+
+    def _get_doc_link(self) -> str:
+        """The notebook repr's link: scikit-learn's page of the search this
+        one stands in for (the same parameters)."""
+        return str(self._sklearn_search()._get_doc_link())
 
     def _client(self) -> tuple[Client, bool]:
         if self.client is not None:
@@ -344,10 +361,22 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
             )
         return given
 
-    def fit(self, X: Any, y: Any = None, *, groups: Any = None, **fit_params: Any) -> Any:
-        """Run the search on the service and wait for it; returns self."""
+    def get_metadata_routing(self) -> Any:
+        """scikit-learn's search's routing: a router to the estimator, the
+        splitter and the scorers (a consumer's request made from ``fit``'s
+        signature refused the metadata a pipeline or cross_validate routes
+        to a search whose estimator asks for it)."""
+        return self._sklearn_search().get_metadata_routing()
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """Run the search on the service and wait for it; returns self.
+        ``params``: ``groups`` for the splitter, the rest fit params, as
+        scikit-learn's search takes them."""
         import joblib
         from sklearn.utils.validation import check_consistent_length
+
+        groups = params.pop("groups", None)
+        fit_params = params
 
         self._check()
         if not isinstance(X, str) and y is not None and not isinstance(y, str):

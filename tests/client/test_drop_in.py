@@ -2202,3 +2202,85 @@ def test_a_group_splitter_without_groups_fails_in_scikit_learns_words(mg, data):
     for cls, kw in ((GridSearchCV, {"client": mg}), (SkGridSearchCV, {})):
         with pytest.raises(ValueError, match="The 'groups' parameter should not be None."):
             cls(LogisticRegression(), {"C": [1.0]}, cv=GroupKFold(3), **kw).fit(X, y)
+
+
+def test_a_search_inside_routing_takes_the_metadata_scikit_learns_does(mg):
+    """Inside a Pipeline or cross_validate under metadata routing, the
+    search refused sample_weight and groups scikit-learn's routes to its
+    estimator and splitter: it offered a consumer's request made from its
+    fit signature, not scikit-learn's search's router."""
+    import sklearn
+    from sklearn.model_selection import GroupKFold, cross_validate
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    w = np.linspace(0.5, 2, len(y))
+    groups = np.arange(len(y)) % 4
+    grid = {"C": [1.0, 0.1]}
+
+    def both(estimator, **kw):
+        return (
+            SkGridSearchCV(estimator, grid, **kw),
+            GridSearchCV(estimator, grid, client=mg, progress=False, **kw),
+        )
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        weighted = (
+            LogisticRegression()
+            .set_fit_request(sample_weight=True)
+            .set_score_request(sample_weight=True)
+        )
+        sk, ours = both(weighted, cv=2)
+        assert not hasattr(ours, "set_fit_request")  # a router, as scikit-learn's
+        got = [cross_validate(s, X, y, cv=2, params={"sample_weight": w}) for s in (sk, ours)]
+        assert np.array_equal(got[0]["test_score"], got[1]["test_score"])
+        fitted = [
+            Pipeline([("s", StandardScaler().set_fit_request(sample_weight=False)), ("g", s)])
+            .fit(X, y, sample_weight=w)
+            .named_steps["g"]
+            for s in both(weighted, cv=2)
+        ]
+        assert fitted[0].best_score_ == fitted[1].best_score_
+        sk, ours = both(LogisticRegression(), cv=GroupKFold(2))
+        got = [
+            cross_validate(s, X, y, cv=GroupKFold(2), params={"groups": groups}) for s in (sk, ours)
+        ]
+        assert np.array_equal(got[0]["test_score"], got[1]["test_score"])
+
+
+def test_a_once_filter_shows_each_fits_warning_as_scikit_learns_search_does(mg):
+    """scikit-learn runs each fit in a warnings context of its own, so a
+    "once" filter shows every fit's ConvergenceWarning; the drop-in showed one."""
+    est = LogisticRegression(solver="saga", max_iter=2, random_state=0)
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    grid = {"C": [0.1, 1.0]}
+    shown = []
+    for search in (
+        SkGridSearchCV(est, grid, cv=3),
+        GridSearchCV(est, grid, cv=3, client=mg, progress=False),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("once")
+            search.fit(X, y)
+        shown.append([w.category for w in caught])
+    assert shown[0] == shown[1] and shown[0].count(ConvergenceWarning) == 7
+
+
+def test_the_search_carries_scikit_learns_tags_and_documentation_link():
+    """array_api_support was not taken from the estimator as scikit-learn's
+    search takes it; the notebook repr had no link to the documentation."""
+    from sklearn.utils import get_tags
+
+    for est in (LogisticRegression(), PCA(), Ridge()):
+        ours, sk = GridSearchCV(est, {}), SkGridSearchCV(est, {})
+        assert get_tags(ours) == get_tags(sk), type(est).__name__
+    assert "Documentation for GridSearchCV" in GridSearchCV(Ridge(), {})._repr_html_()
+    ours = RandomizedSearchCV(Ridge(), {"alpha": [1.0]})
+    assert ours._get_doc_link() == SkRandomizedSearchCV(Ridge(), {"alpha": [1.0]})._get_doc_link()
+
+
+def test_set_callbacks_is_refused_saying_why():
+    """scikit-learn's searches take callbacks that follow their fits in the
+    calling process; this one had no set_callbacks at all."""
+    with pytest.raises(NotImplementedError, match="progress=True"):
+        GridSearchCV(Ridge(), {}).set_callbacks()
