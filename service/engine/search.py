@@ -54,6 +54,7 @@ from .tasks import (
     Warned,
     cached_score,
     caller_identity,
+    cannot_load,
     load_refit,
     loads_here,
     module_of,
@@ -149,14 +150,16 @@ class FitCounter:
             return o
         return replace(o, provenance=prov, final=final)
 
-    def refit(self, key: str, out: RefitOutput) -> tuple[str, int]:
-        """How this search got the refit ``key`` ("fit", "hit" or "shared"),
-        and how many steps were fitted for it that this search counts."""
+    def refit(
+        self, key: str, final: str, fit_time: float, provenance: tuple[tuple[str, str, float], ...]
+    ) -> tuple[str, int]:
+        """How this search got the refit ``key`` (``final``: "fit", "hit";
+        or "shared"), and how many of the steps in its ``provenance`` were
+        fitted for it that this search counts."""
         with _wanted_lock:
-            final = out.final
-            if final == "fit" and not self._mine((key, out.fit_time)):
+            if final == "fit" and not self._mine((key, fit_time)):
                 final = "shared"
-            fits = sum(how == "fit" and self._mine((k, t)) for k, how, t in out.provenance)
+            fits = sum(how == "fit" and self._mine((k, t)) for k, how, t in provenance)
         return final, fits
 
 
@@ -567,16 +570,11 @@ class LoadCheck:
             if isinstance(answer, ImportError):
                 # it could not even load the check: the engine's own module
                 # (or one it needs) is missing where that worker runs
-                answer = f"{type(answer).__name__}: {answer}"
+                answer = cannot_load(answer)
             elif isinstance(answer, BaseException):
                 continue  # the worker went away while asked: not its answer
-            if answer and answer.startswith("runs "):  # other versions (versions_differ)
-                raise WorkersCannotLoad(f"the dask worker at {worker} {answer}")
             if answer:
-                raise WorkersCannotLoad(
-                    f"the dask worker at {worker} cannot load this search's estimators or "
-                    f"scorers ({answer}): install what it names where the workers run"
-                )
+                raise WorkersCannotLoad(f"the dask worker at {worker} {answer}")
         self.done = True
 
     def _answers(self, workers: list[str], blob: bytes) -> dict[str, Any]:
@@ -1129,16 +1127,14 @@ class SearchRunner:
     def waiting_for(self) -> str | None:
         """What a search would wait for now, in words (None: nothing): the
         scheduler, or a worker (one whose scheduler went away exits)."""
-        client = self.client
+        client, where = self.client, self._address or "(local)"
         if client is None or getattr(client, "status", "running") != "running":
-            return f"the dask scheduler at {self._address or '(local)'} does not answer"
+            return f"the dask scheduler at {where} does not answer"
         try:
             workers = client.scheduler_info()["workers"]
         except Exception:  # noqa: BLE001 - closing just now: asked again next time
             return None
-        if not workers:
-            return f"no dask worker is connected to the scheduler at {self._address or '(local)'}"
-        return None
+        return None if workers else f"no dask worker is connected to the scheduler at {where}"
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:
@@ -2034,6 +2030,6 @@ class SearchRunner:
         finally:
             reuse.release()
         final, step_fits = counter.refit(
-            rplan.key, replace(out, provenance=reuse.provenance(out.provenance))
+            rplan.key, out.final, out.fit_time, reuse.provenance(out.provenance)
         )
         return out.models, final, step_fits, out.warnings

@@ -44,7 +44,7 @@ from memogrid.spec import (
 )
 
 from ..store.cache import ResultCache, approx_nbytes
-from ..store.datasets import DataRef
+from ..store.datasets import DataRef, who_runs_this
 from .filters import installed
 
 # -- inputs ---------------------------------------------------------------
@@ -148,15 +148,6 @@ def versions_differ(versions: tuple[tuple[str, str], ...]) -> str | None:
     )
 
 
-def _this_worker() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "(this process)"
-
-
 def _configured(fn: _F) -> _F:
     """Run a task function under its context's scikit-learn settings and, in
     a process other than the caller's, the caller's warnings filters."""
@@ -165,7 +156,7 @@ def _configured(fn: _F) -> _F:
     def run(ctx: TaskContext, *args: Any) -> Any:
         other = versions_differ(ctx.versions)
         if other:
-            raise WorkerVersionsDiffer(f"the dask worker at {_this_worker()} {other}")
+            raise WorkerVersionsDiffer(f"{who_runs_this()} {other}")
         filters = ctx.warning_filters
         if not ctx.sk_config and not filters:
             return fn(ctx, *args)
@@ -493,16 +484,26 @@ def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = N
     return not any(ts.who_wants and not str(ts.key).startswith(ours) for ts in list(ws.has_what))
 
 
+def cannot_load(exc: BaseException) -> str:
+    """What a worker that cannot load a search's objects says of itself."""
+    return (
+        f"cannot load this search's estimators or scorers ({type(exc).__name__}: {exc}): "
+        "install what it names where the workers run"
+    )
+
+
 def loads_here(blob: bytes) -> str | None:
-    """What stops this process loading objects the caller pickled (a class
-    from a module not installed here, say), or None: asked of every worker
+    """What stops this process running a search's tasks, or None, said of
+    itself (after "the dask worker at ..."): objects the caller pickled it
+    cannot load (a class from a module not installed here, say), or library
+    versions other than the search's keys name. Asked of every worker
     before a search sends its first tasks (:class:`search.LoadCheck`)."""
     import pickle
 
     try:
         objects = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the caller is told
-        return f"{type(exc).__name__}: {exc}"
+        return cannot_load(exc)
     for obj in objects if isinstance(objects, tuple) else ():
         if isinstance(obj, TaskContext) and (other := versions_differ(obj.versions)):
             return other

@@ -318,17 +318,11 @@ class DatasetStore:
         text = f"unknown dataset id {dataset_id!r}"
         if self.own:
             return text
-        try:
-            from distributed import get_worker
-
-            who = f"the dask worker at {get_worker().address}"
-        except (ImportError, ValueError):
-            who = "this process"
         missing = "" if self.root.is_dir() else ", which is not there"
         return (
-            f"{text}: {who} does not see it in the dataset store at {self.root}{missing}; "
-            "the workers must see the service's data directory at the same path "
-            "(a shared volume)"
+            f"{text}: {who_runs_this()} does not see it in the dataset store at "
+            f"{self.root}{missing}; the workers must see the service's data directory at "
+            "the same path (a shared volume)"
         )
 
     @staticmethod
@@ -414,6 +408,17 @@ class DatasetStore:
         if keep:
             self._remember(dataset_id, value)
         return value
+
+
+def who_runs_this() -> str:
+    """The process running this, as its errors name it: a dask worker by its
+    address."""
+    try:
+        from distributed import get_worker
+
+        return f"the dask worker at {get_worker().address}"
+    except (ImportError, ValueError):
+        return "this process"
 
 
 def _held_bytes(value: Any) -> int:
