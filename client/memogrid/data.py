@@ -443,16 +443,23 @@ def _untoken(token: str, name: str) -> Any:
     return value
 
 
-def _mixed_tokens(col: Any) -> list[str | None] | None:
-    """An object column holding values of several kinds (str and int ids,
-    ints and floats), or ints no 64-bit integer holds (ids, hashes), as
-    tokens (None where missing); None for any other column (Arrow stores
-    it, or refuses what it cannot)."""
+def _object_kind(col: Any) -> str | None:
+    """What pandas infers an object column holds (``"mixed"``,
+    ``"integer"``, ``"datetime"``...); None for a column of another dtype."""
     from pandas.api.types import infer_dtype
 
     if getattr(col, "dtype", None) != np.dtype(object):
         return None
-    kind = infer_dtype(col, skipna=True)
+    return str(infer_dtype(col, skipna=True))
+
+
+def _mixed_tokens(col: Any, kind: str | None) -> list[str | None] | None:
+    """An object column (of :func:`_object_kind` ``kind``) holding values of
+    several kinds (str and int ids, ints and floats), or ints no 64-bit
+    integer holds (ids, hashes), as tokens (None where missing); None for
+    any other column (Arrow stores it, or refuses what it cannot)."""
+    if kind is None:
+        return None
     if kind == "integer":
         ints = [int(v) for v in col.dropna()]
         lo, hi = min(ints, default=0), max(ints, default=0)
@@ -467,15 +474,12 @@ def _mixed_tokens(col: Any) -> list[str | None] | None:
     return tokens
 
 
-def _one_time_zone(col: Any, label: Any) -> None:
-    """Refuse an object column of date-times some in a time zone and some in
-    none: Arrow would store them all in one zone (the naive read as UTC),
-    making comparable the values scikit-learn cannot compare."""
-    from pandas.api.types import infer_dtype
-
-    if getattr(col, "dtype", None) != np.dtype(object):
-        return
-    if infer_dtype(col, skipna=True) not in ("datetime", "datetime64"):
+def _one_time_zone(col: Any, kind: str | None, label: Any) -> None:
+    """Refuse an object column (of :func:`_object_kind` ``kind``) of
+    date-times some in a time zone and some in none: Arrow would store them
+    all in one zone (the naive read as UTC), making comparable the values
+    scikit-learn cannot compare."""
+    if kind not in ("datetime", "datetime64"):
         return
     aware = {getattr(v, "tzinfo", None) is not None for v in col.dropna()}
     if len(aware) > 1:
@@ -506,9 +510,14 @@ def frame_table(df: Any) -> Any:
         for i, (n, t) in enumerate(zip(names, df.dtypes, strict=True))
         if any(n in ok for ok in DTYPES.values()) or _arrow_backed(t)
     }
-    for i in range(df.shape[1]):
-        _one_time_zone(df.iloc[:, i], df.columns[i])
-    mixed = {i: t for i in range(df.shape[1]) if (t := _mixed_tokens(df.iloc[:, i])) is not None}
+    kinds = [_object_kind(df.iloc[:, i]) for i in range(df.shape[1])]
+    for i, kind in enumerate(kinds):
+        _one_time_zone(df.iloc[:, i], kind, df.columns[i])
+    mixed = {
+        i: t
+        for i, kind in enumerate(kinds)
+        if (t := _mixed_tokens(df.iloc[:, i], kind)) is not None
+    }
     if mixed:
         df = df.copy(deep=False)  # the caller's frame keeps its values
         for i, tokens in mixed.items():
@@ -662,7 +671,11 @@ def _arrow_backed(dtype: Any) -> bool:
     t = getattr(dtype, "pyarrow_dtype", None)
     if not isinstance(t, pa.DataType) or type(dtype).__name__ != "ArrowDtype":
         return False
-    return _arrow_kind(t) in ("integer", "floating", "boolean", "text", "temporal")
+    return _arrow_kind(t) in _ARROW_BACKED_KINDS
+
+
+#: the kinds of Arrow type (:func:`_arrow_kind`) whose Arrow-backed dtype is kept
+_ARROW_BACKED_KINDS = ("integer", "floating", "boolean", "text", "temporal")
 
 
 #: Arrow-backed text dtypes by name: pandas reads "string[pyarrow]" as its
@@ -691,24 +704,14 @@ def _names_arrow_type(name: Any, t: Any) -> bool:
     """Whether ``name`` is an Arrow-backed dtype (see :func:`_arrow_backed`)
     whose Arrow type is stored as ``t`` (text as ``string``, dates and
     times as Parquet keeps them)."""
-    a = arrow_type_named(name)
-    if a is None or not _arrow_backed(_arrow_dtype(a)):
-        return False
-    if _is_text(a):
-        return _is_text(t) and _normal_text_type() == t
-    return bool(_parquet_type(a) == t)
-
-
-def _arrow_dtype(t: Any) -> Any:
-    import pandas as pd
-
-    return pd.ArrowDtype(t)
-
-
-def _normal_text_type() -> Any:
     import pyarrow as pa
 
-    return pa.string()
+    a = arrow_type_named(name)
+    if a is None or _arrow_kind(a) not in _ARROW_BACKED_KINDS:
+        return False
+    if _is_text(a):
+        return bool(t == pa.string())
+    return bool(_parquet_type(a) == t)
 
 
 def table_dtypes(table: Any) -> dict[int, str]:

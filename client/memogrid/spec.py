@@ -815,13 +815,13 @@ def _structure(value: Any) -> Any:
     return type(value)
 
 
-def _split_as_named(key: str, offered: set[str] | dict[str, Any]) -> bool:
-    """Whether scikit-learn's set_params, which splits ``key`` at its first
-    ``__``, reaches it: each prefix up to a ``__`` is a key offered too (a
-    step named ``a__b`` offers ``a__b__with_mean`` in get_params, which
-    set_params refuses)."""
+def _settable(key: str, offered: set[str] | dict[str, Any]) -> bool:
+    """Whether scikit-learn's set_params takes ``key`` on an estimator whose
+    get_params(deep=True) gives ``offered``: the key and, as set_params
+    splits it at its first ``__``, each prefix up to a ``__`` offered too (a
+    step named ``a__b`` offers ``a__b__with_mean``, which set_params refuses)."""
     parts = key.split("__")
-    return all("__".join(parts[:i]) in offered for i in range(1, len(parts)))
+    return all("__".join(parts[:i]) in offered for i in range(1, len(parts) + 1))
 
 
 def _offered_below(key: str, above: str, distinct: Callable[[str], dict[Any, Any]]) -> bool:
@@ -837,7 +837,7 @@ def _offered_below(key: str, above: str, distinct: Callable[[str], dict[Any, Any
             below = value.get_params(deep=True)
         except Exception:  # noqa: BLE001 - the long way tells what it is
             return False
-        if rest not in below or not _split_as_named(rest, below):
+        if not _settable(rest, below):
             return False
     return True
 
@@ -859,7 +859,7 @@ def _check_keys(estimator: Any, space: Mapping[str, Any], path: str, checked: se
     def offers(key: str) -> bool:
         if not offered:
             offered.update(estimator.get_params(deep=True))
-        return key in offered and _split_as_named(key, offered)
+        return _settable(key, offered)
 
     def distinct(name: str) -> dict[Any, Any]:
         if name not in structures:
