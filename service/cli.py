@@ -392,16 +392,14 @@ def _one_line(exc: BaseException) -> str:
     """An error as one line: a database's first line of what it said (not
     the statement, not SQLAlchemy's link), a settings error's every field."""
     from pydantic import ValidationError
-    from sqlalchemy.exc import DBAPIError
+
+    from .db.ops import first_line
 
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return first_line(exc)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,15 @@ def lock_named(conn: Any, name: str) -> None:
     bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
     if bind.dialect.name != "sqlite":
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+
+
+def first_line(exc: BaseException) -> str:
+    """What ``exc`` says, its first line; for a database's error, the
+    database's own words (not the statement, its parameters or SQLAlchemy's
+    link)."""
+    from sqlalchemy.exc import StatementError
+
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        exc = exc.orig
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

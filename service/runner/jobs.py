@@ -35,7 +35,7 @@ from memogrid.spec import Allowlist, SpecError
 from memogrid.wire import float_token
 
 from ..db.models import Candidate, CandidateParam, Dataset, DatasetOwner, Job, SplitResult
-from ..db.ops import aware, insert_ignoring_duplicates, rowcount, utcnow
+from ..db.ops import aware, first_line, insert_ignoring_duplicates, rowcount, utcnow
 from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats, WarningLog
 from ..engine.tasks import ScoreOutput
@@ -957,10 +957,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SpecError):
         return f"invalid job: {exc}"
     if isinstance(exc, StatementError):
-        # not the statement and its parameters (the service's own rows):
-        # what the database said, its first line
-        said = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-        return f"the service's database failed the job: {said[0] if said else type(exc).__name__}"
+        # not the statement and its parameters (the service's own rows)
+        return f"the service's database failed the job: {first_line(exc)}"
     # "Name: message" as it is (the client raises the message again as
     # scikit-learn's search raised it), without the line end the formatter adds
     text = "".join(traceback.format_exception_only(type(exc), exc)).removesuffix("\n")

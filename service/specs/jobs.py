@@ -290,15 +290,14 @@ def compile_job(
         raise SpecError("param_grid", "give exactly one of param_grid and param_distributions")
     n_iter = int(request.get("n_iter") or 10)
     # refuse an oversized grid from its JSON, before building anything; a
-    # list of grids or distributions is bounded too (each costs its building)
+    # list of grids or distributions is bounded too (each costs its building),
+    # and so are the parameter names (stored in columns of PARAM_KEY_MAX)
     for name, value, most in (
         ("param_grid", grid, GRIDS_MAX),
         ("param_distributions", dists, DISTRIBUTIONS_MAX),
     ):
         if isinstance(value, list) and len(value) > most:
             raise SpecError(name, f"{name} is a list of at most {most} dicts, not {len(value)}")
-
-    for name, value in (("param_grid", grid), ("param_distributions", dists)):
         for i, one in enumerate(value if isinstance(value, list) else [value]):
             where = f"{name}[{i}]" if isinstance(value, list) else name
             for key in one if isinstance(one, Mapping) else ():
