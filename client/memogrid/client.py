@@ -76,7 +76,8 @@ RETRY_BACKOFF = 0.5
 #: seconds between status polls while waiting: from the first to the longest
 POLL_FIRST = 0.02
 POLL_INTERVAL = 0.5
-#: seconds of failing status polls (busy or unreachable service) a wait rides out
+#: seconds of failing status polls (busy or unreachable service) a wait
+#: without a timeout rides out (one with a timeout rides them out until it)
 POLL_PATIENCE = 60.0
 #: seconds a call whose body can be sent again waits out the service's
 #: rate limit (429 with Retry-After) before raising RateLimited
@@ -152,6 +153,15 @@ def _shown(url: str) -> str:
     )
 
 
+def _without_password(url: str) -> str:
+    """``url`` without a user's password (what a pickled client keeps, as
+    it keeps no token)."""
+    parsed = httpx.URL(url)
+    if not parsed.password:
+        return url
+    return str(parsed.copy_with(userinfo=parsed.userinfo.split(b":")[0]))
+
+
 def _error_score(value: Any) -> Any:
     """``error_score`` as a job carries it: "raise", an integer as one (the
     warnings print it as given), another number as a float, and NaN and
@@ -214,26 +224,42 @@ class Client:
         http: httpx.Client | None = None,
     ):
         self.url = (url or os.environ.get("MEMOGRID_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self._shown_url = _shown(self.url)  # as messages and repr quote it
         self.token = _checked_token(
             token if token is not None else os.environ.get("MEMOGRID_TOKEN")
         )
-        headers = {"user-agent": "memogrid-client"}
-        if self.token:
-            headers["authorization"] = f"Bearer {self.token}"
+        self._timeout = timeout
         if http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+            self._http = self._new_http()
             self._owns_http = True
         else:
-            http.headers.update(headers)
+            http.headers.update(self._headers())
             self._http = http
             self._owns_http = False
         #: uploads this client made, for tests and curiosity
         self.uploads = 0
 
     # -- plumbing ---------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"user-agent": "memogrid-client"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=self._timeout, headers=self._headers())
+
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
+
+    def _let_go(self) -> None:
+        """Close this client's connections, yet stay usable (a new call
+        connects again): what a search does with the client it made for its
+        fit, which the jobs it leaves (``job_``, ``refit_job_``) still use."""
+        if self._owns_http:
+            self._http.close()
+            self._http = self._new_http()
 
     # a Client is a handle on a service: clone() and copies share it. A
     # pickled one keeps only the URL and takes its token from MEMOGRID_TOKEN
@@ -246,10 +272,10 @@ class Client:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Client, (self.url,))
+        return (Client, (_without_password(self.url),))
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"
+        return f"Client({self._shown_url!r})"
 
     def __enter__(self) -> Client:
         return self
@@ -282,26 +308,28 @@ class Client:
                     break
                 except httpx.UnsupportedProtocol:
                     raise errors.TransportError(
-                        f"{self.url!r} is no URL a memogrid service answers at: it starts "
+                        f"{self._shown_url!r} is no URL a memogrid service answers at: it starts "
                         "with http:// or https://"
                     ) from None
                 except httpx.ReadTimeout:  # reached, but it did not answer: not again
                     raise errors.TransportError(
-                        f"the memogrid service at {self.url} did not answer {method} {path} "
+                        f"the memogrid service at {self._shown_url} did not answer {method} {path} "
                         "in time (it may be overloaded or stuck)"
                     ) from None
                 except httpx.TransportError as exc:
-                    if attempt + 1 >= attempts:
+                    pause = RETRY_BACKOFF * 2**attempt
+                    late = deadline is not None and time.monotonic() + pause > deadline
+                    if attempt + 1 >= attempts or late:
                         raise errors.TransportError(
-                            f"cannot reach the memogrid service at {_shown(self.url)}: "
+                            f"cannot reach the memogrid service at {self._shown_url}: "
                             f"{self._without_token(str(exc))}{_proxy_note(self.url)}"
                         ) from None
-                    time.sleep(RETRY_BACKOFF * 2**attempt)
+                    time.sleep(pause)
                 except RuntimeError as exc:
                     if not getattr(self._http, "is_closed", False):
                         raise
                     raise errors.ClientClosed(
-                        f"this Client of {self.url} was closed (at the end of its `with` "
+                        f"this Client of {self._shown_url} was closed (at the end of its `with` "
                         "block?): make a new one, or pass one to the search"
                     ) from exc
             if response.status_code < 400:
@@ -324,7 +352,7 @@ class Client:
         except ValueError:
             raise errors.ServerError(
                 f"{method} {path} answered {response.status_code} with a body that is "
-                f"not JSON (is {self.url} a memogrid service?)",
+                f"not JSON (is {self._shown_url} a memogrid service?)",
                 status=response.status_code,
             ) from None
 
@@ -931,13 +959,12 @@ class Job:
         return self
 
     def _poll(self, deadline: float | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """:meth:`status`, riding out a service that is briefly busy or away
-        (429, 502-504, a dropped connection) for up to ``POLL_PATIENCE``
-        seconds: the job goes on running there meanwhile. Not past a wait's
-        ``deadline`` (``time.monotonic()``), where its ``timeout`` is up."""
-        give_up = time.monotonic() + POLL_PATIENCE
-        if deadline is not None:
-            give_up = min(give_up, deadline)
+        """:meth:`status`, riding out a service that is busy or away (429,
+        502-504, a dropped connection; the job goes on running there
+        meanwhile) until a wait's ``deadline`` (``time.monotonic()``), where
+        its ``timeout`` is up; a wait without one, for ``POLL_PATIENCE``
+        seconds."""
+        give_up = time.monotonic() + POLL_PATIENCE if deadline is None else deadline
         delay = RETRY_BACKOFF
         while True:
             try:

@@ -473,8 +473,8 @@ class _ServiceSearch(MetaEstimatorMixin, BaseEstimator):
                     self._take_best(refit_job, X, y, fit_params)
                     self.refit_job_ = refit_job
         finally:
-            if owned:
-                client.close()
+            if owned:  # its connections closed; job_ and refit_job_ keep it
+                client._let_go()
         return self
 
     def _run_job(

@@ -501,20 +501,66 @@ def test_a_closed_client_says_so_as_a_memogrid_error():
 
 
 def test_a_waits_timeout_holds_while_the_service_is_away(monkeypatch):
-    """A wait polls through a service that is briefly away, for up to a
-    minute: its own timeout comes first."""
+    """A wait polls through a service that is away until its own timeout
+    (a wait without one, for a minute). A connection refused was tried
+    again 1.5 s whatever the timeout left (0.2 s ended after 1.5 s), and
+    a timeout beyond the minute ended at the minute, a TransportError."""
     from memogrid.client import Job
 
     with Client("http://127.0.0.1:9", token="mg_x") as client:
         job = Job(client, "0" * 32)
-        start = time.monotonic()
-        with pytest.raises(memogrid.WaitTimeout, match="did not end within 1.5 s"):
-            job.wait(timeout=1.5, progress=False)
-        assert time.monotonic() - start < 10
-        # without a timeout, the service's absence is told with the job's id
+        for timeout in (0.2, 1.5):
+            start = time.monotonic()
+            with pytest.raises(memogrid.WaitTimeout, match=f"did not end within {timeout} s"):
+                job.wait(timeout=timeout, progress=False)
+            assert timeout <= time.monotonic() - start < timeout + 0.5
         monkeypatch.setattr("memogrid.client.POLL_PATIENCE", 0.5)
+        start = time.monotonic()
+        with pytest.raises(memogrid.WaitTimeout, match="did not end within 2.0 s"):
+            job.wait(timeout=2.0, progress=False)  # longer than the patience
+        assert time.monotonic() - start >= 2.0
+        # without a timeout, the service's absence is told with the job's id
         with pytest.raises(memogrid.TransportError, match=f"job {'0' * 32}: cannot reach"):
             job.wait(progress=False)
+
+
+def test_a_password_in_the_url_is_neither_shown_nor_pickled():
+    """A URL's password showed in a Client's repr (and so in a search's, a
+    notebook cell's output) and in three errors, and a pickled client,
+    which keeps no token, kept it."""
+    import pickle
+
+    url = "http://alice:s3cret@127.0.0.1:9"
+
+    def answering(handler):
+        return httpx.Client(base_url=url, transport=httpx.MockTransport(handler))
+
+    def late(request):
+        raise httpx.ReadTimeout("late", request=request)
+
+    said = [repr(Client(url, token="mg_x")), repr(GridSearchCV(Ridge(), {}, client=Client(url)))]
+    for http in (answering(late), answering(lambda r: httpx.Response(200, text="hi"))):
+        with pytest.raises(memogrid.MemogridError) as info:
+            Client(url, token="mg_x", http=http).jobs()
+        said.append(str(info.value))
+    closed = Client(url, token="mg_x")
+    closed.close()
+    with pytest.raises(memogrid.ClientClosed) as info:
+        closed.jobs()
+    said.append(str(info.value))
+    for text in said:
+        assert "alice:***@127.0.0.1:9" in text and "s3cret" not in text, text
+    assert pickle.loads(pickle.dumps(Client(url))).url == "http://alice@127.0.0.1:9"
+
+
+def test_a_client_let_go_closes_its_connections_and_connects_again():
+    client = Client("http://127.0.0.1:9", token="mg_x")
+    first = client._http
+    client._let_go()
+    assert first.is_closed and not client._http.is_closed
+    with pytest.raises(memogrid.TransportError, match="cannot reach"):  # not ClientClosed
+        client.jobs()
+    client.close()
 
 
 def test_an_unreachable_service_behind_a_proxy_says_so(monkeypatch):

@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
+import memogrid
 from memogrid.wire import decode_cv_results, decode_value
 from tests.e2e.server import Server
 from tests.helpers.parity import assert_cv_results_equal
@@ -55,7 +56,7 @@ def _wait(http: httpx.Client, job_id: str) -> dict:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_notebook_session_over_http(tmp_path, db_url):
+def test_notebook_session_over_http(tmp_path, db_url, monkeypatch):
     X, y = make_classification(n_samples=300, n_features=30, n_redundant=10, random_state=42)
     with Server(tmp_path / "data", {"MEMOGRID_DATABASE_URL": db_url}) as server:
         http = httpx.Client(
@@ -111,3 +112,12 @@ def test_notebook_session_over_http(tmp_path, db_url):
         board = http.get(f"/v1/datasets/{xid}/leaderboard", params={"limit": 100}).json()
         assert {row["job_id"] for row in board} == {job, job2}
         assert len(board) == 18 + 6
+
+        # the drop-in makes its own client from the environment: the job it
+        # leaves stays usable after fit (it held that client, closed)
+        monkeypatch.setenv("MEMOGRID_URL", server.url)
+        monkeypatch.setenv("MEMOGRID_TOKEN", server.token)
+        search = memogrid.GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, progress=False)
+        search.fit(X, y)
+        assert search.job_.status()["state"] == "succeeded"
+        assert len(search.job_.splits()) == 2 * 5
