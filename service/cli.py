@@ -64,8 +64,9 @@ def _existing_database(settings):  # type: ignore[no-untyped-def]
             raise ValueError(
                 f"the database {url.render_as_string()} holds no memogrid schema {_NO_SERVICE_HERE}"
             )
-        if settings.migrate_on_start:
-            migrate.upgrade(db.write_engine)
+        # not upgraded here: a newer memogrid's `token list` moved the schema
+        # from under an older service still running on it
+        migrate.require_current(db.write_engine)
     except BaseException:
         db.dispose()
         raise
@@ -80,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _ready_database(settings)  # its errors in one line, before the server starts
+    _check_data_dir(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("memogrid").info(
         "memogrid on http://%s:%d (API docs at /v1/docs), data in %s, database %s",
@@ -111,6 +113,40 @@ def _ready_database(settings) -> None:  # type: ignore[no-untyped-def]
         migrate.ready(db.write_engine, settings.migrate_on_start)
     finally:
         db.dispose()
+
+
+def _check_data_dir(settings) -> None:  # type: ignore[no-untyped-def]
+    """What would stop the service in its start-up traceback, or have it
+    fail every queued job, said in a line before it starts: a file where
+    the service keeps a directory (or a directory where it writes its admin
+    token), and a database that records datasets with a data directory that
+    never held any (a mistyped --data-dir beside a shared database URL)."""
+    from sqlalchemy import select
+
+    from .db.models import Dataset
+    from .db.session import Database
+
+    for path in (settings.datasets_dir, settings.cache_dir, settings.estimators_dir):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is in the way: the service keeps a directory there")
+    if settings.admin_token_file.is_dir():
+        raise ValueError(
+            f"{settings.admin_token_file} is a directory: the service writes its token there"
+        )
+    if settings.datasets_dir.exists():
+        return
+    db = Database(settings.effective_database_url)
+    try:
+        with db.read() as s:
+            recorded = s.scalars(select(Dataset.id).limit(1)).first()
+    finally:
+        db.dispose()
+    if recorded is not None:
+        raise ValueError(
+            f"the database records datasets but {settings.data_dir} never held any (is "
+            "--data-dir / MEMOGRID_DATA_DIR right? if its files are gone for good, make "
+            f"{settings.datasets_dir} to start anyway)"
+        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

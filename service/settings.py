@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
 #: a host name (Docker's may hold underscores) or IP address (IPv6 without its brackets)
 _HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?$|^[0-9A-Fa-f:.]+$")
+
+
+#: the databases memogrid runs on, as a message names them
+_DATABASE_URLS = "sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/db"
 
 
 class Settings(BaseSettings):
@@ -106,6 +111,38 @@ class Settings(BaseSettings):
             )
         return address
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        """A SQLite file or a PostgreSQL server, refused at start otherwise:
+        an unparsable URL, another database or driver failed in SQLAlchemy's
+        words, and an in-memory SQLite database vanished (each connection
+        its own, so the service's first query found no tables)."""
+        if not url:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        said = "MEMOGRID_DATABASE_URL (--database-url)"
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(f"{said} is no database URL such as {_DATABASE_URLS}") from None
+        if parsed.drivername in ("postgresql", "postgres"):  # the driver memogrid installs
+            parsed = parsed.set(drivername="postgresql+psycopg")
+            url = parsed.render_as_string(hide_password=False)
+        if parsed.drivername not in ("sqlite", "postgresql+psycopg"):
+            raise ValueError(
+                f"{said}: memogrid runs on {_DATABASE_URLS}, not {parsed.drivername!r}"
+            )
+        memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+        if parsed.drivername == "sqlite" and memory:
+            raise ValueError(
+                f"{said}: an in-memory SQLite database is lost with the service and not "
+                "shared by its connections; give a file (sqlite:////abs/path/memogrid.db)"
+            )
+        return url
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -136,6 +173,18 @@ class Settings(BaseSettings):
 
         with_password = make_url(url).set(password=self.database_password)
         return with_password.render_as_string(hide_password=False)
+
+
+class OwnSettings(Settings):
+    """Settings from the arguments given and the defaults, none from the
+    environment: a temporary service (``memogrid demo``) took the
+    operator's database and scheduler from the shell's ``MEMOGRID_*``."""
+
+    @classmethod
+    def settings_customise_sources(  # type: ignore[override]
+        cls, settings_cls: type[BaseSettings], init_settings: Any, **sources: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)
 
 
 @lru_cache

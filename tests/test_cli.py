@@ -188,3 +188,175 @@ def test_tokens(tmp_path):
     line = [x for x in run("token", "list", env=env).stdout.splitlines() if "fay" in x]
     assert len(line) == 1 and line[0].split()[-1] == "expired", line
     assert short.split("_")[1] in line[0]
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """``memogrid ...`` run in this process (no interpreter to start): the
+    exit code and its one line on stderr. The settings it writes to the
+    environment are put back afterwards."""
+    from memogrid_service.settings import get_settings
+
+    for name in ("MEMOGRID_DATA_DIR", "MEMOGRID_DATABASE_URL", "MEMOGRID_N_WORKERS"):
+        # recorded as it is (delenv alone records nothing if it is unset), then
+        # unset: put back afterwards whatever `memogrid ...` sets it to
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+    def call(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    yield call
+    get_settings.cache_clear()
+
+
+def test_a_database_url_memogrid_cannot_run_on_is_named_at_once(in_process, tmp_path):
+    """Three said SQLAlchemy's words without the setting, and an in-memory
+    SQLite database (each connection its own) failed the service's start
+    in a traceback: 'no such table'."""
+    from memogrid_service.settings import Settings
+
+    for url, said in (
+        ("garbage", "is no database URL such as sqlite:///"),
+        ("mysql://root@localhost/db", "memogrid runs on sqlite:///"),
+        ("sqlite://", "an in-memory SQLite database"),
+        ("sqlite:///:memory:", "an in-memory SQLite database"),
+    ):
+        code, err = in_process("migrate", "upgrade", "--database-url", url)
+        assert code == 1 and "MEMOGRID_DATABASE_URL (--database-url)" in err and said in err, err
+        assert len(err.splitlines()) == 1
+    # the PostgreSQL URL most write takes the driver memogrid installs
+    pg = Settings(database_url="postgres://u:p%40ss@db:5432/mg").database_url
+    assert pg == "postgresql+psycopg://u:p%40ss@db:5432/mg"
+
+
+def test_tokens_name_their_users_unambiguously_and_leave_the_schema_as_it_is(in_process, tmp_path):
+    """'alice ' was a second alice, a newline in a name forged a row of
+    `token list`, and `token list` of a newer memogrid upgraded the schema
+    under an older service still running on it."""
+    from memogrid_service.db import migrate
+    from memogrid_service.db.session import Database
+
+    os.environ["MEMOGRID_DATA_DIR"] = str(tmp_path)
+    assert in_process("migrate", "upgrade")[0] == 0
+    for user in ("alice ", "   ", "eve\nadmin", "x" * 129):
+        code, err = in_process("token", "create", user)
+        assert code == 1 and "a user name is at most 128 printable" in err, err
+    code, err = in_process("token", "create", "alice", "--name", "ci\n0123 admin")
+    assert code == 1 and "a token's name is at most 128" in err
+    assert in_process("token", "create", "bob@example.com", "--name", "my laptop")[0] == 0
+    db = Database(f"sqlite:///{tmp_path / 'memogrid.db'}")
+    try:
+        older = sorted(
+            r.revision
+            for r in migrate.ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()
+        )[-2]
+        migrate.command.downgrade(migrate.alembic_config(db.write_engine), older)
+        assert migrate.current(db.write_engine) == older
+        code, err = in_process("token", "list")
+        assert code == 1 and "run `memogrid migrate upgrade` first" in err, err
+        assert migrate.current(db.write_engine) == older
+    finally:
+        db.dispose()
+
+
+def test_serve_refuses_a_data_dir_it_would_fail_in(in_process, tmp_path):
+    """A file where the service keeps a directory stopped it in a start-up
+    traceback; a mistyped --data-dir beside a database of datasets started,
+    and failed every queued job: 'unknown dataset id'."""
+    from datetime import UTC, datetime
+
+    from memogrid_service.db.models import Dataset
+    from memogrid_service.db.session import Database
+
+    data = tmp_path / "data"
+    for name, said in (
+        ("datasets", "is in the way: the service keeps a directory there"),
+        ("estimators", "is in the way"),
+        ("admin-token/", "is a directory: the service writes its token there"),
+    ):
+        data.mkdir(exist_ok=True)
+        path = data / name.rstrip("/")
+        path.mkdir() if name.endswith("/") else path.write_text("")
+        code, err = in_process("serve", "--port", "1", "--data-dir", str(data))
+        assert code == 1 and said in err, err
+        path.rmdir() if name.endswith("/") else path.unlink()
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert in_process("migrate", "upgrade", "--database-url", url)[0] == 0
+    db = Database(url)
+    with db.write() as s:
+        s.add(
+            Dataset(
+                id="d" * 64,
+                kind="array",
+                shape=[3],
+                dtype="<f8",
+                columns=None,
+                size=24,
+                created_at=datetime.now(UTC),
+            )
+        )
+    db.dispose()
+    typo = tmp_path / "typo"
+    code, err = in_process("serve", "--port", "1", "--data-dir", str(typo), "--database-url", url)
+    assert code == 1 and "the database records datasets but" in err and "typo" in err, err
+    assert not (typo / "datasets").exists()
+
+
+def test_the_admin_token_is_written_before_it_is_kept(tmp_path):
+    """A first start that could not write admin-token (a directory in its
+    way) kept the token: no later start wrote one, and no one had it."""
+    from memogrid_service.api.auth import ensure_admin_token, list_tokens
+    from memogrid_service.db import migrate
+    from memogrid_service.db.session import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'memogrid.db'}")
+    try:
+        migrate.upgrade(db.write_engine)
+        blocked = tmp_path / "admin-token"
+        blocked.mkdir()
+        with pytest.raises(OSError):
+            ensure_admin_token(db, blocked)
+        assert list_tokens(db) == []
+        blocked.rmdir()
+        assert ensure_admin_token(db, blocked) == blocked
+        assert blocked.read_text().startswith("mg_") and len(list_tokens(db)) == 1
+    finally:
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_a_service_of_its_own_and_each_cold_run_is_cold(
+    monkeypatch, capsys, tmp_path
+):
+    """The demo's temporary service took MEMOGRID_DATABASE_URL from the
+    shell (and failed the queued jobs it found there), and a second demo
+    on one service called a run of cache hits cold."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from memogrid_service import demo
+
+    operators = tmp_path / "operators.db"
+    monkeypatch.setenv("MEMOGRID_DATABASE_URL", f"sqlite:///{operators}")
+
+    def small(random_state=42):
+        from sklearn.datasets import make_classification
+
+        X, y = make_classification(n_samples=200, n_features=20, random_state=random_state)
+        pipe = Pipeline([("pca", PCA()), ("logistic", LogisticRegression())])
+        return pipe, {"pca__n_components": [2, 5], "logistic__C": [0.1, 1.0]}, X, y
+
+    monkeypatch.setattr(demo, "seed_workload", small)
+    with demo.temporary_service() as (url, token):
+        demo._run(url, token)
+        demo._run(url, token)
+    out = capsys.readouterr().out
+    cold = re.findall(r"cold run .* fits +(\d+) +cache hits +(\d+)", out)
+    warm = re.findall(r"warm run .* fits +(\d+) +cache hits +(\d+)", out)
+    assert len(cold) == len(warm) == 2, out
+    assert all(int(fits) > 0 and hits == "0" for fits, hits in cold), out
+    assert all(fits == "0" and int(hits) > 0 for fits, hits in warm), out
+    assert not operators.exists()

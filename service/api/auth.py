@@ -78,8 +78,28 @@ def create_token(
     ``expires_in``, if given, is a positive lifetime."""
     if expires_in is not None and expires_in <= timedelta(0):
         raise ValueError(f"a token's lifetime is positive, not {expires_in}")
+    _check_label("a user name", user, spaces=False)
+    _check_label("a token's name", name, spaces=True)
     with db.write() as s:
         return _create_token_in(s, user, name, expires_in, admin)
+
+
+#: longest user or token name (the columns' length)
+NAME_MAX = 128
+
+
+def _check_label(what: str, text: str, *, spaces: bool) -> None:
+    """Refuse a name another could be mistaken for ("alice " beside "alice")
+    or that forges lines in ``token list`` (a newline in it)."""
+    if not spaces and not text:
+        raise ValueError(f"{what} is needed")
+    bad = [c for c in text if not c.isprintable() or (c.isspace() and (not spaces or c != " "))]
+    if bad or len(text) > NAME_MAX or text != text.strip():
+        raise ValueError(
+            f"{what} is at most {NAME_MAX} printable characters"
+            + (", spaces allowed inside" if spaces else " with no spaces")
+            + f", not {text!r}"
+        )
 
 
 def _create_token_in(
@@ -178,12 +198,15 @@ def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
         if s.scalar(select(func.count()).select_from(Token)):
             return None
         token = _create_token_in(s, "admin", "created on first start", None, True)
-    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # never through a symlink someone left in the data directory
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(token_file, 0o600)
+        # written before the token is committed: a file that cannot be
+        # written (a directory in its way) left a token no one could read,
+        # and no later start wrote another
+        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # never through a symlink someone left in the data directory
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.chmod(token_file, 0o600)
     return token_file
 
 
