@@ -131,12 +131,14 @@ class Settings(BaseSettings):
         if parsed.drivername in ("postgresql", "postgres"):  # the driver memogrid installs
             parsed = parsed.set(drivername="postgresql+psycopg")
             url = parsed.render_as_string(hide_password=False)
-        if parsed.drivername not in ("sqlite", "postgresql+psycopg"):
+        if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
             raise ValueError(
                 f"{said}: memogrid runs on {_DATABASE_URLS}, not {parsed.drivername!r}"
             )
-        memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
-        if parsed.drivername == "sqlite" and memory:
+        memory = not parsed.database or ":memory:" in parsed.database
+        if parsed.get_backend_name() == "sqlite" and (
+            memory or parsed.query.get("mode") == "memory"
+        ):
             raise ValueError(
                 f"{said}: an in-memory SQLite database is lost with the service and not "
                 "shared by its connections; give a file (sqlite:////abs/path/memogrid.db)"
