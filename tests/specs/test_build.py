@@ -519,3 +519,31 @@ def test_grid_keys_are_checked_once_per_structure_of_the_steps_above_them(allow)
     ]
     with pytest.raises(SpecError, match="different combinations"):
         build_grid(est, {"sel__estimator": named, "sel__estimator__verbose": [0]}, allow)
+
+
+def test_checking_grid_keys_is_linear_in_their_number(allow):
+    """Each key looked for the keys above it by testing every key of the
+    grid: one request of 300,000 keys (one candidate, under the body limit)
+    held an API thread for hours. Counted as calls the check makes (not
+    timed): a bounded number per key, however many keys."""
+    import sys
+
+    calls = []
+    for n in (200, 2000):
+        est = Pipeline(
+            [(f"s{i}", "passthrough") for i in range(n)] + [("clf", LogisticRegression())]
+        )
+        grid = {f"s{i}": ["passthrough"] for i in range(n)}
+        count = [0]
+
+        def counting(frame, event, arg, count=count):
+            if event in ("call", "c_call"):
+                count[0] += 1
+
+        sys.setprofile(counting)
+        try:
+            build_grid(est, grid, allow)
+        finally:
+            sys.setprofile(None)
+        calls.append(count[0] / n)
+    assert calls[1] < 1.5 * calls[0] and calls[1] < 100, calls
