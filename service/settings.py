@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     grid_max_fits: int = Field(default=100_000, ge=1)
     #: jobs one service runs at the same time (more wait in the queue)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    #: jobs one user runs at once on one service (0: one fewer than
+    #: max_concurrent_jobs, at least one), so a slot is left for the others
+    user_max_running_jobs: int = Field(default=0, ge=0, le=64)
     #: seconds a job may run before it is stopped and failed, saying so (0:
     #: no limit); its fits still under way stop with it (their workers are
     #: restarted)

@@ -123,6 +123,7 @@ def open_services(settings: Settings, dask_client: Any = None) -> tuple[Services
         allow,
         settings.estimators_dir,
         max_concurrent=settings.max_concurrent_jobs,
+        user_max_running=settings.user_max_running_jobs,
         lease_seconds=settings.lease_seconds,
         grid_max_fits=settings.grid_max_fits,
         max_seconds=settings.job_max_seconds,

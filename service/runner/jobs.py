@@ -236,6 +236,7 @@ class JobRunner:
         estimators_dir: Path,
         *,
         max_concurrent: int = 2,
+        user_max_running: int | None = None,
         poll_interval: float = 0.2,
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
@@ -252,6 +253,9 @@ class JobRunner:
         # a best estimator's write killed with its process (see _store_result)
         sweep_stale(self.estimators_dir, lambda name: name.endswith(PARTIAL_SUFFIX))
         self.max_concurrent = max_concurrent
+        # one user's jobs never take every slot: two that ran for hours kept
+        # every other user's queued for as long
+        self.user_max_running = user_max_running or max(1, max_concurrent - 1)
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
@@ -356,8 +360,9 @@ class JobRunner:
 
     def claim(self) -> str | None:
         """Claim a queued job: the oldest of those whose owner has the fewest
-        jobs running, so one user's queue does not hold the others' back;
-        ``None`` when there is none.
+        jobs running, so one user's queue does not hold the others' back, and
+        runs fewer than ``user_max_running`` here, so one user's long jobs do
+        not hold every slot; ``None`` when there is none.
 
         A job whose cancel was asked for while it ran, then requeued (its
         runner died), is cancelled here. A job already claimed
@@ -371,6 +376,12 @@ class JobRunner:
             .group_by(Job.owner_id)
             .subquery()
         )
+        running_here = (
+            select(Job.owner_id, func.count().label("n"))
+            .where(Job.state == JobState.RUNNING.value, Job.lease_owner == self.owner)
+            .group_by(Job.owner_id)
+            .subquery()
+        )
         # a job requeued (its lease lapsed) while this runner's attempt at it
         # still winds down waits for that attempt to end: claimed again here
         # at once, the old attempt's end (a cancel) was written over the new
@@ -380,7 +391,12 @@ class JobRunner:
             row = s.execute(
                 select(Job.id, Job.attempts, Job.cancel_requested)
                 .outerjoin(running, running.c.owner_id == Job.owner_id)
-                .where(Job.state == JobState.QUEUED.value, Job.id.not_in(leaving))
+                .outerjoin(running_here, running_here.c.owner_id == Job.owner_id)
+                .where(
+                    Job.state == JobState.QUEUED.value,
+                    Job.id.not_in(leaving),
+                    func.coalesce(running_here.c.n, 0) < self.user_max_running,
+                )
                 .order_by(func.coalesce(running.c.n, 0), Job.created_at, Job.id)
                 .limit(1)
             ).first()

@@ -123,7 +123,8 @@ def _wait(svc, job_id, states=("succeeded", "failed", "cancelled"), timeout=60):
 def test_concurrent_claims_take_each_job_once(svc):
     ids = _queue(svc, {"svc__C": [1.0]}, n=12)
     runners = [
-        JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir) for _ in range(4)
+        JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, user_max_running=12)
+        for _ in range(4)
     ]
     claimed: list[tuple[int, str]] = []
     lock = threading.Lock()
@@ -154,7 +155,9 @@ def test_a_users_queue_does_not_hold_the_others_back(svc):
     from memogrid_service.api.auth import ensure_user
 
     ann, bob = ensure_user(svc.db, "ann"), ensure_user(svc.db, "bob")
-    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    runner = JobRunner(
+        svc.db, svc.search, svc.allow, svc.settings.estimators_dir, user_max_running=3
+    )
     anns = _queue(svc, {"svc__C": [1.0]}, n=3, owner=ann)
     (bobs,) = _queue(svc, {"svc__C": [1.0]}, owner=bob)
     assert runner.claim() == anns[0]  # nobody runs anything: the oldest
@@ -162,6 +165,28 @@ def test_a_users_queue_does_not_hold_the_others_back(svc):
     assert runner.claim() == anns[1]  # one each: the oldest
     assert runner.claim() == anns[2]
     assert runner.claim() is None
+
+
+def test_one_users_jobs_never_hold_every_slot(svc):
+    """Two of one user's jobs that ran for hours held both of a service's
+    slots, and every other user's jobs waited queued as long. A user runs
+    one fewer than the slots at once on one service (another service, its
+    own share); the slot left takes another user's job."""
+    from memogrid_service.api.auth import ensure_user
+
+    ann, bob = ensure_user(svc.db, "ann"), ensure_user(svc.db, "bob")
+    runner, other = (
+        JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_concurrent=3)
+        for _ in range(2)
+    )
+    assert runner.user_max_running == 2
+    anns = _queue(svc, {"svc__C": [1.0]}, n=4, owner=ann)
+    assert [runner.claim(), runner.claim(), runner.claim()] == [*anns[:2], None]
+    assert other.claim() == anns[2]  # its own share on another service
+    (bobs,) = _queue(svc, {"svc__C": [1.0]}, owner=bob)
+    assert runner.claim() == bobs
+    _set_job(svc, anns[0], state="succeeded")  # one of ann's ends: her next may run
+    assert runner.claim() == anns[3]
 
 
 def test_a_job_this_runner_holds_but_no_longer_runs_is_requeued(svc):
@@ -185,7 +210,7 @@ def test_a_job_requeued_while_its_old_attempt_winds_down_is_not_claimed_by_it(sv
     from memogrid_service.runner.jobs import _Active
 
     first, second = _queue(svc, {"svc__C": [1.0]}, n=2)
-    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir)
+    runner = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_concurrent=3)
     assert runner.claim() == first
     runner._active[first] = _Active()  # its thread is still winding down
     _set_job(svc, first, state="queued", lease_owner=None, lease_expires=None)
@@ -421,7 +446,9 @@ def test_a_cancel_asked_for_before_a_requeue_ends_the_job_cancelled(svc):
     service stopped ... 3 times', the cancel lost. It ends cancelled."""
     first, last = _queue(svc, {"svc__C": [1.0]}, n=2)
     _set_job(svc, last, attempts=2)
-    a = JobRunner(svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3)
+    a = JobRunner(
+        svc.db, svc.search, svc.allow, svc.settings.estimators_dir, max_attempts=3, max_concurrent=3
+    )
     assert a.claim() == first and a.claim() == last
     for job_id in (first, last):
         _set_job(svc, job_id, cancel_requested=True)  # POST /cancel on a running job
