@@ -62,6 +62,14 @@ QUIET_HOUSEKEEPING = {
 #: take it from the environment.
 SHORT_MESSAGE_LOGS = {"distributed.admin.low-level-log-length": 10}
 
+#: The scheduler and workers serve no HTTP pages (dask's defaults: task
+#: and worker details, metrics): nobody reads them here, and any local
+#: account could. An external cluster is the operator's to configure.
+NO_HTTP_ROUTES: dict[str, list[str]] = {
+    "distributed.scheduler.http.routes": [],
+    "distributed.worker.http.routes": [],
+}
+
 #: How often the scheduler looks for an idle worker to steal queued tasks
 #: for (dask's default: 1 s). dask gives a ready task to the worker holding
 #: its input, so when one step output feeds several fits they all queue on
@@ -123,18 +131,30 @@ def make_client(
     # times a second for the dashboard's profile page. Measured on the seed
     # search: half of each worker's event-loop CPU, 0.3 s per worker per
     # search, taken from the fits on a machine whose cores all fit models.
-    # No dashboard runs here; external workers take the same setting from
+    # No dashboard is served here; external workers take the same setting from
     # DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED (docker-compose sets it).
     dask.config.set({"distributed.worker.profile.enabled": False})
     dask.config.set(QUIET_HOUSEKEEPING)
     dask.config.set(PROMPT_STEALING)
+    dask.config.set(NO_HTTP_ROUTES)
+    # Worker processes talk over loopback TCP, which any local account
+    # could connect to and run code as the service (client.run) with every
+    # user's data and results: mutual TLS with a certificate made for this
+    # cluster alone (kept in memory, handed to the workers as they spawn)
+    # shuts them out. Measured on the seed search: no slower.
+    kwargs: dict[str, Any] = {}
+    if processes:
+        from distributed.security import Security
+
+        kwargs = {"security": Security.temporary(), "protocol": "tls://"}
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
+        **kwargs,
     )
-    client = Client(cluster)
+    client = Client(cluster, security=kwargs.get("security"))
     if processes and worker_nice:
         client.register_plugin(LowerPriority(worker_nice), name="memogrid-lower-priority")
     return client
