@@ -523,6 +523,10 @@ def build_estimator(spec: Any, allow: Allowlist, path: str = "") -> Any:
             _join(path, "class"),
             f"{name} is not an estimator: it goes where an estimator or the search takes cv",
         )
+    if keeps_state_through_clone(cls):
+        # refused as the client refuses to send it (the service accepted the
+        # spec, and the job failed naming an internal error)
+        raise SpecError(_join(path, "class"), _KEEPS_STATE.format(cls.__name__))
     params = spec.get("params")
     if params is None:
         params = {}
@@ -1161,6 +1165,12 @@ def _plain(value: Any, path: str) -> Any:
     return _to_literal(value, path)
 
 
+_KEEPS_STATE = (
+    "{} keeps its state through clone (a fitted model): a spec carries parameters only, "
+    "so it cannot be sent; fit the model within the search"
+)
+
+
 def keeps_state_through_clone(cls: type) -> bool:
     """Whether ``clone`` of a ``cls`` keeps what it holds (FrozenEstimator
     keeps a fitted model, which a search uses as it is): its parameters do
@@ -1181,11 +1191,7 @@ def _estimator_spec(estimator: Any, allow: Allowlist, path: str) -> dict[str, An
         )
     if keeps_state_through_clone(cls):
         # a spec carries parameters only, so the service's would be unfitted
-        raise SpecError(
-            _join(path, "class"),
-            f"{cls.__name__} keeps its state through clone (a fitted model): a spec "
-            "carries parameters only, so it cannot be sent; fit the model within the search",
-        )
+        raise SpecError(_join(path, "class"), _KEEPS_STATE.format(cls.__name__))
     params = {}
     for key, value in _changed_params(estimator).items():
         where = _join(path, f"params.{key}")

@@ -804,3 +804,18 @@ def test_an_estimator_whose_clones_keep_a_fitted_model_is_refused(allow):
     with pytest.raises(SpecError, match="FrozenEstimator keeps its state through clone") as err:
         to_spec(CalibratedClassifierCV(FrozenEstimator(fitted)))
     assert err.value.path == "params.estimator.class"
+    # a spec naming it is refused as it is built, as the client refuses to
+    # send one (the service accepted it, and the job failed naming an
+    # internal error)
+    frozen = {
+        "class": "sklearn.calibration.CalibratedClassifierCV",
+        "params": {
+            "estimator": {
+                "class": "sklearn.frozen.FrozenEstimator",
+                "params": {"estimator": {"class": "sklearn.linear_model.LogisticRegression"}},
+            }
+        },
+    }
+    with pytest.raises(SpecError, match="FrozenEstimator keeps its state through clone") as err:
+        build_estimator(frozen, allow)
+    assert err.value.path == "params.estimator.class"
