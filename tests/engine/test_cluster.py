@@ -12,13 +12,31 @@ def test_the_embedded_cluster_admits_only_the_service(dask_client):
     as the service (client.run), reading every user's data and results; and
     they served task and worker pages over HTTP. Now mutual TLS with a
     certificate made for this cluster, and no pages."""
-    from distributed import Client
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def identity(address: str, **connection_args) -> dict:
+        comm = await connect(address, timeout=5, **connection_args)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            await comm.close()
 
     address = dask_client.scheduler.address
     assert address.startswith("tls://127.0.0.1:")
-    for attempt in (address, address.replace("tls://", "tcp://")):
+    own_certificate = Security.temporary().get_connection_args("client")
+    for attempt, args in (
+        (address, {}),  # no certificate
+        (address.replace("tls://", "tcp://"), {}),  # no TLS
+        (address, own_certificate),  # a certificate of one's own
+    ):
         with pytest.raises((OSError, TypeError, ValueError)):
-            Client(attempt, timeout=3).close()
+            asyncio.run(identity(attempt, **args))
+    theirs = dask_client.security.get_connection_args("client")
+    assert asyncio.run(identity(address, **theirs))["type"] == "Scheduler"
     # the service itself still runs code there
     assert set(dask_client.run(lambda: 1).values()) == {1}
     info = dask_client.scheduler_info()
