@@ -370,15 +370,14 @@ class JobRunner:
         with that reason instead of run again.
         """
         new_state = transition(JobState.QUEUED, JobEvent.CLAIM)
+        # each owner's jobs running: anywhere (n), and on this runner (here)
         running = (
-            select(Job.owner_id, func.count().label("n"))
+            select(
+                Job.owner_id,
+                func.count().label("n"),
+                func.count().filter(Job.lease_owner == self.owner).label("here"),
+            )
             .where(Job.state == JobState.RUNNING.value)
-            .group_by(Job.owner_id)
-            .subquery()
-        )
-        running_here = (
-            select(Job.owner_id, func.count().label("n"))
-            .where(Job.state == JobState.RUNNING.value, Job.lease_owner == self.owner)
             .group_by(Job.owner_id)
             .subquery()
         )
@@ -391,11 +390,10 @@ class JobRunner:
             row = s.execute(
                 select(Job.id, Job.attempts, Job.cancel_requested)
                 .outerjoin(running, running.c.owner_id == Job.owner_id)
-                .outerjoin(running_here, running_here.c.owner_id == Job.owner_id)
                 .where(
                     Job.state == JobState.QUEUED.value,
                     Job.id.not_in(leaving),
-                    func.coalesce(running_here.c.n, 0) < self.user_max_running,
+                    func.coalesce(running.c.here, 0) < self.user_max_running,
                 )
                 .order_by(func.coalesce(running.c.n, 0), Job.created_at, Job.id)
                 .limit(1)
