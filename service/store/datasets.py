@@ -24,12 +24,18 @@ the canonical table with its categoricals' categories in its metadata,
 since Parquet keeps only string ones) and read back through
 :func:`memogrid.data.canonical_table`, so every type comes back exactly.
 Object dtype is refused: nothing here is ever unpickled.
+
+A file is checked to hash to its id before a process first uses it, and
+again whenever it changes (:func:`_signature`): a file damaged in place
+must not feed fits whose results are cached under the true data's keys. A
+damaged file is set aside, so its holder's next upload puts it back.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -67,6 +73,8 @@ from memogrid.data import (
 from memogrid.sparse import as_csr, hash_sparse, is_sparse, read_sparse, sparse_body
 
 __all__ = ["ARRAY_MAGIC", "FRAME_MAGIC", "DataRef", "DatasetError", "DatasetStore", "dataset_id"]
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(DataError):
@@ -172,6 +180,7 @@ class DatasetStore:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._sizes: dict[str, int] = {}  # bytes each loaded value holds
+        self._from: dict[str, tuple[Path, tuple[int, ...]]] = {}  # the file read, as it was
         self._lock = threading.Lock()
 
     #: prefixes of the files an upload (:class:`Upload`) or a write keeps
@@ -208,7 +217,9 @@ class DatasetStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
+            seen = _signature(Path(tmp))
             os.replace(tmp, final)
+            _vouch(final, seen)  # written from content hashed to its name
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -220,7 +231,7 @@ class DatasetStore:
             csr = _as_csr(obj)
             did = hash_sparse(csr)
             path = self._path(did, ".sparse")
-            if not path.exists():
+            if not self._held(did, path):
                 self._write_atomic(path, lambda f: f.writelines(sparse_body(csr)))
             return DataRef(str(self.root), did)
         if _is_frame(obj):
@@ -229,7 +240,7 @@ class DatasetStore:
             offsets, data = _text_parts(obj)
             did = hash_text(offsets, data)
             path = self._path(did, ".text")
-            if not path.exists():
+            if not self._held(did, path):
                 self._write_atomic(path, lambda f: f.writelines(text_pieces(offsets, data)))
             # as scikit-learn sees it: a list reads as numpy text, an object
             # array or a Series as object
@@ -237,7 +248,7 @@ class DatasetStore:
         arr = _as_array(obj)
         did = _hash_array(arr)
         path = self._path(did, ".npy")
-        if not path.exists():
+        if not self._held(did, path):
             contiguous = np.ascontiguousarray(arr)
             self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
         # text as_array made of an object array (it checked every value is a str)
@@ -251,12 +262,17 @@ class DatasetStore:
         call takes does not tell whether anyone held it already (an upload)."""
         did = _hash_table(table)
         path = self._path(did, ".parquet")
-        if write_anyway or not path.exists():
+        if write_anyway or not self._held(did, path):
             self._write_atomic(path, lambda f: _write_parquet(f, table))
         return DataRef(str(self.root), did)
 
+    def _held(self, dataset_id: str, path: Path) -> bool:
+        """Whether ``path`` holds the dataset intact (a damaged file is set
+        aside, and written again)."""
+        return path.exists() and self.intact(dataset_id)
+
     def exists(self, dataset_id: str) -> bool:
-        return any(self._path(dataset_id, s).exists() for s in SUFFIXES)
+        return self._file(dataset_id) is not None
 
     def holds(self, dataset_id: str, size: int | None) -> bool:
         """Whether the dataset's file is in place at ``size`` bytes, the size
@@ -281,7 +297,7 @@ class DatasetStore:
             return hit
         text = self._path(dataset_id, ".text")
         if text.exists():
-            value = np.array(self._text(text), dtype=object)
+            value = np.array(self._strings(dataset_id), dtype=object)
         else:
             arr = self.load(dataset_id, keep=False)
             if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "Ubiuf"):
@@ -291,7 +307,7 @@ class DatasetStore:
             value = arr.astype(object)
         value.flags.writeable = False  # shared by every task, as the memory map is
         if keep:
-            self._remember(memo, value)
+            self._remember(memo, value, dataset_id)
         return value
 
     def load_rows_first(self, dataset_id: str, keep: bool = True) -> Any:
@@ -311,7 +327,7 @@ class DatasetStore:
             values = np.ascontiguousarray(np.asarray(frame))
             value = pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
         if keep:
-            self._remember(memo, value)
+            self._remember(memo, value, dataset_id)
         return value
 
     def _unknown(self, dataset_id: str) -> str:
@@ -325,16 +341,94 @@ class DatasetStore:
             "the same path (a shared volume)"
         )
 
-    @staticmethod
-    def _text(path: Path) -> list[str]:
-        with open(path, "rb") as f:
-            return decode_text(*_check_text(f.read()))
+    def _file(self, dataset_id: str) -> Path | None:
+        """The file the dataset is stored as, or None."""
+        for suffix in SUFFIXES:
+            path = self._path(dataset_id, suffix)
+            if path.exists():
+                return path
+        return None
+
+    def _read(self, dataset_id: str) -> tuple[str, Any]:
+        """The dataset's file suffix and content as read (an array or a CSR
+        matrix mapped from the file, text's offsets and bytes, a canonical
+        Arrow table), checked to hash to ``dataset_id`` once per state of the
+        file in this process (see :func:`_vouch`). A file that does not is
+        set aside and a DatasetError says so: a damaged file must never feed
+        a fit whose result is cached under the true data's keys."""
+        path = self._file(dataset_id)
+        if path is None:
+            raise DatasetError(self._unknown(dataset_id))
+        try:
+            seen = _signature(path)
+            content, intact = _check(path, seen)
+        except FileNotFoundError:  # replaced or removed meanwhile: look again
+            return self._read(dataset_id)
+        except (ValueError, EOFError, DataError) as exc:  # cut short, or not its format
+            raise self._damaged(dataset_id, path, seen, str(exc)) from None
+        if not intact:
+            raise self._damaged(dataset_id, path, seen, "its content does not hash to its id")
+        _vouch(path, seen)
+        return path.suffix, content
+
+    def _damaged(
+        self, dataset_id: str, path: Path, seen: tuple[int, ...], why: str
+    ) -> DatasetError:
+        """The error for a dataset whose file is damaged, having set the file
+        aside (when it is still the one read and the store is writable), so
+        that the service no longer holds the dataset and its holder's next
+        upload puts it back."""
+        aside = self.root / f"{self.WRITE_PREFIX}damaged-{path.name}"
+        try:
+            set_aside = _signature(path) == seen
+            if set_aside:
+                os.replace(path, aside)
+        except OSError:
+            set_aside = False
+        log.warning(
+            "dataset file %s is damaged (%s)%s",
+            path,
+            why,
+            f"; moved to {aside}" if set_aside else "",
+        )
+        return DatasetError(
+            f"dataset {dataset_id} is damaged in the store ({why}): upload the data again"
+            + (" (the service no longer holds it, so memogrid's client will)" if set_aside else "")
+        )
+
+    def intact(self, dataset_id: str) -> bool:
+        """Whether the dataset is stored and its content hashes to its id (a
+        damaged file is set aside)."""
+        try:
+            self._read(dataset_id)
+        except DatasetError:
+            return False
+        return True
+
+    def _strings(self, dataset_id: str) -> list[str]:
+        suffix, content = self._read(dataset_id)
+        if suffix != ".text":
+            raise DatasetError(f"dataset {dataset_id} is not text")
+        return decode_text(*content)
 
     def _recall(self, memo: str) -> Any:
-        """What :meth:`_remember` kept under ``memo`` (the latest used), or None."""
+        """What :meth:`_remember` kept under ``memo`` (the latest used), or
+        None; None too if its file changed since it was read (it is read and
+        checked again)."""
         with self._lock:
             value = self._loaded.get(memo)
-            if value is not None:
+            if value is None:
+                return None
+            path, seen = self._from[memo]
+        try:
+            same = _signature(path) == seen
+        except FileNotFoundError:
+            same = False
+        with self._lock:
+            if not same:
+                self._forget(memo)
+                return None
+            if memo in self._loaded:
                 self._loaded.move_to_end(memo)
             return value
 
@@ -348,26 +442,34 @@ class DatasetStore:
     LOADED_LATEST = 4
     LOADED_BYTES = 2**30
 
-    def _remember(self, memo: str, value: Any) -> None:
+    def _remember(self, memo: str, value: Any, dataset_id: str) -> None:
+        path = self._file(dataset_id)
+        vouched = None if path is None else _intact.get(str(path))
+        if path is None or vouched is None:  # gone or replaced since: not kept
+            return
         with self._lock:
             self._loaded[memo] = value
             self._loaded.move_to_end(memo)
             self._sizes[memo] = _held_bytes(value)
+            self._from[memo] = (path, vouched)
             while len(self._loaded) > self.LOADED_MAX or (
                 len(self._loaded) > self.LOADED_LATEST
                 and sum(self._sizes.values()) > self.LOADED_BYTES
             ):
-                gone, _ = self._loaded.popitem(last=False)
-                self._sizes.pop(gone, None)
+                self._forget(next(iter(self._loaded)))
+
+    def _forget(self, memo: str) -> None:
+        self._loaded.pop(memo, None)
+        self._sizes.pop(memo, None)
+        self._from.pop(memo, None)
 
     def values(self, dataset_id: str) -> Any:
         """A dataset to count or check values of, kept by nobody: text as an
         object array (as numpy text every row is as wide as the longest:
         one long string made a few hundred kB of groups 200 MB), anything
         else as :meth:`load` gives it."""
-        text = self._path(dataset_id, ".text")
-        if text.exists():
-            value = np.array(self._text(text), dtype=object)
+        if self._path(dataset_id, ".text").exists():
+            value = np.array(self._strings(dataset_id), dtype=object)
             value.flags.writeable = False
             return value
         return self.load(dataset_id, keep=False)
@@ -378,16 +480,10 @@ class DatasetStore:
         hit = self._recall(dataset_id)
         if hit is not None:
             return hit
-        npy = self._path(dataset_id, ".npy")
-        parquet = self._path(dataset_id, ".parquet")
-        text = self._path(dataset_id, ".text")
-        sparse = self._path(dataset_id, ".sparse")
-        if npy.exists():
-            value: Any = np.load(npy, mmap_mode="r", allow_pickle=False)
-        elif sparse.exists():
-            value = _read_sparse(sparse)
-        elif text.exists():  # as numpy text, as scikit-learn reads a list of strings
-            strings = self._text(text)
+        suffix, content = self._read(dataset_id)
+        value = content
+        if suffix == ".text":  # as numpy text, as scikit-learn reads a list of strings
+            strings = decode_text(*content)
             width = max(1, max(map(len, strings), default=0))
             if len(strings) * width * 4 > MAX_NUMPY_TEXT:
                 raise DatasetError(
@@ -397,17 +493,67 @@ class DatasetStore:
                 )
             value = np.array(strings)
             value.flags.writeable = False
-        elif parquet.exists():
-            import pyarrow.parquet as pq
-
-            with open(parquet, "rb") as f:
-                table = pq.read_table(io.BytesIO(f.read()))
-            value = _table_frame(_canonical_table(table))  # categories restored
-        else:
-            raise DatasetError(self._unknown(dataset_id))
+        elif suffix == ".parquet":
+            value = _table_frame(content)  # categories restored
         if keep:
-            self._remember(dataset_id, value)
+            self._remember(dataset_id, value, dataset_id)
         return value
+
+
+def _read_npy(path: Path) -> Any:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _read_text(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return _check_text(f.read())
+
+
+def _read_parquet(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        return _canonical_table(pq.read_table(io.BytesIO(f.read())))
+
+
+#: how each kind of file is read, and how what was read is hashed to its id
+_READERS: dict[str, Callable[[Path], Any]] = {
+    ".npy": _read_npy,
+    ".sparse": _read_sparse,
+    ".text": _read_text,
+    ".parquet": _read_parquet,
+}
+_DIGESTS: dict[str, Callable[[Any], str]] = {
+    ".npy": _hash_array,
+    ".sparse": hash_sparse,
+    ".text": lambda parts: hash_text(*parts),
+    ".parquet": _hash_table,
+}
+
+#: the state (:func:`_signature`) of each dataset file this process found or
+#: made to hold the content its name says, by path: checked again only when
+#: the file changes (a file damaged with its state kept, say its modification
+#: time put back, goes unseen until the process restarts)
+_intact: dict[str, tuple[int, ...]] = {}
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _vouched(path: Path, seen: tuple[int, ...]) -> bool:
+    return _intact.get(str(path)) == seen
+
+
+def _vouch(path: Path, seen: tuple[int, ...] | None = None) -> None:
+    """Record that the dataset file at ``path``, as it is now (or was when
+    ``seen``), holds the content its name says: it was just checked, or
+    written from content hashed on its way."""
+    try:
+        _intact[str(path)] = _signature(path) if seen is None else seen
+    except FileNotFoundError:
+        pass
 
 
 def who_runs_this() -> str:
@@ -434,17 +580,42 @@ def _held_bytes(value: Any) -> int:
 
 
 def place(tmp: Path, final: Path, recorded: int | None = None) -> None:
-    """Move a written dataset file into place unless the content is there
-    already, intact: at the size recorded for it (any size where none is). A
-    file of another size is damaged, and replaced; an intact one is kept
-    whatever this upload's size (a ``.npy`` header may be padded otherwise)."""
+    """Move a written dataset file (an upload, hashed on its way) into place
+    unless the content is there already, intact: at the size recorded for it
+    (any size where none is) and hashing to its name. A damaged file is
+    replaced; an intact one is kept whatever this upload's size (a ``.npy``
+    header may be padded otherwise)."""
+    seen = _signature(tmp)
     try:
         held = final.stat().st_size
     except FileNotFoundError:
+        held = None
+    if held is None or (recorded is not None and held != recorded) or not _holds(final):
         os.replace(tmp, final)
-        return
-    if recorded is not None and held != recorded:
-        os.replace(tmp, final)
+        _vouch(final, seen)
+
+
+def _holds(path: Path) -> bool:
+    """Whether the dataset file at ``path`` hashes to its name (once per
+    state of the file in this process)."""
+    try:
+        seen = _signature(path)
+        _, intact = _check(path, seen)
+    except (FileNotFoundError, ValueError, EOFError, DataError):
+        return False
+    if intact:
+        _vouch(path, seen)
+    return intact
+
+
+def _check(path: Path, seen: tuple[int, ...]) -> tuple[Any, bool]:
+    """The dataset file's content, and whether it hashes to the file's name
+    (taken as so when this process found it so with the file in the state
+    ``seen``). A file cut short or not in its format raises ValueError,
+    EOFError or DataError."""
+    content = _READERS[path.suffix](path)
+    dataset_id = path.name.partition(".")[0]
+    return content, _vouched(path, seen) or _DIGESTS[path.suffix](content) == dataset_id
 
 
 def sweep_stale(

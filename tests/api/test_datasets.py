@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from memogrid_service.store.datasets import dataset_id
-from tests.api.conftest import NPY, PARQUET, npy_bytes, parquet_bytes, upload
+from tests.api.conftest import NPY, PARQUET, npy_bytes, parquet_bytes, upload, wait_job
 
 
 def _files(settings):
@@ -653,6 +653,64 @@ def test_a_dataset_file_cut_short_is_not_held_and_is_mended_by_uploading(api, se
     assert path.read_bytes() == whole
     assert api.head(f"/v1/datasets/{did}").status_code == 200
     assert api.get(f"/v1/datasets/{did}").json()["size"] == len(whole)
+
+
+def test_a_file_damaged_in_place_fails_its_job_not_the_cache_and_an_upload_mends_it(api, settings):
+    """A dataset file damaged in place, its size kept, passed every check: the
+    next job ran on other data, finished, and cached its fits under the true
+    data's keys, so every later search on the data gave those results. Now
+    the job fails naming the damage, the service no longer holds the data,
+    and once uploaded again a search gives scikit-learn's results."""
+    import os
+
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    from memogrid.wire import decode_cv_results
+    from tests.helpers.parity import assert_cv_results_equal
+
+    X, y = make_classification(n_samples=200, n_features=10, random_state=0)
+    xid, yid = upload(api, X), upload(api, y)
+    body = {"estimator": {"class": "sklearn.linear_model.LogisticRegression"}, "X": xid, "y": yid}
+
+    def run(grid):
+        r = api.post("/v1/jobs", json=dict(body, param_grid=grid, cv=3))
+        assert r.status_code == 202, r.text
+        return r.json()["id"], wait_job(api, r.json()["id"])
+
+    _, first = run({"C": [0.1]})
+    assert first["state"] == "succeeded", first
+    path = settings.datasets_dir / f"{xid}.npy"
+    before = path.stat()
+    damaged = bytearray(path.read_bytes())
+    damaged[-8:] = np.float64(1e6).tobytes()  # the last row's last feature
+    path.write_bytes(bytes(damaged))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    _, failed = run({"C": [1.0]})
+    assert failed["state"] == "failed", failed
+    assert f"dataset {xid} is damaged" in failed["error"] and "upload" in failed["error"]
+    assert api.head(f"/v1/datasets/{xid}").status_code == 404
+    assert upload(api, X) == xid
+    job, mended = run({"C": [1.0, 0.1]})
+    assert mended["state"] == "succeeded", mended
+    ours = decode_cv_results(api.get(f"/v1/jobs/{job}/results").json()["cv_results"])
+    sk = GridSearchCV(LogisticRegression(), {"C": [1.0, 0.1]}, cv=3).fit(X, y)
+    assert_cv_results_equal(ours, sk.cv_results_)
+
+
+def test_an_upload_replaces_a_file_damaged_in_place(api, settings):
+    """An upload kept a held file of the recorded size, damaged or not."""
+    import os
+
+    X = np.arange(2000.0)
+    did = upload(api, X)
+    path = settings.datasets_dir / f"{did}.npy"
+    whole, before = path.read_bytes(), path.stat()
+    path.write_bytes(whole[:-8] + np.float64(-1).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert upload(api, X) == did
+    assert path.read_bytes() == whole
 
 
 def test_a_full_disk_is_a_507_naming_it_and_leaves_nothing(api, settings, monkeypatch):

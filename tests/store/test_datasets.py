@@ -682,3 +682,78 @@ def test_an_upload_writes_a_frame_held_already_so_its_time_tells_nothing(tmp_pat
     assert path.stat().st_ino == first  # skipped
     assert store.put_table(table, write_anyway=True).dataset_id == ref.dataset_id
     assert path.stat().st_ino != first and path.read_bytes() == blob  # written again, the same
+
+
+def _damage(path, at: int = -8) -> None:
+    """Change bytes of a stored file in place, keeping its size, as a later
+    write would (its modification time moves on)."""
+    import os
+
+    before = path.stat()
+    body = bytearray(path.read_bytes())
+    body[at] ^= 0xFF
+    path.write_bytes(bytes(body))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert path.stat().st_size == before.st_size
+
+
+@pytest.mark.parametrize("kind", ["array", "text", "sparse", "frame"])
+def test_a_file_damaged_in_place_is_refused_set_aside_and_written_again(store, kind):
+    """A dataset file damaged in place (its size kept) loaded as it was: the
+    search ran on other data and cached its results under the true data's
+    keys, for every later search. It is refused, naming the dataset, and set
+    aside; putting the content again writes it back."""
+    from scipy import sparse
+
+    value = {
+        "array": np.arange(200.0).reshape(100, 2),
+        "text": [f"document {i}" for i in range(100)],
+        "sparse": sparse.random(100, 20, density=0.1, format="csr", random_state=0),
+        "frame": pd.DataFrame({"a": np.arange(100.0), "b": [f"v{i % 7}" for i in range(100)]}),
+    }[kind]
+    did = store.put(value).dataset_id
+    (path,) = store.root.glob(f"{did}.*")
+    loaded = store.load(did)  # kept for the next load (a map of the file: copied)
+    loaded = loaded.copy() if kind in ("array", "sparse") else loaded
+    whole = path.read_bytes()
+    # the middle of a frame's column data; the last bytes of the others
+    _damage(path, at=len(whole) // 2 if kind == "frame" else -8)
+    with pytest.raises(DatasetError, match=f"dataset {did} is damaged"):
+        store.load(did)
+    assert not path.exists() and not store.exists(did)
+    assert store.put(value).dataset_id == did
+    assert path.read_bytes() == whole
+    again = store.load(did)
+    if kind == "sparse":
+        assert (again != loaded).nnz == 0
+    elif kind == "frame":
+        pd.testing.assert_frame_equal(again, loaded)
+    else:
+        assert np.array_equal(again, loaded)
+
+
+def test_a_file_cut_short_is_refused_naming_the_dataset(store):
+    """numpy's "mmap length is greater than file size" named no file."""
+    did = store.put(np.arange(1000.0)).dataset_id
+    path = store.root / f"{did}.npy"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DatasetError, match=f"dataset {did} is damaged .*mmap length"):
+        store.load(did)
+    assert not path.exists()
+
+
+def test_a_damaged_file_is_found_by_a_process_that_never_wrote_it(store, tmp_path):
+    """Another process (a worker) checks what it loads the first time."""
+    did = store.put(np.arange(1000.0)).dataset_id
+    _damage(store.root / f"{did}.npy")
+    code = (
+        "import sys\n"
+        "from memogrid_service.store.datasets import DatasetError, DataRef\n"
+        f"ref = DataRef({str(store.root)!r}, {did!r})\n"
+        "try:\n"
+        "    ref.load()\n"
+        "except DatasetError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"dataset {did} is damaged" in out.stdout, out
