@@ -80,8 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _ready_database(settings)  # its errors in one line, before the server starts
-    _check_data_dir(settings)
+    _ready_to_serve(settings)  # its errors in one line, before the server starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("memogrid").info(
         "memogrid on http://%s:%d (API docs at /v1/docs), data in %s, database %s",
@@ -101,28 +100,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ready_database(settings) -> None:  # type: ignore[no-untyped-def]
-    """Upgrade the schema (or, not migrating on start, check it is current):
-    a wrong URL, an unreachable server or a schema of another version is
-    told in a line rather than in the server's start-up traceback."""
-    from .db import migrate
-    from .db.session import Database
-
-    db = Database(settings.effective_database_url)
-    try:
-        migrate.ready(db.write_engine, settings.migrate_on_start)
-    finally:
-        db.dispose()
-
-
-def _check_data_dir(settings) -> None:  # type: ignore[no-untyped-def]
+def _ready_to_serve(settings) -> None:  # type: ignore[no-untyped-def]
     """What would stop the service in its start-up traceback, or have it
     fail every queued job, said in a line before it starts: a file where
     the service keeps a directory (or a directory where it writes its admin
-    token), and a database that records datasets with a data directory that
-    never held any (a mistyped --data-dir beside a shared database URL)."""
+    token); a wrong database URL, an unreachable server or a schema of
+    another version (the schema is upgraded here, or, not migrating on
+    start, checked to be current); and a database that records datasets
+    with a data directory that never held any (a mistyped --data-dir beside
+    a shared database URL)."""
     from sqlalchemy import select
 
+    from .db import migrate
     from .db.models import Dataset
     from .db.session import Database
 
@@ -133,10 +122,11 @@ def _check_data_dir(settings) -> None:  # type: ignore[no-untyped-def]
         raise ValueError(
             f"{settings.admin_token_file} is a directory: the service writes its token there"
         )
-    if settings.datasets_dir.exists():
-        return
     db = Database(settings.effective_database_url)
     try:
+        migrate.ready(db.write_engine, settings.migrate_on_start)
+        if settings.datasets_dir.exists():
+            return
         with db.read() as s:
             recorded = s.scalars(select(Dataset.id).limit(1)).first()
     finally:
@@ -213,21 +203,40 @@ def parse_size(text: str) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .store.cache import ResultCache
+    import sqlite3
+
+    from .store.cache import ResultCache, prune_files
 
     settings = _settings(args)
     if not settings.cache_dir.is_dir():  # not made here: a mistyped directory would be
         raise ValueError(f"no result cache at {settings.cache_dir} {_NO_SERVICE_HERE}")
+    if args.action == "prune" and args.max_size is None:
+        raise ValueError("cache prune needs --max-size (e.g. --max-size 2G)")
     cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
     try:
+        if not cache.usable and args.action == "prune":
+            # SQLite cannot write its index on a full disk: free space by
+            # the value files first, then prune as usual
+            try:
+                files, freed = prune_files(settings.cache_dir, args.max_size)
+            except (OSError, sqlite3.Error) as exc:
+                raise ValueError(
+                    f"the result cache at {settings.cache_dir} cannot be opened "
+                    f"({cache.error}), nor its index read ({exc}); the service computes "
+                    "without it"
+                ) from None
+            print(
+                f"the cache's index could not be opened ({cache.error}): removed {files} "
+                f"value files ({freed} bytes), least recently used first"
+            )
+            cache.close()
+            cache = ResultCache(settings.cache_dir, settings.cache_size_limit)
         if not cache.usable:  # an empty cache it is not: say so
             raise ValueError(
-                f"the result cache at {settings.cache_dir} cannot be opened (its index is "
-                "damaged or unreadable; the service computes without it): see the service log"
+                f"the result cache at {settings.cache_dir} cannot be opened ({cache.error}); "
+                "the service computes without it"
             )
         if args.action == "prune":
-            if args.max_size is None:
-                raise ValueError("cache prune needs --max-size (e.g. --max-size 2G)")
             evicted = cache.cull(args.max_size)
             files, freed = cache.sweep_orphans()
             print(f"evicted {evicted} entries; the cache now holds {cache.volume()} bytes")

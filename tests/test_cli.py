@@ -116,6 +116,35 @@ def test_cache_stats_and_prune(tmp_path):
         assert damaged.returncode == 1 and "cannot be opened" in damaged.stderr, damaged
 
 
+def test_cache_prune_frees_a_full_disk_and_the_cache_opens_again(tmp_path):
+    """On a full disk the cache's index cannot be opened (SQLite cannot
+    write): `cache prune` said the index was "damaged or unreadable" and
+    freed nothing, when it is the tool an operator reaches for then."""
+    from memogrid_service.store.cache import ResultCache
+    from tests.helpers.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "data") as disk:
+        cache = ResultCache(disk / "cache")
+        for i in range(30):
+            assert cache.set(f"k{i}", np.full(10_000, i, dtype=np.float64))
+        cache.close()
+        fill(disk)
+        env = {"MEMOGRID_DATA_DIR": str(disk)}
+        stats = run("cache", "stats", env=env)
+        assert stats.returncode == 1 and "cannot be opened" in stats.stderr
+        assert "the disk holding it has 0 bytes free" in stats.stderr, stats.stderr
+        pruned = run("cache", "prune", "--max-size", "500K", env=env)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "value files" in pruned.stdout and "least recently used first" in pruned.stdout
+        cache = ResultCache(disk / "cache")
+        try:
+            assert cache.usable and cache.volume() <= 500 * 1024
+            assert cache.get("k29") is not None and cache.get("k0") is None  # LRU order
+            assert cache.set("after", np.arange(10.0))
+        finally:
+            cache.close()
+
+
 def test_parse_size():
     assert parse_size("500") == 500
     assert parse_size("2K") == 2048 and parse_size("1.5G") == int(1.5 * 2**30)

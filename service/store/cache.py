@@ -98,40 +98,67 @@ class _Disk(diskcache.Disk):
 class ResultCache:
     """Persistent key → value cache with LRU eviction and integrity checks."""
 
+    #: seconds between tries to open a cache that could not be opened (a
+    #: full disk, say): it is used again once it can be, without a restart
+    REOPEN_SECONDS = 30.0
+
     def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
         self.directory = str(directory)
         self.size_limit = int(size_limit)
         self._cache: Any = None
-        try:
-            Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(self.directory, 0o700)
-            self._cache = diskcache.Cache(
-                self.directory,
-                size_limit=self.size_limit,
-                eviction_policy="least-recently-used",
-                # Values arrive as bytes; keep small ones inline in SQLite.
-                disk_min_file_size=_FILE_MIN,
-                # diskcache evicts in batches; evict one entry per write and let
-                # cull() finish the job in exact least-recently-used order.
-                cull_limit=1,
-                disk=_Disk,
-            )
-        except Exception as exc:  # a full or unwritable disk must not stop the work
-            log.warning(
-                "result cache at %s is unusable (%s): computing without caching",
-                self.directory,
-                exc,
-            )
+        #: why the cache could not be opened, the last time it was tried
+        self.error: str | None = None
+        self._tried = -math.inf
+        self._opening = threading.Lock()
+        self._open()
+
+    def _open(self) -> Any:
+        """The diskcache handle, or None where it cannot be opened; one that
+        could not be is tried again at most every :attr:`REOPEN_SECONDS`."""
+        if self._cache is not None or time.monotonic() - self._tried < self.REOPEN_SECONDS:
+            return self._cache
+        with self._opening:
+            if self._cache is not None:
+                return self._cache
+            self._tried = time.monotonic()
+            try:
+                Path(self.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(self.directory, 0o700)
+                self._cache = diskcache.Cache(
+                    self.directory,
+                    size_limit=self.size_limit,
+                    eviction_policy="least-recently-used",
+                    # Values arrive as bytes; keep small ones inline in SQLite.
+                    disk_min_file_size=_FILE_MIN,
+                    # diskcache evicts in batches; evict one entry per write and let
+                    # cull() finish the job in exact least-recently-used order.
+                    cull_limit=1,
+                    disk=_Disk,
+                )
+            except Exception as exc:  # a full or unwritable disk must not stop the work
+                error = f"{exc}{_disk_full(self.directory)}"
+                if error != self.error:  # said once, not at every try
+                    log.warning(
+                        "result cache at %s is unusable (%s): computing without caching",
+                        self.directory,
+                        error,
+                    )
+                self.error = error
+                return None
+            if self.error is not None:
+                log.warning("result cache at %s is usable again", self.directory)
+            self.error = None
+            return self._cache
 
     @property
     def usable(self) -> bool:
-        """False when the cache could not be opened (every lookup misses)."""
-        return self._cache is not None
+        """False while the cache cannot be opened (every lookup misses)."""
+        return self._open() is not None
 
     # -- raw access -----------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default`` if absent or broken."""
-        if self._cache is None:
+        if self._open() is None:
             return default
         pending = _writer.pending(self, key)
         if pending is not _MISSING:
@@ -171,7 +198,7 @@ class ResultCache:
 
     def set(self, key: str, value: Any) -> bool:
         """Store ``value`` now; return False (and carry on) if the write fails."""
-        if self._cache is None:
+        if self._open() is None:
             return False
         try:
             parts = _frame(value)
@@ -216,7 +243,7 @@ class ResultCache:
         seconds: what writes killed with their process left (a worker
         restarted to stop a cancelled fit, a service killed). Younger ones may
         be a write under way in another process. Returns (files, bytes)."""
-        if self._cache is None:
+        if self._open() is None:
             return 0, 0
         try:
             named = {
@@ -250,11 +277,11 @@ class ResultCache:
         ``value`` must not change afterwards (fold outputs are read-only).
         Until written, :meth:`get` and ``in`` in this process already see it.
         """
-        if self._cache is not None:
+        if self._open() is not None:
             _writer.submit(self, key, value)
 
     def __contains__(self, key: str) -> bool:
-        if self._cache is None:
+        if self._open() is None:
             return False
         if _writer.pending(self, key) is not _MISSING:
             return True
@@ -275,13 +302,13 @@ class ResultCache:
     def volume(self) -> int:
         """Bytes on disk used by the cache (0 if it cannot be read)."""
         try:
-            return int(self._cache.volume()) if self._cache is not None else 0
+            return int(self._cache.volume()) if self._open() is not None else 0
         except Exception:
             return 0
 
     def __len__(self) -> int:
         try:
-            return len(self._cache) if self._cache is not None else 0
+            return len(self._cache) if self._open() is not None else 0
         except Exception:
             return 0
 
@@ -293,7 +320,7 @@ class ResultCache:
         """
         limit = self.size_limit if limit is None else int(limit)
         evicted = 0
-        if self._cache is None:
+        if self._open() is None:
             return 0
         while self._cache.volume() > limit:
             # diskcache keeps an access time per row under this policy; its
@@ -323,11 +350,62 @@ def open_cache(directory: str, size_limit: int = DEFAULT_SIZE_LIMIT) -> ResultCa
     k = (str(directory), int(size_limit))
     with _caches_lock:
         cache = _caches.get(k)
-        if cache is None:
-            cache = ResultCache(directory, size_limit)
-            if cache.usable:  # an unusable one is tried again next time
-                _caches[k] = cache
+        if cache is None:  # one that cannot be opened yet tries again itself
+            cache = _caches[k] = ResultCache(directory, size_limit)
         return cache
+
+
+#: free bytes below which an unusable cache's error names its disk's free space
+_LOW_SPACE = 64 * 2**20
+
+
+def _disk_full(directory: str) -> str:
+    """What to add to the error of a cache that cannot be opened, where
+    its disk is (nearly) full: SQLite's own error says only "disk I/O error"."""
+    import shutil
+
+    path = Path(directory)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return ""
+    return f"; the disk holding it has {free} bytes free" if free < _LOW_SPACE else ""
+
+
+def prune_files(directory: str | os.PathLike[str], limit: int) -> tuple[int, int]:
+    """Remove a cache's value files, least recently used first, until its
+    entries take at most ``limit`` bytes, reading its index without writing
+    to it: how a cache whose index cannot be opened (SQLite cannot write on a
+    full disk) frees space. The entries whose files are gone read as misses,
+    and go when the cache is opened and culled. Returns (files, bytes)."""
+    import sqlite3
+
+    index = Path(directory) / diskcache.core.DBNAME
+    if not index.is_file():
+        raise FileNotFoundError(f"no cache index at {index}")
+    con = sqlite3.connect(f"{index.as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        total = con.execute("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()[0]
+        rows = con.execute(
+            "SELECT filename, size FROM Cache WHERE filename IS NOT NULL ORDER BY access_time"
+        ).fetchall()
+    finally:
+        con.close()
+    files = freed = 0
+    for name, size in rows:
+        if total <= limit:
+            break
+        total -= size
+        path = Path(directory) / name
+        try:
+            held = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        files, freed = files + 1, freed + held
+    return files, freed
 
 
 # -- framing ----------------------------------------------------------------

@@ -356,3 +356,24 @@ def test_value_files_of_killed_writes_are_swept_once_old(tmp_path):
     assert cache.sweep_orphans(older_than=0) == (1, size)
     assert _value_files(tmp_path / "c") == kept
     cache.close()
+
+
+def test_a_cache_that_could_not_be_opened_is_used_once_it_can_be(tmp_path, monkeypatch):
+    """A service started on a full disk computed without its cache until it
+    was restarted, however much space was freed meanwhile."""
+    from tests.helpers.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "disk") as disk:
+        (disk / "cache").mkdir()
+        filler = fill(disk)
+        cache = ResultCache(disk / "cache")
+        try:
+            assert not cache.usable and "the disk holding it has 0 bytes free" in cache.error
+            assert not cache.set("k", np.arange(10.0))
+            filler.unlink()
+            assert not cache.usable  # tried again after REOPEN_SECONDS, not at every lookup
+            monkeypatch.setattr(ResultCache, "REOPEN_SECONDS", 0.0)
+            assert cache.set("k", np.arange(10.0))
+            assert np.array_equal(cache.get("k"), np.arange(10.0)) and cache.error is None
+        finally:
+            cache.close()
