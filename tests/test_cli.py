@@ -116,33 +116,71 @@ def test_cache_stats_and_prune(tmp_path):
         assert damaged.returncode == 1 and "cannot be opened" in damaged.stderr, damaged
 
 
-def test_cache_prune_frees_a_full_disk_and_the_cache_opens_again(tmp_path):
+@pytest.mark.parametrize("service", ["stopped", "killed", "running"])
+def test_cache_prune_frees_a_full_disk_and_the_cache_opens_again(tmp_path, service):
     """On a full disk the cache's index cannot be opened (SQLite cannot
     write): `cache prune` said the index was "damaged or unreadable" and
-    freed nothing, when it is the tool an operator reaches for then."""
+    freed nothing, when it is the tool an operator reaches for then; and
+    reading the index as it was on disk it freed nothing either while the
+    latest rows were in SQLite's write-ahead log (a service running, or
+    killed)."""
     from memogrid_service.store.cache import ResultCache
     from tests.helpers.small_disk import fill, small_disk
 
     with small_disk(tmp_path / "data") as disk:
-        cache = ResultCache(disk / "cache")
-        for i in range(30):
-            assert cache.set(f"k{i}", np.full(10_000, i, dtype=np.float64))
-        cache.close()
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys, time, numpy as np\n"
+                "from memogrid_service.store.cache import ResultCache\n"
+                f"cache = ResultCache({str(disk / 'cache')!r})\n"
+                "for i in range(30):\n"
+                "    assert cache.set(f'k{i}', np.full(10_000, i, dtype=np.float64))\n"
+                + {
+                    "stopped": "cache.close()\n",
+                    "killed": "os._exit(0)\n",
+                    "running": "print('ready', flush=True)\ntime.sleep(120)\n",
+                }[service],
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if service == "running":
+                assert writer.stdout.readline().strip() == "ready"
+            else:
+                assert writer.wait(60) == 0
+            fill(disk)
+            env = {"MEMOGRID_DATA_DIR": str(disk)}
+            pruned = run("cache", "prune", "--max-size", "500K", env=env)
+            assert pruned.returncode == 0, pruned.stderr
+            assert "could not be opened" in pruned.stdout, pruned.stdout
+            assert "the disk holding it has 0 bytes free" in pruned.stdout, pruned.stdout
+            assert "least recently used first" in pruned.stdout
+            assert not re.search(r"removed 0 value files", pruned.stdout), pruned.stdout
+            cache = ResultCache(disk / "cache")
+            try:
+                assert cache.usable and cache.volume() <= 500 * 1024
+                assert cache.get("k29") is not None and cache.get("k0") is None  # LRU order
+                assert cache.set("after", np.arange(10.0))
+            finally:
+                cache.close()
+        finally:
+            writer.kill()
+            writer.wait()
+
+
+def test_cache_stats_on_a_full_disk_names_the_free_space(tmp_path):
+    from memogrid_service.store.cache import ResultCache
+    from tests.helpers.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "data") as disk:
+        ResultCache(disk / "cache").close()
         fill(disk)
-        env = {"MEMOGRID_DATA_DIR": str(disk)}
-        stats = run("cache", "stats", env=env)
+        stats = run("cache", "stats", env={"MEMOGRID_DATA_DIR": str(disk)})
         assert stats.returncode == 1 and "cannot be opened" in stats.stderr
         assert "the disk holding it has 0 bytes free" in stats.stderr, stats.stderr
-        pruned = run("cache", "prune", "--max-size", "500K", env=env)
-        assert pruned.returncode == 0, pruned.stderr
-        assert "value files" in pruned.stdout and "least recently used first" in pruned.stdout
-        cache = ResultCache(disk / "cache")
-        try:
-            assert cache.usable and cache.volume() <= 500 * 1024
-            assert cache.get("k29") is not None and cache.get("k0") is None  # LRU order
-            assert cache.set("after", np.arange(10.0))
-        finally:
-            cache.close()
 
 
 def test_parse_size():

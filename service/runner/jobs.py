@@ -40,7 +40,7 @@ from ..db.session import Database
 from ..engine.search import SearchCancelled, SearchRunner, SearchStats, WarningLog
 from ..engine.tasks import ScoreOutput
 from ..specs.jobs import DatasetShape, compile_job
-from ..store.datasets import DataRef, sweep_stale
+from ..store.datasets import DataRef, DatasetDamaged, sweep_stale
 from .states import InvalidTransition, JobEvent, JobState, transition
 
 log = logging.getLogger("memogrid.runner")
@@ -588,6 +588,11 @@ class JobRunner:
                     log.exception("could not requeue job %s; its lease will lapse", job_id)
                 return
             log.info("job %s failed: %s", job_id, exc)
+            if isinstance(exc, DatasetDamaged):
+                # a worker found it damaged, where its view of the store may
+                # not let it set the file aside: the service does, so that
+                # the client's next submit uploads it again
+                self.search.store.recheck(exc.dataset_id)
             # what came before the failure, and how often
             warned = active.warnings
             self._finish(

@@ -136,14 +136,14 @@ class ResultCache:
                     disk=_Disk,
                 )
             except Exception as exc:  # a full or unwritable disk must not stop the work
-                error = f"{exc}{_disk_full(self.directory)}"
-                if error != self.error:  # said once, not at every try
+                said = self.error
+                self.error = f"{exc}{_disk_full(self.directory)}"
+                if said is None or not said.startswith(str(exc)):  # once, not at every try
                     log.warning(
                         "result cache at %s is unusable (%s): computing without caching",
                         self.directory,
-                        error,
+                        self.error,
                     )
-                self.error = error
                 return None
             if self.error is not None:
                 log.warning("result cache at %s is usable again", self.directory)
@@ -385,7 +385,17 @@ def prune_files(directory: str | os.PathLike[str], limit: int) -> tuple[int, int
     index = Path(directory) / diskcache.core.DBNAME
     if not index.is_file():
         raise FileNotFoundError(f"no cache index at {index}")
-    con = sqlite3.connect(f"{index.as_uri()}?mode=ro&immutable=1", uri=True)
+    # read-only, the index takes in its write-ahead log (a running or killed
+    # service's latest rows and access times); only where it cannot be
+    # opened so, the database file alone (immutable=1 ignores the log)
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            con = sqlite3.connect(f"{index.as_uri()}?{query}", uri=True)
+            con.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
+            break
+        except sqlite3.Error:
+            if query != "mode=ro":
+                raise
     try:
         total = con.execute("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()[0]
         rows = con.execute(

@@ -81,6 +81,24 @@ class DatasetError(DataError):
     """A dataset cannot be stored or read (bad dtype, unknown id, ...)."""
 
 
+#: what a job on a damaged dataset fails with: the dataset, and why
+_DAMAGED = (
+    "dataset {} is damaged in the store ({}): upload the data again (memogrid's client "
+    "does so at its next submit)"
+)
+
+
+class DatasetDamaged(DatasetError):
+    """A stored dataset's file does not hold the content its id names."""
+
+    def __init__(self, message: str, dataset_id: str):
+        super().__init__(message)
+        self.dataset_id = dataset_id
+
+    def __reduce__(self) -> Any:  # raised in a worker, caught by the service
+        return (type(self), (str(self), self.dataset_id))
+
+
 _T = TypeVar("_T")
 
 
@@ -249,7 +267,8 @@ class DatasetStore:
         did = _hash_array(arr)
         path = self._path(did, ".npy")
         if not self._held(did, path):
-            contiguous = np.ascontiguousarray(arr)
+            # as it is (np.ascontiguousarray makes a 0-d array 1-d: another id)
+            contiguous = arr if arr.flags.c_contiguous else arr.copy(order="C")
             self._write_atomic(path, lambda f: np.save(f, contiguous, allow_pickle=False))
         # text as_array made of an object array (it checked every value is a str)
         as_object = arr.dtype.kind == "U" and np.asarray(obj).dtype.hasobject
@@ -353,23 +372,38 @@ class DatasetStore:
         """The dataset's file suffix and content as read (an array or a CSR
         matrix mapped from the file, text's offsets and bytes, a canonical
         Arrow table), checked to hash to ``dataset_id`` once per state of the
-        file in this process (see :func:`_vouch`). A file that does not is
-        set aside and a DatasetError says so: a damaged file must never feed
-        a fit whose result is cached under the true data's keys."""
-        path = self._file(dataset_id)
-        if path is None:
-            raise DatasetError(self._unknown(dataset_id))
-        try:
-            seen = _signature(path)
-            content, intact = _check(path, seen)
-        except FileNotFoundError:  # replaced or removed meanwhile: look again
-            return self._read(dataset_id)
-        except (ValueError, EOFError, DataError) as exc:  # cut short, or not its format
-            raise self._damaged(dataset_id, path, seen, str(exc)) from None
-        if not intact:
-            raise self._damaged(dataset_id, path, seen, "its content does not hash to its id")
-        _vouch(path, seen)
-        return path.suffix, content
+        file in this process (see :func:`_vouch`). A file that does not, or
+        does not parse, is set aside and :class:`DatasetDamaged` says so: a
+        damaged file must never feed a fit whose result is cached under the
+        true data's keys."""
+        for _ in range(3):  # again if an upload replaced the file meanwhile
+            path = self._file(dataset_id)
+            if path is None:
+                break
+            try:
+                seen = _signature(path)
+                content, intact = _check(path, seen)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno is None:  # pyarrow's errors of a file not in its format
+                    raise self._damaged(dataset_id, path, seen, str(exc)) from None
+                raise DatasetError(f"dataset {dataset_id} cannot be read: {exc}") from None
+            except (MemoryError, RecursionError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever numpy or pyarrow make of it
+                raise self._damaged(dataset_id, path, seen, str(exc) or repr(exc)) from None
+            if not intact:
+                raise self._damaged(dataset_id, path, seen, "its content does not hash to its id")
+            _vouch(path, seen)
+            return path.suffix, content
+        if any(self._aside(self._path(dataset_id, suffix)).exists() for suffix in SUFFIXES):
+            raise DatasetDamaged(_DAMAGED.format(dataset_id, "set aside"), dataset_id)
+        raise DatasetError(self._unknown(dataset_id))
+
+    def _aside(self, path: Path) -> Path:
+        """Where a damaged dataset file is set aside (swept as temporary)."""
+        return self.root / f"{self.WRITE_PREFIX}damaged-{path.name}"
 
     def _damaged(
         self, dataset_id: str, path: Path, seen: tuple[int, ...], why: str
@@ -378,23 +412,28 @@ class DatasetStore:
         aside (when it is still the one read and the store is writable), so
         that the service no longer holds the dataset and its holder's next
         upload puts it back."""
-        aside = self.root / f"{self.WRITE_PREFIX}damaged-{path.name}"
+        aside = self._aside(path)
+        moved = False
         try:
-            set_aside = _signature(path) == seen
-            if set_aside:
+            if _signature(path) == seen:
                 os.replace(path, aside)
-        except OSError:
-            set_aside = False
+                moved = _signature(aside) == seen
+                if not moved:  # an upload landed in between: it stays
+                    try:
+                        os.link(aside, path)
+                    except FileExistsError:  # a still newer one
+                        pass
+                    aside.unlink()
+        except OSError:  # a read-only view of the store: the service sets it aside
+            pass
+        _forget_vouched(path)
         log.warning(
             "dataset file %s is damaged (%s)%s",
             path,
             why,
-            f"; moved to {aside}" if set_aside else "",
+            f"; moved to {aside}" if moved else "",
         )
-        return DatasetError(
-            f"dataset {dataset_id} is damaged in the store ({why}): upload the data again"
-            + (" (the service no longer holds it, so memogrid's client will)" if set_aside else "")
-        )
+        return DatasetDamaged(_DAMAGED.format(dataset_id, why), dataset_id)
 
     def intact(self, dataset_id: str) -> bool:
         """Whether the dataset is stored and its content hashes to its id (a
@@ -404,6 +443,15 @@ class DatasetStore:
         except DatasetError:
             return False
         return True
+
+    def recheck(self, dataset_id: str) -> bool:
+        """:meth:`intact`, hashing the file whatever this process found
+        before: another process (a worker, whose view of the store may be
+        read-only) found it damaged, and the service sets it aside."""
+        path = self._file(dataset_id)
+        if path is not None:
+            _forget_vouched(path)
+        return self.intact(dataset_id)
 
     def _strings(self, dataset_id: str) -> list[str]:
         suffix, content = self._read(dataset_id)
@@ -444,7 +492,7 @@ class DatasetStore:
 
     def _remember(self, memo: str, value: Any, dataset_id: str) -> None:
         path = self._file(dataset_id)
-        vouched = None if path is None else _intact.get(str(path))
+        vouched = None if path is None else _vouched_state(path)
         if path is None or vouched is None:  # gone or replaced since: not kept
             return
         with self._lock:
@@ -531,10 +579,13 @@ _DIGESTS: dict[str, Callable[[Any], str]] = {
 }
 
 #: the state (:func:`_signature`) of each dataset file this process found or
-#: made to hold the content its name says, by path: checked again only when
-#: the file changes (a file damaged with its state kept, say its modification
-#: time put back, goes unseen until the process restarts)
-_intact: dict[str, tuple[int, ...]] = {}
+#: made to hold the content its name says, by path, the latest
+#: :data:`VOUCHED_MAX`: checked again only when the file changes (a file
+#: damaged with its state kept, say its modification time put back, goes
+#: unseen until the process restarts)
+_intact: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+_intact_lock = threading.Lock()
+VOUCHED_MAX = 4096
 
 
 def _signature(path: Path) -> tuple[int, ...]:
@@ -542,8 +593,13 @@ def _signature(path: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _vouched_state(path: Path) -> tuple[int, ...] | None:
+    with _intact_lock:
+        return _intact.get(str(path))
+
+
 def _vouched(path: Path, seen: tuple[int, ...]) -> bool:
-    return _intact.get(str(path)) == seen
+    return _vouched_state(path) == seen
 
 
 def _vouch(path: Path, seen: tuple[int, ...] | None = None) -> None:
@@ -551,9 +607,19 @@ def _vouch(path: Path, seen: tuple[int, ...] | None = None) -> None:
     ``seen``), holds the content its name says: it was just checked, or
     written from content hashed on its way."""
     try:
-        _intact[str(path)] = _signature(path) if seen is None else seen
+        state = _signature(path) if seen is None else seen
     except FileNotFoundError:
-        pass
+        return
+    with _intact_lock:
+        _intact[str(path)] = state
+        _intact.move_to_end(str(path))
+        while len(_intact) > VOUCHED_MAX:
+            _intact.popitem(last=False)
+
+
+def _forget_vouched(path: Path) -> None:
+    with _intact_lock:
+        _intact.pop(str(path), None)
 
 
 def who_runs_this() -> str:
@@ -580,39 +646,29 @@ def _held_bytes(value: Any) -> int:
 
 
 def place(tmp: Path, final: Path, recorded: int | None = None) -> None:
-    """Move a written dataset file (an upload, hashed on its way) into place
-    unless the content is there already, intact: at the size recorded for it
-    (any size where none is) and hashing to its name. A damaged file is
-    replaced; an intact one is kept whatever this upload's size (a ``.npy``
-    header may be padded otherwise)."""
+    """Move a written dataset file (an upload, hashed on its way) into place,
+    over any file there of the same size (the same content, or a damaged
+    copy: telling which would take as long again, and tell by its time
+    whether anyone held the content) or of a size no row records. A held
+    file at its recorded size is kept where the upload's size differs (a
+    ``.npy`` header may be padded otherwise): replaced, the row's size
+    would no longer match it should the upload not be recorded."""
     seen = _signature(tmp)
     try:
         held = final.stat().st_size
     except FileNotFoundError:
         held = None
-    if held is None or (recorded is not None and held != recorded) or not _holds(final):
-        os.replace(tmp, final)
-        _vouch(final, seen)
-
-
-def _holds(path: Path) -> bool:
-    """Whether the dataset file at ``path`` hashes to its name (once per
-    state of the file in this process)."""
-    try:
-        seen = _signature(path)
-        _, intact = _check(path, seen)
-    except (FileNotFoundError, ValueError, EOFError, DataError):
-        return False
-    if intact:
-        _vouch(path, seen)
-    return intact
+    if held is not None and held != seen[2] and held == recorded:
+        return
+    os.replace(tmp, final)
+    _vouch(final, seen)
 
 
 def _check(path: Path, seen: tuple[int, ...]) -> tuple[Any, bool]:
     """The dataset file's content, and whether it hashes to the file's name
     (taken as so when this process found it so with the file in the state
-    ``seen``). A file cut short or not in its format raises ValueError,
-    EOFError or DataError."""
+    ``seen``). A file cut short or not in its format raises what numpy or
+    pyarrow make of it."""
     content = _READERS[path.suffix](path)
     dataset_id = path.name.partition(".")[0]
     return content, _vouched(path, seen) or _DIGESTS[path.suffix](content) == dataset_id

@@ -699,6 +699,37 @@ def test_a_file_damaged_in_place_fails_its_job_not_the_cache_and_an_upload_mends
     assert_cv_results_equal(ours, sk.cv_results_)
 
 
+def test_a_file_damaged_unseen_by_the_service_is_found_by_its_workers(api, settings, monkeypatch):
+    """Damaged with its modification time put back, a file the service
+    checked as it was uploaded looks unchanged to the service; the workers,
+    which never read it, check it and the job fails naming the damage. A
+    worker may not be able to set the file aside (a read-only view of the
+    store; here, a directory where it would go): the service, told, checks
+    it afresh and does, so it no longer holds the data."""
+    import os
+
+    from sklearn.datasets import make_classification
+
+    from memogrid_service.store.datasets import DatasetStore
+
+    X, y = make_classification(n_samples=120, n_features=6, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    path = settings.datasets_dir / f"{xid}.npy"
+    before = path.stat()
+    path.write_bytes(path.read_bytes()[:-8] + np.float64(1e6).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (settings.datasets_dir / f".tmp-damaged-{path.name}").mkdir()  # in the workers' way
+    aside = settings.datasets_dir / f"service-aside-{path.name}"
+    monkeypatch.setattr(DatasetStore, "_aside", lambda self, p: aside)  # not in the service's
+    body = {"estimator": {"class": "sklearn.linear_model.LogisticRegression"}, "X": xid, "y": yid}
+    r = api.post("/v1/jobs", json=dict(body, param_grid={"C": [0.5]}, cv=3))
+    assert r.status_code == 202, r.text
+    failed = wait_job(api, r.json()["id"])
+    assert failed["state"] == "failed" and f"dataset {xid} is damaged" in failed["error"], failed
+    assert aside.exists() and not path.exists()
+    assert api.head(f"/v1/datasets/{xid}").status_code == 404
+
+
 def test_an_upload_replaces_a_file_damaged_in_place(api, settings):
     """An upload kept a held file of the recorded size, damaged or not."""
     import os

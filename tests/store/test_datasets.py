@@ -757,3 +757,78 @@ def test_a_damaged_file_is_found_by_a_process_that_never_wrote_it(store, tmp_pat
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f"dataset {did} is damaged" in out.stdout, out
+
+
+@pytest.mark.parametrize("kind", ["frame", "array"])
+def test_damage_anywhere_in_a_file_is_damage_never_a_library_error(store, kind):
+    """pyarrow reads a damaged footer as an OSError ("Couldn't deserialize
+    thrift"), numpy a damaged header as a tokenize error: they escaped as
+    themselves, naming no dataset, and the file stayed held."""
+    from memogrid.data import canonical_table, frame_table, table_frame
+    from memogrid_service.store.datasets import DatasetDamaged
+
+    value = (
+        pd.DataFrame({"a": np.arange(50.0), "b": pd.Categorical([f"v{i % 5}" for i in range(50)])})
+        if kind == "frame"
+        else np.arange(50.0)
+    )
+    did = store.put(value).dataset_id
+    (path,) = store.root.glob(f"{did}.*")
+    whole = path.read_bytes()
+    at = range(0, len(whole), 11) if kind == "frame" else range(0, 128, 2)  # .npy: the header
+    damaged = 0
+    for i in at:
+        _damage(path, at=i)
+        try:
+            got = store.load(did, keep=False)
+        except DatasetDamaged as exc:
+            assert exc.dataset_id == did and f"dataset {did} is damaged" in str(exc)
+            damaged += 1
+            store.put(value)  # back in place
+            assert path.read_bytes() == whole
+            continue
+        # a byte the content does not depend on (Parquet's leading magic)
+        if kind == "frame":
+            pd.testing.assert_frame_equal(got, table_frame(canonical_table(frame_table(value))))
+        else:
+            assert np.array_equal(got, value)
+        path.write_bytes(whole)
+    assert damaged > len(at) // 2
+
+
+def test_recheck_hashes_a_file_this_process_took_as_intact(store):
+    """A worker found a file damaged that the service took as intact (its
+    modification time put back): the service checks it afresh."""
+    import os
+
+    did = store.put(np.arange(100.0)).dataset_id
+    path = store.root / f"{did}.npy"
+    before = path.stat()
+    path.write_bytes(path.read_bytes()[:-8] + np.float64(-1.0).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert store.intact(did)  # unchanged, as far as this process can tell
+    assert not store.recheck(did)
+    assert not path.exists()
+    with pytest.raises(DatasetError, match=f"dataset {did} is damaged in the store \\(set aside"):
+        store.load(did)
+
+
+def test_a_zero_dimensional_array_is_stored_as_it_is(store):
+    """np.ascontiguousarray stored it 1-d under the 0-d array's id: any other
+    process found the file damaged."""
+    from memogrid_service.store.datasets import DataRef
+
+    did = store.put(np.float64(3.5)).dataset_id
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from memogrid_service.store.datasets import DataRef; "
+            f"print(repr(DataRef({str(store.root)!r}, {did!r}).load()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "memmap(3.5)", out
+    assert DataRef(str(store.root), did).load().shape == ()
