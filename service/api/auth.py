@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -213,25 +214,42 @@ def ensure_admin_token(db: Database, token_file: Path) -> Path | None:
 class RateLimiter:
     """A token bucket per token: ``per_minute`` requests, bursts up to that many."""
 
-    def __init__(self, per_minute: int):
+    #: buckets held before the full ones are swept (a full bucket is as good
+    #: as none); then twice as many as are left, at least this many
+    SWEEP_AT = 1024
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._sweep_at = self.SWEEP_AT
+        self._clock = clock
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> float:
         """0 if the request may go; else seconds until it may."""
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.rate
+            if len(self._buckets) >= self._sweep_at:
+                # one per token and per address that sent a bad one: without
+                # this, every address ever seen stayed for good
+                self._buckets = {
+                    k: (t, at)
+                    for k, (t, at) in self._buckets.items()
+                    if t + (now - at) * self.rate < self.capacity
+                }
+                self._sweep_at = max(self.SWEEP_AT, 2 * len(self._buckets))
+            return wait
 
 
 class AuthCache:

@@ -147,17 +147,30 @@ def make_client(
         from distributed.security import Security
 
         kwargs = {"security": Security.temporary(), "protocol": "tls://"}
+    # dask's "spans" keep one span per computation, and with it the
+    # computation's task groups, for the scheduler's lifetime (dask/distributed
+    # #7977): about 1.2 per job here, for as long as the service runs. Only
+    # the dashboard reads them; scheduler and workers must both go without.
+    from distributed.scheduler import DEFAULT_EXTENSIONS as SCHEDULER_EXTENSIONS
+    from distributed.worker import DEFAULT_EXTENSIONS as WORKER_EXTENSIONS
+
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
+        scheduler_kwargs={"extensions": _without_spans(SCHEDULER_EXTENSIONS)},
+        extensions=_without_spans(WORKER_EXTENSIONS),
         **kwargs,
     )
     client = Client(cluster, security=kwargs.get("security"))
     if processes and worker_nice:
         client.register_plugin(LowerPriority(worker_nice), name="memogrid-lower-priority")
     return client
+
+
+def _without_spans(extensions: dict[str, Any]) -> dict[str, Any]:
+    return {name: ext for name, ext in extensions.items() if name != "spans"}
 
 
 class LowerPriority(WorkerPlugin):

@@ -216,3 +216,25 @@ def test_checked_tokens_are_remembered_briefly(settings, dask_client):
         assert client.get("/v1/jobs", headers=headers).status_code == 200
         time.sleep(1.1)
         assert client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_the_rate_limiter_forgets_whom_it_has_nothing_against(monkeypatch):
+    """A bucket per token and per address that sent a bad token, kept for
+    good: every address ever seen stayed in memory."""
+    from memogrid_service.api.auth import RateLimiter
+
+    monkeypatch.setattr(RateLimiter, "SWEEP_AT", 16)
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])
+    for _ in range(60):
+        assert limiter.allow("busy") == 0.0
+    assert limiter.allow("busy") > 0.0
+    for i in range(1000):
+        limiter.allow(f"failed:10.0.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) == 1001  # none has its bucket full again yet
+    assert limiter.allow("busy") > 0.0  # still held to its limit
+    now[0] = 61.0  # every bucket full again: as good as none
+    for i in range(1000, 3000):
+        limiter.allow(f"failed:10.1.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) < 2100
+    assert limiter.allow("busy") == 0.0

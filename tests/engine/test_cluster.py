@@ -46,3 +46,26 @@ def test_the_embedded_cluster_admits_only_the_service(dask_client):
     for port in filter(None, ports):
         for page in ("/health", "/info/main/workers.html", "/metrics"):
             assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 404
+
+
+def test_the_embedded_scheduler_keeps_nothing_per_computation(dask_client):
+    """dask's spans kept one span, and with it the computation's task groups,
+    per computation for the scheduler's lifetime: about 1.2 per job, for as
+    long as the service ran. Only its bounded history of the latest 100
+    computations stays now."""
+    import gc
+
+    from distributed.scheduler import TaskGroup
+
+    def alive() -> int:
+        gc.collect()
+        return sum(type(o) is TaskGroup for o in gc.get_objects())
+
+    before = alive()
+    for i in range(150):
+        assert dask_client.submit(abs, -i, key=f"memogrid-span-test-{i}").result() == i
+    assert alive() <= before + 100 + 10
+    # both sides go without (a scheduler without spans fails each heartbeat
+    # of a worker with them)
+    assert "spans" not in dask_client.cluster.scheduler.extensions
+    assert not any(dask_client.run(lambda dask_worker: "spans" in dask_worker.extensions).values())

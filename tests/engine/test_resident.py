@@ -10,7 +10,7 @@ from distributed import wait
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV
 
-from memogrid_service.engine.search import ResidentOutputs, SearchRunner
+from memogrid_service.engine.search import RESIDENT_KEY_BYTES, ResidentOutputs, SearchRunner
 from memogrid_service.engine.tasks import StepOutput
 from tests.helpers.counting import fit_counts
 from tests.helpers.parity import assert_cv_results_equal
@@ -123,11 +123,24 @@ def test_resident_outputs_keep_the_most_recently_used_within_budget(dask_client)
 
 def test_a_search_keeps_no_more_than_the_budget(dask_client, store, cache):
     X, y = seed_data()
-    one_fold = 400 * 2 // 3 * 10 * 8  # roughly one PCA(10) fold output
+    # roughly one PCA(10) fold output, and what holding its key costs
+    one_fold = 400 * 2 // 3 * 10 * 8 + RESIDENT_KEY_BYTES
     runner = SearchRunner(dask_client, store, cache, resident_bytes=2 * one_fold)
     runner.search(seed_pipeline(), X, y, param_grid=GRID, cv=3, refit=False)
     assert 1 <= len(runner.resident) < 6
     assert runner.resident.nbytes <= 2 * one_fold
+
+
+def test_held_outputs_count_what_holding_their_keys_costs(dask_client):
+    """Counted by their own bytes alone, tiny outputs (a scaler's on small
+    data) piled up by the hundred thousand within the budget, each costing
+    the service and a worker tens of kB dask does not count."""
+    futures = [dask_client.submit(np.zeros, 1, key=f"resident-cost-{i}") for i in range(10)]
+    wait(futures)
+    held = ResidentOutputs(budget=1000, key_bytes=200)
+    held.keep([(str(i), f, 8) for i, f in enumerate(futures)])
+    assert held.keys() == ["6", "7", "8", "9"] and held.nbytes == 4 * 208
+    held.clear()
 
 
 def test_dask_knows_the_size_of_a_step_output():
