@@ -418,7 +418,9 @@ class DatasetStore:
             if _signature(path) == seen:
                 os.replace(path, aside)
                 moved = _signature(aside) == seen
-                if not moved:  # an upload landed in between: it stays
+                if moved:  # kept an hour for a look, then swept as temporary
+                    os.utime(aside)
+                else:  # an upload landed in between: it stays
                     try:
                         os.link(aside, path)
                     except FileExistsError:  # a still newer one

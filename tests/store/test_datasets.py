@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -713,6 +715,7 @@ def test_a_file_damaged_in_place_is_refused_set_aside_and_written_again(store, k
     }[kind]
     did = store.put(value).dataset_id
     (path,) = store.root.glob(f"{did}.*")
+    os.utime(path, (time.time() - 7200, time.time() - 7200))  # stored two hours ago
     loaded = store.load(did)  # kept for the next load (a map of the file: copied)
     loaded = loaded.copy() if kind in ("array", "sparse") else loaded
     whole = path.read_bytes()
@@ -721,6 +724,8 @@ def test_a_file_damaged_in_place_is_refused_set_aside_and_written_again(store, k
     with pytest.raises(DatasetError, match=f"dataset {did} is damaged"):
         store.load(did)
     assert not path.exists() and not store.exists(did)
+    # set aside, for an hour's look, not swept at the next start for its old age
+    assert store.sweep_temporary() == [] and (store.root / f".tmp-damaged-{path.name}").exists()
     assert store.put(value).dataset_id == did
     assert path.read_bytes() == whole
     again = store.load(did)
