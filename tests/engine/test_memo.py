@@ -125,7 +125,7 @@ if __name__ == "__main__":
     pipe = Pipeline(
         [("c", Centred()), ("f", FunctionTransformer(squash)), ("lr", LogisticRegression())]
     )
-    client = make_client(n_workers=2)
+    client = make_client(n_workers=1)  # a process of its own: one is enough
     try:
         runner = SearchRunner(client, DatasetStore(data), ResultCache(cache))
         res = runner.search(pipe, X, y, param_grid=grid, cv=3)
