@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         settings.data_dir,
-        settings.effective_database_url.split("@")[-1],
+        settings.shown_database_url,
     )
     uvicorn.run(
         create_app(settings),

@@ -176,8 +176,22 @@ class Settings(BaseSettings):
             return url
         from sqlalchemy.engine import make_url
 
-        with_password = make_url(url).set(password=self.database_password)
+        parsed = make_url(url)
+        user = parsed.query.get("user")
+        if parsed.username is None and isinstance(user, str):
+            # a password goes with a user name: given as ?user=, it was dropped
+            parsed = parsed.set(username=user).difference_update_query(["user"])
+        with_password = parsed.set(password=self.database_password)
         return with_password.render_as_string(hide_password=False)
+
+    @property
+    def shown_database_url(self) -> str:
+        """The database URL without its password, wherever it was given
+        (``user:password@``, ``?password=``), for logs and messages."""
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(self.effective_database_url)
+        return parsed.difference_update_query(["password"]).render_as_string(hide_password=True)
 
 
 class OwnSettings(Settings):

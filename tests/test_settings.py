@@ -71,6 +71,31 @@ def test_a_database_password_apart_from_the_url_may_hold_any_character(monkeypat
         )
 
 
+def test_a_password_apart_from_a_url_naming_its_user_in_the_query_is_kept(monkeypatch):
+    """With the user name given as ?user=, MEMOGRID_DATABASE_PASSWORD was
+    dropped: a URL holds a password only beside a user name."""
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("MEMOGRID_DATABASE_URL", "postgresql+psycopg://db/memogrid?user=bob")
+    monkeypatch.setenv("MEMOGRID_DATABASE_PASSWORD", "S3cret")
+    url = make_url(Settings().effective_database_url)
+    assert (url.username, url.password, url.host) == ("bob", "S3cret", "db")
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:5432/db?password=S3cret",
+        "postgresql+psycopg://postgres:S3cret@127.0.0.1:5432/db",
+    ],
+)
+def test_the_database_url_shown_holds_no_password(monkeypatch, given):
+    """The start-up line printed a password given as ?password=."""
+    monkeypatch.setenv("MEMOGRID_DATABASE_URL", given)
+    shown = Settings().shown_database_url
+    assert "S3cret" not in shown and "127.0.0.1:5432/db" in shown, shown
+
+
 @pytest.mark.parametrize(
     "address",
     ["tcp://scheduler:8786", "scheduler:8786", "tcp://dask_scheduler:8786", "tls://[::1]:8786"],

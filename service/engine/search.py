@@ -1141,15 +1141,16 @@ class SearchRunner:
 
     def waiting_for(self) -> str | None:
         """What a search would wait for now, in words (None: nothing): the
-        scheduler, or a worker (one whose scheduler went away exits)."""
-        client, where = self.client, self._address or "(local)"
+        scheduler, or a worker (one whose scheduler went away exits). Told
+        to users: the scheduler's address is not (the service's log has it)."""
+        client = self.client
         if client is None or getattr(client, "status", "running") != "running":
-            return f"the dask scheduler at {where} does not answer"
+            return "the dask scheduler does not answer"
         try:
             workers = client.scheduler_info()["workers"]
         except Exception:  # noqa: BLE001 - closing just now: asked again next time
             return None
-        return None if workers else f"no dask worker is connected to the scheduler at {where}"
+        return None if workers else "no dask worker is connected to the scheduler"
 
     # -- data -------------------------------------------------------------
     def _ref(self, value: Any) -> DataRef | None:

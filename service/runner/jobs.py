@@ -862,6 +862,8 @@ class JobRunner:
             sio.dump(estimator, path)
         except Exception as exc:  # skops cannot store every model (Birch)
             # the search stands; the drop-in refits the best candidate itself
+            if isinstance(exc, OSError):  # the service's disk, not the model
+                log.warning("could not store a refit estimator at %s: %s", path, exc)
             notes.append(f"{ESTIMATOR_NOT_STORED}: {_describe(exc)}")
             return False
         finally:
@@ -978,6 +980,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, StatementError):
         # not the statement and its parameters (the service's own rows)
         return f"the service's database failed the job: {first_line(exc)}"
+    if isinstance(exc, OSError) and (exc.filename or exc.filename2):
+        # not the service's paths (its log has them)
+        return f"{type(exc).__name__}: {exc.strerror or 'input/output error'}"
     # "Name: message" as it is (the client raises the message again as
     # scikit-learn's search raised it), without the line end the formatter adds
     text = "".join(traceback.format_exception_only(type(exc), exc)).removesuffix("\n")

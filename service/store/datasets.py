@@ -388,7 +388,10 @@ class DatasetStore:
             except OSError as exc:
                 if exc.errno is None:  # pyarrow's errors of a file not in its format
                     raise self._damaged(dataset_id, path, seen, str(exc)) from None
-                raise DatasetError(f"dataset {dataset_id} cannot be read: {exc}") from None
+                log.warning("dataset file %s cannot be read: %s", path, exc)
+                raise DatasetError(  # not the service's path (the log has it)
+                    f"dataset {dataset_id} cannot be read: {exc.strerror or type(exc).__name__}"
+                ) from None
             except (MemoryError, RecursionError):
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever numpy or pyarrow make of it

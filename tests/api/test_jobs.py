@@ -625,3 +625,26 @@ def test_results_find_a_dict_value_whatever_the_order_of_its_pairs(api):
         assert [(r["job_id"], r["candidate"]) for r in got] == [(job, 0)], pairs
     other = json.dumps({"dict": [[0, 1], [1, 6]]})
     assert api.get("/v1/results", params={"param": "class_weight", "value": other}).json() == []
+
+
+def test_the_services_own_paths_are_not_told_to_users(api, settings):
+    """The estimators directory gone (a volume not mounted): the job stands,
+    its note said "No such file or directory: '/srv/.../estimators/...'"."""
+    import shutil
+
+    X, y = make_classification(n_samples=60, n_features=4, random_state=0)
+    xid, yid = upload(api, X), upload(api, y)
+    shutil.rmtree(settings.estimators_dir)
+    job = submit(
+        api,
+        estimator={"class": "sklearn.linear_model.LogisticRegression"},
+        param_grid={"C": [1.0]},
+        X=xid,
+        y=yid,
+        cv=3,
+    )
+    assert wait_job(api, job)["state"] == "succeeded"
+    res = api.get(f"/v1/jobs/{job}/results").json()
+    assert not res["has_estimator"]
+    (note,) = [w for w in res["warnings"] if "could not be stored" in w]
+    assert "FileNotFoundError" in note and str(settings.data_dir) not in note, note

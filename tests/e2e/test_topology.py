@@ -130,6 +130,7 @@ def test_a_service_started_before_its_scheduler_serves_and_runs_jobs_once_it_ans
         status = job.status()
         assert status["state"] == "queued"
         assert "does not answer" in status["waiting"], status
+        assert str(port) not in status["waiting"]  # users are not told where it is
         with DaskProcesses(tmp_path, n_workers=0, port=port) as dask:
             # a scheduler with no worker (workers exit when theirs goes away):
             # the job says what it waits for
