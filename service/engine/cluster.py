@@ -81,6 +81,18 @@ NO_HTTP_ROUTES: dict[str, list[str]] = {
 PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
 
 
+#: dask's scheduler restarts a worker it has not heard from for
+#: ``worker-ttl`` (5 minutes by default), and a worker running a fit that
+#: holds the GIL cannot answer: scipy's SVD holds it throughout (a full-SVD
+#: PCA of 16,000 x 1,000 rows: 3 s). A fit holding it longer than that was
+#: restarted, ran again, and after dask's allowed failures failed the search
+#: where scikit-learn's finishes. The embedded cluster's workers are the
+#: service's child processes: one that dies is seen at once (its nanny, its
+#: closed connections); a job that runs too long is ended by
+#: MEMOGRID_JOB_MAX_SECONDS. docker-compose's scheduler is set the same.
+NO_WORKER_TTL = {"distributed.scheduler.worker-ttl": None}
+
+
 #: seconds a connection to an external scheduler is tried for, at the
 #: service's start and each time again while it is away
 CONNECT_SECONDS = 5.0
@@ -137,6 +149,7 @@ def make_client(
     dask.config.set(QUIET_HOUSEKEEPING)
     dask.config.set(PROMPT_STEALING)
     dask.config.set(NO_HTTP_ROUTES)
+    dask.config.set(NO_WORKER_TTL)
     # Worker processes talk over loopback TCP, which any local account
     # could connect to and run code as the service (client.run) with every
     # user's data and results: mutual TLS with a certificate made for this

@@ -81,6 +81,9 @@ def test_compose_topology_as_processes(tmp_path, db_url):
         watcher = DaskClient(dask.address)
         try:
             watcher.wait_for_workers(2, timeout=60)
+            # compose's scheduler waits for a fit holding the GIL (cluster.NO_WORKER_TTL)
+            ttl = watcher.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+            assert ttl is None
             with Server(data_dir, env) as server, Client(server.url, server.token) as client:
                 X, y = make_classification(
                     n_samples=300, n_features=30, n_redundant=10, random_state=42
