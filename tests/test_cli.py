@@ -48,6 +48,11 @@ def test_migrate_and_errors(tmp_path):
 
     assert run("migrate", "current", env=env).stdout.strip() in migrate.heads()
     assert run("migrate", "check", env=env).returncode == 0
+    # a data directory made by `migrate upgrade` (compose runs it before
+    # serve) is the owner's alone, as serve makes it
+    fresh = tmp_path / "fresh"
+    assert run("migrate", "upgrade", env={**env, "MEMOGRID_DATA_DIR": str(fresh)}).returncode == 0
+    assert fresh.stat().st_mode & 0o777 == 0o700
     # errors: non-zero exit, one line, no traceback
     bad = run("migrate", "upgrade", env={**env, "MEMOGRID_DATABASE_URL": "nope://x"})
     assert bad.returncode == 1

@@ -59,7 +59,9 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 path = Path(parsed.database)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                # made here (`migrate upgrade` before the first serve): the
+                # data directory, the owner's alone as serve makes it
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # tokens' hashes and every user's jobs: the owner's alone, as
                 # the data directory is (SQLite makes its journal files with
                 # the database file's mode)
