@@ -235,9 +235,7 @@ class DatasetStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
-            seen = _signature(Path(tmp))
-            os.replace(tmp, final)
-            _vouch(final, seen)  # written from content hashed to its name
+            place(Path(tmp), final)  # written from content hashed to its name
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
