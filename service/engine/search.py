@@ -1102,6 +1102,8 @@ class SearchRunner:
         self._reaper_running = False
         self._reaper_until = 0.0
         self._restarted: dict[str, float] = {}  # worker name: when last restarted
+        #: where each worker runs (host, process), as it said: asked once
+        self._places: dict[str, tuple[Any, ...]] = {}
         # an external scheduler's address, to connect (again) to (ensure_connected)
         if client is not None:
             address = client.scheduler.address if client.cluster is None else None
@@ -1167,12 +1169,23 @@ class SearchRunner:
         if not nthreads or any(n != 1 for n in nthreads.values()):
             return False
         # workers of one process can each run one thread (a LocalCluster of
-        # threads over tcp): told apart by where they run
-        try:  # a worker stopped or holding the GIL does not answer: not known
-            where = self.client.run(caller_identity, callback_timeout=self.ask_timeout)
-        except TimeoutError:
-            return False
-        places = [tuple(w) for w in where.values()]
+        # threads over tcp): told apart by where they run. Each is asked once:
+        # one busy later in a fit holding the GIL (scipy's SVD) would not
+        # answer, and every search started meanwhile waited ask_timeout and
+        # then left the caller's filters out
+        self._places = {w: p for w, p in self._places.items() if w in nthreads}
+        unknown = [w for w in nthreads if w not in self._places]
+        if unknown:
+            try:  # a worker stopped or holding the GIL does not answer: not known
+                where = self.client.run(
+                    caller_identity, workers=unknown, callback_timeout=self.ask_timeout
+                )
+            except TimeoutError:
+                return False
+            self._places.update((w, tuple(p)) for w, p in where.items())
+        places = [self._places[w] for w in nthreads if w in self._places]
+        if len(places) != len(nthreads):
+            return False  # one left while asked: asked again next time
         return len(set(places)) == len(places) and caller_identity() not in places
 
     @_in_code_scope

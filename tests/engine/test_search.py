@@ -366,6 +366,20 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
         os.kill(frozen, signal.SIGCONT)
     res = runner.search(LogisticRegression(), X, y, param_grid={"C": [0.3]}, cv=2)
     assert res.stats.final_fits == 2
+    # a worker that answered once is not asked again: one busy later (a fit
+    # holding the GIL, as silent as a stopped one) neither holds a search
+    # for ask_timeout nor has its filters left out
+    runner.prepare(LogisticRegression(), X, y, param_grid={"C": [0.3]}, warning_filters=strict)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        prepared = runner.prepare(
+            LogisticRegression(), X, y, param_grid={"C": [0.3]}, cv=2, warning_filters=strict
+        )
+        assert not any("not applied" in w for w in prepared.warnings)
+        assert time.monotonic() - start < runner.ask_timeout
+    finally:
+        os.kill(frozen, signal.SIGCONT)
 
 
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
