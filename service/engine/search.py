@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -66,6 +66,7 @@ from .tasks import (
     run_step,
     run_train_transform,
     silent_worker_idle,
+    silent_workers,
     step_cached,
     unwanted_work,
 )
@@ -533,6 +534,54 @@ class WorkersCannotLoad(RuntimeError):
     """A search's estimators or scorers name code the workers cannot load."""
 
 
+#: seconds without a heartbeat after which a worker is taken to be busy in a
+#: task holding the GIL (or stopped): it is not waited for where waiting
+#: could only delay (see :func:`silent_workers`)
+SILENT_SECONDS = 5.0
+
+
+def pickled_modules(blob: bytes) -> frozenset[str] | None:
+    """The modules unpickling ``blob`` imports (its globals' modules), or
+    None where that cannot be told from the pickle: code cloudpickle sends by
+    value imports what it refers to as it is rebuilt."""
+    import pickletools
+
+    strings = ("UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")
+    gets = ("GET", "BINGET", "LONG_BINGET")
+    modules: set[str] = set()
+    memo: dict[int, Any] = {}
+    # what the latest ops pushed: a string, or None for anything else
+    pushed: deque[Any] = deque([None, None], maxlen=2)
+    previous = ""
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            name = op.name
+            if name in strings:
+                pushed.append(arg)
+            elif name in gets:
+                pushed.append(memo.get(int(cast(int, arg))))
+            elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                value = pushed[-1] if previous in (*strings, *gets) else None
+                memo[len(memo) if name == "MEMOIZE" else int(cast(int, arg))] = value
+            elif name in ("GLOBAL", "INST"):
+                modules.add(str(arg).partition(" ")[0])
+                pushed.append(None)
+            elif name == "STACK_GLOBAL":
+                if not isinstance(pushed[-2], str):
+                    return None
+                modules.add(pushed[-2])
+                pushed.append(None)
+            else:
+                pushed.append(None)
+            if name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                previous = name
+    except Exception:  # noqa: BLE001 - not a pickle it can read: not known
+        return None
+    if any(m == "cloudpickle" or m.startswith("cloudpickle.") for m in modules):
+        return None
+    return frozenset(modules)
+
+
 class LoadCheck:
     """Whether every worker can load a search's estimators and scorers,
     asked once, before the search sends its first tasks.
@@ -541,18 +590,29 @@ class LoadCheck:
     installed only where the search was prepared) fails in dask's message
     handling, not in the task, and the search would wait for it forever.
     Asked first, each worker loads the same objects inside a function and
-    says what stopped it; the search fails at once, naming it."""
+    says what stopped it; the search fails at once, naming it. A worker that
+    loaded objects from the same modules before (``known``: worker address ->
+    modules, kept by the runner across searches) is not asked again: one
+    busy in another search's fit holding the GIL would not answer, and each
+    search started meanwhile waited :attr:`patience` for it."""
 
     #: seconds the workers are waited for (asked again every few seconds, the
     #: search's cancel flag looked at between): one busy in a fit that holds
     #: the GIL answers late; one frozen (stopped) never does, and is skipped
     patience = 30.0
 
-    def __init__(self, client: Any, objects: Any, cancel: threading.Event | None = None):
+    def __init__(
+        self,
+        client: Any,
+        objects: Any,
+        cancel: threading.Event | None = None,
+        known: dict[str, set[str]] | None = None,
+    ):
         self.client = client
         self.objects = objects
         self.cancel = cancel
         self.done = False
+        self.known = known if known is not None else {}
 
     def __call__(self) -> None:
         if self.done:
@@ -566,7 +626,12 @@ class LoadCheck:
         workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
             return  # no worker yet: ask again before the next tasks
-        for worker, answer in sorted(self._answers(workers, blob).items()):
+        for gone in set(self.known) - set(workers):
+            del self.known[gone]
+        modules = pickled_modules(blob)
+        ask = [w for w in workers if modules is None or not modules <= self.known.get(w, set())]
+        answers = self._answers(ask, blob) if ask else {}
+        for worker, answer in sorted(answers.items()):
             if isinstance(answer, ImportError):
                 # it could not even load the check: the engine's own module
                 # (or one it needs) is missing where that worker runs
@@ -575,6 +640,8 @@ class LoadCheck:
                 continue  # the worker went away while asked: not its answer
             if answer:
                 raise WorkersCannotLoad(f"the dask worker at {worker} {answer}")
+            if modules is not None:
+                self.known.setdefault(worker, set()).update(modules)
         self.done = True
 
     def _answers(self, workers: list[str], blob: bytes) -> dict[str, Any]:
@@ -1102,6 +1169,11 @@ class SearchRunner:
         self._reaper_running = False
         self._reaper_until = 0.0
         self._restarted: dict[str, float] = {}  # worker name: when last restarted
+        #: seconds without a heartbeat after which a worker is taken to be
+        #: busy holding the GIL, and its cache writes not waited for
+        self.silent_seconds = SILENT_SECONDS
+        #: the modules each worker loaded a search's objects from (LoadCheck)
+        self._loads: dict[str, set[str]] = {}
         #: where each worker runs (host, process), as it said: asked once
         self._places: dict[str, tuple[Any, ...]] = {}
         # an external scheduler's address, to connect (again) to (ensure_connected)
@@ -1519,7 +1591,9 @@ class SearchRunner:
         for note in p.warnings:
             log.add(note)
         _report_caught(p.sk_warnings, reemit_warnings, log)
-        loadable = LoadCheck(self.client, (p.base, p.candidates, p.scoring, p.ctx), cancel)
+        loadable = LoadCheck(
+            self.client, (p.base, p.candidates, p.scoring, p.ctx), cancel, self._loads
+        )
         outputs = self._run_plan(
             plan,
             p.ctx,
@@ -1769,8 +1843,22 @@ class SearchRunner:
             return
         from ..store.cache import drain_writes_async
 
+        # a worker busy in another search's fit holding the GIL would answer
+        # (and write) only when that fit ends: it is not waited for, and
+        # writes what it holds of this search's when it can
         try:
-            outs = self.client.run(drain_writes_async, on_error="return", callback_timeout=120)
+            silent = set(self.client.run_on_scheduler(silent_workers, self.silent_seconds))
+            workers = [w for w in self.client.nthreads() if w not in silent]
+        except Exception:  # noqa: BLE001 - asked of every worker, as before
+            silent, workers = set(), None
+        for worker in sorted(silent):
+            log.info("not waiting for the cache writes of the silent dask worker %s", worker)
+        if workers == []:
+            return
+        try:
+            outs = self.client.run(
+                drain_writes_async, workers=workers, on_error="return", callback_timeout=120
+            )
         except TimeoutError:  # a worker stopped or stuck: its writes come when it does
             log.warning("the workers did not finish their cache writes within 120 s")
             return

@@ -484,6 +484,17 @@ def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = N
     return not any(ts.who_wants and not str(ts.key).startswith(ours) for ts in list(ws.has_what))
 
 
+def silent_workers(seconds: float, dask_scheduler: Any = None) -> list[str]:
+    """On the scheduler: the workers it has not heard from for ``seconds``.
+    A task holding the GIL (scipy's SVD holds it throughout) keeps its
+    worker from answering anything, heartbeats included, until it ends; so
+    does a stopped process."""
+    from distributed.metrics import time as now
+
+    t = now()
+    return [a for a, ws in list(dask_scheduler.workers.items()) if t - ws.last_seen > seconds]
+
+
 def cannot_load(exc: BaseException) -> str:
     """What a worker that cannot load a search's objects says of itself."""
     return (

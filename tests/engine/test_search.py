@@ -382,6 +382,81 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
         os.kill(frozen, signal.SIGCONT)
 
 
+def _hold_the_gil(seconds: int) -> None:
+    """As scipy's SVD does: C code that keeps the GIL (``ctypes.PyDLL``)."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(seconds)
+
+
+def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask_client):
+    """A worker running a fit that holds the GIL answers nothing until the
+    fit ends. Every search started meanwhile asked it to load its objects
+    and waited the check's patience (30 s), then waited at its end for the
+    worker's cache writes until the fit ended (measured: a 0.3 s search took
+    44 s beside a 45 s fit). A worker that loaded objects from the same
+    modules before is not asked again, and one silent is not waited for."""
+    from memogrid_service.engine.search import LoadCheck
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5]}, cv=2)  # all asked
+    busy = sorted(dask_client.scheduler_info()["workers"])[0]
+    runner.silent_seconds = 2.0
+    hold = dask_client.submit(_hold_the_gil, 8, workers=[busy], pure=False)
+    try:
+        while not dask_client.processing(workers=[busy])[busy]:
+            time.sleep(0.05)
+        time.sleep(0.5)  # it holds the GIL now
+        start = time.monotonic()
+        LoadCheck(dask_client, [LogisticRegression(C=2.0)], known=runner._loads)()
+        assert time.monotonic() - start < 2.0
+        time.sleep(runner.silent_seconds + 1.0)  # its heartbeats have stopped
+        start = time.monotonic()
+        runner._drain_writes()
+        assert time.monotonic() - start < 2.0
+    finally:
+        hold.result()
+
+
+def test_pickled_modules_are_those_unpickling_imports():
+    """What a load check is spared on: the modules a pickle's globals name,
+    as an unpickler finds them (module strings memoized and fetched again
+    included); None for code sent by value, which imports as it runs."""
+    import io
+
+    from distributed.protocol.pickle import dumps
+    from sklearn.linear_model import LogisticRegressionCV, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from memogrid_service.engine.search import pickled_modules
+
+    class Recording(pickle.Unpickler):
+        def __init__(self, blob):
+            super().__init__(io.BytesIO(blob))
+            self.modules = set()
+
+        def find_class(self, module, name):
+            self.modules.add(module)
+            return super().find_class(module, name)
+
+    for objects in (
+        [LogisticRegression()],
+        [LogisticRegression(), LogisticRegressionCV(), LogisticRegression(C=2.0)],
+        {"a": Pipeline([("s", StandardScaler()), ("r", Ridge())]), "b": np.arange(3)},
+        (PCA(n_components=2), [LogisticRegression(class_weight={0: 1.0, 1: 2.0})]),
+    ):
+        blob = dumps(objects)
+        reader = Recording(blob)
+        reader.load()
+        assert pickled_modules(blob) == reader.modules, objects
+
+    class Notebooks(LogisticRegression):  # sent by value
+        pass
+
+    assert pickled_modules(dumps([Notebooks()])) is None
+    assert pickled_modules(b"not a pickle") is None
+
+
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
     # both searches want the same score keys (one dask future key per client):
     # cancelling the first must not cancel the second's tasks
