@@ -1837,7 +1837,10 @@ class SearchRunner:
         Tasks queue their cache entries for a low-priority writer thread
         (:meth:`ResultCache.set_later`) so that writing never delays a fit;
         draining before a search returns means the next search, in any
-        process, finds everything this one computed.
+        process, finds everything this one computed. Except what a worker
+        silent for :attr:`silent_seconds` holds (busy in another search's fit
+        holding the GIL): it writes that when the fit ends, and a search
+        before then may compute it again.
         """
         if self.cache is None:
             return
