@@ -171,7 +171,10 @@ def make_client(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
-        dashboard_address=None,
+        # its HTTP server (which serves nothing: NO_HTTP_ROUTES) on a port of
+        # its own: given None, dask took 8787, the port of an operator's own
+        # dashboard, and each further service on the host warned of it
+        dashboard_address="127.0.0.1:0",
         scheduler_kwargs={"extensions": _without_spans(SCHEDULER_EXTENSIONS)},
         extensions=_without_spans(WORKER_EXTENSIONS),
         **kwargs,

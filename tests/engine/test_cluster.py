@@ -48,6 +48,27 @@ def test_the_embedded_cluster_admits_only_the_service(dask_client):
             assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 404
 
 
+def test_the_embedded_scheduler_leaves_the_dashboard_port_alone():
+    """Its HTTP server (empty) took dask's dashboard port, 8787, from an
+    operator's own dashboard, and each further service on the host warned
+    that the port was in use; it takes a port of its own on loopback now."""
+    import warnings
+
+    from memogrid_service.engine.cluster import close_client, make_client
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = make_client(n_workers=1)
+    try:
+        port = client.scheduler_info()["services"]["dashboard"]
+        assert port != 8787
+        assert not [w for w in caught if "already in use" in str(w.message)]
+        host = client.cluster.scheduler.http_server._sockets
+        assert all(s.getsockname()[0] == "127.0.0.1" for s in host.values())
+    finally:
+        close_client(client)
+
+
 def test_the_embedded_scheduler_keeps_nothing_per_computation(dask_client):
     """dask's spans kept one span, and with it the computation's task groups,
     per computation for the scheduler's lifetime: about 1.2 per job, for as
