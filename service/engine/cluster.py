@@ -175,7 +175,8 @@ def make_client(
         # its own: given None, dask took 8787, the port of an operator's own
         # dashboard, and each further service on the host warned of it
         dashboard_address="127.0.0.1:0",
-        scheduler_kwargs={"extensions": _without_spans(SCHEDULER_EXTENSIONS)},
+        # no dashboard (given an address, dask serves its bokeh one if installed)
+        scheduler_kwargs={"extensions": _without_spans(SCHEDULER_EXTENSIONS), "dashboard": False},
         extensions=_without_spans(WORKER_EXTENSIONS),
         **kwargs,
     )

@@ -540,15 +540,15 @@ class WorkersCannotLoad(RuntimeError):
 SILENT_SECONDS = 5.0
 
 
-def pickled_modules(blob: bytes) -> frozenset[str] | None:
-    """The modules unpickling ``blob`` imports (its globals' modules), or
+def pickled_globals(blob: bytes) -> frozenset[tuple[str, str]] | None:
+    """The (module, name) of each global unpickling ``blob`` looks up, or
     None where that cannot be told from the pickle: code cloudpickle sends by
     value imports what it refers to as it is rebuilt."""
     import pickletools
 
     strings = ("UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")
     gets = ("GET", "BINGET", "LONG_BINGET")
-    modules: set[str] = set()
+    found: set[tuple[str, str]] = set()
     memo: dict[int, Any] = {}
     # what the latest ops pushed: a string, or None for anything else
     pushed: deque[Any] = deque([None, None], maxlen=2)
@@ -564,12 +564,13 @@ def pickled_modules(blob: bytes) -> frozenset[str] | None:
                 value = pushed[-1] if previous in (*strings, *gets) else None
                 memo[len(memo) if name == "MEMOIZE" else int(cast(int, arg))] = value
             elif name in ("GLOBAL", "INST"):
-                modules.add(str(arg).partition(" ")[0])
+                module, _, qualname = str(arg).partition(" ")
+                found.add((module, qualname))
                 pushed.append(None)
             elif name == "STACK_GLOBAL":
-                if not isinstance(pushed[-2], str):
+                if not (isinstance(pushed[-2], str) and isinstance(pushed[-1], str)):
                     return None
-                modules.add(pushed[-2])
+                found.add((pushed[-2], pushed[-1]))
                 pushed.append(None)
             else:
                 pushed.append(None)
@@ -577,9 +578,9 @@ def pickled_modules(blob: bytes) -> frozenset[str] | None:
                 previous = name
     except Exception:  # noqa: BLE001 - not a pickle it can read: not known
         return None
-    if any(m == "cloudpickle" or m.startswith("cloudpickle.") for m in modules):
+    if any(m == "cloudpickle" or m.startswith("cloudpickle.") for m, _ in found):
         return None
-    return frozenset(modules)
+    return frozenset(found)
 
 
 class LoadCheck:
@@ -591,10 +592,11 @@ class LoadCheck:
     handling, not in the task, and the search would wait for it forever.
     Asked first, each worker loads the same objects inside a function and
     says what stopped it; the search fails at once, naming it. A worker that
-    loaded objects from the same modules before (``known``: worker address ->
-    modules, kept by the runner across searches) is not asked again: one
-    busy in another search's fit holding the GIL would not answer, and each
-    search started meanwhile waited :attr:`patience` for it."""
+    loaded every class and function the objects name before (``known``:
+    worker address -> (module, name) pairs, kept by the runner across
+    searches) is not asked again: one busy in another search's fit holding
+    the GIL would not answer, and each search started meanwhile waited
+    :attr:`patience` for it."""
 
     #: seconds the workers are waited for (asked again every few seconds, the
     #: search's cancel flag looked at between): one busy in a fit that holds
@@ -606,7 +608,7 @@ class LoadCheck:
         client: Any,
         objects: Any,
         cancel: threading.Event | None = None,
-        known: dict[str, set[str]] | None = None,
+        known: dict[str, set[tuple[str, str]]] | None = None,
     ):
         self.client = client
         self.objects = objects
@@ -627,9 +629,9 @@ class LoadCheck:
         if not workers:
             return  # no worker yet: ask again before the next tasks
         for gone in set(self.known) - set(workers):
-            del self.known[gone]
-        modules = pickled_modules(blob)
-        ask = [w for w in workers if modules is None or not modules <= self.known.get(w, set())]
+            self.known.pop(gone, None)  # another search's check may have dropped it
+        named = pickled_globals(blob)
+        ask = [w for w in workers if named is None or not named <= self.known.get(w, set())]
         answers = self._answers(ask, blob) if ask else {}
         for worker, answer in sorted(answers.items()):
             if isinstance(answer, ImportError):
@@ -640,8 +642,8 @@ class LoadCheck:
                 continue  # the worker went away while asked: not its answer
             if answer:
                 raise WorkersCannotLoad(f"the dask worker at {worker} {answer}")
-            if modules is not None:
-                self.known.setdefault(worker, set()).update(modules)
+            if named is not None:
+                self.known.setdefault(worker, set()).update(named)
         self.done = True
 
     def _answers(self, workers: list[str], blob: bytes) -> dict[str, Any]:
@@ -654,7 +656,9 @@ class LoadCheck:
                 raise SearchCancelled()
             try:
                 return dict(
-                    self.client.run(loads_here, blob, on_error="return", callback_timeout=5)
+                    self.client.run(
+                        loads_here, blob, workers=workers, on_error="return", callback_timeout=5
+                    )
                 )
             except TimeoutError:
                 if time.monotonic() < deadline:
@@ -1172,8 +1176,8 @@ class SearchRunner:
         #: seconds without a heartbeat after which a worker is taken to be
         #: busy holding the GIL, and its cache writes not waited for
         self.silent_seconds = SILENT_SECONDS
-        #: the modules each worker loaded a search's objects from (LoadCheck)
-        self._loads: dict[str, set[str]] = {}
+        #: the globals each worker loaded a search's objects with (LoadCheck)
+        self._loads: dict[str, set[tuple[str, str]]] = {}
         #: where each worker runs (host, process), as it said: asked once
         self._places: dict[str, tuple[Any, ...]] = {}
         # an external scheduler's address, to connect (again) to (ensure_connected)
@@ -1857,6 +1861,7 @@ class SearchRunner:
         for worker in sorted(silent):
             log.info("not waiting for the cache writes of the silent dask worker %s", worker)
         if workers == []:
+            log.warning("no dask worker answers: the cache writes are made when they do")
             return
         try:
             outs = self.client.run(

@@ -485,14 +485,18 @@ def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = N
 
 
 def silent_workers(seconds: float, dask_scheduler: Any = None) -> list[str]:
-    """On the scheduler: the workers it has not heard from for ``seconds``.
-    A task holding the GIL (scipy's SVD holds it throughout) keeps its
-    worker from answering anything, heartbeats included, until it ends; so
-    does a stopped process."""
+    """On the scheduler: the workers it has not heard from for ``seconds``,
+    or for three of their heartbeat intervals if longer (dask spaces
+    heartbeats out on large clusters). A task holding the GIL (scipy's SVD
+    holds it throughout) keeps its worker from answering anything,
+    heartbeats included, until it ends; so does a stopped process."""
     from distributed.metrics import time as now
+    from distributed.scheduler import heartbeat_interval
 
+    workers = list(dask_scheduler.workers.items())
+    limit = max(seconds, 3 * heartbeat_interval(len(workers)))
     t = now()
-    return [a for a, ws in list(dask_scheduler.workers.items()) if t - ws.last_seen > seconds]
+    return [a for a, ws in workers if t - ws.last_seen > limit]
 
 
 def cannot_load(exc: BaseException) -> str:

@@ -44,7 +44,7 @@ def test_the_embedded_cluster_admits_only_the_service(dask_client):
     ports += [w["services"].get("dashboard") for w in info["workers"].values()]
     assert ports[0], info["services"]  # the scheduler serves HTTP, with nothing on it
     for port in filter(None, ports):
-        for page in ("/health", "/info/main/workers.html", "/metrics"):
+        for page in ("/health", "/info/main/workers.html", "/metrics", "/status"):
             assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 404
 
 

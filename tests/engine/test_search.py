@@ -418,25 +418,27 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
         hold.result()
 
 
-def test_pickled_modules_are_those_unpickling_imports():
-    """What a load check is spared on: the modules a pickle's globals name,
-    as an unpickler finds them (module strings memoized and fetched again
-    included); None for code sent by value, which imports as it runs."""
+def test_pickled_globals_are_those_unpickling_looks_up():
+    """What a load check is spared on: the (module, name) of each global a
+    pickle names, as an unpickler looks them up (module and name strings
+    memoized and fetched again included); None for code sent by value,
+    which imports as it runs. Names, not only modules: a worker that loaded
+    one class of a module may lack another (an older version of it)."""
     import io
 
     from distributed.protocol.pickle import dumps
     from sklearn.linear_model import LogisticRegressionCV, Ridge
     from sklearn.preprocessing import StandardScaler
 
-    from memogrid_service.engine.search import pickled_modules
+    from memogrid_service.engine.search import pickled_globals
 
     class Recording(pickle.Unpickler):
         def __init__(self, blob):
             super().__init__(io.BytesIO(blob))
-            self.modules = set()
+            self.looked_up = set()
 
         def find_class(self, module, name):
-            self.modules.add(module)
+            self.looked_up.add((module, name))
             return super().find_class(module, name)
 
     for objects in (
@@ -448,13 +450,16 @@ def test_pickled_modules_are_those_unpickling_imports():
         blob = dumps(objects)
         reader = Recording(blob)
         reader.load()
-        assert pickled_modules(blob) == reader.modules, objects
+        assert pickled_globals(blob) == reader.looked_up, objects
+    one = pickled_globals(dumps([LogisticRegression()]))
+    both = pickled_globals(dumps([LogisticRegressionCV()]))
+    assert one is not None and both is not None and not both <= one
 
     class Notebooks(LogisticRegression):  # sent by value
         pass
 
-    assert pickled_modules(dumps([Notebooks()])) is None
-    assert pickled_modules(b"not a pickle") is None
+    assert pickled_globals(dumps([Notebooks()])) is None
+    assert pickled_globals(b"not a pickle") is None
 
 
 def test_cancelling_one_of_two_identical_searches_spares_the_other(runner, fit_log):
