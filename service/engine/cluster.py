@@ -88,8 +88,9 @@ PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
 #: restarted, ran again, and after dask's allowed failures failed the search
 #: where scikit-learn's finishes. The embedded cluster's workers are the
 #: service's child processes: one that dies is seen at once (its nanny, its
-#: closed connections); a job that runs too long is ended by
-#: MEMOGRID_JOB_MAX_SECONDS. docker-compose's scheduler is set the same.
+#: closed connections); one stopped or deadlocked is restarted by the
+#: runner, which tells it from a busy one by its CPU time
+#: (SearchRunner._check_frozen). docker-compose's scheduler is set the same.
 NO_WORKER_TTL = {"distributed.scheduler.worker-ttl": None}
 
 

@@ -69,6 +69,7 @@ from .tasks import (
     silent_workers,
     step_cached,
     unwanted_work,
+    worker_cpu_seconds,
 )
 
 _WARNINGS_LOCK = threading.Lock()
@@ -1173,6 +1174,11 @@ class SearchRunner:
         self._reaper_running = False
         self._reaper_until = 0.0
         self._restarted: dict[str, float] = {}  # worker name: when last restarted
+        # restarting frozen workers (_watch_frozen): searches running, whether
+        # the watch runs, and each silent worker's (since, CPU seconds then)
+        self._searching = 0
+        self._frozen_watch = False
+        self._frozen: dict[str, tuple[float, float]] = {}
         #: seconds without a heartbeat after which a worker is taken to be
         #: busy holding the GIL, and its cache writes not waited for
         self.silent_seconds = SILENT_SECONDS
@@ -1553,6 +1559,9 @@ class SearchRunner:
         worker process still fitting a task nobody wants any more is
         restarted (:meth:`_stop_unwanted_work`).
         """
+        with self._reaper_lock:
+            self._searching += 1
+        self._watch_frozen()
         try:
             with _counting_fits(self.client) as counter:
                 return self._run(
@@ -1567,6 +1576,9 @@ class SearchRunner:
         except SearchCancelled:
             self._stop_unwanted_work()
             raise
+        finally:
+            with self._reaper_lock:
+                self._searching -= 1
 
     def _run(
         self,
@@ -1953,6 +1965,84 @@ class SearchRunner:
         finally:
             with self._reaper_lock:
                 self._reaper_running = False
+
+    #: a worker silent this long (no heartbeat) whose process used almost no
+    #: CPU meanwhile is stopped or deadlocked, not busy in a fit holding the
+    #: GIL: it is restarted; looked at every :attr:`frozen_check` seconds
+    #: while searches run (the embedded cluster runs without dask's
+    #: worker-ttl, which restarted busy workers as well: cluster.NO_WORKER_TTL)
+    frozen_seconds = 300.0
+    frozen_check = 30.0
+
+    def _watch_frozen(self) -> None:
+        """In the background while searches run: :meth:`_check_frozen`."""
+        with self._reaper_lock:
+            if self._frozen_watch:
+                return
+            self._frozen_watch = True
+
+        def watch() -> None:
+            try:
+                while True:
+                    time.sleep(self.frozen_check)
+                    with self._reaper_lock:
+                        if not self._searching:
+                            return
+                    self._check_frozen()
+            finally:
+                with self._reaper_lock:
+                    self._frozen_watch = False
+
+        threading.Thread(target=watch, name="memogrid-frozen-workers", daemon=True).start()
+
+    def _check_frozen(self) -> list[str]:
+        """Restart each worker under a nanny that has been silent, its process
+        using under a twentieth of a core, for :attr:`frozen_seconds`;
+        return them. A worker that answers again, or uses CPU, starts over."""
+        client = self.client
+        try:
+            silent = client.run_on_scheduler(silent_workers, self.silent_seconds)
+            nannies = {
+                a
+                for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                if w.get("nanny")
+            }
+        except Exception as exc:  # noqa: BLE001 - the cluster changed or went: next time
+            log.info("could not look for frozen workers: %r", exc)
+            return []
+        now = time.monotonic()
+        watched = {a: v for a, v in self._frozen.items() if a in silent}
+        frozen = []
+        for addr in (a for a in silent if a in nannies):
+            try:
+                got = client.run(
+                    worker_cpu_seconds, workers=[addr], nanny=True, callback_timeout=10
+                )
+                used = got.get(addr)
+            except Exception:  # noqa: BLE001 - its nanny does not answer either: next time
+                continue
+            if used is None:
+                continue
+            since, used_then = watched.get(addr, (now, used))
+            if used - used_then > 0.05 * (now - since):
+                since, used_then = now, used  # busy: a fit holding the GIL
+            watched[addr] = (since, used_then)
+            if now - since >= self.frozen_seconds:
+                frozen.append(addr)
+                del watched[addr]
+        self._frozen = watched
+        if frozen:
+            log.warning(
+                "restarting the dask worker(s) %s: silent and using no CPU for %.0f s "
+                "(stopped or deadlocked)",
+                ", ".join(frozen),
+                self.frozen_seconds,
+            )
+            try:
+                client.restart_workers(frozen, timeout=60, raise_for_error=False)
+            except Exception as exc:  # noqa: BLE001 - logged; looked at again next time
+                log.warning("could not restart %s: %r", frozen, exc)
+        return frozen
 
     def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""

@@ -499,6 +499,22 @@ def silent_workers(seconds: float, dask_scheduler: Any = None) -> list[str]:
     return [a for a, ws in workers if t - ws.last_seen > limit]
 
 
+def worker_cpu_seconds(dask_worker: Any = None) -> float | None:
+    """On a nanny: the CPU seconds its worker process has used so far, or
+    None without one. Answered by the nanny's own process, so it answers
+    for a worker that cannot (a fit holding its GIL, or stopped)."""
+    import psutil
+
+    pid = getattr(getattr(getattr(dask_worker, "process", None), "process", None), "pid", None)
+    if pid is None:
+        return None
+    try:
+        used = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(used.user + used.system)
+
+
 def cannot_load(exc: BaseException) -> str:
     """What a worker that cannot load a search's objects says of itself."""
     return (

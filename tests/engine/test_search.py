@@ -418,6 +418,53 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
         hold.result()
 
 
+def _busy_holding_the_gil() -> None:
+    """A fit that holds the GIL and uses a core all along, for seconds (a
+    regex backtracking, as scipy's SVD computing)."""
+    import re
+
+    re.match(r"(a+)+$", "a" * 27 + "!")
+
+
+def test_a_stopped_worker_is_restarted_a_busy_one_is_not(runner, dask_client):
+    """Without dask's worker-ttl (it restarted workers busy in fits holding
+    the GIL), a worker stopped or deadlocked would hold its search until
+    cancelled: one silent whose process uses no CPU for frozen_seconds is
+    restarted; one silent but computing is left to finish."""
+    import signal
+
+    from memogrid_service.engine.tasks import silent_workers
+
+    runner.silent_seconds, runner.frozen_seconds = 1.0, 2.0
+    first, second = sorted(dask_client.scheduler_info()["workers"])
+    busy = dask_client.submit(_busy_holding_the_gil, workers=[first], pure=False)
+    silent_for = 0.0
+    while not busy.done():
+        assert runner._check_frozen() == []
+        if first in dask_client.run_on_scheduler(silent_workers, 1.0):
+            silent_for += 0.5
+        time.sleep(0.5)
+    busy.result()
+    assert silent_for > runner.frozen_seconds  # silent, and not taken for frozen
+
+    pid = dask_client.run(os.getpid, workers=[second])[second]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30.0
+        restarted: list[str] = []
+        while time.monotonic() < deadline and not restarted:
+            restarted = runner._check_frozen()
+            time.sleep(0.5)
+        assert restarted == [second]
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    dask_client.wait_for_workers(2, timeout=60)
+    assert pid not in dask_client.run(os.getpid).values()
+
+
 def test_pickled_globals_are_those_unpickling_looks_up():
     """What a load check is spared on: the (module, name) of each global a
     pickle names, as an unpickler looks them up (module and name strings
