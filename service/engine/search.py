@@ -1178,6 +1178,7 @@ class SearchRunner:
         # the watch runs, and each silent worker's (since, CPU seconds then)
         self._searching = 0
         self._frozen_watch = False
+        self._frozen_idle = threading.Event()
         self._frozen: dict[str, tuple[float, float]] = {}
         #: seconds without a heartbeat after which a worker is taken to be
         #: busy holding the GIL, and its cache writes not waited for
@@ -1561,6 +1562,7 @@ class SearchRunner:
         """
         with self._reaper_lock:
             self._searching += 1
+            self._frozen_idle.clear()
         self._watch_frozen()
         try:
             with _counting_fits(self.client) as counter:
@@ -1579,6 +1581,8 @@ class SearchRunner:
         finally:
             with self._reaper_lock:
                 self._searching -= 1
+                if not self._searching:
+                    self._frozen_idle.set()
 
     def _run(
         self,
@@ -1975,23 +1979,34 @@ class SearchRunner:
     frozen_check = 30.0
 
     def _watch_frozen(self) -> None:
-        """In the background while searches run: :meth:`_check_frozen`."""
+        """In the background while searches run: :meth:`_check_frozen`. The
+        watch ends as the last search does, and holds the runner only
+        weakly (its resident outputs are futures: a runner kept alive kept
+        them in worker memory)."""
         with self._reaper_lock:
             if self._frozen_watch:
                 return
             self._frozen_watch = True
+        ref = weakref.ref(self)
+        idle, every = self._frozen_idle, self.frozen_check
 
         def watch() -> None:
-            try:
-                while True:
-                    time.sleep(self.frozen_check)
-                    with self._reaper_lock:
-                        if not self._searching:
-                            return
-                    self._check_frozen()
-            finally:
-                with self._reaper_lock:
-                    self._frozen_watch = False
+            while True:
+                if idle.wait(every):  # no search runs
+                    runner = ref()
+                    if runner is None:
+                        return
+                    with runner._reaper_lock:
+                        if runner._searching:  # one started meanwhile
+                            idle.clear()
+                            continue
+                        runner._frozen_watch = False
+                        return
+                runner = ref()
+                if runner is None:
+                    return
+                runner._check_frozen()
+                del runner
 
         threading.Thread(target=watch, name="memogrid-frozen-workers", daemon=True).start()
 

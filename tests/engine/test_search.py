@@ -465,6 +465,27 @@ def test_a_stopped_worker_is_restarted_a_busy_one_is_not(runner, dask_client):
     assert pid not in dask_client.run(os.getpid).values()
 
 
+def test_a_runner_done_searching_is_not_kept_alive(dask_client, store, cache):
+    """The watch for frozen workers held its runner for up to 30 s after
+    the last search, and with it the step outputs it kept in worker memory:
+    the next test's searches took those (same keys) instead of fitting."""
+    import gc
+    import weakref
+
+    from memogrid_service.engine.search import SearchRunner
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    runner = SearchRunner(dask_client, store, cache)
+    runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5]}, cv=2)
+    ref = weakref.ref(runner)
+    del runner
+    deadline = time.monotonic() + 5.0
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.1)
+    assert ref() is None
+
+
 def test_pickled_globals_are_those_unpickling_looks_up():
     """What a load check is spared on: the (module, name) of each global a
     pickle names, as an unpickler looks them up (module and name strings
