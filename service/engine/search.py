@@ -1868,24 +1868,35 @@ class SearchRunner:
 
         # a worker busy in another search's fit holding the GIL would answer
         # (and write) only when that fit ends: it is not waited for, and
-        # writes what it holds of this search's when it can
-        try:
-            silent = set(self.client.run_on_scheduler(silent_workers, self.silent_seconds))
-            workers = [w for w in self.client.nthreads() if w not in silent]
-        except Exception:  # noqa: BLE001 - asked of every worker, as before
-            silent, workers = set(), None
-        for worker in sorted(silent):
-            log.info("not waiting for the cache writes of the silent dask worker %s", worker)
-        if workers == []:
-            log.warning("no dask worker answers: the cache writes are made when they do")
-            return
-        try:
-            outs = self.client.run(
-                drain_writes_async, workers=workers, on_error="return", callback_timeout=120
-            )
-        except TimeoutError:  # a worker stopped or stuck: its writes come when it does
-            log.warning("the workers did not finish their cache writes within 120 s")
-            return
+        # writes what it holds of this search's when it can. Asked for a few
+        # seconds at a time, so that one falling silent meanwhile is seen so
+        deadline = time.monotonic() + 120.0
+        said: set[str] = set()
+        while True:
+            try:
+                silent = set(self.client.run_on_scheduler(silent_workers, self.silent_seconds))
+                workers: list[str] | None = [w for w in self.client.nthreads() if w not in silent]
+            except Exception:  # noqa: BLE001 - asked of every worker, as before
+                silent, workers = set(), None
+            for worker in sorted(silent - said):
+                log.info("not waiting for the cache writes of the silent dask worker %s", worker)
+            said |= silent
+            if workers == []:
+                log.warning("no dask worker answers: the cache writes are made when they do")
+                return
+            left = deadline - time.monotonic()
+            try:
+                outs = self.client.run(
+                    drain_writes_async,
+                    workers=workers,
+                    on_error="return",
+                    callback_timeout=max(0.1, min(self.silent_seconds, left)),
+                )
+                break
+            except TimeoutError:  # still writing, or fallen silent: asked again
+                if left <= self.silent_seconds:  # a worker stopped or stuck
+                    log.warning("the workers did not finish their cache writes within 120 s")
+                    return
         failed = {worker: out for worker, out in outs.items() if isinstance(out, BaseException)}
         for worker, exc in failed.items():  # a worker lost at the end loses only its writes
             log.warning("could not drain cache writes on %s: %r", worker, exc)

@@ -402,7 +402,7 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
     runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5]}, cv=2)  # all asked
     busy = sorted(dask_client.scheduler_info()["workers"])[0]
     runner.silent_seconds = 2.0
-    hold = dask_client.submit(_hold_the_gil, 8, workers=[busy], pure=False)
+    hold = dask_client.submit(_hold_the_gil, 12, workers=[busy], pure=False)
     try:
         while not dask_client.processing(workers=[busy])[busy]:
             time.sleep(0.05)
@@ -410,6 +410,11 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
         start = time.monotonic()
         LoadCheck(dask_client, [LogisticRegression(C=2.0)], known=runner._loads)()
         assert time.monotonic() - start < 2.0
+        # not yet silent for silent_seconds as the drain starts: seen as it
+        # falls silent, not waited for until its fit ends
+        start = time.monotonic()
+        runner._drain_writes()
+        assert time.monotonic() - start < 2 * runner.silent_seconds + 1.0
         time.sleep(runner.silent_seconds + 1.0)  # its heartbeats have stopped
         start = time.monotonic()
         runner._drain_writes()
