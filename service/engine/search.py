@@ -548,22 +548,20 @@ def pickled_globals(blob: bytes) -> frozenset[tuple[str, str]] | None:
     import pickletools
 
     strings = ("UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")
-    gets = ("GET", "BINGET", "LONG_BINGET")
     found: set[tuple[str, str]] = set()
     memo: dict[int, Any] = {}
-    # what the latest ops pushed: a string, or None for anything else
+    # what the latest ops (memo stores aside) pushed: a string, or None for
+    # anything else; a memo store records the latest
     pushed: deque[Any] = deque([None, None], maxlen=2)
-    previous = ""
     try:
         for op, arg, _ in pickletools.genops(blob):
             name = op.name
             if name in strings:
                 pushed.append(arg)
-            elif name in gets:
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
                 pushed.append(memo.get(int(cast(int, arg))))
             elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
-                value = pushed[-1] if previous in (*strings, *gets) else None
-                memo[len(memo) if name == "MEMOIZE" else int(cast(int, arg))] = value
+                memo[len(memo) if name == "MEMOIZE" else int(cast(int, arg))] = pushed[-1]
             elif name in ("GLOBAL", "INST"):
                 module, _, qualname = str(arg).partition(" ")
                 found.add((module, qualname))
@@ -575,8 +573,6 @@ def pickled_globals(blob: bytes) -> frozenset[tuple[str, str]] | None:
                 pushed.append(None)
             else:
                 pushed.append(None)
-            if name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
-                previous = name
     except Exception:  # noqa: BLE001 - not a pickle it can read: not known
         return None
     if any(m == "cloudpickle" or m.startswith("cloudpickle.") for m, _ in found):
@@ -1973,10 +1969,7 @@ class SearchRunner:
                             ", ".join(unwanted)[:300],
                         )
                 if stuck:
-                    try:
-                        client.restart_workers(stuck, timeout=60, raise_for_error=False)
-                    except Exception as exc:  # noqa: BLE001 - logged; the fit ends on its own
-                        log.warning("could not restart %s: %r", stuck, exc)
+                    self._restart(stuck)
         finally:
             with self._reaper_lock:
                 self._reaper_running = False
@@ -2028,6 +2021,9 @@ class SearchRunner:
         client = self.client
         try:
             silent = client.run_on_scheduler(silent_workers, self.silent_seconds)
+            if not silent:
+                self._frozen = {}
+                return []
             nannies = {
                 a
                 for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
@@ -2064,11 +2060,15 @@ class SearchRunner:
                 ", ".join(frozen),
                 self.frozen_seconds,
             )
-            try:
-                client.restart_workers(frozen, timeout=60, raise_for_error=False)
-            except Exception as exc:  # noqa: BLE001 - logged; looked at again next time
-                log.warning("could not restart %s: %r", frozen, exc)
+            self._restart(frozen)
         return frozen
+
+    def _restart(self, workers: list[str]) -> None:
+        """Have the nannies of ``workers`` start new worker processes."""
+        try:
+            self.client.restart_workers(workers, timeout=60, raise_for_error=False)
+        except Exception as exc:  # noqa: BLE001 - logged; looked at again next time
+            log.warning("could not restart %s: %r", workers, exc)
 
     def _watch_cancel(self, cancel: threading.Event | None, futures: list) -> threading.Event:
         """Cancel ``futures`` as soon as ``cancel`` is set; stop when told."""

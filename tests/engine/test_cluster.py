@@ -92,18 +92,6 @@ def test_the_embedded_scheduler_keeps_nothing_per_computation(dask_client):
     assert not any(dask_client.run(lambda dask_worker: "spans" in dask_worker.extensions).values())
 
 
-def _hold_the_gil(seconds: int, log: str) -> int:
-    """A task that, as scipy's SVD does, keeps the GIL for its whole run
-    (``ctypes.PyDLL`` calls C without releasing it); it notes each start."""
-    import ctypes
-    import os
-
-    with open(log, "a") as f:
-        f.write(f"{os.getpid()}\n")
-    ctypes.PyDLL(None).sleep(seconds)
-    return os.getpid()
-
-
 def test_a_fit_holding_the_gil_is_not_taken_for_a_dead_worker(tmp_path):
     """The scheduler restarted a worker it had not heard from for its
     worker-ttl (5 minutes by default, here as short as dask allows: 10
@@ -114,13 +102,14 @@ def test_a_fit_holding_the_gil_is_not_taken_for_a_dead_worker(tmp_path):
     import dask
 
     from memogrid_service.engine.cluster import close_client, make_client
+    from tests.helpers.gil import hold_the_gil
 
     log = tmp_path / "starts"
     with dask.config.set({"distributed.scheduler.worker-ttl": "1s"}):
         client = make_client(n_workers=1)
     try:
         before = set(client.run(lambda: __import__("os").getpid()).values())
-        pid = client.submit(_hold_the_gil, 8, str(log), pure=False).result(timeout=60)
+        pid = client.submit(hold_the_gil, 8, str(log), pure=False).result(timeout=60)
         assert log.read_text().split() == [str(pid)]  # it ran once, to its end
         assert set(client.run(lambda: __import__("os").getpid()).values()) == before
     finally:

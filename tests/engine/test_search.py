@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from memogrid_service.engine.search import SearchCancelled
 from tests.helpers.counting import SlowCountingPCA
+from tests.helpers.gil import busy_holding_the_gil, hold_the_gil
 
 
 def test_graph_references_data_instead_of_embedding_it(runner):
@@ -382,13 +383,6 @@ def test_a_frozen_worker_does_not_hold_a_search_past_its_cancel(runner, dask_cli
         os.kill(frozen, signal.SIGCONT)
 
 
-def _hold_the_gil(seconds: int) -> None:
-    """As scipy's SVD does: C code that keeps the GIL (``ctypes.PyDLL``)."""
-    import ctypes
-
-    ctypes.PyDLL(None).sleep(seconds)
-
-
 def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask_client):
     """A worker running a fit that holds the GIL answers nothing until the
     fit ends. Every search started meanwhile asked it to load its objects
@@ -402,7 +396,7 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
     runner.search(LogisticRegression(), X, y, param_grid={"C": [0.5]}, cv=2)  # all asked
     busy = sorted(dask_client.scheduler_info()["workers"])[0]
     runner.silent_seconds = 2.0
-    hold = dask_client.submit(_hold_the_gil, 12, workers=[busy], pure=False)
+    hold = dask_client.submit(hold_the_gil, 12, workers=[busy], pure=False)
     try:
         while not dask_client.processing(workers=[busy])[busy]:
             time.sleep(0.05)
@@ -423,14 +417,6 @@ def test_a_worker_busy_holding_the_gil_does_not_hold_other_searches(runner, dask
         hold.result()
 
 
-def _busy_holding_the_gil() -> None:
-    """A fit that holds the GIL and uses a core all along, for seconds (a
-    regex backtracking, as scipy's SVD computing)."""
-    import re
-
-    re.match(r"(a+)+$", "a" * 27 + "!")
-
-
 def test_a_stopped_worker_is_restarted_a_busy_one_is_not(runner, dask_client):
     """Without dask's worker-ttl (it restarted workers busy in fits holding
     the GIL), a worker stopped or deadlocked would hold its search until
@@ -442,7 +428,7 @@ def test_a_stopped_worker_is_restarted_a_busy_one_is_not(runner, dask_client):
 
     runner.silent_seconds, runner.frozen_seconds = 1.0, 2.0
     first, second = sorted(dask_client.scheduler_info()["workers"])
-    busy = dask_client.submit(_busy_holding_the_gil, workers=[first], pure=False)
+    busy = dask_client.submit(busy_holding_the_gil, workers=[first], pure=False)
     silent_for = 0.0
     while not busy.done():
         assert runner._check_frozen() == []
