@@ -187,11 +187,12 @@ def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache, fit_
         X, y = make_classification(n_samples=60, random_state=0)
         kw = dict(param_grid={"lr__C": [1.0]}, cv=[(np.arange(30), np.arange(30, 60))])
 
-        def pid():
-            return next(iter(client.run(os.getpid).values()))
+        def workers():  # the scheduler's view: a restarted worker has a new address
+            return set(client.scheduler_info()["workers"])
 
         runner.search(LogisticRegression(), X, y, param_grid={"C": [1.0]}, cv=2)  # warm
-        first = pid()
+        first = workers()
+        pid = next(iter(client.run(os.getpid).values()))
         cancel = threading.Event()
         outcome: dict = {}
 
@@ -220,14 +221,14 @@ def test_stopping_cancelled_work_spares_the_work_still_wanted(store, cache, fit_
         counts = fit_counts(fit_log)
         assert counts["SleepyScaler-6-start"] == counts["SleepyScaler-6-end"] == 1, counts
         deadline = time.monotonic() + 30
-        while True:  # then the cancelled fit's worker is restarted
-            try:
-                if pid() != first:
-                    break
-            except Exception:  # noqa: BLE001 - restarting just now
-                pass
+        # then the cancelled fit's worker is restarted. Asked of the
+        # scheduler: a call to the worker itself racing its restart waits
+        # dask's connect timeout (30 s) for the one gone away
+        while not (workers() - first):
             assert time.monotonic() < deadline, "the cancelled fit was never stopped"
             time.sleep(0.5)
+        client.wait_for_workers(1, timeout=30)
+        assert pid not in client.run(os.getpid).values()
     finally:
         close_client(client)
 
@@ -428,7 +429,7 @@ def test_a_stopped_worker_is_restarted_a_busy_one_is_not(runner, dask_client):
 
     runner.silent_seconds, runner.frozen_seconds = 1.0, 2.0
     first, second = sorted(dask_client.scheduler_info()["workers"])
-    busy = dask_client.submit(busy_holding_the_gil, workers=[first], pure=False)
+    busy = dask_client.submit(busy_holding_the_gil, 8.0, workers=[first], pure=False)
     silent_for = 0.0
     while not busy.done():
         assert runner._check_frozen() == []
