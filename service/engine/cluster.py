@@ -83,14 +83,16 @@ PROMPT_STEALING = {"distributed.scheduler.work-stealing-interval": "100ms"}
 
 #: dask's scheduler restarts a worker it has not heard from for
 #: ``worker-ttl`` (5 minutes by default), and a worker running a fit that
-#: holds the GIL cannot answer: scipy's SVD holds it throughout (a full-SVD
-#: PCA of 16,000 x 1,000 rows: 3 s). A fit holding it longer than that was
-#: restarted, ran again, and after dask's allowed failures failed the search
-#: where scikit-learn's finishes. The embedded cluster's workers are the
-#: service's child processes: one that dies is seen at once (its nanny, its
-#: closed connections); one stopped or deadlocked is restarted by the
-#: runner, which tells it from a busy one by its CPU time
-#: (SearchRunner._check_frozen). docker-compose's scheduler is set the same.
+#: holds the GIL cannot answer: scipy's eigh, lstsq and solve hold it for
+#: their whole LAPACK call (its SVD did too, 3 s for a full-SVD PCA of
+#: 16,000 x 1,000 rows, until the tasks let it go: nogil.py). A fit holding
+#: it longer than the worker-ttl was restarted, ran again, and after dask's
+#: allowed failures failed the search where scikit-learn's finishes. The
+#: embedded cluster's workers are the service's child processes: one that
+#: dies is seen at once (its nanny, its closed connections); one stopped or
+#: deadlocked is restarted by the runner, which tells it from a busy one by
+#: its CPU time (SearchRunner._check_frozen). docker-compose's scheduler is
+#: set the same.
 NO_WORKER_TTL = {"distributed.scheduler.worker-ttl": None}
 
 

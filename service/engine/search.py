@@ -1249,7 +1249,7 @@ class SearchRunner:
             return False
         # workers of one process can each run one thread (a LocalCluster of
         # threads over tcp): told apart by where they run. Each is asked once:
-        # one busy later in a fit holding the GIL (scipy's SVD) would not
+        # one busy later in a fit holding the GIL (scipy's lstsq) would not
         # answer, and every search started meanwhile waited ask_timeout and
         # then left the caller's filters out
         self._places = {w: p for w, p in self._places.items() if w in nthreads}

@@ -45,6 +45,7 @@ from memogrid.spec import (
 
 from ..store.cache import ResultCache, approx_nbytes
 from ..store.datasets import DataRef, who_runs_this
+from . import nogil
 from .filters import installed
 
 # -- inputs ---------------------------------------------------------------
@@ -157,6 +158,7 @@ def _configured(fn: _F) -> _F:
         other = versions_differ(ctx.versions)
         if other:
             raise WorkerVersionsDiffer(f"{who_runs_this()} {other}")
+        nogil.install()  # once per process: its worker answers during SVDs
         filters = ctx.warning_filters
         if not ctx.sk_config and not filters:
             return fn(ctx, *args)
@@ -487,8 +489,8 @@ def silent_worker_idle(addr: str, ours: tuple[str, ...], dask_scheduler: Any = N
 def silent_workers(seconds: float, dask_scheduler: Any = None) -> list[str]:
     """On the scheduler: the workers it has not heard from for ``seconds``,
     or for three of their heartbeat intervals if longer (dask spaces
-    heartbeats out on large clusters). A task holding the GIL (scipy's SVD
-    holds it throughout) keeps its worker from answering anything,
+    heartbeats out on large clusters). A task holding the GIL (scipy's
+    lstsq holds it throughout) keeps its worker from answering anything,
     heartbeats included, until it ends; so does a stopped process."""
     from distributed.metrics import time as now
     from distributed.scheduler import heartbeat_interval
