@@ -1,4 +1,4 @@
-"""Tasks that keep a dask worker's GIL, as scipy's SVD does while it runs."""
+"""Tasks that keep a dask worker's GIL, as scipy's lstsq does while it runs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def hold_the_gil(seconds: int, log: str | None = None) -> int:
 
 def busy_holding_the_gil(seconds: float = 8.0) -> float:
     """Keep the GIL and a core for about ``seconds`` (a regex backtracking in
-    one call, as scipy's SVD computing); return the seconds it took.
+    one call, as scipy's lstsq computing); return the seconds it took.
 
     The backtracking doubles with each extra letter, so its length is
     chosen from a short timed run: the same wall time on a fast machine and
