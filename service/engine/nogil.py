@@ -64,27 +64,35 @@ class _Gesdd:
     def __call__(
         self,
         a: Any,
-        compute_uv: int = 1,
-        full_matrices: int = 1,
-        lwork: int | None = None,
-        overwrite_a: int = 0,
+        compute_uv: Any = 1,
+        full_matrices: Any = 1,
+        lwork: Any = None,
+        overwrite_a: Any = 0,
+        **other: Any,
     ) -> tuple[Any, Any, Any, int]:
         if (
-            lwork is None
+            other  # arguments a later scipy may pass
+            or not all(_flag(f) for f in (compute_uv, full_matrices, overwrite_a))
+            or not isinstance(lwork, (int, np.integer))
             or not isinstance(a, np.ndarray)
             or a.ndim != 2
             or a.size == 0
             or a.dtype != self.dtype
         ):
+            # what f2py makes of anything else (0.5 as 0, None as the
+            # default, a string refused) is f2py's to say
             return self.wrapped(
                 a,
                 compute_uv=compute_uv,
                 full_matrices=full_matrices,
                 lwork=lwork,
                 overwrite_a=overwrite_a,
+                **other,
             )
-        if overwrite_a and a.flags.f_contiguous and a.flags.writeable:
-            work_a = a  # scipy's wrapper overwrites it too
+        if overwrite_a and a.flags.f_contiguous and a.ctypes.data % 8 == 0 and a.flags.writeable:
+            # where scipy's wrapper overwrites it too (it also writes into a
+            # read-only array; this copies one)
+            work_a = a
         else:
             work_a = np.array(a, order="F", copy=True)
         m, n = work_a.shape
@@ -118,6 +126,11 @@ class _Gesdd:
             ctypes.addressof(info),
         )
         return u, s, vt, info.value
+
+
+def _flag(value: Any) -> bool:
+    """Whether ``value`` is a 0 or 1 f2py and this take alike."""
+    return isinstance(value, (bool, int, np.bool_, np.integer)) and value in (0, 1)
 
 
 def _same(ours: tuple[Any, ...], theirs: tuple[Any, ...]) -> bool:
@@ -176,7 +189,7 @@ def install() -> bool:
                 for p, dtype in (("d", np.float64), ("s", np.float32))
             }
             if not _agrees(swaps):
-                log.warning("scipy's SVD is left holding the GIL: the LAPACK call gave other bits")
+                log.warning("scipy's SVD is left holding the GIL: its LAPACK call was not matched")
             else:
                 original = decomp_svd.get_lapack_funcs
 

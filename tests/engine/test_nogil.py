@@ -29,11 +29,28 @@ SAME_BITS = textwrap.dedent(
                     {"lapack_driver": "gesvd"},
                 ):
                     cases.append((a, kw))
+    # flags f2py reads its own way (0.5 as 0, None as its default) or refuses
+    a = rng.standard_normal((30, 8))
+    for kw in (
+        {"full_matrices": 0.5},
+        {"full_matrices": None},
+        {"full_matrices": np.False_},
+        {"compute_uv": 0.5},
+        {"compute_uv": np.int64(1)},
+        {"overwrite_a": "x"},
+    ):
+        cases.append((a, kw))
     batch = rng.standard_normal((3, 20, 12))
     X = rng.standard_normal((500, 80))
 
+    def svd(a, **kw):
+        try:
+            return L.svd(a, **kw)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
     def run():
-        out = [L.svd(a, **kw) for a, kw in cases]
+        out = [svd(a, **kw) for a, kw in cases]
         out.append(L.svd(batch, full_matrices=False))
         out.append(L.svdvals(X))
         f = np.asfortranarray(X)  # scipy may overwrite it: both runs alike
@@ -64,6 +81,10 @@ SAME_BITS = textwrap.dedent(
     from memogrid_service.engine import nogil
 
     assert nogil.install()
+    import scipy.linalg._decomp_svd as decomp_svd
+
+    routed = decomp_svd.get_lapack_funcs(("gesdd", "gesdd_lwork"), (X,))[0]
+    assert type(routed).__name__ == "_Gesdd", routed  # in effect, not only installed
     after = list(flat(run()))
     assert len(before) == len(after), (len(before), len(after))
     assert [i for i, (b, a) in enumerate(zip(before, after)) if b != a] == []
@@ -77,8 +98,8 @@ def test_scipy_svd_gives_the_same_bits_without_the_gil():
     """Every result of scipy.linalg.svd (and of PCA's full SVD) is the
     same to the last bit, in the same memory order, with the GIL let go:
     tall, wide, square and one-row matrices, float64 and float32, C and F
-    input, every job, a batch, an input scipy may overwrite, and the error
-    LAPACK reports for a NaN."""
+    input, every job, a batch, an input scipy may overwrite, flags f2py
+    reads its own way, and the errors (a NaN, a flag f2py refuses)."""
     out = subprocess.run(
         [sys.executable, "-c", SAME_BITS], capture_output=True, text=True, timeout=300
     )
@@ -129,3 +150,23 @@ def test_a_worker_answers_while_it_runs_an_svd(dask_client):
     took = fut.result()
     assert took > 1.0, took  # the SVD was long enough to tell
     assert answers and max(answers) < 0.5, (answers, took)
+
+
+def test_the_engines_tasks_install_it(runner, dask_client):
+    """Every task of the engine installs it in the process running it."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=60, random_state=0)
+    runner.search(LogisticRegression(), X, y, param_grid={"C": [0.25, 4.0]}, cv=2)
+
+    def routed():
+        import scipy.linalg._decomp_svd as decomp_svd
+
+        from memogrid_service.engine import nogil
+
+        a = np.ones((3, 2))
+        f = decomp_svd.get_lapack_funcs(("gesdd", "gesdd_lwork"), (a,))[0]
+        return nogil._state["installed"], type(f).__name__
+
+    assert set(dask_client.run(routed).values()) == {(True, "_Gesdd")}
