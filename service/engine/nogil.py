@@ -56,10 +56,14 @@ class _Gesdd:
         self.wrapped = wrapped  # scipy's own, for what this does not take
         self.dtype = np.dtype(dtype)
         self.routine = routine
-        # what scipy reads off the function get_lapack_funcs returns
-        for attr in ("typecode", "dtype", "int_dtype", "prefix", "module_name"):
-            if hasattr(wrapped, attr):
-                setattr(self, attr, getattr(wrapped, attr))
+
+    def __getattr__(self, name: str) -> Any:
+        # what scipy's get_lapack_funcs sets on its function (typecode,
+        # int_dtype, module_name...), read off it when asked: set only on
+        # its first lookup, they may not be there yet when this is made
+        if name == "wrapped":  # not set yet (a copy made without __init__)
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
 
     def __call__(
         self,
