@@ -956,7 +956,8 @@ class ResidentOutputs:
     a new one, :meth:`keep` takes its own, so letting an output go here
     never pulls it from under a search using it. If a worker holding outputs
     dies, dask restores them from their recipes (which read the disk cache
-    first).
+    first); a worker the engine restarts has its outputs let go first
+    (:meth:`let_go_on`).
     """
 
     def __init__(self, budget: int, key_bytes: int = 0):
@@ -1026,6 +1027,28 @@ class ResidentOutputs:
                 self._nbytes -= held[1]
         if held is not None:
             held[0].release()
+
+    def let_go_on(self, client: Any, workers: Iterable[str]) -> list[str]:
+        """Let go of the outputs held on ``workers`` alone (about to restart).
+
+        dask would otherwise rebuild every one of them on the workers left,
+        reading the disk cache, wanted or not: after a restart in an
+        hour-long soak, some 1,500 outputs at once, beside the searches'
+        own work. A later search needing one loads it as if it had never
+        been held. Returns the step keys let go.
+        """
+        with self._lock:
+            held = {key: future for key, (future, _) in self._held.items()}
+        if not held:
+            return []
+        gone = set(workers)
+        holders = client.who_has(list(held.values()))  # futures: keys alone ask for none
+        keys = [
+            key for key, future in held.items() if set(holders.get(future.key, ())) <= gone
+        ]  # held nowhere else (or nowhere: being rebuilt already)
+        for key in keys:
+            self.discard(key)
+        return keys
 
     def clear(self) -> None:
         with self._lock:
@@ -2065,6 +2088,11 @@ class SearchRunner:
 
     def _restart(self, workers: list[str]) -> None:
         """Have the nannies of ``workers`` start new worker processes."""
+        if self.resident is not None:
+            try:
+                self.resident.let_go_on(self.client, workers)
+            except Exception as exc:  # noqa: BLE001 - then dask rebuilds them: slower, not wrong
+                log.warning("could not tell which held outputs live on %s: %r", workers, exc)
         try:
             self.client.restart_workers(workers, timeout=60, raise_for_error=False)
         except Exception as exc:  # noqa: BLE001 - logged; looked at again next time

@@ -296,3 +296,47 @@ def test_held_full_svd_outputs_hold_only_their_own_rows(dask_client, store, cach
         finally:
             held.release()
         assert nbytes == 400 * 3 * 8  # the 3 components of 400 training rows, not U's 200
+
+
+def test_a_restarted_workers_held_outputs_are_let_go_not_rebuilt(store, cache, fit_log):
+    """A worker restarted (to stop a cancelled fit, or frozen) loses what it
+    held. dask rebuilt every held output elsewhere, reading the disk cache,
+    whether any search wanted it or not; they are let go instead, and a
+    later search loads the ones it needs."""
+    from memogrid_service.engine.cluster import close_client, make_client
+
+    client = make_client(n_workers=2)
+    try:
+        X, y = seed_data()
+        runner = SearchRunner(client, store, cache)
+        runner.search(seed_pipeline(), X, y, param_grid=GRID, cv=3, refit=False)
+        with runner.resident._lock:
+            futures = {key: future for key, (future, _) in runner.resident._held.items()}
+        assert len(futures) == 6
+        dask_keys = {key: future.key for key, future in futures.items()}
+        holders = client.who_has(list(futures.values()))
+        del futures  # the set's own: no reference of the test's keeps them
+        by_worker: dict[str, set[str]] = {}
+        for key, dask_key in dask_keys.items():
+            for addr in holders[dask_key]:
+                by_worker.setdefault(addr, set()).add(key)
+        victim = max(by_worker, key=lambda a: len(by_worker[a]))
+        elsewhere = {k for a, ks in by_worker.items() if a != victim for k in ks}
+        lost = set(dask_keys) - elsewhere
+        assert lost  # the worker held some outputs alone
+
+        runner._restart([victim])
+        client.wait_for_workers(2, timeout=60)
+        assert set(runner.resident.keys()) == elsewhere
+        time.sleep(1.0)  # time enough for dask to have started rebuilding them
+        assert not {dask_keys[k] for k in lost} & _scheduler_keys(client)
+
+        fit_log.write_text("")
+        res = runner.search(seed_pipeline(), X, y, param_grid=OVERLAP, cv=3, refit=False)
+        assert fit_counts(fit_log) == {"CountingLogisticRegression": 12}  # no PCA refitted
+        assert res.stats.resident == len(elsewhere)
+        assert res.stats.step_hits == 6
+        sk = GridSearchCV(seed_pipeline(), OVERLAP, cv=3, refit=False).fit(X, y)
+        assert_cv_results_equal(res.cv_results_, sk.cv_results_)
+    finally:
+        close_client(client)
