@@ -4,7 +4,7 @@
     memogrid migrate upgrade|current|check
     memogrid token create USER [--name N] [--expires-days D] | list | revoke ID
     memogrid cache stats|prune --max-size SIZE
-    memogrid jobs list|show ID|cancel ID      (through the API: --url, --token)
+    memogrid jobs list|show ID|cancel ID|delete ID  (through the API: --url, --token)
     memogrid demo [--url URL]                 (the seed workload twice: cold, then warm)
 
 Settings come from ``MEMOGRID_*`` environment variables; the flags here
@@ -275,6 +275,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             raise ValueError(f"jobs {args.action} needs a job id")
         elif args.action == "show":
             print(json.dumps(client.job(args.job_id).status(), indent=2))
+        elif args.action == "delete":
+            client.job(args.job_id).delete()
+            print(f"job {args.job_id} deleted")
         else:
             st = client.job(args.job_id).cancel()
             print(f"job {st['id']} is {st['state']} (cancel requested)")
@@ -400,9 +403,9 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument("--url", help="service URL (MEMOGRID_URL, default http://127.0.0.1:8000)")
     remote.add_argument("--token", help="API token (MEMOGRID_TOKEN)")
 
-    jobs = sub.add_parser("jobs", parents=[remote], help="list, show or cancel jobs")
-    jobs.add_argument("action", choices=["list", "show", "cancel"])
-    jobs.add_argument("job_id", nargs="?", help="the job (show, cancel)")
+    jobs = sub.add_parser("jobs", parents=[remote], help="list, show, cancel or delete jobs")
+    jobs.add_argument("action", choices=["list", "show", "cancel", "delete"])
+    jobs.add_argument("job_id", nargs="?", help="the job (show, cancel, delete)")
     jobs.add_argument("--state", action="append", help="only jobs in this state (repeatable)")
     jobs.add_argument("--dataset", help="only jobs on this dataset id")
     jobs.add_argument("--limit", type=_positive, default=20)

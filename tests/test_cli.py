@@ -221,6 +221,10 @@ def test_jobs_commands_against_a_server(tmp_path):
         unauthorized = run("jobs", "list", "--url", server.url, "--token", "mg_nope_nope")
         assert unauthorized.returncode == 1 and "token" in unauthorized.stderr
         assert cancelled.returncode == 1 and "cannot cancel" in cancelled.stderr
+        deleted = run("jobs", "delete", job.id, "--url", server.url, "--token", server.token)
+        assert deleted.returncode == 0 and f"job {job.id} deleted" in deleted.stdout
+        again = run("jobs", "show", job.id, "--url", server.url, "--token", server.token)
+        assert again.returncode == 1 and "not found" in again.stderr
 
 
 def test_tokens(tmp_path):

@@ -899,6 +899,12 @@ class Job:
         self._status = dict(self.client._json("POST", f"/v1/jobs/{self.id}/cancel"))
         return self._status
 
+    def delete(self) -> None:
+        """Delete the ended job, its results and refit estimator from the service
+        (a queued or running one raises :class:`~memogrid.errors.Conflict`:
+        :meth:`cancel` it first). Attributes already read here stay."""
+        self.client._request("DELETE", f"/v1/jobs/{self.id}")
+
     def wait(
         self, timeout: float | None = None, progress: bool = True, *, raise_on_failure: bool = True
     ) -> Job:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import undefer
 
 from memogrid.wire import float_token
@@ -348,6 +348,37 @@ def cancel_job(
         if not cancelled_at_once:  # running (or claimed a moment ago): the runner stops it
             s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     return job_out(get_job(svc, user, job_id))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+def delete_job(
+    job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
+) -> Response:
+    """Delete your ended job: its record, results, candidates and refit estimator.
+
+    Refused (409) while it is queued or running: cancel it first. Its cached
+    fits stay in the shared cache, for the searches that reuse them.
+    """
+    with svc.db.write() as s:
+        # locked as the runner locks it to finish: a job ending meanwhile is
+        # read ended and deleted, or read running and refused
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.owner_id != user.user_id:
+            raise Problem(404, f"job {job_id} not found")
+        if not JobState(job.state).terminal:
+            raise Problem(
+                409,
+                f"job {job_id} is {job.state}: cancel it first (POST /v1/jobs/{job_id}/cancel)",
+            )
+        # its datasets' roles, splits and candidates go with it (ON DELETE CASCADE)
+        s.execute(delete(Job).where(Job.id == job_id))
+    # after the commit: a delete that failed leaves the estimator in place
+    (svc.settings.estimators_dir / f"{job_id}.skops").unlink(missing_ok=True)
+    return Response(status_code=204)
 
 
 @router.get(

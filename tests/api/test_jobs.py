@@ -648,3 +648,58 @@ def test_the_services_own_paths_are_not_told_to_users(api, settings):
     assert not res["has_estimator"]
     (note,) = [w for w in res["warnings"] if "could not be stored" in w]
     assert "FileNotFoundError" in note and str(settings.data_dir) not in note, note
+
+
+def test_an_ended_job_is_deleted_with_everything_it_wrote(api, api_as, settings):
+    """DELETE /v1/jobs/{id}: only its owner's, only once it has ended; its
+    results, candidates, estimator file and dataset roles go with it, and
+    the other jobs on the same data keep theirs."""
+    from sqlalchemy import func, select
+
+    from memogrid_service.db.models import Candidate, CandidateParam, JobDataset, SplitResult
+
+    X, y = make_classification(n_samples=80, n_features=5, random_state=1)
+    xid, yid = upload(api, X), upload(api, y)
+    lr = {"class": "sklearn.linear_model.LogisticRegression"}
+    gone = submit(api, estimator=lr, param_grid={"C": [0.5, 2.0]}, X=xid, y=yid, cv=3)
+    kept = submit(api, estimator=lr, param_grid={"C": [1.0]}, X=xid, y=yid, cv=3)
+    assert wait_job(api, gone)["state"] == wait_job(api, kept)["state"] == "succeeded"
+    estimator = settings.estimators_dir / f"{gone}.skops"
+    assert estimator.exists()
+    assert api.get(f"/v1/jobs/{gone}/estimator").status_code == 200
+    half = {"param": "C", "value": "0.5"}
+    assert [r["job_id"] for r in api.get("/v1/results", params=half).json()] == [gone]
+
+    # another user's job is not found, and stays
+    r = api_as("mallory").delete(f"/v1/jobs/{gone}")
+    assert r.status_code == 404 and gone in r.json()["detail"]
+    assert api.get(f"/v1/jobs/{gone}").status_code == 200
+
+    assert api.delete(f"/v1/jobs/{gone}").status_code == 204
+    for path in ("", "/results", "/splits", "/estimator"):
+        r = api.get(f"/v1/jobs/{gone}{path}")
+        assert r.status_code == 404 and gone in r.json()["detail"], path
+    assert api.delete(f"/v1/jobs/{gone}").status_code == 404
+    assert not estimator.exists()
+    assert [j["id"] for j in api.get("/v1/jobs").json()["items"]] == [kept]
+    board = api.get(f"/v1/datasets/{xid}/leaderboard").json()
+    assert {r["job_id"] for r in board} == {kept}
+    assert api.get("/v1/results", params=half).json() == []
+    with api.app.state.services.db.read() as s:
+        for table in (SplitResult, Candidate, CandidateParam, JobDataset):
+            left = {
+                job: s.scalar(select(func.count()).where(table.job_id == job))
+                for job in (gone, kept)
+            }
+            assert left[gone] == 0 and left[kept] > 0, table.__tablename__
+    assert api.get(f"/v1/jobs/{kept}/estimator").status_code == 200
+
+    # not while it may still write: queued or running is refused until cancelled
+    big = {"C": list(np.logspace(-3, 3, 200))}
+    live = submit(api, estimator=lr, param_grid=big, X=xid, y=yid, cv=5)
+    r = api.delete(f"/v1/jobs/{live}")
+    assert r.status_code == 409 and "cancel it first" in r.json()["detail"]
+    assert api.post(f"/v1/jobs/{live}/cancel").status_code == 202
+    assert wait_job(api, live)["state"] == "cancelled"
+    assert api.delete(f"/v1/jobs/{live}").status_code == 204
+    assert api.delete(f"/v1/datasets/{xid}").status_code == 204

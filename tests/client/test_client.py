@@ -256,10 +256,12 @@ def test_error_types(mg, seed_data, monkeypatch):
         assert issubclass(cls, memogrid.MemogridError)
 
 
-def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
+def test_cancel_wait_timeout_progress_bar_and_delete(mg, seed_data, monkeypatch):
     X, y = make_classification(n_samples=4000, n_features=60, random_state=5)
     big = {"pca__n_components": list(range(2, 42)), "logistic__C": list(np.logspace(-3, 3, 8))}
     job = mg.submit(seed_pipe(), big, X, y, cv=5)  # 1600 fits: a while on two cores
+    with pytest.raises(memogrid.Conflict, match="cancel it first"):
+        job.delete()
     with pytest.raises(memogrid.WaitTimeout):
         job.wait(timeout=0.05, progress=False)
 
@@ -286,6 +288,9 @@ def test_cancel_wait_timeout_and_progress_bar(mg, seed_data, monkeypatch):
     assert job.status()["state"] == "cancelled"
     with pytest.raises(memogrid.Conflict, match="cancel"):
         job.cancel()
+    job.delete()
+    with pytest.raises(memogrid.NotFound):
+        mg.job(job.id)
 
 
 def test_auth_errors_and_rate_limits_reach_the_user_as_memogrid_errors(api, settings):
