@@ -37,7 +37,9 @@ def test_compose_services_and_images():
     for name in ("api", "scheduler", "worker-1", "worker-2"):
         assert services[name]["image"] == "memogrid:latest"
         assert services[name]["build"]["context"] == "."
-    assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
+    sched = services["scheduler"]["command"]
+    assert sched[:2] == ["dask", "scheduler"]
+    assert sched[sched.index("--preload") + 1] == "memogrid_service.engine.nospans"
     for worker in ("worker-1", "worker-2"):
         cmd = services[worker]["command"]
         assert cmd[:3] == ["dask", "worker", "tcp://scheduler:8786"]

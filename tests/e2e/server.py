@@ -89,8 +89,12 @@ class DaskProcesses:
         env: dict[str, str] | None = None,
         nanny: bool = False,
         port: int = 0,
+        scheduler_args: tuple[str, ...] = (),
+        scheduler_log: Path | None = None,
     ):
         self.nanny = nanny
+        self.scheduler_args = scheduler_args
+        self.scheduler_log = scheduler_log  # its stderr (dask logs there), else dropped
         self.port = port  # the scheduler's (0: any free one)
         self.sched_file = workdir / "scheduler.json"
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
@@ -98,13 +102,9 @@ class DaskProcesses:
         self.procs: list[subprocess.Popen] = []
         self.address = ""
 
-    def _spawn(self, *args: str) -> subprocess.Popen:
-        p = subprocess.Popen(
-            [DASK, *args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def _spawn(self, *args: str, log: Path | None = None) -> subprocess.Popen:
+        with open(log or os.devnull, "wb") as err:
+            p = subprocess.Popen([DASK, *args], env=self.env, stdout=err, stderr=err)
         self.procs.append(p)
         return p
 
@@ -120,6 +120,8 @@ class DaskProcesses:
             "--no-dashboard",
             "--scheduler-file",
             str(self.sched_file),
+            *self.scheduler_args,
+            log=self.scheduler_log,
         )
         deadline = time.monotonic() + 60
         while not self.sched_file.exists():

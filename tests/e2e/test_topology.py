@@ -68,7 +68,9 @@ def test_compose_topology_as_processes(tmp_path, db_url):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     worker_env = {k: str(v) for k, v in compose["worker-1"]["environment"].items()}
     worker_env["MEMOGRID_DATA_DIR"] = str(data_dir)
-    with DaskProcesses(tmp_path, n_workers=2, env=worker_env) as dask:
+    sched = compose["scheduler"]["command"]
+    preload = tuple(sched[sched.index("--preload") :][:2])  # as compose starts it
+    with DaskProcesses(tmp_path, n_workers=2, env=worker_env, scheduler_args=preload) as dask:
         env = compose_api_env(data_dir, db_url, dask.address)
         # the compose command: migrate, then serve (which refuses an old schema)
         migrated = subprocess.run(

@@ -48,6 +48,47 @@ def test_search_on_external_scheduler(external_scheduler, tmp_path, fit_log):
     assert_cv_results_equal(res.cv_results_, sk.cv_results_)
 
 
+def _spans_kept(dask_scheduler) -> int:
+    ext = dask_scheduler.extensions.get("spans")
+    return len(getattr(ext, "spans", {}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preload", [True, False], ids=["preloaded", "plain"])
+def test_an_external_scheduler_started_as_compose_does_keeps_no_span_per_search(tmp_path, preload):
+    """dask's scheduler keeps a span (with its task groups) per computation
+    for its lifetime; docker-compose starts it with the engine's preload,
+    which keeps none and takes the span metrics workers send with their
+    heartbeats without a complaint in its log."""
+    import time
+
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    args = ("--preload", "memogrid_service.engine.nospans") if preload else ()
+    log = tmp_path / "scheduler.log"
+    X, y = make_classification(n_samples=60, random_state=0)
+    with DaskProcesses(tmp_path, n_workers=1, scheduler_args=args, scheduler_log=log) as dask:
+        client = make_client(dask.address)
+        try:
+            client.wait_for_workers(1, timeout=60)
+            runner = SearchRunner(client, DatasetStore(tmp_path / "d"), ResultCache(tmp_path / "c"))
+            for C in (0.1, 1.0, 10.0):
+                res = runner.search(LogisticRegression(), X, y, param_grid={"C": [C]}, cv=3)
+                assert res.stats.final_fits == 3
+            time.sleep(1.5)  # the worker's heartbeats (every 0.5 s), span metrics included
+            kept = client.run_on_scheduler(_spans_kept)
+            assert len(client.scheduler_info()["workers"]) == 1
+        finally:
+            close_client(client)
+    if preload:
+        assert kept == 0
+        said = log.read_text()
+        assert "Traceback" not in said and "Error" not in said, said
+    else:  # what the preload is for
+        assert kept >= 3
+
+
 @pytest.mark.slow
 def test_threaded_external_workers_are_warned_about(tmp_path, caplog):
     from distributed import LocalCluster
