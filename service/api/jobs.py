@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import logging
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import undefer
 
@@ -17,7 +19,7 @@ from memogrid.wire import float_token
 
 from ..db.models import DatasetOwner, Job, JobDataset, SplitResult
 from ..db.ops import aware, lock_user, rowcount, utcnow
-from ..runner.jobs import dataset_lookup
+from ..runner.jobs import dataset_lookup, estimator_path
 from ..runner.states import InvalidTransition, JobEvent, JobState, transition
 from ..specs.jobs import compile_job
 from .app import API_PREFIX, Services, services
@@ -27,6 +29,8 @@ from .schemas import JobAccepted, JobList, JobOut, JobRequest, JobResults, Progr
 
 # every route here needs a token, whatever its own parameters say
 router = APIRouter(tags=["jobs"], dependencies=[Depends(current_user), Depends(known_query)])
+
+log = logging.getLogger("memogrid.api")
 
 JobPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
 _PROBLEM = {"model": ProblemBody}
@@ -370,14 +374,19 @@ def delete_job(
         if job is None or job.owner_id != user.user_id:
             raise Problem(404, f"job {job_id} not found")
         if not JobState(job.state).terminal:
-            raise Problem(
-                409,
-                f"job {job_id} is {job.state}: cancel it first (POST /v1/jobs/{job_id}/cancel)",
-            )
+            if job.cancel_requested:
+                said = "its cancel is asked for: delete it once it has stopped"
+            else:
+                said = f"cancel it first (POST /v1/jobs/{job_id}/cancel)"
+            raise Problem(409, f"job {job_id} is {job.state}: {said}")
         # its datasets' roles, splits and candidates go with it (ON DELETE CASCADE)
         s.execute(delete(Job).where(Job.id == job_id))
-    # after the commit: a delete that failed leaves the estimator in place
-    (svc.settings.estimators_dir / f"{job_id}.skops").unlink(missing_ok=True)
+    # after the commit: a delete that failed leaves the estimator in place (a
+    # file a crash leaves here is swept when a runner starts: JobRunner)
+    try:
+        estimator_path(svc.settings.estimators_dir, job_id).unlink(missing_ok=True)
+    except OSError as exc:  # the job is deleted all the same
+        log.warning("could not remove deleted job %s's estimator: %r", job_id, exc)
     return Response(status_code=204)
 
 
@@ -452,7 +461,7 @@ def job_splits(
 
 @router.get(
     "/jobs/{job_id}/estimator",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "a skops file"},
         404: _PROBLEM,
@@ -461,18 +470,36 @@ def job_splits(
 )
 def job_estimator(
     job_id: JobPath, svc: Annotated[Services, Depends(services)], user: CurrentUser
-) -> FileResponse:
+) -> StreamingResponse:
     """The refit best estimator as a skops file (load it with its types audited)."""
     job = get_job(svc, user, job_id)
     if job.state != JobState.SUCCEEDED.value:
         raise Problem(
             409, f"job {job_id} is {job.state}; the best estimator exists once it succeeded"
         )
-    path = svc.settings.estimators_dir / f"{job_id}.skops"
-    if not job.has_estimator or not path.exists():
-        raise Problem(404, f"job {job_id} has no refit estimator (it ran with refit=False)")
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=f"memogrid-{job_id}.skops"
+    missing = Problem(404, f"job {job_id} has no refit estimator (it ran with refit=False)")
+    if not job.has_estimator:
+        raise missing
+    # opened here, not when the answer is sent (as FileResponse does): a
+    # delete of the job meanwhile takes the name away, not the open file
+    try:
+        f = open(estimator_path(svc.settings.estimators_dir, job_id), "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise missing from None
+    size = os.fstat(f.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(size),
+            "content-disposition": f'attachment; filename="memogrid-{job_id}.skops"',
+        },
     )
 
 

@@ -1046,8 +1046,16 @@ class ResidentOutputs:
         keys = [
             key for key, future in held.items() if set(holders.get(future.key, ())) <= gone
         ]  # held nowhere else (or nowhere: being rebuilt already)
-        for key in keys:
-            self.discard(key)
+        dropped = []
+        with self._lock:
+            for key in keys:
+                now = self._held.get(key)
+                if now is not None and now[0] is held[key]:  # not kept anew meanwhile
+                    del self._held[key]
+                    self._nbytes -= now[1]
+                    dropped.append(now[0])
+        for future in dropped:
+            future.release()
         return keys
 
     def clear(self) -> None:

@@ -47,6 +47,12 @@ log = logging.getLogger("memogrid.runner")
 
 #: the suffix of a best estimator's file while it is written
 PARTIAL_SUFFIX = ".tmp"
+#: a job's refit estimator is ``<job id>.skops`` in the estimators directory
+ESTIMATOR_SUFFIX = ".skops"
+
+
+def estimator_path(directory: Path, job_id: str) -> Path:
+    return directory / f"{job_id}{ESTIMATOR_SUFFIX}"
 
 
 def dataset_lookup(
@@ -252,6 +258,7 @@ class JobRunner:
         self.estimators_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # a best estimator's write killed with its process (see _store_result)
         sweep_stale(self.estimators_dir, lambda name: name.endswith(PARTIAL_SUFFIX))
+        self._sweep_deleted_estimators()
         self.max_concurrent = max_concurrent
         # one user's jobs never take every slot: two that ran for hours kept
         # every other user's queued for as long
@@ -269,6 +276,24 @@ class JobRunner:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cluster_down_logged = False
+
+    def _sweep_deleted_estimators(self) -> None:
+        """Remove estimator files no job has: a delete whose process died
+        between its commit and the file's removal (api.jobs.delete_job).
+        Only files an hour old: a success being committed meanwhile in
+        another process has put its file in place just before."""
+        try:
+            with self.db.read() as s:
+                kept = set(s.scalars(select(Job.id).where(Job.has_estimator)))
+        except Exception:  # noqa: BLE001 - the database may be away: next start
+            log.warning("could not list the jobs to sweep their estimators", exc_info=True)
+            return
+        sweep_stale(
+            self.estimators_dir,
+            lambda name: (
+                name.endswith(ESTIMATOR_SUFFIX) and name[: -len(ESTIMATOR_SUFFIX)] not in kept
+            ),
+        )
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> None:
@@ -782,7 +807,7 @@ class JobRunner:
         best_params = (
             None if result.best_params_ is None else encode_value(result.best_params_, value_json)
         )
-        final = self.estimators_dir / f"{job_id}.skops"
+        final = estimator_path(self.estimators_dir, job_id)
         tmp = self.estimators_dir / f"{job_id}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
         placed = False
         try:

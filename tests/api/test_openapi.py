@@ -16,6 +16,7 @@ def test_schema_covers_every_route(api):
         ("post", "/v1/jobs"),
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{job_id}"),
+        ("delete", "/v1/jobs/{job_id}"),
         ("post", "/v1/jobs/{job_id}/cancel"),
         ("get", "/v1/jobs/{job_id}/results"),
         ("get", "/v1/jobs/{job_id}/splits"),

@@ -10,7 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from memogrid_service.api.app import close_services, open_services
 from memogrid_service.db.models import Dataset, Job, JobDataset, SplitResult
@@ -187,6 +187,33 @@ def test_one_users_jobs_never_hold_every_slot(svc):
     assert runner.claim() == bobs
     _set_job(svc, anns[0], state="succeeded")  # one of ann's ends: her next may run
     assert runner.claim() == anns[3]
+
+
+def test_a_deleted_jobs_estimator_left_by_a_crash_is_swept_when_a_runner_starts(svc):
+    """A job deleted in a process that died between the delete's commit and
+    its estimator's removal left the file for good; a starting runner
+    removes such files once an hour old (a younger one may be a success
+    another process is committing)."""
+    import os
+    import time
+
+    kept, gone = _queue(svc, {"svc__C": [1.0]}, n=2)
+    _set_job(svc, kept, state="succeeded", has_estimator=True)
+    _set_job(svc, gone, state="succeeded", has_estimator=True)
+    d = svc.settings.estimators_dir
+    files = {name: d / f"{name}.skops" for name in (kept, gone, "0" * 32, "1" * 32)}
+    for path in files.values():
+        path.write_bytes(b"skops")
+    with svc.db.write() as s:
+        s.execute(delete(Job).where(Job.id == gone))
+    old = time.time() - 7200
+    for name in (kept, gone, "0" * 32):  # "1" * 32 is new: being committed elsewhere
+        os.utime(files[name], (old, old))
+    JobRunner(svc.db, svc.search, svc.allow, d)
+    assert {p.name for p in d.iterdir() if p.suffix == ".skops"} == {
+        f"{kept}.skops",
+        f"{'1' * 32}.skops",
+    }
 
 
 def test_a_job_this_runner_holds_but_no_longer_runs_is_requeued(svc):
