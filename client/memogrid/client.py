@@ -334,6 +334,10 @@ class Client:
                     ) from exc
             if response.status_code < 400:
                 return response
+            if method == "DELETE" and attempt > 0 and response.status_code == 404:
+                # sent again after an attempt whose answer was lost: that
+                # attempt may have deleted it, and it is gone either way
+                return response
             err = _error_for(response)
             # over the rate: wait as the service advises, for a while
             wait = getattr(err, "retry_after", None)

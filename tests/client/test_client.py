@@ -681,3 +681,35 @@ def test_the_wrong_url_hint_is_for_missing_routes_and_quotes_no_password():
         assert "memogrid route" not in said, said
     said = str(answer(404, "http://u:secretpw@svc:8000/v1/v1/jobs", json={"detail": "Not Found"}))
     assert "is no memogrid route at http://u:" in said and "secretpw" not in said
+
+
+def test_a_delete_whose_answer_was_lost_is_not_told_as_not_found(api, monkeypatch):
+    """The connection broke after the service deleted the dataset: the
+    client sends the DELETE again (it is idempotent), which finds nothing.
+    That is the delete done, not a NotFound; a first DELETE of something
+    unknown still is one."""
+    import httpx
+
+    monkeypatch.setattr("memogrid.client.RETRY_BACKOFF", 0.01)
+
+    class AnswerLost(httpx.BaseTransport):
+        def __init__(self, inner):
+            self.inner, self.lost = inner, 0
+
+        def handle_request(self, request):
+            response = self.inner.handle_request(request)
+            if request.method == "DELETE" and not self.lost:
+                self.lost += 1
+                response.read()
+                raise httpx.ReadError("connection reset by peer", request=request)
+            return response
+
+    transport = AnswerLost(api._transport)
+    flaky = httpx.Client(transport=transport, base_url=api.base_url, headers=api.headers)
+    with Client(http=flaky) as client:
+        did = client.upload(np.arange(12.0).reshape(4, 3))
+        client.delete_dataset(did)
+        assert transport.lost == 1
+        assert not client.has_dataset(did)
+        with pytest.raises(memogrid.NotFound):
+            client.delete_dataset(did)
