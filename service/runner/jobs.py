@@ -593,7 +593,10 @@ class JobRunner:
             else:
                 self._finish(job_id, JobEvent.CANCEL)
         except LeaseLost:
-            log.warning("job %s was taken over by another runner; its results stay theirs", job_id)
+            log.warning(
+                "job %s was taken over by another runner, or deleted: nothing of it is written",
+                job_id,
+            )
         except InvalidTransition:
             log.exception("job %s changed state under its runner", job_id)
         except Exception as exc:
@@ -828,8 +831,11 @@ class JobRunner:
             with self.db.write() as s:
                 # locked as the cancel route locks it: a cancel answered 202
                 # is either seen here or waits for the success and is refused
-                asked = select(Job.cancel_requested).where(Job.id == job_id).with_for_update()
-                if s.scalar(asked):
+                asked = select(Job.cancel_requested).where(self._held(job_id)).with_for_update()
+                row = s.execute(asked).first()
+                if row is None:  # requeued and taken by another runner, or deleted since
+                    raise LeaseLost(job_id)
+                if row.cancel_requested:
                     raise SearchCancelled()
                 insert_ignoring_duplicates(s, Candidate, candidates)
                 insert_ignoring_duplicates(s, CandidateParam, params)
@@ -903,7 +909,8 @@ class JobRunner:
 
 
 class LeaseLost(RuntimeError):
-    """Another runner took over this job: its results are not ours to write."""
+    """This runner no longer holds the job (another took it over, or its
+    owner deleted it): its results are not ours to write."""
 
 
 @functools.cache

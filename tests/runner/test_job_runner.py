@@ -411,6 +411,36 @@ def test_a_runner_that_lost_its_lease_stops_and_writes_nothing(svc):
         assert s.scalar(select(func.count()).select_from(Candidate)) == 0
 
 
+def test_a_job_deleted_while_its_result_is_stored_is_not_written(svc, monkeypatch, caplog):
+    """Its lease lapsed, another runner finished it and its owner deleted it
+    while this runner was storing its result: the candidates' insert hit
+    the deleted row's foreign key and the job was logged as failed with an
+    IntegrityError. The runner now sees it no longer holds the job first."""
+    import logging
+
+    from memogrid_service.db.models import Candidate
+
+    (job_id,) = _queue(svc, {"svc__C": [0.5, 2.0]})
+    dump = JobRunner._dump_estimator
+
+    def deleted_meanwhile(self, *args):
+        with svc.db.write() as s:
+            s.execute(delete(Job).where(Job.id == job_id))
+        return dump(self, *args)
+
+    monkeypatch.setattr(JobRunner, "_dump_estimator", deleted_meanwhile)
+    with caplog.at_level(logging.INFO, logger="memogrid.runner"):
+        svc.runner.start()
+        deadline = time.monotonic() + 60
+        while "or deleted" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert f"job {job_id} was taken over by another runner, or deleted" in caplog.text
+    assert "IntegrityError" not in caplog.text and f"job {job_id} failed" not in caplog.text
+    with svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == 0
+    assert not list(svc.settings.estimators_dir.iterdir())
+
+
 def test_the_service_keeps_step_outputs_in_memory_within_its_setting(tmp_path, db_url, dask_client):
     def scheduler_keys() -> set[str]:
         return set(dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
