@@ -1019,14 +1019,16 @@ class ResidentOutputs:
         for future in dropped:
             future.release()
 
-    def discard(self, key: str) -> None:
-        """Let ``key``'s output go (if held)."""
+    def discard(self, key: str, future: Any = None) -> None:
+        """Let ``key``'s output go (if held; given ``future``, only if it is
+        still the one held, not one kept anew meanwhile)."""
         with self._lock:
-            held = self._held.pop(key, None)
-            if held is not None:
-                self._nbytes -= held[1]
-        if held is not None:
-            held[0].release()
+            held = self._held.get(key)
+            if held is None or (future is not None and held[0] is not future):
+                return
+            del self._held[key]
+            self._nbytes -= held[1]
+        held[0].release()
 
     def let_go_on(self, client: Any, workers: Iterable[str]) -> list[str]:
         """Let go of the outputs held on ``workers`` alone (about to restart).
@@ -1046,16 +1048,8 @@ class ResidentOutputs:
         keys = [
             key for key, future in held.items() if set(holders.get(future.key, ())) <= gone
         ]  # held nowhere else (or nowhere: being rebuilt already)
-        dropped = []
-        with self._lock:
-            for key in keys:
-                now = self._held.get(key)
-                if now is not None and now[0] is held[key]:  # not kept anew meanwhile
-                    del self._held[key]
-                    self._nbytes -= now[1]
-                    dropped.append(now[0])
-        for future in dropped:
-            future.release()
+        for key in keys:
+            self.discard(key, held[key])
         return keys
 
     def clear(self) -> None:
